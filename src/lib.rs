@@ -1,0 +1,3 @@
+//! pelagos-net: rootless-first network namespaces for containers and CI.
+
+pub mod spec;

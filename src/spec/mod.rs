@@ -1,0 +1,9 @@
+//! Pure value types: CIDRs, port mappings, network modes.
+//!
+//! Nothing in here touches the filesystem, the network or a process: every
+//! function is a total function of its arguments, which is what lets the
+//! parsers be table-tested and fuzzed.
+
+pub mod cidr;
+pub mod mode;
+pub mod port;
