@@ -1,1 +1,142 @@
-fn main() {}
+//! The `pelagos-net` command line.
+
+use clap::{Parser, Subcommand};
+use pelagos_net::paths::{PathEnv, Paths};
+use pelagos_net::run::{RunError, RunOptions, run};
+use pelagos_net::spec::mode::NetworkMode;
+use pelagos_net::spec::port::PortMapping;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Rootless-first network namespaces for containers and CI.
+#[derive(Debug, Parser)]
+#[command(name = "pelagos-net", version, about)]
+struct Cli {
+    /// Show pasta's arguments and output, timings and teardown details.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Runtime state directory (default: /run/pelagos-net as root, $XDG_RUNTIME_DIR/pelagos-net rootless).
+    #[arg(long, global = true, env = "PELAGOS_NET_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// Directory of named network namespaces.
+    #[arg(long, global = true, env = "PELAGOS_NET_NETNS_DIR")]
+    netns_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in its own network namespace.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Network mode: pasta, loopback (alias none) or host.
+    #[arg(long, default_value = "pasta")]
+    network: NetworkMode,
+    /// Publish a port: [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp]; ranges as 8000-8010:80-90.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<PortMapping>,
+    /// Let the command reach a service on the host's loopback at PORT as 127.0.0.1:PORT.
+    #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    host_ports: Vec<u16>,
+    /// Seconds to wait for the network to become ready.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    ready_timeout: f64,
+    /// pasta binary to use instead of the one on PATH.
+    #[arg(long, value_name = "PATH")]
+    pasta: Option<PathBuf>,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "pelagos-net: {}: {}", record.level().as_str().to_lowercase(), record.args())
+        })
+        .init();
+    let mut paths = Paths::from_env(&PathEnv::current());
+    if let Some(dir) = cli.run_dir {
+        paths.run_dir = dir;
+    }
+    if let Some(dir) = cli.netns_dir {
+        paths.netns_dir = dir;
+    }
+    match cli.command {
+        Command::Run(args) => cmd_run(args, paths, cli.verbose),
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn announce_ports(ports: &[PortMapping]) {
+    for m in ports {
+        eprintln!("pelagos-net: published {m}");
+    }
+}
+
+fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
+    let any_ephemeral = args.publish.iter().any(|m| m.host.is_none());
+    let opts = RunOptions {
+        mode: args.network,
+        ports: args.publish,
+        host_loopback_ports: args.host_ports,
+        command: args.command,
+        paths,
+        pasta: args.pasta,
+        ready_timeout: Duration::from_secs_f64(args.ready_timeout.max(0.0)),
+        tun_path: PathBuf::from("/dev/net/tun"),
+        on_ready: Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} }),
+    };
+    match run(&opts) {
+        Ok(report) => {
+            if let Some(ready) = report.ready_after {
+                log::info!("network ready after {:.1} ms", ready.as_secs_f64() * 1e3);
+            }
+            if let Some(out) = &report.pasta_output
+                && (verbose > 0 || report.pasta_died)
+                && !out.is_empty()
+            {
+                eprint!("pelagos-net: pasta output:\n{out}");
+            }
+            for e in &report.teardown_errors {
+                eprintln!("pelagos-net: warning: {}", error_chain(e));
+            }
+            exit(report.exit_code)
+        }
+        Err(e) => {
+            eprintln!("pelagos-net: error: {}", error_chain(&e));
+            exit(RunError::exit_code(&e))
+        }
+    }
+}

@@ -1,1 +1,140 @@
-//! Network modes.
+//! Network modes: which kind of network a command gets.
+//!
+//! This module owns the names users type (`--network host`) and their
+//! canonical spelling. It only names a mode; whether the host can provide it
+//! is `probe`'s question and which one to use under `auto` is `select`'s.
+//!
+//! Names are case-sensitive lowercase, as in docker and podman: `Host` is an
+//! error rather than a guess. `none` is accepted as an alias of `loopback`
+//! (docker's name for the same thing) and prints as `loopback`. Serde uses
+//! the same strings.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How a command is networked. See the crate docs for what each mode needs.
+///
+/// Not `Copy`: later modes carry data (a bridge network's name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NetworkMode {
+    /// The caller's own network namespace; nothing is set up.
+    Host,
+    /// A new network namespace with only `lo` up (alias `none`).
+    Loopback,
+    /// A new namespace connected to the outside by pasta (rootless egress and
+    /// port forwards).
+    Pasta,
+}
+
+impl NetworkMode {
+    /// Every name [`FromStr`] accepts, aliases included, in the order error
+    /// messages and help text list them.
+    pub const ACCEPTED_NAMES: &'static [&'static str] = &["host", "loopback", "none", "pasta"];
+}
+
+/// Why a network mode name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    /// The name is not one of [`NetworkMode::ACCEPTED_NAMES`].
+    #[error(
+        "unknown network mode '{name}' (expected one of: {})",
+        NetworkMode::ACCEPTED_NAMES.join(", ")
+    )]
+    Unknown {
+        /// The name as given.
+        name: String,
+    },
+}
+
+impl fmt::Display for NetworkMode {
+    /// The canonical name: `host`, `loopback` (also for `none`) or `pasta`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetworkMode::Host => "host",
+            NetworkMode::Loopback => "loopback",
+            NetworkMode::Pasta => "pasta",
+        })
+    }
+}
+
+impl FromStr for NetworkMode {
+    type Err = ModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "host" => Ok(NetworkMode::Host),
+            "loopback" | "none" => Ok(NetworkMode::Loopback),
+            "pasta" => Ok(NetworkMode::Pasta),
+            _ => Err(ModeError::Unknown { name: s.to_owned() }),
+        }
+    }
+}
+
+impl serde::Serialize for NetworkMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NetworkMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_parse_and_display_canonically() {
+        #[rustfmt::skip]
+        let table = [
+            ("host", NetworkMode::Host, "host"),
+            ("loopback", NetworkMode::Loopback, "loopback"),
+            ("none", NetworkMode::Loopback, "loopback"),
+            ("pasta", NetworkMode::Pasta, "pasta"),
+        ];
+        for (name, want, canonical) in table {
+            assert_eq!(name.parse::<NetworkMode>(), Ok(want.clone()), "{name}");
+            assert_eq!(want.to_string(), canonical, "{name}");
+        }
+    }
+
+    #[test]
+    fn mode_accepted_names_all_parse() {
+        for name in NetworkMode::ACCEPTED_NAMES {
+            assert!(name.parse::<NetworkMode>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn mode_unknown_name_is_rejected_listing_accepted_names() {
+        for name in ["", "Host", "PASTA", " host", "host ", "slirp4netns", "nat"] {
+            let err = name.parse::<NetworkMode>().unwrap_err();
+            assert_eq!(err, ModeError::Unknown { name: name.into() });
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("'{name}'")), "{msg}");
+            for accepted in NetworkMode::ACCEPTED_NAMES {
+                assert!(msg.contains(accepted), "{msg} should list {accepted}");
+            }
+        }
+    }
+
+    #[test]
+    fn mode_serializes_as_canonical_name() {
+        assert_eq!(
+            serde_json::to_string(&NetworkMode::Loopback).unwrap(),
+            "\"loopback\""
+        );
+        let mode: NetworkMode = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(mode, NetworkMode::Loopback);
+        let err = serde_json::from_str::<NetworkMode>("\"nat\"").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown network mode 'nat'"),
+            "{err}"
+        );
+    }
+}

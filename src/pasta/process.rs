@@ -1,0 +1,273 @@
+//! Running pasta: spawn against an existing namespace, wait until the
+//! namespace is really ready, stop it and hand back what it printed.
+//!
+//! pasta runs in the foreground as our child, in its own process group (a
+//! terminal's Ctrl-C goes to the command, not to its network), with
+//! `PR_SET_PDEATHSIG` so it dies with us even if we are killed. Its stdout
+//! and stderr are drained into one bounded buffer. pasta in PID/netns mode
+//! does not exit when its target dies, so it is always stopped explicitly.
+
+use super::output::{OutputBuf, SharedOutput, drain};
+use super::ready::{self, Expectation, Missing};
+use crate::procfs::ProcessId;
+use crate::spec::port::PortProto;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Errors of running pasta.
+#[derive(Debug, thiserror::Error)]
+pub enum PastaError {
+    /// The pasta binary could not be started.
+    #[error("start {program}")]
+    Spawn {
+        /// Program path.
+        program: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// pasta exited before the namespace was ready.
+    #[error("pasta exited ({status}) before the network was ready{}\n--- pasta output ---\n{output}", culprit(.ports_in_use))]
+    ExitedEarly {
+        /// Exit status, as text.
+        status: String,
+        /// Requested host ports that another socket holds.
+        ports_in_use: Vec<(PortProto, u16)>,
+        /// What pasta printed.
+        output: String,
+    },
+    /// The deadline passed with parts of the network still missing.
+    #[error("network not ready after {waited:?}: missing {}\n--- pasta output ---\n{output}", list(.missing))]
+    NotReady {
+        /// How long we waited.
+        waited: Duration,
+        /// What was still missing.
+        missing: Vec<Missing>,
+        /// What pasta printed.
+        output: String,
+    },
+    /// Setup was cancelled (a signal arrived) before the network was ready.
+    #[error("cancelled while waiting for the network")]
+    Cancelled,
+    /// `/proc` could not be read while checking readiness.
+    #[error("inspect namespace of pid {pid} through /proc")]
+    Observe {
+        /// Process whose namespace was inspected.
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn culprit(ports: &[(PortProto, u16)]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = ports
+        .iter()
+        .map(|(proto, port)| format!("{port}/{proto}"))
+        .collect();
+    format!(": host port {} already in use", names.join(", "))
+}
+
+fn list(missing: &[Missing]) -> String {
+    missing
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A running pasta process with its output drains.
+#[derive(Debug)]
+pub struct PastaProcess {
+    child: Child,
+    id: ProcessId,
+    output: SharedOutput,
+    drains: Vec<JoinHandle<()>>,
+}
+
+/// What pasta left behind when stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastaReport {
+    /// Its exit status, when it was already reaped.
+    pub status: Option<ExitStatus>,
+    /// Everything it printed (bounded, syslog noise removed).
+    pub output: String,
+}
+
+impl Drop for PastaProcess {
+    /// Best effort, never blocks: kill pasta if still running and reap it on
+    /// a background thread (its tap teardown takes tens of milliseconds).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = std::thread::Builder::new()
+                .name("pasta-reap".into())
+                .spawn(move || {
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                });
+        }
+    }
+}
+
+impl PastaProcess {
+    /// Start `program` with `args` (as built by `args::build_argv`).
+    pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path) -> Result<Self, PastaError> {
+        let spawn_err = |source| PastaError::Spawn {
+            program: program.to_owned(),
+            source,
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: the closure runs between fork and exec and only calls
+        // prctl(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let output: SharedOutput = Arc::new(Mutex::new(OutputBuf::default()));
+        let mut drains = Vec::with_capacity(2);
+        if let Some(out) = child.stdout.take() {
+            drains.push(drain(out, output.clone()).map_err(spawn_err)?);
+        }
+        if let Some(err) = child.stderr.take() {
+            drains.push(drain(err, output.clone()).map_err(spawn_err)?);
+        }
+        let pid = child.id();
+        let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 });
+        Ok(Self {
+            child,
+            id,
+            output,
+            drains,
+        })
+    }
+
+    /// pid and start time.
+    pub fn id(&self) -> ProcessId {
+        self.id
+    }
+
+    /// Exit status if pasta has already exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Output so far.
+    pub fn output(&self) -> String {
+        self.output.lock().map(|b| b.text()).unwrap_or_default()
+    }
+
+    fn wait_output_closed(&mut self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            if self.drains.iter().all(|d| d.is_finished()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.drains.iter().all(|d| d.is_finished())
+    }
+
+    /// Stop pasta: SIGTERM, then SIGKILL after `grace`; wait for its output
+    /// to close and return it. The final reap of the process (the kernel
+    /// tears its tap device down, ~30 ms) happens on a background thread so
+    /// the caller does not wait for it.
+    pub fn stop(mut self, grace: Duration) -> PastaReport {
+        let mut status = self.try_exit();
+        if status.is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if !self.wait_output_closed(Instant::now() + grace) {
+                let _ = self.child.kill();
+                self.wait_output_closed(Instant::now() + grace);
+            }
+            status = self.try_exit();
+        } else {
+            self.wait_output_closed(Instant::now() + grace);
+        }
+        for d in self.drains.drain(..).filter(|d| d.is_finished()) {
+            let _ = d.join();
+        }
+        let output = self.output();
+        if status.is_none() {
+            // Stop is done with the process; drop lets the reaper finish it.
+            drop(self);
+        }
+        PastaReport { status, output }
+    }
+
+    /// Wait until `want` holds, pasta exits, `cancel` says so, or `timeout` passes.
+    pub fn wait_ready(
+        &mut self,
+        proc_root: &Path,
+        ns_pid: u32,
+        want: &Expectation,
+        timeout: Duration,
+        cancel: &mut dyn FnMut() -> bool,
+    ) -> Result<Duration, PastaError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        loop {
+            if let Some(status) = self.try_exit() {
+                // Let the drains catch pasta's last words.
+                self.wait_output_closed(Instant::now() + Duration::from_millis(500));
+                return Err(PastaError::ExitedEarly {
+                    status: describe(status),
+                    ports_in_use: ready::occupied_host_ports(proc_root, &want.host_ports),
+                    output: self.output(),
+                });
+            }
+            let seen = ready::observe(proc_root, ns_pid, self.id.pid, want).map_err(|source| {
+                PastaError::Observe {
+                    pid: ns_pid,
+                    source,
+                }
+            })?;
+            let missing = ready::missing(want, &seen);
+            if missing.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return Err(PastaError::NotReady {
+                    waited: start.elapsed(),
+                    missing,
+                    output: self.output(),
+                });
+            }
+            if cancel() {
+                return Err(PastaError::Cancelled);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+/// "exit status 1" / "killed by signal 9".
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}

@@ -1,0 +1,452 @@
+//! The `run` flow: give a command its own network namespace, make the
+//! network ready, and only then let the command start.
+//!
+//! 1. Resolve the command (not found: 127, before anything is created).
+//! 2. Block the signals we forward; fork the namespace child, which
+//!    enters a new user+net namespace (rootless) or net namespace (root),
+//!    brings `lo` up and waits.
+//! 3. pasta mode: start pasta against the child's namespace and wait until
+//!    it is really ready (route, published ports, host-loopback ports).
+//! 4. Release the child, which execs the command; forward signals; wait.
+//! 5. Tear everything down, collecting every error, and return the
+//!    command's status (128+N when killed by signal N).
+//!
+//! Every resource is recorded in the runtime state directory before the
+//! step that creates it completes, so a later `gc` can find it after a crash.
+
+use crate::diagnose::{TunProblem, UsernsKnobs, check_tun};
+use crate::netns::{self, NetnsError};
+use crate::pasta::args::{PastaPlan, PastaTarget};
+use crate::pasta::setup::{PastaNetworkConfig, PastaSetup, PastaSetupError, setup_pasta_network, teardown_pasta_network};
+use crate::paths::Paths;
+use crate::procfs::ProcessId;
+use crate::spec::mode::NetworkMode;
+use crate::spec::port::PortMapping;
+use crate::store::{RunRecord, Store, StoreError, new_run_id};
+use crate::userns::{ChildSpec, ChildStage, ExecOutcome, NsChild, NsKind, UsernsError};
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::WaitStatus;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod ports;
+pub use ports::{PortError, resolve_ephemeral};
+
+/// Signals forwarded to the command.
+const FORWARDED: [Signal; 7] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Network mode.
+    pub mode: NetworkMode,
+    /// Published ports (`-p`).
+    pub ports: Vec<PortMapping>,
+    /// Host loopback ports the command may reach as 127.0.0.1:PORT (`--host-port`).
+    pub host_loopback_ports: Vec<u16>,
+    /// Command and arguments.
+    pub command: Vec<OsString>,
+    /// State, netns and proc roots.
+    pub paths: Paths,
+    /// The pasta binary (`None`: search PATH).
+    pub pasta: Option<PathBuf>,
+    /// How long to wait for the network.
+    pub ready_timeout: Duration,
+    /// Path of the tun device.
+    pub tun_path: PathBuf,
+    /// Called once the network is ready, just before the command starts,
+    /// with the published ports as resolved (ephemeral ports filled in).
+    pub on_ready: Option<fn(&[PortMapping])>,
+}
+
+/// Errors of `run`. Each carries what the user needs to act.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No command was given.
+    #[error("no command given")]
+    NoCommand,
+    /// The command is not on PATH (exit 127).
+    #[error("{0}: command not found")]
+    CommandNotFound(String),
+    /// `execve` of the command failed (exit 126, or 127 for ENOENT).
+    #[error("cannot execute {command}")]
+    Exec {
+        /// Command.
+        command: String,
+        /// errno of execve.
+        #[source]
+        errno: Errno,
+    },
+    /// pasta is not installed.
+    #[error("pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`")]
+    PastaMissing,
+    /// The tun device is unusable.
+    #[error(transparent)]
+    Tun(#[from] TunProblem),
+    /// The namespaces could not be created.
+    #[error("cannot create the namespace ({stage}): {errno}. {hint}")]
+    Namespaces {
+        /// Step that failed.
+        stage: ChildStage,
+        /// Its errno.
+        errno: Errno,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The namespace child failed otherwise.
+    #[error(transparent)]
+    Child(#[from] UsernsError),
+    /// Ephemeral port resolution failed.
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    /// pasta failed.
+    #[error(transparent)]
+    Pasta(#[from] PastaSetupError),
+    /// The runtime state directory failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The named netns could not be created or removed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// Signal handling could not be set up.
+    #[error("set up signal forwarding")]
+    Signals(#[source] Errno),
+    /// The mode is not supported by `run` (yet).
+    #[error("network mode {0} is not supported by run")]
+    UnsupportedMode(NetworkMode),
+    /// Several teardown steps failed.
+    #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Teardown(Vec<RunError>),
+}
+
+impl RunError {
+    /// The exit code pelagos-net uses for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::CommandNotFound(_) => 127,
+            Self::Exec { errno: Errno::ENOENT, .. } => 127,
+            Self::Exec { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// Result of a run whose command started.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The command's exit code (128+N when killed by signal N).
+    pub exit_code: i32,
+    /// pasta's output, when pasta ran.
+    pub pasta_output: Option<String>,
+    /// pasta died while the command ran (its output is in `pasta_output`).
+    pub pasta_died: bool,
+    /// Errors during teardown (all steps were attempted).
+    pub teardown_errors: Vec<RunError>,
+    /// Published ports as resolved.
+    pub ports: Vec<PortMapping>,
+    /// Time from start to the network being ready.
+    pub ready_after: Option<Duration>,
+}
+
+/// Find `cmd` like execvp would: as given when it has a `/`, else on PATH.
+pub fn resolve_command(cmd: &std::ffi::OsStr, path_env: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    if cmd.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(cmd));
+    }
+    let path_env = path_env?;
+    std::env::split_paths(path_env).map(|dir| dir.join(cmd)).find(|candidate| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+fn cstring(bytes: &[u8]) -> CString {
+    CString::new(bytes.to_vec()).unwrap_or_default()
+}
+
+/// Blocks the forwarded signals (and SIGCHLD) for this thread while alive,
+/// reading them from a signalfd; restores the old mask on drop.
+struct SignalGuard {
+    old: SigSet,
+    fd: SignalFd,
+}
+
+impl SignalGuard {
+    fn new() -> Result<Self, RunError> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        set.add(Signal::SIGCHLD);
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(RunError::Signals)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RunError::Signals)?;
+        Ok(Self { old, fd })
+    }
+
+    /// A pending terminating signal, consuming everything pending.
+    fn pending_termination(&self) -> Option<Signal> {
+        let mut found = None;
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            let sig = Signal::try_from(info.ssi_signo as i32).ok();
+            if matches!(sig, Some(Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) {
+                found = sig;
+            }
+        }
+        found
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+/// Run the command per `opts`. `Err` means the command never started
+/// (or a setup failure stopped it); `Ok` carries its exit code.
+pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
+    let (program, argv) = prepare_command(&opts.command)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let rootless = euid != 0;
+    let pasta_program = match opts.mode {
+        NetworkMode::Pasta => Some(find_pasta(opts)?),
+        NetworkMode::Loopback => None,
+        NetworkMode::Host => return run_host(&program, &argv),
+    };
+    if pasta_program.is_some() {
+        check_tun(&opts.tun_path, euid)?;
+    }
+    let ports = resolve_ephemeral(&opts.ports)?;
+    let runas = match (&pasta_program, rootless) {
+        (Some(p), false) => runas_for_root(p),
+        _ => None,
+    };
+
+    let signals = SignalGuard::new()?;
+    let store = Store::open(&opts.paths.run_dir, euid)?;
+    let proc_root = opts.paths.proc_root.clone();
+    let mut record = RunRecord {
+        id: new_run_id(),
+        owner: ProcessId::of(&proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
+        mode: opts.mode.clone(),
+        child: None,
+        pasta: None,
+        netns_path: None,
+        ports: ports.clone(),
+    };
+    store.write_record(&record)?;
+
+    let mut res = Resources { store: &store, record_id: record.id.clone(), netns_path: None, pasta: None };
+    let spec = ChildSpec {
+        ns: if rootless { NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() } } else { NsKind::NetOnly },
+        program: cstring(program.as_os_str().as_bytes()),
+        argv,
+        proc_root: proc_root.clone(),
+        sigmask: signals.old,
+    };
+    let mut child = match NsChild::spawn(&spec) {
+        Ok(c) => c,
+        Err(e) => return Err(res.fail(e.into())),
+    };
+    if let Err(e) = child.wait_ready() {
+        child.kill_and_reap();
+        return Err(res.fail(namespace_error(e, &proc_root)));
+    }
+    record.child = ProcessId::of(&proc_root, child.pid()).ok();
+    let mut ready_after = None;
+    if let Some(program) = &pasta_program {
+        let target = if rootless {
+            PastaTarget {
+                netns: proc_root.join(child.pid().to_string()).join("ns/net"),
+                userns: Some(proc_root.join(child.pid().to_string()).join("ns/user")),
+            }
+        } else {
+            // pasta drops capabilities before opening its target, so it may
+            // not open /proc/<pid>/ns of a root process: give it a name.
+            record.netns_path = Some(opts.paths.netns_dir.join(format!("pelagos-{}", record.id)));
+            if let Err(e) = store.write_record(&record) {
+                child.kill_and_reap();
+                return Err(res.fail(e.into()));
+            }
+            match netns::attach_named(&opts.paths.netns_dir, &format!("pelagos-{}", record.id), &proc_root, child.pid()) {
+                Ok(path) => {
+                    res.netns_path = Some(path.clone());
+                    PastaTarget { netns: path, userns: None }
+                }
+                Err(e) => {
+                    child.kill_and_reap();
+                    return Err(res.fail(e.into()));
+                }
+            }
+        };
+        let plan = PastaPlan { target, ports: ports.clone(), host_loopback_ports: opts.host_loopback_ports.clone(), runas };
+        let cfg = PastaNetworkConfig { program, plan: &plan, ns_pid: child.pid(), proc_root: &proc_root, timeout: opts.ready_timeout };
+        let mut cancel = || signals.pending_termination().is_some();
+        match setup_pasta_network(&cfg, &mut cancel) {
+            Ok(setup) => {
+                record.pasta = Some(setup.pasta_id());
+                ready_after = Some(setup.ready_after);
+                res.pasta = Some(setup);
+            }
+            Err(e) => {
+                child.kill_and_reap();
+                return Err(res.fail(e.into()));
+            }
+        }
+    }
+    if let Err(e) = store.write_record(&record) {
+        child.kill_and_reap();
+        return Err(res.fail(e.into()));
+    }
+
+    if let Some(on_ready) = opts.on_ready {
+        on_ready(&ports);
+    }
+    match child.release() {
+        Ok(ExecOutcome::Running) => {}
+        Ok(ExecOutcome::Failed(errno)) => {
+            child.kill_and_reap();
+            let command = opts.command[0].to_string_lossy().into_owned();
+            return Err(res.fail(RunError::Exec { command, errno }));
+        }
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(res.fail(e.into()));
+        }
+    }
+
+    let (exit_code, pasta_died) = supervise(&mut child, &signals, res.pasta.as_mut());
+    let (pasta_output, teardown_errors) = res.teardown();
+    Ok(RunReport { exit_code, pasta_output, pasta_died, teardown_errors, ports, ready_after })
+}
+
+/// What a run created, torn down in reverse order with every error kept.
+struct Resources<'a> {
+    store: &'a Store,
+    record_id: String,
+    netns_path: Option<PathBuf>,
+    pasta: Option<PastaSetup>,
+}
+
+impl Resources<'_> {
+    fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
+        let mut errors = Vec::new();
+        let output = self.pasta.take().map(|setup| teardown_pasta_network(setup).output);
+        if let Some(path) = self.netns_path.take()
+            && let Err(e) = netns::remove_named(&path)
+        {
+            errors.push(e.into());
+        }
+        if let Err(e) = self.store.remove_record(&self.record_id) {
+            errors.push(e.into());
+        }
+        (output, errors)
+    }
+
+    /// Tear down after a setup failure; the setup error comes first.
+    fn fail(&mut self, err: RunError) -> RunError {
+        let (_, errors) = self.teardown();
+        if errors.is_empty() {
+            err
+        } else {
+            let mut all = vec![err];
+            all.extend(errors);
+            RunError::Teardown(all)
+        }
+    }
+}
+
+fn prepare_command(command: &[OsString]) -> Result<(PathBuf, Vec<CString>), RunError> {
+    let first = command.first().ok_or(RunError::NoCommand)?;
+    let program = resolve_command(first, std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| RunError::CommandNotFound(first.to_string_lossy().into_owned()))?;
+    let argv = command.iter().map(|a| cstring(a.as_bytes())).collect();
+    Ok((program, argv))
+}
+
+fn find_pasta(opts: &RunOptions) -> Result<PathBuf, RunError> {
+    match &opts.pasta {
+        Some(p) => Ok(p.clone()),
+        None => crate::pasta::features::find_pasta(std::env::var_os("PATH").as_deref()).ok_or(RunError::PastaMissing),
+    }
+}
+
+/// As root, pasta drops to "nobody" unless told otherwise; keep root when
+/// this build understands `--runas`.
+fn runas_for_root(pasta: &Path) -> Option<u32> {
+    match crate::pasta::features::probe(pasta) {
+        Ok(f) if f.supports_runas() => Some(0),
+        _ => None,
+    }
+}
+
+fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
+    match e {
+        UsernsError::ChildFailed { stage, errno } if stage != ChildStage::Exec => {
+            let hint = match (stage, errno) {
+                (ChildStage::Unshare, Errno::EINVAL) => {
+                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: ".to_string()
+                        + &UsernsKnobs::read(proc_root).hint()
+                }
+                (ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups, _) => {
+                    UsernsKnobs::read(proc_root).hint()
+                }
+                _ => String::new(),
+            };
+            RunError::Namespaces { stage, errno, hint }
+        }
+        other => other.into(),
+    }
+}
+
+fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, RunError> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(std::ffi::OsStr::from_bytes(argv[0].as_bytes()));
+    cmd.args(argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a.as_bytes())));
+    let err = cmd.exec();
+    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
+    Err(RunError::Exec { command: program.display().to_string(), errno })
+}
+
+/// Forward signals and wait for the command. Returns its exit code and
+/// whether pasta died meanwhile.
+fn supervise(child: &mut NsChild, signals: &SignalGuard, mut pasta: Option<&mut PastaSetup>) -> (i32, bool) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut pasta_died = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(WaitStatus::Exited(_, code))) => return (code, pasta_died),
+            Ok(Some(WaitStatus::Signaled(_, sig, _))) => return (128 + sig as i32, pasta_died),
+            Ok(_) => {}
+            Err(_) => return (125, pasta_died),
+        }
+        if let Some(p) = pasta.as_deref_mut()
+            && !pasta_died
+            && let Some(status) = p.try_exit()
+        {
+            pasta_died = true;
+            log::warn!("pasta exited while the command runs ({}); the namespace has lost its network", crate::pasta::process::describe(status));
+        }
+        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+        while let Ok(Some(info)) = signals.fd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+            // A terminal's signal already reached the command (same process
+            // group); forward only what was sent to us alone.
+            if sig != Signal::SIGCHLD && info.ssi_code != libc::SI_KERNEL {
+                child.signal(sig);
+            }
+        }
+    }
+}
