@@ -11,13 +11,17 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TunProblem {
     /// The device node does not exist.
-    #[error("{path} does not exist: load the tun module (`modprobe tun`) or create the node (`mknod {path} c 10 200 && chmod 0666 {path}`)")]
+    #[error(
+        "{path} does not exist: load the tun module (`modprobe tun`) or create the node (`mknod {path} c 10 200 && chmod 0666 {path}`)"
+    )]
     Missing {
         /// Device path.
         path: String,
     },
     /// The node exists but this user may not open it.
-    #[error("{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}); pasta needs it to create its tap device. Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)")]
+    #[error(
+        "{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}); pasta needs it to create its tap device. Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)"
+    )]
     NotPermitted {
         /// Device path.
         path: String,
@@ -105,11 +109,19 @@ mod tests {
         let cases = [
             (UsernsKnobs { max_user_namespaces: Some(0), ..Default::default() }, "user.max_user_namespaces = 0"),
             (
-                UsernsKnobs { max_user_namespaces: Some(100), unprivileged_userns_clone: Some(0), apparmor_restrict: None },
+                UsernsKnobs {
+                    max_user_namespaces: Some(100),
+                    unprivileged_userns_clone: Some(0),
+                    apparmor_restrict: None,
+                },
                 "kernel.unprivileged_userns_clone = 0",
             ),
             (
-                UsernsKnobs { max_user_namespaces: Some(100), unprivileged_userns_clone: Some(1), apparmor_restrict: Some(1) },
+                UsernsKnobs {
+                    max_user_namespaces: Some(100),
+                    unprivileged_userns_clone: Some(1),
+                    apparmor_restrict: Some(1),
+                },
                 "apparmor_restrict_unprivileged_userns = 1",
             ),
             (UsernsKnobs::default(), "check `sysctl"),
@@ -127,7 +139,10 @@ mod tests {
         fs::write(tmp.path().join("sys/user/max_user_namespaces"), "0\n").unwrap();
         fs::write(tmp.path().join("sys/kernel/apparmor_restrict_unprivileged_userns"), "1\n").unwrap();
         let k = UsernsKnobs::read(tmp.path());
-        assert_eq!(k, UsernsKnobs { max_user_namespaces: Some(0), unprivileged_userns_clone: None, apparmor_restrict: Some(1) });
+        assert_eq!(
+            k,
+            UsernsKnobs { max_user_namespaces: Some(0), unprivileged_userns_clone: None, apparmor_restrict: Some(1) }
+        );
     }
 
     #[test]

@@ -66,12 +66,7 @@ impl Paths {
             };
             (run, config)
         };
-        Self {
-            run_dir,
-            config_dir,
-            netns_dir: PathBuf::from("/run/netns"),
-            proc_root: PathBuf::from("/proc"),
-        }
+        Self { run_dir, config_dir, netns_dir: PathBuf::from("/run/netns"), proc_root: PathBuf::from("/proc") }
     }
 
     /// Directory of run records.

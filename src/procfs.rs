@@ -17,8 +17,8 @@ impl ProcessId {
     /// Identify a live process by reading `<proc_root>/<pid>/stat`.
     pub fn of(proc_root: &Path, pid: u32) -> io::Result<Self> {
         let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))?;
-        let start_time = parse_start_time(&stat)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat line"))?;
+        let start_time =
+            parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat line"))?;
         Ok(Self { pid, start_time })
     }
 

@@ -103,11 +103,7 @@ impl SocketEntry {
     /// True when the socket accepts new traffic on its local port: a TCP
     /// socket in `LISTEN`, or a bound UDP socket that is not connected.
     pub fn is_listener(&self) -> bool {
-        if self.kind.is_tcp() {
-            self.state == TCP_LISTEN
-        } else {
-            self.state == TCP_CLOSE
-        }
+        if self.kind.is_tcp() { self.state == TCP_LISTEN } else { self.state == TCP_CLOSE }
     }
 }
 
@@ -156,12 +152,9 @@ pub fn parse_route(text: &str) -> Result<Vec<RouteEntry>, ProcNetError> {
 /// True when `routes` hold a usable IPv4 default route on an interface other
 /// than `lo`.
 pub fn has_default_route(routes: &[RouteEntry]) -> bool {
-    routes.iter().any(|r| {
-        r.destination.is_unspecified()
-            && r.mask.is_unspecified()
-            && r.flags & RTF_UP != 0
-            && r.iface != "lo"
-    })
+    routes
+        .iter()
+        .any(|r| r.destination.is_unspecified() && r.mask.is_unspecified() && r.flags & RTF_UP != 0 && r.iface != "lo")
 }
 
 /// Parse the text of one socket table; `kind` says which (it decides the
@@ -178,9 +171,7 @@ pub fn is_listening_tcp(entry: &SocketEntry) -> bool {
 
 /// The listeners (see [`SocketEntry::is_listener`]) bound to local `port`.
 pub fn listeners_on(entries: &[SocketEntry], port: u16) -> impl Iterator<Item = &SocketEntry> {
-    entries
-        .iter()
-        .filter(move |e| e.local.port() == port && e.is_listener())
+    entries.iter().filter(move |e| e.local.port() == port && e.is_listener())
 }
 
 /// Socket inodes named by fd link targets of the form `socket:[INODE]`; other
@@ -194,10 +185,7 @@ where
         .into_iter()
         .filter_map(|link| {
             let text = link.as_ref().to_str()?;
-            text.strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
+            text.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
         })
         .collect()
 }
@@ -208,13 +196,8 @@ where
 /// answer is a snapshot, as any answer about another process must be.
 pub fn socket_inodes_of(proc_root: &Path, pid: u32) -> Result<HashSet<u64>, ProcNetError> {
     let dir = proc_root.join(pid.to_string()).join("fd");
-    let entries = fs::read_dir(&dir).map_err(|source| ProcNetError::ReadFds {
-        path: dir.clone(),
-        source,
-    })?;
-    let links = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| fs::read_link(entry.path()).ok());
+    let entries = fs::read_dir(&dir).map_err(|source| ProcNetError::ReadFds { path: dir.clone(), source })?;
+    let links = entries.filter_map(Result::ok).filter_map(|entry| fs::read_link(entry.path()).ok());
     Ok(socket_inodes_from_fd_links(links))
 }
 
@@ -228,11 +211,7 @@ pub fn read_routes(proc_root: &Path, pid: Option<u32>) -> Result<Vec<RouteEntry>
 
 /// Read one socket table of the network namespace of `pid` (or of this
 /// process when `None`) from `<proc_root>/<pid|self>/net/<kind>`.
-pub fn read_sockets(
-    proc_root: &Path,
-    pid: Option<u32>,
-    kind: SockKind,
-) -> Result<Vec<SocketEntry>, ProcNetError> {
+pub fn read_sockets(proc_root: &Path, pid: Option<u32>, kind: SockKind) -> Result<Vec<SocketEntry>, ProcNetError> {
     let path = net_file(proc_root, pid, kind.file_name());
     let text = read_text(&path)?;
     parse_sockets_at(&text, kind, &path)
@@ -244,10 +223,7 @@ fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
 }
 
 fn read_text(path: &Path) -> Result<String, ProcNetError> {
-    fs::read_to_string(path).map_err(|source| ProcNetError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| ProcNetError::Read { path: path.to_owned(), source })
 }
 
 /// Where a field came from, for error messages.
@@ -258,24 +234,11 @@ struct Line<'a> {
 
 impl Line<'_> {
     fn error(&self, field: &'static str, text: &str) -> ProcNetError {
-        ProcNetError::Parse {
-            path: self.path.to_owned(),
-            line: self.number,
-            field,
-            text: text.to_owned(),
-        }
+        ProcNetError::Parse { path: self.path.to_owned(), line: self.number, field, text: text.to_owned() }
     }
 
-    fn field<'t>(
-        &self,
-        fields: &[&'t str],
-        index: usize,
-        name: &'static str,
-    ) -> Result<&'t str, ProcNetError> {
-        fields
-            .get(index)
-            .copied()
-            .ok_or_else(|| self.error(name, ""))
+    fn field<'t>(&self, fields: &[&'t str], index: usize, name: &'static str) -> Result<&'t str, ProcNetError> {
+        fields.get(index).copied().ok_or_else(|| self.error(name, ""))
     }
 }
 
@@ -308,11 +271,7 @@ fn parse_route_at(text: &str, path: &Path) -> Result<Vec<RouteEntry>, ProcNetErr
         .collect()
 }
 
-fn parse_sockets_at(
-    text: &str,
-    kind: SockKind,
-    path: &Path,
-) -> Result<Vec<SocketEntry>, ProcNetError> {
+fn parse_sockets_at(text: &str, kind: SockKind, path: &Path) -> Result<Vec<SocketEntry>, ProcNetError> {
     data_lines(text)
         .map(|(number, fields)| {
             let line = Line { path, number };
@@ -365,16 +324,14 @@ fn hex_socket_addr(text: &str, ipv6: bool) -> Option<SocketAddr> {
         return None;
     }
     let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = if ipv6 {
-        IpAddr::V6(hex_ipv6(addr)?)
-    } else {
-        IpAddr::V4(hex_ipv4(addr)?)
-    };
+    let ip = if ipv6 { IpAddr::V6(hex_ipv6(addr)?) } else { IpAddr::V4(hex_ipv4(addr)?) };
     Some(SocketAddr::new(ip, port))
 }
 
-// The samples were captured on little-endian x86_64; on a big-endian host the
-// address-decoding tests are reported as ignored rather than silently passing.
+// The socket samples were captured on little-endian x86_64 with listeners bound
+// for the purpose; the uid 1000 and the connected UDP line were edited in to
+// cover those cases, and the route sample uses a 10.200.0.0/16 network. On a
+// big-endian host the address-decoding tests are reported as ignored.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,12 +390,7 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
     #[test]
     fn route_table_without_default_route_is_not_ready() {
         let header_only = ROUTE.lines().next().unwrap();
-        let on_link_only: String = ROUTE
-            .lines()
-            .take(1)
-            .chain(ROUTE.lines().skip(2))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let on_link_only: String = ROUTE.lines().take(1).chain(ROUTE.lines().skip(2)).collect::<Vec<_>>().join("\n");
 
         assert!(!has_default_route(&parse_route(header_only).unwrap()));
         assert!(!has_default_route(&parse_route(&on_link_only).unwrap()));
@@ -465,27 +417,14 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 
         let err = parse_route(&text).unwrap_err();
 
-        assert_eq!(
-            err.to_string(),
-            "malformed line 4 of /proc/net/route: bad gateway \"not-hex\""
-        );
+        assert_eq!(err.to_string(), "malformed line 4 of /proc/net/route: bad gateway \"not-hex\"");
     }
 
     #[test]
     fn truncated_route_line_reports_missing_column() {
         let err = parse_route("Iface\tDestination\neth0\t00000000\t00000000\t0003\n").unwrap_err();
 
-        assert!(
-            matches!(
-                err,
-                ProcNetError::Parse {
-                    line: 2,
-                    field: "mask",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, ProcNetError::Parse { line: 2, field: "mask", .. }), "{err:?}");
     }
 
     #[test]
@@ -516,14 +455,8 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
     #[test]
     #[cfg_attr(target_endian = "big", ignore = "samples captured on little-endian")]
     fn ipv6_words_are_native_order_per_word() {
-        assert_eq!(
-            hex_ipv6("B80D0120000000000000000001000000"),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        assert_eq!(
-            hex_ipv6("0000000000000000FFFF00000100007F"),
-            Some("::ffff:127.0.0.1".parse().unwrap())
-        );
+        assert_eq!(hex_ipv6("B80D0120000000000000000001000000"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(hex_ipv6("0000000000000000FFFF00000100007F"), Some("::ffff:127.0.0.1".parse().unwrap()));
         assert_eq!(hex_ipv6("00000000"), None);
     }
 
@@ -533,19 +466,9 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         let v4 = parse_sockets(UDP, SockKind::Udp).unwrap();
         let v6 = parse_sockets(UDP6, SockKind::Udp6).unwrap();
 
-        assert_eq!(
-            listeners_on(&v4, 5353).map(|e| e.inode).collect::<Vec<_>>(),
-            [9116]
-        );
-        assert_eq!(
-            listeners_on(&v4, 53).count(),
-            0,
-            "connected socket is not a listener"
-        );
-        assert_eq!(
-            listeners_on(&v6, 5354).next().unwrap().local,
-            sock("::1", 5354)
-        );
+        assert_eq!(listeners_on(&v4, 5353).map(|e| e.inode).collect::<Vec<_>>(), [9116]);
+        assert_eq!(listeners_on(&v4, 53).count(), 0, "connected socket is not a listener");
+        assert_eq!(listeners_on(&v6, 5354).next().unwrap().local, sock("::1", 5354));
         assert!(!is_listening_tcp(&v4[0]));
     }
 
@@ -553,17 +476,8 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
     fn listeners_on_filters_by_port_and_state() {
         let entries = parse_sockets(TCP, SockKind::Tcp).unwrap();
 
-        assert_eq!(
-            listeners_on(&entries, 8080)
-                .map(|e| e.inode)
-                .collect::<Vec<_>>(),
-            [9113]
-        );
-        assert_eq!(
-            listeners_on(&entries, 57772).count(),
-            0,
-            "client side is not a listener"
-        );
+        assert_eq!(listeners_on(&entries, 8080).map(|e| e.inode).collect::<Vec<_>>(), [9113]);
+        assert_eq!(listeners_on(&entries, 57772).count(), 0, "client side is not a listener");
         assert_eq!(listeners_on(&entries, 1).count(), 0);
     }
 
@@ -573,32 +487,19 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 
         let err = parse_sockets(&text, SockKind::Tcp).unwrap_err();
 
-        assert_eq!(
-            err.to_string(),
-            "malformed line 5 of /proc/net/tcp: bad local address \"0100007F:1F9\""
-        );
+        assert_eq!(err.to_string(), "malformed line 5 of /proc/net/tcp: bad local address \"0100007F:1F9\"");
     }
 
     #[test]
     fn ipv4_address_in_tcp6_table_is_rejected() {
-        let text = format!(
-            "header\n 0: {} 00000000:0000 0A 0:0 0:0 0 0 0 1\n",
-            "0100007F:1F90"
-        );
+        let text = format!("header\n 0: {} 00000000:0000 0A 0:0 0:0 0 0 0 1\n", "0100007F:1F90");
 
         assert!(parse_sockets(&text, SockKind::Tcp6).is_err());
     }
 
     #[test]
     fn fd_links_yield_only_socket_inodes() {
-        let links = [
-            "socket:[12345]",
-            "pipe:[77]",
-            "/dev/null",
-            "socket:[9]",
-            "socket:[x]",
-            "anon_inode:[eventfd]",
-        ];
+        let links = ["socket:[12345]", "pipe:[77]", "/dev/null", "socket:[9]", "socket:[x]", "anon_inode:[eventfd]"];
 
         let inodes = socket_inodes_from_fd_links(links);
 
@@ -613,15 +514,9 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         std::os::unix::fs::symlink("socket:[555]", fd_dir.join("3")).unwrap();
         std::os::unix::fs::symlink("/dev/null", fd_dir.join("0")).unwrap();
 
-        assert_eq!(
-            socket_inodes_of(root.path(), 42).unwrap(),
-            HashSet::from([555])
-        );
+        assert_eq!(socket_inodes_of(root.path(), 42).unwrap(), HashSet::from([555]));
         let err = socket_inodes_of(root.path(), 43).unwrap_err();
-        assert!(
-            matches!(&err, ProcNetError::ReadFds { path, .. } if path.ends_with("43/fd")),
-            "{err:?}"
-        );
+        assert!(matches!(&err, ProcNetError::ReadFds { path, .. } if path.ends_with("43/fd")), "{err:?}");
     }
 
     #[test]
@@ -634,17 +529,9 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         fs::write(root.path().join("self/net/tcp6"), TCP6).unwrap();
 
         assert_eq!(read_routes(root.path(), Some(7)).unwrap().len(), 2);
-        assert_eq!(
-            read_sockets(root.path(), None, SockKind::Tcp6)
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(read_sockets(root.path(), None, SockKind::Tcp6).unwrap().len(), 2);
         let err = read_sockets(root.path(), Some(7), SockKind::Udp).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("failed to read {}/7/net/udp", root.path().display())
-        );
+        assert_eq!(err.to_string(), format!("failed to read {}/7/net/udp", root.path().display()));
     }
 
     #[test]
@@ -657,11 +544,7 @@ vh\t0000C80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         let ours = socket_inodes_of(proc_root, std::process::id()).unwrap();
 
         let found: Vec<_> = listeners_on(&entries, port).collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "listener on port {port} not in /proc/self/net/tcp"
-        );
+        assert_eq!(found.len(), 1, "listener on port {port} not in /proc/self/net/tcp");
         assert!(ours.contains(&found[0].inode));
     }
 }

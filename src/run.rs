@@ -17,7 +17,9 @@
 use crate::diagnose::{TunProblem, UsernsKnobs, check_tun};
 use crate::netns::{self, NetnsError};
 use crate::pasta::args::{PastaPlan, PastaTarget};
-use crate::pasta::setup::{PastaNetworkConfig, PastaSetup, PastaSetupError, setup_pasta_network, teardown_pasta_network};
+use crate::pasta::setup::{
+    PastaNetworkConfig, PastaSetup, PastaSetupError, setup_pasta_network, teardown_pasta_network,
+};
 use crate::paths::Paths;
 use crate::procfs::ProcessId;
 use crate::spec::mode::NetworkMode;
@@ -37,8 +39,15 @@ mod ports;
 pub use ports::{PortError, resolve_ephemeral};
 
 /// Signals forwarded to the command.
-const FORWARDED: [Signal; 7] =
-    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -83,7 +92,9 @@ pub enum RunError {
         errno: Errno,
     },
     /// pasta is not installed.
-    #[error("pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`")]
+    #[error(
+        "pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`"
+    )]
     PastaMissing,
     /// The tun device is unusable.
     #[error(transparent)]
@@ -185,7 +196,8 @@ impl SignalGuard {
         set.add(Signal::SIGCHLD);
         let mut old = SigSet::empty();
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(RunError::Signals)?;
-        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RunError::Signals)?;
+        let fd =
+            SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RunError::Signals)?;
         Ok(Self { old, fd })
     }
 
@@ -233,7 +245,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let proc_root = opts.paths.proc_root.clone();
     let mut record = RunRecord {
         id: new_run_id(),
-        owner: ProcessId::of(&proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
+        owner: ProcessId::of(&proc_root, std::process::id())
+            .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
         mode: opts.mode.clone(),
         child: None,
         pasta: None,
@@ -244,7 +257,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
 
     let mut res = Resources { store: &store, record_id: record.id.clone(), netns_path: None, pasta: None };
     let spec = ChildSpec {
-        ns: if rootless { NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() } } else { NsKind::NetOnly },
+        ns: if rootless {
+            NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
+        } else {
+            NsKind::NetOnly
+        },
         program: cstring(program.as_os_str().as_bytes()),
         argv,
         proc_root: proc_root.clone(),
@@ -274,7 +291,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
                 child.kill_and_reap();
                 return Err(res.fail(e.into()));
             }
-            match netns::attach_named(&opts.paths.netns_dir, &format!("pelagos-{}", record.id), &proc_root, child.pid()) {
+            match netns::attach_named(&opts.paths.netns_dir, &format!("pelagos-{}", record.id), &proc_root, child.pid())
+            {
                 Ok(path) => {
                     res.netns_path = Some(path.clone());
                     PastaTarget { netns: path, userns: None }
@@ -285,8 +303,15 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
                 }
             }
         };
-        let plan = PastaPlan { target, ports: ports.clone(), host_loopback_ports: opts.host_loopback_ports.clone(), runas };
-        let cfg = PastaNetworkConfig { program, plan: &plan, ns_pid: child.pid(), proc_root: &proc_root, timeout: opts.ready_timeout };
+        let plan =
+            PastaPlan { target, ports: ports.clone(), host_loopback_ports: opts.host_loopback_ports.clone(), runas };
+        let cfg = PastaNetworkConfig {
+            program,
+            plan: &plan,
+            ns_pid: child.pid(),
+            proc_root: &proc_root,
+            timeout: opts.ready_timeout,
+        };
         let mut cancel = || signals.pending_termination().is_some();
         match setup_pasta_network(&cfg, &mut cancel) {
             Ok(setup) => {
@@ -391,7 +416,8 @@ fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
         UsernsError::ChildFailed { stage, errno } if stage != ChildStage::Exec => {
             let hint = match (stage, errno) {
                 (ChildStage::Unshare, Errno::EINVAL) => {
-                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: ".to_string()
+                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: "
+                        .to_string()
                         + &UsernsKnobs::read(proc_root).hint()
                 }
                 (ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups, _) => {
@@ -433,7 +459,10 @@ fn supervise(child: &mut NsChild, signals: &SignalGuard, mut pasta: Option<&mut 
             && let Some(status) = p.try_exit()
         {
             pasta_died = true;
-            log::warn!("pasta exited while the command runs ({}); the namespace has lost its network", crate::pasta::process::describe(status));
+            log::warn!(
+                "pasta exited while the command runs ({}); the namespace has lost its network",
+                crate::pasta::process::describe(status)
+            );
         }
         let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {

@@ -139,7 +139,8 @@ impl Store {
 
     /// Every record in the directory, each parsed or its error.
     pub fn records(&self) -> Result<Vec<Result<RunRecord, StoreError>>, StoreError> {
-        let read_dir = fs::read_dir(&self.runs).map_err(|source| StoreError::ReadRecord { path: self.runs.clone(), source })?;
+        let read_dir =
+            fs::read_dir(&self.runs).map_err(|source| StoreError::ReadRecord { path: self.runs.clone(), source })?;
         let mut out = Vec::new();
         for entry in read_dir.flatten() {
             let path = entry.path();

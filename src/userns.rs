@@ -110,7 +110,7 @@ pub struct ChildSpec {
     pub ns: NsKind,
     /// Resolved path of the program.
     pub program: CString,
-    /// argv, including argv[0].
+    /// argv, including `argv[0]`.
     pub argv: Vec<CString>,
     /// procfs root (for `/proc/self/uid_map` and friends).
     pub proc_root: std::path::PathBuf,
@@ -166,7 +166,9 @@ impl NsChild {
         let mut argv_ptrs: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let (uid_map, gid_map) = match spec.ns {
-            NsKind::UserAndNet { uid, gid } => (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes()),
+            NsKind::UserAndNet { uid, gid } => {
+                (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
+            }
             NsKind::NetOnly => (Vec::new(), Vec::new()),
         };
         let prep = Prepared {

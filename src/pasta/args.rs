@@ -74,17 +74,10 @@ pub enum ArgsError {
 /// `-U none`, `--netns PATH`, `--userns PATH` and `--runas UID` when given.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
-    let mut argv: Vec<OsString> = ["--config-net", "--foreground", "--stderr"]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+    let mut argv: Vec<OsString> =
+        ["--config-net", "--foreground", "--stderr"].into_iter().map(OsString::from).collect();
     for (flag, proto) in [("-t", PortProto::Tcp), ("-u", PortProto::Udp)] {
-        let specs = plan
-            .ports
-            .iter()
-            .filter(|m| m.proto == proto)
-            .map(forward_spec)
-            .collect::<Result<Vec<_>, _>>()?;
+        let specs = plan.ports.iter().filter(|m| m.proto == proto).map(forward_spec).collect::<Result<Vec<_>, _>>()?;
         if specs.is_empty() {
             push_pair(&mut argv, flag, "none");
         }
@@ -113,9 +106,7 @@ fn push_pair(argv: &mut Vec<OsString>, flag: &str, value: impl Into<OsString>) {
 /// part is left out when it equals the host ports. IPv6 addresses are written
 /// plainly: they hold no `/`, which is what pasta splits on.
 fn forward_spec(mapping: &PortMapping) -> Result<String, ArgsError> {
-    let host = mapping.host.ok_or_else(|| ArgsError::UnresolvedHostPort {
-        mapping: mapping.clone(),
-    })?;
+    let host = mapping.host.ok_or_else(|| ArgsError::UnresolvedHostPort { mapping: mapping.clone() })?;
     if host.len() != mapping.container.len() {
         return Err(ArgsError::RangeLengthMismatch {
             mapping: mapping.clone(),
@@ -152,11 +143,7 @@ fn loopback_spec(ports: &[u16]) -> Result<String, ArgsError> {
 }
 
 fn range_text(range: PortRange) -> String {
-    if range.start() == range.end() {
-        range.start().to_string()
-    } else {
-        format!("{}-{}", range.start(), range.end())
-    }
+    if range.start() == range.end() { range.start().to_string() } else { format!("{}-{}", range.start(), range.end()) }
 }
 
 /// A mapping in docker's `[HOST_IP:][HOST:]CONTAINER/PROTO` notation, for
@@ -184,12 +171,7 @@ mod tests {
 
     const ROOTLESS_TAIL: [&str; 4] = ["--netns", "/proc/42/ns/net", "--userns", "/proc/42/ns/user"];
 
-    fn mapping(
-        ip: Option<&str>,
-        host: Option<(u16, u16)>,
-        ctr: (u16, u16),
-        proto: PortProto,
-    ) -> PortMapping {
+    fn mapping(ip: Option<&str>, host: Option<(u16, u16)>, ctr: (u16, u16), proto: PortProto) -> PortMapping {
         PortMapping {
             host_ip: ip.map(|ip| ip.parse().unwrap()),
             host: host.map(|(s, e)| PortRange::new(s, e).unwrap()),
@@ -204,10 +186,7 @@ mod tests {
 
     fn rootless(ports: Vec<PortMapping>) -> PastaPlan {
         PastaPlan {
-            target: PastaTarget {
-                netns: "/proc/42/ns/net".into(),
-                userns: Some("/proc/42/ns/user".into()),
-            },
+            target: PastaTarget { netns: "/proc/42/ns/net".into(), userns: Some("/proc/42/ns/user".into()) },
             ports,
             host_loopback_ports: vec![],
             runas: None,
@@ -222,100 +201,40 @@ mod tests {
     /// The fixed head, then `middle`, then the rootless namespace options.
     fn expected(middle: &[&str]) -> Vec<String> {
         let head = ["--config-net", "--foreground", "--stderr"];
-        head.iter()
-            .chain(middle)
-            .chain(&ROOTLESS_TAIL)
-            .map(|s| s.to_string())
-            .collect()
+        head.iter().chain(middle).chain(&ROOTLESS_TAIL).map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn golden_argv_table() {
         let udp = |h, c| mapping(None, Some((h, h)), (c, c), PortProto::Udp);
         let cases: Vec<(&str, Vec<PortMapping>, Vec<&str>)> = vec![
-            (
-                "no ports",
-                vec![],
-                vec!["-t", "none", "-u", "none", "-T", "none", "-U", "none"],
-            ),
-            (
-                "one tcp forward",
-                vec![tcp(8080, 80)],
-                vec!["-t", "8080:80", "-u", "none", "-T", "none", "-U", "none"],
-            ),
-            (
-                "same port omits target",
-                vec![tcp(80, 80)],
-                vec!["-t", "80", "-u", "none", "-T", "none", "-U", "none"],
-            ),
+            ("no ports", vec![], vec!["-t", "none", "-u", "none", "-T", "none", "-U", "none"]),
+            ("one tcp forward", vec![tcp(8080, 80)], vec!["-t", "8080:80", "-u", "none", "-T", "none", "-U", "none"]),
+            ("same port omits target", vec![tcp(80, 80)], vec!["-t", "80", "-u", "none", "-T", "none", "-U", "none"]),
             (
                 "tcp and udp",
                 vec![tcp(8080, 80), udp(5353, 53), tcp(2222, 22)],
-                vec![
-                    "-t", "8080:80", "-t", "2222:22", "-u", "5353:53", "-T", "none", "-U", "none",
-                ],
+                vec!["-t", "8080:80", "-t", "2222:22", "-u", "5353:53", "-T", "none", "-U", "none"],
             ),
             (
                 "range with different container range",
                 vec![mapping(None, Some((8000, 8010)), (80, 90), PortProto::Tcp)],
-                vec![
-                    "-t",
-                    "8000-8010:80-90",
-                    "-u",
-                    "none",
-                    "-T",
-                    "none",
-                    "-U",
-                    "none",
-                ],
+                vec!["-t", "8000-8010:80-90", "-u", "none", "-T", "none", "-U", "none"],
             ),
             (
                 "identical ranges",
-                vec![mapping(
-                    None,
-                    Some((7000, 7002)),
-                    (7000, 7002),
-                    PortProto::Udp,
-                )],
+                vec![mapping(None, Some((7000, 7002)), (7000, 7002), PortProto::Udp)],
                 vec!["-t", "none", "-u", "7000-7002", "-T", "none", "-U", "none"],
             ),
             (
                 "ipv4 host ip",
-                vec![mapping(
-                    Some("127.0.0.1"),
-                    Some((8000, 8010)),
-                    (80, 90),
-                    PortProto::Tcp,
-                )],
-                vec![
-                    "-t",
-                    "127.0.0.1/8000-8010:80-90",
-                    "-u",
-                    "none",
-                    "-T",
-                    "none",
-                    "-U",
-                    "none",
-                ],
+                vec![mapping(Some("127.0.0.1"), Some((8000, 8010)), (80, 90), PortProto::Tcp)],
+                vec!["-t", "127.0.0.1/8000-8010:80-90", "-u", "none", "-T", "none", "-U", "none"],
             ),
             (
                 "ipv6 host ip",
-                vec![mapping(
-                    Some("::1"),
-                    Some((8080, 8080)),
-                    (80, 80),
-                    PortProto::Tcp,
-                )],
-                vec![
-                    "-t",
-                    "::1/8080:80",
-                    "-u",
-                    "none",
-                    "-T",
-                    "none",
-                    "-U",
-                    "none",
-                ],
+                vec![mapping(Some("::1"), Some((8080, 8080)), (80, 80), PortProto::Tcp)],
+                vec!["-t", "::1/8080:80", "-u", "none", "-T", "none", "-U", "none"],
             ),
         ];
         for (name, ports, middle) in cases {
@@ -325,10 +244,7 @@ mod tests {
 
     #[test]
     fn host_loopback_ports_are_sorted_deduplicated_and_joined() {
-        let plan = PastaPlan {
-            host_loopback_ports: vec![6379, 5432, 6379],
-            ..rootless(vec![])
-        };
+        let plan = PastaPlan { host_loopback_ports: vec![6379, 5432, 6379], ..rootless(vec![]) };
 
         let expect = expected(&["-t", "none", "-u", "none", "-T", "5432,6379", "-U", "none"]);
         assert_eq!(argv(&plan), expect);
@@ -337,10 +253,7 @@ mod tests {
     #[test]
     fn root_plan_has_no_userns_and_runs_as_given_uid() {
         let plan = PastaPlan {
-            target: PastaTarget {
-                netns: "/run/netns/pelagos-x".into(),
-                userns: None,
-            },
+            target: PastaTarget { netns: "/run/netns/pelagos-x".into(), userns: None },
             runas: Some(0),
             ..rootless(vec![tcp(8080, 80)])
         };
@@ -384,18 +297,12 @@ mod tests {
 
         let err = build_argv(&rootless(vec![bad])).unwrap_err();
 
-        assert_eq!(
-            err.to_string(),
-            "port mapping [::1]:8000-8001:80-90/udp maps 2 host ports to 11 container ports"
-        );
+        assert_eq!(err.to_string(), "port mapping [::1]:8000-8001:80-90/udp maps 2 host ports to 11 container ports");
     }
 
     #[test]
     fn loopback_port_zero_is_rejected() {
-        let plan = PastaPlan {
-            host_loopback_ports: vec![0],
-            ..rootless(vec![])
-        };
+        let plan = PastaPlan { host_loopback_ports: vec![0], ..rootless(vec![]) };
 
         assert_eq!(build_argv(&plan), Err(ArgsError::ZeroLoopbackPort));
     }
@@ -404,13 +311,7 @@ mod tests {
     fn non_utf8_namespace_path_is_passed_through_unchanged() {
         use std::os::unix::ffi::OsStrExt;
         let odd = std::ffi::OsStr::from_bytes(b"/run/netns/\xffodd");
-        let plan = PastaPlan {
-            target: PastaTarget {
-                netns: odd.into(),
-                userns: None,
-            },
-            ..rootless(vec![])
-        };
+        let plan = PastaPlan { target: PastaTarget { netns: odd.into(), userns: None }, ..rootless(vec![]) };
 
         let argv = build_argv(&plan).unwrap();
 

@@ -107,12 +107,14 @@ pub enum FeatureProbeError {
         timeout: Duration,
     },
     /// `--version` exited unsuccessfully.
-    #[error("{} --version failed with {status}", path.display())]
+    #[error("{} --version failed with {status}: {stderr_tail}", path.display())]
     VersionFailed {
         /// Binary that was run.
         path: PathBuf,
         /// Its exit status.
         status: ExitStatus,
+        /// The last lines it wrote to stderr, syslog noise removed.
+        stderr_tail: String,
     },
     /// `--help` does not define `--netns`, without which we cannot use it.
     #[error("{} --help does not list --netns; is it pasta?", path.display())]
@@ -142,17 +144,11 @@ impl ReleaseDate {
         let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
         let number = |s: &[u8]| s.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
         (0..b.len()).find_map(|i| {
-            let underscored = b.get(i..i + 10).filter(|w| {
-                digits(&w[..4])
-                    && w[4] == b'_'
-                    && digits(&w[5..7])
-                    && w[7] == b'_'
-                    && digits(&w[8..])
-            });
+            let underscored = b
+                .get(i..i + 10)
+                .filter(|w| digits(&w[..4]) && w[4] == b'_' && digits(&w[5..7]) && w[7] == b'_' && digits(&w[8..]));
             let compact = b.get(i..i + 8).filter(|w| {
-                digits(w)
-                    && (i == 0 || !b[i - 1].is_ascii_digit())
-                    && b.get(i + 8).is_none_or(|c| !c.is_ascii_digit())
+                digits(w) && (i == 0 || !b[i - 1].is_ascii_digit()) && b.get(i + 8).is_none_or(|c| !c.is_ascii_digit())
             });
             let (y, m, d) = match (underscored, compact) {
                 (Some(w), _) => (&w[..4], &w[5..7], &w[8..]),
@@ -185,10 +181,7 @@ impl PastaVersion {
 impl PastaFeatures {
     /// Features from the stdout of `--version` and the text of `--help`.
     pub fn from_outputs(version_stdout: &str, help_text: &str) -> Self {
-        Self {
-            version: parse_version(version_stdout),
-            options: parse_help(help_text),
-        }
+        Self { version: parse_version(version_stdout), options: parse_help(help_text) }
     }
 
     /// True when `--help` defines the long option `opt` (`"--runas"` or `"runas"`).
@@ -228,10 +221,7 @@ impl PastaFeatures {
             },
             None => {
                 let newer = MARKERS_AFTER_2024_08_06.iter().any(|o| self.has(o));
-                TapBugs {
-                    server_first_hang: !newer,
-                    half_close_corruption: !newer,
-                }
+                TapBugs { server_first_hang: !newer, half_close_corruption: !newer }
             }
         }
     }
@@ -252,18 +242,10 @@ fn is_syslog_noise(line: &str) -> bool {
 
 /// The version named by the first meaningful line of `pasta --version`.
 pub fn parse_version(stdout: &str) -> PastaVersion {
-    let Some(line) = stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !is_syslog_noise(l))
-    else {
+    let Some(line) = stdout.lines().map(str::trim).find(|l| !l.is_empty() && !is_syslog_noise(l)) else {
         return PastaVersion::Unknown;
     };
-    let rest = ["pasta ", "passt "]
-        .iter()
-        .find_map(|p| line.strip_prefix(p))
-        .unwrap_or(line)
-        .trim();
+    let rest = ["pasta ", "passt "].iter().find_map(|p| line.strip_prefix(p)).unwrap_or(line).trim();
     match rest {
         "unknown version" => PastaVersion::Unknown,
         v if ReleaseDate::find_in(v).is_some() => PastaVersion::Dated(v.to_owned()),
@@ -281,16 +263,9 @@ pub fn parse_help(text: &str) -> BTreeSet<String> {
             let mut tokens = line.split_whitespace();
             let first = tokens.next()?;
             let is_short = |t: &str| t.len() == 3 && t.starts_with('-') && t.ends_with(',');
-            let long = if is_short(first) {
-                tokens.next()?
-            } else {
-                first
-            };
-            let name: String = long
-                .strip_prefix("--")?
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
+            let long = if is_short(first) { tokens.next()? } else { first };
+            let name: String =
+                long.strip_prefix("--")?.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
             (!name.is_empty()).then(|| format!("--{name}"))
         })
         .collect()
@@ -305,17 +280,22 @@ pub fn probe(pasta: &Path) -> Result<PastaFeatures, FeatureProbeError> {
         return Err(FeatureProbeError::VersionFailed {
             path: pasta.to_owned(),
             status: version.status,
+            stderr_tail: tail(&version.stderr, 5),
         });
     }
     let help = run_captured(pasta, "--help")?;
     let help_text = format!("{}\n{}", help.stdout, help.stderr);
     let features = PastaFeatures::from_outputs(&version.stdout, &help_text);
     if !features.has("--netns") {
-        return Err(FeatureProbeError::NotPasta {
-            path: pasta.to_owned(),
-        });
+        return Err(FeatureProbeError::NotPasta { path: pasta.to_owned() });
     }
     Ok(features)
+}
+
+/// The last `n` meaningful lines of `text`, joined by `"; "`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !is_syslog_noise(l)).collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
 }
 
 /// What one probe run left behind.
@@ -327,22 +307,14 @@ struct Captured {
 
 /// Run `path arg`, draining stdout and stderr on threads, within the deadline.
 fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, FeatureProbeError> {
-    let collect = |source| FeatureProbeError::Collect {
-        path: path.to_owned(),
-        arg,
-        source,
-    };
+    let collect = |source| FeatureProbeError::Collect { path: path.to_owned(), arg, source };
     let mut child = Command::new(path)
         .arg(arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| FeatureProbeError::Spawn {
-            path: path.to_owned(),
-            arg,
-            source,
-        })?;
+        .map_err(|source| FeatureProbeError::Spawn { path: path.to_owned(), arg, source })?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || -> io::Result<String> {
             let mut bytes = Vec::new();
@@ -357,11 +329,7 @@ fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, FeatureProbe
     let waited = child.wait_timeout(PROBE_TIMEOUT);
     let status = match waited {
         Ok(Some(status)) => Ok(status),
-        Ok(None) => Err(FeatureProbeError::TimedOut {
-            path: path.to_owned(),
-            arg,
-            timeout: PROBE_TIMEOUT,
-        }),
+        Ok(None) => Err(FeatureProbeError::TimedOut { path: path.to_owned(), arg, timeout: PROBE_TIMEOUT }),
         Err(source) => Err(collect(source)),
     };
     if status.is_err() {
@@ -370,14 +338,9 @@ fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, FeatureProbe
         let _ = child.wait();
     }
     // A drain thread cannot panic short of allocation failure; treat it as no output.
-    let join =
-        |h: thread::JoinHandle<io::Result<String>>| h.join().unwrap_or_else(|_| Ok(String::new()));
+    let join = |h: thread::JoinHandle<io::Result<String>>| h.join().unwrap_or_else(|_| Ok(String::new()));
     let (out, err) = (join(out), join(err));
-    Ok(Captured {
-        status: status?,
-        stdout: out.map_err(collect)?,
-        stderr: err.map_err(collect)?,
-    })
+    Ok(Captured { status: status?, stdout: out.map_err(collect)?, stderr: err.map_err(collect)? })
 }
 
 /// The first executable file named `pasta` in the directories of `path_env`
@@ -388,11 +351,7 @@ pub fn find_pasta(path_env: Option<&OsStr>) -> Option<PathBuf> {
     std::env::split_paths(path_env?)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join("pasta"))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// True when [`find_pasta`] finds pasta on this process's `PATH`.
@@ -408,10 +367,7 @@ mod tests {
     const DEBIAN_HELP: &str = include_str!("../../tests/fixtures/pasta-help-2023-03-09.txt");
 
     fn features(version: &str, options: &[&str]) -> PastaFeatures {
-        PastaFeatures {
-            version: parse_version(version),
-            options: options.iter().map(|o| o.to_string()).collect(),
-        }
+        PastaFeatures { version: parse_version(version), options: options.iter().map(|o| o.to_string()).collect() }
     }
 
     #[test]
@@ -424,10 +380,7 @@ mod tests {
             --no-icmp --no-map-gw --no-ndp --no-netns-quit --no-ra --no-tcp --no-udp --ns-ifname \
             --ns-mac-addr --outbound --outbound-if4 --outbound-if6 --pcap --pid --quiet --runas \
             --search --stderr --tcp-ns --tcp-ports --trace --udp-ns --udp-ports --userns --version";
-        assert_eq!(
-            options,
-            expected.split_whitespace().map(String::from).collect()
-        );
+        assert_eq!(options, expected.split_whitespace().map(String::from).collect());
     }
 
     #[test]
@@ -437,13 +390,7 @@ mod tests {
         assert!(f.supports_runas() && f.has("--config-net") && f.has("netns-only"));
         assert!(!f.supports_map_host_loopback());
         assert!(!f.supports_map_guest_addr());
-        assert_eq!(
-            f.tcp_tap_bugs(),
-            TapBugs {
-                server_first_hang: true,
-                half_close_corruption: true
-            }
-        );
+        assert_eq!(f.tcp_tap_bugs(), TapBugs { server_first_hang: true, half_close_corruption: true });
     }
 
     #[test]
@@ -462,43 +409,26 @@ mod tests {
 
     #[test]
     fn version_lines_parse() {
-        let unknown =
-            "pasta unknown version\nCopyright Red Hat\nGNU Affero GPL version 3 or later\n";
+        let unknown = "pasta unknown version\nCopyright Red Hat\nGNU Affero GPL version 3 or later\n";
         let dated = "pasta 2024_08_06.ee36266\nCopyright Red Hat\n";
 
         assert_eq!(parse_version(unknown), PastaVersion::Unknown);
+        assert_eq!(parse_version(dated), PastaVersion::Dated("2024_08_06.ee36266".into()));
         assert_eq!(
-            parse_version(dated),
-            PastaVersion::Dated("2024_08_06.ee36266".into())
-        );
-        assert_eq!(
-            parse_version("Failed to send 7 bytes to syslog\npasta 2023_12_30.f091893\n")
-                .release_date(),
+            parse_version("Failed to send 7 bytes to syslog\npasta 2023_12_30.f091893\n").release_date(),
             Some(ReleaseDate::new(2023, 12, 30))
         );
         assert_eq!(parse_version(""), PastaVersion::Unknown);
-        assert_eq!(
-            parse_version("pasta 1.0-custom\n"),
-            PastaVersion::Other("1.0-custom".into())
-        );
+        assert_eq!(parse_version("pasta 1.0-custom\n"), PastaVersion::Other("1.0-custom".into()));
     }
 
     #[test]
     fn release_dates_are_found_in_distribution_versions() {
         let date = |v: &str| PastaVersion::Dated(v.into()).release_date();
 
-        assert_eq!(
-            date("2024_08_06.ee36266"),
-            Some(ReleaseDate::new(2024, 8, 6))
-        );
-        assert_eq!(
-            date("0^20240806.gee36266-1.fc40"),
-            Some(ReleaseDate::new(2024, 8, 6))
-        );
-        assert_eq!(
-            date("0.0~git20230309.7c7625d-1"),
-            Some(ReleaseDate::new(2023, 3, 9))
-        );
+        assert_eq!(date("2024_08_06.ee36266"), Some(ReleaseDate::new(2024, 8, 6)));
+        assert_eq!(date("0^20240806.gee36266-1.fc40"), Some(ReleaseDate::new(2024, 8, 6)));
+        assert_eq!(date("0.0~git20230309.7c7625d-1"), Some(ReleaseDate::new(2023, 3, 9)));
         assert_eq!(ReleaseDate::find_in("build 12345678 202401011"), None);
         assert_eq!(ReleaseDate::new(2023, 10, 4).to_string(), "2023_10_04");
     }
@@ -506,14 +436,8 @@ mod tests {
     #[test]
     fn tap_bug_inference_table() {
         let none = TapBugs::default();
-        let both = TapBugs {
-            server_first_hang: true,
-            half_close_corruption: true,
-        };
-        let half = TapBugs {
-            server_first_hang: false,
-            half_close_corruption: true,
-        };
+        let both = TapBugs { server_first_hang: true, half_close_corruption: true };
+        let half = TapBugs { server_first_hang: false, half_close_corruption: true };
         let cases = [
             ("pasta 2023_03_09.7c7625d", &[][..], both),
             ("pasta 2023_10_03.aaaaaaa", &[], both),
@@ -521,16 +445,8 @@ mod tests {
             ("pasta 2024_08_05.bbbbbbb", &["--map-guest-addr"][..], half),
             ("pasta 2024_08_06.ee36266", &[], none),
             ("pasta 0^20250217.ga1e48a0-1.fc41", &[], none),
-            (
-                "pasta unknown version",
-                &["--runas", "--map-host-loopback"],
-                both,
-            ),
-            (
-                "pasta unknown version",
-                &["--runas", "--map-guest-addr"],
-                none,
-            ),
+            ("pasta unknown version", &["--runas", "--map-host-loopback"], both),
+            ("pasta unknown version", &["--runas", "--map-guest-addr"], none),
             ("pasta 1.0-custom", &[], both),
         ];
         for (version, options, bugs) in cases {
@@ -538,6 +454,14 @@ mod tests {
             assert_eq!(f.tcp_tap_bugs(), bugs, "{version} with {options:?}");
             assert_eq!(f.tcp_tap_bugs().any(), bugs != none);
         }
+    }
+
+    #[test]
+    fn tail_keeps_last_meaningful_lines() {
+        let text = "one\ntwo\nFailed to send 9 bytes to syslog\n\nthree\n";
+
+        assert_eq!(tail(text, 2), "two; three");
+        assert_eq!(tail("", 3), "");
     }
 
     #[test]
@@ -557,8 +481,7 @@ mod tests {
     #[test]
     fn find_pasta_picks_first_executable_file_on_path() {
         let tmp = tempfile::tempdir().unwrap();
-        let [plain, dir_named, good, later] =
-            ["plain", "dir", "good", "later"].map(|d| tmp.path().join(d));
+        let [plain, dir_named, good, later] = ["plain", "dir", "good", "later"].map(|d| tmp.path().join(d));
         for dir in [&plain, &dir_named, &good, &later] {
             fs::create_dir(dir).unwrap();
         }
@@ -566,14 +489,7 @@ mod tests {
         fs::create_dir(dir_named.join("pasta")).unwrap();
         write_file(&good.join("pasta"), 0o700);
         write_file(&later.join("pasta"), 0o755);
-        let path = std::env::join_paths([
-            &plain,
-            &dir_named,
-            &tmp.path().join("missing"),
-            &good,
-            &later,
-        ])
-        .unwrap();
+        let path = std::env::join_paths([&plain, &dir_named, &tmp.path().join("missing"), &good, &later]).unwrap();
 
         assert_eq!(find_pasta(Some(&path)), Some(good.join("pasta")));
         assert_eq!(find_pasta(Some(plain.as_os_str())), None);
@@ -584,64 +500,40 @@ mod tests {
     fn find_pasta_skips_relative_and_empty_entries() {
         let tmp = tempfile::tempdir().unwrap();
         write_file(&tmp.path().join("pasta"), 0o755);
-        let relative = pathdiff_to_relative(tmp.path());
+        let relative = relative_to_cwd(tmp.path());
 
         assert_eq!(find_pasta(Some(OsStr::new(&format!(":{relative}:")))), None);
     }
 
     /// `tmp` spelled relative to the current directory (`../../tmp/...`).
-    fn pathdiff_to_relative(tmp: &Path) -> String {
+    fn relative_to_cwd(tmp: &Path) -> String {
         let depth = std::env::current_dir().unwrap().components().count() - 1;
-        format!(
-            "{}{}",
-            "../".repeat(depth),
-            tmp.strip_prefix("/").unwrap().display()
-        )
+        format!("{}{}", "../".repeat(depth), tmp.strip_prefix("/").unwrap().display())
     }
 
     #[test]
     fn probe_real_pasta_when_installed() {
         let pasta = Path::new("/usr/bin/pasta");
         if !pasta.exists() {
-            eprintln!(
-                "SKIP: probe_real_pasta_when_installed: {} not installed",
-                pasta.display()
-            );
+            eprintln!("SKIP: probe_real_pasta_when_installed: {} not installed", pasta.display());
             return;
         }
 
         let f = probe(pasta).unwrap();
 
-        assert!(
-            f.supports_runas() && f.has("--config-net") && f.has("--netns"),
-            "{f:?}"
-        );
-        eprintln!(
-            "probed {}: {:?}, tap bugs {:?}",
-            pasta.display(),
-            f.version,
-            f.tcp_tap_bugs()
-        );
+        assert!(f.supports_runas() && f.has("--config-net") && f.has("--netns"), "{f:?}");
+        eprintln!("probed {}: {:?}, tap bugs {:?}", pasta.display(), f.version, f.tcp_tap_bugs());
     }
 
     #[test]
     fn probe_of_a_non_pasta_binary_is_an_error() {
         let err = probe(Path::new("/bin/true")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/bin/true --help does not list --netns; is it pasta?"
-        );
+        assert_eq!(err.to_string(), "/bin/true --help does not list --netns; is it pasta?");
+
+        let err = probe(Path::new("/bin/false")).unwrap_err();
+        assert!(matches!(err, FeatureProbeError::VersionFailed { .. }), "{err:?}");
 
         let err = probe(Path::new("/nonexistent/pasta")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FeatureProbeError::Spawn {
-                    arg: "--version",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, FeatureProbeError::Spawn { arg: "--version", .. }), "{err:?}");
     }
 }

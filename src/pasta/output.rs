@@ -56,46 +56,36 @@ impl OutputBuf {
     /// The last `n` lines, for error messages.
     pub fn tail(&self, n: usize) -> String {
         let skip = self.lines.len().saturating_sub(n);
-        self.lines
-            .iter()
-            .skip(skip)
-            .map(|l| format!("{l}\n"))
-            .collect()
+        self.lines.iter().skip(skip).map(|l| format!("{l}\n")).collect()
     }
 }
 
 /// Lines pasta prints about its own logging, which carry no information.
 fn is_noise(line: &str) -> bool {
-    line.starts_with("Failed to send ") && line.ends_with(" bytes to syslog")
-        || line.trim().is_empty()
+    line.starts_with("Failed to send ") && line.ends_with(" bytes to syslog") || line.trim().is_empty()
 }
 
 /// Output shared between drain threads and the owner.
 pub type SharedOutput = Arc<Mutex<OutputBuf>>;
 
 /// Start a thread that reads `stream` line by line into `buf` until EOF.
-pub fn drain<R: Read + Send + 'static>(
-    stream: R,
-    buf: SharedOutput,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("pasta-drain".into())
-        .spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match reader.read_until(b'\n', &mut raw) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&raw);
-                        if let Ok(mut b) = buf.lock() {
-                            b.push_line(&line);
-                        }
+pub fn drain<R: Read + Send + 'static>(stream: R, buf: SharedOutput) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("pasta-drain".into()).spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&raw);
+                    if let Ok(mut b) = buf.lock() {
+                        b.push_line(&line);
                     }
                 }
             }
-        })
+        }
+    })
 }
 
 #[cfg(test)]
@@ -118,11 +108,7 @@ mod tests {
             b.push_line(&line);
         }
         assert!(b.bytes <= OutputBuf::CAPACITY);
-        assert!(
-            b.text().starts_with("[135 earlier lines dropped]"),
-            "{}",
-            &b.text()[..40]
-        );
+        assert!(b.text().starts_with("[135 earlier lines dropped]"), "{}", &b.text()[..40]);
         assert_eq!(b.tail(2), format!("{line}\n{line}\n"));
     }
 }

@@ -8,9 +8,8 @@
 //! does not exit when its target dies, so it is always stopped explicitly.
 
 use super::output::{OutputBuf, SharedOutput, drain};
-use super::ready::{self, Expectation, Missing};
+use super::ready::{self, Expectation, HostPort, Missing};
 use crate::procfs::ProcessId;
-use crate::spec::port::PortProto;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -38,7 +37,7 @@ pub enum PastaError {
         /// Exit status, as text.
         status: String,
         /// Requested host ports that another socket holds.
-        ports_in_use: Vec<(PortProto, u16)>,
+        ports_in_use: Vec<HostPort>,
         /// What pasta printed.
         output: String,
     },
@@ -49,6 +48,14 @@ pub enum PastaError {
         waited: Duration,
         /// What was still missing.
         missing: Vec<Missing>,
+        /// What pasta printed.
+        output: String,
+    },
+    /// Requested host ports are held by another socket, so pasta cannot serve them.
+    #[error("host port {} already in use\n--- pasta output ---\n{output}", .ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))]
+    PortsInUse {
+        /// The ports.
+        ports: Vec<HostPort>,
         /// What pasta printed.
         output: String,
     },
@@ -66,24 +73,21 @@ pub enum PastaError {
     },
 }
 
-fn culprit(ports: &[(PortProto, u16)]) -> String {
+fn culprit(ports: &[HostPort]) -> String {
     if ports.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = ports
-        .iter()
-        .map(|(proto, port)| format!("{port}/{proto}"))
-        .collect();
+    let names: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     format!(": host port {} already in use", names.join(", "))
 }
 
 fn list(missing: &[Missing]) -> String {
-    missing
-        .iter()
-        .map(|m| m.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
 }
+
+/// How long pasta gets to report a port it cannot bind (and exit) before we
+/// stop waiting for it: the port is held by someone else either way.
+const OCCUPIED_GRACE: Duration = Duration::from_millis(300);
 
 /// A running pasta process with its output drains.
 #[derive(Debug)]
@@ -112,11 +116,9 @@ impl Drop for PastaProcess {
         }
         if let Ok(None) = self.child.try_wait() {
             let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = std::thread::Builder::new()
-                .name("pasta-reap".into())
-                .spawn(move || {
-                    let _ = nix::sys::wait::waitpid(pid, None);
-                });
+            let _ = std::thread::Builder::new().name("pasta-reap".into()).spawn(move || {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            });
         }
     }
 }
@@ -124,16 +126,9 @@ impl Drop for PastaProcess {
 impl PastaProcess {
     /// Start `program` with `args` (as built by `args::build_argv`).
     pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path) -> Result<Self, PastaError> {
-        let spawn_err = |source| PastaError::Spawn {
-            program: program.to_owned(),
-            source,
-        };
+        let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls
         // prctl(2), which is async-signal-safe.
         unsafe {
@@ -155,12 +150,7 @@ impl PastaProcess {
         }
         let pid = child.id();
         let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 });
-        Ok(Self {
-            child,
-            id,
-            output,
-            drains,
-        })
+        Ok(Self { child, id, output, drains })
     }
 
     /// pid and start time.
@@ -221,6 +211,7 @@ impl PastaProcess {
         &mut self,
         proc_root: &Path,
         ns_pid: u32,
+        base: &ready::Baseline,
         want: &Expectation,
         timeout: Duration,
         cancel: &mut dyn FnMut() -> bool,
@@ -233,26 +224,21 @@ impl PastaProcess {
                 self.wait_output_closed(Instant::now() + Duration::from_millis(500));
                 return Err(PastaError::ExitedEarly {
                     status: describe(status),
-                    ports_in_use: ready::occupied_host_ports(proc_root, &want.host_ports),
+                    ports_in_use: base.occupied.clone(),
                     output: self.output(),
                 });
             }
-            let seen = ready::observe(proc_root, ns_pid, self.id.pid, want).map_err(|source| {
-                PastaError::Observe {
-                    pid: ns_pid,
-                    source,
-                }
-            })?;
+            if !base.occupied.is_empty() && start.elapsed() >= OCCUPIED_GRACE {
+                return Err(PastaError::PortsInUse { ports: base.occupied.clone(), output: self.output() });
+            }
+            let seen = ready::observe(proc_root, ns_pid, base, want)
+                .map_err(|source| PastaError::Observe { pid: ns_pid, source })?;
             let missing = ready::missing(want, &seen);
             if missing.is_empty() {
                 return Ok(start.elapsed());
             }
             if start.elapsed() >= timeout {
-                return Err(PastaError::NotReady {
-                    waited: start.elapsed(),
-                    missing,
-                    output: self.output(),
-                });
+                return Err(PastaError::NotReady { waited: start.elapsed(), missing, output: self.output() });
             }
             if cancel() {
                 return Err(PastaError::Cancelled);

@@ -3,7 +3,7 @@
 
 use super::args::{PastaPlan, build_argv};
 use super::process::{PastaError, PastaProcess, PastaReport};
-use super::ready::Expectation;
+use super::ready::{self, Expectation, HostPort};
 use crate::procfs::ProcessId;
 use crate::spec::port::PortMapping;
 use std::ffi::OsString;
@@ -69,17 +69,10 @@ pub fn expectation(ports: &[PortMapping], host_loopback_ports: &[u16]) -> Expect
     let host_ports = ports
         .iter()
         .flat_map(|m| {
-            m.host
-                .iter()
-                .flat_map(|r| r.iter())
-                .map(move |p| (m.proto, p))
+            m.host.iter().flat_map(|r| r.iter()).map(move |port| HostPort { proto: m.proto, ip: m.host_ip, port })
         })
         .collect();
-    Expectation {
-        default_route: true,
-        host_ports,
-        ns_tcp_ports: host_loopback_ports.to_vec(),
-    }
+    Expectation { default_route: true, host_ports, ns_tcp_ports: host_loopback_ports.to_vec() }
 }
 
 /// Spawn pasta against an already-created namespace and return once the
@@ -93,13 +86,11 @@ pub fn setup_pasta_network(
 ) -> Result<PastaSetup, PastaSetupError> {
     let argv = build_argv(cfg.plan)?;
     let want = expectation(&cfg.plan.ports, &cfg.plan.host_loopback_ports);
+    let base =
+        ready::baseline(cfg.proc_root, &want).map_err(|source| PastaError::Observe { pid: cfg.ns_pid, source })?;
     let mut process = PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?;
-    match process.wait_ready(cfg.proc_root, cfg.ns_pid, &want, cfg.timeout, cancel) {
-        Ok(ready_after) => Ok(PastaSetup {
-            process,
-            argv,
-            ready_after,
-        }),
+    match process.wait_ready(cfg.proc_root, cfg.ns_pid, &base, &want, cfg.timeout, cancel) {
+        Ok(ready_after) => Ok(PastaSetup { process, argv, ready_after }),
         Err(e) => {
             let _ = process.stop(Duration::from_millis(200));
             Err(e.into())

@@ -57,21 +57,36 @@ mod tests {
 
     #[test]
     fn ephemeral_tcp_port_is_resolved_to_a_nonzero_port() {
-        let m = PortMapping { host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), host: None, container: PortRange::single(80).unwrap(), proto: PortProto::Tcp };
-        let out = resolve_ephemeral(&[m.clone()]).unwrap();
+        let m = PortMapping {
+            host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            host: None,
+            container: PortRange::single(80).unwrap(),
+            proto: PortProto::Tcp,
+        };
+        let out = resolve_ephemeral(std::slice::from_ref(&m)).unwrap();
         assert!(out[0].host.unwrap().start() > 0);
         assert_eq!(out[0].container, m.container);
     }
 
     #[test]
     fn explicit_host_ports_are_kept() {
-        let m = PortMapping { host_ip: None, host: Some(PortRange::single(8080).unwrap()), container: PortRange::single(80).unwrap(), proto: PortProto::Udp };
-        assert_eq!(resolve_ephemeral(&[m.clone()]).unwrap(), vec![m]);
+        let m = PortMapping {
+            host_ip: None,
+            host: Some(PortRange::single(8080).unwrap()),
+            container: PortRange::single(80).unwrap(),
+            proto: PortProto::Udp,
+        };
+        assert_eq!(resolve_ephemeral(std::slice::from_ref(&m)).unwrap(), vec![m]);
     }
 
     #[test]
     fn ephemeral_range_is_refused_with_an_example() {
-        let m = PortMapping { host_ip: None, host: None, container: PortRange::new(80, 90).unwrap(), proto: PortProto::Tcp };
+        let m = PortMapping {
+            host_ip: None,
+            host: None,
+            container: PortRange::new(80, 90).unwrap(),
+            proto: PortProto::Tcp,
+        };
         let err = resolve_ephemeral(&[m]).unwrap_err();
         assert!(err.to_string().contains("explicit host ports"), "{err}");
     }

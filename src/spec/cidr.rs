@@ -84,11 +84,7 @@ impl Ipv4Net {
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, CidrError> {
         let network = Self::truncating(addr, prefix)?;
         if network.addr != addr {
-            return Err(CidrError::HostBitsSet {
-                addr,
-                prefix,
-                network,
-            });
+            return Err(CidrError::HostBitsSet { addr, prefix, network });
         }
         Ok(network)
     }
@@ -98,9 +94,7 @@ impl Ipv4Net {
     /// `prefix > 32`.
     pub fn truncating(addr: Ipv4Addr, prefix: u8) -> Result<Self, CidrError> {
         if prefix > 32 {
-            return Err(CidrError::InvalidPrefix {
-                text: prefix.to_string(),
-            });
+            return Err(CidrError::InvalidPrefix { text: prefix.to_string() });
         }
         let addr = Ipv4Addr::from(u32::from(addr) & mask_bits(prefix));
         Ok(Self { addr, prefix })
@@ -153,11 +147,7 @@ impl Ipv4Net {
     /// point-to-point link (RFC 3021) where both addresses are usable, so this
     /// is the network address; for a /32 it is the single address.
     pub fn first_host(&self) -> Ipv4Addr {
-        if self.prefix <= 30 {
-            Ipv4Addr::from(u32::from(self.addr) + 1)
-        } else {
-            self.addr
-        }
+        if self.prefix <= 30 { Ipv4Addr::from(u32::from(self.addr) + 1) } else { self.addr }
     }
 
     /// The last usable host address.
@@ -166,11 +156,7 @@ impl Ipv4Net {
     /// is the second address of the pair; for a /32 the single address.
     pub fn last_host(&self) -> Ipv4Addr {
         let broadcast = self.broadcast();
-        if self.prefix <= 30 {
-            Ipv4Addr::from(u32::from(broadcast) - 1)
-        } else {
-            broadcast
-        }
+        if self.prefix <= 30 { Ipv4Addr::from(u32::from(broadcast) - 1) } else { broadcast }
     }
 
     /// Number of usable host addresses, `first_host()..=last_host()`:
@@ -196,20 +182,15 @@ impl FromStr for Ipv4Net {
         let Some((addr_text, prefix_text)) = s.split_once('/') else {
             return Err(CidrError::MissingPrefix { text: s.to_owned() });
         };
-        let addr = addr_text
-            .parse::<Ipv4Addr>()
-            .map_err(|_| CidrError::InvalidAddress {
-                text: addr_text.to_owned(),
-            })?;
+        let addr =
+            addr_text.parse::<Ipv4Addr>().map_err(|_| CidrError::InvalidAddress { text: addr_text.to_owned() })?;
         Self::new(addr, parse_prefix(prefix_text)?)
     }
 }
 
 /// Parses `0..=32` written as plain decimal digits without leading zeros.
 fn parse_prefix(text: &str) -> Result<u8, CidrError> {
-    let invalid = || CidrError::InvalidPrefix {
-        text: text.to_owned(),
-    };
+    let invalid = || CidrError::InvalidPrefix { text: text.to_owned() };
     let well_formed = matches!(text.len(), 1 | 2)
         && text.bytes().all(|b| b.is_ascii_digit())
         && !(text.len() == 2 && text.starts_with('0'));
@@ -275,18 +256,8 @@ mod tests {
     #[test]
     fn cidr_with_host_bits_set_is_rejected_with_suggestion() {
         let err = "10.88.1.5/24".parse::<Ipv4Net>().unwrap_err();
-        assert_eq!(
-            err,
-            CidrError::HostBitsSet {
-                addr: ip("10.88.1.5"),
-                prefix: 24,
-                network: net("10.88.1.0/24")
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "10.88.1.5/24 has host bits set; did you mean 10.88.1.0/24?"
-        );
+        assert_eq!(err, CidrError::HostBitsSet { addr: ip("10.88.1.5"), prefix: 24, network: net("10.88.1.0/24") });
+        assert_eq!(err.to_string(), "10.88.1.5/24 has host bits set; did you mean 10.88.1.0/24?");
     }
 
     #[test]
@@ -324,47 +295,24 @@ mod tests {
         for (input, want, mentions) in table {
             let err = input.parse::<Ipv4Net>().unwrap_err();
             assert_eq!(&err, want, "input {input:?}");
-            assert!(
-                err.to_string().contains(mentions),
-                "input {input:?}: message {err}"
-            );
+            assert!(err.to_string().contains(mentions), "input {input:?}: message {err}");
         }
     }
 
     #[test]
     fn cidr_new_rejects_prefix_above_32() {
-        assert_eq!(
-            Ipv4Net::new(ip("0.0.0.0"), 33),
-            Err(CidrError::InvalidPrefix { text: "33".into() })
-        );
+        assert_eq!(Ipv4Net::new(ip("0.0.0.0"), 33), Err(CidrError::InvalidPrefix { text: "33".into() }));
     }
 
     #[test]
     fn cidr_truncating_clears_host_bits() {
-        assert_eq!(
-            Ipv4Net::truncating(ip("10.88.1.5"), 24),
-            Ok(net("10.88.1.0/24"))
-        );
-        assert_eq!(
-            Ipv4Net::truncating(ip("10.88.1.5"), 0),
-            Ok(net("0.0.0.0/0"))
-        );
-        assert_eq!(
-            Ipv4Net::truncating(ip("10.88.1.5"), 32),
-            Ok(net("10.88.1.5/32"))
-        );
+        assert_eq!(Ipv4Net::truncating(ip("10.88.1.5"), 24), Ok(net("10.88.1.0/24")));
+        assert_eq!(Ipv4Net::truncating(ip("10.88.1.5"), 0), Ok(net("0.0.0.0/0")));
+        assert_eq!(Ipv4Net::truncating(ip("10.88.1.5"), 32), Ok(net("10.88.1.5/32")));
     }
 
     /// cidr, netmask, broadcast, gateway, first host, last host, host count.
-    type Arithmetic = (
-        &'static str,
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        &'static str,
-        &'static str,
-        u32,
-    );
+    type Arithmetic = (&'static str, &'static str, &'static str, Option<&'static str>, &'static str, &'static str, u32);
 
     #[test]
     fn cidr_address_arithmetic_matches_table() {
@@ -433,16 +381,12 @@ mod tests {
     #[test]
     fn cidr_deserialize_rejects_invalid_string_with_parse_message() {
         let err = serde_json::from_str::<Ipv4Net>("\"10.88.1.5/24\"").unwrap_err();
-        assert!(
-            err.to_string().contains("did you mean 10.88.1.0/24"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("did you mean 10.88.1.0/24"), "{err}");
         assert!(serde_json::from_str::<Ipv4Net>("42").is_err());
     }
 
     fn any_net() -> impl Strategy<Value = Ipv4Net> {
-        (any::<u32>(), 0u8..=32)
-            .prop_map(|(a, p)| Ipv4Net::truncating(Ipv4Addr::from(a), p).unwrap())
+        (any::<u32>(), 0u8..=32).prop_map(|(a, p)| Ipv4Net::truncating(Ipv4Addr::from(a), p).unwrap())
     }
 
     proptest! {

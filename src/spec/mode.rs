@@ -125,16 +125,10 @@ mod tests {
 
     #[test]
     fn mode_serializes_as_canonical_name() {
-        assert_eq!(
-            serde_json::to_string(&NetworkMode::Loopback).unwrap(),
-            "\"loopback\""
-        );
+        assert_eq!(serde_json::to_string(&NetworkMode::Loopback).unwrap(), "\"loopback\"");
         let mode: NetworkMode = serde_json::from_str("\"none\"").unwrap();
         assert_eq!(mode, NetworkMode::Loopback);
         let err = serde_json::from_str::<NetworkMode>("\"nat\"").unwrap_err();
-        assert!(
-            err.to_string().contains("unknown network mode 'nat'"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown network mode 'nat'"), "{err}");
     }
 }

@@ -43,9 +43,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// Transport protocol of a published port.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortProto {
     /// TCP (the default when no `/proto` suffix is given).
@@ -223,9 +221,7 @@ impl FromStr for PortProto {
         } else if s.eq_ignore_ascii_case("udp") {
             Ok(PortProto::Udp)
         } else {
-            Err(PortSpecError::UnknownProto {
-                proto: s.to_owned(),
-            })
+            Err(PortSpecError::UnknownProto { proto: s.to_owned() })
         }
     }
 }
@@ -233,11 +229,7 @@ impl FromStr for PortProto {
 impl fmt::Display for PortRange {
     /// `80` for a single port, `8000-8010` for a range.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{}-{}", self.start, self.end)
-        }
+        if self.start == self.end { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
     }
 }
 
@@ -274,12 +266,7 @@ impl PortMapping {
                 return Err(PortSpecError::RangeMismatch { host, container });
             }
         }
-        Ok(Self {
-            host_ip,
-            host,
-            container,
-            proto,
-        })
+        Ok(Self { host_ip, host, container, proto })
     }
 }
 
@@ -293,9 +280,7 @@ fn split_fields<'a>(addr: &'a str, spec: &str) -> Result<Fields<'a>, PortSpecErr
     let bad_ip = |text: String| PortSpecError::InvalidHostIp { text };
     if let Some(rest) = addr.strip_prefix('[') {
         let (ip, ports) = rest.split_once("]:").ok_or_else(malformed)?;
-        let ip = ip
-            .parse::<Ipv6Addr>()
-            .map_err(|_| bad_ip(format!("[{ip}]")))?;
+        let ip = ip.parse::<Ipv6Addr>().map_err(|_| bad_ip(format!("[{ip}]")))?;
         return match ports.split(':').collect::<Vec<_>>()[..] {
             [host, container] => Ok((Some(IpAddr::V6(ip)), Some(host), container)),
             [_] => Err(malformed()),
@@ -315,11 +300,7 @@ fn split_fields<'a>(addr: &'a str, spec: &str) -> Result<Fields<'a>, PortSpecErr
     }
     // An unbracketed IPv6 address, read as `IP:HOST:CONTAINER`, then as
     // `IP:CONTAINER`, then as the whole field.
-    let candidates = [
-        addr.rsplitn(3, ':').nth(2),
-        addr.rsplit_once(':').map(|(ip, _)| ip),
-        Some(addr),
-    ];
+    let candidates = [addr.rsplitn(3, ':').nth(2), addr.rsplit_once(':').map(|(ip, _)| ip), Some(addr)];
     let is_v6 = |c: &&str| c.parse::<Ipv6Addr>().is_ok();
     if let Some(ip) = candidates.into_iter().flatten().find(is_v6) {
         return Err(PortSpecError::UnbracketedIpv6 { ip: ip.into() });
@@ -345,9 +326,7 @@ impl FromStr for PortMapping {
         };
         let (host_ip, host, container) = split_fields(addr, spec)?;
         if container.is_empty() {
-            return Err(PortSpecError::MissingContainerPort {
-                spec: spec.to_owned(),
-            });
+            return Err(PortSpecError::MissingContainerPort { spec: spec.to_owned() });
         }
         let container = container.parse()?;
         let host = match host {
@@ -397,25 +376,13 @@ mod tests {
 
     type Ports = (u16, u16);
     /// spec, host ip, host ports, container ports, protocol, canonical text.
-    type Valid = (
-        &'static str,
-        Option<&'static str>,
-        Option<Ports>,
-        Ports,
-        PortProto,
-        &'static str,
-    );
+    type Valid = (&'static str, Option<&'static str>, Option<Ports>, Ports, PortProto, &'static str);
 
     fn range((start, end): Ports) -> PortRange {
         PortRange::new(start, end).unwrap()
     }
 
-    fn mapping(
-        ip: Option<&str>,
-        host: Option<Ports>,
-        container: Ports,
-        proto: PortProto,
-    ) -> PortMapping {
+    fn mapping(ip: Option<&str>, host: Option<Ports>, container: Ports, proto: PortProto) -> PortMapping {
         let ip = ip.map(|ip| ip.parse().unwrap());
         PortMapping::new(ip, host.map(range), range(container), proto).unwrap()
     }
@@ -451,11 +418,7 @@ mod tests {
             let got = spec.parse::<PortMapping>();
             assert_eq!(got, Ok(want.clone()), "spec {spec:?}");
             assert_eq!(want.to_string(), canonical, "spec {spec:?}");
-            assert_eq!(
-                canonical.parse::<PortMapping>(),
-                Ok(want),
-                "canonical {canonical:?}"
-            );
+            assert_eq!(canonical.parse::<PortMapping>(), Ok(want), "canonical {canonical:?}");
         }
     }
 
@@ -469,10 +432,7 @@ mod tests {
         let missing = |t: &str| E::MissingContainerPort { spec: t.into() };
         let colons = |t: &str| E::TooManyColons { spec: t.into() };
         let malformed = |t: &str| E::Malformed { spec: t.into() };
-        let mismatch = |h, c| E::RangeMismatch {
-            host: range(h),
-            container: range(c),
-        };
+        let mismatch = |h, c| E::RangeMismatch { host: range(h), container: range(c) };
         let reversed = |start, end| E::ReversedRange { start, end };
         #[rustfmt::skip]
         let table: Vec<(&str, E, &str)> = vec![
@@ -523,17 +483,13 @@ mod tests {
         for (spec, want, mentions) in table {
             let err = spec.parse::<PortMapping>().unwrap_err();
             assert_eq!(err, want, "spec {spec:?}");
-            assert!(
-                err.to_string().contains(mentions),
-                "spec {spec:?}: message {err}"
-            );
+            assert!(err.to_string().contains(mentions), "spec {spec:?}: message {err}");
         }
     }
 
     #[test]
     fn port_mapping_new_rejects_range_length_mismatch() {
-        let err =
-            PortMapping::new(None, Some(range((8000, 8001))), range((80, 80)), Tcp).unwrap_err();
+        let err = PortMapping::new(None, Some(range((8000, 8001))), range((80, 80)), Tcp).unwrap_err();
         assert!(matches!(err, PortSpecError::RangeMismatch { .. }), "{err}");
     }
 
@@ -544,10 +500,7 @@ mod tests {
             assert_eq!(want.to_string(), text.to_lowercase());
         }
         let err = "sctp".parse::<PortProto>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown protocol 'sctp' (expected tcp or udp)"
-        );
+        assert_eq!(err.to_string(), "unknown protocol 'sctp' (expected tcp or udp)");
     }
 
     #[test]
@@ -561,17 +514,13 @@ mod tests {
     }
 
     #[test]
-    fn port_mapping_serializes_as_canonical_string() {
+    fn port_mapping_serde_uses_canonical_string_and_parse_errors() {
         let m = mapping(Some("::1"), None, (80, 90), Udp);
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#""[::1]::80-90/udp""#);
         assert_eq!(serde_json::from_str::<PortMapping>(&json).unwrap(), m);
         let lenient = serde_json::from_str::<PortMapping>(r#""080""#).unwrap();
         assert_eq!(lenient, mapping(None, None, (80, 80), Tcp));
-    }
-
-    #[test]
-    fn port_mapping_deserialize_rejects_invalid_spec_with_parse_message() {
         let err = serde_json::from_str::<PortMapping>(r#""80/sctp""#).unwrap_err();
         assert!(err.to_string().contains("unknown protocol 'sctp'"), "{err}");
     }
@@ -595,20 +544,12 @@ mod tests {
     fn any_mapping() -> impl Strategy<Value = PortMapping> {
         let proto = prop_oneof![Just(Tcp), Just(Udp)];
         let host_seed = proptest::option::of(any::<u16>());
-        (
-            proptest::option::of(any_ip()),
-            host_seed,
-            any_range(),
-            proto,
-        )
-            .prop_map(|(ip, seed, container, proto)| {
-                // A host range of the container's length, starting anywhere it fits.
-                let span = container.end() - container.start();
-                let host = seed
-                    .map(|s| 1 + s % (u16::MAX - span))
-                    .map(|h| range((h, h + span)));
-                PortMapping::new(ip, host, container, proto).unwrap()
-            })
+        (proptest::option::of(any_ip()), host_seed, any_range(), proto).prop_map(|(ip, seed, container, proto)| {
+            // A host range of the container's length, starting anywhere it fits.
+            let span = container.end() - container.start();
+            let host = seed.map(|s| 1 + s % (u16::MAX - span)).map(|h| range((h, h + span)));
+            PortMapping::new(ip, host, container, proto).unwrap()
+        })
     }
 
     proptest! {

@@ -1,0 +1,316 @@
+//! Shared harness for the integration tiers.
+//!
+//! Every test builds its own throwaway topology: a "host" network namespace
+//! (veth to an "upstream" namespace, a default route through it, so pasta
+//! has an interface to copy) in which `pelagos-net` runs, either as root or
+//! as the unprivileged test user via `setpriv`. Clients connect from inside
+//! that host namespace on a dedicated thread (`setns` affects only the
+//! calling thread). Traffic never leaves namespaces the test created.
+//!
+//! Tiers: a test calls [`Tier::require`]. When the tier cannot run here
+//! (not root, no test user, no pasta) it prints why; under `CI=true` or
+//! `PELAGOS_REQUIRE_ALL_TIERS=1` it fails instead, so a skipped tier can
+//! never pass CI.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Who runs `pelagos-net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The unprivileged test user (`PELAGOS_TEST_USER`).
+    Rootless,
+    /// root.
+    Root,
+}
+
+/// A user the rootless tier runs as.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("PELAGOS_REQUIRE_ALL_TIERS").is_ok_and(|v| v == "1")
+}
+
+/// Skip (loudly) or fail (in CI) with `why`.
+fn skip(tier: &str, why: &str) {
+    if strict() {
+        panic!("tier {tier} cannot run and skipping is not allowed in CI: {why}");
+    }
+    eprintln!("SKIP [{tier}]: {why}");
+}
+
+pub fn which(prog: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+fn lookup_user(name: &str) -> Option<TestUser> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() > 3 && f[0] == name {
+            Some(TestUser { name: name.into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()? })
+        } else {
+            None
+        }
+    })
+}
+
+impl Tier {
+    fn label(self) -> &'static str {
+        match self {
+            Tier::Rootless => "rootless",
+            Tier::Root => "root",
+        }
+    }
+
+    /// The environment for this tier, or `None` (after printing why) when it cannot run.
+    pub fn require(self) -> Option<Env> {
+        if !nix::unistd::geteuid().is_root() {
+            skip(
+                self.label(),
+                "the integration harness needs root to build throwaway namespaces (run scripts/test-all with sudo)",
+            );
+            return None;
+        }
+        if which("pasta").is_none() {
+            skip(self.label(), "pasta is not installed (apt-get install passt)");
+            return None;
+        }
+        if which("ip").is_none() || which("setpriv").is_none() {
+            skip(self.label(), "ip (iproute2) and setpriv (util-linux) are needed");
+            return None;
+        }
+        let user = match self {
+            Tier::Root => None,
+            Tier::Rootless => {
+                let Some(name) = std::env::var("PELAGOS_TEST_USER").ok().filter(|n| !n.is_empty()) else {
+                    skip(self.label(), "PELAGOS_TEST_USER is not set (scripts/test-all creates the user and sets it)");
+                    return None;
+                };
+                match lookup_user(&name) {
+                    Some(u) if u.uid != 0 => Some(u),
+                    _ => {
+                        skip(self.label(), &format!("test user {name} does not exist or is root"));
+                        return None;
+                    }
+                }
+            }
+        };
+        if let Some(u) = &user
+            && let Err(why) = tun_usable_by(u)
+        {
+            skip(self.label(), &why);
+            return None;
+        }
+        Some(Env { tier: self, user, bin: shared_binary() })
+    }
+}
+
+fn tun_usable_by(user: &TestUser) -> Result<(), String> {
+    let meta = fs::metadata("/dev/net/tun").map_err(|e| format!("/dev/net/tun: {e}"))?;
+    let mode = meta.mode();
+    let ok = mode & 0o006 == 0o006 || (meta.uid() == user.uid && mode & 0o600 == 0o600);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "/dev/net/tun is mode {:04o}: rootless pasta cannot open it (scripts/test-all sets 0666)",
+            mode & 0o7777
+        ))
+    }
+}
+
+/// A copy of the binary every user can execute (the build tree may not be traversable).
+fn shared_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("pelagos-net-itest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let dst = dir.join("pelagos-net");
+        fs::copy(env!("CARGO_BIN_EXE_pelagos-net"), &dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+        dst
+    })
+    .clone()
+}
+
+/// A tier that can run.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub tier: Tier,
+    pub user: Option<TestUser>,
+    pub bin: PathBuf,
+}
+
+/// The throwaway host namespace's own (non-loopback) address.
+pub const HOST_ADDR: &str = "10.231.0.2";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A throwaway host namespace behind a fake upstream, deleted on drop.
+#[derive(Debug)]
+pub struct Topology {
+    pub host: String,
+    pub upstream: String,
+    pub run_dir: PathBuf,
+    pub netns_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Topology {
+    pub fn new(env: &Env) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        let host = format!("pnt-h{tag}");
+        let upstream = format!("pnt-u{tag}");
+        ip(&["netns", "add", &host]);
+        ip(&["netns", "add", &upstream]);
+        let (vh, vu) = (format!("pv{tag}h"), format!("pv{tag}u"));
+        ip(&["link", "add", &vh, "netns", &host, "type", "veth", "peer", "name", &vu, "netns", &upstream]);
+        for (ns, dev, addr) in [(&host, &vh, "10.231.0.2/24"), (&upstream, &vu, "10.231.0.1/24")] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        }
+        ip(&["-n", &host, "route", "add", "default", "via", "10.231.0.1"]);
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let run_dir = tmp.path().join("run");
+        let netns_dir = tmp.path().join("netns");
+        if let Some(u) = &env.user {
+            fs::create_dir(&run_dir).unwrap();
+            nix::unistd::chown(&run_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+            fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Self { host, upstream, run_dir, netns_dir, _tmp: tmp }
+    }
+
+    /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
+    pub fn cli(&self, env: &Env, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host]);
+        if let Some(u) = &env.user {
+            cmd.args(["setpriv", &format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+        }
+        cmd.arg(&env.bin);
+        cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
+        cmd.args(args);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8");
+        if let Some(u) = &env.user {
+            cmd.env("HOME", "/tmp").env("USER", &u.name);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `f` on a thread that has entered the host namespace.
+    pub fn in_host<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.host, f)
+    }
+
+    /// Inode of the host namespace, to find processes left inside it.
+    fn host_ns_inode(&self) -> u64 {
+        fs::metadata(Path::new("/run/netns").join(&self.host)).unwrap().ino()
+    }
+
+    /// Processes (pid, name) whose network namespace is the host namespace.
+    pub fn processes_inside(&self) -> Vec<(u32, String)> {
+        let ino = self.host_ns_inode();
+        let mut out = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if fs::metadata(entry.path().join("ns/net")).is_ok_and(|m| m.ino() == ino) {
+                let name = fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_owned();
+                out.push((pid, name));
+            }
+        }
+        out
+    }
+
+    /// Assert that nothing the run created is left: no process in the host
+    /// namespace (pasta is reaped in the background, so allow it a moment),
+    /// no run record, no named netns.
+    pub fn assert_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let left = self.processes_inside();
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "processes left in the host namespace: {left:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let runs = self.run_dir.join("runs");
+        let records: Vec<_> =
+            fs::read_dir(&runs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(records.is_empty(), "run records left in {}: {records:?}", runs.display());
+        let names: Vec<_> =
+            fs::read_dir(&self.netns_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(names.is_empty(), "named netns left in {}: {names:?}", self.netns_dir.display());
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (pid, _) in self.processes_inside() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        for ns in [&self.host, &self.upstream] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// Run `f` on a fresh thread that has joined the named netns.
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = Path::new("/run/netns").join(name);
+    std::thread::spawn(move || {
+        let ns = fs::File::open(&path).unwrap();
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// stdout+stderr of an `Output`, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A port that is free in a fresh namespace and unlikely to collide.
+pub fn port(base: u16) -> u16 {
+    base + (COUNTER.fetch_add(1, Ordering::SeqCst) % 100) as u16
+}
+
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
