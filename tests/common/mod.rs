@@ -208,10 +208,11 @@ impl Topology {
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
     pub fn cli(&self, env: &Env, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
+        let mut cmd = Command::new(which("ip").expect("ip"));
         cmd.args(["netns", "exec", &self.host]);
         if let Some(u) = &env.user {
-            cmd.args(["setpriv", &format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+            let setpriv = which("setpriv").expect("setpriv");
+            cmd.arg(setpriv).args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
         }
         cmd.arg(&env.bin);
         cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);

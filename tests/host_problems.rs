@@ -1,0 +1,122 @@
+//! Hosts that cannot give a rootless user a network, and the messages that
+//! tell the user what to fix. Each test really breaks the host for a moment
+//! (tun device mode) or takes a capability away from the process tree
+//! (a seccomp filter against user namespaces) and restores it in a guard,
+//! even when the test fails. Cargo runs test binaries one after another and
+//! the tests here hold a lock, so nothing else sees the broken host.
+
+mod common;
+
+use common::{Env, Tier, Topology, describe};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Mutex;
+
+static HOST: Mutex<()> = Mutex::new(());
+
+/// Sets a file's mode and puts the old mode back on drop.
+struct ModeRestore {
+    path: &'static str,
+    old: u32,
+}
+
+impl ModeRestore {
+    fn set(path: &'static str, mode: u32) -> Self {
+        let old = fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        Self { path, old }
+    }
+}
+
+impl Drop for ModeRestore {
+    fn drop(&mut self) {
+        fs::set_permissions(self.path, fs::Permissions::from_mode(self.old)).unwrap();
+    }
+}
+
+fn rootless() -> Option<(Env, std::sync::MutexGuard<'static, ()>)> {
+    let env = Tier::Rootless.require()?;
+    Some((env, HOST.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+#[test]
+fn tun_device_closed_to_the_user_is_explained_with_the_fix() {
+    let Some((env, _lock)) = rootless() else { return };
+    let topo = Topology::new(&env);
+    let _mode = ModeRestore::set("/dev/net/tun", 0o600);
+    let out = topo.cli(&env, &["run", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains("/dev/net/tun is not usable by uid"), "{stderr}");
+    assert!(stderr.contains("mode 0600") && stderr.contains("chmod 0666 /dev/net/tun"), "{stderr}");
+    topo.assert_clean();
+}
+
+/// Install a seccomp filter (in the child, before exec) that fails
+/// `unshare(CLONE_NEWUSER)` with EPERM, the way container runtimes' default
+/// profiles forbid nested user namespaces. This machine's kernel refuses
+/// writes to `user.max_user_namespaces` even from root, so the filter is the
+/// real way to take user namespaces away here.
+fn forbid_user_namespaces(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    const fn stmt(code: u16, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code, jt: 0, jf: 0, k }
+    }
+    const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // seccomp_data: nr at 0, arch at 4, args[0] at 16 (low 32 bits on little endian).
+    let filter = [
+        stmt(LD_W_ABS, 0),
+        jump(JEQ_K, libc::SYS_unshare as u32, 0, 3),
+        stmt(LD_W_ABS, 16),
+        jump(JSET_K, libc::CLONE_NEWUSER as u32, 0, 1),
+        stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec we only call prctl/seccomp with a filter
+    // that lives on this closure's stack for the duration of the call.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn forbidden_user_namespaces_are_explained_with_the_knobs_to_check() {
+    let Some((env, _lock)) = rootless() else { return };
+    let topo = Topology::new(&env);
+    let mut cmd = topo.cli(&env, &["run", "--network", "loopback", "--", "true"]);
+    forbid_user_namespaces(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains("cannot create the namespace (create namespaces): EPERM"), "{stderr}");
+    assert!(stderr.contains("user.max_user_namespaces") && stderr.contains("seccomp"), "{stderr}");
+    topo.assert_clean();
+}
+
+#[test]
+fn missing_pasta_says_how_to_install_it() {
+    let Some((env, _lock)) = rootless() else { return };
+    let topo = Topology::new(&env);
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = topo.cli(&env, &["run", "--", "/bin/true"]);
+    cmd.env("PATH", empty.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains("pasta not found on PATH") && stderr.contains("apt-get install passt"), "{stderr}");
+    topo.assert_clean();
+}
