@@ -66,7 +66,15 @@ fn main() -> ExitCode {
         .filter_level(level)
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(buf, "pelagos-net: {}: {}", record.level().as_str().to_lowercase(), record.args())
+            writeln!(
+                buf,
+                "pelagos-net: {}: {}",
+                match record.level() {
+                    log::Level::Warn => "warning".to_string(),
+                    l => l.as_str().to_lowercase(),
+                },
+                record.args()
+            )
         })
         .init();
     let mut paths = Paths::from_env(&PathEnv::current());

@@ -235,6 +235,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         check_tun(&opts.tun_path, euid)?;
     }
     let ports = resolve_ephemeral(&opts.ports)?;
+    if let Some(program) = &pasta_program {
+        warn_known_pasta_bugs(program, &ports);
+    }
     let runas = match (&pasta_program, rootless) {
         (Some(p), false) => runas_for_root(p),
         _ => None,
@@ -399,6 +402,27 @@ fn find_pasta(opts: &RunOptions) -> Result<PathBuf, RunError> {
     match &opts.pasta {
         Some(p) => Ok(p.clone()),
         None => crate::pasta::features::find_pasta(std::env::var_os("PATH").as_deref()).ok_or(RunError::PastaMissing),
+    }
+}
+
+/// Warn about mappings that an old pasta build is known to break. Probing
+/// pasta costs two short spawns, so it only happens when such a mapping is
+/// requested.
+fn warn_known_pasta_bugs(pasta: &Path, ports: &[PortMapping]) {
+    let udp_remapped = ports.iter().any(|m| {
+        m.proto == crate::spec::port::PortProto::Udp && m.host.map(|h| h.start()) != Some(m.container.start())
+    });
+    if !udp_remapped {
+        return;
+    }
+    // Seen with Debian 12's 2023-03-09 build: replies to loopback clients on
+    // a remapped UDP port never arrive. The fix date is unknown; builds that
+    // predate the tap-path fixes are assumed affected.
+    if crate::pasta::features::probe(pasta).is_ok_and(|f| f.tcp_tap_bugs().any()) {
+        log::warn!(
+            "this pasta build drops UDP replies to loopback clients when the host port differs from the \
+             container port; publish UDP with equal port numbers (-p 5353:5353/udp) or upgrade passt"
+        );
     }
 }
 

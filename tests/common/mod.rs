@@ -212,7 +212,12 @@ impl Topology {
         cmd.args(["netns", "exec", &self.host]);
         if let Some(u) = &env.user {
             let setpriv = which("setpriv").expect("setpriv");
-            cmd.arg(setpriv).args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+            cmd.arg(setpriv).args([
+                &format!("--reuid={}", u.uid),
+                &format!("--regid={}", u.gid),
+                "--clear-groups",
+                "--",
+            ]);
         }
         cmd.arg(&env.bin);
         cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
