@@ -1,4 +1,50 @@
 //! pelagos-net: rootless-first network namespaces for containers and CI.
+//!
+//! Give any process its own network namespace, reachable and useful, whether
+//! or not the caller is root.
+//!
+//! # Architecture
+//!
+//! Data flows one way: CLI arguments become pure values ([`spec`]: CIDRs,
+//! port mappings, modes), a plan (pasta's argv, built purely in
+//! [`pasta::args`]), then effects ([`userns`], [`pasta::process`],
+//! [`netns`]) that produce a setup value owning everything it created, and
+//! finally a teardown that attempts every step and reports every error.
+//! Nothing is global: every path comes from a [`paths::Paths`] value.
+//!
+//! ## Loopback
+//!
+//! [`bring_up_loopback`] sets `IFF_UP` on `lo` with
+//! `ioctl(SIOCSIFFLAGS)`. It allocates nothing and is async-signal-safe, so a
+//! runtime can call it in a `pre_exec` closure right after
+//! `unshare(CLONE_NEWNET)`; the kernel then activates 127.0.0.1 and ::1.
+//!
+//! ## Why the child waits for its network
+//!
+//! A command that starts before its network exists races it: its first
+//! connection fails, or a port it publishes is not yet forwarded. So the
+//! run flow ([`run`]) forks with a raw `fork` (not
+//! `std::process::Command`, whose `spawn` blocks until `exec` and so cannot
+//! let the child wait on the parent). The child creates its namespaces,
+//! brings `lo` up and blocks on a pipe; the parent starts pasta against
+//! `/proc/<child>/ns/net`, waits until the namespace has its default route
+//! and every published port is held, and only then lets the child `exec`.
+//!
+//! ## Why named network namespaces
+//!
+//! A named namespace (a bind mount under `/run/netns`) is visible to `ip
+//! netns list` and inspectable with `ip netns exec`. As root, pasta mode
+//! gives the namespace a name because pasta drops its capabilities before
+//! opening its target and may then not open `/proc/<pid>/ns/net` of a root
+//! process; a bind-mounted name opens without that check.
+//!
+//! ## pasta
+//!
+//! pasta (from the passt project) connects a rootless namespace to the host
+//! with a tap device and forwards published ports. pelagos-net pins every
+//! implicit behaviour in its argv (`-t none` instead of the default `auto`
+//! port scan), captures its output into a bounded buffer, and always stops
+//! it explicitly: in PID/netns mode pasta does not exit when its target dies.
 
 pub mod diagnose;
 pub mod loopback;
@@ -11,3 +57,11 @@ pub mod run;
 pub mod spec;
 pub mod store;
 pub mod userns;
+
+pub use loopback::bring_up_loopback;
+pub use pasta::features::is_pasta_available;
+pub use pasta::setup::{PastaSetup, setup_pasta_network, teardown_pasta_network};
+pub use spec::cidr::Ipv4Net;
+pub use spec::config::NetworkConfig;
+pub use spec::mode::NetworkMode;
+pub use spec::port::{PortMapping, PortProto};

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use pelagos_net::paths::{PathEnv, Paths};
 use pelagos_net::run::{RunError, RunOptions, run};
+use pelagos_net::spec::config::NetworkConfig;
 use pelagos_net::spec::mode::NetworkMode;
 use pelagos_net::spec::port::PortMapping;
 use std::ffi::OsString;
@@ -116,9 +117,7 @@ fn announce_ports(ports: &[PortMapping]) {
 fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
     let any_ephemeral = args.publish.iter().any(|m| m.host.is_none());
     let opts = RunOptions {
-        mode: args.network,
-        ports: args.publish,
-        host_loopback_ports: args.host_ports,
+        network: NetworkConfig { mode: args.network, ports: args.publish, host_loopback_ports: args.host_ports },
         command: args.command,
         paths,
         pasta: args.pasta,

@@ -22,6 +22,7 @@ use crate::pasta::setup::{
 };
 use crate::paths::Paths;
 use crate::procfs::ProcessId;
+use crate::spec::config::NetworkConfig;
 use crate::spec::mode::NetworkMode;
 use crate::spec::port::PortMapping;
 use crate::store::{RunRecord, Store, StoreError, new_run_id};
@@ -52,12 +53,8 @@ const FORWARDED: [Signal; 7] = [
 /// What to run and how.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Network mode.
-    pub mode: NetworkMode,
-    /// Published ports (`-p`).
-    pub ports: Vec<PortMapping>,
-    /// Host loopback ports the command may reach as 127.0.0.1:PORT (`--host-port`).
-    pub host_loopback_ports: Vec<u16>,
+    /// Mode, published ports, host-loopback ports.
+    pub network: NetworkConfig,
     /// Command and arguments.
     pub command: Vec<OsString>,
     /// State, netns and proc roots.
@@ -226,7 +223,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
-    let pasta_program = match opts.mode {
+    let pasta_program = match opts.network.mode {
         NetworkMode::Pasta => Some(find_pasta(opts)?),
         NetworkMode::Loopback => None,
         NetworkMode::Host => return run_host(&program, &argv),
@@ -234,7 +231,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     if pasta_program.is_some() {
         check_tun(&opts.tun_path, euid)?;
     }
-    let ports = resolve_ephemeral(&opts.ports)?;
+    let ports = resolve_ephemeral(&opts.network.ports)?;
     if let Some(program) = &pasta_program {
         warn_known_pasta_bugs(program, &ports);
     }
@@ -250,7 +247,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         id: new_run_id(),
         owner: ProcessId::of(&proc_root, std::process::id())
             .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
-        mode: opts.mode.clone(),
+        mode: opts.network.mode.clone(),
         child: None,
         pasta: None,
         netns_path: None,
@@ -306,8 +303,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
                 }
             }
         };
-        let plan =
-            PastaPlan { target, ports: ports.clone(), host_loopback_ports: opts.host_loopback_ports.clone(), runas };
+        let plan = PastaPlan {
+            target,
+            ports: ports.clone(),
+            host_loopback_ports: opts.network.host_loopback_ports.clone(),
+            runas,
+        };
         let cfg = PastaNetworkConfig {
             program,
             plan: &plan,

@@ -5,5 +5,6 @@
 //! parsers be table-tested and fuzzed.
 
 pub mod cidr;
+pub mod config;
 pub mod mode;
 pub mod port;
