@@ -49,6 +49,7 @@
 pub mod diagnose;
 pub mod loopback;
 pub mod netns;
+pub mod network;
 pub mod pasta;
 pub mod paths;
 pub mod procfs;

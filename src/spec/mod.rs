@@ -6,5 +6,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod ifname;
+pub mod ipam;
 pub mod mode;
 pub mod port;
