@@ -47,6 +47,7 @@
 //! it explicitly: in PID/netns mode pasta does not exit when its target dies.
 
 pub mod diagnose;
+pub mod lease;
 pub mod loopback;
 pub mod netns;
 pub mod network;
