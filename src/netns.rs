@@ -53,6 +53,29 @@ pub enum NetnsError {
         #[source]
         source: Errno,
     },
+    /// `unshare(CLONE_NEWNET)` failed.
+    #[error("create network namespace")]
+    Unshare {
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// `lo` could not be brought up in the new namespace.
+    #[error("bring up lo in the new namespace")]
+    Loopback {
+        /// Cause.
+        #[source]
+        source: crate::loopback::LoopbackError,
+    },
+    /// A named namespace could not be opened.
+    #[error("open network namespace {path}")]
+    Open {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Removing the mount point file failed.
     #[error("remove {path}")]
     Remove {
@@ -112,4 +135,60 @@ pub fn remove_named(path: &Path) -> Result<(), NetnsError> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NetnsError::Remove { path: path.to_owned(), source: e }),
         _ => Ok(()),
     }
+}
+
+/// A named network namespace created by [`create_named`]: its path and an
+/// open fd (for `setns` and for netlink sockets inside it).
+#[derive(Debug)]
+pub struct NetNs {
+    /// Bind-mount path (`<dir>/<name>`).
+    pub path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl NetNs {
+    /// Open an existing named namespace.
+    pub fn open(path: &Path) -> Result<Self, NetnsError> {
+        let file = fs::File::open(path).map_err(|source| NetnsError::Open { path: path.to_owned(), source })?;
+        Ok(Self { path: path.to_owned(), fd: file.into() })
+    }
+
+    /// The namespace fd.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+}
+
+/// Create a new network namespace named `name` under `dir` (the equivalent
+/// of `ip netns add NAME`), with `lo` up. A short-lived thread unshares its
+/// own network namespace and bind-mounts it; the calling thread's namespace
+/// is untouched. The file is created with `O_EXCL`, so an existing name is
+/// an error, never reused.
+pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
+    prepare_dir(dir)?;
+    let path = dir.join(name);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+        .map_err(|source| NetnsError::CreateFile { path: path.clone(), source })?;
+    let target = path.clone();
+    let made = std::thread::spawn(move || -> Result<(), NetnsError> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Unshare { source })?;
+        let own = PathBuf::from("/proc/thread-self/ns/net");
+        mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|source| NetnsError::Bind { source_path: own, path: target.clone(), source })?;
+        crate::loopback::bring_up_loopback().map_err(|e| NetnsError::Loopback { source: e })
+    })
+    .join()
+    .unwrap_or(Err(NetnsError::Unshare { source: Errno::EIO }));
+    if let Err(e) = made {
+        let _ = remove_named(&path);
+        return Err(e);
+    }
+    NetNs::open(&path).inspect_err(|_| {
+        let _ = remove_named(&path);
+    })
 }
