@@ -227,6 +227,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         NetworkMode::Pasta => Some(find_pasta(opts)?),
         NetworkMode::Loopback => None,
         NetworkMode::Host => return run_host(&program, &argv),
+        NetworkMode::Bridge(_) => return Err(RunError::UnsupportedMode(opts.network.mode.clone())),
     };
     if pasta_program.is_some() {
         check_tun(&opts.tun_path, euid)?;

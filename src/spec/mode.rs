@@ -25,12 +25,15 @@ pub enum NetworkMode {
     /// A new namespace connected to the outside by pasta (rootless egress and
     /// port forwards).
     Pasta,
+    /// A named namespace on a Linux bridge (`bridge` for the default
+    /// network `pelagos0`, `bridge:NAME` for another). Needs CAP_NET_ADMIN.
+    Bridge(Option<super::ifname::NetworkName>),
 }
 
 impl NetworkMode {
     /// Every name [`FromStr`] accepts, aliases included, in the order error
     /// messages and help text list them.
-    pub const ACCEPTED_NAMES: &'static [&'static str] = &["host", "loopback", "none", "pasta"];
+    pub const ACCEPTED_NAMES: &'static [&'static str] = &["host", "loopback", "none", "pasta", "bridge", "bridge:NAME"];
 }
 
 /// Why a network mode name was rejected.
@@ -45,16 +48,26 @@ pub enum ModeError {
         /// The name as given.
         name: String,
     },
+    /// `bridge:NAME` with an invalid network name.
+    #[error("invalid network in '{spec}': {source}")]
+    BadNetwork {
+        /// The mode as given.
+        spec: String,
+        /// Why the name is invalid.
+        source: super::ifname::NameError,
+    },
 }
 
 impl fmt::Display for NetworkMode {
     /// The canonical name: `host`, `loopback` (also for `none`) or `pasta`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NetworkMode::Host => "host",
-            NetworkMode::Loopback => "loopback",
-            NetworkMode::Pasta => "pasta",
-        })
+        match self {
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::Loopback => f.write_str("loopback"),
+            NetworkMode::Pasta => f.write_str("pasta"),
+            NetworkMode::Bridge(None) => f.write_str("bridge"),
+            NetworkMode::Bridge(Some(name)) => write!(f, "bridge:{name}"),
+        }
     }
 }
 
@@ -66,7 +79,13 @@ impl FromStr for NetworkMode {
             "host" => Ok(NetworkMode::Host),
             "loopback" | "none" => Ok(NetworkMode::Loopback),
             "pasta" => Ok(NetworkMode::Pasta),
-            _ => Err(ModeError::Unknown { name: s.to_owned() }),
+            "bridge" => Ok(NetworkMode::Bridge(None)),
+            _ => match s.strip_prefix("bridge:") {
+                Some(name) => super::ifname::NetworkName::new(name)
+                    .map(|n| NetworkMode::Bridge(Some(n)))
+                    .map_err(|source| ModeError::BadNetwork { spec: s.to_owned(), source }),
+                None => Err(ModeError::Unknown { name: s.to_owned() }),
+            },
         }
     }
 }
@@ -96,6 +115,8 @@ mod tests {
             ("loopback", NetworkMode::Loopback, "loopback"),
             ("none", NetworkMode::Loopback, "loopback"),
             ("pasta", NetworkMode::Pasta, "pasta"),
+            ("bridge", NetworkMode::Bridge(None), "bridge"),
+            ("bridge:web", NetworkMode::Bridge(Some("web".parse().unwrap())), "bridge:web"),
         ];
         for (name, want, canonical) in table {
             assert_eq!(name.parse::<NetworkMode>(), Ok(want.clone()), "{name}");
@@ -106,8 +127,11 @@ mod tests {
     #[test]
     fn mode_accepted_names_all_parse() {
         for name in NetworkMode::ACCEPTED_NAMES {
+            let name = name.replace("NAME", "web");
             assert!(name.parse::<NetworkMode>().is_ok(), "{name}");
         }
+        let err = "bridge:../x".parse::<NetworkMode>().unwrap_err().to_string();
+        assert!(err.contains("invalid network in 'bridge:../x'"), "{err}");
     }
 
     #[test]
