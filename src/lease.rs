@@ -100,9 +100,29 @@ impl LeaseStore {
         Self { dir: run_dir.join("leases") }
     }
 
+    /// Hold the network's setup lock (bridge and firewall table creation)
+    /// until the returned guard drops.
+    pub fn lock_setup(&self, network: &str) -> Result<Flock<fs::File>, LeaseError> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io_err("create", &self.dir))?;
+        let lock_path = self.dir.join(format!("{network}.setup.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &lock_path)(e.into()))
+    }
+
     /// Run `f` on the network's table under its lock; `f`'s changes are saved
     /// when it returns `Ok`.
-    pub fn update<T>(&self, network: &str, f: impl FnOnce(&mut LeaseTable) -> Result<T, LeaseError>) -> Result<T, LeaseError> {
+    pub fn update<T>(
+        &self,
+        network: &str,
+        f: impl FnOnce(&mut LeaseTable) -> Result<T, LeaseError>,
+    ) -> Result<T, LeaseError> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io_err("create", &self.dir))?;
         let lock_path = self.dir.join(format!("{network}.lock"));
         let file = fs::OpenOptions::new()
@@ -113,10 +133,13 @@ impl LeaseStore {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
-        let _lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &lock_path)(e.into()))?;
+        let _lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &lock_path)(e.into()))?;
         let path = self.dir.join(format!("{network}.json"));
         let mut table = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| LeaseError::Corrupt { path: path.clone(), source })?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| LeaseError::Corrupt { path: path.clone(), source })?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => LeaseTable::default(),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
@@ -141,13 +164,24 @@ impl LeaseStore {
 
     /// Lease an address on `def` for `id`: `want` if given (refused clearly
     /// when taken or unusable), else the next free one.
-    pub fn allocate(&self, def: &NetworkDef, id: &str, owner: ProcessId, want: Option<Ipv4Addr>) -> Result<Ipv4Addr, LeaseError> {
+    pub fn allocate(
+        &self,
+        def: &NetworkDef,
+        id: &str,
+        owner: ProcessId,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, LeaseError> {
         let network = def.name.to_string();
         self.update(&network, |t| {
             let addr = match want {
                 Some(addr) => {
                     if !ipam::is_assignable(def.subnet, def.gateway, addr) {
-                        return Err(LeaseError::NotAssignable { network: network.clone(), addr, subnet: def.subnet, gateway: def.gateway });
+                        return Err(LeaseError::NotAssignable {
+                            network: network.clone(),
+                            addr,
+                            subnet: def.subnet,
+                            gateway: def.gateway,
+                        });
                     }
                     if let Some(holder) = t.leases.get(&addr) {
                         return Err(LeaseError::Taken { network: network.clone(), addr, holder: holder.id.clone() });
@@ -156,7 +190,8 @@ impl LeaseStore {
                 }
                 None => {
                     let used: BTreeSet<Ipv4Addr> = t.leases.keys().copied().collect();
-                    ipam::next_free(def.subnet, def.gateway, &used, t.last).ok_or_else(|| LeaseError::Exhausted(network.clone()))?
+                    ipam::next_free(def.subnet, def.gateway, &used, t.last)
+                        .ok_or_else(|| LeaseError::Exhausted(network.clone()))?
                 }
             };
             t.leases.insert(addr, Lease { id: id.to_owned(), owner });

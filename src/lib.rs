@@ -46,9 +46,12 @@
 //! port scan), captures its output into a bounded buffer, and always stops
 //! it explicitly: in PID/netns mode pasta does not exit when its target dies.
 
+pub mod bridge;
 pub mod diagnose;
+pub mod firewall;
 pub mod lease;
 pub mod loopback;
+pub mod netlink;
 pub mod netns;
 pub mod network;
 pub mod pasta;

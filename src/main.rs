@@ -21,6 +21,9 @@ struct Cli {
     /// Runtime state directory (default: /run/pelagos-net as root, $XDG_RUNTIME_DIR/pelagos-net rootless).
     #[arg(long, global = true, env = "PELAGOS_NET_RUN_DIR")]
     run_dir: Option<PathBuf>,
+    /// Configuration directory (network definitions).
+    #[arg(long, global = true, env = "PELAGOS_NET_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
     /// Directory of named network namespaces.
     #[arg(long, global = true, env = "PELAGOS_NET_NETNS_DIR")]
     netns_dir: Option<PathBuf>,
@@ -32,11 +35,14 @@ struct Cli {
 enum Command {
     /// Run a command in its own network namespace.
     Run(RunArgs),
+    /// Manage bridge networks.
+    #[command(subcommand)]
+    Network(cli::network::NetworkCmd),
 }
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Network mode: pasta, loopback (alias none) or host.
+    /// Network mode: pasta, loopback (alias none), host, bridge or bridge:NAME.
     #[arg(long, default_value = "pasta")]
     network: NetworkMode,
     /// Publish a port: [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp]; ranges as 8000-8010:80-90.
@@ -48,6 +54,9 @@ struct RunArgs {
     /// Seconds to wait for the network to become ready.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     ready_timeout: f64,
+    /// Container address on a bridge network.
+    #[arg(long)]
+    ip: Option<std::net::Ipv4Addr>,
     /// pasta binary to use instead of the one on PATH.
     #[arg(long, value_name = "PATH")]
     pasta: Option<PathBuf>,
@@ -85,16 +94,28 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.netns_dir {
         paths.netns_dir = dir;
     }
+    if let Some(dir) = cli.config_dir {
+        paths.config_dir = dir;
+    }
     match cli.command {
         Command::Run(args) => cmd_run(args, paths, cli.verbose),
+        Command::Network(cmd) => match cli::network::run(cmd, &paths) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(fail) => {
+                eprintln!("pelagos-net: error: {}", fail.message);
+                exit(fail.code)
+            }
+        },
     }
 }
+
+mod cli;
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -123,6 +144,7 @@ fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
         pasta: args.pasta,
         ready_timeout: Duration::from_secs_f64(args.ready_timeout.max(0.0)),
         tun_path: PathBuf::from("/dev/net/tun"),
+        ip: args.ip,
         on_ready: Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} }),
     };
     match run(&opts) {

@@ -36,6 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod bridge;
 mod ports;
 pub use ports::{PortError, resolve_ephemeral};
 
@@ -65,6 +66,8 @@ pub struct RunOptions {
     pub ready_timeout: Duration,
     /// Path of the tun device.
     pub tun_path: PathBuf,
+    /// A requested container address (bridge mode, `--ip`).
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Called once the network is ready, just before the command starts,
     /// with the published ports as resolved (ephemeral ports filled in).
     pub on_ready: Option<fn(&[PortMapping])>,
@@ -127,6 +130,18 @@ pub enum RunError {
     /// The mode is not supported by `run` (yet).
     #[error("network mode {0} is not supported by run")]
     UnsupportedMode(NetworkMode),
+    /// Bridge mode needs privileges.
+    #[error("bridge networking needs CAP_NET_ADMIN: run as root, or use --network pasta (rootless)")]
+    BridgeNeedsRoot,
+    /// The network definition could not be loaded.
+    #[error(transparent)]
+    Network(crate::network::NetworkError),
+    /// Bridge setup failed.
+    #[error(transparent)]
+    Bridge(crate::bridge::BridgeError),
+    /// Bridge teardown failed (every step was attempted).
+    #[error(transparent)]
+    BridgeTeardown(crate::bridge::TeardownErrors),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
@@ -227,7 +242,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         NetworkMode::Pasta => Some(find_pasta(opts)?),
         NetworkMode::Loopback => None,
         NetworkMode::Host => return run_host(&program, &argv),
-        NetworkMode::Bridge(_) => return Err(RunError::UnsupportedMode(opts.network.mode.clone())),
+        NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
     };
     if pasta_program.is_some() {
         check_tun(&opts.tun_path, euid)?;
@@ -253,6 +268,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         pasta: None,
         netns_path: None,
         ports: ports.clone(),
+        bridge: None,
     };
     store.write_record(&record)?;
 

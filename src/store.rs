@@ -89,6 +89,22 @@ pub struct RunRecord {
     pub netns_path: Option<PathBuf>,
     /// Published ports, host side resolved.
     pub ports: Vec<PortMapping>,
+    /// Bridge attachment, for bridge mode.
+    #[serde(default)]
+    pub bridge: Option<BridgeRecord>,
+}
+
+/// What a bridge attachment created besides the netns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BridgeRecord {
+    /// Network name.
+    pub network: String,
+    /// Host end of the veth pair.
+    pub veth: String,
+    /// Leased address.
+    pub address: std::net::Ipv4Addr,
+    /// Number of forward elements in the network's nftables table.
+    pub forwards: usize,
 }
 
 /// The runtime state directory.
@@ -204,6 +220,7 @@ mod tests {
             pasta: Some(ProcessId { pid: 3, start_time: 4 }),
             netns_path: None,
             ports: vec![],
+            bridge: None,
         }
     }
 

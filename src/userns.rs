@@ -34,6 +34,10 @@ pub enum NsKind {
     },
     /// New network namespace only (the caller has CAP_SYS_ADMIN).
     NetOnly,
+    /// Join an existing network namespace through this open fd (bridge
+    /// mode: the namespace was configured before the fork). The fd must
+    /// stay open until [`NsChild::wait_ready`] returns.
+    JoinNet(RawFd),
 }
 
 /// Step of the child's setup that failed, as reported through the pipe.
@@ -169,7 +173,7 @@ impl NsChild {
             NsKind::UserAndNet { uid, gid } => {
                 (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
             }
-            NsKind::NetOnly => (Vec::new(), Vec::new()),
+            NsKind::NetOnly | NsKind::JoinNet(_) => (Vec::new(), Vec::new()),
         };
         let prep = Prepared {
             argv_ptrs,
@@ -345,12 +349,15 @@ fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd,
             libc::_exit(125);
         }
     }
-    let flags = match spec.ns {
-        NsKind::UserAndNet { .. } => libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
-        NsKind::NetOnly => libc::CLONE_NEWNET,
+    let entered = match spec.ns {
+        // SAFETY: unshare(2) with constant flags in a single-threaded child.
+        NsKind::UserAndNet { .. } => unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
+        // SAFETY: as above.
+        NsKind::NetOnly => unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        // SAFETY: setns(2) on an fd the parent keeps open across the fork.
+        NsKind::JoinNet(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
     };
-    // SAFETY: unshare(2) with constant flags in a single-threaded child.
-    if unsafe { libc::unshare(flags) } != 0 {
+    if entered != 0 {
         fail(tx, ChildStage::Unshare);
     }
     if let NsKind::UserAndNet { .. } = spec.ns {

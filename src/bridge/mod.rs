@@ -1,0 +1,279 @@
+//! Bridge networking: a container in a named network namespace, on a Linux
+//! bridge shared with the other containers of its network, NATed to the
+//! outside, reachable through published ports.
+//!
+//! Owns one container's attachment: lease, named netns, veth pair (the peer
+//! created directly inside the netns, never moved), addresses and routes
+//! over rtnetlink, and its forwards in the network's nftables table. The
+//! bridge and the table are created on first use, under a per-network lock.
+//! Never runs `ip` or `nft`.
+//!
+//! Teardown removes firewall elements first, then the netns (which takes
+//! the veth pair with it: the kernel destroys them asynchronously, so the
+//! caller does not wait ~30 ms for it), then the lease and the record;
+//! every step runs even when an earlier one fails.
+
+pub mod plan;
+mod secondary;
+
+pub use secondary::{SecondaryAttachment, attach_network_to_netns, teardown_secondary_network};
+
+use crate::firewall::{self, Firewall, FirewallError, Forward};
+use crate::lease::{LeaseError, LeaseStore};
+use crate::netlink::{Netlink, NetlinkError};
+use crate::netns::{self, NetNs, NetnsError};
+use crate::network::NetworkDef;
+use crate::paths::Paths;
+use crate::procfs::ProcessId;
+use crate::spec::ifname::IfName;
+use crate::spec::port::PortMapping;
+use crate::store::{BridgeRecord, RunRecord, Store, StoreError};
+use plan::{BridgePlan, PlanError};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Errors of bridge networking, named for the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The plan was refused.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Leasing or releasing an address failed.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// Creating or configuring the bridge failed.
+    #[error("set up bridge {bridge}")]
+    Bridge {
+        /// Bridge.
+        bridge: String,
+        /// Cause.
+        #[source]
+        source: NetlinkError,
+    },
+    /// Creating, configuring or removing the container's links failed.
+    #[error("{op} for container {id}")]
+    Link {
+        /// What was being done.
+        op: &'static str,
+        /// Container id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: NetlinkError,
+    },
+    /// The container end of the veth pair is missing after creation.
+    #[error("container {id} has no link {name} after creating it")]
+    MissingPeer {
+        /// Link name.
+        name: String,
+        /// Container id.
+        id: String,
+    },
+    /// The named netns failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// nftables failed.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// The record could not be written or removed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every error of a teardown (all steps were attempted).
+#[derive(Debug, thiserror::Error)]
+#[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct TeardownErrors(pub Vec<BridgeError>);
+
+/// Runtime state from setting up bridge networking; needed for teardown.
+#[derive(Debug)]
+pub struct NetworkSetup {
+    /// Container id.
+    pub id: String,
+    /// The network.
+    pub def: NetworkDef,
+    /// The container's named netns.
+    pub netns: NetNs,
+    /// Host end of the veth pair.
+    pub veth_host: IfName,
+    /// Container address.
+    pub address: Ipv4Addr,
+    /// Installed forwards.
+    pub forwards: Vec<Forward>,
+    run_dir: PathBuf,
+    record: bool,
+}
+
+impl NetworkSetup {
+    /// The named netns path (for `setns` in the child, or `ip netns exec`).
+    pub fn netns_path(&self) -> &std::path::Path {
+        &self.netns.path
+    }
+}
+
+/// What one attach asks for.
+#[derive(Debug, Clone)]
+pub struct AttachRequest<'a> {
+    /// State roots.
+    pub paths: &'a Paths,
+    /// The network.
+    pub def: &'a NetworkDef,
+    /// Container id (hex, at most 12 characters are used in link names).
+    pub id: &'a str,
+    /// Published ports, host ports resolved.
+    pub ports: &'a [PortMapping],
+    /// A requested address (`--ip`).
+    pub ip: Option<Ipv4Addr>,
+    /// Owner of the lease and record (normally the calling process).
+    pub owner: ProcessId,
+}
+
+/// Make sure the network's bridge (with its address, up) and nftables
+/// table exist, and forwarding is on. Idempotent; holds the network's setup lock.
+pub fn ensure_bridge(paths: &Paths, def: &NetworkDef, host: &mut Netlink) -> Result<u32, BridgeError> {
+    let leases = LeaseStore::new(&paths.run_dir);
+    let _lock = leases.lock_setup(def.name.as_str())?;
+    let bridge = def.bridge.to_string();
+    let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
+    let index = match host.link_index(&bridge).map_err(br_err)? {
+        Some(i) => i,
+        None => host.create_bridge(&bridge).map_err(br_err)?,
+    };
+    let has_addr =
+        host.ipv4_addresses().map_err(br_err)?.iter().any(|a| a.ifindex == index && a.address == def.gateway);
+    if !has_addr {
+        host.add_address(index, def.gateway, def.subnet.prefix()).map_err(br_err)?;
+    }
+    host.set_up(index).map_err(br_err)?;
+    firewall::enable_ip_forward(&paths.proc_root)?;
+    firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
+    Firewall::new()?.ensure_network(&plan::rules_for(def))?;
+    Ok(index)
+}
+
+/// Set up full bridge networking for a container in a new named netns
+/// `pelagos-<id>`. Call before forking the container; its child joins the
+/// namespace with `setns` on [`NetworkSetup::netns_path`].
+pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, BridgeError> {
+    let leases = LeaseStore::new(&req.paths.run_dir);
+    let store = Store::open(&req.paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    let address = leases.allocate(req.def, req.id, req.owner, req.ip)?;
+    let plan = match plan::plan(req.def, req.id, address, req.ports) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = leases.release(req.def.name.as_str(), address, req.id);
+            return Err(e.into());
+        }
+    };
+    let mut record = RunRecord {
+        id: req.id.to_owned(),
+        owner: req.owner,
+        mode: crate::spec::mode::NetworkMode::Bridge(Some(req.def.name.clone())),
+        child: None,
+        pasta: None,
+        netns_path: Some(req.paths.netns_dir.join(&plan.ns_name)),
+        ports: req.ports.to_vec(),
+        bridge: Some(BridgeRecord {
+            network: req.def.name.to_string(),
+            veth: plan.veth_host.to_string(),
+            address,
+            forwards: plan.forwards.len(),
+        }),
+    };
+    if let Err(e) = store.write_record(&record) {
+        let _ = leases.release(req.def.name.as_str(), address, req.id);
+        return Err(e.into());
+    }
+    match apply(req, &plan) {
+        Ok(netns) => Ok(NetworkSetup {
+            id: req.id.to_owned(),
+            def: req.def.clone(),
+            netns,
+            veth_host: plan.veth_host,
+            address,
+            forwards: plan.forwards,
+            run_dir: req.paths.run_dir.clone(),
+            record: true,
+        }),
+        Err(e) => {
+            // Undo whatever part exists; each step tolerates "already gone".
+            let _ = Firewall::new().and_then(|mut fw| fw.remove_forwards(req.def.name.as_str(), &plan.forwards));
+            let _ = netns::remove_named(&req.paths.netns_dir.join(&plan.ns_name));
+            let _ = leases.release(req.def.name.as_str(), address, req.id);
+            record.bridge = None;
+            let _ = store.remove_record(req.id);
+            Err(e)
+        }
+    }
+}
+
+fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeError> {
+    let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: req.id.to_owned(), source };
+    let mut host = Netlink::open().map_err(link_err("open netlink"))?;
+    let bridge = ensure_bridge(req.paths, req.def, &mut host)?;
+    let ns = netns::create_named(&req.paths.netns_dir, &plan.ns_name)?;
+    let veth = host
+        .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
+        .map_err(link_err("create veth"))?;
+    host.set_up(veth).map_err(link_err("set host veth up"))?;
+    configure_peer(&ns, plan, req.id)?;
+    if !plan.forwards.is_empty() {
+        Firewall::new()?.add_forwards(req.def.name.as_str(), &plan.forwards)?;
+    }
+    Ok(ns)
+}
+
+/// Address, up and (for a primary network) default route on the container end.
+fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeError> {
+    let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
+    let mut inside = Netlink::open_in(ns.fd()).map_err(link_err("open netlink in the netns"))?;
+    let index = inside
+        .link_index(plan.peer.as_str())
+        .map_err(link_err("find the container end"))?
+        .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
+    inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
+    inside.set_up(index).map_err(link_err("set the container end up"))?;
+    if let Some(gw) = plan.gateway {
+        inside.add_default_route(gw).map_err(link_err("add the default route"))?;
+    }
+    Ok(())
+}
+
+/// Remove the container's veth pair and named network namespace, its
+/// forwards and its lease. Rules go first, then the netns (which destroys
+/// the veth pair once no process holds the namespace; the kernel finishes
+/// that in the background), then the lease and the record. Every step
+/// runs; all errors come back together.
+pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
+    let mut errors = Vec::new();
+    let net = setup.def.name.to_string();
+    if !setup.forwards.is_empty() {
+        match Firewall::new() {
+            Ok(mut fw) => {
+                if let Err(e) = fw.remove_forwards(&net, &setup.forwards) {
+                    errors.push(e.into());
+                }
+            }
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    let path = setup.netns.path.clone();
+    drop(setup.netns);
+    if let Err(e) = netns::remove_named(&path) {
+        errors.push(e.into());
+    }
+    if let Err(e) = LeaseStore::new(&setup.run_dir).release(&net, setup.address, &setup.id) {
+        errors.push(e.into());
+    }
+    if setup.record {
+        match Store::open(&setup.run_dir, nix::unistd::geteuid().as_raw()) {
+            Ok(store) => {
+                if let Err(e) = store.remove_record(&setup.id) {
+                    errors.push(e.into());
+                }
+            }
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(TeardownErrors(errors)) }
+}

@@ -1,0 +1,171 @@
+//! `pelagos-net network ...`: named network definitions.
+
+use super::{Fail, error_chain};
+use pelagos_net::bridge::plan::rules_for;
+use pelagos_net::firewall::Firewall;
+use pelagos_net::lease::LeaseStore;
+use pelagos_net::netlink::Netlink;
+use pelagos_net::network::{
+    DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkRequest, NetworkStore, default_network_def, plan_network,
+};
+use pelagos_net::paths::Paths;
+use pelagos_net::spec::cidr::Ipv4Net;
+use pelagos_net::spec::ifname::NetworkName;
+use std::net::Ipv4Addr;
+
+/// Network subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum NetworkCmd {
+    /// Create a bridge network.
+    Create {
+        /// Network name.
+        name: NetworkName,
+        /// Subnet (default: the next free /24 of 10.90.0.0/16).
+        #[arg(long)]
+        subnet: Option<Ipv4Net>,
+        /// Gateway address (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// No NAT to the outside.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// List networks.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network as JSON, with its live leases.
+    Inspect {
+        /// Network name.
+        name: NetworkName,
+    },
+    /// Remove a network (refused while containers are attached).
+    Rm {
+        /// Network name.
+        name: NetworkName,
+    },
+    /// Remove every network without attached containers (except the default).
+    Prune,
+}
+
+/// Networks the host already has: the networks of its addresses and the
+/// destinations of its routes (the default route excluded).
+fn host_networks() -> Result<Vec<Ipv4Net>, Fail> {
+    let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let mut nets: Vec<Ipv4Net> = nl
+        .ipv4_addresses()
+        .map_err(|e| Fail::new(125, error_chain(&e)))?
+        .into_iter()
+        .filter_map(|a| Ipv4Net::truncating(a.address, a.prefix).ok())
+        .collect();
+    let routes = nl.ipv4_routes().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    nets.extend(routes.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
+    Ok(nets)
+}
+
+fn all_networks(store: &NetworkStore) -> Result<Vec<NetworkDef>, NetworkError> {
+    let mut defs = store.list()?;
+    if !defs.iter().any(|d| d.name.as_str() == DEFAULT_NETWORK) {
+        defs.insert(0, default_network_def());
+    }
+    Ok(defs)
+}
+
+fn net_fail(e: NetworkError) -> Fail {
+    let code = match e {
+        NetworkError::NotFound(_) => 1,
+        _ => 125,
+    };
+    Fail::new(code, error_chain(&e))
+}
+
+/// Live leases of a network: (address, container id).
+fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> {
+    let leases = LeaseStore::new(&paths.run_dir).leases(name).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    Ok(leases.into_iter().filter(|(_, l)| l.owner.is_alive(&paths.proc_root)).map(|(a, l)| (a, l.id)).collect())
+}
+
+/// Delete the bridge and the firewall table of `def` (absent ones are fine).
+fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
+    let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(125, error_chain(&e)))? {
+        nl.delete_link(index).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    }
+    let mut fw = Firewall::new().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(125, error_chain(&e)))
+}
+
+fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(), Fail> {
+    if name.as_str() == DEFAULT_NETWORK {
+        return Err(Fail::new(125, format!("{DEFAULT_NETWORK} is the default network and cannot be removed")));
+    }
+    let def = store.load(name).map_err(net_fail)?;
+    let live = attached(paths, name.as_str())?;
+    if !live.is_empty() {
+        let ids: Vec<String> = live.iter().map(|(a, id)| format!("{id} ({a})")).collect();
+        return Err(Fail::new(125, format!("network {name} is in use by {}", ids.join(", "))));
+    }
+    remove_host_side(&def)?;
+    store.remove(name).map_err(net_fail)
+}
+
+/// Run a network subcommand.
+pub fn run(cmd: NetworkCmd, paths: &Paths) -> Result<(), Fail> {
+    let store = NetworkStore::new(&paths.config_dir);
+    match cmd {
+        NetworkCmd::Create { name, subnet, gateway, internal } => {
+            let host_nets = host_networks()?;
+            let req = NetworkRequest { name, subnet, gateway, internal };
+            let def = store
+                .locked(|s| {
+                    let def = plan_network(&req, &all_networks(s)?, &host_nets)?;
+                    s.create(&def)?;
+                    Ok(def)
+                })
+                .map_err(net_fail)?;
+            println!("{}", def.name);
+        }
+        NetworkCmd::Ls { json } => {
+            let defs = all_networks(&store).map_err(net_fail)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&defs).expect("serializable"));
+            } else {
+                println!("{:<20} {:<18} {:<15} {:<15} INTERNAL", "NAME", "SUBNET", "GATEWAY", "BRIDGE");
+                for d in defs {
+                    let (name, subnet, gw, br) =
+                        (d.name.to_string(), d.subnet.to_string(), d.gateway.to_string(), d.bridge.to_string());
+                    println!("{name:<20} {subnet:<18} {gw:<15} {br:<15} {}", d.internal);
+                }
+            }
+        }
+        NetworkCmd::Inspect { name } => {
+            let def = if name.as_str() == DEFAULT_NETWORK {
+                all_networks(&store).map_err(net_fail)?.remove(0)
+            } else {
+                store.load(&name).map_err(net_fail)?
+            };
+            let leases: Vec<serde_json::Value> = attached(paths, name.as_str())?
+                .into_iter()
+                .map(|(a, id)| serde_json::json!({ "address": a, "id": id }))
+                .collect();
+            let mut value = serde_json::to_value(&def).expect("serializable");
+            value["containers"] = serde_json::Value::Array(leases);
+            println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+        }
+        NetworkCmd::Rm { name } => {
+            remove(paths, &store, &name)?;
+            println!("{name}");
+        }
+        NetworkCmd::Prune => {
+            for def in store.list().map_err(net_fail)? {
+                if def.name.as_str() != DEFAULT_NETWORK && attached(paths, def.name.as_str())?.is_empty() {
+                    remove(paths, &store, &def.name)?;
+                    println!("{}", def.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}

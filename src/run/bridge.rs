@@ -1,0 +1,74 @@
+//! `run --network bridge[:NAME]`: the container's named netns is fully
+//! configured before the fork (bridge, veth, address, route, forwards);
+//! the child joins it with `setns`, so it never starts without its network.
+
+use super::{RunError, RunOptions, RunReport, SignalGuard, prepare_command, resolve_ephemeral, supervise};
+use crate::bridge::{AttachRequest, setup_bridge_network, teardown_network};
+use crate::network::{DEFAULT_NETWORK, load_network_def};
+use crate::procfs::ProcessId;
+use crate::spec::ifname::NetworkName;
+use crate::store::new_run_id;
+use crate::userns::{ChildSpec, ExecOutcome, NsChild, NsKind};
+use std::os::fd::AsRawFd;
+
+/// Run the command on a bridge network.
+pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Result<RunReport, RunError> {
+    let (program, argv) = prepare_command(&opts.command)?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RunError::BridgeNeedsRoot);
+    }
+    let name = network.map_or(DEFAULT_NETWORK, |n| n.as_str());
+    let def = load_network_def(&opts.paths.config_dir, name).map_err(RunError::Network)?;
+    let ports = resolve_ephemeral(&opts.network.ports)?;
+    let signals = SignalGuard::new()?;
+    let id = new_run_id();
+    let proc_root = &opts.paths.proc_root;
+    let owner =
+        ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 });
+    let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &ports, ip: opts.ip, owner };
+    let setup = setup_bridge_network(&req).map_err(RunError::Bridge)?;
+    log::info!("container {id} on network {name}: {} in {}", setup.address, setup.netns_path().display());
+
+    let spec = ChildSpec {
+        ns: NsKind::JoinNet(setup.netns.fd().as_raw_fd()),
+        program: super::cstring(std::os::unix::ffi::OsStrExt::as_bytes(program.as_os_str())),
+        argv,
+        proc_root: proc_root.clone(),
+        sigmask: signals.old,
+    };
+    let fail = |setup, err: RunError| -> RunError {
+        match teardown_network(setup) {
+            Ok(()) => err,
+            Err(t) => RunError::Teardown(vec![err, RunError::BridgeTeardown(t)]),
+        }
+    };
+    let mut child = match NsChild::spawn(&spec) {
+        Ok(c) => c,
+        Err(e) => return Err(fail(setup, e.into())),
+    };
+    if let Err(e) = child.wait_ready() {
+        child.kill_and_reap();
+        return Err(fail(setup, e.into()));
+    }
+    if let Some(on_ready) = opts.on_ready {
+        on_ready(&ports);
+    }
+    match child.release() {
+        Ok(ExecOutcome::Running) => {}
+        Ok(ExecOutcome::Failed(errno)) => {
+            child.kill_and_reap();
+            let command = opts.command[0].to_string_lossy().into_owned();
+            return Err(fail(setup, RunError::Exec { command, errno }));
+        }
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(fail(setup, e.into()));
+        }
+    }
+    let (exit_code, _) = supervise(&mut child, &signals, None);
+    let teardown_errors = match teardown_network(setup) {
+        Ok(()) => Vec::new(),
+        Err(errors) => vec![RunError::BridgeTeardown(errors)],
+    };
+    Ok(RunReport { exit_code, pasta_output: None, pasta_died: false, teardown_errors, ports, ready_after: None })
+}
