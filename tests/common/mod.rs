@@ -160,6 +160,8 @@ pub struct Env {
 
 /// The throwaway host namespace's own (non-loopback) address.
 pub const HOST_ADDR: &str = "10.231.0.2";
+/// The fake upstream's address, the host namespace's default gateway.
+pub const UPSTREAM_ADDR: &str = "10.231.0.1";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -175,6 +177,7 @@ pub struct Topology {
     pub upstream: String,
     pub run_dir: PathBuf,
     pub netns_dir: PathBuf,
+    pub config_dir: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -186,7 +189,7 @@ impl Topology {
         let upstream = format!("pnt-u{tag}");
         ip(&["netns", "add", &host]);
         ip(&["netns", "add", &upstream]);
-        let (vh, vu) = (format!("pv{tag}h"), format!("pv{tag}u"));
+        let (vh, vu) = (format!("tv{tag}h"), format!("tv{tag}u"));
         ip(&["link", "add", &vh, "netns", &host, "type", "veth", "peer", "name", &vu, "netns", &upstream]);
         for (ns, dev, addr) in [(&host, &vh, "10.231.0.2/24"), (&upstream, &vu, "10.231.0.1/24")] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -198,12 +201,13 @@ impl Topology {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let run_dir = tmp.path().join("run");
         let netns_dir = tmp.path().join("netns");
+        let config_dir = tmp.path().join("config");
         if let Some(u) = &env.user {
             fs::create_dir(&run_dir).unwrap();
             nix::unistd::chown(&run_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
             fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
         }
-        Self { host, upstream, run_dir, netns_dir, _tmp: tmp }
+        Self { host, upstream, run_dir, netns_dir, config_dir, _tmp: tmp }
     }
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
@@ -221,6 +225,7 @@ impl Topology {
         }
         cmd.arg(&env.bin);
         cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
+        cmd.arg("--config-dir").arg(&self.config_dir);
         cmd.args(args);
         cmd.env_clear()
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

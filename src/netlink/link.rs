@@ -1,0 +1,184 @@
+//! Links: look-up, bridge and veth creation, up, master, deletion, listing.
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as Info, LinkMessage,
+};
+use nix::errno::Errno;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::{LinkInfo, Netlink, NetlinkError};
+
+fn named(name: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg
+}
+
+fn indexed(ifindex: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    msg
+}
+
+fn link_info(msg: LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        master: None,
+        up: msg.header.flags.contains(LinkFlags::Up),
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name,
+            LinkAttribute::Controller(master) => info.master = Some(master),
+            LinkAttribute::LinkInfo(infos) => {
+                info.kind = infos.into_iter().find_map(|i| match i {
+                    Info::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                })
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+impl Netlink {
+    /// Index of the link called `name`, or `None` if there is none.
+    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        self.get_index(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+    }
+
+    fn get_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The index of a link this socket just created: gone again is `ENODEV`.
+    fn created_index(&mut self, name: &str) -> io::Result<u32> {
+        self.get_index(name)?.ok_or_else(|| Errno::ENODEV.into())
+    }
+
+    /// Create a bridge called `name` (down) and return its index.
+    ///
+    /// Fails with `EEXIST` ([`NetlinkError::is_exists`]) if a link of that name exists.
+    pub fn create_bridge(&mut self, name: &str) -> Result<u32, NetlinkError> {
+        let mut msg = named(name);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![Info::Kind(InfoKind::Bridge)]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .and_then(|_| self.created_index(name))
+            .map_err(|source| NetlinkError::CreateBridge { name: name.to_owned(), source })
+    }
+
+    /// Create a veth pair: `host` in this socket's namespace and `peer`
+    /// created directly inside `peer_netns` (`IFLA_NET_NS_FD` in the peer's
+    /// message), so no link is ever moved. With `master`, the host side is
+    /// enslaved in the same request (`IFLA_MASTER`): the kernel creates it
+    /// enslaved or not at all. Both ends are created down. Returns the
+    /// host side's index.
+    pub fn create_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+        master: Option<u32>,
+    ) -> Result<u32, NetlinkError> {
+        let mut peer_msg = named(peer);
+        // The borrow keeps the namespace fd open for the whole request.
+        peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
+        let mut msg = named(host);
+        if let Some(master) = master {
+            msg.attributes.push(LinkAttribute::Controller(master));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            Info::Kind(InfoKind::Veth),
+            Info::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .and_then(|_| self.created_index(host))
+            .map_err(|source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source })
+    }
+
+    /// Set link `ifindex` administratively up.
+    pub fn set_up(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+            .map_err(|source| NetlinkError::SetUp { ifindex, source })
+    }
+
+    /// Enslave link `ifindex` to `master` (a bridge).
+    pub fn set_master(&mut self, ifindex: u32, master: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop).map_err(|source| NetlinkError::SetMaster {
+            ifindex,
+            master,
+            source,
+        })
+    }
+
+    /// Delete link `ifindex`. Deleting either end of a veth pair deletes both.
+    pub fn delete_link(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        self.request(RouteNetlinkMessage::DelLink(indexed(ifindex)), 0)
+            .map(drop)
+            .map_err(|source| NetlinkError::DeleteLink { ifindex, source })
+    }
+
+    /// Every link of this namespace: index, name, kind, master, up.
+    pub fn links(&mut self) -> Result<Vec<LinkInfo>, NetlinkError> {
+        let replies = self
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .map_err(|source| NetlinkError::ListLinks { source })?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link_info(link)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_info_reads_name_kind_master_and_up() {
+        let mut msg = indexed(7);
+        msg.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
+        msg.attributes.push(LinkAttribute::IfName("veth0".into()));
+        msg.attributes.push(LinkAttribute::Controller(3));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![Info::Kind(InfoKind::Veth)]));
+
+        let info = link_info(msg);
+
+        assert_eq!(
+            info,
+            LinkInfo { index: 7, name: "veth0".into(), kind: Some("veth".into()), master: Some(3), up: true }
+        );
+    }
+
+    #[test]
+    fn link_info_of_plain_device_has_no_kind_or_master() {
+        let mut msg = indexed(1);
+        msg.attributes.push(LinkAttribute::IfName("lo".into()));
+
+        let info = link_info(msg);
+
+        assert_eq!(info, LinkInfo { index: 1, name: "lo".into(), kind: None, master: None, up: false });
+    }
+}
