@@ -126,7 +126,11 @@ pub enum NetworkError {
 /// Pure validation of a request against existing networks and the host's
 /// networks (addresses and routes, default route excluded). Returns the
 /// definition to write.
-pub fn plan_network(req: &NetworkRequest, existing: &[NetworkDef], host_nets: &[Ipv4Net]) -> Result<NetworkDef, NetworkError> {
+pub fn plan_network(
+    req: &NetworkRequest,
+    existing: &[NetworkDef],
+    host_nets: &[Ipv4Net],
+) -> Result<NetworkDef, NetworkError> {
     if existing.iter().any(|d| d.name == req.name) {
         return Err(NetworkError::Exists(req.name.to_string()));
     }
@@ -143,7 +147,11 @@ pub fn plan_network(req: &NetworkRequest, existing: &[NetworkDef], host_nets: &[
         return Err(NetworkError::TooSmall(subnet));
     }
     if let Some(other) = existing.iter().find(|d| d.subnet.overlaps(&subnet)) {
-        return Err(NetworkError::OverlapsNetwork { subnet, other: other.name.to_string(), other_subnet: other.subnet });
+        return Err(NetworkError::OverlapsNetwork {
+            subnet,
+            other: other.name.to_string(),
+            other_subnet: other.subnet,
+        });
     }
     if let Some(host_net) = host_nets.iter().find(|n| n.prefix() > 0 && n.overlaps(&subnet)) {
         return Err(NetworkError::OverlapsHost { subnet, host_net: *host_net });
@@ -152,7 +160,13 @@ pub fn plan_network(req: &NetworkRequest, existing: &[NetworkDef], host_nets: &[
     if !subnet.contains(gateway) || gateway == subnet.addr() || gateway == subnet.broadcast() {
         return Err(NetworkError::BadGateway { gateway, subnet });
     }
-    Ok(NetworkDef { bridge: req.name.derived_bridge(), name: req.name.clone(), subnet, gateway, internal: req.internal })
+    Ok(NetworkDef {
+        bridge: req.name.derived_bridge(),
+        name: req.name.clone(),
+        subnet,
+        gateway,
+        internal: req.internal,
+    })
 }
 
 /// The definitions directory under a config root.
@@ -186,7 +200,8 @@ impl NetworkStore {
             .mode(0o644)
             .open(&lock_path)
             .map_err(Self::io("open", &lock_path))?;
-        let _lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Self::io("lock", &lock_path)(e.into()))?;
+        let _lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Self::io("lock", &lock_path)(e.into()))?;
         f(self)
     }
 
@@ -288,7 +303,11 @@ pub fn bootstrap_default_network(config_dir: &Path) -> Result<NetworkDef, Networ
 
 /// Ensure a named network exists: load it, or create it from `req` after
 /// validating against the other networks and `host_nets`.
-pub fn ensure_network(config_dir: &Path, req: &NetworkRequest, host_nets: &[Ipv4Net]) -> Result<NetworkDef, NetworkError> {
+pub fn ensure_network(
+    config_dir: &Path,
+    req: &NetworkRequest,
+    host_nets: &[Ipv4Net],
+) -> Result<NetworkDef, NetworkError> {
     if req.name.as_str() == DEFAULT_NETWORK {
         return bootstrap_default_network(config_dir);
     }
@@ -308,7 +327,12 @@ mod tests {
     use super::*;
 
     fn req(name: &str, subnet: Option<&str>) -> NetworkRequest {
-        NetworkRequest { name: NetworkName::new(name).unwrap(), subnet: subnet.map(|s| s.parse().unwrap()), gateway: None, internal: false }
+        NetworkRequest {
+            name: NetworkName::new(name).unwrap(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            gateway: None,
+            internal: false,
+        }
     }
 
     #[test]

@@ -12,7 +12,12 @@ use std::net::Ipv4Addr;
 
 /// The next free host address of `subnet` after `last` (or from the start),
 /// skipping `gateway` and everything in `used`. `None` when the subnet is full.
-pub fn next_free(subnet: Ipv4Net, gateway: Ipv4Addr, used: &BTreeSet<Ipv4Addr>, last: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+pub fn next_free(
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    used: &BTreeSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     let first = u32::from(subnet.first_host());
     let last_host = u32::from(subnet.last_host());
     let count = last_host.checked_sub(first)? + 1;
@@ -20,16 +25,17 @@ pub fn next_free(subnet: Ipv4Net, gateway: Ipv4Addr, used: &BTreeSet<Ipv4Addr>, 
         Some(a) if subnet.contains(a) && u32::from(a) >= first && u32::from(a) < last_host => u32::from(a) + 1,
         _ => first,
     };
-    (0..count)
-        .map(|i| Ipv4Addr::from(first + (start - first + i) % count))
-        .find(|a| *a != gateway && !used.contains(a))
+    (0..count).map(|i| Ipv4Addr::from(first + (start - first + i) % count)).find(|a| *a != gateway && !used.contains(a))
 }
 
 /// Whether `addr` may be leased in `subnet`: a usable host address that is
 /// not the gateway.
 pub fn is_assignable(subnet: Ipv4Net, gateway: Ipv4Addr, addr: Ipv4Addr) -> bool {
     let n = u32::from(addr);
-    subnet.contains(addr) && n >= u32::from(subnet.first_host()) && n <= u32::from(subnet.last_host()) && addr != gateway
+    subnet.contains(addr)
+        && n >= u32::from(subnet.first_host())
+        && n <= u32::from(subnet.last_host())
+        && addr != gateway
 }
 
 /// The first subnet of size `/prefix` inside `pool` that overlaps none of
@@ -70,8 +76,14 @@ mod tests {
     #[test]
     fn allocation_continues_after_the_last_and_wraps_around() {
         let used: BTreeSet<_> = [ip("10.90.0.2")].into();
-        assert_eq!(next_free(net("10.90.0.0/24"), ip("10.90.0.1"), &used, Some(ip("10.90.0.9"))), Some(ip("10.90.0.10")));
-        assert_eq!(next_free(net("10.90.0.0/24"), ip("10.90.0.1"), &used, Some(ip("10.90.0.254"))), Some(ip("10.90.0.3")));
+        assert_eq!(
+            next_free(net("10.90.0.0/24"), ip("10.90.0.1"), &used, Some(ip("10.90.0.9"))),
+            Some(ip("10.90.0.10"))
+        );
+        assert_eq!(
+            next_free(net("10.90.0.0/24"), ip("10.90.0.1"), &used, Some(ip("10.90.0.254"))),
+            Some(ip("10.90.0.3"))
+        );
     }
 
     #[test]
