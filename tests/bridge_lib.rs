@@ -4,7 +4,9 @@
 mod common;
 
 use common::{Env, Tier, Topology, in_netns};
-use pelagos_net::bridge::{AttachRequest, attach_network_to_netns, setup_bridge_network, teardown_network, teardown_secondary_network};
+use pelagos_net::bridge::{
+    AttachRequest, attach_network_to_netns, setup_bridge_network, teardown_network, teardown_secondary_network,
+};
 use pelagos_net::lease::LeaseStore;
 use pelagos_net::network::{NetworkRequest, bootstrap_default_network, ensure_network};
 use pelagos_net::paths::Paths;
@@ -81,10 +83,17 @@ fn secondary_network_attaches_as_eth1_without_default_route_and_detaches() {
     let host = topo.host.clone();
     let ns_path = in_netns(&host, move || {
         let primary = bootstrap_default_network(&p.config_dir).unwrap();
-        let req = NetworkRequest { name: "back".parse().unwrap(), subnet: Some("10.60.0.0/24".parse().unwrap()), gateway: None, internal: true };
+        let req = NetworkRequest {
+            name: "back".parse().unwrap(),
+            subnet: Some("10.60.0.0/24".parse().unwrap()),
+            gateway: None,
+            internal: true,
+        };
         let back = ensure_network(&p.config_dir, &req, &[]).unwrap();
         let id = "5ec0ndary0001";
-        let setup = setup_bridge_network(&AttachRequest { paths: &p, def: &primary, id, ports: &[], ip: None, owner: me() }).unwrap();
+        let setup =
+            setup_bridge_network(&AttachRequest { paths: &p, def: &primary, id, ports: &[], ip: None, owner: me() })
+                .unwrap();
         let att = attach_network_to_netns(&p, &back, &setup.netns, id, 1, me()).unwrap();
         assert_eq!(att.ifname.as_str(), "eth1");
         assert_eq!(att.address.to_string(), "10.60.0.2");
@@ -92,7 +101,8 @@ fn secondary_network_attaches_as_eth1_without_default_route_and_detaches() {
         let netns_path = setup.netns_path().to_owned();
         // Inspect from inside the container namespace.
         let show = |args: &[&str]| {
-            let out = Command::new("nsenter").arg(format!("--net={}", netns_path.display())).args(args).output().unwrap();
+            let out =
+                Command::new("nsenter").arg(format!("--net={}", netns_path.display())).args(args).output().unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         let addrs = show(&["ip", "-o", "-4", "addr"]);
