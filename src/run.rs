@@ -28,9 +28,6 @@ use crate::spec::port::PortMapping;
 use crate::store::{RunRecord, Store, StoreError, new_run_id};
 use crate::userns::{ChildSpec, ChildStage, ExecOutcome, NsChild, NsKind, UsernsError};
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::WaitStatus;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -38,18 +35,9 @@ use std::time::Duration;
 
 mod bridge;
 mod ports;
+mod supervise;
 pub use ports::{PortError, resolve_ephemeral};
-
-/// Signals forwarded to the command.
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
+use supervise::{SignalGuard, supervise};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -190,46 +178,6 @@ pub fn resolve_command(cmd: &std::ffi::OsStr, path_env: Option<&std::ffi::OsStr>
 
 fn cstring(bytes: &[u8]) -> CString {
     CString::new(bytes.to_vec()).unwrap_or_default()
-}
-
-/// Blocks the forwarded signals (and SIGCHLD) for this thread while alive,
-/// reading them from a signalfd; restores the old mask on drop.
-struct SignalGuard {
-    old: SigSet,
-    fd: SignalFd,
-}
-
-impl SignalGuard {
-    fn new() -> Result<Self, RunError> {
-        let mut set = SigSet::empty();
-        for s in FORWARDED {
-            set.add(s);
-        }
-        set.add(Signal::SIGCHLD);
-        let mut old = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(RunError::Signals)?;
-        let fd =
-            SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(RunError::Signals)?;
-        Ok(Self { old, fd })
-    }
-
-    /// A pending terminating signal, consuming everything pending.
-    fn pending_termination(&self) -> Option<Signal> {
-        let mut found = None;
-        while let Ok(Some(info)) = self.fd.read_signal() {
-            let sig = Signal::try_from(info.ssi_signo as i32).ok();
-            if matches!(sig, Some(Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT)) {
-                found = sig;
-            }
-        }
-        found
-    }
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-    }
 }
 
 /// Run the command per `opts`. `Err` means the command never started
@@ -481,43 +429,4 @@ fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, RunError> {
     let err = cmd.exec();
     let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
     Err(RunError::Exec { command: program.display().to_string(), errno })
-}
-
-/// Forward signals and wait for the command. Returns its exit code and
-/// whether pasta died meanwhile.
-fn supervise(child: &mut NsChild, signals: &SignalGuard, mut pasta: Option<&mut PastaSetup>) -> (i32, bool) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut pasta_died = false;
-    loop {
-        match child.try_wait() {
-            Ok(Some(WaitStatus::Exited(_, code))) => return (code, pasta_died),
-            Ok(Some(WaitStatus::Signaled(_, sig, _))) => return (128 + sig as i32, pasta_died),
-            Ok(_) => {}
-            Err(_) => return (125, pasta_died),
-        }
-        if let Some(p) = pasta.as_deref_mut()
-            && !pasta_died
-            && let Some(status) = p.try_exit()
-        {
-            pasta_died = true;
-            log::warn!(
-                "pasta exited while the command runs ({}); the namespace has lost its network",
-                crate::pasta::process::describe(status)
-            );
-        }
-        let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-        while let Ok(Some(info)) = signals.fd.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
-            // A terminal's signal already reached the command (same process
-            // group); forward only what was sent to us alone.
-            if sig != Signal::SIGCHLD && info.ssi_code != libc::SI_KERNEL {
-                child.signal(sig);
-            }
-        }
-    }
 }
