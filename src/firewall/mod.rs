@@ -77,7 +77,9 @@ pub struct NetworkRules {
     /// The bridge's own address in `subnet`: the source of hairpin and
     /// loopback-originated connections as containers see them.
     pub gateway: Ipv4Addr,
-    /// Whether egress from the subnet is masqueraded behind the host.
+    /// Whether egress from the subnet is masqueraded behind the host. A
+    /// network without masquerade is internal: its bridge forwards nothing
+    /// but published-port traffic.
     pub masquerade: bool,
 }
 
