@@ -130,10 +130,18 @@ impl PastaProcess {
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls
-        // prctl(2), which is async-signal-safe.
+        // prctl(2), sigemptyset(3) and sigprocmask(2), which are
+        // async-signal-safe, on a sigset_t on its own stack.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The caller may block signals it forwards (run does); a
+                // blocked SIGTERM would make pasta ignore our stop request.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
