@@ -312,6 +312,27 @@ fn signals_are_forwarded_to_the_command(env: Env) {
     topo.assert_clean();
 }
 
+/// Regression: pasta inherited the signals `run` blocks for forwarding, so
+/// it ignored SIGTERM and every teardown waited for the SIGKILL grace.
+fn pasta_starts_with_no_signal_blocked(env: Env) {
+    let topo = Topology::new(&env);
+    let host_port = port(24000);
+    // Our own pasta is the one forwarding this test's unique host port.
+    let script = format!(
+        "for p in $(pgrep -x 'passt.avx2|passt|pasta'); do \
+           if tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '-t {host_port}:80'; then grep SigBlk /proc/$p/status; fi; \
+         done"
+    );
+    let spec = format!("{host_port}:80");
+    let out = topo.cli(&env, &["run", "-p", &spec, "--", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("SigBlk"), "{}", describe(&out));
+    for line in stdout.lines() {
+        assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"), "{stdout}");
+    }
+    topo.assert_clean();
+}
+
 macro_rules! tier_tests {
     ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
         mod $tier_mod {
@@ -340,6 +361,7 @@ tier_tests!(
         taken_host_port_fails_with_the_port_named,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
+        pasta_starts_with_no_signal_blocked,
     ]
 );
 
@@ -356,5 +378,6 @@ tier_tests!(
         taken_host_port_fails_with_the_port_named,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
+        pasta_starts_with_no_signal_blocked,
     ]
 );
