@@ -191,6 +191,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         NetworkMode::Loopback => None,
         NetworkMode::Host => return run_host(&program, &argv),
         NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
+        NetworkMode::Slirp4netns | NetworkMode::Auto => return Err(RunError::UnsupportedMode(opts.network.mode.clone())),
     };
     if pasta_program.is_some() {
         check_tun(&opts.tun_path, euid)?;

@@ -25,6 +25,11 @@ pub enum NetworkMode {
     /// A new namespace connected to the outside by pasta (rootless egress and
     /// port forwards).
     Pasta,
+    /// A new namespace connected to the outside by slirp4netns (rootless
+    /// egress and port forwards, for hosts without a usable pasta).
+    Slirp4netns,
+    /// Chosen by the selection ladder (`select`), with the reason recorded.
+    Auto,
     /// A named namespace on a Linux bridge (`bridge` for the default
     /// network `pelagos0`, `bridge:NAME` for another). Needs CAP_NET_ADMIN.
     Bridge(Option<super::ifname::NetworkName>),
@@ -33,7 +38,7 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Every name [`FromStr`] accepts, aliases included, in the order error
     /// messages and help text list them.
-    pub const ACCEPTED_NAMES: &'static [&'static str] = &["host", "loopback", "none", "pasta", "bridge", "bridge:NAME"];
+    pub const ACCEPTED_NAMES: &'static [&'static str] = &["auto", "host", "loopback", "none", "pasta", "slirp4netns", "bridge", "bridge:NAME"];
 }
 
 /// Why a network mode name was rejected.
@@ -65,6 +70,8 @@ impl fmt::Display for NetworkMode {
             NetworkMode::Host => f.write_str("host"),
             NetworkMode::Loopback => f.write_str("loopback"),
             NetworkMode::Pasta => f.write_str("pasta"),
+            NetworkMode::Slirp4netns => f.write_str("slirp4netns"),
+            NetworkMode::Auto => f.write_str("auto"),
             NetworkMode::Bridge(None) => f.write_str("bridge"),
             NetworkMode::Bridge(Some(name)) => write!(f, "bridge:{name}"),
         }
@@ -79,6 +86,8 @@ impl FromStr for NetworkMode {
             "host" => Ok(NetworkMode::Host),
             "loopback" | "none" => Ok(NetworkMode::Loopback),
             "pasta" => Ok(NetworkMode::Pasta),
+            "slirp4netns" => Ok(NetworkMode::Slirp4netns),
+            "auto" => Ok(NetworkMode::Auto),
             "bridge" => Ok(NetworkMode::Bridge(None)),
             _ => match s.strip_prefix("bridge:") {
                 Some(name) => super::ifname::NetworkName::new(name)
@@ -136,7 +145,7 @@ mod tests {
 
     #[test]
     fn mode_unknown_name_is_rejected_listing_accepted_names() {
-        for name in ["", "Host", "PASTA", " host", "host ", "slirp4netns", "nat"] {
+        for name in ["", "Host", "PASTA", " host", "host ", "slirp", "nat"] {
             let err = name.parse::<NetworkMode>().unwrap_err();
             assert_eq!(err, ModeError::Unknown { name: name.into() });
             let msg = err.to_string();

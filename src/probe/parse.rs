@@ -1,0 +1,164 @@
+//! Pure parsers for the text the probe reads: `/proc/self/status`,
+//! `uid_map`, `/etc/sub[ug]id`, `/etc/passwd`, `ipv6_route`, pid 1's cgroup
+//! and environment, `/proc/modules`, and slirp4netns's `--version`/`--help`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// Route flag `RTF_UP`.
+const RTF_UP: u32 = 0x0001;
+/// Route flag `RTF_REJECT`: the kernel's unreachable `::/0` on `lo` carries it.
+const RTF_REJECT: u32 = 0x0200;
+
+/// Keywords in pid 1's cgroup path that name a container runtime, in the
+/// order they are reported.
+const CGROUP_RUNTIMES: &[&str] = &["docker", "kubepods", "libpod", "lxc"];
+
+/// One subordinate id range from `/etc/subuid` or `/etc/subgid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IdRange {
+    /// First id.
+    pub start: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// What one slirp4netns binary is and supports.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SlirpFeatures {
+    /// From `slirp4netns version 1.2.0`.
+    pub version: Option<String>,
+    /// From `commit: ...`.
+    pub commit: Option<String>,
+    /// From `libslirp: 4.7.0`.
+    pub libslirp: Option<String>,
+    /// From `SLIRP_CONFIG_VERSION_MAX: 4`; 3 or more is needed to forward IPv6.
+    pub config_version_max: Option<u32>,
+    /// Long options (with `--`) that `--help` defines.
+    pub options: BTreeSet<String>,
+}
+
+impl SlirpFeatures {
+    /// Features from the output of `--version` and `--help`.
+    pub fn from_outputs(version_text: &str, help_text: &str) -> Self {
+        let field =
+            |key: &str| version_text.lines().find_map(|l| l.trim().strip_prefix(key)).map(|v| v.trim().to_owned());
+        Self {
+            version: field("slirp4netns version"),
+            commit: field("commit:"),
+            libslirp: field("libslirp:"),
+            config_version_max: field("SLIRP_CONFIG_VERSION_MAX:").and_then(|v| v.parse().ok()),
+            options: parse_slirp_help(help_text),
+        }
+    }
+
+    /// True when `--help` defines `opt` (`"--api-socket"` or `"api-socket"`).
+    pub fn has(&self, opt: &str) -> bool {
+        let name = opt.strip_prefix("--").unwrap_or(opt);
+        self.options.contains(&format!("--{name}"))
+    }
+}
+
+/// Long options defined by slirp4netns `--help`: lines starting (after
+/// optional indentation) with `-x, --long[=ARG]` or `--long[=ARG]`.
+pub fn parse_slirp_help(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut tokens = line.split_whitespace();
+            let first = tokens.next()?;
+            let long =
+                if first.len() == 3 && first.starts_with('-') && first.ends_with(',') { tokens.next()? } else { first };
+            let name: String =
+                long.strip_prefix("--")?.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            (!name.is_empty()).then(|| format!("--{name}"))
+        })
+        .collect()
+}
+
+/// The version line of `slirp4netns --version`, if the text has one.
+pub fn parse_slirp_version(text: &str) -> Option<String> {
+    SlirpFeatures::from_outputs(text, "").version
+}
+
+/// The `CapEff:` mask of a `/proc/<pid>/status` text.
+pub(super) fn cap_eff(status: &str) -> Option<u64> {
+    status_field(status, "CapEff:").and_then(|v| u64::from_str_radix(v, 16).ok())
+}
+
+/// The `Seccomp:` mode (0 off, 1 strict, 2 filter) of a status text.
+pub(super) fn seccomp_mode(status: &str) -> Option<u32> {
+    status_field(status, "Seccomp:").and_then(|v| v.parse().ok())
+}
+
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
+}
+
+/// True for the initial user namespace's map, `0 0 4294967295`.
+pub(super) fn is_identity_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> =
+        map.lines().map(|l| l.split_whitespace().collect()).filter(|f: &Vec<_>| !f.is_empty()).collect();
+    lines == [vec!["0", "0", "4294967295"]]
+}
+
+/// The name of `uid` in `/etc/passwd` text.
+pub(super) fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// The ranges of `/etc/subuid`-format text (`owner:start:count`) whose owner
+/// is `name` or the number `uid`. Malformed lines and comments are skipped.
+pub(super) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRange> {
+    let uid = uid.to_string();
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.trim().split(':').collect();
+            let [owner, start, count] = fields[..] else { return None };
+            let mine = owner == uid || Some(owner) == name;
+            let range = IdRange { start: start.parse().ok()?, count: count.parse().ok()? };
+            (mine && range.count > 0).then_some(range)
+        })
+        .collect()
+}
+
+/// True when `/proc/net/ipv6_route` text holds an up `::/0` route that is not
+/// a reject route and not on `lo`.
+pub(super) fn has_ipv6_default_route(text: &str) -> bool {
+    text.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [dest, plen, _, _, _, _, _, _, flags, iface] = f[..] else { return false };
+        let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
+        dest.bytes().all(|b| b == b'0')
+            && dest.len() == 32
+            && plen == "00"
+            && flags & RTF_UP != 0
+            && flags & RTF_REJECT == 0
+            && iface != "lo"
+    })
+}
+
+/// The first container runtime named in the paths of `/proc/1/cgroup` text.
+pub(super) fn cgroup_runtime(text: &str) -> Option<&'static str> {
+    let paths: Vec<&str> = text.lines().filter_map(|l| l.splitn(3, ':').nth(2)).collect();
+    CGROUP_RUNTIMES.iter().copied().find(|kw| paths.iter().any(|p| p.contains(kw)))
+}
+
+/// The value of `container=` in a NUL-separated environment block.
+pub(super) fn container_env(environ: &[u8]) -> Option<String> {
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"container="))
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// True when `/proc/modules` text lists module `name`.
+pub(super) fn module_loaded(modules: &str, name: &str) -> bool {
+    modules.lines().any(|l| l.split_whitespace().next() == Some(name))
+}
