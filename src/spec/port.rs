@@ -261,10 +261,10 @@ impl PortMapping {
         container: PortRange,
         proto: PortProto,
     ) -> Result<Self, PortSpecError> {
-        if let Some(host) = host {
-            if host.len() != container.len() {
-                return Err(PortSpecError::RangeMismatch { host, container });
-            }
+        if let Some(host) = host
+            && host.len() != container.len()
+        {
+            return Err(PortSpecError::RangeMismatch { host, container });
         }
         Ok(Self { host_ip, host, container, proto })
     }
