@@ -48,6 +48,7 @@
 
 pub mod bridge;
 pub mod diagnose;
+pub mod doctor;
 pub mod firewall;
 pub mod lease;
 pub mod loopback;

@@ -35,6 +35,12 @@ struct Cli {
 enum Command {
     /// Run a command in its own network namespace.
     Run(RunArgs),
+    /// Check this host: what works, what does not, and the fix for each problem.
+    Doctor {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(cli::network::NetworkCmd),
@@ -99,6 +105,17 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run(args) => cmd_run(args, paths, cli.verbose),
+        Command::Doctor { json } => {
+            let caps = pelagos_net::probe::HostCaps::probe(&pelagos_net::probe::ProbeRoots::current(&paths));
+            let report = pelagos_net::doctor::report(&caps);
+            if json {
+                let value = serde_json::json!({ "host": caps, "report": report });
+                println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+            } else {
+                print!("{}", pelagos_net::doctor::render(&report));
+            }
+            if report.networked { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
         Command::Network(cmd) => match cli::network::run(cmd, &paths) {
             Ok(()) => ExitCode::SUCCESS,
             Err(fail) => {

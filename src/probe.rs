@@ -39,6 +39,8 @@
 
 mod helpers;
 mod parse;
+#[cfg(test)]
+pub(crate) mod test_hosts;
 
 use std::ffi::OsString;
 use std::fs;

@@ -1,84 +1,10 @@
 //! Tests of `select`: hostile hosts as `HostCaps` values built in code.
 use super::*;
 
-use crate::diagnose::{TunProblem, UsernsKnobs};
-use crate::pasta::features::PastaFeatures;
-use crate::probe::{ContainerHint, DefaultRoute, Helper, NftEvidence, PastaCaps, SlirpFeatures, TunStatus};
+use crate::diagnose::TunProblem;
+use crate::probe::{ContainerHint, DefaultRoute, Helper, NftEvidence};
 
-const DEBIAN_HELP: &str = include_str!("../tests/fixtures/pasta-help-2023-03-09.txt");
-const PASTA_MODERN: &[&str] = &[
-    "--config-net",
-    "--foreground",
-    "--stderr",
-    "--netns",
-    "--tcp-ports",
-    "--udp-ports",
-    "--tcp-ns",
-    "--udp-ns",
-    "--userns",
-    "--runas",
-    "--map-guest-addr",
-];
-const SLIRP_OPTIONS: &[&str] = &[
-    "--configure",
-    "--mtu",
-    "--exit-fd",
-    "--ready-fd",
-    "--api-socket",
-    "--netns-type",
-    "--userns-path",
-    "--disable-host-loopback",
-    "--enable-ipv6",
-];
-
-fn pasta(version: &str, options: &[&str]) -> Helper<PastaCaps> {
-    let help: String = options.iter().map(|o| format!("  {o} ARG\n")).collect();
-    let features = PastaFeatures::from_outputs(version, &help);
-    Helper::Found { path: "/usr/bin/pasta".into(), features: features.into() }
-}
-
-fn debian_pasta() -> Helper<PastaCaps> {
-    let features = PastaFeatures::from_outputs("pasta unknown version\n", DEBIAN_HELP);
-    Helper::Found { path: "/usr/bin/pasta".into(), features: features.into() }
-}
-
-fn slirp(options: &[&str]) -> Helper<SlirpFeatures> {
-    let help: String = options.iter().map(|o| format!("{o}=X  description\n")).collect();
-    let features = SlirpFeatures::from_outputs("slirp4netns version 1.2.0\n", &help);
-    Helper::Found { path: "/usr/bin/slirp4netns".into(), features }
-}
-
-/// A healthy rootless host with a fixed pasta and a full slirp4netns.
-fn rootless() -> HostCaps {
-    HostCaps {
-        euid: 1000,
-        uid: 1000,
-        cap_net_admin: false,
-        cap_sys_admin: false,
-        in_userns: false,
-        netns_is_own: Some(true),
-        seccomp_filter: false,
-        userns_knobs: UsernsKnobs {
-            max_user_namespaces: Some(63000),
-            unprivileged_userns_clone: Some(1),
-            apparmor_restrict: None,
-        },
-        subuid: vec![],
-        subgid: vec![],
-        newuidmap: None,
-        newgidmap: None,
-        tun: TunStatus { path: "/dev/net/tun".into(), problem: None },
-        pasta: pasta("pasta 2024_08_06.ee36266\n", PASTA_MODERN),
-        slirp4netns: slirp(SLIRP_OPTIONS),
-        nftables: NftEvidence::NetfilterPresent,
-        default_route: DefaultRoute { ipv4: true, ipv6: false },
-        container: vec![],
-    }
-}
-
-fn root() -> HostCaps {
-    HostCaps { euid: 0, uid: 0, cap_net_admin: true, cap_sys_admin: true, ..rootless() }
-}
+use crate::probe::test_hosts::*;
 
 fn web() -> NetworkName {
     NetworkName::new("web").unwrap()
@@ -358,7 +284,13 @@ fn decision_serializes_for_json_output() {
 
 #[test]
 fn modes_convert_to_and_from_the_spec() {
-    for mode in [NetworkMode::Host, NetworkMode::Loopback, NetworkMode::Pasta, NetworkMode::Slirp4netns, NetworkMode::Bridge(Some(web()))] {
+    for mode in [
+        NetworkMode::Host,
+        NetworkMode::Loopback,
+        NetworkMode::Pasta,
+        NetworkMode::Slirp4netns,
+        NetworkMode::Bridge(Some(web())),
+    ] {
         match Requested::from(mode.clone()) {
             Requested::Explicit(m) => assert_eq!(m.to_network_mode(), mode),
             Requested::Auto => panic!("{mode} is explicit"),
