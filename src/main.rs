@@ -60,6 +60,11 @@ struct RunArgs {
     /// Seconds to wait for the network to become ready.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     ready_timeout: f64,
+    /// What to do when the mode cannot be had in full: strict (fail), warn
+    /// (degrade with one warning line), allow (degrade quietly). Default:
+    /// warn for `auto`; an explicit mode without this flag is used as given.
+    #[arg(long, value_parser = parse_fallback)]
+    fallback: Option<pelagos_net::select::Fallback>,
     /// Container address on a bridge network.
     #[arg(long)]
     ip: Option<std::net::Ipv4Addr>,
@@ -146,6 +151,16 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+fn parse_fallback(s: &str) -> Result<pelagos_net::select::Fallback, String> {
+    use pelagos_net::select::Fallback;
+    match s {
+        "strict" => Ok(Fallback::Strict),
+        "warn" => Ok(Fallback::Warn),
+        "allow" => Ok(Fallback::Allow),
+        other => Err(format!("unknown fallback '{other}' (expected strict, warn or allow)")),
+    }
+}
+
 fn announce_ports(ports: &[PortMapping]) {
     for m in ports {
         eprintln!("pelagos-net: published {m}");
@@ -162,6 +177,7 @@ fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
         ready_timeout: Duration::from_secs_f64(args.ready_timeout.max(0.0)),
         tun_path: PathBuf::from("/dev/net/tun"),
         ip: args.ip,
+        fallback: args.fallback,
         on_ready: Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} }),
     };
     match run(&opts) {

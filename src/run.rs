@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod bridge;
+mod choose;
 mod ports;
+pub use choose::needs_for;
 mod supervise;
 pub use ports::{PortError, resolve_ephemeral};
 use supervise::{SignalGuard, supervise};
@@ -54,6 +56,8 @@ pub struct RunOptions {
     pub ready_timeout: Duration,
     /// Path of the tun device.
     pub tun_path: PathBuf,
+    /// Fallback policy (`None`: `warn` for `auto`, the mode as given otherwise).
+    pub fallback: Option<crate::select::Fallback>,
     /// A requested container address (bridge mode, `--ip`).
     pub ip: Option<std::net::Ipv4Addr>,
     /// Called once the network is ready, just before the command starts,
@@ -118,6 +122,12 @@ pub enum RunError {
     /// The mode is not supported by `run` (yet).
     #[error("network mode {0} is not supported by run")]
     UnsupportedMode(NetworkMode),
+    /// No acceptable network mode (see `select`).
+    #[error("{err}{}", fixes_text(.err.fixes()))]
+    Select {
+        /// Why no mode fits.
+        err: crate::select::SelectError,
+    },
     /// Bridge mode needs privileges.
     #[error("bridge networking needs CAP_NET_ADMIN: run as root, or use --network pasta (rootless)")]
     BridgeNeedsRoot,
@@ -133,6 +143,10 @@ pub enum RunError {
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
+}
+
+fn fixes_text(fixes: &[String]) -> String {
+    fixes.iter().map(|f| format!("\n  fix: {f}")).collect()
 }
 
 impl RunError {
@@ -162,6 +176,8 @@ pub struct RunReport {
     pub ports: Vec<PortMapping>,
     /// Time from start to the network being ready.
     pub ready_after: Option<Duration>,
+    /// How the mode was chosen, when it went through the selection ladder.
+    pub decision: Option<crate::select::Decision>,
 }
 
 /// Find `cmd` like execvp would: as given when it has a `/`, else on PATH.
@@ -183,15 +199,23 @@ fn cstring(bytes: &[u8]) -> CString {
 /// Run the command per `opts`. `Err` means the command never started
 /// (or a setup failure stopped it); `Ok` carries its exit code.
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
+    let decision = choose::choose(&opts.network, opts.fallback, &crate::probe::ProbeRoots::current(&opts.paths))?;
+    let mode = decision.as_ref().map_or_else(|| opts.network.mode.clone(), |d| d.mode.to_network_mode());
+    let mut report = run_mode(opts, &mode)?;
+    report.decision = decision;
+    Ok(report)
+}
+
+fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
-    let pasta_program = match opts.network.mode {
+    let pasta_program = match *mode {
         NetworkMode::Pasta => Some(find_pasta(opts)?),
         NetworkMode::Loopback => None,
         NetworkMode::Host => return run_host(&program, &argv),
         NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
-        NetworkMode::Slirp4netns | NetworkMode::Auto => return Err(RunError::UnsupportedMode(opts.network.mode.clone())),
+        NetworkMode::Slirp4netns | NetworkMode::Auto => return Err(RunError::UnsupportedMode(mode.clone())),
     };
     if pasta_program.is_some() {
         check_tun(&opts.tun_path, euid)?;
@@ -212,7 +236,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         id: new_run_id(),
         owner: ProcessId::of(&proc_root, std::process::id())
             .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
-        mode: opts.network.mode.clone(),
+        mode: mode.clone(),
         child: None,
         pasta: None,
         netns_path: None,
@@ -318,7 +342,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
 
     let (exit_code, pasta_died) = supervise(&mut child, &signals, res.pasta.as_mut());
     let (pasta_output, teardown_errors) = res.teardown();
-    Ok(RunReport { exit_code, pasta_output, pasta_died, teardown_errors, ports, ready_after })
+    Ok(RunReport { exit_code, pasta_output, pasta_died, teardown_errors, ports, ready_after, decision: None })
 }
 
 /// What a run created, torn down in reverse order with every error kept.

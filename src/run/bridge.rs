@@ -70,5 +70,13 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         Ok(()) => Vec::new(),
         Err(errors) => vec![RunError::BridgeTeardown(errors)],
     };
-    Ok(RunReport { exit_code, pasta_output: None, pasta_died: false, teardown_errors, ports, ready_after: None })
+    Ok(RunReport {
+        exit_code,
+        pasta_output: None,
+        pasta_died: false,
+        teardown_errors,
+        ports,
+        ready_after: None,
+        decision: None,
+    })
 }
