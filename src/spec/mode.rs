@@ -38,7 +38,8 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Every name [`FromStr`] accepts, aliases included, in the order error
     /// messages and help text list them.
-    pub const ACCEPTED_NAMES: &'static [&'static str] = &["auto", "host", "loopback", "none", "pasta", "slirp4netns", "bridge", "bridge:NAME"];
+    pub const ACCEPTED_NAMES: &'static [&'static str] =
+        &["auto", "host", "loopback", "none", "pasta", "slirp4netns", "bridge", "bridge:NAME"];
 }
 
 /// Why a network mode name was rejected.
