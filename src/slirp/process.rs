@@ -140,9 +140,7 @@ pub struct SlirpReport {
 }
 
 fn pipe(which: &'static str) -> Result<(OwnedFd, OwnedFd), SlirpError> {
-    let (rx, tx) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| SlirpError::Pipe { which, source })?;
-    Ok((rx, tx))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| SlirpError::Pipe { which, source })
 }
 
 /// `fd` itself, or a close-on-exec duplicate numbered 3 or above when it is
@@ -166,15 +164,16 @@ impl SlirpProcess {
         let exit_rx = above_stdio(exit_rx, "exit")?;
         let fds = SlirpFds { ready: ready_tx.as_raw_fd(), exit: exit_rx.as_raw_fd() };
         let argv = build_argv(cmd.plan, fds)?;
-        let (first, rest) = match cmd.launcher.split_first() {
-            Some((first, rest)) => (Path::new(first), rest),
-            None => (cmd.program, &[][..]),
+        let mut command = match cmd.launcher.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(cmd.program);
+                c
+            }
+            None => Command::new(cmd.program),
         };
-        let spawn_err = |source| SlirpError::Spawn { program: cmd.program.to_owned(), source };
-        let mut command = Command::new(first);
-        if !cmd.launcher.is_empty() {
-            command.args(rest).arg(cmd.program);
-        }
+        let program = PathBuf::from(command.get_program());
+        let spawn_err = |source| SlirpError::Spawn { program: program.clone(), source };
         command.args(&argv).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls
         // prctl(2) and fcntl(2) on descriptors numbered above stdio, both
@@ -360,3 +359,7 @@ impl Drop for SlirpProcess {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;
