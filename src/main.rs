@@ -169,6 +169,7 @@ fn announce_ports(ports: &[PortMapping]) {
 
 fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
     let any_ephemeral = args.publish.iter().any(|m| m.host.is_none());
+    let args_mode = args.network.clone();
     let opts = RunOptions {
         network: NetworkConfig { mode: args.network, ports: args.publish, host_loopback_ports: args.host_ports },
         command: args.command,
@@ -185,11 +186,12 @@ fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
             if let Some(ready) = report.ready_after {
                 log::info!("network ready after {:.1} ms", ready.as_secs_f64() * 1e3);
             }
-            if let Some(out) = &report.pasta_output
-                && (verbose > 0 || report.pasta_died)
+            let helper = report.decision.as_ref().map_or_else(|| args_mode.to_string(), |d| d.mode.to_string());
+            if let Some(out) = &report.helper_output
+                && (verbose > 0 || report.helper_died)
                 && !out.is_empty()
             {
-                eprint!("pelagos-net: pasta output:\n{out}");
+                eprint!("pelagos-net: {helper} output:\n{out}");
             }
             for e in &report.teardown_errors {
                 eprintln!("pelagos-net: warning: {}", error_chain(e));

@@ -17,9 +17,7 @@
 use crate::diagnose::{TunProblem, UsernsKnobs, check_tun};
 use crate::netns::{self, NetnsError};
 use crate::pasta::args::{PastaPlan, PastaTarget};
-use crate::pasta::setup::{
-    PastaNetworkConfig, PastaSetup, PastaSetupError, setup_pasta_network, teardown_pasta_network,
-};
+use crate::pasta::setup::{PastaNetworkConfig, PastaSetupError, setup_pasta_network};
 use crate::paths::Paths;
 use crate::procfs::ProcessId;
 use crate::spec::config::NetworkConfig;
@@ -35,7 +33,10 @@ use std::time::Duration;
 
 mod bridge;
 mod choose;
+mod helper;
+pub use helper::{Helper, HelperKind};
 mod ports;
+mod slirp;
 pub use choose::needs_for;
 mod supervise;
 pub use ports::{PortError, resolve_ephemeral};
@@ -128,6 +129,20 @@ pub enum RunError {
         /// Why no mode fits.
         err: crate::select::SelectError,
     },
+    /// slirp4netns is not installed.
+    #[error(
+        "slirp4netns not found on PATH: install it with `sudo apt-get install slirp4netns`, or choose --network pasta"
+    )]
+    SlirpMissing,
+    /// slirp4netns failed.
+    #[error(transparent)]
+    Slirp(#[from] crate::slirp::setup::SlirpSetupError),
+    /// A mapping slirp4netns cannot express, or an option it lacks.
+    #[error("{0}")]
+    SlirpUnsupported(String),
+    /// Stopping slirp4netns failed.
+    #[error(transparent)]
+    SlirpTeardown(crate::slirp::process::SlirpError),
     /// Bridge mode needs privileges.
     #[error("bridge networking needs CAP_NET_ADMIN: run as root, or use --network pasta (rootless)")]
     BridgeNeedsRoot,
@@ -166,10 +181,10 @@ impl RunError {
 pub struct RunReport {
     /// The command's exit code (128+N when killed by signal N).
     pub exit_code: i32,
-    /// pasta's output, when pasta ran.
-    pub pasta_output: Option<String>,
-    /// pasta died while the command ran (its output is in `pasta_output`).
-    pub pasta_died: bool,
+    /// The network helper's output (pasta or slirp4netns), when one ran.
+    pub helper_output: Option<String>,
+    /// The helper died while the command ran (its output is in `helper_output`).
+    pub helper_died: bool,
     /// Errors during teardown (all steps were attempted).
     pub teardown_errors: Vec<RunError>,
     /// Published ports as resolved.
@@ -210,19 +225,23 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
     let (program, argv) = prepare_command(&opts.command)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
-    let pasta_program = match *mode {
-        NetworkMode::Pasta => Some(find_pasta(opts)?),
-        NetworkMode::Loopback => None,
+    let (pasta_program, slirp_program) = match *mode {
+        NetworkMode::Pasta => (Some(find_pasta(opts)?), None),
+        NetworkMode::Slirp4netns => (None, Some(find_slirp(opts)?)),
+        NetworkMode::Loopback => (None, None),
         NetworkMode::Host => return run_host(&program, &argv),
         NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
-        NetworkMode::Slirp4netns | NetworkMode::Auto => return Err(RunError::UnsupportedMode(mode.clone())),
+        NetworkMode::Auto => return Err(RunError::UnsupportedMode(mode.clone())),
     };
-    if pasta_program.is_some() {
+    if pasta_program.is_some() || slirp_program.is_some() {
         check_tun(&opts.tun_path, euid)?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
     if let Some(program) = &pasta_program {
         warn_known_pasta_bugs(program, &ports);
+    }
+    if slirp_program.is_some() {
+        slirp::check_ports(&ports, &opts.network.host_loopback_ports)?;
     }
     let runas = match (&pasta_program, rootless) {
         (Some(p), false) => runas_for_root(p),
@@ -238,14 +257,14 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
             .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
         mode: mode.clone(),
         child: None,
-        pasta: None,
+        helper: None,
         netns_path: None,
         ports: ports.clone(),
         bridge: None,
     };
     store.write_record(&record)?;
 
-    let mut res = Resources { store: &store, record_id: record.id.clone(), netns_path: None, pasta: None };
+    let mut res = Resources { store: &store, record_id: record.id.clone(), netns_path: None, helper: None };
     let spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
@@ -309,9 +328,8 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
         let mut cancel = || signals.pending_termination().is_some();
         match setup_pasta_network(&cfg, &mut cancel) {
             Ok(setup) => {
-                record.pasta = Some(setup.pasta_id());
                 ready_after = Some(setup.ready_after);
-                res.pasta = Some(setup);
+                res.helper = Some(Helper::Pasta(setup));
             }
             Err(e) => {
                 child.kill_and_reap();
@@ -319,6 +337,22 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
             }
         }
     }
+    if let Some(program) = &slirp_program {
+        let mut cancel = || signals.pending_termination().is_some();
+        let socket = opts.paths.run_dir.join(format!("slirp-{}.sock", record.id));
+        match slirp::start(program, child.pid(), rootless, socket, &ports, &proc_root, opts.ready_timeout, &mut cancel)
+        {
+            Ok(setup) => {
+                ready_after = Some(setup.ready_after);
+                res.helper = Some(Helper::Slirp(Box::new(setup)));
+            }
+            Err(e) => {
+                child.kill_and_reap();
+                return Err(res.fail(e));
+            }
+        }
+    }
+    record.helper = res.helper.as_ref().map(|h| crate::store::HelperRecord { kind: h.kind(), process: h.id() });
     if let Err(e) = store.write_record(&record) {
         child.kill_and_reap();
         return Err(res.fail(e.into()));
@@ -340,9 +374,9 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
         }
     }
 
-    let (exit_code, pasta_died) = supervise(&mut child, &signals, res.pasta.as_mut());
-    let (pasta_output, teardown_errors) = res.teardown();
-    Ok(RunReport { exit_code, pasta_output, pasta_died, teardown_errors, ports, ready_after, decision: None })
+    let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
+    let (helper_output, teardown_errors) = res.teardown();
+    Ok(RunReport { exit_code, helper_output, helper_died, teardown_errors, ports, ready_after, decision: None })
 }
 
 /// What a run created, torn down in reverse order with every error kept.
@@ -350,13 +384,17 @@ struct Resources<'a> {
     store: &'a Store,
     record_id: String,
     netns_path: Option<PathBuf>,
-    pasta: Option<PastaSetup>,
+    helper: Option<Helper>,
 }
 
 impl Resources<'_> {
     fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
         let mut errors = Vec::new();
-        let output = self.pasta.take().map(|setup| teardown_pasta_network(setup).output);
+        let output = self.helper.take().map(|helper| {
+            let (output, helper_errors) = helper.teardown();
+            errors.extend(helper_errors);
+            output
+        });
         if let Some(path) = self.netns_path.take()
             && let Err(e) = netns::remove_named(&path)
         {
@@ -387,6 +425,11 @@ fn prepare_command(command: &[OsString]) -> Result<(PathBuf, Vec<CString>), RunE
         .ok_or_else(|| RunError::CommandNotFound(first.to_string_lossy().into_owned()))?;
     let argv = command.iter().map(|a| cstring(a.as_bytes())).collect();
     Ok((program, argv))
+}
+
+fn find_slirp(opts: &RunOptions) -> Result<PathBuf, RunError> {
+    let _ = opts;
+    crate::slirp::probe::find_slirp4netns(std::env::var_os("PATH").as_deref()).ok_or(RunError::SlirpMissing)
 }
 
 fn find_pasta(opts: &RunOptions) -> Result<PathBuf, RunError> {

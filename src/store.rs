@@ -83,8 +83,9 @@ pub struct RunRecord {
     pub mode: NetworkMode,
     /// The command's process (the namespace holder), once forked.
     pub child: Option<ProcessId>,
-    /// The pasta helper, once spawned.
-    pub pasta: Option<ProcessId>,
+    /// The network helper (pasta or slirp4netns), once ready.
+    #[serde(default)]
+    pub helper: Option<HelperRecord>,
     /// A netns bind mount created for the run (root pasta mode).
     pub netns_path: Option<PathBuf>,
     /// Published ports, host side resolved.
@@ -92,6 +93,15 @@ pub struct RunRecord {
     /// Bridge attachment, for bridge mode.
     #[serde(default)]
     pub bridge: Option<BridgeRecord>,
+}
+
+/// A run's network helper process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HelperRecord {
+    /// Which helper.
+    pub kind: crate::run::HelperKind,
+    /// Its pid and start time.
+    pub process: ProcessId,
 }
 
 /// What a bridge attachment created besides the netns.
@@ -217,7 +227,10 @@ mod tests {
             owner: ProcessId { pid: 1, start_time: 2 },
             mode: NetworkMode::Pasta,
             child: None,
-            pasta: Some(ProcessId { pid: 3, start_time: 4 }),
+            helper: Some(HelperRecord {
+                kind: crate::run::HelperKind::Pasta,
+                process: ProcessId { pid: 3, start_time: 4 },
+            }),
             netns_path: None,
             ports: vec![],
             bridge: None,

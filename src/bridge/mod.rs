@@ -170,7 +170,7 @@ pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Bri
         owner: req.owner,
         mode: crate::spec::mode::NetworkMode::Bridge(Some(req.def.name.clone())),
         child: None,
-        pasta: None,
+        helper: None,
         netns_path: Some(req.paths.netns_dir.join(&plan.ns_name)),
         ports: req.ports.to_vec(),
         bridge: Some(BridgeRecord {

@@ -72,8 +72,8 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     };
     Ok(RunReport {
         exit_code,
-        pasta_output: None,
-        pasta_died: false,
+        helper_output: None,
+        helper_died: false,
         teardown_errors,
         ports,
         ready_after: None,

@@ -2,8 +2,8 @@
 //! pelagos-net supervises, forwarded to the command, and used to cancel a
 //! setup that is still waiting for the network.
 
+use super::Helper;
 use super::RunError;
-use crate::pasta::setup::PastaSetup;
 use crate::userns::NsChild;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -64,7 +64,7 @@ impl Drop for SignalGuard {
 
 /// Forward signals and wait for the command. Returns its exit code and
 /// whether pasta died meanwhile.
-pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut pasta: Option<&mut PastaSetup>) -> (i32, bool) {
+pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: Option<&mut Helper>) -> (i32, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut pasta_died = false;
@@ -75,13 +75,14 @@ pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut pasta: O
             Ok(_) => {}
             Err(_) => return (125, pasta_died),
         }
-        if let Some(p) = pasta.as_deref_mut()
+        if let Some(p) = helper.as_deref_mut()
             && !pasta_died
             && let Some(status) = p.try_exit()
         {
             pasta_died = true;
             log::warn!(
-                "pasta exited while the command runs ({}); the namespace has lost its network",
+                "{} exited while the command runs ({}); the namespace has lost its network",
+                p.name(),
                 crate::pasta::process::describe(status)
             );
         }
