@@ -120,3 +120,62 @@ fn missing_pasta_says_how_to_install_it() {
     assert!(stderr.contains("pasta not found on PATH") && stderr.contains("apt-get install passt"), "{stderr}");
     topo.assert_clean();
 }
+
+/// A PATH holding only the tools a run needs, without pasta.
+fn path_without_pasta() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for tool in ["slirp4netns", "ip", "sh", "true", "python3"] {
+        let real = common::which(tool).unwrap_or_else(|| panic!("{tool} is needed"));
+        std::os::unix::fs::symlink(real, dir.path().join(tool)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn auto_with_the_tun_device_closed_falls_back_to_loopback_and_says_why() {
+    let Some((env, _lock)) = rootless() else { return };
+    let topo = Topology::new(&env);
+    let _mode = ModeRestore::set("/dev/net/tun", 0o600);
+    let out = topo.cli(&env, &["run", "--network", "auto", "--", "ip", "-o", "link"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout.lines().count(), 1, "only lo: {stdout}");
+    assert!(stderr.contains("warning") && stderr.contains("loopback"), "{stderr}");
+    assert!(stderr.contains("/dev/net/tun"), "the warning says why: {stderr}");
+    let strict = topo.cli(&env, &["run", "--network", "auto", "--fallback", "strict", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(125), "{}", describe(&strict));
+    assert!(stderr.contains("chmod 0666 /dev/net/tun"), "{stderr}");
+    let doctor = topo.cli(&env, &["doctor"]).output().unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "no networked mode: {}", describe(&doctor));
+    assert!(text.contains("[FAIL] tun device") && text.contains("chmod 0666 /dev/net/tun"), "{text}");
+    topo.assert_clean();
+}
+
+#[test]
+fn auto_without_pasta_picks_slirp4netns_and_strict_pasta_fails_with_the_reason() {
+    let Some((env, _lock)) = rootless() else { return };
+    let topo = Topology::new(&env);
+    let path = path_without_pasta();
+    let run = |args: &[&str]| {
+        let mut cmd = topo.cli(&env, args);
+        cmd.env("PATH", path.path());
+        cmd.output().unwrap()
+    };
+    let out = run(&["-v", "run", "--network", "auto", "--", "ip", "-o", "-4", "addr"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout.contains("tap0") && stdout.contains("10.0.2.100"), "{stdout}");
+    assert!(stderr.contains("network mode slirp4netns") && stderr.contains("pasta"), "{stderr}");
+    let strict = run(&["run", "--network", "pasta", "--fallback", "strict", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(125), "{}", describe(&strict));
+    assert!(stderr.contains("pasta is not installed") && stderr.contains("install passt"), "{stderr}");
+    let doctor = run(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(0), "slirp4netns still networks: {}", describe(&doctor));
+    assert!(text.contains("[FAIL] pasta") && text.contains("apt-get install passt"), "{text}");
+    topo.assert_clean();
+}

@@ -312,6 +312,77 @@ fn signals_are_forwarded_to_the_command(env: Env) {
     topo.assert_clean();
 }
 
+/// The slirp4netns backend end to end: egress to the fake upstream, a
+/// published TCP port from the host's loopback, a published UDP port from
+/// the host's own address (slirp4netns drops UDP replies to loopback
+/// clients while host loopback is blocked; README), nothing left behind.
+fn slirp4netns_mode_has_egress_and_published_ports(env: Env) {
+    let topo = Topology::new(&env);
+    let upstream = common::in_netns(&topo.upstream, || TcpListener::bind((common::UPSTREAM_ADDR, 9191)).unwrap());
+    upstream.set_nonblocking(true).unwrap();
+    let seen = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match upstream.accept() {
+                Ok((mut c, peer)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.write_all(b"hi\n").unwrap();
+                    return Some(peer.ip().to_string());
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => return None,
+            }
+        }
+    });
+    let (tcp, udp) = (port(25000), port(25200));
+    let (p_tcp, p_udp) = (format!("{tcp}:8000"), format!("{udp}:{udp}/udp"));
+    let (udp_s, up) = (udp.to_string(), common::UPSTREAM_ADDR.to_string());
+    let run = Running::start(
+        &topo,
+        &env,
+        &[
+            "run",
+            "--network",
+            "slirp4netns",
+            "-p",
+            &p_tcp,
+            "-p",
+            &p_udp,
+            "--",
+            "python3",
+            "-c",
+            SLIRP_GUEST,
+            &up,
+            &udp_s,
+        ],
+    );
+    assert_eq!(seen.join().unwrap().as_deref(), Some(common::HOST_ADDR), "egress leaves from the host's address");
+    let (page, echo) = topo.in_host(move || {
+        let page = eventually(10, || http_get(format!("127.0.0.1:{tcp}").parse().unwrap(), "/"));
+        (page, udp_echo(format!("{}:{udp}", common::HOST_ADDR).parse().unwrap()))
+    });
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    assert_eq!(echo, b"echo:ping");
+    let out = run.stop();
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", describe(&out));
+    topo.assert_clean();
+}
+
+/// In the namespace: reach the upstream (argv 1) on 9191, echo UDP on
+/// port argv 2, serve HTTP on 8000.
+const SLIRP_GUEST: &str = r#"
+import http.server, socket, sys, threading
+c = socket.create_connection((sys.argv[1], 9191), timeout=5)
+assert c.recv(3) == b"hi\n"
+c.close()
+def echo(port):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+    while True:
+        d, p = u.recvfrom(2048); u.sendto(b"echo:" + d, p)
+threading.Thread(target=echo, args=(int(sys.argv[2]),), daemon=True).start()
+http.server.HTTPServer(("0.0.0.0", 8000), http.server.SimpleHTTPRequestHandler).serve_forever()
+"#;
+
 /// Regression: pasta inherited the signals `run` blocks for forwarding, so
 /// it ignored SIGTERM and every teardown waited for the SIGKILL grace.
 fn pasta_starts_with_no_signal_blocked(env: Env) {
@@ -362,6 +433,7 @@ tier_tests!(
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,
+        slirp4netns_mode_has_egress_and_published_ports,
     ]
 );
 
@@ -379,5 +451,6 @@ tier_tests!(
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,
+        slirp4netns_mode_has_egress_and_published_ports,
     ]
 );
