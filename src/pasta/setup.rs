@@ -98,9 +98,12 @@ pub fn setup_pasta_network(
     }
 }
 
-/// Stop pasta (SIGTERM, then SIGKILL after a grace period) and return what
+/// How long teardown waits for pasta's output to close after SIGTERM.
+const TEARDOWN_GRACE: Duration = Duration::from_millis(3);
+
+/// Stop pasta (SIGTERM, then SIGKILL after a short grace) and return what
 /// it printed. Does not wait for the kernel to finish destroying pasta's tap
 /// device; the process is reaped in the background.
 pub fn teardown_pasta_network(setup: PastaSetup) -> PastaReport {
-    setup.process.stop(Duration::from_millis(500))
+    setup.process.stop(TEARDOWN_GRACE)
 }
