@@ -1,9 +1,12 @@
 //! A minimal binding to libnftables (`libnftables.so.1`, from nftables 1.0+)
 //! and [`NftContext`], which owns one `struct nft_ctx`.
 //!
-//! Only seven functions are declared, by hand, from
-//! `<nftables/libnftables.h>`; linking needs `libnftables-dev` (the
-//! unversioned `libnftables.so`), running needs `libnftables1`.
+//! Only seven functions are used, from `<nftables/libnftables.h>`. The
+//! library is loaded with `dlopen("libnftables.so.1")` the first time a
+//! context is created, not linked: rootless runs (pasta, slirp4netns,
+//! loopback) never need it, do not pay ~0.8 ms of start-up for loading it
+//! and its dependencies, and work on hosts without it. Building needs
+//! nothing; bridge networks need the `libnftables1` package at run time.
 //!
 //! # Decisions
 //!
@@ -44,15 +47,71 @@ struct RawCtx {
 /// `NFT_CTX_DEFAULT`: a context with a netlink socket.
 const NFT_CTX_DEFAULT: u32 = 0;
 
-#[link(name = "nftables")]
-unsafe extern "C" {
-    fn nft_ctx_new(flags: u32) -> *mut RawCtx;
-    fn nft_ctx_free(ctx: *mut RawCtx);
-    fn nft_ctx_buffer_output(ctx: *mut RawCtx) -> c_int;
-    fn nft_ctx_buffer_error(ctx: *mut RawCtx) -> c_int;
-    fn nft_ctx_get_output_buffer(ctx: *mut RawCtx) -> *const c_char;
-    fn nft_ctx_get_error_buffer(ctx: *mut RawCtx) -> *const c_char;
-    fn nft_run_cmd_from_buffer(ctx: *mut RawCtx, buf: *const c_char) -> c_int;
+/// The libnftables entry points, resolved once.
+#[derive(Debug)]
+struct Api {
+    ctx_new: unsafe extern "C" fn(flags: u32) -> *mut RawCtx,
+    ctx_free: unsafe extern "C" fn(ctx: *mut RawCtx),
+    buffer_output: unsafe extern "C" fn(ctx: *mut RawCtx) -> c_int,
+    buffer_error: unsafe extern "C" fn(ctx: *mut RawCtx) -> c_int,
+    get_output_buffer: unsafe extern "C" fn(ctx: *mut RawCtx) -> *const c_char,
+    get_error_buffer: unsafe extern "C" fn(ctx: *mut RawCtx) -> *const c_char,
+    run_cmd_from_buffer: unsafe extern "C" fn(ctx: *mut RawCtx, buf: *const c_char) -> c_int,
+}
+
+static API: std::sync::OnceLock<Result<Api, String>> = std::sync::OnceLock::new();
+
+fn api() -> Result<&'static Api, NftError> {
+    API.get_or_init(load).as_ref().map_err(|e| NftError::new(e.clone()))
+}
+
+fn load() -> Result<Api, String> {
+    const LIB: &CStr = c"libnftables.so.1";
+    // SAFETY: dlopen with a valid C string; the handle is kept for the life
+    // of the process (never dlclose'd), so resolved symbols stay valid.
+    let handle = unsafe { libc::dlopen(LIB.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(
+            "cannot load libnftables.so.1: install it (`sudo apt-get install libnftables1`); bridge networks need it"
+                .into(),
+        );
+    }
+    let sym = |name: &CStr| {
+        // SAFETY: `handle` is a live dlopen handle and `name` a C string.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if p.is_null() { Err(format!("libnftables.so.1 lacks {}", name.to_string_lossy())) } else { Ok(p) }
+    };
+    // SAFETY: each symbol is the libnftables function of that name, whose C
+    // signature (libnftables.h, nftables 1.0) matches the pointer type it is
+    // transmuted to.
+    unsafe {
+        Ok(Api {
+            ctx_new: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(u32) -> *mut RawCtx>(sym(
+                c"nft_ctx_new",
+            )?),
+            ctx_free: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(*mut RawCtx)>(sym(
+                c"nft_ctx_free",
+            )?),
+            buffer_output: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(*mut RawCtx) -> c_int>(sym(
+                c"nft_ctx_buffer_output",
+            )?),
+            buffer_error: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn(*mut RawCtx) -> c_int>(sym(
+                c"nft_ctx_buffer_error",
+            )?),
+            get_output_buffer: std::mem::transmute::<
+                *mut libc::c_void,
+                unsafe extern "C" fn(*mut RawCtx) -> *const c_char,
+            >(sym(c"nft_ctx_get_output_buffer")?),
+            get_error_buffer: std::mem::transmute::<
+                *mut libc::c_void,
+                unsafe extern "C" fn(*mut RawCtx) -> *const c_char,
+            >(sym(c"nft_ctx_get_error_buffer")?),
+            run_cmd_from_buffer: std::mem::transmute::<
+                *mut libc::c_void,
+                unsafe extern "C" fn(*mut RawCtx, *const c_char) -> c_int,
+            >(sym(c"nft_run_cmd_from_buffer")?),
+        })
+    }
 }
 
 /// A failed libnftables call, with nft's own error text.
@@ -84,6 +143,7 @@ fn lock() -> MutexGuard<'static, ()> {
 #[derive(Debug)]
 pub struct NftContext {
     ctx: NonNull<RawCtx>,
+    api: &'static Api,
 }
 
 // SAFETY: an nft_ctx has no thread affinity (its socket is an fd, its
@@ -97,19 +157,20 @@ impl NftContext {
     pub fn new() -> Result<Self, NftError> {
         socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
             .map_err(|e| NftError::new(format!("cannot open a netfilter netlink socket: {e}")))?;
+        let api = api()?;
         let guard = lock();
         let before = netfilter_sockets();
         // SAFETY: plain constructor; NULL is handled below.
-        let raw = unsafe { nft_ctx_new(NFT_CTX_DEFAULT) };
+        let raw = unsafe { (api.ctx_new)(NFT_CTX_DEFAULT) };
         let ctx = NonNull::new(raw).ok_or_else(|| NftError::new("nft_ctx_new returned NULL"))?;
         if let Some(before) = before {
             set_cloexec_on_new_netfilter_sockets(&before);
         }
         // SAFETY: `ctx` is a live context, not yet shared.
-        let (out, err) = unsafe { (nft_ctx_buffer_output(ctx.as_ptr()), nft_ctx_buffer_error(ctx.as_ptr())) };
+        let (out, err) = unsafe { ((api.buffer_output)(ctx.as_ptr()), (api.buffer_error)(ctx.as_ptr())) };
         // Release before `this` can be dropped: its Drop takes the lock.
         drop(guard);
-        let this = Self { ctx };
+        let this = Self { ctx, api };
         if out != 0 || err != 0 {
             return Err(NftError::new("cannot buffer libnftables output"));
         }
@@ -124,11 +185,11 @@ impl NftContext {
         let ctx = self.ctx.as_ptr();
         // SAFETY: `ctx` is live and exclusively ours (`&mut self`), the
         // script is a valid C string that outlives the call.
-        let rc = unsafe { nft_run_cmd_from_buffer(ctx, script.as_ptr()) };
+        let rc = unsafe { (self.api.run_cmd_from_buffer)(ctx, script.as_ptr()) };
         // SAFETY: `ctx` is live and buffered; the returned strings are valid
         // until the next call on `ctx`, and are copied before that.
         let (output, errors) =
-            unsafe { (copy_c_str(nft_ctx_get_output_buffer(ctx)), copy_c_str(nft_ctx_get_error_buffer(ctx))) };
+            unsafe { (copy_c_str((self.api.get_output_buffer)(ctx)), copy_c_str((self.api.get_error_buffer)(ctx))) };
         if rc != 0 {
             let message = errors.trim();
             let message = if message.is_empty() {
@@ -150,7 +211,7 @@ impl Drop for NftContext {
         let _guard = lock();
         // SAFETY: `ctx` came from nft_ctx_new, is owned by `self` and freed
         // exactly once, here.
-        unsafe { nft_ctx_free(self.ctx.as_ptr()) };
+        unsafe { (self.api.ctx_free)(self.ctx.as_ptr()) };
     }
 }
 
