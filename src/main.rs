@@ -48,8 +48,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Network mode: pasta, loopback (alias none), host, bridge or bridge:NAME.
-    #[arg(long, default_value = "pasta")]
+    /// Network mode: auto (chosen by probing this host), pasta, slirp4netns,
+    /// loopback (alias none), host, bridge or bridge:NAME.
+    #[arg(long, default_value = "auto")]
     network: NetworkMode,
     /// Publish a port: [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp]; ranges as 8000-8010:80-90.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]

@@ -159,6 +159,8 @@ pub struct Needs {
     pub named_network: Option<NetworkName>,
     /// Details of the published ports (ignored without `published_ports`).
     pub ports: PortFeatures,
+    /// The host's loopback services as 127.0.0.1:PORT inside (`--host-port`; pasta only).
+    pub host_loopback: bool,
 }
 
 /// What to do when the request cannot be met in full.

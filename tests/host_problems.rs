@@ -44,7 +44,7 @@ fn tun_device_closed_to_the_user_is_explained_with_the_fix() {
     let Some((env, _lock)) = rootless() else { return };
     let topo = Topology::new(&env);
     let _mode = ModeRestore::set("/dev/net/tun", 0o600);
-    let out = topo.cli(&env, &["run", "--", "true"]).output().unwrap();
+    let out = topo.cli(&env, &["run", "--network", "pasta", "--", "true"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(stderr.contains("/dev/net/tun is not usable by uid"), "{stderr}");
@@ -112,7 +112,7 @@ fn missing_pasta_says_how_to_install_it() {
     let Some((env, _lock)) = rootless() else { return };
     let topo = Topology::new(&env);
     let empty = tempfile::tempdir().unwrap();
-    let mut cmd = topo.cli(&env, &["run", "--", "/bin/true"]);
+    let mut cmd = topo.cli(&env, &["run", "--network", "pasta", "--", "/bin/true"]);
     cmd.env("PATH", empty.path());
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -117,7 +117,11 @@ fn published_tcp_port_serves_a_page(env: Env) {
     let host_port = port(18000);
     let spec = format!("{host_port}:8000");
     let dir = site.path().to_str().unwrap();
-    let run = Running::start(&topo, &env, &["run", "-p", &spec, "--", "python3", "-c", HTTP_SERVER, dir, "8000"]);
+    let run = Running::start(
+        &topo,
+        &env,
+        &["run", "--network", "pasta", "-p", &spec, "--", "python3", "-c", HTTP_SERVER, dir, "8000"],
+    );
     let addr: SocketAddr = format!("127.0.0.1:{host_port}").parse().unwrap();
     let body = topo.in_host(move || eventually(10, || http_get(addr, "/hello.txt")));
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
@@ -153,7 +157,21 @@ fn published_udp_port_echoes(env: Env) {
     let run = Running::start(
         &topo,
         &env,
-        &["run", "-p", &spec_same, "-p", &spec_remapped, "--", "python3", "-c", UDP_ECHO, &same_s, "9000"],
+        &[
+            "run",
+            "--network",
+            "pasta",
+            "-p",
+            &spec_same,
+            "-p",
+            &spec_remapped,
+            "--",
+            "python3",
+            "-c",
+            UDP_ECHO,
+            &same_s,
+            "9000",
+        ],
     );
     let (on_lo, on_host_addr) = topo.in_host(move || {
         (
@@ -171,8 +189,11 @@ fn published_range_maps_each_port(env: Env) {
     let topo = Topology::new(&env);
     let base = port(20000) + 100;
     let spec = format!("{}-{}:8001-8003", base, base + 2);
-    let run =
-        Running::start(&topo, &env, &["run", "-p", &spec, "--", "python3", "-c", MULTI_TCP, "8001", "8002", "8003"]);
+    let run = Running::start(
+        &topo,
+        &env,
+        &["run", "--network", "pasta", "-p", &spec, "--", "python3", "-c", MULTI_TCP, "8001", "8002", "8003"],
+    );
     let lines = topo.in_host(move || {
         (0..3u16)
             .map(|i| {
@@ -198,7 +219,11 @@ fn loopback_bound_mapping_is_not_reachable_on_another_address(env: Env) {
     let site = tempfile::tempdir().unwrap();
     std::fs::set_permissions(site.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let dir = site.path().to_str().unwrap().to_owned();
-    let run = Running::start(&topo, &env, &["run", "-p", &spec, "--", "python3", "-c", HTTP_SERVER, &dir, "8000"]);
+    let run = Running::start(
+        &topo,
+        &env,
+        &["run", "--network", "pasta", "-p", &spec, "--", "python3", "-c", HTTP_SERVER, &dir, "8000"],
+    );
     let (on_lo1, on_lo2) = topo.in_host(move || {
         let ok = eventually(10, || http_get(format!("127.0.0.1:{host_port}").parse().unwrap(), "/"));
         let other =
@@ -239,7 +264,10 @@ fn host_port_is_reachable_by_the_first_action_every_time(env: Env) {
     let host_port = listen_port.to_string();
     let mut failures = Vec::new();
     for i in 0..50 {
-        let out = topo.cli(&env, &["run", "--host-port", &host_port, "--", "bash", "-c", &script]).output().unwrap();
+        let out = topo
+            .cli(&env, &["run", "--network", "pasta", "--host-port", &host_port, "--", "bash", "-c", &script])
+            .output()
+            .unwrap();
         if !out.status.success() {
             failures.push(format!("run {i}: {}", describe(&out)));
         }
@@ -254,7 +282,7 @@ fn taken_host_port_fails_with_the_port_named(env: Env) {
     let host_port = port(23000);
     let blocker = topo.in_host(move || TcpListener::bind(("0.0.0.0", host_port)).unwrap());
     let spec = format!("{host_port}:80");
-    let out = topo.cli(&env, &["run", "-p", &spec, "--", "true"]).output().unwrap();
+    let out = topo.cli(&env, &["run", "--network", "pasta", "-p", &spec, "--", "true"]).output().unwrap();
     drop(blocker);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
@@ -395,7 +423,7 @@ fn pasta_starts_with_no_signal_blocked(env: Env) {
          done"
     );
     let spec = format!("{host_port}:80");
-    let out = topo.cli(&env, &["run", "-p", &spec, "--", "sh", "-c", &script]).output().unwrap();
+    let out = topo.cli(&env, &["run", "--network", "pasta", "-p", &spec, "--", "sh", "-c", &script]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("SigBlk"), "{}", describe(&out));
     for line in stdout.lines() {

@@ -23,6 +23,7 @@ pub fn needs_for(network: &NetworkConfig) -> Needs {
             NetworkMode::Bridge(name) => name.clone(),
             _ => None,
         },
+        host_loopback: !network.host_loopback_ports.is_empty(),
         ports: PortFeatures {
             host_ip_binding: ports.iter().any(|m| m.host_ip.is_some()),
             ranges: ports.iter().any(|m| m.container.len() > 1),

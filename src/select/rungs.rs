@@ -134,9 +134,15 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
             if needs.published_ports {
                 out.push("loopback cannot publish ports".to_owned());
             }
+            if needs.host_loopback {
+                out.push("loopback cannot reach the host's 127.0.0.1 (--host-port)".to_owned());
+            }
         }
         Mode::Pasta => {}
         Mode::Slirp4netns => {
+            if needs.host_loopback {
+                out.push("slirp4netns cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
+            }
             let can = crate::slirp::api::supported_port_features();
             if ports.is_some_and(|p| p.ranges) && !can.ranges {
                 out.push("slirp4netns cannot publish port ranges (its API forwards one port at a time)".to_owned());
@@ -154,6 +160,9 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
             }
         }
         Mode::Bridge(_) => {
+            if needs.host_loopback {
+                out.push("bridge networks cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
+            }
             if ports.is_some_and(|p| p.ipv6) {
                 out.push("bridge networks are IPv4-only and cannot publish IPv6 ports".to_owned());
             }
