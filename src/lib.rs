@@ -57,6 +57,7 @@ pub mod netns;
 pub mod network;
 pub mod pasta;
 pub mod paths;
+pub mod plan;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;

@@ -41,13 +41,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what `run` would do (mode, reasons, helper argv, links, rules), touching nothing.
+    Plan(PlanArgs),
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(cli::network::NetworkCmd),
 }
 
+/// The network a command gets (shared by `run` and `plan`).
 #[derive(Debug, clap::Args)]
-struct RunArgs {
+struct NetArgs {
     /// Network mode: auto (chosen by probing this host), pasta, slirp4netns,
     /// loopback (alias none), host, bridge or bridge:NAME.
     #[arg(long, default_value = "auto")]
@@ -58,14 +61,30 @@ struct RunArgs {
     /// Let the command reach a service on the host's loopback at PORT as 127.0.0.1:PORT.
     #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     host_ports: Vec<u16>,
-    /// Seconds to wait for the network to become ready.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    ready_timeout: f64,
     /// What to do when the mode cannot be had in full: strict (fail), warn
     /// (degrade with one warning line), allow (degrade quietly). Default:
     /// warn for `auto`; an explicit mode without this flag is used as given.
     #[arg(long, value_parser = parse_fallback)]
     fallback: Option<pelagos_net::select::Fallback>,
+}
+
+impl NetArgs {
+    fn config(&self) -> NetworkConfig {
+        NetworkConfig {
+            mode: self.network.clone(),
+            ports: self.publish.clone(),
+            host_loopback_ports: self.host_ports.clone(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Seconds to wait for the network to become ready.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    ready_timeout: f64,
     /// Container address on a bridge network.
     #[arg(long)]
     ip: Option<std::net::Ipv4Addr>,
@@ -74,6 +93,18 @@ struct RunArgs {
     pasta: Option<PathBuf>,
     /// Command and arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    /// The command (ignored; accepted so a `run` line can be planned as is).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
 
@@ -122,6 +153,23 @@ fn main() -> ExitCode {
             }
             if report.networked { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
+        Command::Plan(args) => {
+            let caps = pelagos_net::probe::HostCaps::probe(&pelagos_net::probe::ProbeRoots::current(&paths));
+            match pelagos_net::plan::plan(&args.net.config(), args.net.fallback, &caps, &paths.config_dir) {
+                Ok(plan) if args.json => {
+                    println!("{}", serde_json::to_string_pretty(&plan).expect("serializable"));
+                    ExitCode::SUCCESS
+                }
+                Ok(plan) => {
+                    print!("{}", pelagos_net::plan::render(&plan));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pelagos-net: error: {}", error_chain(&e));
+                    exit(125)
+                }
+            }
+        }
         Command::Network(cmd) => match cli::network::run(cmd, &paths) {
             Ok(()) => ExitCode::SUCCESS,
             Err(fail) => {
@@ -169,17 +217,17 @@ fn announce_ports(ports: &[PortMapping]) {
 }
 
 fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
-    let any_ephemeral = args.publish.iter().any(|m| m.host.is_none());
-    let args_mode = args.network.clone();
+    let any_ephemeral = args.net.publish.iter().any(|m| m.host.is_none());
+    let args_mode = args.net.network.clone();
     let opts = RunOptions {
-        network: NetworkConfig { mode: args.network, ports: args.publish, host_loopback_ports: args.host_ports },
+        network: args.net.config(),
         command: args.command,
         paths,
         pasta: args.pasta,
         ready_timeout: Duration::from_secs_f64(args.ready_timeout.max(0.0)),
         tun_path: PathBuf::from("/dev/net/tun"),
         ip: args.ip,
-        fallback: args.fallback,
+        fallback: args.net.fallback,
         on_ready: Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} }),
     };
     match run(&opts) {
