@@ -249,7 +249,13 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
     };
 
     let signals = SignalGuard::new()?;
-    let store = Store::open(&opts.paths.run_dir, euid)?;
+    // A loopback run creates nothing that outlives its processes (the
+    // namespaces die with them), so it writes no record.
+    let store = match mode {
+        NetworkMode::Loopback => None,
+        _ => Some(Store::open(&opts.paths.run_dir, euid)?),
+    };
+    let write = |record: &RunRecord| store.as_ref().map_or(Ok(()), |s| s.write_record(record));
     let proc_root = opts.paths.proc_root.clone();
     let mut record = RunRecord {
         id: new_run_id(),
@@ -262,9 +268,9 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
         ports: ports.clone(),
         bridge: None,
     };
-    store.write_record(&record)?;
+    write(&record)?;
 
-    let mut res = Resources { store: &store, record_id: record.id.clone(), netns_path: None, helper: None };
+    let mut res = Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None };
     let spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
@@ -296,7 +302,7 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
             // pasta drops capabilities before opening its target, so it may
             // not open /proc/<pid>/ns of a root process: give it a name.
             record.netns_path = Some(opts.paths.netns_dir.join(format!("pelagos-{}", record.id)));
-            if let Err(e) = store.write_record(&record) {
+            if let Err(e) = write(&record) {
                 child.kill_and_reap();
                 return Err(res.fail(e.into()));
             }
@@ -353,7 +359,7 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
         }
     }
     record.helper = res.helper.as_ref().map(|h| crate::store::HelperRecord { kind: h.kind(), process: h.id() });
-    if let Err(e) = store.write_record(&record) {
+    if let Err(e) = write(&record) {
         child.kill_and_reap();
         return Err(res.fail(e.into()));
     }
@@ -381,7 +387,7 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
 
 /// What a run created, torn down in reverse order with every error kept.
 struct Resources<'a> {
-    store: &'a Store,
+    store: Option<&'a Store>,
     record_id: String,
     netns_path: Option<PathBuf>,
     helper: Option<Helper>,
@@ -400,7 +406,7 @@ impl Resources<'_> {
         {
             errors.push(e.into());
         }
-        if let Err(e) = self.store.remove_record(&self.record_id) {
+        if let Some(Err(e)) = self.store.map(|s| s.remove_record(&self.record_id)) {
             errors.push(e.into());
         }
         (output, errors)

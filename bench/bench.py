@@ -1,0 +1,947 @@
+#!/usr/bin/python3
+"""Timing logic of the pelagos-net benchmark (python3 stdlib only).
+
+Started by bench/run as root *inside* the throwaway host network namespace
+(`ip netns exec pnb-hPID /usr/bin/python3 bench.py ...`). Every measured
+command is spawned from here with the unprivileged user's uid/gid and no
+supplementary groups (what `setpriv --reuid=U --regid=G --clear-groups`
+does, done in the fork instead of through an extra exec, so that no wrapper
+start-up is added to the numbers). Clients (the echo probe, the throughput,
+round-trip and connect loops) run in this process, as root, in the host
+namespace, and only ever connect to 127.0.0.1.
+
+This process makes itself a child subreaper, so everything the measured
+commands leave behind (pasta after pelagos-net exits, the command of a
+killed bare pasta) is re-parented here and is reaped or killed between
+iterations. Every pid it starts is also appended to a pid file, which
+bench/run's exit trap hands back to `bench.py --cleanup` if this process
+itself dies.
+
+Exit status: 0 when every measurement ran (a MISS is not a failure),
+2 when the benchmark itself broke.
+"""
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+LOOPBACK = "127.0.0.1"
+NS_PORT = 7000  # the port the servers listen on inside the namespaces
+PASTA_NOFWD = ["-u", "none", "-T", "none", "-U", "none"]
+
+
+class BenchError(Exception):
+    """The benchmark itself broke (not a missed goal)."""
+
+
+# --------------------------------------------------------------------------
+# statistics
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def pct(xs, p):
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+def proc_stat(pid):
+    """(ppid, starttime, comm) of pid, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    lpar, rpar = data.find("("), data.rfind(")")
+    comm = data[lpar + 1 : rpar]
+    rest = data[rpar + 2 :].split()
+    # rest[0] is field 3 (state); ppid is field 4, starttime field 22.
+    return int(rest[1]), int(rest[19]), comm
+
+
+def all_procs():
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st:
+                out[int(name)] = st
+    return out
+
+
+def descendants(root, procs=None):
+    """Every live descendant of root, parents before children."""
+    procs = procs if procs is not None else all_procs()
+    kids = {}
+    for pid, (ppid, _, _) in procs.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = [], list(kids.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def sig_blocked(pid):
+    """SigBlk of pid as an int, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        return None
+    return None
+
+
+class Tracker:
+    """Remembers (pid, starttime) of everything started, in memory and in a file."""
+
+    def __init__(self, pidfile):
+        self.pidfile = pidfile
+        self.pids = {}
+
+    def add(self, pid):
+        st = proc_stat(pid)
+        if st and pid not in self.pids:
+            self.pids[pid] = st[1]
+            with open(self.pidfile, "a") as f:
+                f.write(f"{pid} {st[1]}\n")
+
+    def kill_all(self):
+        """SIGKILL everything tracked that still runs, and its descendants."""
+        return kill_recorded(self.pids)
+
+
+def kill_recorded(recorded):
+    procs = all_procs()
+    victims = []
+    for pid, start in recorded.items():
+        st = procs.get(pid)
+        if st and st[1] == start:
+            victims.extend(descendants(pid, procs))
+            victims.append(pid)
+    me = os.getpid()
+    victims.extend(descendants(me, procs))
+    for pid in dict.fromkeys(victims):
+        if pid != me:
+            kill(pid, signal.SIGKILL)
+    return victims
+
+
+def wait_exit(proc, timeout):
+    """Block until proc exits (pidfd + poll, so the wake-up is immediate),
+    at most timeout seconds; then reap it. Returns the exit code.
+    Raises BenchError (after SIGKILL) on timeout."""
+    if proc.returncode is not None:
+        return proc.returncode
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return proc.wait()
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        if not p.poll(timeout * 1000):
+            proc.kill()
+            proc.wait()
+            raise BenchError(f"{proc.args[0]} (pid {proc.pid}) did not exit within {timeout} s")
+    finally:
+        os.close(fd)
+    return proc.wait()
+
+
+def reap_all(timeout=3.0):
+    """Reap every child (orphans re-parented to us included) until none is
+    left; SIGKILL what is still there after timeout. Call only when no
+    Popen of ours is still running."""
+    deadline = time.monotonic() + timeout
+    killed = False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            continue
+        if time.monotonic() > deadline:
+            if killed:
+                raise BenchError(f"children left after SIGKILL: {descendants(os.getpid())}")
+            for d in descendants(os.getpid()):
+                kill(d, signal.SIGKILL)
+            killed = True
+            deadline = time.monotonic() + 2.0
+        time.sleep(0.001)
+
+
+# --------------------------------------------------------------------------
+# the environment
+
+
+class Env:
+    def __init__(self, a):
+        self.bin = a.bin
+        self.uid, self.gid = a.uid, a.gid
+        self.workdir = a.workdir
+        self.run_dir, self.netns_dir = a.run_dir, a.netns_dir
+        self.pasta = a.pasta
+        self.server = os.path.join(a.workdir, "nsserver.py")
+        self.python = "/usr/bin/python3"
+        self.tracker = Tracker(a.pidfile)
+        self.log = open(os.path.join(a.workdir, "stderr.log"), "ab")
+        self.env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/tmp",
+            "USER": a.user,
+            "LOGNAME": a.user,
+            "LANG": "C.UTF-8",
+        }
+        self.next_port = 21000
+
+    def port(self):
+        """A host port never used before in this run (no TIME_WAIT leftovers)."""
+        self.next_port += 1
+        if self.next_port > 60000:
+            raise BenchError("ran out of ports")
+        return self.next_port
+
+    def spawn(self, argv, stdout=subprocess.DEVNULL):
+        return subprocess.Popen(
+            argv,
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[],
+            env=self.env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=self.log,
+            close_fds=True,
+        )
+
+    def log_tail(self, n=2000):
+        self.log.flush()
+        with open(self.log.name, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - n))
+            return f.read().decode("utf-8", "replace")
+
+    # command lines ----------------------------------------------------------
+
+    def ours(self, *args):
+        return [self.bin, "--run-dir", self.run_dir, "--netns-dir", self.netns_dir, "run", *args]
+
+    def ours_fwd(self, port, cmd):
+        # The peer is bare pasta, so ours runs pasta too (auto would pick
+        # slirp4netns over Debian's pasta build for egress).
+        return self.ours("--network", "pasta", "-p", f"{LOOPBACK}:{port}:{NS_PORT}", "--", *cmd)
+
+    def pasta_fwd(self, port, cmd):
+        return [self.pasta, "--config-net", "-t", f"{LOOPBACK}/{port}:{NS_PORT}", *PASTA_NOFWD, "--", *cmd]
+
+
+def stop_ours(env, proc, timeout=5.0):
+    """SIGTERM pelagos-net (it forwards to the command and tears down)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        wait_exit(proc, timeout)
+    finally:
+        reap_all()
+
+
+def stop_pasta(env, proc, timeout=5.0):
+    """Bare pasta does not take its command down with it: SIGTERM the
+    command (and anything under it) first, then pasta."""
+    for pid in descendants(proc.pid):
+        env.tracker.add(pid)
+        kill(pid, signal.SIGTERM)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        wait_exit(proc, timeout)
+    finally:
+        reap_all()
+
+
+# --------------------------------------------------------------------------
+# 1. start-up
+
+
+def timed_run(env, argv):
+    t0 = time.perf_counter()
+    p = env.spawn(argv)
+    rc = wait_exit(p, 10)
+    t1 = time.perf_counter()
+    if rc != 0:
+        raise BenchError(f"{' '.join(argv)} exited {rc}\n{env.log_tail()}")
+    return (t1 - t0) * 1e3
+
+
+def bench_startup(env, n):
+    cases = {
+        "ours": env.ours("--network", "loopback", "--", "true"),
+        "peer": ["unshare", "--user", "--map-root-user", "--net", "true"],
+        "floor": ["true"],
+    }
+    samples = {k: [] for k in cases}
+    for k, argv in cases.items():  # warm-up (page cache, binaries)
+        for _ in range(5):
+            timed_run(env, argv)
+    order = list(cases)
+    for i in range(n):
+        for k in order if i % 2 == 0 else reversed(order):
+            samples[k].append(timed_run(env, cases[k]))
+    reap_all()
+    return {k: {"p50": median(v), "p90": pct(v, 90), "min": min(v), "n": len(v)} for k, v in samples.items()}
+
+
+# --------------------------------------------------------------------------
+# 2. launch -> first echo through the forward
+
+
+ECHO_SERVER = ["socat", f"TCP-LISTEN:{NS_PORT},reuseaddr,fork", "PIPE"]
+
+
+def try_echo(port, timeout=0.2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((LOOPBACK, port))
+        s.sendall(b"x")
+        return s.recv(1) == b"x"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def first_echo(env, argv, port, limit=10.0):
+    t0 = time.perf_counter()
+    p = env.spawn(argv)
+    tries = 0
+    while True:
+        tries += 1
+        if try_echo(port):
+            t1 = time.perf_counter()
+            break
+        if p.poll() is not None:
+            reap_all()
+            raise BenchError(f"{' '.join(argv)} exited {p.returncode} before echoing\n{env.log_tail()}")
+        if time.perf_counter() - t0 > limit:
+            t1 = None
+            break
+        time.sleep(0.001)
+    for pid in [p.pid] + descendants(p.pid):
+        env.tracker.add(pid)
+    return p, t1, t0, tries
+
+
+def bench_launch(env, n):
+    samples = {"ours": [], "peer": []}
+    stop_ms = {"ours": [], "peer": []}
+    tries = {"ours": [], "peer": []}
+    for i in range(n):
+        for k in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
+            port = env.port()
+            argv = env.ours_fwd(port, ECHO_SERVER) if k == "ours" else env.pasta_fwd(port, ECHO_SERVER)
+            p, t1, t0, ntries = first_echo(env, argv, port)
+            s0 = time.perf_counter()
+            (stop_ours if k == "ours" else stop_pasta)(env, p)
+            stop_ms[k].append((time.perf_counter() - s0) * 1e3)
+            if t1 is None:
+                raise BenchError(f"no echo through 127.0.0.1:{port} within 10 s ({k})\n{env.log_tail()}")
+            if i > 0 or n == 1:  # the first pair is a warm-up
+                samples[k].append((t1 - t0) * 1e3)
+                tries[k].append(ntries)
+    res = {
+        k: {
+            "p50": median(samples[k]),
+            "p90": pct(samples[k], 90),
+            "min": min(samples[k]),
+            "n": len(samples[k]),
+            "stop_p50_ms": median(stop_ms[k]),
+            "tries_p50": median(tries[k]),
+        }
+        for k in samples
+    }
+    # Not part of the comparison: how much of our launch is pasta becoming
+    # ready, as pelagos-net itself reports it with -v.
+    ready = []
+    for _ in range(max(3, n // 3)):
+        argv = env.ours("--network", "pasta", "-p", f"{LOOPBACK}:{env.port()}:{NS_PORT}", "--", "true")
+        argv.insert(1, "-v")
+        p = env.spawn(argv)
+        wait_exit(p, 10)
+        reap_all()
+        text = env.log_tail(4000)
+        marks = [l for l in text.splitlines() if "network ready after" in l]
+        if marks:
+            ready.append(float(marks[-1].split("network ready after")[1].split()[0]))
+    if ready:
+        res["ours"]["ready_p50_ms"] = median(ready)
+    return res
+
+
+# --------------------------------------------------------------------------
+# 3. command exit -> pelagos-net exit
+
+
+STAMP = ["date", "+%s%N"]  # prints its own exit time as its last act
+
+
+def exit_gap(env, argv):
+    p = env.spawn(argv, stdout=subprocess.PIPE)
+    rc = wait_exit(p, 10)
+    reaped = time.time_ns()
+    out = p.stdout.read().decode("ascii", "replace").split()
+    p.stdout.close()
+    stamps = [int(w) for w in out if w.isdigit() and len(w) >= 18]
+    if rc != 0 or not stamps:
+        raise BenchError(f"{' '.join(argv)} exited {rc}, printed {out!r}\n{env.log_tail()}")
+    return (reaped - stamps[-1]) / 1e6
+
+
+def bench_exit(env, n):
+    cases = {
+        "pasta": lambda: env.ours_fwd(env.port(), STAMP),
+        "loopback": lambda: env.ours("--network", "loopback", "--", *STAMP),
+        "bare_pasta": lambda: env.pasta_fwd(env.port(), STAMP),
+        "floor": lambda: list(STAMP),
+    }
+    samples = {k: [] for k in cases}
+    for i in range(n + 1):
+        for k, mk in cases.items():
+            gap = exit_gap(env, mk())
+            reap_all()
+            if i > 0:  # the first round is a warm-up
+                samples[k].append(gap)
+    return {k: {"p50": median(v), "p90": pct(v, 90), "min": min(v), "max": max(v), "n": len(v)} for k, v in samples.items()}
+
+
+# --------------------------------------------------------------------------
+# 4. data path
+
+
+def connect(port, timeout=30.0):
+    s = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def wait_server(env, proc, port, limit=15.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc.poll() is not None:
+            raise BenchError(f"{' '.join(proc.args)} exited {proc.returncode} before serving\n{env.log_tail()}")
+        try:
+            with connect(port, 0.5) as s:
+                s.sendall(b"Ex")
+                if s.recv(1) == b"x":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise BenchError(f"server on 127.0.0.1:{port} not answering after {limit} s\n{env.log_tail()}")
+
+
+class TransferFailed(Exception):
+    pass
+
+
+def throughput_once(port, nbytes, chunk):
+    buf = memoryview(bytearray(b"\xa5" * chunk))
+    with connect(port, 20.0) as s:
+        s.sendall(b"S")
+        t0 = time.perf_counter()
+        left = nbytes
+        while left:
+            left -= s.send(buf[: min(chunk, left)])
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        try:
+            while True:
+                d = s.recv(64)
+                if not d:
+                    break
+                reply += d
+        except OSError as e:
+            raise TransferFailed(f"{e!r} after {reply!r}") from None
+        t1 = time.perf_counter()
+    if reply != str(nbytes).encode():
+        raise TransferFailed(f"sink confirmed {reply!r}, expected {nbytes}")
+    return nbytes / (1 << 20) / (t1 - t0)
+
+
+def throughput(port, nbytes, chunk, failures=None, attempts=3):
+    """MiB/s of one transfer into the sink. The pasta build this was written
+    against (2023-03-09) now and then loses or stalls the sink's reply after a
+    large spliced transfer; such a transfer is retried (at most `attempts`
+    times) and counted in `failures`, so it shows in the report."""
+    for i in range(attempts):
+        try:
+            return throughput_once(port, nbytes, chunk)
+        except TransferFailed as e:
+            if failures is not None:
+                failures.append(str(e))
+            if i == attempts - 1:
+                raise BenchError(f"sink on port {port}: {attempts} transfers failed, last: {e}") from None
+            time.sleep(0.05)
+
+
+def rtt(port, n):
+    out = []
+    with connect(port) as s:
+        s.sendall(b"E")
+        for _ in range(50):  # warm-up
+            s.send(b"x")
+            s.recv(1)
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            s.send(b"x")
+            if s.recv(1) != b"x":
+                raise BenchError(f"echo on port {port} broke")
+            out.append(time.perf_counter_ns() - t0)
+    return [x / 1e3 for x in out]
+
+
+def conn_close(port, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.connect((LOOPBACK, port))
+        s.close()
+        out.append(time.perf_counter_ns() - t0)
+    return [x / 1e3 for x in out]
+
+
+def conn_echo_close(port, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.settimeout(5.0)
+        s.connect((LOOPBACK, port))
+        s.sendall(b"Ex")
+        if s.recv(1) != b"x":
+            raise BenchError(f"echo on port {port} broke")
+        s.close()
+        out.append(time.perf_counter_ns() - t0)
+    return [x / 1e3 for x in out]
+
+
+def pasta_of(pelagos_pid):
+    for pid in descendants(pelagos_pid):
+        st = proc_stat(pid)
+        if st and st[2].startswith(("passt", "pasta")):
+            return pid
+    return None
+
+
+def bench_data(env, rounds, nbytes, n_rtt, n_conn):
+    server = [env.python, env.server, str(NS_PORT)]
+    ports = {"ours": env.port(), "peer": env.port(), "direct": env.port()}
+    # Pin (unless BENCH_PIN=0): the client on CPU 0; pelagos-net, pasta and
+    # the server (or bare pasta and its server, or the direct server) on
+    # CPU 1. Halves the round-to-round noise on a 2-CPU machine.
+    pin = pinned()
+    wrap = (lambda argv: ["taskset", "-c", "1", *argv]) if pin else (lambda argv: argv)
+    old_affinity = os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, {0})
+    procs = {}
+    diag = {}
+    done = False
+    try:
+        procs["ours"] = env.spawn(wrap(env.ours_fwd(ports["ours"], server)))
+        procs["peer"] = env.spawn(wrap(env.pasta_fwd(ports["peer"], server)))
+        procs["direct"] = env.spawn(wrap([env.python, env.server, str(ports["direct"]), LOOPBACK]))
+        for k, p in procs.items():
+            env.tracker.add(p.pid)
+        for k, p in procs.items():
+            wait_server(env, p, ports[k])
+        for k, p in procs.items():
+            for d in descendants(p.pid):
+                env.tracker.add(d)
+        # Which signals does each pasta start with blocked? (SIGTERM = bit 14)
+        ours_pasta = pasta_of(procs["ours"].pid)
+        diag["sigblk_pasta_under_pelagos"] = sig_blocked(ours_pasta) if ours_pasta else None
+        diag["sigblk_bare_pasta"] = sig_blocked(procs["peer"].pid)
+
+        keys = list(procs)
+        tp = {k: [] for k in keys}
+        tp_fail = {k: [] for k in keys}
+        lat = {k: [] for k in keys}
+        cc = {k: [] for k in keys}
+        cec = {k: [] for k in keys}
+        chunk = 1 << 20
+        for k in keys:  # warm-up
+            throughput(ports[k], min(nbytes, 32 << 20), chunk, tp_fail[k])
+            conn_close(ports[k], 20)
+        gc.disable()
+        try:
+            for r in range(rounds):
+                order = keys[r % len(keys) :] + keys[: r % len(keys)]
+                for k in order:
+                    tp[k].append(throughput(ports[k], nbytes, chunk, tp_fail[k]))
+                for k in order:
+                    lat[k].extend(rtt(ports[k], max(1, n_rtt // rounds)))
+                for k in order:
+                    cc[k].extend(conn_close(ports[k], max(1, n_conn // rounds)))
+                for k in order:
+                    cec[k].extend(conn_echo_close(ports[k], max(1, n_conn // rounds)))
+        finally:
+            gc.enable()
+        done = True
+    finally:
+        # Stop all three together: bare pasta's command first (it does not
+        # die with pasta), then pelagos-net (forwards SIGTERM), pasta, server.
+        errors = []
+        if "peer" in procs:
+            for pid in descendants(procs["peer"].pid):
+                env.tracker.add(pid)
+                kill(pid, signal.SIGTERM)
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                wait_exit(p, 5.0)
+            except BenchError as e:
+                errors.append(str(e))
+        reap_all()
+        os.sched_setaffinity(0, old_affinity)
+        if errors and done:
+            raise BenchError("; ".join(errors))
+
+    def per_round(series, n_rounds):
+        """Split a flat sample list into its rounds and take each round's median."""
+        size = len(series) // n_rounds
+        return [median(series[i * size : (i + 1) * size]) for i in range(n_rounds)]
+
+    rounds_of = {
+        "mib_s": tp,
+        "rtt_p50_us": {k: per_round(lat[k], rounds) for k in keys},
+        "conn_p50_us": {k: per_round(cc[k], rounds) for k in keys},
+        "conn_echo_p50_us": {k: per_round(cec[k], rounds) for k in keys},
+    }
+    res = {
+        k: {
+            "mib_s": median(tp[k]),
+            "rtt_p50_us": median(lat[k]),
+            "rtt_p90_us": pct(lat[k], 90),
+            "conn_p50_us": median(cc[k]),
+            "conn_echo_p50_us": median(cec[k]),
+            "rounds": {m: v[k] for m, v in rounds_of.items()},
+        }
+        for k in keys
+    }
+    # ours/peer of the same round (measured back to back), so slow drifts of
+    # the machine's load cancel out; the ratio reported is their median and
+    # the noise their half inter-quartile range.
+    res["paired"] = {}
+    for m, v in rounds_of.items():
+        ratios = [o / p for o, p in zip(v["ours"], v["peer"])]
+        res["paired"][m] = {
+            "ratio": median(ratios),
+            "noise": (pct(ratios, 75) - pct(ratios, 25)) / 2,
+            "all": ratios,
+        }
+    for k in keys:
+        res[k]["transfer_retries"] = tp_fail[k]
+    res["diag"] = diag
+    return res
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def render(results, meta):
+    rows = []  # (metric, ours, peer, peer_label, ratio, goal, result)
+
+    def row(metric, ours, peer, label, fmt, goal_txt="", ok=None, ratio=None, noise=None):
+        r = ratio if ratio is not None else (ours / peer if peer else float("nan"))
+        rows.append(
+            (
+                metric,
+                fmt.format(ours),
+                fmt.format(peer) if peer is not None else "-",
+                label,
+                (f"{r:.2f}" + (f" ±{noise:.2f}" if noise is not None else "")) if peer is not None else "-",
+                goal_txt or "-",
+                verdict(ok) if ok is not None else "info",
+            )
+        )
+
+    s = results.get("startup")
+    if s:
+        o, p = s["ours"], s["peer"]
+        row("1 startup p50 (ms)", o["p50"], p["p50"], "unshare -Urn", "{:.2f}", "ratio <= 1.30", o["p50"] / p["p50"] <= 1.3)
+        row("  startup p90 (ms)", o["p90"], p["p90"], "unshare -Urn", "{:.2f}")
+        row("  spawn floor: true (ms)", s["floor"]["p50"], None, "", "{:.2f}")
+    lch = results.get("launch")
+    if lch:
+        o, p = lch["ours"], lch["peer"]
+        row("2 launch->1st echo p50 (ms)", o["p50"], p["p50"], "bare pasta", "{:.1f}", "ratio <= 1.15", o["p50"] / p["p50"] <= 1.15)
+        row("  launch->1st echo p90 (ms)", o["p90"], p["p90"], "bare pasta", "{:.1f}")
+        row("  SIGTERM->exit p50 (ms)", o["stop_p50_ms"], p["stop_p50_ms"], "bare pasta", "{:.1f}")
+        if "ready_p50_ms" in o:
+            row("  ours: pasta spawn->ready (-v)", o["ready_p50_ms"], None, "", "{:.1f}")
+    ex = results.get("exit")
+    if ex:
+        o, f = ex["pasta"], ex["loopback"]
+        row("3 cmd exit->our exit -p (ms)", o["p50"], f["p50"], "--network loopback", "{:.2f}", "ours <= 5 ms", o["p50"] <= 5.0)
+        row("  same, p90 (ms)", o["p90"], f["p90"], "--network loopback", "{:.2f}")
+        row("  bare pasta: cmd->pasta exit", ex["bare_pasta"]["p50"], None, "", "{:.2f}")
+        row("  floor: date reaped directly", ex["floor"]["p50"], None, "", "{:.2f}")
+    d = results.get("data")
+    if d:
+        o, p, dl, pr = d["ours"], d["peer"], d["direct"], d["paired"]
+
+        def drow(metric, key, fmt, goal_txt="", cmp=None):
+            r = pr[key]["ratio"]
+            row(metric, o[key], p[key], "bare pasta", fmt, goal_txt, cmp(r) if cmp else None, ratio=r,
+                noise=pr[key]["noise"])
+
+        drow("4 throughput (MiB/s)", "mib_s", "{:.0f}", "ratio >= 0.95", lambda r: r >= 0.95)
+        drow("  1B round trip p50 (us)", "rtt_p50_us", "{:.1f}", "ratio <= 1.05", lambda r: r <= 1.05)
+        drow("  connect+close p50 (us)", "conn_p50_us", "{:.1f}", "ratio <= 1.05", lambda r: r <= 1.05)
+        drow("  connect+echo+close p50 (us)", "conn_echo_p50_us", "{:.1f}")
+        row("  direct loopback: MiB/s", dl["mib_s"], None, "", "{:.0f}")
+        row("  direct loopback: RTT p50 (us)", dl["rtt_p50_us"], None, "", "{:.1f}")
+        row("  direct: connect+echo+close (us)", dl["conn_echo_p50_us"], None, "", "{:.1f}")
+
+    head = ("metric", "ours", "peer", "peer is", "ratio", "goal", "result")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = "  ".join("{:<%d}" % w if i in (0, 3, 5) else "{:>%d}" % w for i, w in enumerate(widths))
+    out = [meta, "", line.format(*head), line.format(*("-" * w for w in widths))]
+    out += [line.format(*r) for r in rows]
+    if d:
+        fails = {k: len(d[k].get("transfer_retries", [])) for k in ("ours", "peer", "direct")}
+        if any(fails.values()):
+            last = next(d[k]["transfer_retries"][-1] for k in ("ours", "peer", "direct") if fails[k])
+            out.append("")
+            out.append(
+                f"note: throughput transfers retried (reply lost or stalled): ours {fails['ours']}, "
+                f"bare pasta {fails['peer']}, direct {fails['direct']}; last: {last}"
+            )
+    diag = (d or {}).get("diag") or {}
+    blk = diag.get("sigblk_pasta_under_pelagos")
+    if blk is not None:
+        names = [n for n, b in (("HUP", 0), ("INT", 1), ("QUIT", 2), ("USR1", 9), ("USR2", 11), ("TERM", 14), ("CHLD", 16), ("WINCH", 27)) if blk >> b & 1]
+        out.append("")
+        out.append(
+            f"note: pasta started by pelagos-net has SigBlk={blk:016x} ({','.join(names) or 'none'} blocked); "
+            f"bare pasta has SigBlk={diag.get('sigblk_bare_pasta') or 0:016x}"
+        )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def check_clean(env):
+    """Nothing of ours may outlive the measurements: no child process, no
+    run record, no named netns left by pelagos-net."""
+    left = []
+    reap_all()
+    kids = descendants(os.getpid())
+    if kids:
+        left.append(f"processes {kids}")
+    for d in (os.path.join(env.run_dir, "runs"), env.netns_dir):
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        if names:
+            left.append(f"{d}: {names}")
+    return left
+
+
+def pinned():
+    return os.environ.get("BENCH_PIN", "1") != "0" and (os.cpu_count() or 1) >= 2
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def fs_type(path):
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1]
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def cleanup_mode(a):
+    """Called by bench/run's exit trap: kill what the pid file lists (and
+    its descendants) and every process left in the given namespaces."""
+    recorded = {}
+    try:
+        with open(a.pidfile) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2:
+                    recorded[int(parts[0])] = int(parts[1])
+    except OSError:
+        pass
+    victims = set(kill_recorded(recorded)) - {os.getpid()}
+    for ns in a.netns:
+        try:
+            ino = os.stat(f"/run/netns/{ns}").st_ino
+        except OSError:
+            continue
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != os.getpid():
+                try:
+                    if os.stat(f"/proc/{name}/ns/net").st_ino == ino:
+                        victims.add(int(name))
+                        kill(int(name), signal.SIGKILL)
+                except OSError:
+                    pass
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and proc_stat(p) for p in victims):
+        time.sleep(0.02)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cleanup", action="store_true")
+    ap.add_argument("--netns", action="append", default=[])
+    ap.add_argument("--pidfile", required=True)
+    ap.add_argument("--bin")
+    ap.add_argument("--pasta", default="pasta")
+    ap.add_argument("--user", default="pnettest")
+    ap.add_argument("--uid", type=int)
+    ap.add_argument("--gid", type=int)
+    ap.add_argument("--workdir")
+    ap.add_argument("--run-dir")
+    ap.add_argument("--netns-dir")
+    ap.add_argument("--json")
+    ap.add_argument("--label", default="")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="startup,launch,exit,data")
+    a = ap.parse_args()
+    if a.cleanup:
+        return cleanup_mode(a)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+    q = a.quick
+    n = {
+        "startup": 40 if q else 200,
+        "launch": 6 if q else 41,
+        "exit": 6 if q else 30,
+        "rounds": 3 if q else 24,
+        "bytes": (64 if q else 256) << 20,
+        "rtt": 300 if q else 2400,
+        "conn": 60 if q else 480,
+    }
+    env = Env(a)
+    only = set(a.only.split(","))
+    results = {"iterations": n}
+    meta_host = os.uname()
+    meta = (
+        f"pelagos-net bench  kernel {meta_host.release}  cpus {os.cpu_count()}  "
+        f"user {a.user} ({a.uid})  mode {'QUICK' if q else 'full'}\n"
+        f"{a.label + chr(10) if a.label else ''}"
+        f"run dir {a.run_dir} ({fs_type(a.run_dir)})\n"
+        f"iterations: startup {n['startup']}x each, launch {n['launch']}x each, exit {n['exit']}x each, "
+        f"data {n['rounds']} rounds x {n['bytes'] >> 20} MiB, {n['rtt']} round trips, {n['conn']} connects"
+        f" ({'pinned: client on CPU 0, everything else on CPU 1' if pinned() else 'not pinned'})"
+    )
+    t_start = time.monotonic()
+    load0 = loadavg()
+    try:
+        if "startup" in only:
+            print("[1/4] start-up ...", file=sys.stderr, flush=True)
+            results["startup"] = bench_startup(env, n["startup"])
+        if "launch" in only:
+            print("[2/4] launch -> first echo ...", file=sys.stderr, flush=True)
+            results["launch"] = bench_launch(env, n["launch"])
+        if "exit" in only:
+            print("[3/4] command exit -> pelagos-net exit ...", file=sys.stderr, flush=True)
+            results["exit"] = bench_exit(env, n["exit"])
+        if "data" in only:
+            print("[4/4] data path ...", file=sys.stderr, flush=True)
+            results["data"] = bench_data(env, n["rounds"], n["bytes"], n["rtt"], n["conn"])
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        print(f"bench: last lines of the commands' stderr:\n{env.log_tail(1500)}", file=sys.stderr)
+        env.tracker.kill_all()
+        reap_all()
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        env.tracker.kill_all()
+        reap_all()
+        return 2
+    leftovers = check_clean(env)
+    if leftovers:
+        print(f"bench: error: left behind: {leftovers}", file=sys.stderr)
+        return 2
+    results["elapsed_s"] = time.monotonic() - t_start
+    results["loadavg"] = [load0, loadavg()]
+    meta += f"\nmeasured in {results['elapsed_s']:.0f} s; load average before {load0}, after {loadavg()} (other work on the machine shows up as noise)"
+    print(render(results, meta))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
