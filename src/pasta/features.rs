@@ -299,14 +299,18 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// What one probe run left behind.
-struct Captured {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Captured {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output (bounded).
+    pub stdout: String,
+    /// Standard error (bounded).
+    pub stderr: String,
 }
 
 /// Run `path arg`, draining stdout and stderr on threads, within the deadline.
-fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, FeatureProbeError> {
+/// Shared by every helper probe (pasta here, slirp4netns in `probe`).
+pub(crate) fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, FeatureProbeError> {
     let collect = |source| FeatureProbeError::Collect { path: path.to_owned(), arg, source };
     let mut child = Command::new(path)
         .arg(arg)

@@ -5,25 +5,19 @@
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
-use wait_timeout::ChildExt;
 
 use super::{ContainerHint, NftEvidence, ProbeError, ProbeRoots, SlirpFeatures, TunCheck};
 use crate::diagnose::{self, TunProblem, UsernsKnobs};
-use crate::pasta::features::PROBE_TIMEOUT;
 
 /// Bumped whenever the cached shape changes; other values are ignored.
 const CACHE_FORMAT: u32 = 1;
-/// Most bytes kept from each output stream of a probe run.
-const OUTPUT_LIMIT: u64 = 256 * 1024;
 
 /// The first executable file `name` in the absolute directories of
 /// `path_env` (relative and empty entries are skipped, as in
@@ -58,43 +52,19 @@ pub(super) fn probe_slirp(path: &Path) -> Result<SlirpFeatures, ProbeError> {
     Ok(features)
 }
 
-/// Run `path arg` within [`PROBE_TIMEOUT`]; stdout and stderr, concatenated.
+/// Run `path arg` within the probe deadline; stdout and stderr, concatenated.
 /// The exit status is ignored: the text decides.
 fn run_captured(path: &Path, arg: &'static str) -> Result<String, ProbeError> {
-    let collect = |source| ProbeError::Collect { path: path.to_owned(), arg, source };
-    let mut child = Command::new(path)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ProbeError::Spawn { path: path.to_owned(), arg, source })?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || -> io::Result<String> {
-            let mut bytes = Vec::new();
-            if let Some(pipe) = pipe {
-                pipe.take(OUTPUT_LIMIT).read_to_end(&mut bytes)?;
-            }
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let waited = match child.wait_timeout(PROBE_TIMEOUT) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ProbeError::TimedOut { path: path.to_owned(), arg, timeout: PROBE_TIMEOUT }),
-        Err(source) => Err(collect(source)),
-    };
-    if waited.is_err() {
-        // Best effort: the child may be gone already; reaping it ends the drains.
-        let _ = child.kill();
-        let _ = child.wait();
+    use crate::pasta::features::FeatureProbeError as F;
+    match crate::pasta::features::run_captured(path, arg) {
+        Ok(c) => Ok(format!("{}\n{}", c.stdout, c.stderr)),
+        Err(F::Spawn { source, .. }) => Err(ProbeError::Spawn { path: path.to_owned(), arg, source }),
+        Err(F::TimedOut { timeout, .. }) => Err(ProbeError::TimedOut { path: path.to_owned(), arg, timeout }),
+        Err(F::Collect { source, .. }) => Err(ProbeError::Collect { path: path.to_owned(), arg, source }),
+        Err(other) => {
+            Err(ProbeError::Collect { path: path.to_owned(), arg, source: io::Error::other(other.to_string()) })
+        }
     }
-    // A drain thread cannot panic short of allocation failure; treat that as no output.
-    let join = |h: thread::JoinHandle<io::Result<String>>| h.join().unwrap_or_else(|_| Ok(String::new()));
-    let (out, err) = (join(out), join(err));
-    waited?;
-    Ok(format!("{}\n{}", out.map_err(collect)?, err.map_err(collect)?))
 }
 
 /// One cache file: the key of the binary it describes, and the result.
