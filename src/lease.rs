@@ -103,8 +103,13 @@ impl LeaseStore {
     /// Hold the network's setup lock (bridge and firewall table creation)
     /// until the returned guard drops.
     pub fn lock_setup(&self, network: &str) -> Result<Flock<fs::File>, LeaseError> {
+        self.lock(&format!("{network}.setup.lock"))
+    }
+
+    /// Create the directory and hold an exclusive `flock` on `<dir>/<name>`.
+    fn lock(&self, name: &str) -> Result<Flock<fs::File>, LeaseError> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io_err("create", &self.dir))?;
-        let lock_path = self.dir.join(format!("{network}.setup.lock"));
+        let lock_path = self.dir.join(name);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -123,18 +128,7 @@ impl LeaseStore {
         network: &str,
         f: impl FnOnce(&mut LeaseTable) -> Result<T, LeaseError>,
     ) -> Result<T, LeaseError> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io_err("create", &self.dir))?;
-        let lock_path = self.dir.join(format!("{network}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
-        let _lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| io_err("lock", &lock_path)(e.into()))?;
+        let _lock = self.lock(&format!("{network}.lock"))?;
         let path = self.dir.join(format!("{network}.json"));
         let mut table = match fs::read(&path) {
             Ok(bytes) => {
