@@ -408,7 +408,11 @@ def echo(port):
     while True:
         d, p = u.recvfrom(2048); u.sendto(b"echo:" + d, p)
 threading.Thread(target=echo, args=(int(sys.argv[2]),), daemon=True).start()
-http.server.HTTPServer(("0.0.0.0", 8000), http.server.SimpleHTTPRequestHandler).serve_forever()
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok\n")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("0.0.0.0", 8000), Ok).serve_forever()
 "#;
 
 /// Regression: pasta inherited the signals `run` blocks for forwarding, so
