@@ -216,12 +216,21 @@ fn cstring(bytes: &[u8]) -> CString {
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let decision = choose::choose(&opts.network, opts.fallback, &crate::probe::ProbeRoots::current(&opts.paths))?;
     let mode = decision.as_ref().map_or_else(|| opts.network.mode.clone(), |d| d.mode.to_network_mode());
-    let mut report = run_mode(opts, &mode)?;
+    let selection = decision.as_ref().map(|d| crate::store::Selection {
+        reason: d.reason.clone(),
+        degraded: d.degraded,
+        warning: d.warning.clone(),
+    });
+    let mut report = run_mode(opts, &mode, selection)?;
     report.decision = decision;
     Ok(report)
 }
 
-fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError> {
+fn run_mode(
+    opts: &RunOptions,
+    mode: &NetworkMode,
+    selection: Option<crate::store::Selection>,
+) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
@@ -250,9 +259,10 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
 
     let signals = SignalGuard::new()?;
     // A loopback run creates nothing that outlives its processes (the
-    // namespaces die with them), so it writes no record.
-    let store = match mode {
-        NetworkMode::Loopback => None,
+    // namespaces die with them), so it writes no record
+    // (unless the record is needed to show how the mode was chosen).
+    let store = match (mode, &selection) {
+        (NetworkMode::Loopback, None) => None,
         _ => Some(Store::open(&opts.paths.run_dir, euid)?),
     };
     let write = |record: &RunRecord| store.as_ref().map_or(Ok(()), |s| s.write_record(record));
@@ -267,6 +277,7 @@ fn run_mode(opts: &RunOptions, mode: &NetworkMode) -> Result<RunReport, RunError
         netns_path: None,
         ports: ports.clone(),
         bridge: None,
+        selection,
     };
     write(&record)?;
 

@@ -93,6 +93,20 @@ pub struct RunRecord {
     /// Bridge attachment, for bridge mode.
     #[serde(default)]
     pub bridge: Option<BridgeRecord>,
+    /// How the mode was chosen (`auto` or `--fallback`), degraded or not.
+    #[serde(default)]
+    pub selection: Option<Selection>,
+}
+
+/// The selection ladder's verdict, as recorded for a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Selection {
+    /// Why this mode.
+    pub reason: String,
+    /// The run falls short of what was asked.
+    pub degraded: bool,
+    /// The warning printed, if any.
+    pub warning: Option<String>,
 }
 
 /// A run's network helper process.
@@ -234,6 +248,7 @@ mod tests {
             netns_path: None,
             ports: vec![],
             bridge: None,
+            selection: None,
         }
     }
 

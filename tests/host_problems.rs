@@ -137,10 +137,15 @@ fn auto_with_the_tun_device_closed_falls_back_to_loopback_and_says_why() {
     let Some((env, _lock)) = rootless() else { return };
     let topo = Topology::new(&env);
     let _mode = ModeRestore::set("/dev/net/tun", 0o600);
-    let out = topo.cli(&env, &["run", "--network", "auto", "--", "ip", "-o", "link"]).output().unwrap();
+    let show = format!("ip -o link; cat {}/runs/*.json", topo.run_dir.display());
+    let out = topo.cli(&env, &["run", "--network", "auto", "--", "sh", "-c", &show]).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(stdout.lines().count(), 1, "only lo: {stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("link/")).count(), 1, "only lo: {stdout}");
+    assert!(
+        stdout.contains("\"mode\": \"loopback\"") && stdout.contains("\"degraded\": true"),
+        "the run's JSON status: {stdout}"
+    );
     assert!(stderr.contains("warning") && stderr.contains("loopback"), "{stderr}");
     assert!(stderr.contains("/dev/net/tun"), "the warning says why: {stderr}");
     let strict = topo.cli(&env, &["run", "--network", "auto", "--fallback", "strict", "--", "true"]).output().unwrap();
