@@ -129,8 +129,17 @@ pub struct AttachRequest<'a> {
 }
 
 /// Make sure the network's bridge (with its address, up) and nftables
-/// table exist, and forwarding is on. Idempotent; holds the network's setup lock.
-pub fn ensure_bridge(paths: &Paths, def: &NetworkDef, host: &mut Netlink) -> Result<u32, BridgeError> {
+/// table exist, and forwarding is on. Idempotent; holds the network's setup
+/// lock. The table is built only when missing: rebuilding it flushes its
+/// chains, and freeing the old rules makes the next context close wait out
+/// an RCU grace period (~10 ms per attach). Network definitions do not
+/// change after creation, so an existing table is already right.
+pub fn ensure_bridge(
+    paths: &Paths,
+    def: &NetworkDef,
+    host: &mut Netlink,
+    fw: &mut Firewall,
+) -> Result<u32, BridgeError> {
     let leases = LeaseStore::new(&paths.run_dir);
     let _lock = leases.lock_setup(def.name.as_str())?;
     let bridge = def.bridge.to_string();
@@ -147,7 +156,9 @@ pub fn ensure_bridge(paths: &Paths, def: &NetworkDef, host: &mut Netlink) -> Res
     host.set_up(index).map_err(br_err)?;
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
-    Firewall::new()?.ensure_network(&plan::rules_for(def))?;
+    if !fw.table_exists(def.name.as_str())? {
+        fw.ensure_network(&plan::rules_for(def))?;
+    }
     Ok(index)
 }
 
@@ -211,7 +222,8 @@ pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Bri
 fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: req.id.to_owned(), source };
     let mut host = Netlink::open().map_err(link_err("open netlink"))?;
-    let bridge = ensure_bridge(req.paths, req.def, &mut host)?;
+    let mut fw = Firewall::new()?;
+    let bridge = ensure_bridge(req.paths, req.def, &mut host, &mut fw)?;
     let ns = netns::create_named(&req.paths.netns_dir, &plan.ns_name)?;
     let veth = host
         .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
@@ -219,7 +231,7 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
     host.set_up(veth).map_err(link_err("set host veth up"))?;
     configure_peer(&ns, plan, req.id)?;
     if !plan.forwards.is_empty() {
-        Firewall::new()?.add_forwards(req.def.name.as_str(), &plan.forwards)?;
+        fw.add_forwards(req.def.name.as_str(), &plan.forwards)?;
     }
     Ok(ns)
 }

@@ -57,7 +57,8 @@ pub fn attach_network_to_netns(
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
     let result = (|| {
         let mut host = Netlink::open().map_err(link_err("open netlink"))?;
-        let bridge = super::ensure_bridge(paths, def, &mut host)?;
+        let mut fw = crate::firewall::Firewall::new()?;
+        let bridge = super::ensure_bridge(paths, def, &mut host, &mut fw)?;
         let veth = host
             .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
             .map_err(link_err("create secondary veth"))?;
