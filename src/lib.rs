@@ -64,6 +64,7 @@ pub mod procnet;
 pub mod run;
 pub mod select;
 pub mod slirp;
+pub mod sockdiag;
 pub mod spec;
 pub mod store;
 pub mod userns;

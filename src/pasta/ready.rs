@@ -118,14 +118,29 @@ fn kinds(proto: PortProto) -> [SockKind; 2] {
     }
 }
 
-/// Host-side sockets (of the calling thread's namespace) relevant to `want`.
+/// Host-side sockets (of the calling thread's namespace) relevant to `want`,
+/// from sock_diag: reading `/proc/net/tcp` instead costs ~1.6 ms a read.
 fn host_sockets(proc_root: &Path, want: &Expectation) -> io::Result<Vec<SocketEntry>> {
+    let _ = proc_root; // the host side is the calling thread's own namespace
     let mut out = Vec::new();
     for proto in [PortProto::Tcp, PortProto::Udp] {
-        if want.host_ports.iter().any(|hp| hp.proto == proto) {
-            for kind in kinds(proto) {
-                out.extend(procnet::read_sockets(proc_root, None, kind).map_err(io::Error::other)?);
-            }
+        if !want.host_ports.iter().any(|hp| hp.proto == proto) {
+            continue;
+        }
+        let (kind, state) = match proto {
+            PortProto::Tcp => (crate::sockdiag::Kind::TcpListening, procnet::TCP_LISTEN),
+            PortProto::Udp => (crate::sockdiag::Kind::UdpBound, procnet::TCP_CLOSE),
+        };
+        for b in crate::sockdiag::bound(kind)? {
+            let [v4, v6] = kinds(proto);
+            out.push(SocketEntry {
+                kind: if b.local.is_ipv4() { v4 } else { v6 },
+                local: b.local,
+                remote: std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+                state,
+                uid: 0,
+                inode: b.inode,
+            });
         }
     }
     Ok(out)
