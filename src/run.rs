@@ -24,9 +24,9 @@ use crate::spec::config::NetworkConfig;
 use crate::spec::mode::NetworkMode;
 use crate::spec::port::PortMapping;
 use crate::store::{RunRecord, Store, StoreError, new_run_id};
-use crate::userns::{ChildSpec, ChildStage, ExecOutcome, NsChild, NsKind, UsernsError};
+use crate::userns::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use nix::errno::Errno;
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,9 +35,12 @@ mod bridge;
 mod choose;
 mod helper;
 pub use helper::{Helper, HelperKind};
+mod command;
 mod ports;
 mod slirp;
 pub use choose::needs_for;
+pub use command::resolve_command;
+use command::{cstring, prepare_command, run_host, start_command};
 mod supervise;
 pub use ports::{PortError, resolve_ephemeral};
 use supervise::{SignalGuard, supervise};
@@ -193,22 +196,6 @@ pub struct RunReport {
     pub ready_after: Option<Duration>,
     /// How the mode was chosen, when it went through the selection ladder.
     pub decision: Option<crate::select::Decision>,
-}
-
-/// Find `cmd` like execvp would: as given when it has a `/`, else on PATH.
-pub fn resolve_command(cmd: &std::ffi::OsStr, path_env: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    if cmd.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(cmd));
-    }
-    let path_env = path_env?;
-    std::env::split_paths(path_env).map(|dir| dir.join(cmd)).find(|candidate| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
-fn cstring(bytes: &[u8]) -> CString {
-    CString::new(bytes.to_vec()).unwrap_or_default()
 }
 
 /// Run the command per `opts`. `Err` means the command never started
@@ -375,20 +362,8 @@ fn run_mode(
         return Err(res.fail(e.into()));
     }
 
-    if let Some(on_ready) = opts.on_ready {
-        on_ready(&ports);
-    }
-    match child.release() {
-        Ok(ExecOutcome::Running) => {}
-        Ok(ExecOutcome::Failed(errno)) => {
-            child.kill_and_reap();
-            let command = opts.command[0].to_string_lossy().into_owned();
-            return Err(res.fail(RunError::Exec { command, errno }));
-        }
-        Err(e) => {
-            child.kill_and_reap();
-            return Err(res.fail(e.into()));
-        }
+    if let Err(e) = start_command(&mut child, opts, &ports) {
+        return Err(res.fail(e));
     }
 
     let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
@@ -434,14 +409,6 @@ impl Resources<'_> {
             RunError::Teardown(all)
         }
     }
-}
-
-fn prepare_command(command: &[OsString]) -> Result<(PathBuf, Vec<CString>), RunError> {
-    let first = command.first().ok_or(RunError::NoCommand)?;
-    let program = resolve_command(first, std::env::var_os("PATH").as_deref())
-        .ok_or_else(|| RunError::CommandNotFound(first.to_string_lossy().into_owned()))?;
-    let argv = command.iter().map(|a| cstring(a.as_bytes())).collect();
-    Ok((program, argv))
 }
 
 fn find_slirp(opts: &RunOptions) -> Result<PathBuf, RunError> {
@@ -504,14 +471,4 @@ fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
         }
         other => other.into(),
     }
-}
-
-fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, RunError> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0(std::ffi::OsStr::from_bytes(argv[0].as_bytes()));
-    cmd.args(argv[1..].iter().map(|a| std::ffi::OsStr::from_bytes(a.as_bytes())));
-    let err = cmd.exec();
-    let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
-    Err(RunError::Exec { command: program.display().to_string(), errno })
 }

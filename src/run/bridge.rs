@@ -8,7 +8,7 @@ use crate::network::{DEFAULT_NETWORK, load_network_def};
 use crate::procfs::ProcessId;
 use crate::spec::ifname::NetworkName;
 use crate::store::new_run_id;
-use crate::userns::{ChildSpec, ExecOutcome, NsChild, NsKind};
+use crate::userns::{ChildSpec, NsChild, NsKind};
 use std::os::fd::AsRawFd;
 
 /// Run the command on a bridge network.
@@ -50,20 +50,8 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         child.kill_and_reap();
         return Err(fail(setup, e.into()));
     }
-    if let Some(on_ready) = opts.on_ready {
-        on_ready(&ports);
-    }
-    match child.release() {
-        Ok(ExecOutcome::Running) => {}
-        Ok(ExecOutcome::Failed(errno)) => {
-            child.kill_and_reap();
-            let command = opts.command[0].to_string_lossy().into_owned();
-            return Err(fail(setup, RunError::Exec { command, errno }));
-        }
-        Err(e) => {
-            child.kill_and_reap();
-            return Err(fail(setup, e.into()));
-        }
+    if let Err(e) = super::start_command(&mut child, opts, &ports) {
+        return Err(fail(setup, e));
     }
     let (exit_code, _) = supervise(&mut child, &signals, None);
     let teardown_errors = match teardown_network(setup) {
