@@ -266,6 +266,10 @@ pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
                 if let Err(e) = fw.remove_forwards(&net, &setup.forwards) {
                     errors.push(e.into());
                 }
+                // The rules are gone now. Closing the context makes the
+                // kernel wait out an RCU grace period for the freed
+                // elements (10-15 ms); let a short-lived thread do that.
+                let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(fw));
             }
             Err(e) => errors.push(e.into()),
         }
