@@ -144,6 +144,8 @@ fn lock() -> MutexGuard<'static, ()> {
 pub struct NftContext {
     ctx: NonNull<RawCtx>,
     api: &'static Api,
+    /// The context's netfilter socket(s), found when it was created.
+    sockets: Vec<RawFd>,
 }
 
 // SAFETY: an nft_ctx has no thread affinity (its socket is an fd, its
@@ -163,14 +165,12 @@ impl NftContext {
         // SAFETY: plain constructor; NULL is handled below.
         let raw = unsafe { (api.ctx_new)(NFT_CTX_DEFAULT) };
         let ctx = NonNull::new(raw).ok_or_else(|| NftError::new("nft_ctx_new returned NULL"))?;
-        if let Some(before) = before {
-            set_cloexec_on_new_netfilter_sockets(&before);
-        }
+        let sockets = before.map(|b| set_cloexec_on_new_netfilter_sockets(&b)).unwrap_or_default();
         // SAFETY: `ctx` is a live context, not yet shared.
         let (out, err) = unsafe { ((api.buffer_output)(ctx.as_ptr()), (api.buffer_error)(ctx.as_ptr())) };
         // Release before `this` can be dropped: its Drop takes the lock.
         drop(guard);
-        let this = Self { ctx, api };
+        let this = Self { ctx, api, sockets };
         if out != 0 || err != 0 {
             return Err(NftError::new("cannot buffer libnftables output"));
         }
@@ -207,11 +207,28 @@ impl NftContext {
 }
 
 impl Drop for NftContext {
+    /// Frees the context under the global lock, but lets the last close of
+    /// its netfilter socket happen after the lock is released: that close
+    /// waits for the kernel to free deleted rules and elements (an RCU grace
+    /// period, 10-15 ms), which must not stall every other context.
     fn drop(&mut self) {
-        let _guard = lock();
+        let guard = lock();
+        let held: Vec<std::os::fd::OwnedFd> = self
+            .sockets
+            .iter()
+            .filter_map(|&fd| {
+                // SAFETY: F_DUPFD_CLOEXEC on the context's own socket, which
+                // is still open here; the duplicate is owned at once.
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                // SAFETY: `dup` is a fresh descriptor nothing else owns.
+                (dup >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(dup) })
+            })
+            .collect();
         // SAFETY: `ctx` came from nft_ctx_new, is owned by `self` and freed
         // exactly once, here.
         unsafe { (self.api.ctx_free)(self.ctx.as_ptr()) };
+        drop(guard);
+        drop(held);
     }
 }
 
@@ -246,9 +263,10 @@ fn netfilter_sockets() -> Option<BTreeSet<RawFd>> {
 }
 
 /// Sets `FD_CLOEXEC` on netfilter netlink sockets opened since `before`.
-fn set_cloexec_on_new_netfilter_sockets(before: &BTreeSet<RawFd>) {
-    let Some(now) = netfilter_sockets() else { return };
-    for &fd in now.difference(before) {
+fn set_cloexec_on_new_netfilter_sockets(before: &BTreeSet<RawFd>) -> Vec<RawFd> {
+    let Some(now) = netfilter_sockets() else { return Vec::new() };
+    let new: Vec<RawFd> = now.difference(before).copied().collect();
+    for &fd in &new {
         // SAFETY: F_GETFD/F_SETFD on an fd number only read or set its
         // flags; a closed or reused number fails or is harmless.
         unsafe {
@@ -258,6 +276,7 @@ fn set_cloexec_on_new_netfilter_sockets(before: &BTreeSet<RawFd>) {
             }
         }
     }
+    new
 }
 
 /// An `int` socket option at `SOL_SOCKET`, or `None` (not a socket, closed).
