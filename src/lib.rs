@@ -50,6 +50,7 @@ pub mod bridge;
 pub mod diagnose;
 pub mod doctor;
 pub mod firewall;
+pub mod gc;
 pub mod lease;
 pub mod loopback;
 pub mod netlink;

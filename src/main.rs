@@ -43,6 +43,16 @@ enum Command {
     },
     /// Show what `run` would do (mode, reasons, helper argv, links, rules), touching nothing.
     Plan(PlanArgs),
+    /// Remove what runs whose owner died left behind (helpers, netns names,
+    /// forwards, leases, records); live runs are never touched.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(cli::network::NetworkCmd),
@@ -170,6 +180,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Gc { dry_run, json } => match pelagos_net::gc::gc(&paths, dry_run) {
+            Ok(report) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+                } else {
+                    for a in &report.actions {
+                        let verb = if dry_run { "would remove" } else { "removed" };
+                        match &a.error {
+                            None => println!("{} {verb} {}", a.run, a.what),
+                            Some(e) => println!("{} failed to remove {}: {e}", a.run, a.what),
+                        }
+                    }
+                    println!("{} live run(s) left alone", report.live.len());
+                }
+                if report.actions.iter().any(|a| a.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            }
+            Err(e) => {
+                eprintln!("pelagos-net: error: {}", error_chain(&e));
+                exit(125)
+            }
+        },
         Command::Network(cmd) => match cli::network::run(cmd, &paths) {
             Ok(()) => ExitCode::SUCCESS,
             Err(fail) => {

@@ -1,0 +1,191 @@
+//! `gc`: remove what runs whose owner is gone left behind, from their
+//! records. A record whose owner (pid + start time) is alive is never
+//! touched. Every step tolerates "already gone", so `gc` is idempotent and
+//! also finishes a half-done cleanup.
+
+use crate::bridge::plan::forwards;
+use crate::firewall::Firewall;
+use crate::lease::LeaseStore;
+use crate::netns;
+use crate::paths::Paths;
+use crate::procfs::ProcessId;
+use crate::store::{RunRecord, Store, StoreError};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One thing `gc` did (or would do, with `dry_run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    /// The run's id (or the record file for a corrupted record).
+    pub run: String,
+    /// What was removed.
+    pub what: String,
+    /// The error, if the step failed.
+    pub error: Option<String>,
+}
+
+/// What a `gc` pass found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Runs whose owner is alive (left alone).
+    pub live: Vec<String>,
+    /// Steps taken for dead runs.
+    pub actions: Vec<Action>,
+}
+
+/// Which step to take for a dead run's record, in teardown order (pure).
+pub fn steps(record: &RunRecord, proc_root: &std::path::Path) -> Vec<Step> {
+    let mut out = Vec::new();
+    for p in [record.helper.as_ref().map(|h| h.process), record.child].into_iter().flatten() {
+        if p.is_alive(proc_root) {
+            out.push(Step::Kill(p));
+        }
+    }
+    if let Some(b) = &record.bridge
+        && b.forwards > 0
+    {
+        out.push(Step::Forwards);
+    }
+    if let Some(path) = &record.netns_path {
+        out.push(Step::Netns(path.clone()));
+    }
+    if record.bridge.is_some() {
+        out.push(Step::Lease);
+    }
+    out.push(Step::Record);
+    out
+}
+
+/// One cleanup step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Kill a leftover process (helper or command).
+    Kill(ProcessId),
+    /// Remove the run's forwards from its network's nftables table.
+    Forwards,
+    /// Remove the named netns.
+    Netns(PathBuf),
+    /// Release the bridge lease.
+    Lease,
+    /// Remove the record itself.
+    Record,
+}
+
+/// Find dead runs and remove what they left (nothing is removed with `dry_run`).
+pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
+    let store = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    let mut report = GcReport::default();
+    for entry in store.records()? {
+        let record = match entry {
+            Ok(r) => r,
+            Err(StoreError::CorruptRecord { path, .. }) => {
+                let error = if dry_run { None } else { std::fs::remove_file(&path).err().map(|e| e.to_string()) };
+                report.actions.push(Action { run: path.display().to_string(), what: "corrupted record".into(), error });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if record.owner.is_alive(&paths.proc_root) {
+            report.live.push(record.id.clone());
+            continue;
+        }
+        for step in steps(&record, &paths.proc_root) {
+            let (what, result) = describe_and_run(&step, &record, paths, &store, dry_run);
+            report.actions.push(Action { run: record.id.clone(), what, error: result.err() });
+        }
+    }
+    Ok(report)
+}
+
+fn describe_and_run(
+    step: &Step,
+    record: &RunRecord,
+    paths: &Paths,
+    store: &Store,
+    dry_run: bool,
+) -> (String, Result<(), String>) {
+    let run = |f: &mut dyn FnMut() -> Result<(), String>| if dry_run { Ok(()) } else { f() };
+    match step {
+        Step::Kill(p) => (
+            format!("process {}", p.pid),
+            run(&mut || {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| e.to_string())
+            }),
+        ),
+        Step::Forwards => {
+            let b = record.bridge.as_ref().expect("forwards step only for bridge records");
+            (
+                format!("{} forwards in table ip pelagos-{}", b.forwards, b.network),
+                run(&mut || {
+                    let fwds = forwards(b.address, &record.ports).map_err(|e| e.to_string())?;
+                    Firewall::new().and_then(|mut fw| fw.remove_forwards(&b.network, &fwds)).map_err(|e| e.to_string())
+                }),
+            )
+        }
+        Step::Netns(path) => {
+            (format!("netns {}", path.display()), run(&mut || netns::remove_named(path).map_err(|e| e.to_string())))
+        }
+        Step::Lease => {
+            let b = record.bridge.as_ref().expect("lease step only for bridge records");
+            (
+                format!("lease {} on {}", b.address, b.network),
+                run(&mut || {
+                    LeaseStore::new(&paths.run_dir)
+                        .release(&b.network, b.address, &record.id)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+        }
+        Step::Record => ("record".into(), run(&mut || store.remove_record(&record.id).map_err(|e| e.to_string()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BridgeRecord;
+
+    fn dead() -> ProcessId {
+        ProcessId { pid: u32::MAX - 1, start_time: 1 }
+    }
+
+    #[test]
+    fn a_dead_bridge_run_is_undone_rules_first_then_netns_lease_record() {
+        let record = RunRecord {
+            id: "abc".into(),
+            owner: dead(),
+            mode: crate::spec::mode::NetworkMode::Bridge(None),
+            child: Some(dead()),
+            helper: None,
+            netns_path: Some("/run/netns/pelagos-abc".into()),
+            ports: vec!["8080:80".parse().unwrap()],
+            bridge: Some(BridgeRecord {
+                network: "pelagos0".into(),
+                veth: "pvabc".into(),
+                address: "10.90.0.2".parse().unwrap(),
+                forwards: 1,
+            }),
+            selection: None,
+        };
+        let got = steps(&record, std::path::Path::new("/proc"));
+        assert_eq!(got, vec![Step::Forwards, Step::Netns("/run/netns/pelagos-abc".into()), Step::Lease, Step::Record]);
+    }
+
+    #[test]
+    fn a_live_helper_of_a_dead_run_is_killed_first() {
+        let me = ProcessId::of(std::path::Path::new("/proc"), std::process::id()).unwrap();
+        let record = RunRecord {
+            id: "x".into(),
+            owner: dead(),
+            mode: crate::spec::mode::NetworkMode::Pasta,
+            child: None,
+            helper: Some(crate::store::HelperRecord { kind: crate::run::HelperKind::Pasta, process: me }),
+            netns_path: None,
+            ports: vec![],
+            bridge: None,
+            selection: None,
+        };
+        assert_eq!(steps(&record, std::path::Path::new("/proc")), vec![Step::Kill(me), Step::Record]);
+    }
+}
