@@ -252,6 +252,17 @@ fn run_mode(
         (NetworkMode::Loopback, None) => None,
         _ => Some(Store::open(&opts.paths.run_dir, euid)?),
     };
+    if store.is_some() {
+        // The cheap gc: records of runs whose owner died are cleaned before
+        // this one adds its own (a failure here never stops the run).
+        match crate::gc::gc(&opts.paths, false) {
+            Ok(report) if !report.actions.is_empty() => {
+                log::info!("cleaned {} leftovers of dead runs", report.actions.len())
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("gc before setup: {e}"),
+        }
+    }
     let write = |record: &RunRecord| store.as_ref().map_or(Ok(()), |s| s.write_record(record));
     let proc_root = opts.paths.proc_root.clone();
     let mut record = RunRecord {

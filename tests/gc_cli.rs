@@ -91,3 +91,16 @@ fn root_bridge_run_killed_with_sigkill_is_cleaned_by_gc() {
         gc_leaves_live_runs_and_removes_dead_ones(env, "bridge", "26081:80");
     }
 }
+
+#[test]
+fn the_next_run_cleans_up_after_a_killed_one() {
+    let Some(env) = Tier::Rootless.require() else { return };
+    let topo = Topology::new(&env);
+    let mut dead = start(&topo, &env, &["run", "--network", "pasta", "--", "sh", "-c", "echo ready; exec sleep 60"]);
+    kill9(&mut dead);
+    assert_eq!(records(&topo), 1);
+    let out = topo.cli(&env, &["run", "--network", "pasta", "--", "true"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(records(&topo), 0, "the next run's gc removed the dead record");
+    topo.assert_clean();
+}

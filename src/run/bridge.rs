@@ -26,6 +26,9 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let owner =
         ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 });
     let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &ports, ip: opts.ip, owner };
+    if let Err(e) = crate::gc::gc(&opts.paths, false) {
+        log::debug!("gc before setup: {e}");
+    }
     let setup = setup_bridge_network(&req).map_err(RunError::Bridge)?;
     log::info!("container {id} on network {name}: {} in {}", setup.address, setup.netns_path().display());
 
