@@ -11,7 +11,7 @@ use crate::spec::ipam;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -142,16 +142,7 @@ impl LeaseStore {
         if table != before {
             let tmp = self.dir.join(format!(".{network}.json.tmp"));
             let json = serde_json::to_vec(&table).map_err(|e| io_err("encode", &path)(e.into()))?;
-            let mut w = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(io_err("write", &tmp))?;
-            w.write_all(&json).map_err(io_err("write", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+            crate::store::write_atomic(&tmp, &path, &json).map_err(io_err("write", &path))?;
         }
         Ok(out)
     }

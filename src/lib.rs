@@ -66,6 +66,7 @@ pub mod run;
 pub mod select;
 pub mod slirp;
 pub mod sockdiag;
+mod spawn;
 pub mod spec;
 pub mod store;
 pub mod userns;

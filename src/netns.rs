@@ -104,9 +104,9 @@ fn prepare_dir(dir: &Path) -> Result<(), NetnsError> {
     }
 }
 
-/// Give the network namespace of `pid` the name `name` under `dir`, the
-/// equivalent of `ip netns attach NAME PID`. Returns the new path.
-pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
+/// Prepare `dir` and create the empty file `<dir>/<name>` a namespace is
+/// bound onto, with `O_EXCL`: an existing name is an error, never reused.
+fn create_mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
     prepare_dir(dir)?;
     let path = dir.join(name);
     fs::OpenOptions::new()
@@ -115,6 +115,13 @@ pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Resul
         .mode(0o444)
         .open(&path)
         .map_err(|source| NetnsError::CreateFile { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// Give the network namespace of `pid` the name `name` under `dir`, the
+/// equivalent of `ip netns attach NAME PID`. Returns the new path.
+pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
+    let path = create_mount_point(dir, name)?;
     let source_path = proc_root.join(pid.to_string()).join("ns/net");
     if let Err(source) = mount(Some(&source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
         let _ = fs::remove_file(&path);
@@ -166,14 +173,7 @@ impl NetNs {
 /// is untouched. The file is created with `O_EXCL`, so an existing name is
 /// an error, never reused.
 pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
-    prepare_dir(dir)?;
-    let path = dir.join(name);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&path)
-        .map_err(|source| NetnsError::CreateFile { path: path.clone(), source })?;
+    let path = create_mount_point(dir, name)?;
     let target = path.clone();
     let made = std::thread::spawn(move || -> Result<(), NetnsError> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Unshare { source })?;

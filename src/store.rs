@@ -156,16 +156,7 @@ impl Store {
         let tmp = self.runs.join(format!(".{}.tmp", record.id));
         let err = |source| StoreError::WriteRecord { path: path.clone(), source };
         let json = serde_json::to_vec_pretty(record).map_err(io::Error::from).map_err(err)?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(&json).map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)
+        write_atomic(&tmp, &path, &json).map_err(err)
     }
 
     /// Remove a record; a missing record is not an error.
@@ -190,6 +181,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Write `bytes` to `tmp` (0600, never through a symlink) and rename it
+/// over `path`, so readers see the old content or the new, never a mix.
+pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    fs::rename(tmp, path)
 }
 
 fn read_record(path: &Path) -> Result<RunRecord, StoreError> {

@@ -130,22 +130,9 @@ impl PastaProcess {
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls
-        // prctl(2), sigemptyset(3) and sigprocmask(2), which are
-        // async-signal-safe, on a sigset_t on its own stack.
+        // `helper_child_setup`, which is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The caller may block signals it forwards (run does); a
-                // blocked SIGTERM would make pasta ignore our stop request.
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(crate::spawn::helper_child_setup);
         }
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let output: SharedOutput = Arc::new(Mutex::new(OutputBuf::default()));

@@ -176,13 +176,11 @@ impl SlirpProcess {
         let spawn_err = |source| SlirpError::Spawn { program: program.clone(), source };
         command.args(&argv).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         // SAFETY: the closure runs between fork and exec and only calls
-        // prctl(2) and fcntl(2) on descriptors numbered above stdio, both
-        // async-signal-safe; it allocates nothing.
+        // `helper_child_setup` and fcntl(2) on descriptors numbered above
+        // stdio, all async-signal-safe; it allocates nothing.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                crate::spawn::helper_child_setup()?;
                 for fd in [fds.ready, fds.exit] {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(io::Error::last_os_error());
