@@ -55,6 +55,7 @@ pub mod lease;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;
+pub mod nsfactory;
 pub mod network;
 pub mod pasta;
 pub mod paths;

@@ -76,6 +76,11 @@ struct NetArgs {
     /// warn for `auto`; an explicit mode without this flag is used as given.
     #[arg(long, value_parser = parse_fallback)]
     fallback: Option<pelagos_net::select::Fallback>,
+    /// Who forwards published ports: auto, builtin (pelagos-net relays them
+    /// and keeps client source addresses), pasta, slirp4netns or nftables
+    /// (bridge). `auto` picks per mode and host; `plan` says which and why.
+    #[arg(long, default_value = "auto", value_name = "DRIVER")]
+    port_driver: pelagos_net::spec::driver::PortDriver,
 }
 
 impl NetArgs {
@@ -84,6 +89,7 @@ impl NetArgs {
             mode: self.network.clone(),
             ports: self.publish.clone(),
             host_loopback_ports: self.host_ports.clone(),
+            port_driver: self.port_driver,
         }
     }
 }

@@ -28,9 +28,11 @@ use crate::spec::cidr::Ipv4Net;
 
 mod addr;
 mod link;
+mod policy;
 mod route;
 mod socket;
 
+pub use policy::{IpFamily, RoutedAddresses};
 pub use socket::Netlink;
 
 /// Errors of the rtnetlink client, one variant per failed operation.
@@ -156,6 +158,33 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Adding a policy rule failed.
+    #[error("add rule fwmark {mark:#x} lookup {table}")]
+    AddRule {
+        /// Firewall mark matched.
+        mark: u32,
+        /// Table looked up.
+        table: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Adding a `local` default route to a table failed.
+    #[error("add local default route to table {table}")]
+    AddLocalRoute {
+        /// Table.
+        table: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Dumping the addresses of both families failed.
+    #[error("list addresses")]
+    ListAllAddresses {
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl NetlinkError {
@@ -173,7 +202,10 @@ impl NetlinkError {
             | Self::DeleteLink { source, .. }
             | Self::ListLinks { source }
             | Self::ListAddresses { source }
-            | Self::ListRoutes { source } => source,
+            | Self::ListRoutes { source }
+            | Self::ListAllAddresses { source }
+            | Self::AddRule { source, .. }
+            | Self::AddLocalRoute { source, .. } => source,
         }
     }
 

@@ -71,6 +71,14 @@ impl Netlink {
         })
     }
 
+    /// Adopt an rtnetlink socket created elsewhere (for example inside a
+    /// namespace by [`crate::nsfactory::SocketFactory`]); it is connected
+    /// to the kernel here.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, NetlinkError> {
+        connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| NetlinkError::Open { source: e.into() })?;
+        Ok(Self { fd, seq: 0, buf: vec![0; RECV_BUF_LEN] })
+    }
+
     fn open_socket() -> io::Result<Self> {
         let fd =
             socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;

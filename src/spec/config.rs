@@ -14,12 +14,15 @@ pub struct NetworkConfig {
     /// Host loopback ports the container reaches as `127.0.0.1:PORT` (`--host-port`).
     #[serde(default)]
     pub host_loopback_ports: Vec<u16>,
+    /// Who forwards the published ports (`--port-driver`).
+    #[serde(default)]
+    pub port_driver: super::driver::PortDriver,
 }
 
 impl NetworkConfig {
     /// A configuration with `mode` and nothing published.
     pub fn new(mode: NetworkMode) -> Self {
-        Self { mode, ports: Vec::new(), host_loopback_ports: Vec::new() }
+        Self { mode, ports: Vec::new(), host_loopback_ports: Vec::new(), port_driver: Default::default() }
     }
 }
 
@@ -33,7 +36,7 @@ mod tests {
         cfg.ports.push("127.0.0.1:8080:80/tcp".parse().unwrap());
         cfg.host_loopback_ports.push(5432);
         let json = serde_json::to_string(&cfg).unwrap();
-        assert_eq!(json, r#"{"mode":"pasta","ports":["127.0.0.1:8080:80/tcp"],"host_loopback_ports":[5432]}"#);
+        assert_eq!(json, r#"{"mode":"pasta","ports":["127.0.0.1:8080:80/tcp"],"host_loopback_ports":[5432],"port_driver":"auto"}"#);
         assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
     }
 }

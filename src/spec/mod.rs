@@ -6,6 +6,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod driver;
 pub mod ifname;
 pub mod ipam;
 pub mod mode;

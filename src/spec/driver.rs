@@ -1,0 +1,205 @@
+//! Port drivers: who forwards published ports into the namespace, and the
+//! pure rule `auto` follows.
+//!
+//! | driver | modes | how |
+//! |---|---|---|
+//! | `builtin` | pasta, slirp4netns, loopback, bridge | pelagos-net listens on the host and relays each connection through a socket made inside the namespace |
+//! | `pasta` | pasta | pasta's own `-t`/`-u` forwarding |
+//! | `slirp4netns` | slirp4netns | slirp4netns's API `add_hostfwd` |
+//! | `nftables` | bridge | kernel DNAT rules |
+//!
+//! # What `auto` picks, and why
+//!
+//! - **pasta mode**: pasta's forwarding when every published port binds a
+//!   loopback address (its splice path, used for loopback clients, is
+//!   correct on every build), or when the pasta build is new enough to have
+//!   the tap-path TCP fixes (server-speaks-first hang fixed 2023_10_04,
+//!   half-close corruption fixed 2024_08_06). Otherwise `builtin`: clients
+//!   from other machines would go through the broken tap path.
+//! - **slirp4netns mode**: `builtin`. It keeps the client's source address
+//!   (slirp4netns shows every client as coming from its gateway), and
+//!   serves ranges, host-IP binds, IPv6 and loopback UDP, which slirp4netns
+//!   cannot.
+//! - **loopback mode**: `builtin`, the only driver that can reach a
+//!   namespace without a network helper.
+//! - **bridge mode**: `nftables` (kernel DNAT, no copy), unless a port binds
+//!   an IPv6 host address, which an IPv4 bridge cannot DNAT: then `builtin`.
+
+use super::mode::NetworkMode;
+use super::port::PortMapping;
+use std::fmt;
+use std::str::FromStr;
+
+/// The port driver asked for (`--port-driver`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortDriver {
+    /// Chosen per mode and host (see the module docs).
+    #[default]
+    Auto,
+    /// pelagos-net's own relay.
+    Builtin,
+    /// pasta's forwarding.
+    Pasta,
+    /// slirp4netns's forwarding.
+    Slirp4netns,
+    /// Kernel DNAT (bridge mode).
+    Nftables,
+}
+
+impl PortDriver {
+    const ALL: [(Self, &'static str); 5] = [
+        (Self::Auto, "auto"),
+        (Self::Builtin, "builtin"),
+        (Self::Pasta, "pasta"),
+        (Self::Slirp4netns, "slirp4netns"),
+        (Self::Nftables, "nftables"),
+    ];
+
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(d, _)| *d == self).map_or("auto", |(_, n)| n)
+    }
+}
+
+impl fmt::Display for PortDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown `--port-driver` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown port driver {0:?}: expected auto, builtin, pasta, slirp4netns or nftables")]
+pub struct UnknownPortDriver(pub String);
+
+impl FromStr for PortDriver {
+    type Err = UnknownPortDriver;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)).map(|(d, _)| *d).ok_or_else(|| UnknownPortDriver(s.into()))
+    }
+}
+
+/// The driver a run uses, after `auto` is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChosenDriver {
+    /// No port is published: nothing forwards.
+    None,
+    /// pelagos-net's relay.
+    Builtin,
+    /// The mode's own mechanism (pasta, slirp4netns or nftables).
+    Native,
+}
+
+/// The resolved driver and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DriverChoice {
+    /// What forwards the ports.
+    pub driver: ChosenDriver,
+    /// Its name for people (`builtin`, `pasta`, `slirp4netns`, `nftables`, `none`).
+    pub name: String,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
+/// A driver that the mode cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("port driver {driver} does not work with --network {mode}: use {valid}")]
+pub struct DriverMismatch {
+    /// Asked for.
+    pub driver: PortDriver,
+    /// The mode.
+    pub mode: String,
+    /// What would work.
+    pub valid: String,
+}
+
+/// What `auto` needs to know about the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverFacts {
+    /// The pasta build has the tap-path TCP bugs (Debian 12's 2023-03-09 build does).
+    pub pasta_tap_bugs: bool,
+}
+
+fn native_name(mode: &NetworkMode) -> Option<&'static str> {
+    match mode {
+        NetworkMode::Pasta => Some("pasta"),
+        NetworkMode::Slirp4netns => Some("slirp4netns"),
+        NetworkMode::Bridge(_) => Some("nftables"),
+        _ => None,
+    }
+}
+
+fn native_driver(mode: &NetworkMode) -> Option<PortDriver> {
+    match mode {
+        NetworkMode::Pasta => Some(PortDriver::Pasta),
+        NetworkMode::Slirp4netns => Some(PortDriver::Slirp4netns),
+        NetworkMode::Bridge(_) => Some(PortDriver::Nftables),
+        _ => None,
+    }
+}
+
+/// Resolve `requested` for `mode` and `ports`. Pure.
+pub fn choose_driver(
+    mode: &NetworkMode,
+    requested: PortDriver,
+    ports: &[PortMapping],
+    facts: DriverFacts,
+) -> Result<DriverChoice, DriverMismatch> {
+    let native = native_driver(mode);
+    if requested != PortDriver::Auto && requested != PortDriver::Builtin && Some(requested) != native {
+        let valid = match native {
+            Some(n) => format!("auto, builtin or {n}"),
+            None => "auto or builtin".into(),
+        };
+        return Err(DriverMismatch { driver: requested, mode: mode.to_string(), valid });
+    }
+    let choice = |driver: ChosenDriver, reason: &str| {
+        let name = match driver {
+            ChosenDriver::None => "none",
+            ChosenDriver::Builtin => "builtin",
+            ChosenDriver::Native => native_name(mode).unwrap_or("none"),
+        };
+        Ok(DriverChoice { driver, name: name.into(), reason: reason.into() })
+    };
+    if ports.is_empty() || matches!(mode, NetworkMode::Host) {
+        return choice(ChosenDriver::None, "no port is published");
+    }
+    match requested {
+        PortDriver::Builtin => return choice(ChosenDriver::Builtin, "asked for with --port-driver builtin"),
+        PortDriver::Auto => {}
+        _ => return choice(ChosenDriver::Native, "asked for with --port-driver"),
+    }
+    let all_loopback = ports.iter().all(|m| m.host_ip.is_some_and(|ip| ip.is_loopback()));
+    match mode {
+        NetworkMode::Pasta if all_loopback => choice(
+            ChosenDriver::Native,
+            "every published port binds a loopback address, which pasta serves on its splice path, correct on every build",
+        ),
+        NetworkMode::Pasta if !facts.pasta_tap_bugs => {
+            choice(ChosenDriver::Native, "this pasta build has the tap-path TCP fixes (2023_10_04, 2024_08_06)")
+        }
+        NetworkMode::Pasta => choice(
+            ChosenDriver::Builtin,
+            "this pasta build breaks TCP for clients not on the host's loopback (server-speaks-first hangs, \
+             half-close corrupts; fixed in passt 2023_10_04 and 2024_08_06), so pelagos-net relays the ports itself",
+        ),
+        NetworkMode::Slirp4netns => choice(
+            ChosenDriver::Builtin,
+            "the builtin driver keeps client source addresses and serves ranges, host-IP binds, IPv6 and loopback UDP, \
+             which slirp4netns cannot",
+        ),
+        NetworkMode::Bridge(_) if ports.iter().any(|m| m.host_ip.is_some_and(|ip| ip.is_ipv6())) => choice(
+            ChosenDriver::Builtin,
+            "a port binds an IPv6 host address, which kernel DNAT cannot send to an IPv4 bridge",
+        ),
+        NetworkMode::Bridge(_) => choice(ChosenDriver::Native, "kernel DNAT forwards without copying"),
+        _ => choice(ChosenDriver::Builtin, "this mode has no network helper; pelagos-net relays the ports itself"),
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;
