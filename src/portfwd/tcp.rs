@@ -17,8 +17,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Size asked for each relay pipe.
-pub(crate) const DEFAULT_PIPE_SIZE: usize = 512 * 1024;
+/// Size asked for each relay pipe: in `examples/bench_portfwd.rs`, 256 KiB
+/// relays as fast as 1 MiB (about 0.6x direct loopback) at about 0.2 core,
+/// and counts four times less against unprivileged pipe limits.
+pub(crate) const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
 /// Connections accepted per listener wake-up, so one busy port cannot
 /// starve the others.
 const ACCEPT_BATCH: usize = 64;
