@@ -544,3 +544,40 @@ fn slow_reader_applies_backpressure_with_bounded_memory() {
     assert_eq!(check_stream(&server, 7), LEN);
     drop(sender.join().unwrap());
 }
+
+#[test]
+fn ipv6_listener_reaches_an_ipv4_only_server() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["[::1]:8080:80"], ForwarderConfig::default()) else { return };
+    let server = rig.serve("0.0.0.0:80", 1, |mut s| s.write_all(b"v4 server").unwrap());
+    let mut client = in_netns(&rig.topo.host, || TcpStream::connect("[::1]:8080").unwrap());
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "v4 server");
+    server.join().unwrap();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_reset() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let cfg = ForwarderConfig { max_connections: 1, ..ForwarderConfig::default() };
+    let Some(rig) = Rig::new(&["8080:80"], cfg) else { return };
+    let server = rig.serve("0.0.0.0:80", 1, |mut s| {
+        s.write_all(b"first").unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    let mut first = rig.connect(ClientPath::Loopback, 8080);
+    let mut banner = [0; 5];
+    first.read_exact(&mut banner).unwrap();
+    let mut second = rig.connect(ClientPath::Loopback, 8080);
+    let mut buf = [0; 1];
+    match second.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+        Ok(n) => panic!("second connection got {n} bytes past the limit"),
+    }
+    assert_eq!(rig.fwd().stats().tcp_rejected, 1);
+    drop(first);
+    server.join().unwrap();
+}
