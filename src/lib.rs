@@ -60,6 +60,7 @@ pub mod network;
 pub mod pasta;
 pub mod paths;
 pub mod plan;
+pub mod portfwd;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;

@@ -1,0 +1,174 @@
+//! Thin, checked system calls the relay needs beyond what `nix` wraps with
+//! owned descriptors. Every descriptor is owned the moment it exists.
+
+use super::attempt::Transparent;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use nix::sys::socket::{MsgFlags, Shutdown, SockFlag, SockaddrLike, SockaddrStorage, getpeername, setsockopt, sockopt};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Spawns a named thread with every signal blocked from its first
+/// instruction (the mask is inherited from the spawning thread, which blocks
+/// all signals only around the spawn).
+pub(crate) fn spawn_with_signals_blocked<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    spawned
+}
+
+/// A `SocketAddr` from a kernel socket address (IPv4 or IPv6 only).
+pub(crate) fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Some(SocketAddr::V4(SocketAddrV4::from(*v4)))
+    } else {
+        addr.as_sockaddr_in6().map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+    }
+}
+
+/// Accepts one connection, nonblocking and close-on-exec, with its peer.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> Result<(OwnedFd, SocketAddr), Errno> {
+    let raw = nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd())?;
+    let peer = socket_addr(&peer).ok_or(Errno::EAFNOSUPPORT)?;
+    Ok((fd, peer))
+}
+
+/// Outcome of starting a nonblocking connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connect {
+    /// Connected already.
+    Done,
+    /// In progress: wait for the socket to become writable.
+    InProgress,
+}
+
+/// Starts connecting `fd` to `dest`.
+pub(crate) fn connect(fd: BorrowedFd<'_>, dest: SocketAddr) -> Result<Connect, Errno> {
+    match nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(dest)) {
+        Ok(()) => Ok(Connect::Done),
+        Err(Errno::EINPROGRESS) | Err(Errno::EINTR) => Ok(Connect::InProgress),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pending error of a socket (`SO_ERROR`), `Ok` when there is none.
+pub(crate) fn socket_error(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    match nix::sys::socket::getsockopt(&fd, sockopt::SocketError)? {
+        0 => Ok(()),
+        e => Err(Errno::from_raw(e)),
+    }
+}
+
+/// Makes `fd` send its client's address: transparent, marked, bound to
+/// `(source, 0)` with the port chosen at connect.
+pub(crate) fn make_transparent(fd: BorrowedFd<'_>, t: &Transparent) -> Result<(), Errno> {
+    match t.source {
+        IpAddr::V4(_) => setsockopt(&fd, sockopt::IpTransparent, &true)?,
+        IpAddr::V6(_) => set_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?,
+    }
+    setsockopt(&fd, sockopt::Mark, &t.mark)?;
+    // Best effort: without it the port is picked at bind, which only narrows
+    // the ports a busy client address can use.
+    let _ = set_int(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(SocketAddr::new(t.source, 0)))
+}
+
+fn set_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Arms `SO_LINGER` 0 so that closing `fd` sends a reset.
+pub(crate) fn arm_reset(fd: BorrowedFd<'_>) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let _ = setsockopt(&fd, sockopt::Linger, &linger);
+}
+
+/// `shutdown(fd, SHUT_WR)`; a socket already gone is not an error here.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    match nix::sys::socket::shutdown(fd.as_raw_fd(), Shutdown::Write) {
+        Ok(()) | Err(Errno::ENOTCONN) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A pipe (read end, write end), nonblocking and close-on-exec, asked to
+/// hold `size` bytes; returns its actual capacity.
+pub(crate) fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd, usize), Errno> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let wanted = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    let cap = match fcntl(&w, FcntlArg::F_SETPIPE_SZ(wanted)) {
+        Ok(cap) => cap,
+        // Over the unprivileged limits: keep the kernel's default size.
+        Err(_) => fcntl(&w, FcntlArg::F_GETPIPE_SZ)?,
+    };
+    Ok((r, w, usize::try_from(cap).unwrap_or(0)))
+}
+
+/// `splice(2)` between a socket and a pipe, never blocking.
+pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    loop {
+        match nix::fcntl::splice(from, None, to, None, len, flags) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Receives one datagram without blocking, with its sender.
+pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<SocketAddr>), Errno> {
+    let (n, from) = nix::sys::socket::recvfrom::<SockaddrStorage>(fd.as_raw_fd(), buf)?;
+    Ok((n, from.as_ref().and_then(socket_addr)))
+}
+
+/// Sends one datagram on a connected socket without blocking.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+    nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
+}
+
+/// Sends one datagram to `to` without blocking.
+pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, Errno> {
+    let addr = SockaddrStorage::from(to);
+    debug_assert!(addr.len() > 0);
+    nix::sys::socket::sendto(fd.as_raw_fd(), buf, &addr, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
+}
+
+/// Makes a caller-provided descriptor nonblocking.
+pub(crate) fn set_nonblocking(fd: impl AsFd) -> Result<(), Errno> {
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// CPU time (user + system) of the calling thread.
+pub(crate) fn thread_cpu() -> Duration {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD) {
+        Ok(usage) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64) + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            tv(usage.user_time()) + tv(usage.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
