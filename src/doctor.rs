@@ -122,6 +122,7 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
             }
         }
     });
+    out.push(port_driver_check(caps));
     out.push(match &caps.slirp4netns {
         Helper::Found { path, features } => check(
             "slirp4netns",
@@ -178,6 +179,19 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// What `--port-driver auto` does with published ports on this host.
+fn port_driver_check(caps: &HostCaps) -> Check {
+    let detail = match caps.pasta.features() {
+        Some(f) if f.tcp_tap_bugs.any() => {
+            "auto: builtin in every mode but bridge (this pasta build breaks published TCP ports: its tap path \
+             for non-loopback clients, and large transfers on its splice path); bridge: nftables"
+        }
+        Some(_) => "auto: pasta's own forwarding in pasta mode; slirp4netns and loopback modes: builtin; bridge: nftables",
+        None => "auto: builtin in slirp4netns and loopback modes; bridge: nftables",
+    };
+    check("port driver", Status::Pass, detail, None)
 }
 
 fn yes(b: bool) -> &'static str {
@@ -291,6 +305,8 @@ mod tests {
         assert_eq!(pasta.status, Status::Warn);
         let fix = pasta.fix.unwrap();
         assert!(fix.contains("2023_10_04") && fix.contains("2024_08_06"), "{fix}");
+        let driver = checks(&caps).into_iter().find(|c| c.name == "port driver").unwrap();
+        assert!(driver.detail.starts_with("auto: builtin in every mode but bridge"), "{}", driver.detail);
     }
 
     #[test]

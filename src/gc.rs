@@ -36,7 +36,8 @@ pub struct GcReport {
 /// Which step to take for a dead run's record, in teardown order (pure).
 pub fn steps(record: &RunRecord, proc_root: &std::path::Path) -> Vec<Step> {
     let mut out = Vec::new();
-    for p in [record.helper.as_ref().map(|h| h.process), record.child].into_iter().flatten() {
+    let factory = record.forwarder.as_ref().map(|f| f.factory);
+    for p in [record.helper.as_ref().map(|h| h.process), factory, record.child].into_iter().flatten() {
         if p.is_alive(proc_root) {
             out.push(Step::Kill(p));
         }
@@ -167,6 +168,7 @@ mod tests {
                 forwards: 1,
             }),
             selection: None,
+            forwarder: None,
         };
         let got = steps(&record, std::path::Path::new("/proc"));
         assert_eq!(got, vec![Step::Forwards, Step::Netns("/run/netns/pelagos-abc".into()), Step::Lease, Step::Record]);
@@ -185,6 +187,7 @@ mod tests {
             ports: vec![],
             bridge: None,
             selection: None,
+            forwarder: None,
         };
         assert_eq!(steps(&record, std::path::Path::new("/proc")), vec![Step::Kill(me), Step::Record]);
     }

@@ -47,6 +47,7 @@
 //! it explicitly: in PID/netns mode pasta does not exit when its target dies.
 
 pub mod bridge;
+pub mod builtin_ports;
 pub mod diagnose;
 pub mod doctor;
 pub mod firewall;

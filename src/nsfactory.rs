@@ -433,3 +433,17 @@ fn serve(ctl: RawFd) -> ! {
     }
 }
 
+
+impl crate::portfwd::SocketSource for SocketFactory {
+    fn socket(&mut self, family: crate::portfwd::SockFamily, kind: crate::portfwd::SockKind) -> io::Result<OwnedFd> {
+        let domain = match family {
+            crate::portfwd::SockFamily::V4 => libc::AF_INET,
+            crate::portfwd::SockFamily::V6 => libc::AF_INET6,
+        };
+        let ty = match kind {
+            crate::portfwd::SockKind::Stream => libc::SOCK_STREAM,
+            crate::portfwd::SockKind::Datagram => libc::SOCK_DGRAM,
+        };
+        SocketFactory::socket(self, domain, ty, 0)
+    }
+}

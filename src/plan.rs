@@ -10,6 +10,7 @@ use crate::probe::HostCaps;
 use crate::select::{Decision, Fallback, Request, Requested, SelectError, select};
 use crate::slirp::args::{SlirpFds, SlirpPlan, SlirpTarget};
 use crate::spec::config::NetworkConfig;
+use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, DriverMismatch, choose_driver};
 use crate::spec::mode::NetworkMode;
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -24,6 +25,9 @@ pub enum PlanError {
     /// The bridge network's definition could not be read.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The port driver does not fit the mode.
+    #[error(transparent)]
+    PortDriver(#[from] DriverMismatch),
 }
 
 /// What a run would do.
@@ -39,6 +43,8 @@ pub struct Plan {
     pub helper_argv: Option<Vec<String>>,
     /// What the mode can publish: host-IP binding, ranges, UDP, IPv6.
     pub port_support: Option<String>,
+    /// Who forwards the published ports, and why.
+    pub port_driver: DriverChoice,
 }
 
 fn argv_strings(program: &str, argv: &[std::ffi::OsString]) -> Vec<String> {
@@ -64,6 +70,9 @@ pub fn plan(
         _ => None,
     };
     let mode = decision.as_ref().map_or_else(|| network.mode.clone(), |d| d.mode.to_network_mode());
+    let facts = DriverFacts { pasta_tap_bugs: caps.pasta.features().is_none_or(|f| f.tcp_tap_bugs.any()) };
+    let port_driver = choose_driver(&mode, network.port_driver, &network.ports, facts)?;
+    let builtin = port_driver.driver == ChosenDriver::Builtin;
     let rootless = caps.euid != 0;
     let mut steps = Vec::new();
     let mut helper_argv = None;
@@ -78,6 +87,12 @@ pub fn plan(
     if !ephemeral.is_empty() {
         steps.push(format!("pick free host ports for {}", ephemeral.join(", ")));
     }
+    if builtin {
+        let all: Vec<String> = network.ports.iter().map(|m| m.to_string()).collect();
+        steps.push(format!("bind the host listeners of {} in this namespace", all.join(", ")));
+    }
+    // Ports the helper or the kernel forwards (none under the builtin driver).
+    let resolved: Vec<_> = if builtin { Vec::new() } else { resolved };
     match &mode {
         NetworkMode::Host => steps.push("exec the command in the caller's namespaces (no isolation)".into()),
         NetworkMode::Loopback | NetworkMode::Auto => {
@@ -166,8 +181,16 @@ pub fn plan(
             port_support = Some("host-IP binding (IPv4), ranges, UDP; no IPv6".into());
         }
     }
+    if builtin {
+        steps.push(format!(
+            "fork the socket factory into the namespace; route marked packets (fwmark {:#x}) to a local table and \
+             set tcp_fwmark_accept, so TCP servers see client source addresses; start the relay thread (epoll, splice)",
+            crate::builtin_ports::SOURCE_MARK
+        ));
+        port_support = Some("host-IP binding, ranges, UDP, IPv6; TCP client source addresses kept".into());
+    }
     steps.push("release the child to exec the command; forward signals; tear down in reverse at exit".into());
-    Ok(Plan { mode: mode.to_string(), decision, steps, helper_argv, port_support })
+    Ok(Plan { mode: mode.to_string(), decision, steps, helper_argv, port_support, port_driver })
 }
 
 fn yes(b: bool) -> &'static str {
@@ -202,6 +225,9 @@ pub fn render(plan: &Plan) -> String {
     if let Some(p) = &plan.port_support {
         s.push_str(&format!("ports: {p}\n"));
     }
+    if plan.port_driver.driver != ChosenDriver::None {
+        s.push_str(&format!("port driver: {} ({})\n", plan.port_driver.name, plan.port_driver.reason));
+    }
     s.push_str("steps:\n");
     for (i, step) in plan.steps.iter().enumerate() {
         s.push_str(&format!("  {}. {step}\n", i + 1));
@@ -224,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_its_argv_and_forward() {
+    fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() {
         let mut caps = rootless();
         caps.pasta = debian_pasta();
         let tmp = tempfile::tempdir().unwrap();
@@ -236,7 +262,34 @@ mod tests {
             argv.contains("--userns-path=/proc/<child>/ns/user") && argv.contains("--disable-host-loopback"),
             "{argv}"
         );
+        assert_eq!(p.port_driver.name, "builtin");
+        assert!(!p.steps.iter().any(|s| s.contains("add_hostfwd")), "{:?}", p.steps);
+        assert!(p.steps.iter().any(|s| s.contains("socket factory")), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn slirp4netns_driver_on_request_plans_its_hostfwd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = cfg("slirp4netns", &["8080:80"]);
+        c.port_driver = crate::spec::driver::PortDriver::Slirp4netns;
+        let p = plan(&c, None, &rootless(), tmp.path()).unwrap();
         assert!(p.steps.iter().any(|s| s.contains("add_hostfwd") && s.contains("8080:80/tcp")), "{:?}", p.steps);
+    }
+
+    #[test]
+    fn debian_pasta_with_an_all_interfaces_port_plans_the_builtin_driver_and_says_why() {
+        let mut caps = rootless();
+        caps.pasta = debian_pasta();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = plan(&cfg("pasta", &["8080:80"]), None, &caps, tmp.path()).unwrap();
+        let text = render(&p);
+        assert!(text.contains("port driver: builtin (this pasta build breaks TCP on published ports"), "{text}");
+        assert!(p.helper_argv.unwrap().join(" ").contains("-t none"));
+        let mut c = cfg("pasta", &["127.0.0.1:8080:80"]);
+        c.port_driver = crate::spec::driver::PortDriver::Pasta;
+        let p = plan(&c, None, &caps, tmp.path()).unwrap();
+        assert_eq!(p.port_driver.name, "pasta");
+        assert!(p.helper_argv.unwrap().join(" ").contains("-t 127.0.0.1/8080:80"));
     }
 
     #[test]

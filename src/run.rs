@@ -22,6 +22,7 @@ use crate::paths::Paths;
 use crate::procfs::ProcessId;
 use crate::spec::config::NetworkConfig;
 use crate::spec::mode::NetworkMode;
+use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, DriverMismatch, PortDriver, choose_driver};
 use crate::spec::port::PortMapping;
 use crate::store::{RunRecord, Store, StoreError, new_run_id};
 use crate::userns::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
@@ -36,6 +37,8 @@ mod choose;
 mod helper;
 pub use helper::{Helper, HelperKind};
 mod command;
+mod forward;
+use forward::Forward;
 mod ports;
 mod slirp;
 pub use choose::needs_for;
@@ -158,6 +161,15 @@ pub enum RunError {
     /// Bridge teardown failed (every step was attempted).
     #[error(transparent)]
     BridgeTeardown(crate::bridge::TeardownErrors),
+    /// The port driver does not fit the mode.
+    #[error(transparent)]
+    PortDriver(#[from] DriverMismatch),
+    /// A published port could not be bound (builtin driver).
+    #[error(transparent)]
+    Listen(crate::portfwd::PortfwdError),
+    /// The builtin port driver could not start.
+    #[error(transparent)]
+    BuiltinPorts(#[from] crate::builtin_ports::BuiltinPortsError),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
@@ -196,6 +208,8 @@ pub struct RunReport {
     pub ready_after: Option<Duration>,
     /// How the mode was chosen, when it went through the selection ladder.
     pub decision: Option<crate::select::Decision>,
+    /// Who forwarded the published ports, and why.
+    pub port_driver: Option<DriverChoice>,
 }
 
 /// Run the command per `opts`. `Err` means the command never started
@@ -233,12 +247,19 @@ fn run_mode(
         check_tun(&opts.tun_path, euid)?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_program.as_deref())?;
+    let builtin = driver.driver == ChosenDriver::Builtin;
+    log::info!("port driver: {} ({})", driver.name, driver.reason);
+    // Ports the helper forwards itself (none when pelagos-net relays them).
+    let helper_ports: Vec<PortMapping> = if builtin { Vec::new() } else { ports.clone() };
     if let Some(program) = &pasta_program {
-        warn_known_pasta_bugs(program, &ports);
+        warn_known_pasta_bugs(program, &helper_ports);
     }
     if slirp_program.is_some() {
-        slirp::check_ports(&ports, &opts.network.host_loopback_ports)?;
+        slirp::check_ports(&helper_ports, &opts.network.host_loopback_ports)?;
     }
+    // Bound before anything else exists: a taken port fails first and cheaply.
+    let mut forward = if builtin { Forward::bind(&ports)? } else { Forward::none() };
     let runas = match (&pasta_program, rootless) {
         (Some(p), false) => runas_for_root(p),
         _ => None,
@@ -249,7 +270,7 @@ fn run_mode(
     // namespaces die with them), so it writes no record
     // (unless the record is needed to show how the mode was chosen).
     let store = match (mode, &selection) {
-        (NetworkMode::Loopback, None) => None,
+        (NetworkMode::Loopback, None) if !builtin => None,
         _ => Some(Store::open(&opts.paths.run_dir, euid)?),
     };
     if store.is_some() {
@@ -276,10 +297,12 @@ fn run_mode(
         ports: ports.clone(),
         bridge: None,
         selection,
+        forwarder: None,
     };
     write(&record)?;
 
-    let mut res = Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None };
+    let mut res =
+        Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None, ports: None };
     let spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
@@ -329,7 +352,7 @@ fn run_mode(
         };
         let plan = PastaPlan {
             target,
-            ports: ports.clone(),
+            ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
         };
@@ -355,7 +378,7 @@ fn run_mode(
     if let Some(program) = &slirp_program {
         let mut cancel = || signals.pending_termination().is_some();
         let socket = opts.paths.run_dir.join(format!("slirp-{}.sock", record.id));
-        match slirp::start(program, child.pid(), rootless, socket, &ports, &proc_root, opts.ready_timeout, &mut cancel)
+        match slirp::start(program, child.pid(), rootless, socket, &helper_ports, &proc_root, opts.ready_timeout, &mut cancel)
         {
             Ok(setup) => {
                 ready_after = Some(setup.ready_after);
@@ -373,13 +396,38 @@ fn run_mode(
         return Err(res.fail(e.into()));
     }
 
+    match forward.start(child.pid(), rootless, &proc_root) {
+        Ok(Some(started)) => {
+            record.forwarder = Some(started.record());
+            res.ports = Some(started);
+            if let Err(e) = write(&record) {
+                child.kill_and_reap();
+                return Err(res.fail(e.into()));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(res.fail(e));
+        }
+    }
+
     if let Err(e) = start_command(&mut child, opts, &ports) {
         return Err(res.fail(e));
     }
 
     let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
     let (helper_output, teardown_errors) = res.teardown();
-    Ok(RunReport { exit_code, helper_output, helper_died, teardown_errors, ports, ready_after, decision: None })
+    Ok(RunReport {
+        exit_code,
+        helper_output,
+        helper_died,
+        teardown_errors,
+        ports,
+        ready_after,
+        decision: None,
+        port_driver: Some(driver),
+    })
 }
 
 /// What a run created, torn down in reverse order with every error kept.
@@ -388,11 +436,17 @@ struct Resources<'a> {
     record_id: String,
     netns_path: Option<PathBuf>,
     helper: Option<Helper>,
+    ports: Option<forward::Started>,
 }
 
 impl Resources<'_> {
     fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
         let mut errors = Vec::new();
+        // Listeners first: no new connection is accepted into a namespace
+        // that is going away.
+        if let Some(ports) = self.ports.take() {
+            ports.stop();
+        }
         let output = self.helper.take().map(|helper| {
             let (output, helper_errors) = helper.teardown();
             errors.extend(helper_errors);
@@ -420,6 +474,22 @@ impl Resources<'_> {
             RunError::Teardown(all)
         }
     }
+}
+
+/// Resolve the port driver; pasta is probed only when `auto` depends on
+/// its build.
+pub(super) fn choose_port_driver(
+    mode: &NetworkMode,
+    requested: PortDriver,
+    ports: &[PortMapping],
+    pasta: Option<&Path>,
+) -> Result<DriverChoice, RunError> {
+    let probe_needed = requested == PortDriver::Auto && !ports.is_empty();
+    let pasta_tap_bugs = match pasta {
+        Some(p) if probe_needed => crate::pasta::features::probe(p).map_or(true, |f| f.tcp_tap_bugs().any()),
+        _ => true,
+    };
+    Ok(choose_driver(mode, requested, ports, DriverFacts { pasta_tap_bugs })?)
 }
 
 fn find_slirp(opts: &RunOptions) -> Result<PathBuf, RunError> {

@@ -161,6 +161,11 @@ pub struct Needs {
     pub ports: PortFeatures,
     /// The host's loopback services as 127.0.0.1:PORT inside (`--host-port`; pasta only).
     pub host_loopback: bool,
+    /// Ports must be forwarded by the mode's own mechanism (`--port-driver`
+    /// pasta, slirp4netns or nftables). Otherwise the builtin driver may
+    /// publish what a mode cannot (ranges and IPv6 under slirp4netns, any
+    /// port in loopback mode, IPv6 on a bridge).
+    pub native_ports_only: bool,
 }
 
 /// What to do when the request cannot be met in full.

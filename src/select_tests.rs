@@ -114,11 +114,18 @@ fn hostile_hosts_choose_the_right_mode_for_the_right_reason() {
         ("rootless, c2c", rootless(), auto(c2c()), Want::Degraded(Mode::Pasta, "bridge networks need CAP_NET_ADMIN")),
         ("net admin without sys admin, c2c", with(|c| c.cap_sys_admin = false, root), auto(c2c()),
             Want::Degraded(Mode::Pasta, "CAP_SYS_ADMIN to mount")),
-        ("ranges without pasta", with(|c| c.pasta = Helper::Missing, rootless),
-            auto(Needs { ports: PortFeatures { ranges: true, ..Default::default() }, ..egress() }),
+        ("ranges without pasta, native forwarding only", with(|c| c.pasta = Helper::Missing, rootless),
+            auto(Needs { ports: PortFeatures { ranges: true, ..Default::default() }, native_ports_only: true, ..egress() }),
             Want::Degraded(Mode::Slirp4netns, "cannot publish port ranges")),
-        ("ipv6 ports on a bridge", root(), auto(Needs { ports: PortFeatures { ipv6: true, ..Default::default() }, ..c2c() }),
+        ("ranges without pasta, builtin driver allowed", with(|c| c.pasta = Helper::Missing, rootless),
+            auto(Needs { ports: PortFeatures { ranges: true, ..Default::default() }, ..egress() }),
+            Want::Clean(Mode::Slirp4netns, "first usable rung")),
+        ("ipv6 ports on a bridge, native forwarding only", root(),
+            auto(Needs { ports: PortFeatures { ipv6: true, ..Default::default() }, native_ports_only: true, ..c2c() }),
             Want::Degraded(Mode::Bridge(None), "IPv4-only")),
+        ("ipv6 ports on a bridge, builtin driver allowed", root(),
+            auto(Needs { ports: PortFeatures { ipv6: true, ..Default::default() }, ..c2c() }),
+            Want::Clean(Mode::Bridge(None), "container-to-container")),
         ("nothing needed", rootless(), auto(Needs::default()), Want::Clean(Mode::Pasta, "rootless")),
     ];
     for (name, caps, req, want) in cases {
@@ -191,7 +198,7 @@ fn explicit_modes_are_kept_refused_or_replaced_by_policy() {
 
     let lo_req = |fallback| explicit(Mode::Loopback, egress(), fallback);
     let err = select(&lo_req(Fallback::Strict), &rootless()).unwrap_err();
-    assert!(err.to_string().contains("loopback cannot publish ports"), "{err}");
+    assert!(err.to_string().contains("loopback has no egress"), "{err}");
     let d = select(&lo_req(Fallback::Warn), &rootless()).unwrap();
     assert_eq!((&d.mode, d.degraded), (&Mode::Loopback, true), "an explicit mode that runs is kept");
     assert!(d.warning.unwrap().starts_with("loopback was requested, but loopback has no egress"));

@@ -96,6 +96,19 @@ pub struct RunRecord {
     /// How the mode was chosen (`auto` or `--fallback`), degraded or not.
     #[serde(default)]
     pub selection: Option<Selection>,
+    /// The builtin port driver, once relaying.
+    #[serde(default)]
+    pub forwarder: Option<ForwarderRecord>,
+}
+
+/// A run's builtin port driver: its listeners live in the owner and close
+/// with it; the socket factory is a separate process `gc` may have to stop.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ForwarderRecord {
+    /// The socket factory inside the namespace.
+    pub factory: ProcessId,
+    /// Listening addresses (`ADDR:PORT/PROTO`).
+    pub listeners: Vec<String>,
 }
 
 /// The selection ladder's verdict, as recorded for a run.
@@ -254,6 +267,7 @@ mod tests {
             ports: vec![],
             bridge: None,
             selection: None,
+            forwarder: None,
         }
     }
 

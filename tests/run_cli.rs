@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::running::{Running, eventually};
 use common::{Env, Tier, Topology, describe, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -42,47 +43,6 @@ ts = [threading.Thread(target=serve, args=(int(p),), daemon=True) for p in sys.a
 [t.start() for t in ts]
 [t.join() for t in ts]
 "#;
-
-/// Start `pelagos-net run ARGS` in the background; kill it on drop.
-struct Running {
-    child: std::process::Child,
-}
-
-impl Running {
-    fn start(topo: &Topology, env: &Env, args: &[&str]) -> Self {
-        let child =
-            topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pelagos-net");
-        Self { child }
-    }
-
-    /// Stop with SIGTERM (forwarded to the command) and collect the output.
-    fn stop(mut self) -> std::process::Output {
-        // `ip netns exec` execs setpriv which execs pelagos-net: same pid.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let child = std::mem::replace(&mut self.child, std::process::Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Retry `f` until it succeeds or `secs` pass (the command needs a moment to bind).
-fn eventually<T>(secs: u64, mut f: impl FnMut() -> std::io::Result<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("gave up after {secs}s: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
 
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -282,8 +242,8 @@ fn taken_host_port_fails_with_the_port_named(env: Env) {
     let host_port = port(23000);
     let blocker = topo.in_host(move || TcpListener::bind(("0.0.0.0", host_port)).unwrap());
     let spec = format!("{host_port}:80");
-    let out = topo.cli(&env, &["run", "--network", "pasta", "-p", &spec, "--", "true"]).output().unwrap();
-    drop(blocker);
+    let pasta = ["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "true"];
+    let out = topo.cli(&env, &pasta).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(stderr.contains(&format!("host port {host_port}/tcp already in use")), "{stderr}");
@@ -291,6 +251,13 @@ fn taken_host_port_fails_with_the_port_named(env: Env) {
         stderr.contains("--- pasta output ---") && stderr.contains("Failed to bind"),
         "pasta's own output missing: {stderr}"
     );
+    // The builtin driver binds before any namespace exists.
+    let builtin = ["run", "--network", "pasta", "--port-driver", "builtin", "-p", &spec, "--", "true"];
+    let out = topo.cli(&env, &builtin).output().unwrap();
+    drop(blocker);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains(&format!("bind tcp 0.0.0.0:{host_port}: port in use")), "{stderr}");
     topo.assert_clean();
 }
 
@@ -427,7 +394,8 @@ fn pasta_starts_with_no_signal_blocked(env: Env) {
          done"
     );
     let spec = format!("{host_port}:80");
-    let out = topo.cli(&env, &["run", "--network", "pasta", "-p", &spec, "--", "sh", "-c", &script]).output().unwrap();
+    let args = ["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "sh", "-c", &script];
+    let out = topo.cli(&env, &args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("SigBlk"), "{}", describe(&out));
     for line in stdout.lines() {

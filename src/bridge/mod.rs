@@ -191,6 +191,7 @@ pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Bri
             forwards: plan.forwards.len(),
         }),
         selection: None,
+        forwarder: None,
     };
     if let Err(e) = store.write_record(&record) {
         let _ = leases.release(req.def.name.as_str(), address, req.id);

@@ -8,7 +8,9 @@ use crate::network::{DEFAULT_NETWORK, load_network_def};
 use crate::procfs::ProcessId;
 use crate::spec::ifname::NetworkName;
 use crate::store::new_run_id;
+use crate::nsfactory::FactoryTarget;
 use crate::userns::{ChildSpec, NsChild, NsKind};
+use super::forward::Forward;
 use std::os::fd::AsRawFd;
 
 /// Run the command on a bridge network.
@@ -20,12 +22,19 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let name = network.map_or(DEFAULT_NETWORK, |n| n.as_str());
     let def = load_network_def(&opts.paths.config_dir, name).map_err(RunError::Network)?;
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    let mode = crate::spec::mode::NetworkMode::Bridge(network.cloned());
+    let driver = super::choose_port_driver(&mode, opts.network.port_driver, &ports, None)?;
+    log::info!("port driver: {} ({})", driver.name, driver.reason);
+    let builtin = driver.driver == crate::spec::driver::ChosenDriver::Builtin;
+    let mut forward = if builtin { Forward::bind(&ports)? } else { Forward::none() };
+    // Ports the kernel forwards (none when pelagos-net relays them).
+    let dnat_ports = if builtin { Vec::new() } else { ports.clone() };
     let signals = SignalGuard::new()?;
     let id = new_run_id();
     let proc_root = &opts.paths.proc_root;
     let owner =
         ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 });
-    let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &ports, ip: opts.ip, owner };
+    let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &dnat_ports, ip: opts.ip, owner };
     if let Err(e) = crate::gc::gc(&opts.paths, false) {
         log::debug!("gc before setup: {e}");
     }
@@ -45,6 +54,15 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
             Err(t) => RunError::Teardown(vec![err, RunError::BridgeTeardown(t)]),
         }
     };
+    let relay = match forward.start_in(FactoryTarget { userns: None, netns: setup.netns_path() }, proc_root) {
+        Ok(relay) => relay,
+        Err(e) => return Err(fail(setup, e)),
+    };
+    if let Some(r) = &relay
+        && let Err(e) = record_forwarder(&opts.paths.run_dir, &id, r)
+    {
+        log::debug!("record the port relay of {id}: {e}");
+    }
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
         Err(e) => return Err(fail(setup, e.into())),
@@ -57,6 +75,9 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         return Err(fail(setup, e));
     }
     let (exit_code, _) = supervise(&mut child, &signals, None);
+    if let Some(r) = relay {
+        r.stop();
+    }
     let teardown_errors = match teardown_network(setup) {
         Ok(()) => Vec::new(),
         Err(errors) => vec![RunError::BridgeTeardown(errors)],
@@ -69,5 +90,18 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         ports,
         ready_after: None,
         decision: None,
+        port_driver: Some(driver),
     })
+}
+
+/// Add the relay to the run record `setup_bridge_network` wrote, so `gc`
+/// can stop its socket factory after a crash (it also dies with us).
+fn record_forwarder(run_dir: &std::path::Path, id: &str, relay: &super::forward::Started) -> Result<(), RunError> {
+    let store = crate::store::Store::open(run_dir, 0)?;
+    let records = store.records()?;
+    if let Some(mut record) = records.into_iter().flatten().find(|r| r.id == id) {
+        record.forwarder = Some(relay.record());
+        store.write_record(&record)?;
+    }
+    Ok(())
 }

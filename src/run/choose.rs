@@ -4,6 +4,7 @@
 //! if it cannot run, the run fails with its own error), which keeps the
 //! common path free of probing.
 
+use crate::spec::driver::PortDriver;
 use super::RunError;
 use crate::probe::{HostCaps, ProbeRoots};
 use crate::select::{Decision, Fallback, Needs, PortFeatures, Request, Requested, select};
@@ -24,6 +25,7 @@ pub fn needs_for(network: &NetworkConfig) -> Needs {
             _ => None,
         },
         host_loopback: !network.host_loopback_ports.is_empty(),
+        native_ports_only: !matches!(network.port_driver, PortDriver::Auto | PortDriver::Builtin),
         ports: PortFeatures {
             host_ip_binding: ports.iter().any(|m| m.host_ip.is_some()),
             ranges: ports.iter().any(|m| m.container.len() > 1),

@@ -125,14 +125,16 @@ pub(super) fn blockers(mode: &Mode, caps: &HostCaps) -> Vec<Blocker> {
 pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
     let mut out = Vec::new();
     let ports = needs.published_ports.then_some(&needs.ports);
+    // What only the mode's own forwarding lacks; the builtin driver has it.
+    let native_ports = ports.filter(|_| needs.native_ports_only);
     match mode {
         Mode::Host => {}
         Mode::Loopback => {
             if needs.egress {
                 out.push("loopback has no egress".to_owned());
             }
-            if needs.published_ports {
-                out.push("loopback cannot publish ports".to_owned());
+            if needs.published_ports && needs.native_ports_only {
+                out.push("loopback has no port forwarding of its own (use --port-driver builtin)".to_owned());
             }
             if needs.host_loopback {
                 out.push("loopback cannot reach the host's 127.0.0.1 (--host-port)".to_owned());
@@ -144,18 +146,18 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
                 out.push("slirp4netns cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
             }
             let can = crate::slirp::api::supported_port_features();
-            if ports.is_some_and(|p| p.ranges) && !can.ranges {
+            if native_ports.is_some_and(|p| p.ranges) && !can.ranges {
                 out.push("slirp4netns cannot publish port ranges (its API forwards one port at a time)".to_owned());
             }
-            if ports.is_some_and(|p| p.ipv6) && !can.ipv6_host_ip {
+            if native_ports.is_some_and(|p| p.ipv6) && !can.ipv6_host_ip {
                 out.push(
                     "slirp4netns cannot publish ports on IPv6 host addresses (its API binds IPv4 only)".to_owned(),
                 );
             }
-            if ports.is_some_and(|p| p.udp) && !can.udp {
+            if native_ports.is_some_and(|p| p.udp) && !can.udp {
                 out.push("slirp4netns cannot publish UDP ports".to_owned());
             }
-            if ports.is_some_and(|p| p.host_ip_binding) && !can.host_ip {
+            if native_ports.is_some_and(|p| p.host_ip_binding) && !can.host_ip {
                 out.push("slirp4netns cannot bind a published port to one host address".to_owned());
             }
         }
@@ -163,8 +165,8 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
             if needs.host_loopback {
                 out.push("bridge networks cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
             }
-            if ports.is_some_and(|p| p.ipv6) {
-                out.push("bridge networks are IPv4-only and cannot publish IPv6 ports".to_owned());
+            if native_ports.is_some_and(|p| p.ipv6) {
+                out.push("bridge networks are IPv4-only and cannot DNAT IPv6 ports (use --port-driver builtin)".to_owned());
             }
         }
     }

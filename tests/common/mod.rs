@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod running;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsFd;

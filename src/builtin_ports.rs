@@ -1,0 +1,163 @@
+//! The builtin port driver of a run: listeners on the host, a socket
+//! factory inside the namespace, source-address routing, and the relay.
+//!
+//! Order matters and is the same for every mode:
+//! 1. [`bind_listeners`] in the host namespace, before anything else is
+//!    created, so a taken port fails the run first and cheaply;
+//! 2. once the namespace's network is ready, [`start_builtin_ports`] forks
+//!    the [`SocketFactory`] into it, reads the namespace's routed addresses,
+//!    installs the source-preservation routing (below), and starts the
+//!    [`Forwarder`] thread;
+//! 3. [`stop_builtin_ports`] closes the listeners and connections and
+//!    stops the factory. The routing lives in the namespace and dies with it.
+//!
+//! # Keeping the client's address
+//!
+//! For a TCP client that is not on the host's loopback, the relay's socket
+//! inside the namespace is made transparent (`IP_TRANSPARENT`), marked
+//! ([`SOURCE_MARK`]), bound to the client's own address and connected to
+//! the namespace's routed address, so the server sees the real client. The
+//! server's replies are addressed to the client, so they must not leave by
+//! the default route: `tcp_fwmark_accept` gives the server's accepted
+//! socket the mark of the connection request, and a rule sends marked
+//! packets to a table whose only route is `local default dev lo`, which
+//! delivers them back to the relay's socket. Loopback clients and UDP are
+//! relayed from the namespace's own loopback (a UDP server's replies carry
+//! no mark to route by). When the routing cannot be installed, the run
+//! still works, with every client seen as a loopback one, and says so.
+
+use crate::netlink::{IpFamily, Netlink, NetlinkError};
+use crate::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
+use crate::portfwd::{Forwarder, ForwarderConfig, ForwarderReport, Listener, PortfwdError, Targets};
+use crate::procfs::ProcessId;
+use std::path::Path;
+
+pub use crate::portfwd::bind_listeners;
+
+/// Firewall mark of the relay's source-preserving sockets (and, through
+/// `tcp_fwmark_accept`, of the server's replies to them).
+pub const SOURCE_MARK: u32 = 0x504e;
+/// Routing table holding `local default dev lo` for marked packets.
+pub const SOURCE_TABLE: u32 = 0x504e;
+/// Priority of the rule, ahead of the `local` table's (0 is taken by it).
+const SOURCE_RULE_PRIORITY: u32 = 100;
+
+/// Errors starting the builtin driver.
+#[derive(Debug, thiserror::Error)]
+pub enum BuiltinPortsError {
+    /// The socket factory could not start or enter the namespace.
+    #[error(transparent)]
+    Factory(#[from] FactoryError),
+    /// The namespace's rtnetlink socket could not be had.
+    #[error("open rtnetlink inside the namespace")]
+    Netlink(#[source] NetlinkError),
+    /// Asking the factory for a socket failed.
+    #[error("get a socket inside the namespace")]
+    Socket(#[source] std::io::Error),
+    /// The relay could not start.
+    #[error(transparent)]
+    Relay(#[from] PortfwdError),
+}
+
+/// What the driver needs to start.
+#[derive(Debug)]
+pub struct BuiltinPortsConfig<'a> {
+    /// The namespaces to relay into.
+    pub target: FactoryTarget<'a>,
+    /// `/proc`.
+    pub proc_root: &'a Path,
+    /// Keep TCP client source addresses (see the module docs).
+    pub preserve_source: bool,
+}
+
+/// A running builtin driver.
+#[derive(Debug)]
+pub struct BuiltinPorts {
+    forwarder: Forwarder,
+    factory: ProcessId,
+    /// Whether client addresses are kept (the routing is in place).
+    pub preserving: bool,
+}
+
+impl BuiltinPorts {
+    /// The factory process, for the run record.
+    pub fn factory_id(&self) -> ProcessId {
+        self.factory
+    }
+
+    /// The relay, for statistics.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+}
+
+/// Start relaying `listeners` into the namespace of `cfg.target`.
+pub fn start_builtin_ports(
+    listeners: Vec<Listener>,
+    cfg: &BuiltinPortsConfig<'_>,
+) -> Result<BuiltinPorts, BuiltinPortsError> {
+    let mut factory = SocketFactory::spawn(&cfg.target, cfg.proc_root)?;
+    let netlink_fd = factory.netlink_route().map_err(BuiltinPortsError::Socket)?;
+    let mut netlink = Netlink::from_fd(netlink_fd).map_err(BuiltinPortsError::Netlink)?;
+    let routed = netlink.routed_addresses().map_err(BuiltinPortsError::Netlink)?;
+    let targets = Targets { v4: routed.v4, v6: routed.v6 };
+    let preserving = cfg.preserve_source
+        && (routed.v4.is_some() || routed.v6.is_some())
+        && match install_source_routing(&mut factory, &mut netlink, routed.v4.is_some(), routed.v6.is_some()) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("cannot keep client source addresses (servers will see 127.0.0.1): {e}");
+                false
+            }
+        };
+    let factory_id = factory.id();
+    let config = ForwarderConfig {
+        targets,
+        preserve_source: preserving.then_some(SOURCE_MARK),
+        ..ForwarderConfig::default()
+    };
+    let forwarder = Forwarder::start(listeners, Box::new(factory), config)?;
+    Ok(BuiltinPorts { forwarder, factory: factory_id, preserving })
+}
+
+/// Errors installing the source-preservation routing.
+#[derive(Debug, thiserror::Error)]
+enum RoutingError {
+    #[error("set net.ipv4.tcp_fwmark_accept inside the namespace")]
+    Sysctl(#[source] std::io::Error),
+    #[error("find lo inside the namespace")]
+    NoLoopback,
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+}
+
+fn install_source_routing(
+    factory: &mut SocketFactory,
+    netlink: &mut Netlink,
+    v4: bool,
+    v6: bool,
+) -> Result<(), RoutingError> {
+    factory.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
+    let lo = netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback)?;
+    for (present, family) in [(v4, IpFamily::V4), (v6, IpFamily::V6)] {
+        if !present {
+            continue;
+        }
+        netlink.add_local_default_route(family, SOURCE_TABLE, lo).or_else(ignore_exists)?;
+        netlink.add_fwmark_rule(family, SOURCE_MARK, SOURCE_TABLE, SOURCE_RULE_PRIORITY).or_else(ignore_exists)?;
+    }
+    Ok(())
+}
+
+/// A namespace shared by several runs (a bridge netns is per run, but a
+/// retried setup may meet its own earlier routing) already has it.
+fn ignore_exists(e: NetlinkError) -> Result<(), NetlinkError> {
+    if e.is_exists() { Ok(()) } else { Err(e) }
+}
+
+/// Stop the relay and the factory.
+pub fn stop_builtin_ports(ports: BuiltinPorts) -> ForwarderReport {
+    // The factory is owned by the forwarder (its socket source) and stops
+    // when the forwarder drops it.
+    ports.forwarder.stop()
+}

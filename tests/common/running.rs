@@ -1,0 +1,47 @@
+//! A `pelagos-net run` in the background, and retrying until a command's
+//! server is up.
+
+use super::{Env, Topology};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Start `pelagos-net run ARGS` in the background; kill it on drop.
+pub struct Running {
+    pub child: std::process::Child,
+}
+
+impl Running {
+    pub fn start(topo: &Topology, env: &Env, args: &[&str]) -> Self {
+        let child =
+            topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pelagos-net");
+        Self { child }
+    }
+
+    /// Stop with SIGTERM (forwarded to the command) and collect the output.
+    pub fn stop(mut self) -> std::process::Output {
+        // `ip netns exec` execs setpriv which execs pelagos-net: same pid.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let child = std::mem::replace(&mut self.child, std::process::Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Retry `f` until it succeeds or `secs` pass (the command needs a moment to bind).
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("gave up after {secs}s: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
