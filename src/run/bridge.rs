@@ -54,15 +54,6 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
             Err(t) => RunError::Teardown(vec![err, RunError::BridgeTeardown(t)]),
         }
     };
-    let relay = match forward.start_in(FactoryTarget { userns: None, netns: setup.netns_path() }, proc_root) {
-        Ok(relay) => relay,
-        Err(e) => return Err(fail(setup, e)),
-    };
-    if let Some(r) = &relay
-        && let Err(e) = record_forwarder(&opts.paths.run_dir, &id, r)
-    {
-        log::debug!("record the port relay of {id}: {e}");
-    }
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
         Err(e) => return Err(fail(setup, e.into())),
@@ -70,6 +61,18 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(fail(setup, e.into()));
+    }
+    let relay = match forward.start_in(FactoryTarget { userns: None, netns: setup.netns_path() }, proc_root) {
+        Ok(relay) => relay,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(fail(setup, e));
+        }
+    };
+    if let Some(r) = &relay
+        && let Err(e) = record_forwarder(&opts.paths.run_dir, &id, r)
+    {
+        log::debug!("record the port relay of {id}: {e}");
     }
     if let Err(e) = super::start_command(&mut child, opts, &ports) {
         return Err(fail(setup, e));

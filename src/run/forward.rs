@@ -24,7 +24,6 @@ impl Forward {
 
     /// Bind every published host port in the caller's namespace.
     pub(super) fn bind(ports: &[PortMapping]) -> Result<Self, RunError> {
-        raise_fd_limit();
         let listeners = bind_listeners(ports).map_err(RunError::Listen)?;
         for l in &listeners {
             log::debug!("listening on {} ({:?}) for container port {}", l.local, l.proto, l.container_port);
@@ -40,9 +39,12 @@ impl Forward {
         self.start_in(FactoryTarget { userns: rootless.then_some(userns.as_path()), netns: &netns }, proc_root)
     }
 
-    /// Start relaying into `target`.
+    /// Start relaying into `target`. Call it after the command's process is
+    /// forked: it raises this process's open-file limit.
     pub(super) fn start_in(&mut self, target: FactoryTarget<'_>, proc_root: &Path) -> Result<Option<Started>, RunError> {
         let Some(listeners) = self.listeners.take() else { return Ok(None) };
+        // The command's child is forked by now and keeps the usual limit.
+        raise_fd_limit();
         let described: Vec<String> =
             listeners.iter().map(|l| format!("{}/{}", l.local, proto_name(l))).collect();
         let cfg = BuiltinPortsConfig { target, proc_root, preserve_source: true };
