@@ -273,6 +273,11 @@ fn builtin_driver_is_correct_on_both_client_paths(env: Env) {
     let mut done = check_path(&topo, &svc, ClientPath::Loopback, bulk, Some("127.0.0.1"));
     done += check_path(&topo, &svc, ClientPath::Upstream, bulk, Some(UPSTREAM_ADDR));
     eprintln!("builtin driver: {done} transfers of 32 MiB each way, 0 corrupted");
+    // An IPv6 client on the host's ::1 reaches the IPv4-only server too.
+    let v6: SocketAddr = format!("[::1]:{}", svc.tcp).parse().unwrap();
+    let v6_peer = SocketAddr::new(v6.ip(), svc.tcp + 3);
+    client(&topo, ClientPath::Loopback, move || banner(v6));
+    assert_eq!(client(&topo, ClientPath::Loopback, move || peer_seen(v6_peer)), "127.0.0.1");
     let listen = svc.addr(ClientPath::Loopback, 0);
     let out = svc.stop();
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
@@ -352,6 +357,19 @@ fn loopback_mode_publishes_ports_through_the_builtin_driver(env: Env) {
     topo.assert_clean();
 }
 
+/// The command starts with the open-file limit it would have had: the
+/// owner raises its own only after the fork.
+fn command_keeps_its_open_file_limit(env: Env) {
+    let topo = Topology::new(&env);
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let spec = format!("{}:80", port(33000));
+    let args = ["run", "--network", "loopback", "-p", &spec, "--", "sh", "-c", "ulimit -n"];
+    let out = topo.cli(&env, &args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), soft.to_string(), "{}", describe(&out));
+    topo.assert_clean();
+}
+
 /// A killed owner takes its listeners and socket factory with it; `gc`
 /// removes the record.
 fn killed_owner_leaves_nothing_gc_cannot_remove(env: Env) {
@@ -406,6 +424,7 @@ tier_tests!(
         slirp4netns_with_builtin_driver_keeps_client_addresses,
         loopback_mode_publishes_ports_through_the_builtin_driver,
         killed_owner_leaves_nothing_gc_cannot_remove,
+        command_keeps_its_open_file_limit,
     ]
 );
 
