@@ -49,6 +49,7 @@
 pub mod bridge;
 pub mod diagnose;
 pub mod doctor;
+pub mod fault;
 pub mod firewall;
 pub mod gc;
 pub mod lease;
@@ -63,6 +64,7 @@ pub mod probe;
 pub mod procfs;
 pub mod procnet;
 pub mod run;
+pub mod safefs;
 pub mod select;
 pub mod slirp;
 pub mod sockdiag;

@@ -277,7 +277,9 @@ fn run_mode(
         bridge: None,
         selection,
     };
+    crate::fault::point("run.before-record");
     write(&record)?;
+    crate::fault::point("run.record-written");
 
     let mut res = Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None };
     let spec = ChildSpec {
@@ -295,10 +297,12 @@ fn run_mode(
         Ok(c) => c,
         Err(e) => return Err(res.fail(e.into())),
     };
+    crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(res.fail(namespace_error(e, &proc_root)));
     }
+    crate::fault::point("run.child-ready");
     record.child = ProcessId::of(&proc_root, child.pid()).ok();
     let mut ready_after = None;
     if let Some(program) = &pasta_program {
@@ -315,6 +319,7 @@ fn run_mode(
                 child.kill_and_reap();
                 return Err(res.fail(e.into()));
             }
+            crate::fault::point("run.netns-recorded");
             match netns::attach_named(&opts.paths.netns_dir, &format!("pelagos-{}", record.id), &proc_root, child.pid())
             {
                 Ok(path) => {
@@ -372,10 +377,12 @@ fn run_mode(
         child.kill_and_reap();
         return Err(res.fail(e.into()));
     }
+    crate::fault::point("run.helper-recorded");
 
     if let Err(e) = start_command(&mut child, opts, &ports) {
         return Err(res.fail(e));
     }
+    crate::fault::point("run.command-started");
 
     let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
     let (helper_output, teardown_errors) = res.teardown();
@@ -393,16 +400,19 @@ struct Resources<'a> {
 impl Resources<'_> {
     fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
         let mut errors = Vec::new();
+        crate::fault::point("teardown.begin");
         let output = self.helper.take().map(|helper| {
             let (output, helper_errors) = helper.teardown();
             errors.extend(helper_errors);
             output
         });
+        crate::fault::point("teardown.helper-stopped");
         if let Some(path) = self.netns_path.take()
             && let Err(e) = netns::remove_named(&path)
         {
             errors.push(e.into());
         }
+        crate::fault::point("teardown.netns-removed");
         if let Some(Err(e)) = self.store.map(|s| s.remove_record(&self.record_id)) {
             errors.push(e.into());
         }

@@ -49,6 +49,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         Ok(c) => c,
         Err(e) => return Err(fail(setup, e.into())),
     };
+    crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(fail(setup, e.into()));
@@ -56,6 +57,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Err(e) = super::start_command(&mut child, opts, &ports) {
         return Err(fail(setup, e));
     }
+    crate::fault::point("run.command-started");
     let (exit_code, _) = supervise(&mut child, &signals, None);
     let teardown_errors = match teardown_network(setup) {
         Ok(()) => Vec::new(),
