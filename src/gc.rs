@@ -82,6 +82,8 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     for entry in store.records()? {
         let record = match entry {
             Ok(r) => r,
+            // A run that finished between listing and reading: nothing to do.
+            Err(StoreError::ReadRecord { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
             Err(StoreError::ReadRecord { path, .. }) if path != paths.runs_dir() => {
                 // A link or a non-file where a record should be: refused by
                 // the read (never followed), removed here.

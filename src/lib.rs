@@ -49,6 +49,7 @@
 pub mod bridge;
 pub mod diagnose;
 pub mod doctor;
+pub mod exposure;
 pub mod fault;
 pub mod firewall;
 pub mod gc;

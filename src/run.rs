@@ -233,6 +233,7 @@ fn run_mode(
         check_tun(&opts.tun_path, euid)?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    crate::exposure::warn_all_interfaces(&ports);
     if let Some(program) = &pasta_program {
         warn_known_pasta_bugs(program, &ports);
     }

@@ -20,6 +20,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let name = network.map_or(DEFAULT_NETWORK, |n| n.as_str());
     let def = load_network_def(&opts.paths.config_dir, name).map_err(RunError::Network)?;
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    crate::exposure::warn_all_interfaces(&ports);
     let signals = SignalGuard::new()?;
     let id = new_run_id();
     let proc_root = &opts.paths.proc_root;
