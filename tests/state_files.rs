@@ -51,7 +51,10 @@ fn a_truncated_lease_file_is_named_and_a_truncated_record_is_repaired_by_gc() {
     fs::write(&lease, "{\"last\":\"10.90.0.2\",\"lea").unwrap();
     let (code, _, err) = run(&topo, &env, &["run", "--network", "bridge", "--", "true"]);
     assert_eq!(code, Some(125), "{err}");
-    assert!(err.contains(&format!("lease file {} is corrupted; delete it when no container", lease.display())), "{err}");
+    assert!(
+        err.contains(&format!("lease file {} is corrupted; delete it when no container", lease.display())),
+        "{err}"
+    );
     fs::remove_file(&lease).unwrap();
     let record = topo.run_dir.join("runs/0123456789ab.json");
     fs::write(&record, "{\"id\":\"0123456789ab\",\"own").unwrap();
