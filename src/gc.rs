@@ -3,7 +3,7 @@
 //! touched. Every step tolerates "already gone", so `gc` is idempotent and
 //! also finishes a half-done cleanup. What no record names (temp files of
 //! dead writers, leases of owners that died before recording their run,
-//! links planted in place of records) is swept by [`leftovers`].
+//! links planted in place of records) is swept by the `leftovers` submodule.
 
 mod leftovers;
 
