@@ -122,6 +122,20 @@ fn snapshot(topo: &Topology) -> Snapshot {
     Snapshot { links, ruleset, files, live_leases, processes, mounts, world_writable }
 }
 
+/// The host once what earlier runs released is really gone (a dead
+/// namespace's veth and a killed helper disappear asynchronously).
+fn quiet_snapshot(topo: &Topology) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = snapshot(topo);
+        let busy = now.processes.len() + now.links.iter().filter(|l| l.starts_with("pv")).count();
+        if busy == 0 || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Wait (the kernel removes a dead namespace's veths and processes
 /// asynchronously) until the host matches `want`, or return the last difference.
 fn settle(topo: &Topology, want: &Snapshot) -> Result<(), String> {
@@ -210,7 +224,7 @@ impl<'a> Sweep<'a> {
         self.ok(args);
         self.ok(args);
         self.ok(&["gc"]);
-        let before = snapshot(self.topo);
+        let before = quiet_snapshot(self.topo);
         assert!(before.world_writable.is_empty(), "world-writable: {:?}", before.world_writable);
         let steps = self.trace(args);
         assert!(!steps.is_empty(), "no fault points were hit: is the feature compiled in?");
@@ -322,7 +336,7 @@ fn root_network_create_killed_at_every_step_leaves_a_whole_definition_or_none() 
     sweep.ok(&args);
     sweep.ok(&["network", "rm", "sweep"]);
     sweep.ok(&["gc"]);
-    let before = snapshot(&topo);
+    let before = quiet_snapshot(&topo);
     let steps = sweep.trace(&args);
     reset(&mut sweep, 0);
     settle(&topo, &before).expect("create + rm leaves nothing behind");
