@@ -97,6 +97,7 @@ pub fn start_builtin_ports(
     cfg: &BuiltinPortsConfig<'_>,
 ) -> Result<BuiltinPorts, BuiltinPortsError> {
     let mut factory = SocketFactory::spawn(&cfg.target, cfg.proc_root)?;
+    crate::fault::point("ports.factory-started");
     let netlink_fd = factory.netlink_route().map_err(BuiltinPortsError::Socket)?;
     let mut netlink = Netlink::from_fd(netlink_fd).map_err(BuiltinPortsError::Netlink)?;
     let routed = netlink.routed_addresses().map_err(BuiltinPortsError::Netlink)?;
@@ -110,6 +111,7 @@ pub fn start_builtin_ports(
                 false
             }
         };
+    crate::fault::point("ports.routing-installed");
     let factory_id = factory.id();
     let config = ForwarderConfig {
         targets,
@@ -117,6 +119,7 @@ pub fn start_builtin_ports(
         ..ForwarderConfig::default()
     };
     let forwarder = Forwarder::start(listeners, Box::new(factory), config)?;
+    crate::fault::point("ports.relay-started");
     Ok(BuiltinPorts { forwarder, factory: factory_id, preserving })
 }
 
@@ -159,5 +162,6 @@ fn ignore_exists(e: NetlinkError) -> Result<(), NetlinkError> {
 pub fn stop_builtin_ports(ports: BuiltinPorts) -> ForwarderReport {
     // The factory is owned by the forwarder (its socket source) and stops
     // when the forwarder drops it.
+    crate::fault::point("ports.stop");
     ports.forwarder.stop()
 }

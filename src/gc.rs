@@ -1,7 +1,11 @@
 //! `gc`: remove what runs whose owner is gone left behind, from their
 //! records. A record whose owner (pid + start time) is alive is never
 //! touched. Every step tolerates "already gone", so `gc` is idempotent and
-//! also finishes a half-done cleanup.
+//! also finishes a half-done cleanup. What no record names (temp files of
+//! dead writers, leases of owners that died before recording their run,
+//! links planted in place of records) is swept by the `leftovers` submodule.
+
+mod leftovers;
 
 use crate::bridge::plan::forwards;
 use crate::firewall::Firewall;
@@ -79,6 +83,21 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     for entry in store.records()? {
         let record = match entry {
             Ok(r) => r,
+            // A run that finished between listing and reading: nothing to do.
+            Err(StoreError::ReadRecord { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(StoreError::ReadRecord { path, .. }) if path != paths.runs_dir() => {
+                // A link or a non-file where a record should be: refused by
+                // the read (never followed), removed here.
+                match leftovers::planted_record(&path, dry_run) {
+                    Some(action) => report.actions.push(action),
+                    None => report.actions.push(Action {
+                        run: path.display().to_string(),
+                        what: "unreadable record".into(),
+                        error: Some("cannot be read; remove it by hand".into()),
+                    }),
+                }
+                continue;
+            }
             Err(StoreError::CorruptRecord { path, .. }) => {
                 let error = if dry_run { None } else { std::fs::remove_file(&path).err().map(|e| e.to_string()) };
                 report.actions.push(Action { run: path.display().to_string(), what: "corrupted record".into(), error });
@@ -95,6 +114,7 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
             report.actions.push(Action { run: record.id.clone(), what, error: result.err() });
         }
     }
+    leftovers::sweep(paths, dry_run, &mut report.actions);
     Ok(report)
 }
 

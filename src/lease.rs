@@ -109,6 +109,8 @@ impl LeaseStore {
     /// Create the directory and hold an exclusive `flock` on `<dir>/<name>`.
     fn lock(&self, name: &str) -> Result<Flock<fs::File>, LeaseError> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io_err("create", &self.dir))?;
+        crate::safefs::check_private_dir(&self.dir, nix::unistd::geteuid().as_raw())
+            .map_err(io_err("use lease directory", &self.dir))?;
         let lock_path = self.dir.join(name);
         let file = fs::OpenOptions::new()
             .create(true)
@@ -130,7 +132,7 @@ impl LeaseStore {
     ) -> Result<T, LeaseError> {
         let _lock = self.lock(&format!("{network}.lock"))?;
         let path = self.dir.join(format!("{network}.json"));
-        let mut table = match fs::read(&path) {
+        let mut table = match crate::safefs::read_nofollow(&path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|source| LeaseError::Corrupt { path: path.clone(), source })?
             }
@@ -192,6 +194,55 @@ impl LeaseStore {
                 t.leases.remove(&addr);
             }
             Ok(())
+        })
+    }
+
+    /// Networks that have a lease file.
+    pub fn networks(&self) -> Result<Vec<String>, LeaseError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &self.dir)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let net = name.strip_suffix(".json").or_else(|| name.strip_suffix(".lock"))?;
+                (!net.starts_with('.') && !net.ends_with(".setup")).then(|| net.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Under the network's lock: remove a half-written temp file a crash
+    /// left, and release (unless `dry_run`) every lease whose owner is dead.
+    /// Returns the dead leases and whether a temp file was found. A lease is
+    /// written with its owner's pid and start time in the same atomic write
+    /// that allocates it, so a crash between leasing and recording the run
+    /// leaves nothing this cannot find.
+    pub fn sweep(
+        &self,
+        network: &str,
+        proc_root: &Path,
+        dry_run: bool,
+    ) -> Result<(Vec<(Ipv4Addr, Lease)>, bool), LeaseError> {
+        let tmp = self.dir.join(format!(".{network}.json.tmp"));
+        self.update(network, |t| {
+            let dead: Vec<(Ipv4Addr, Lease)> =
+                t.leases.iter().filter(|(_, l)| !l.owner.is_alive(proc_root)).map(|(a, l)| (*a, l.clone())).collect();
+            let tmp_found = fs::symlink_metadata(&tmp).is_ok();
+            if !dry_run {
+                for (addr, _) in &dead {
+                    t.leases.remove(addr);
+                }
+                if tmp_found {
+                    fs::remove_file(&tmp).map_err(io_err("remove", &tmp))?;
+                }
+            }
+            Ok((dead, tmp_found))
         })
     }
 

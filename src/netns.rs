@@ -122,11 +122,13 @@ fn create_mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
 /// equivalent of `ip netns attach NAME PID`. Returns the new path.
 pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
     let path = create_mount_point(dir, name)?;
+    crate::fault::point("netns.mount-point");
     let source_path = proc_root.join(pid.to_string()).join("ns/net");
     if let Err(source) = mount(Some(&source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
         let _ = fs::remove_file(&path);
         return Err(NetnsError::Bind { source_path, path, source });
     }
+    crate::fault::point("netns.bound");
     Ok(path)
 }
 
@@ -174,6 +176,7 @@ impl NetNs {
 /// an error, never reused.
 pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
     let path = create_mount_point(dir, name)?;
+    crate::fault::point("netns.mount-point");
     let target = path.clone();
     let made = std::thread::spawn(move || -> Result<(), NetnsError> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Unshare { source })?;
@@ -188,6 +191,7 @@ pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
         let _ = remove_named(&path);
         return Err(e);
     }
+    crate::fault::point("netns.bound");
     NetNs::open(&path).inspect_err(|_| {
         let _ = remove_named(&path);
     })

@@ -198,6 +198,7 @@ impl NetworkStore {
             .truncate(false)
             .write(true)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(Self::io("open", &lock_path))?;
         let _lock =
@@ -226,7 +227,7 @@ impl NetworkStore {
     /// Load one definition.
     pub fn load(&self, name: &NetworkName) -> Result<NetworkDef, NetworkError> {
         let path = self.path_of(name);
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetworkError::NotFound(name.to_string())),
             _ => read_def(&path),
         }
@@ -244,7 +245,9 @@ impl NetworkStore {
             .open(&tmp)
             .map_err(Self::io("write", &tmp))?;
         f.write_all(&json).and_then(|_| f.sync_all()).map_err(Self::io("write", &tmp))?;
+        crate::fault::point("network.tmp-written");
         let linked = fs::hard_link(&tmp, &path);
+        crate::fault::point("network.linked");
         let _ = fs::remove_file(&tmp);
         match linked {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(NetworkError::Exists(def.name.to_string())),
@@ -263,7 +266,7 @@ impl NetworkStore {
 }
 
 fn read_def(path: &Path) -> Result<NetworkDef, NetworkError> {
-    let bytes = fs::read(path).map_err(NetworkStore::io("read", path))?;
+    let bytes = crate::safefs::read_nofollow(path).map_err(NetworkStore::io("read", path))?;
     serde_json::from_slice(&bytes).map_err(|source| NetworkError::Corrupt { path: path.to_owned(), source })
 }
 

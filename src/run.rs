@@ -247,6 +247,7 @@ fn run_mode(
         check_tun(&opts.tun_path, euid)?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    crate::exposure::warn_all_interfaces(&ports);
     let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_program.as_deref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
@@ -299,7 +300,9 @@ fn run_mode(
         selection,
         forwarder: None,
     };
+    crate::fault::point("run.before-record");
     write(&record)?;
+    crate::fault::point("run.record-written");
 
     let mut res =
         Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None, ports: None };
@@ -318,10 +321,12 @@ fn run_mode(
         Ok(c) => c,
         Err(e) => return Err(res.fail(e.into())),
     };
+    crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(res.fail(namespace_error(e, &proc_root)));
     }
+    crate::fault::point("run.child-ready");
     record.child = ProcessId::of(&proc_root, child.pid()).ok();
     let mut ready_after = None;
     if let Some(program) = &pasta_program {
@@ -338,6 +343,7 @@ fn run_mode(
                 child.kill_and_reap();
                 return Err(res.fail(e.into()));
             }
+            crate::fault::point("run.netns-recorded");
             match netns::attach_named(&opts.paths.netns_dir, &format!("pelagos-{}", record.id), &proc_root, child.pid())
             {
                 Ok(path) => {
@@ -395,6 +401,7 @@ fn run_mode(
         child.kill_and_reap();
         return Err(res.fail(e.into()));
     }
+    crate::fault::point("run.helper-recorded");
 
     match forward.start(child.pid(), rootless, &proc_root) {
         Ok(Some(started)) => {
@@ -404,6 +411,7 @@ fn run_mode(
                 child.kill_and_reap();
                 return Err(res.fail(e.into()));
             }
+            crate::fault::point("run.forwarder-recorded");
         }
         Ok(None) => {}
         Err(e) => {
@@ -415,6 +423,7 @@ fn run_mode(
     if let Err(e) = start_command(&mut child, opts, &ports) {
         return Err(res.fail(e));
     }
+    crate::fault::point("run.command-started");
 
     let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
     let (helper_output, teardown_errors) = res.teardown();
@@ -442,6 +451,7 @@ struct Resources<'a> {
 impl Resources<'_> {
     fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
         let mut errors = Vec::new();
+        crate::fault::point("teardown.begin");
         // Listeners first: no new connection is accepted into a namespace
         // that is going away.
         if let Some(ports) = self.ports.take() {
@@ -452,11 +462,13 @@ impl Resources<'_> {
             errors.extend(helper_errors);
             output
         });
+        crate::fault::point("teardown.helper-stopped");
         if let Some(path) = self.netns_path.take()
             && let Err(e) = netns::remove_named(&path)
         {
             errors.push(e.into());
         }
+        crate::fault::point("teardown.netns-removed");
         if let Some(Err(e)) = self.store.map(|s| s.remove_record(&self.record_id)) {
             errors.push(e.into());
         }

@@ -166,7 +166,7 @@ impl Store {
     /// Write (or replace) a record atomically.
     pub fn write_record(&self, record: &RunRecord) -> Result<(), StoreError> {
         let path = self.record_path(&record.id);
-        let tmp = self.runs.join(format!(".{}.tmp", record.id));
+        let tmp = self.runs.join(format!(".{}.{}.tmp", record.id, std::process::id()));
         let err = |source| StoreError::WriteRecord { path: path.clone(), source };
         let json = serde_json::to_vec_pretty(record).map_err(io::Error::from).map_err(err)?;
         write_atomic(&tmp, &path, &json).map_err(err)
@@ -207,11 +207,13 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<
         .custom_flags(libc::O_NOFOLLOW)
         .open(tmp)?;
     file.write_all(bytes)?;
+    crate::fault::point("state.tmp-written");
     fs::rename(tmp, path)
 }
 
 fn read_record(path: &Path) -> Result<RunRecord, StoreError> {
-    let bytes = fs::read(path).map_err(|source| StoreError::ReadRecord { path: path.to_owned(), source })?;
+    let bytes = crate::safefs::read_nofollow(path)
+        .map_err(|source| StoreError::ReadRecord { path: path.to_owned(), source })?;
     serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptRecord { path: path.to_owned(), source })
 }
 

@@ -58,14 +58,20 @@ fn thirty_two_concurrent_attaches_get_distinct_addresses_and_release_them() {
     let setups: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect::<Result<_, _>>().unwrap();
     let addrs: BTreeSet<Ipv4Addr> = setups.iter().map(|s| s.address).collect();
     assert_eq!(addrs.len(), 32, "duplicate addresses: {addrs:?}");
-    assert_eq!(LeaseStore::new(&p.run_dir).leases("pelagos0").unwrap().len(), 32);
+    assert_eq!(LeaseStore::new(&p.run_dir).leases("pelagos0").unwrap().len(), 32, "a lease was lost");
     assert_eq!(host_links(&topo).matches(": pv").count(), 32);
+    // Every record parses and names its own, distinct address.
+    let store = pelagos_net::store::Store::open(&p.run_dir, 0).unwrap();
+    let recorded: BTreeSet<Ipv4Addr> =
+        store.records().unwrap().into_iter().map(|r| r.unwrap().bridge.unwrap().address).collect();
+    assert_eq!(recorded, addrs, "records and leases disagree");
     let host = topo.host.clone();
     let errors: Vec<String> = in_netns(&host, move || {
         setups.into_iter().filter_map(|s| teardown_network(s).err().map(|e| e.to_string())).collect()
     });
     assert!(errors.is_empty(), "{errors:?}");
     assert!(LeaseStore::new(&p.run_dir).leases("pelagos0").unwrap().is_empty());
+    assert!(store.records().unwrap().is_empty(), "records left");
     // veths go with their namespaces, asynchronously.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while host_links(&topo).contains(": pv") {
@@ -117,4 +123,41 @@ fn secondary_network_attaches_as_eth1_without_default_route_and_detaches() {
         ns_name
     });
     assert!(!topo.netns_dir.join(ns_path).exists());
+}
+
+#[test]
+fn bridge_teardown_attempts_every_step_and_returns_every_error() {
+    let Some(env) = root() else { return };
+    let topo = Topology::new(&env);
+    let p = paths(&topo);
+    let host = topo.host.clone();
+    let ports: Vec<pelagos_net::PortMapping> = vec!["127.0.0.1:27380:80".parse().unwrap()];
+    let (errors, table) = in_netns(&host, move || {
+        let def = bootstrap_default_network(&p.config_dir).unwrap();
+        let id = "7ea2d0e00001";
+        let req = AttachRequest { paths: &p, def: &def, id, ports: &ports, ip: None, owner: me() };
+        let setup = setup_bridge_network(&req).unwrap();
+        // Sabotage three of the four steps: the netns name, the lease file
+        // and the record each become impossible to remove.
+        let ns = setup.netns_path().to_owned();
+        nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        std::fs::remove_file(&ns).unwrap();
+        std::fs::create_dir_all(ns.join("x")).unwrap();
+        std::fs::write(p.run_dir.join("leases/pelagos0.json"), "{").unwrap();
+        let record = p.run_dir.join(format!("runs/{id}.json"));
+        std::fs::remove_file(&record).unwrap();
+        std::fs::create_dir_all(record.join("x")).unwrap();
+        let errors: Vec<String> = teardown_network(setup).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        let table =
+            Command::new("nft").args(["list", "map", "ip", "pelagos-pelagos0", "fwd_tcp_addr"]).output().unwrap();
+        std::fs::remove_dir_all(&ns).unwrap();
+        std::fs::remove_dir_all(&record).unwrap();
+        (errors, String::from_utf8_lossy(&table.stdout).into_owned())
+    });
+    // The rules went first and despite the later failures; each failure is reported.
+    assert!(!table.contains("27380"), "forward left: {table}");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("remove ") && errors[0].contains("pelagos-7ea2d0e00001"), "{errors:?}");
+    assert!(errors[1].contains("leases/pelagos0.json is corrupted"), "{errors:?}");
+    assert!(errors[2].contains("7ea2d0e00001.json"), "{errors:?}");
 }

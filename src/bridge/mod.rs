@@ -168,7 +168,9 @@ pub fn ensure_bridge(
 pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, BridgeError> {
     let leases = LeaseStore::new(&req.paths.run_dir);
     let store = Store::open(&req.paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    crate::fault::point("bridge.begin");
     let address = leases.allocate(req.def, req.id, req.owner, req.ip)?;
+    crate::fault::point("bridge.leased");
     let plan = match plan::plan(req.def, req.id, address, req.ports) {
         Ok(p) => p,
         Err(e) => {
@@ -197,6 +199,7 @@ pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Bri
         let _ = leases.release(req.def.name.as_str(), address, req.id);
         return Err(e.into());
     }
+    crate::fault::point("bridge.recorded");
     match apply(req, &plan) {
         Ok(netns) => Ok(NetworkSetup {
             id: req.id.to_owned(),
@@ -225,14 +228,19 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
     let mut host = Netlink::open().map_err(link_err("open netlink"))?;
     let mut fw = Firewall::new()?;
     let bridge = ensure_bridge(req.paths, req.def, &mut host, &mut fw)?;
+    crate::fault::point("bridge.network-ready");
     let ns = netns::create_named(&req.paths.netns_dir, &plan.ns_name)?;
+    crate::fault::point("bridge.netns");
     let veth = host
         .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
         .map_err(link_err("create veth"))?;
+    crate::fault::point("bridge.veth");
     host.set_up(veth).map_err(link_err("set host veth up"))?;
     configure_peer(&ns, plan, req.id)?;
+    crate::fault::point("bridge.peer-configured");
     if !plan.forwards.is_empty() {
         fw.add_forwards(req.def.name.as_str(), &plan.forwards)?;
+        crate::fault::point("bridge.forwards");
     }
     Ok(ns)
 }
@@ -246,9 +254,11 @@ fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeE
         .map_err(link_err("find the container end"))?
         .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
     inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
+    crate::fault::point("bridge.address");
     inside.set_up(index).map_err(link_err("set the container end up"))?;
     if let Some(gw) = plan.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
+        crate::fault::point("bridge.route");
     }
     Ok(())
 }
@@ -261,6 +271,7 @@ fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeE
 pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
     let mut errors = Vec::new();
     let net = setup.def.name.to_string();
+    crate::fault::point("bridge.teardown.begin");
     if !setup.forwards.is_empty() {
         match Firewall::new() {
             Ok(mut fw) => {
@@ -275,14 +286,17 @@ pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
             Err(e) => errors.push(e.into()),
         }
     }
+    crate::fault::point("bridge.teardown.forwards-removed");
     let path = setup.netns.path.clone();
     drop(setup.netns);
     if let Err(e) = netns::remove_named(&path) {
         errors.push(e.into());
     }
+    crate::fault::point("bridge.teardown.netns-removed");
     if let Err(e) = LeaseStore::new(&setup.run_dir).release(&net, setup.address, &setup.id) {
         errors.push(e.into());
     }
+    crate::fault::point("bridge.teardown.lease-released");
     if setup.record {
         match Store::open(&setup.run_dir, nix::unistd::geteuid().as_raw()) {
             Ok(store) => {

@@ -89,8 +89,12 @@ pub fn setup_pasta_network(
     let base =
         ready::baseline(cfg.proc_root, &want).map_err(|source| PastaError::Observe { pid: cfg.ns_pid, source })?;
     let mut process = PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?;
+    crate::fault::point("pasta.spawned");
     match process.wait_ready(cfg.proc_root, cfg.ns_pid, &base, &want, cfg.timeout, cancel) {
-        Ok(ready_after) => Ok(PastaSetup { process, argv, ready_after }),
+        Ok(ready_after) => {
+            crate::fault::point("pasta.ready");
+            Ok(PastaSetup { process, argv, ready_after })
+        }
         Err(e) => {
             let _ = process.stop(Duration::from_millis(200));
             Err(e.into())

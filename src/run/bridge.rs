@@ -22,6 +22,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let name = network.map_or(DEFAULT_NETWORK, |n| n.as_str());
     let def = load_network_def(&opts.paths.config_dir, name).map_err(RunError::Network)?;
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    crate::exposure::warn_all_interfaces(&ports);
     let mode = crate::spec::mode::NetworkMode::Bridge(network.cloned());
     let driver = super::choose_port_driver(&mode, opts.network.port_driver, &ports, None)?;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
@@ -58,6 +59,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         Ok(c) => c,
         Err(e) => return Err(fail(setup, e.into())),
     };
+    crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(fail(setup, e.into()));
@@ -77,6 +79,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Err(e) = super::start_command(&mut child, opts, &ports) {
         return Err(fail(setup, e));
     }
+    crate::fault::point("run.command-started");
     let (exit_code, _) = supervise(&mut child, &signals, None);
     if let Some(r) = relay {
         r.stop();

@@ -1,0 +1,127 @@
+//! Reading and checking files in pelagos-net's own state and configuration
+//! directories without following symlinks.
+//!
+//! Owns the "never follow a link someone planted" rule for reads: records,
+//! leases and network definitions are opened with `O_NOFOLLOW` (and
+//! `O_NONBLOCK`, so a planted FIFO cannot hang the open) and must be regular
+//! files. Writes already go through `store::write_atomic` (a temp file
+//! opened with `O_NOFOLLOW`, renamed over the target, which replaces a link
+//! instead of following it). Directories are checked to be real
+//! directories owned by the caller and not writable by others.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Why a state or configuration file or directory was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SafeFsError {
+    /// The path is a symbolic link.
+    #[error("is a symbolic link; pelagos-net never follows links in its state or config directories (remove the link)")]
+    Symlink,
+    /// The path is not a regular file (a FIFO, a device, a directory).
+    #[error("is not a regular file (remove it)")]
+    NotRegular,
+    /// The directory is owned by another user.
+    #[error("is owned by uid {owner}, not {euid}")]
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// Who we are.
+        euid: u32,
+    },
+    /// The directory is writable by group or others.
+    #[error("has mode {mode:04o}, writable by others (chmod 0700 it)")]
+    WorldWritable {
+        /// Its mode.
+        mode: u32,
+    },
+}
+
+fn refused(e: SafeFsError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Whether `err` is a refusal by this module (a link, a non-regular file, an unsafe directory).
+pub fn is_refusal(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<SafeFsError>())
+}
+
+/// Read a whole regular file without following a symlink at its last component.
+pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { refused(SafeFsError::Symlink) } else { e })?;
+    if !file.metadata()?.is_file() {
+        return Err(refused(SafeFsError::NotRegular));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Check that `dir` is a real directory (not a link), owned by `euid`, not
+/// writable by group or others.
+pub fn check_private_dir(dir: &Path, euid: u32) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Err(refused(SafeFsError::Symlink));
+    }
+    if !meta.is_dir() {
+        return Err(refused(SafeFsError::NotRegular));
+    }
+    if meta.uid() != euid {
+        return Err(refused(SafeFsError::Owner { owner: meta.uid(), euid }));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refused(SafeFsError::WorldWritable { mode }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_is_refused_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        fs::write(&target, b"secret").unwrap();
+        let link = tmp.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = read_nofollow(&link).unwrap_err();
+        assert!(is_refusal(&err), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(read_nofollow(&target).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("x.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
+        let err = read_nofollow(&fifo).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_group_writable_or_linked_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let dir = tmp.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        check_private_dir(&dir, euid).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_private_dir(&dir, euid).unwrap_err().to_string().contains("writable by others"));
+        let link = tmp.path().join("l");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(check_private_dir(&link, euid).unwrap_err().to_string().contains("symbolic link"));
+        assert!(check_private_dir(&dir, euid + 1).unwrap_err().to_string().contains("owned by uid"));
+    }
+}

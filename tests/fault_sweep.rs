@@ -1,0 +1,365 @@
+//! Crash consistency: kill `pelagos-net` at every step of setup and
+//! teardown, run `gc`, and check that the host is exactly as before.
+//!
+//! Needs the `fault-injection` feature (scripts/test-all builds the suite
+//! with it). For each scenario: warm up (the default network's definition,
+//! bridge and nftables table are created on first use and persist with the
+//! definition; they are part of the baseline), take a snapshot, run once with
+//! `PELAGOS_NET_FAULT_TRACE` to learn the steps, then for every step N and
+//! every iteration run the same command dying at N (SIGKILL, as a crash),
+//! run `pelagos-net gc`, and compare with the snapshot: links of the host
+//! namespace, its whole nftables ruleset (the rules have no counters), files under the
+//! state, config and netns directories, live leases, processes, mounts under
+//! the netns directory. Nothing created may be world-writable.
+//!
+//! `PELAGOS_FAULT_ITERS` (default 3) sets the iterations.
+
+mod common;
+
+use common::{Env, Tier, Topology, describe};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const FAULT_AT: &str = "PELAGOS_NET_FAULT_AT";
+const FAULT_TRACE: &str = "PELAGOS_NET_FAULT_TRACE";
+
+fn iterations() -> usize {
+    std::env::var("PELAGOS_FAULT_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+/// The feature is compiled in, or (loudly) skip; under CI, fail.
+fn feature_enabled() -> bool {
+    if pelagos_net::fault::ENABLED {
+        return true;
+    }
+    let strict = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("PELAGOS_REQUIRE_ALL_TIERS").is_ok_and(|v| v == "1");
+    let why = "built without the fault-injection feature (cargo test --features fault-injection --test fault_sweep)";
+    assert!(!strict, "fault sweep cannot run and skipping is not allowed in CI: {why}");
+    let _ = writeln!(std::io::stderr(), "SKIP [fault sweep]: {why}");
+    false
+}
+
+/// What the host looks like, as far as pelagos-net could have changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    links: Vec<String>,
+    ruleset: String,
+    files: BTreeSet<String>,
+    live_leases: Vec<String>,
+    processes: Vec<String>,
+    mounts: Vec<String>,
+    world_writable: Vec<String>,
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn walk(root: &Path, rel: &Path, files: &mut BTreeSet<String>, writable: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(root.join(rel)) else { return };
+    for entry in entries.flatten() {
+        let rel = rel.join(entry.file_name());
+        let meta = fs::symlink_metadata(entry.path()).unwrap();
+        if meta.mode() & 0o002 != 0 && !meta.file_type().is_symlink() {
+            writable.push(format!("{} {:o}", entry.path().display(), meta.mode() & 0o7777));
+        }
+        files.insert(rel.display().to_string());
+        if meta.is_dir() {
+            walk(root, &rel, files, writable);
+        }
+    }
+}
+
+fn snapshot(topo: &Topology) -> Snapshot {
+    let links = sh(&["ip", "-n", &topo.host, "-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n).to_owned()))
+        .collect();
+    let ruleset = sh(&["ip", "netns", "exec", &topo.host, "nft", "list", "ruleset"]);
+    let mut files = BTreeSet::new();
+    let mut world_writable = Vec::new();
+    for (label, dir) in [("run", &topo.run_dir), ("config", &topo.config_dir), ("netns", &topo.netns_dir)] {
+        let mut found = BTreeSet::new();
+        walk(dir, Path::new(""), &mut found, &mut world_writable);
+        files.extend(found.into_iter().map(|f| format!("{label}/{f}")));
+    }
+    let mut live_leases = Vec::new();
+    for entry in fs::read_dir(topo.run_dir.join("leases")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") && !name.starts_with('.') {
+            let text = fs::read_to_string(entry.path()).unwrap();
+            let table: pelagos_net::lease::LeaseTable =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("lease file {name} does not parse: {e}: {text}"));
+            live_leases.extend(table.leases.iter().map(|(a, l)| format!("{name}: {a} {}", l.id)));
+        }
+    }
+    let marker = topo.run_dir.display().to_string();
+    let mut processes: Vec<String> = topo.processes_inside().into_iter().map(|(p, n)| format!("{p} {n}")).collect();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&marker) {
+            processes.push(format!("{pid} {cmdline}"));
+        }
+    }
+    let netns_dir = topo.netns_dir.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&netns_dir))
+        .map(str::to_owned)
+        .collect();
+    Snapshot { links, ruleset, files, live_leases, processes, mounts, world_writable }
+}
+
+/// The host once what earlier runs released is really gone (a dead
+/// namespace's veth and a killed helper disappear asynchronously).
+fn quiet_snapshot(topo: &Topology) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = snapshot(topo);
+        let busy = now.processes.len() + now.links.iter().filter(|l| l.starts_with("pv")).count();
+        if busy == 0 || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Wait (the kernel removes a dead namespace's veths and processes
+/// asynchronously) until the host matches `want`, or return the last difference.
+fn settle(topo: &Topology, want: &Snapshot) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = snapshot(topo);
+        if &now == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("host differs from before:\n  before: {want:?}\n  after:  {now:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Counters of one sweep.
+#[derive(Debug, Default)]
+struct Tally {
+    steps: usize,
+    faults: usize,
+    runs: usize,
+    leaks: Vec<String>,
+}
+
+struct Sweep<'a> {
+    env: &'a Env,
+    topo: &'a Topology,
+    trace_dir: tempfile::TempDir,
+    tally: Tally,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(env: &'a Env, topo: &'a Topology) -> Self {
+        let trace_dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(trace_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        Self { env, topo, trace_dir, tally: Tally::default() }
+    }
+
+    fn cli(&mut self, args: &[&str]) -> Command {
+        self.tally.runs += 1;
+        self.topo.cli(self.env, args)
+    }
+
+    fn ok(&mut self, args: &[&str]) -> String {
+        let out = self.cli(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `args` normally with a trace: the names of the steps it passes.
+    fn trace(&mut self, args: &[&str]) -> Vec<String> {
+        let path: PathBuf = self.trace_dir.path().join("trace");
+        fs::write(&path, b"").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(u) = &self.env.user {
+            nix::unistd::chown(&path, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+        }
+        let out = self.cli(args).env(FAULT_TRACE, &path).output().unwrap();
+        assert!(out.status.success(), "traced run {args:?}: {}", describe(&out));
+        let text = fs::read_to_string(&path).unwrap();
+        text.lines().map(|l| l.split_once(' ').map_or(l, |(_, name)| name).to_owned()).collect()
+    }
+
+    /// Die at `n`, then gc. Returns how the faulted command ended.
+    fn fault_then_gc(&mut self, args: &[&str], n: usize) -> std::process::Output {
+        let out = self.cli(args).env(FAULT_AT, n.to_string()).output().unwrap();
+        if out.status.signal() != Some(9) {
+            let ss = Command::new("ip").args(["netns", "exec", &self.topo.host, "ss", "-ltnpa"]).output().unwrap();
+            panic!(
+                "step {n} of {args:?} was not reached: {}\nsockets: {}\nprocesses: {:?}",
+                describe(&out),
+                String::from_utf8_lossy(&ss.stdout),
+                snapshot(self.topo).processes
+            );
+        }
+        self.tally.faults += 1;
+        let gc = self.cli(&["gc", "--json"]).output().unwrap();
+        assert!(gc.status.success(), "gc after a fault at step {n}: {}", describe(&gc));
+        out
+    }
+
+    /// The whole sweep of `args`, with `reset` run after each gc (for
+    /// commands whose effect legitimately persists).
+    fn run(&mut self, label: &str, args: &[&str], reset: &dyn Fn(&mut Self, usize)) -> Vec<String> {
+        self.ok(args);
+        self.ok(args);
+        self.ok(&["gc"]);
+        let before = quiet_snapshot(self.topo);
+        assert!(before.world_writable.is_empty(), "world-writable: {:?}", before.world_writable);
+        let steps = self.trace(args);
+        assert!(!steps.is_empty(), "no fault points were hit: is the feature compiled in?");
+        reset(self, 0);
+        settle(self.topo, &before).expect("a normal run leaves nothing behind");
+        self.tally.steps = steps.len();
+        for iter in 0..iterations() {
+            for n in 1..=steps.len() {
+                self.fault_then_gc(args, n);
+                reset(self, n);
+                if let Err(diff) = settle(self.topo, &before) {
+                    self.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
+                }
+            }
+        }
+        self.ok(args);
+        settle(self.topo, &before).expect("a normal run after the sweep leaves nothing behind");
+        let t = &self.tally;
+        let _ = writeln!(
+            std::io::stderr(),
+            "fault sweep: {} steps x {} iterations = {} faults injected, {} runs, leaks after gc: {} ({label}: {})",
+            t.steps,
+            iterations(),
+            t.faults,
+            t.runs,
+            t.leaks.len(),
+            steps.join(" ")
+        );
+        assert!(t.leaks.is_empty(), "{label}: leaks after gc:\n{}", t.leaks.join("\n"));
+        steps
+    }
+}
+
+fn no_reset(_: &mut Sweep<'_>, _: usize) {}
+
+fn position(steps: &[String], name: &str) -> usize {
+    steps.iter().position(|s| s == name).unwrap_or_else(|| panic!("step {name} missing from {steps:?}"))
+}
+
+#[test]
+fn rootless_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
+    let Some(env) = Tier::Rootless.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let args = ["run", "--network", "pasta", "-p", "127.0.0.1::80", "--", "true"];
+    let steps = sweep.run("rootless pasta", &args, &no_reset);
+    assert!(position(&steps, "run.record-written") < position(&steps, "pasta.spawned"));
+    assert!(position(&steps, "pasta.ready") < position(&steps, "run.helper-recorded"));
+}
+
+#[test]
+fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
+    let Some(env) = Tier::Root.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let args = ["run", "--network", "pasta", "-p", "127.0.0.1::80", "--", "true"];
+    let steps = sweep.run("root pasta", &args, &no_reset);
+    // The netns name is recorded before it is created; teardown stops pasta
+    // before removing the name.
+    assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
+    assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "teardown.netns-removed"));
+}
+
+#[test]
+fn root_bridge_run_killed_at_every_step_leaves_nothing_after_gc() {
+    let Some(env) = Tier::Root.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let args = ["run", "--network", "bridge", "-p", "127.0.0.1:27280:80", "-p", "27281:81/udp", "--", "true"];
+    let steps = sweep.run("root bridge", &args, &no_reset);
+    // Recorded before created; torn down rules first, then links (the
+    // netns), then the lease.
+    assert!(position(&steps, "bridge.recorded") < position(&steps, "bridge.netns"));
+    let teardown = |s| position(&steps, s);
+    assert!(teardown("bridge.teardown.forwards-removed") < teardown("bridge.teardown.netns-removed"));
+    assert!(teardown("bridge.teardown.netns-removed") < teardown("bridge.teardown.lease-released"));
+}
+
+#[test]
+fn root_network_create_killed_at_every_step_leaves_a_whole_definition_or_none() {
+    let Some(env) = Tier::Root.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let args = ["network", "create", "sweep", "--subnet", "10.93.0.0/24"];
+    // `network create` commits with one link(2): after a fault the
+    // definition is absent or whole (it parses), never partial; it is then
+    // removed so every iteration starts from the same host.
+    let reset = |s: &mut Sweep<'_>, _n: usize| {
+        let def = s.topo.config_dir.join("networks/sweep.json");
+        if def.exists() {
+            let text = s.ok(&["network", "inspect", "sweep"]);
+            assert!(text.contains("10.93.0.0/24"), "{text}");
+            s.ok(&["network", "rm", "sweep"]);
+        }
+    };
+    // Warm up (the definitions directory and its lock persist), then sweep.
+    sweep.ok(&args);
+    sweep.ok(&["network", "rm", "sweep"]);
+    sweep.ok(&["gc"]);
+    let before = quiet_snapshot(&topo);
+    let steps = sweep.trace(&args);
+    reset(&mut sweep, 0);
+    settle(&topo, &before).expect("create + rm leaves nothing behind");
+    sweep.tally.steps = steps.len();
+    for iter in 0..iterations() {
+        for n in 1..=steps.len() {
+            sweep.fault_then_gc(&args, n);
+            reset(&mut sweep, n);
+            if let Err(diff) = settle(&topo, &before) {
+                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
+            }
+        }
+    }
+    let t = &sweep.tally;
+    let _ = writeln!(
+        std::io::stderr(),
+        "fault sweep: {} steps x {} iterations = {} faults injected, {} runs, leaks after gc: {} (root network create: {})",
+        t.steps,
+        iterations(),
+        t.faults,
+        t.runs,
+        t.leaks.len(),
+        steps.join(" ")
+    );
+    assert!(t.leaks.is_empty(), "network create: leaks after gc:\n{}", t.leaks.join("\n"));
+}
