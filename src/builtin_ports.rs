@@ -28,8 +28,9 @@
 
 use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
-use crate::portfwd::{Forwarder, ForwarderConfig, ForwarderReport, Listener, PortfwdError, Targets};
+use crate::portfwd::{Forwarder, ForwarderConfig, ForwarderReport, JoinNetns, Listener, PortfwdError, SocketSource, Targets};
 use crate::procfs::ProcessId;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 pub use crate::portfwd::bind_listeners;
@@ -57,6 +58,79 @@ pub enum BuiltinPortsError {
     /// The relay could not start.
     #[error(transparent)]
     Relay(#[from] PortfwdError),
+    /// The namespace file could not be opened.
+    #[error("open network namespace {path}")]
+    OpenNetns {
+        /// The namespace file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the driver reaches inside the namespace.
+enum Inside {
+    /// A rootless caller: a forked socket factory in the user+net namespace.
+    Factory(SocketFactory),
+    /// A caller that may `setns` (root, no user namespace): the relay thread
+    /// joins the namespace itself, no extra process.
+    Join(OwnedFd),
+}
+
+impl Inside {
+    fn open(cfg: &BuiltinPortsConfig<'_>) -> Result<Self, BuiltinPortsError> {
+        if cfg.target.userns.is_none() && nix::unistd::geteuid().is_root() {
+            let path = cfg.target.netns;
+            let fd = std::fs::File::open(path)
+                .map_err(|source| BuiltinPortsError::OpenNetns { path: path.to_owned(), source })?;
+            return Ok(Self::Join(fd.into()));
+        }
+        Ok(Self::Factory(SocketFactory::spawn(&cfg.target, cfg.proc_root)?))
+    }
+
+    fn netlink(&mut self) -> Result<Netlink, BuiltinPortsError> {
+        match self {
+            Self::Factory(f) => {
+                let fd = f.netlink_route().map_err(BuiltinPortsError::Socket)?;
+                Netlink::from_fd(fd).map_err(BuiltinPortsError::Netlink)
+            }
+            Self::Join(netns) => Netlink::open_in(netns.as_fd()).map_err(BuiltinPortsError::Netlink),
+        }
+    }
+
+    fn enable_fwmark_accept(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Factory(f) => f.enable_fwmark_accept(),
+            Self::Join(netns) => {
+                let netns = netns.as_fd();
+                // /proc/sys/net shows the namespace of the thread that opens it.
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || {
+                            nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                            std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1\n")
+                        })
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+            }
+        }
+    }
+
+    fn factory_id(&self) -> Option<ProcessId> {
+        match self {
+            Self::Factory(f) => Some(f.id()),
+            Self::Join(_) => None,
+        }
+    }
+
+    fn into_source(self) -> Box<dyn SocketSource> {
+        match self {
+            Self::Factory(f) => Box::new(f),
+            Self::Join(netns) => Box::new(JoinNetns::new(netns)),
+        }
+    }
 }
 
 /// What the driver needs to start.
@@ -74,14 +148,15 @@ pub struct BuiltinPortsConfig<'a> {
 #[derive(Debug)]
 pub struct BuiltinPorts {
     forwarder: Forwarder,
-    factory: ProcessId,
+    factory: Option<ProcessId>,
     /// Whether client addresses are kept (the routing is in place).
     pub preserving: bool,
 }
 
 impl BuiltinPorts {
-    /// The factory process, for the run record.
-    pub fn factory_id(&self) -> ProcessId {
+    /// The socket factory process, for the run record (none when the relay
+    /// thread joins the namespace itself).
+    pub fn factory_id(&self) -> Option<ProcessId> {
         self.factory
     }
 
@@ -96,15 +171,14 @@ pub fn start_builtin_ports(
     listeners: Vec<Listener>,
     cfg: &BuiltinPortsConfig<'_>,
 ) -> Result<BuiltinPorts, BuiltinPortsError> {
-    let mut factory = SocketFactory::spawn(&cfg.target, cfg.proc_root)?;
+    let mut inside = Inside::open(cfg)?;
     crate::fault::point("ports.factory-started");
-    let netlink_fd = factory.netlink_route().map_err(BuiltinPortsError::Socket)?;
-    let mut netlink = Netlink::from_fd(netlink_fd).map_err(BuiltinPortsError::Netlink)?;
+    let mut netlink = inside.netlink()?;
     let routed = netlink.routed_addresses().map_err(BuiltinPortsError::Netlink)?;
     let targets = Targets { v4: routed.v4, v6: routed.v6 };
     let preserving = cfg.preserve_source
         && (routed.v4.is_some() || routed.v6.is_some())
-        && match install_source_routing(&mut factory, &mut netlink, routed.v4.is_some(), routed.v6.is_some()) {
+        && match install_source_routing(&mut inside, &mut netlink, routed.v4.is_some(), routed.v6.is_some()) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("cannot keep client source addresses (servers will see 127.0.0.1): {e}");
@@ -112,13 +186,13 @@ pub fn start_builtin_ports(
             }
         };
     crate::fault::point("ports.routing-installed");
-    let factory_id = factory.id();
+    let factory_id = inside.factory_id();
     let config = ForwarderConfig {
         targets,
         preserve_source: preserving.then_some(SOURCE_MARK),
         ..ForwarderConfig::default()
     };
-    let forwarder = Forwarder::start(listeners, Box::new(factory), config)?;
+    let forwarder = Forwarder::start(listeners, inside.into_source(), config)?;
     crate::fault::point("ports.relay-started");
     Ok(BuiltinPorts { forwarder, factory: factory_id, preserving })
 }
@@ -135,12 +209,12 @@ enum RoutingError {
 }
 
 fn install_source_routing(
-    factory: &mut SocketFactory,
+    inside: &mut Inside,
     netlink: &mut Netlink,
     v4: bool,
     v6: bool,
 ) -> Result<(), RoutingError> {
-    factory.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
+    inside.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
     let lo = netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback)?;
     for (present, family) in [(v4, IpFamily::V4), (v6, IpFamily::V6)] {
         if !present {

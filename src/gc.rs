@@ -40,7 +40,7 @@ pub struct GcReport {
 /// Which step to take for a dead run's record, in teardown order (pure).
 pub fn steps(record: &RunRecord, proc_root: &std::path::Path) -> Vec<Step> {
     let mut out = Vec::new();
-    let factory = record.forwarder.as_ref().map(|f| f.factory);
+    let factory = record.forwarder.as_ref().and_then(|f| f.factory);
     for p in [record.helper.as_ref().map(|h| h.process), factory, record.child].into_iter().flatten() {
         if p.is_alive(proc_root) {
             out.push(Step::Kill(p));

@@ -105,8 +105,10 @@ pub struct RunRecord {
 /// with it; the socket factory is a separate process `gc` may have to stop.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ForwarderRecord {
-    /// The socket factory inside the namespace.
-    pub factory: ProcessId,
+    /// The socket factory inside the namespace (rootless runs; as root the
+    /// relay thread joins the namespace and there is no such process).
+    #[serde(default)]
+    pub factory: Option<ProcessId>,
     /// Listening addresses (`ADDR:PORT/PROTO`).
     pub listeners: Vec<String>,
 }
