@@ -226,18 +226,8 @@ fn ensure_private_dir(dir: &Path, euid: u32) -> Result<(), StoreError> {
         Ok(()) => {}
         Err(source) => return Err(StoreError::CreateDir { path: dir.to_owned(), source }),
     }
-    let meta = fs::symlink_metadata(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
-    let unsafe_dir = |why: String| Err(StoreError::UnsafeDir { path: dir.to_owned(), why });
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return unsafe_dir("not a directory (or a symlink)".into());
-    }
-    if meta.uid() != euid {
-        return unsafe_dir(format!("owned by uid {}, not {euid}", meta.uid()));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return unsafe_dir(format!("mode {:04o} is writable by others", meta.permissions().mode() & 0o7777));
-    }
-    Ok(())
+    crate::safefs::check_private_dir(dir, euid)
+        .map_err(|e| StoreError::UnsafeDir { path: dir.to_owned(), why: e.to_string() })
 }
 
 /// A fresh random run id (12 hex digits).
