@@ -257,9 +257,10 @@ class Env:
         return [self.bin, "--run-dir", self.run_dir, "--netns-dir", self.netns_dir, "run", *args]
 
     def ours_fwd(self, port, cmd):
-        # The peer is bare pasta, so ours runs pasta too (auto would pick
-        # slirp4netns over Debian's pasta build for egress).
-        return self.ours("--network", "pasta", "-p", f"{LOOPBACK}:{port}:{NS_PORT}", "--", *cmd)
+        # The peer is bare pasta, so ours runs pasta and its forwarding too
+        # (auto would pick slirp4netns over Debian's pasta build for egress,
+        # and the builtin port driver on it; bench/portfwd compares those).
+        return self.ours("--network", "pasta", "--port-driver", "pasta", "-p", f"{LOOPBACK}:{port}:{NS_PORT}", "--", *cmd)
 
     def pasta_fwd(self, port, cmd):
         return [self.pasta, "--config-net", "-t", f"{LOOPBACK}/{port}:{NS_PORT}", *PASTA_NOFWD, "--", *cmd]
@@ -394,7 +395,7 @@ def bench_launch(env, n):
     # ready, as pelagos-net itself reports it with -v.
     ready = []
     for _ in range(max(3, n // 3)):
-        argv = env.ours("--network", "pasta", "-p", f"{LOOPBACK}:{env.port()}:{NS_PORT}", "--", "true")
+        argv = env.ours("--network", "pasta", "--port-driver", "pasta", "-p", f"{LOOPBACK}:{env.port()}:{NS_PORT}", "--", "true")
         argv.insert(1, "-v")
         p = env.spawn(argv)
         wait_exit(p, 10)
