@@ -28,7 +28,9 @@
 
 use crate::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
-use crate::portfwd::{Forwarder, ForwarderConfig, ForwarderReport, JoinNetns, Listener, PortfwdError, SocketSource, Targets};
+use crate::portfwd::{
+    Forwarder, ForwarderConfig, ForwarderReport, JoinNetns, Listener, PortfwdError, SocketSource, Targets,
+};
 use crate::procfs::ProcessId;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -187,11 +189,8 @@ pub fn start_builtin_ports(
         };
     crate::fault::point("ports.routing-installed");
     let factory_id = inside.factory_id();
-    let config = ForwarderConfig {
-        targets,
-        preserve_source: preserving.then_some(SOURCE_MARK),
-        ..ForwarderConfig::default()
-    };
+    let config =
+        ForwarderConfig { targets, preserve_source: preserving.then_some(SOURCE_MARK), ..ForwarderConfig::default() };
     let forwarder = Forwarder::start(listeners, inside.into_source(), config)?;
     crate::fault::point("ports.relay-started");
     Ok(BuiltinPorts { forwarder, factory: factory_id, preserving })
@@ -208,12 +207,7 @@ enum RoutingError {
     Netlink(#[from] NetlinkError),
 }
 
-fn install_source_routing(
-    inside: &mut Inside,
-    netlink: &mut Netlink,
-    v4: bool,
-    v6: bool,
-) -> Result<(), RoutingError> {
+fn install_source_routing(inside: &mut Inside, netlink: &mut Netlink, v4: bool, v6: bool) -> Result<(), RoutingError> {
     inside.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
     let lo = netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback)?;
     for (present, family) in [(v4, IpFamily::V4), (v6, IpFamily::V6)] {

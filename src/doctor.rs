@@ -188,7 +188,9 @@ fn port_driver_check(caps: &HostCaps) -> Check {
             "auto: builtin in every mode but bridge (this pasta build breaks published TCP ports: its tap path \
              for non-loopback clients, and large transfers on its splice path); bridge: nftables"
         }
-        Some(_) => "auto: pasta's own forwarding in pasta mode; slirp4netns and loopback modes: builtin; bridge: nftables",
+        Some(_) => {
+            "auto: pasta's own forwarding in pasta mode; slirp4netns and loopback modes: builtin; bridge: nftables"
+        }
         None => "auto: builtin in slirp4netns and loopback modes; bridge: nftables",
     };
     check("port driver", Status::Pass, detail, None)

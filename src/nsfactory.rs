@@ -124,9 +124,8 @@ impl SocketFactory {
         let netns = open(target.netns)?;
         let mut pair = [0 as RawFd; 2];
         // SAFETY: socketpair writes two fds into `pair`, which we own at once.
-        let rc = unsafe {
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr())
-        };
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) };
         if rc != 0 {
             return Err(FactoryError::Spawn(last_err()));
         }
@@ -174,9 +173,7 @@ impl SocketFactory {
     pub fn socket(&mut self, domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
         let key = (domain, ty);
         let pooled = domain == libc::AF_INET || domain == libc::AF_INET6;
-        if pooled
-            && let Some(fd) = self.pool(key).pop_front()
-        {
+        if pooled && let Some(fd) = self.pool(key).pop_front() {
             return Ok(fd);
         }
         let count = if pooled { REFILL } else { 1 };
@@ -213,12 +210,7 @@ impl SocketFactory {
     fn call(&mut self, req: Request) -> io::Result<Vec<OwnedFd>> {
         // SAFETY: `req` is a plain repr(C) value; send reads its bytes.
         let sent = unsafe {
-            libc::send(
-                self.ctl.as_raw_fd(),
-                (&raw const req).cast(),
-                size_of::<Request>(),
-                libc::MSG_NOSIGNAL,
-            )
+            libc::send(self.ctl.as_raw_fd(), (&raw const req).cast(), size_of::<Request>(), libc::MSG_NOSIGNAL)
         };
         if sent != size_of::<Request>() as isize {
             return Err(if sent < 0 { last_err() } else { io::ErrorKind::WriteZero.into() });
@@ -432,7 +424,6 @@ fn serve(ctl: RawFd) -> ! {
         }
     }
 }
-
 
 impl crate::portfwd::SocketSource for SocketFactory {
     fn socket(&mut self, family: crate::portfwd::SockFamily, kind: crate::portfwd::SockKind) -> io::Result<OwnedFd> {

@@ -14,17 +14,17 @@
 //! Every resource is recorded in the runtime state directory before the
 //! step that creates it completes, so a later `gc` can find it after a crash.
 
-use crate::diagnose::{TunProblem, UsernsKnobs, check_tun};
-use crate::netns::{self, NetnsError};
+use crate::diagnose::{UsernsKnobs, check_tun};
+use crate::netns;
 use crate::pasta::args::{PastaPlan, PastaTarget};
-use crate::pasta::setup::{PastaNetworkConfig, PastaSetupError, setup_pasta_network};
+use crate::pasta::setup::{PastaNetworkConfig, setup_pasta_network};
 use crate::paths::Paths;
 use crate::procfs::ProcessId;
 use crate::spec::config::NetworkConfig;
+use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, PortDriver, choose_driver};
 use crate::spec::mode::NetworkMode;
-use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, DriverMismatch, PortDriver, choose_driver};
 use crate::spec::port::PortMapping;
-use crate::store::{RunRecord, Store, StoreError, new_run_id};
+use crate::store::{RunRecord, Store, new_run_id};
 use crate::userns::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use nix::errno::Errno;
 use std::ffi::OsString;
@@ -44,7 +44,9 @@ mod slirp;
 pub use choose::needs_for;
 pub use command::resolve_command;
 use command::{cstring, prepare_command, run_host, start_command};
+mod error;
 mod supervise;
+pub use error::RunError;
 pub use ports::{PortError, resolve_ephemeral};
 use supervise::{SignalGuard, supervise};
 
@@ -70,125 +72,6 @@ pub struct RunOptions {
     /// Called once the network is ready, just before the command starts,
     /// with the published ports as resolved (ephemeral ports filled in).
     pub on_ready: Option<fn(&[PortMapping])>,
-}
-
-/// Errors of `run`. Each carries what the user needs to act.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// No command was given.
-    #[error("no command given")]
-    NoCommand,
-    /// The command is not on PATH (exit 127).
-    #[error("{0}: command not found")]
-    CommandNotFound(String),
-    /// `execve` of the command failed (exit 126, or 127 for ENOENT).
-    #[error("cannot execute {command}")]
-    Exec {
-        /// Command.
-        command: String,
-        /// errno of execve.
-        #[source]
-        errno: Errno,
-    },
-    /// pasta is not installed.
-    #[error(
-        "pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`"
-    )]
-    PastaMissing,
-    /// The tun device is unusable.
-    #[error(transparent)]
-    Tun(#[from] TunProblem),
-    /// The namespaces could not be created.
-    #[error("cannot create the namespace ({stage}): {errno}. {hint}")]
-    Namespaces {
-        /// Step that failed.
-        stage: ChildStage,
-        /// Its errno.
-        errno: Errno,
-        /// What to do about it.
-        hint: String,
-    },
-    /// The namespace child failed otherwise.
-    #[error(transparent)]
-    Child(#[from] UsernsError),
-    /// Ephemeral port resolution failed.
-    #[error(transparent)]
-    Ports(#[from] PortError),
-    /// pasta failed.
-    #[error(transparent)]
-    Pasta(#[from] PastaSetupError),
-    /// The runtime state directory failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The named netns could not be created or removed.
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    /// Signal handling could not be set up.
-    #[error("set up signal forwarding")]
-    Signals(#[source] Errno),
-    /// The mode is not supported by `run` (yet).
-    #[error("network mode {0} is not supported by run")]
-    UnsupportedMode(NetworkMode),
-    /// No acceptable network mode (see `select`).
-    #[error("{err}{}", fixes_text(.err.fixes()))]
-    Select {
-        /// Why no mode fits.
-        err: crate::select::SelectError,
-    },
-    /// slirp4netns is not installed.
-    #[error(
-        "slirp4netns not found on PATH: install it with `sudo apt-get install slirp4netns`, or choose --network pasta"
-    )]
-    SlirpMissing,
-    /// slirp4netns failed.
-    #[error(transparent)]
-    Slirp(#[from] crate::slirp::setup::SlirpSetupError),
-    /// A mapping slirp4netns cannot express, or an option it lacks.
-    #[error("{0}")]
-    SlirpUnsupported(String),
-    /// Stopping slirp4netns failed.
-    #[error(transparent)]
-    SlirpTeardown(crate::slirp::process::SlirpError),
-    /// Bridge mode needs privileges.
-    #[error("bridge networking needs CAP_NET_ADMIN: run as root, or use --network pasta (rootless)")]
-    BridgeNeedsRoot,
-    /// The network definition could not be loaded.
-    #[error(transparent)]
-    Network(crate::network::NetworkError),
-    /// Bridge setup failed.
-    #[error(transparent)]
-    Bridge(crate::bridge::BridgeError),
-    /// Bridge teardown failed (every step was attempted).
-    #[error(transparent)]
-    BridgeTeardown(crate::bridge::TeardownErrors),
-    /// The port driver does not fit the mode.
-    #[error(transparent)]
-    PortDriver(#[from] DriverMismatch),
-    /// A published port could not be bound (builtin driver).
-    #[error(transparent)]
-    Listen(crate::portfwd::PortfwdError),
-    /// The builtin port driver could not start.
-    #[error(transparent)]
-    BuiltinPorts(#[from] crate::builtin_ports::BuiltinPortsError),
-    /// Several teardown steps failed.
-    #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Teardown(Vec<RunError>),
-}
-
-fn fixes_text(fixes: &[String]) -> String {
-    fixes.iter().map(|f| format!("\n  fix: {f}")).collect()
-}
-
-impl RunError {
-    /// The exit code pelagos-net uses for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::CommandNotFound(_) => 127,
-            Self::Exec { errno: Errno::ENOENT, .. } => 127,
-            Self::Exec { .. } => 126,
-            _ => 125,
-        }
-    }
 }
 
 /// Result of a run whose command started.
@@ -384,8 +267,16 @@ fn run_mode(
     if let Some(program) = &slirp_program {
         let mut cancel = || signals.pending_termination().is_some();
         let socket = opts.paths.run_dir.join(format!("slirp-{}.sock", record.id));
-        match slirp::start(program, child.pid(), rootless, socket, &helper_ports, &proc_root, opts.ready_timeout, &mut cancel)
-        {
+        match slirp::start(
+            program,
+            child.pid(),
+            rootless,
+            socket,
+            &helper_ports,
+            &proc_root,
+            opts.ready_timeout,
+            &mut cancel,
+        ) {
             Ok(setup) => {
                 ready_after = Some(setup.ready_after);
                 res.helper = Some(Helper::Slirp(Box::new(setup)));

@@ -11,7 +11,7 @@ use crate::spec::mode::NetworkMode;
 use crate::spec::port::PortMapping;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Errors from the runtime state directory.

@@ -190,7 +190,8 @@ fn peer_seen(addr: SocketAddr) -> String {
 }
 
 fn udp_round_trips(addr: SocketAddr, count: usize) {
-    let local: IpAddr = if addr.ip().is_loopback() { "127.0.0.1".parse().unwrap() } else { UPSTREAM_ADDR.parse().unwrap() };
+    let local: IpAddr =
+        if addr.ip().is_loopback() { "127.0.0.1".parse().unwrap() } else { UPSTREAM_ADDR.parse().unwrap() };
     let sock = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     for i in 0..count {

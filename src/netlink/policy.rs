@@ -82,7 +82,13 @@ fn routed(msg: &AddressMessage) -> Option<IpAddr> {
 
 impl Netlink {
     /// Route packets carrying `mark` through `table` (both must be new).
-    pub fn add_fwmark_rule(&mut self, family: IpFamily, mark: u32, table: u32, priority: u32) -> Result<(), NetlinkError> {
+    pub fn add_fwmark_rule(
+        &mut self,
+        family: IpFamily,
+        mark: u32,
+        table: u32,
+        priority: u32,
+    ) -> Result<(), NetlinkError> {
         let msg = fwmark_rule(family, mark, table, priority);
         self.request(RouteNetlinkMessage::NewRule(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)

@@ -2,15 +2,15 @@
 //! configured before the fork (bridge, veth, address, route, forwards);
 //! the child joins it with `setns`, so it never starts without its network.
 
+use super::forward::Forward;
 use super::{RunError, RunOptions, RunReport, SignalGuard, prepare_command, resolve_ephemeral, supervise};
 use crate::bridge::{AttachRequest, setup_bridge_network, teardown_network};
 use crate::network::{DEFAULT_NETWORK, load_network_def};
+use crate::nsfactory::FactoryTarget;
 use crate::procfs::ProcessId;
 use crate::spec::ifname::NetworkName;
 use crate::store::new_run_id;
-use crate::nsfactory::FactoryTarget;
 use crate::userns::{ChildSpec, NsChild, NsKind};
-use super::forward::Forward;
 use std::os::fd::AsRawFd;
 
 /// Run the command on a bridge network.

@@ -4,11 +4,11 @@
 //! if it cannot run, the run fails with its own error), which keeps the
 //! common path free of probing.
 
-use crate::spec::driver::PortDriver;
 use super::RunError;
 use crate::probe::{HostCaps, ProbeRoots};
 use crate::select::{Decision, Fallback, Needs, PortFeatures, Request, Requested, select};
 use crate::spec::config::NetworkConfig;
+use crate::spec::driver::PortDriver;
 use crate::spec::mode::NetworkMode;
 use crate::spec::port::PortProto;
 use std::net::IpAddr;

@@ -41,12 +41,15 @@ impl Forward {
 
     /// Start relaying into `target`. Call it after the command's process is
     /// forked: it raises this process's open-file limit.
-    pub(super) fn start_in(&mut self, target: FactoryTarget<'_>, proc_root: &Path) -> Result<Option<Started>, RunError> {
+    pub(super) fn start_in(
+        &mut self,
+        target: FactoryTarget<'_>,
+        proc_root: &Path,
+    ) -> Result<Option<Started>, RunError> {
         let Some(listeners) = self.listeners.take() else { return Ok(None) };
         // The command's child is forked by now and keeps the usual limit.
         raise_fd_limit();
-        let described: Vec<String> =
-            listeners.iter().map(|l| format!("{}/{}", l.local, proto_name(l))).collect();
+        let described: Vec<String> = listeners.iter().map(|l| format!("{}/{}", l.local, proto_name(l))).collect();
         let cfg = BuiltinPortsConfig { target, proc_root, preserve_source: true };
         let ports = start_builtin_ports(listeners, &cfg)?;
         log::info!(

@@ -166,7 +166,9 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
                 out.push("bridge networks cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
             }
             if native_ports.is_some_and(|p| p.ipv6) {
-                out.push("bridge networks are IPv4-only and cannot DNAT IPv6 ports (use --port-driver builtin)".to_owned());
+                out.push(
+                    "bridge networks are IPv4-only and cannot DNAT IPv6 ports (use --port-driver builtin)".to_owned(),
+                );
             }
         }
     }

@@ -36,7 +36,10 @@ mod tests {
         cfg.ports.push("127.0.0.1:8080:80/tcp".parse().unwrap());
         cfg.host_loopback_ports.push(5432);
         let json = serde_json::to_string(&cfg).unwrap();
-        assert_eq!(json, r#"{"mode":"pasta","ports":["127.0.0.1:8080:80/tcp"],"host_loopback_ports":[5432],"port_driver":"auto"}"#);
+        assert_eq!(
+            json,
+            r#"{"mode":"pasta","ports":["127.0.0.1:8080:80/tcp"],"host_loopback_ports":[5432],"port_driver":"auto"}"#
+        );
         assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
     }
 }

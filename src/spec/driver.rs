@@ -79,7 +79,11 @@ impl FromStr for PortDriver {
     type Err = UnknownPortDriver;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)).map(|(d, _)| *d).ok_or_else(|| UnknownPortDriver(s.into()))
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|(d, _)| *d)
+            .ok_or_else(|| UnknownPortDriver(s.into()))
     }
 }
 

@@ -51,7 +51,10 @@ fn slirp_and_loopback_auto_are_builtin() {
 #[test]
 fn bridge_auto_is_nftables_unless_a_port_binds_ipv6() {
     let bridge = NetworkMode::Bridge(None);
-    assert_eq!(chosen(bridge.clone(), PortDriver::Auto, &["8080:80"], OLD_PASTA), (ChosenDriver::Native, "nftables".into()));
+    assert_eq!(
+        chosen(bridge.clone(), PortDriver::Auto, &["8080:80"], OLD_PASTA),
+        (ChosenDriver::Native, "nftables".into())
+    );
     assert_eq!(chosen(bridge, PortDriver::Auto, &["[::1]:8080:80"], OLD_PASTA).0, ChosenDriver::Builtin);
 }
 
@@ -64,7 +67,10 @@ fn no_ports_means_no_driver_whatever_was_asked() {
 fn a_driver_of_another_mode_is_refused_naming_what_works() {
     let err = choose_driver(&NetworkMode::Slirp4netns, PortDriver::Pasta, &ports(&["80"]), OLD_PASTA).unwrap_err();
 
-    assert_eq!(err.to_string(), "port driver pasta does not work with --network slirp4netns: use auto, builtin or slirp4netns");
+    assert_eq!(
+        err.to_string(),
+        "port driver pasta does not work with --network slirp4netns: use auto, builtin or slirp4netns"
+    );
     let err = choose_driver(&NetworkMode::Loopback, PortDriver::Nftables, &ports(&["80"]), OLD_PASTA).unwrap_err();
     assert!(err.to_string().ends_with("use auto or builtin"), "{err}");
 }
