@@ -237,6 +237,21 @@ fn host_port_is_reachable_by_the_first_action_every_time(env: Env) {
     topo.assert_clean();
 }
 
+/// Regression: teardown does not wait for pasta to exit, so the next run
+/// publishing the same port found it still bound ("already in use").
+fn same_port_back_to_back_runs_succeed(env: Env) {
+    let topo = Topology::new(&env);
+    let spec = format!("{}:80", port(26000));
+    for driver in ["pasta", "builtin", "pasta"] {
+        for i in 0..4 {
+            let args = ["run", "--network", "pasta", "--port-driver", driver, "-p", &spec, "--", "true"];
+            let out = topo.cli(&env, &args).output().unwrap();
+            assert!(out.status.success(), "{driver} run {i}: {}", describe(&out));
+        }
+    }
+    topo.assert_clean();
+}
+
 fn taken_host_port_fails_with_the_port_named(env: Env) {
     let topo = Topology::new(&env);
     let host_port = port(23000);
@@ -430,6 +445,7 @@ tier_tests!(
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
+        same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,
@@ -448,6 +464,7 @@ tier_tests!(
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
+        same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,

@@ -86,8 +86,16 @@ pub fn setup_pasta_network(
 ) -> Result<PastaSetup, PastaSetupError> {
     let argv = build_argv(cfg.plan)?;
     let want = expectation(&cfg.plan.ports, &cfg.plan.host_loopback_ports);
-    let base =
-        ready::baseline(cfg.proc_root, &want).map_err(|source| PastaError::Observe { pid: cfg.ns_pid, source })?;
+    let observe_err = |source| PastaError::Observe { pid: cfg.ns_pid, source };
+    let mut base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
+    // A port still held by the exiting pasta of a run that just ended frees
+    // within milliseconds (teardown does not wait for pasta to exit); a port
+    // held by anything else still fails, with pasta's own message.
+    let deadline = std::time::Instant::now() + OCCUPIED_GRACE;
+    while !base.occupied.is_empty() && std::time::Instant::now() < deadline && !cancel() {
+        std::thread::sleep(Duration::from_millis(5));
+        base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
+    }
     let mut process = PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?;
     crate::fault::point("pasta.spawned");
     match process.wait_ready(cfg.proc_root, cfg.ns_pid, &base, &want, cfg.timeout, cancel) {
@@ -101,6 +109,10 @@ pub fn setup_pasta_network(
         }
     }
 }
+
+/// How long setup waits for a requested host port to be released before
+/// starting pasta anyway.
+const OCCUPIED_GRACE: Duration = Duration::from_millis(300);
 
 /// How long teardown waits for pasta's output to close after SIGTERM.
 const TEARDOWN_GRACE: Duration = Duration::from_millis(3);

@@ -23,8 +23,18 @@ impl Forward {
     }
 
     /// Bind every published host port in the caller's namespace.
+    /// A port held by the exiting pasta of a run that just ended is retried
+    /// for a moment (that pasta frees it within milliseconds).
     pub(super) fn bind(ports: &[PortMapping]) -> Result<Self, RunError> {
-        let listeners = bind_listeners(ports).map_err(RunError::Listen)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let listeners = loop {
+            match bind_listeners(ports) {
+                Err(crate::portfwd::PortfwdError::PortInUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.map_err(RunError::Listen)?,
+            }
+        };
         for l in &listeners {
             log::debug!("listening on {} ({:?}) for container port {}", l.local, l.proto, l.container_port);
         }
