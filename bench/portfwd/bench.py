@@ -540,6 +540,7 @@ def push(run, ns, addr, nbytes, deadline_s, stall_s, cpu=True):
     buf = memoryview(bytearray(b"\xa5" * CHUNK))
     fwd, every = (run.forwarder_threads(), run.all_threads()) if cpu else ([], [])
     c0, a0 = threads_cpu_ns(fwd), threads_cpu_ns(every)
+    per0 = {pt: task_cpu_ns(*pt) for pt in every}
     t0 = time.perf_counter()
     res = {"ok": False, "got": 0, "how": "", "reply_lost": False}
     try:
@@ -589,6 +590,9 @@ def push(run, ns, addr, nbytes, deadline_s, stall_s, cpu=True):
         t1 = time.perf_counter()
         c1, a1 = threads_cpu_ns(fwd), threads_cpu_ns(every)
         res["secs"] = t1 - t0
+        res["threads"] = {
+            f"{comm_of(*pt)}/{pt[0]}/{pt[1]}": round((task_cpu_ns(*pt) - v) / 1e9 / res["secs"], 3) for pt, v in per0.items()
+        }
         if not res["ok"]:
             res["got"] = run.count(token)
         res["mib_s"] = res["got"] / (1 << 20) / res["secs"] if res["secs"] > 0 else 0.0
@@ -726,6 +730,7 @@ def bench(env, n, host_addr, upns):
         def col(k, f):
             return [f(x) if x else None for x in tp[k]]
 
+        res["throughput_raw"] = {k: [x for x in tp[k] if x] for k in keys}
         res["throughput"] = {
             k: {
                 "mib_s": col(k, lambda x: x["mib_s"]),
@@ -885,6 +890,10 @@ def render(res, meta):
     row("3 throughput, non-loopback client (MiB/s)", bt, pt, f(r, "{:.2f}"), "completes, >= pasta", verdict(ok))
     cores = {k: med([y["cores"] for y in nl[k]["runs"]]) for k in nl}
     row("  forwarder CPU meanwhile (cores)", f(cores["builtin"], "{:.2f}"), f(cores["pasta"], "{:.2f}"))
+    hc = {k: (sum(1 for y in nl[k]["runs"] if y["ok"] and not y["reply_lost"]), sum(1 for y in nl[k]["runs"] if y["ok"]))
+          for k in nl}
+    row("  half-close, then the sink's reply arrives", "%d/%d" % hc["builtin"], "%d/%d" % hc["pasta"], "-",
+        "builtin all", verdict(hc["builtin"][0] == hc["builtin"][1] > 0))
     bb = sum(ok for ok, _ in nl["builtin"]["banner"])
     pb = sum(ok for ok, _ in nl["pasta"]["banner"])
     row("  server-speaks-first banner, 3 s timeout", f"{bb}/5", f"{pb}/5", "-", "builtin 5/5", verdict(bb == 5))
@@ -897,6 +906,7 @@ def render(res, meta):
     blo = sum(ok for ok, _ in nl["builtin"]["banner_lo"])
     plo = sum(ok for ok, _ in nl["pasta"]["banner_lo"])
     row("  banner, loopback client", f"{blo}/5", f"{plo}/5")
+    row("  server sees a loopback client as", seen(nl["builtin"]["banner_lo"]), seen(nl["pasta"]["banner_lo"]))
     sm = res.get("stop_ms", {})
     row("  SIGTERM -> pelagos-net exit (ms)", f(sm.get("builtin"), "{:.0f}"), f(sm.get("pasta"), "{:.0f}"))
 
@@ -906,6 +916,16 @@ def render(res, meta):
     out = [meta, "", line.format(*head), line.format(*("-" * wi for wi in w))]
     out += [line.format(*x) for x in rows]
     notes = []
+    # Threads other than the forwarder that burned CPU during the transfers.
+    for k in ("builtin", "pasta"):
+        per = {}
+        for x in tp[k]["mib_s"] and res["throughput_raw"][k]:
+            for name, v in (x.get("threads") or {}).items():
+                per.setdefault(name.split("/")[0], []).append(v)
+        busy = {name: median(v) for name, v in per.items() if median(v) >= 0.02}
+        if busy:
+            notes.append(f"note: {k} run, CPU per thread during loopback transfers (cores, median): "
+                         + ", ".join(f"{n} {v:.2f}" for n, v in sorted(busy.items(), key=lambda i: -i[1])))
     for k in ("builtin", "pasta", "direct"):
         if tp[k]["stalls"]:
             notes.append(f"note: {k} loopback transfers that stalled (retried): {'; '.join(tp[k]['stalls'])}")
@@ -1021,10 +1041,10 @@ def main():
 
     q = a.quick
     n = {
-        "rounds": 2 if q else 5,
+        "rounds": 2 if q else 8,
         "bytes": (128 if q else 1024) << 20,
-        "lat_rounds": 2 if q else 6,
-        "rtt": 300 if q else 3000,
+        "lat_rounds": 2 if q else 8,
+        "rtt": 300 if q else 4000,
         "conn": 100 if q else 1000,
         "nl_rounds": 1 if q else 3,
         "nl_bytes": (16 if q else 256) << 20,
