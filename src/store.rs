@@ -183,6 +183,11 @@ impl Store {
         }
     }
 
+    /// One run's record.
+    pub fn record(&self, id: &str) -> Result<RunRecord, StoreError> {
+        read_record(&self.record_path(id))
+    }
+
     /// Every record in the directory, each parsed or its error.
     pub fn records(&self) -> Result<Vec<Result<RunRecord, StoreError>>, StoreError> {
         let read_dir =

@@ -71,10 +71,10 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
             return Err(fail(setup, e));
         }
     };
-    if let Some(r) = &relay
-        && let Err(e) = record_forwarder(&opts.paths.run_dir, &id, r)
-    {
-        log::debug!("record the port relay of {id}: {e}");
+    let child_id = ProcessId::of(proc_root, child.pid()).ok();
+    let forwarder = relay.as_ref().map(|r| r.record());
+    if let Err(e) = complete_record(&opts.paths.run_dir, &id, child_id, forwarder) {
+        log::debug!("record the command and port relay of {id}: {e}");
     }
     if let Err(e) = super::start_command(&mut child, opts, &ports) {
         return Err(fail(setup, e));
@@ -100,14 +100,18 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     })
 }
 
-/// Add the relay to the run record `setup_bridge_network` wrote, so `gc`
-/// can stop its socket factory after a crash (it also dies with us).
-fn record_forwarder(run_dir: &std::path::Path, id: &str, relay: &super::forward::Started) -> Result<(), RunError> {
+/// Add the command's process and the relay to the run record
+/// `setup_bridge_network` wrote, so `gc` can stop them after a crash (both
+/// also die with us through the parent-death signal).
+fn complete_record(
+    run_dir: &std::path::Path,
+    id: &str,
+    child: Option<ProcessId>,
+    forwarder: Option<crate::store::ForwarderRecord>,
+) -> Result<(), RunError> {
     let store = crate::store::Store::open(run_dir, 0)?;
-    let records = store.records()?;
-    if let Some(mut record) = records.into_iter().flatten().find(|r| r.id == id) {
-        record.forwarder = Some(relay.record());
-        store.write_record(&record)?;
-    }
-    Ok(())
+    let mut record = store.record(id)?;
+    record.child = child;
+    record.forwarder = forwarder;
+    Ok(store.write_record(&record)?)
 }
