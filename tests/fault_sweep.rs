@@ -264,30 +264,30 @@ fn position(steps: &[String], name: &str) -> usize {
     steps.iter().position(|s| s == name).unwrap_or_else(|| panic!("step {name} missing from {steps:?}"))
 }
 
-#[test]
-fn rootless_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    let Some(env) = Tier::Rootless.require() else { return };
+/// Sweep `run --network pasta` (the builtin port driver on old pasta
+/// builds) in `tier`; returns the steps for tier-specific order checks.
+fn pasta_sweep(tier: Tier, label: &str) -> Option<Vec<String>> {
+    let env = tier.require()?;
     if !feature_enabled() {
-        return;
+        return None;
     }
     let topo = Topology::new(&env);
     let mut sweep = Sweep::new(&env, &topo);
     let args = ["run", "--network", "pasta", "-p", "127.0.0.1::80", "--", "true"];
-    let steps = sweep.run("rootless pasta", &args, &no_reset);
+    let steps = sweep.run(label, &args, &no_reset);
     assert!(position(&steps, "run.record-written") < position(&steps, "pasta.spawned"));
     assert!(position(&steps, "pasta.ready") < position(&steps, "run.helper-recorded"));
+    Some(steps)
+}
+
+#[test]
+fn rootless_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
+    pasta_sweep(Tier::Rootless, "rootless pasta");
 }
 
 #[test]
 fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    let Some(env) = Tier::Root.require() else { return };
-    if !feature_enabled() {
-        return;
-    }
-    let topo = Topology::new(&env);
-    let mut sweep = Sweep::new(&env, &topo);
-    let args = ["run", "--network", "pasta", "-p", "127.0.0.1::80", "--", "true"];
-    let steps = sweep.run("root pasta", &args, &no_reset);
+    let Some(steps) = pasta_sweep(Tier::Root, "root pasta") else { return };
     // The netns name is recorded before it is created; teardown stops pasta
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));

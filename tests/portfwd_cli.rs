@@ -4,6 +4,7 @@
 //! namespace's loopback (pasta's splice path) and in the fake upstream
 //! namespace (a non-loopback client: pasta's tap path).
 
+#[macro_use]
 mod common;
 
 use common::running::{Running, eventually};
@@ -404,21 +405,6 @@ fn bridge_with_builtin_driver_keeps_client_addresses(env: Env) {
     let out = svc.stop();
     assert!(stderr_of(&out).contains("port driver: builtin"), "{}", describe(&out));
     topo.assert_clean();
-}
-
-macro_rules! tier_tests {
-    ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
-        mod $tier_mod {
-            $(
-                #[test]
-                fn $name() {
-                    if let Some(env) = $tier.require() {
-                        super::$name(env);
-                    }
-                }
-            )*
-        }
-    };
 }
 
 tier_tests!(

@@ -2,6 +2,7 @@
 //! both integration tiers: as the unprivileged test user and as root.
 //! Every scenario runs in its own throwaway topology (see `common`).
 
+#[macro_use]
 mod common;
 
 use common::running::{Running, eventually};
@@ -417,21 +418,6 @@ fn pasta_starts_with_no_signal_blocked(env: Env) {
         assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"), "{stdout}");
     }
     topo.assert_clean();
-}
-
-macro_rules! tier_tests {
-    ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
-        mod $tier_mod {
-            $(
-                #[test]
-                fn $name() {
-                    if let Some(env) = $tier.require() {
-                        super::$name(env);
-                    }
-                }
-            )*
-        }
-    };
 }
 
 tier_tests!(

@@ -16,6 +16,25 @@
 
 pub mod running;
 
+/// One `#[test]` per scenario and tier: `tier_tests!(rootless,
+/// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
+/// tier can run (see [`Tier::require`]).
+#[allow(unused_macros)]
+macro_rules! tier_tests {
+    ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
+        mod $tier_mod {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(env) = $tier.require() {
+                        super::$name(env);
+                    }
+                }
+            )*
+        }
+    };
+}
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsFd;
