@@ -1047,7 +1047,7 @@ def main():
         "rtt": 300 if q else 4000,
         "conn": 100 if q else 1000,
         "nl_rounds": 1 if q else 3,
-        "nl_bytes": (16 if q else 256) << 20,
+        "nl_bytes": (16 if q else 1024) << 20,
         "nl_deadline": 5.0 if q else 20.0,
         "nl_stall": 2.0 if q else 4.0,
     }
