@@ -242,6 +242,12 @@ impl<'a> Sweep<'a> {
         }
         self.ok(args);
         settle(self.topo, &before).expect("a normal run after the sweep leaves nothing behind");
+        self.report(label, &steps);
+        steps
+    }
+
+    /// Print the tally and fail on any leak.
+    fn report(&self, label: &str, steps: &[String]) {
         let t = &self.tally;
         let _ = writeln!(
             std::io::stderr(),
@@ -254,7 +260,6 @@ impl<'a> Sweep<'a> {
             steps.join(" ")
         );
         assert!(t.leaks.is_empty(), "{label}: leaks after gc:\n{}", t.leaks.join("\n"));
-        steps
     }
 }
 
@@ -350,16 +355,5 @@ fn root_network_create_killed_at_every_step_leaves_a_whole_definition_or_none() 
             }
         }
     }
-    let t = &sweep.tally;
-    let _ = writeln!(
-        std::io::stderr(),
-        "fault sweep: {} steps x {} iterations = {} faults injected, {} runs, leaks after gc: {} (root network create: {})",
-        t.steps,
-        iterations(),
-        t.faults,
-        t.runs,
-        t.leaks.len(),
-        steps.join(" ")
-    );
-    assert!(t.leaks.is_empty(), "network create: leaks after gc:\n{}", t.leaks.join("\n"));
+    sweep.report("root network create", &steps);
 }
