@@ -45,6 +45,23 @@
 //! implicit behaviour in its argv (`-t none` instead of the default `auto`
 //! port scan), captures its output into a bounded buffer, and always stops
 //! it explicitly: in PID/netns mode pasta does not exit when its target dies.
+//!
+//! ## Why a port driver of our own
+//!
+//! Published ports are what users touch most, and the pasta build a host
+//! ships may break them (Debian 12's 2023-03-09 build hangs
+//! server-speaks-first connections and corrupts half-closed ones on its tap
+//! path, and stalls large transfers on its splice path). The builtin driver
+//! ([`builtin_ports`], relay in [`portfwd`]) listens on the host itself and
+//! relays each connection through a socket created inside the namespace:
+//! one epoll thread in the process that owns the run, `splice(2)` through
+//! bounded pipes, no daemon. A socket keeps the namespace it was created in,
+//! so root lets the relay thread `setns` once; a rootless owner, which may
+//! not `setns` into a network namespace, forks a socket factory
+//! ([`nsfactory`]) that joins the run's user namespace first. TCP servers
+//! see the real client address (transparent sockets plus fwmark routing
+//! inside the namespace). [`spec::driver`] decides, purely, which driver a
+//! run uses and why.
 
 pub mod bridge;
 pub mod builtin_ports;
