@@ -21,90 +21,45 @@ Exit status: 0 when every measurement ran (a MISS is not a failure),
 2 when the benchmark itself broke.
 """
 
-import argparse
-import ctypes
 import gc
-import json
 import os
-import select
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
-LOOPBACK = "127.0.0.1"
+from benchlib import (
+    LOOPBACK,
+    BenchError,
+    Local,
+    UserEnv,
+    arg_parser,
+    become_subreaper,
+    cleanup_mode,
+    conn_close as _conn_close,
+    conn_echo_close as _conn_echo_close,
+    descendants,
+    kill,
+    measure_and_report,
+    median,
+    pct,
+    pinned,
+    proc_stat,
+    reap_all,
+    rtt as _rtt,
+    table,
+    verdict,
+    wait_exit,
+)
+
 NS_PORT = 7000  # the port the servers listen on inside the namespaces
 PASTA_NOFWD = ["-u", "none", "-T", "none", "-U", "none"]
-
-
-class BenchError(Exception):
-    """The benchmark itself broke (not a missed goal)."""
-
-
-# --------------------------------------------------------------------------
-# statistics
-
-
-def median(xs):
-    return statistics.median(xs)
-
-
-def pct(xs, p):
-    s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
+LOCAL = Local()
 
 
 # --------------------------------------------------------------------------
 # processes
-
-
-def proc_stat(pid):
-    """(ppid, starttime, comm) of pid, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    lpar, rpar = data.find("("), data.rfind(")")
-    comm = data[lpar + 1 : rpar]
-    rest = data[rpar + 2 :].split()
-    # rest[0] is field 3 (state); ppid is field 4, starttime field 22.
-    return int(rest[1]), int(rest[19]), comm
-
-
-def all_procs():
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = proc_stat(int(name))
-            if st:
-                out[int(name)] = st
-    return out
-
-
-def descendants(root, procs=None):
-    """Every live descendant of root, parents before children."""
-    procs = procs if procs is not None else all_procs()
-    kids = {}
-    for pid, (ppid, _, _) in procs.items():
-        kids.setdefault(ppid, []).append(pid)
-    out, todo = [], list(kids.get(root, []))
-    while todo:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-
-def kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def sig_blocked(pid):
@@ -119,108 +74,18 @@ def sig_blocked(pid):
     return None
 
 
-class Tracker:
-    """Remembers (pid, starttime) of everything started, in memory and in a file."""
-
-    def __init__(self, pidfile):
-        self.pidfile = pidfile
-        self.pids = {}
-
-    def add(self, pid):
-        st = proc_stat(pid)
-        if st and pid not in self.pids:
-            self.pids[pid] = st[1]
-            with open(self.pidfile, "a") as f:
-                f.write(f"{pid} {st[1]}\n")
-
-    def kill_all(self):
-        """SIGKILL everything tracked that still runs, and its descendants."""
-        return kill_recorded(self.pids)
-
-
-def kill_recorded(recorded):
-    procs = all_procs()
-    victims = []
-    for pid, start in recorded.items():
-        st = procs.get(pid)
-        if st and st[1] == start:
-            victims.extend(descendants(pid, procs))
-            victims.append(pid)
-    me = os.getpid()
-    victims.extend(descendants(me, procs))
-    for pid in dict.fromkeys(victims):
-        if pid != me:
-            kill(pid, signal.SIGKILL)
-    return victims
-
-
-def wait_exit(proc, timeout):
-    """Block until proc exits (pidfd + poll, so the wake-up is immediate),
-    at most timeout seconds; then reap it. Returns the exit code.
-    Raises BenchError (after SIGKILL) on timeout."""
-    if proc.returncode is not None:
-        return proc.returncode
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return proc.wait()
-    try:
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        if not p.poll(timeout * 1000):
-            proc.kill()
-            proc.wait()
-            raise BenchError(f"{proc.args[0]} (pid {proc.pid}) did not exit within {timeout} s")
-    finally:
-        os.close(fd)
-    return proc.wait()
-
-
-def reap_all(timeout=3.0):
-    """Reap every child (orphans re-parented to us included) until none is
-    left; SIGKILL what is still there after timeout. Call only when no
-    Popen of ours is still running."""
-    deadline = time.monotonic() + timeout
-    killed = False
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid:
-            continue
-        if time.monotonic() > deadline:
-            if killed:
-                raise BenchError(f"children left after SIGKILL: {descendants(os.getpid())}")
-            for d in descendants(os.getpid()):
-                kill(d, signal.SIGKILL)
-            killed = True
-            deadline = time.monotonic() + 2.0
-        time.sleep(0.001)
-
-
 # --------------------------------------------------------------------------
 # the environment
 
 
-class Env:
+class Env(UserEnv):
     def __init__(self, a):
+        super().__init__(a)
         self.bin = a.bin
-        self.uid, self.gid = a.uid, a.gid
-        self.workdir = a.workdir
         self.run_dir, self.netns_dir = a.run_dir, a.netns_dir
         self.pasta = a.pasta
         self.server = os.path.join(a.workdir, "nsserver.py")
         self.python = "/usr/bin/python3"
-        self.tracker = Tracker(a.pidfile)
-        self.log = open(os.path.join(a.workdir, "stderr.log"), "ab")
-        self.env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/tmp",
-            "USER": a.user,
-            "LOGNAME": a.user,
-            "LANG": "C.UTF-8",
-        }
         self.next_port = 21000
 
     def port(self):
@@ -229,27 +94,6 @@ class Env:
         if self.next_port > 60000:
             raise BenchError("ran out of ports")
         return self.next_port
-
-    def spawn(self, argv, stdout=subprocess.DEVNULL):
-        return subprocess.Popen(
-            argv,
-            user=self.uid,
-            group=self.gid,
-            extra_groups=[],
-            env=self.env,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=self.log,
-            close_fds=True,
-        )
-
-    def log_tail(self, n=2000):
-        self.log.flush()
-        with open(self.log.name, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode("utf-8", "replace")
 
     # command lines ----------------------------------------------------------
 
@@ -282,12 +126,7 @@ def stop_pasta(env, proc, timeout=5.0):
     for pid in descendants(proc.pid):
         env.tracker.add(pid)
         kill(pid, signal.SIGTERM)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        wait_exit(proc, timeout)
-    finally:
-        reap_all()
+    stop_ours(env, proc, timeout)
 
 
 # --------------------------------------------------------------------------
@@ -450,9 +289,7 @@ def bench_exit(env, n):
 
 
 def connect(port, timeout=30.0):
-    s = socket.create_connection((LOOPBACK, port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
+    return LOCAL.connect((LOOPBACK, port), timeout)
 
 
 def wait_server(env, proc, port, limit=15.0):
@@ -516,46 +353,15 @@ def throughput(port, nbytes, chunk, failures=None, attempts=3):
 
 
 def rtt(port, n):
-    out = []
-    with connect(port) as s:
-        s.sendall(b"E")
-        for _ in range(50):  # warm-up
-            s.send(b"x")
-            s.recv(1)
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            s.send(b"x")
-            if s.recv(1) != b"x":
-                raise BenchError(f"echo on port {port} broke")
-            out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
+    return _rtt(LOCAL, (LOOPBACK, port), n, timeout=30.0, where=f"port {port}")
 
 
 def conn_close(port, n):
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.connect((LOOPBACK, port))
-        s.close()
-        out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
+    return _conn_close(LOCAL, (LOOPBACK, port), n)
 
 
 def conn_echo_close(port, n):
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.settimeout(5.0)
-        s.connect((LOOPBACK, port))
-        s.sendall(b"Ex")
-        if s.recv(1) != b"x":
-            raise BenchError(f"echo on port {port} broke")
-        s.close()
-        out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
+    return _conn_echo_close(LOCAL, (LOOPBACK, port), n, where=f"port {port}")
 
 
 def pasta_of(pelagos_pid):
@@ -685,10 +491,6 @@ def bench_data(env, rounds, nbytes, n_rtt, n_conn):
 # report
 
 
-def verdict(ok):
-    return "PASS" if ok else "MISS"
-
-
 def render(results, meta):
     rows = []  # (metric, ours, peer, peer_label, ratio, goal, result)
 
@@ -745,10 +547,7 @@ def render(results, meta):
         row("  direct: connect+echo+close (us)", dl["conn_echo_p50_us"], None, "", "{:.1f}")
 
     head = ("metric", "ours", "peer", "peer is", "ratio", "goal", "result")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    line = "  ".join("{:<%d}" % w if i in (0, 3, 5) else "{:>%d}" % w for i, w in enumerate(widths))
-    out = [meta, "", line.format(*head), line.format(*("-" * w for w in widths))]
-    out += [line.format(*r) for r in rows]
+    out = [meta, ""] + table(head, rows, left=(0, 3, 5))
     if d:
         fails = {k: len(d[k].get("transfer_retries", [])) for k in ("ours", "peer", "direct")}
         if any(fails.values()):
@@ -774,36 +573,6 @@ def render(results, meta):
 # main
 
 
-def check_clean(env):
-    """Nothing of ours may outlive the measurements: no child process, no
-    run record, no named netns left by pelagos-net."""
-    left = []
-    reap_all()
-    kids = descendants(os.getpid())
-    if kids:
-        left.append(f"processes {kids}")
-    for d in (os.path.join(env.run_dir, "runs"), env.netns_dir):
-        try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            continue
-        if names:
-            left.append(f"{d}: {names}")
-    return left
-
-
-def pinned():
-    return os.environ.get("BENCH_PIN", "1") != "0" and (os.cpu_count() or 1) >= 2
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def fs_type(path):
     best, kind = "", "?"
     try:
@@ -818,68 +587,15 @@ def fs_type(path):
     return kind
 
 
-def cleanup_mode(a):
-    """Called by bench/run's exit trap: kill what the pid file lists (and
-    its descendants) and every process left in the given namespaces."""
-    recorded = {}
-    try:
-        with open(a.pidfile) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    recorded[int(parts[0])] = int(parts[1])
-    except OSError:
-        pass
-    victims = set(kill_recorded(recorded)) - {os.getpid()}
-    for ns in a.netns:
-        try:
-            ino = os.stat(f"/run/netns/{ns}").st_ino
-        except OSError:
-            continue
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != os.getpid():
-                try:
-                    if os.stat(f"/proc/{name}/ns/net").st_ino == ino:
-                        victims.add(int(name))
-                        kill(int(name), signal.SIGKILL)
-                except OSError:
-                    pass
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and proc_stat(p) for p in victims):
-        time.sleep(0.02)
-    return 0
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cleanup", action="store_true")
-    ap.add_argument("--netns", action="append", default=[])
-    ap.add_argument("--pidfile", required=True)
-    ap.add_argument("--bin")
+    ap = arg_parser()
     ap.add_argument("--pasta", default="pasta")
-    ap.add_argument("--user", default="pnettest")
-    ap.add_argument("--uid", type=int)
-    ap.add_argument("--gid", type=int)
-    ap.add_argument("--workdir")
-    ap.add_argument("--run-dir")
-    ap.add_argument("--netns-dir")
-    ap.add_argument("--json")
-    ap.add_argument("--label", default="")
-    ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="startup,launch,exit,data")
     a = ap.parse_args()
     if a.cleanup:
         return cleanup_mode(a)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed")
+    become_subreaper()
 
     q = a.quick
     n = {
@@ -904,9 +620,8 @@ def main():
         f"data {n['rounds']} rounds x {n['bytes'] >> 20} MiB, {n['rtt']} round trips, {n['conn']} connects"
         f" ({'pinned: client on CPU 0, everything else on CPU 1' if pinned() else 'not pinned'})"
     )
-    t_start = time.monotonic()
-    load0 = loadavg()
-    try:
+
+    def measure():
         if "startup" in only:
             print("[1/4] start-up ...", file=sys.stderr, flush=True)
             results["startup"] = bench_startup(env, n["startup"])
@@ -919,30 +634,9 @@ def main():
         if "data" in only:
             print("[4/4] data path ...", file=sys.stderr, flush=True)
             results["data"] = bench_data(env, n["rounds"], n["bytes"], n["rtt"], n["conn"])
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        print(f"bench: last lines of the commands' stderr:\n{env.log_tail(1500)}", file=sys.stderr)
-        env.tracker.kill_all()
-        reap_all()
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        env.tracker.kill_all()
-        reap_all()
-        return 2
-    leftovers = check_clean(env)
-    if leftovers:
-        print(f"bench: error: left behind: {leftovers}", file=sys.stderr)
-        return 2
-    results["elapsed_s"] = time.monotonic() - t_start
-    results["loadavg"] = [load0, loadavg()]
-    meta += f"\nmeasured in {results['elapsed_s']:.0f} s; load average before {load0}, after {loadavg()} (other work on the machine shows up as noise)"
-    print(render(results, meta))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+        return results
 
+    return measure_and_report(a, env, meta, measure, render)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,23 +15,18 @@ namespaces asynchronously) hit them alike.
 
 import argparse
 import codecs
-import ctypes
 import json
 import os
 import re
 import select
-import statistics
 import subprocess
 import sys
 import time
 
-CLONE_NEWNET = 0x40000000
+import benchlib
+from benchlib import BenchError, setns, table, verdict
+
 CNI_DIR = "/usr/lib/cni"
-ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class BenchError(Exception):
-    pass
 
 
 def log(msg):
@@ -43,11 +38,9 @@ def ino(path):
 
 
 def enter_netns(path, outer_ino):
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise BenchError(f"setns {path}: {os.strerror(ctypes.get_errno())}")
+        setns(fd, f"setns {path}")
     finally:
         os.close(fd)
     here = ino("/proc/thread-self/ns/net")
@@ -71,7 +64,7 @@ def timed(cmds, timeout=60):
 
 
 def median(xs):
-    return statistics.median(xs) if xs else float("nan")
+    return benchlib.median(xs) if xs else float("nan")
 
 
 def p90(xs):
@@ -172,7 +165,7 @@ class CniPeer:
 
     def env(self, cmd, i):
         return {
-            "PATH": ENV_PATH,
+            "PATH": benchlib.PATH,
             "CNI_COMMAND": cmd,
             "CNI_CONTAINERID": self.cid(i),
             "CNI_NETNS": f"/run/netns/{self.ns(i)}",
@@ -371,6 +364,15 @@ class Bench:
             time.sleep(0.05)
         log(f"warning: links {prefix}* still present after {limit_s}s")
 
+    def interleaved(self, i, steps, into):
+        """Run the (name, fn) steps in an order rotated by i; after the
+        warm-up, append each one's seconds to into[name]."""
+        for k in range(len(steps)):
+            name, fn = steps[(i + k) % len(steps)]
+            t = fn()
+            if i >= self.warm:
+                into[name].append(t)
+
     # 1-3: attach, attach with port, teardown
     def attach_and_teardown(self):
         ag, ip, cni = self.agent, self.ip, self.cni
@@ -385,11 +387,7 @@ class Bench:
             steps = [("ours", lambda: ag.seconds(f"attach pbba a{i:05d}")),
                      ("ip", lambda: ip.attach(i)),
                      ("cni", lambda: cni.add(i))]
-            for k in range(3):
-                name, fn = steps[(i + k) % 3]
-                t = fn()
-                if i >= self.warm:
-                    res[name].append(t)
+            self.interleaved(i, steps, res)
         # 2. attach with NAT and one published port
         log(f"(2) attach with one published port: {total} containers per tool")
         for i in range(total):
@@ -397,11 +395,7 @@ class Bench:
             cni.make_ns(j)
             steps = [("ours_p", lambda: ag.seconds(f"attach pbba p{i:05d} {20000 + i}:80")),
                      ("cni_p", lambda: cni.add(j, 30000 + i))]
-            for k in range(2):
-                name, fn = steps[(i + k) % 2]
-                t = fn()
-                if i >= self.warm:
-                    res[name].append(t)
+            self.interleaved(i, steps, res)
         self.r["attach"] = res
         # 3. teardown
         log("(3) teardown")
@@ -410,25 +404,26 @@ class Bench:
             steps = [("ours", lambda: ag.seconds(f"teardown a{i:05d}")),
                      ("ip", lambda: ip.teardown(i)),
                      ("cni", lambda: cni.delete(i))]
-            for k in range(3):
-                name, fn = steps[(i + k) % 3]
-                t = fn()
-                if i >= self.warm:
-                    td[name].append(t)
+            self.interleaved(i, steps, td)
             cni.del_ns(i)
         for i in range(total):
             j = 100 + i
             steps = [("ours_p", lambda: ag.seconds(f"teardown p{i:05d}")),
                      ("cni_p", lambda: cni.delete(j, 30000 + i))]
-            for k in range(2):
-                name, fn = steps[(i + k) % 2]
-                t = fn()
-                if i >= self.warm:
-                    td[name].append(t)
+            self.interleaved(i, steps, td)
             cni.del_ns(j)
         self.r["teardown"] = td
         for p in ("pv", "pbbi", "veth"):
             self.wait_links_gone(p)
+
+    def step_medians(self, lines):
+        """Send the agent each of its step-by-step commands (each answers
+        with name=nanoseconds pairs); each step's median in seconds."""
+        runs = []
+        for line in lines:
+            out = self.agent.cmd(line)
+            runs.append({k: int(v) / 1e9 for k, v in (w.split("=") for w in out)})
+        return {k: median([x[k] for x in runs]) for k in runs[0]}
 
     # where the time goes: the library's calls re-enacted one at a time, and the what-if
     def profiles(self):
@@ -445,19 +440,11 @@ class Bench:
             wi["teardown_p"].append(ag.seconds(f"whatifdown v{i:05d}"))
         self.r["whatif"] = {k: median(v) for k, v in wi.items()}
         self.wait_links_gone("pv")
-        prof = []
-        for i in range(m):
-            out = ag.cmd(f"profile pbba f{i:05d} {25000 + i}:80")
-            prof.append({k: int(v) / 1e9 for k, v in (w.split("=") for w in out)})
-        self.r["profile"] = {k: median([p[k] for p in prof]) for k in prof[0]}
+        self.r["profile"] = self.step_medians(f"profile pbba f{i:05d} {25000 + i}:80" for i in range(m))
         self.wait_links_gone("pv")
         for i in range(m):
             ag.cmd(f"attach pbba q{i:05d} {26000 + i}:80")
-        prof = []
-        for i in range(m):
-            out = ag.cmd(f"tprofile q{i:05d}")
-            prof.append({k: int(v) / 1e9 for k, v in (w.split("=") for w in out)})
-        self.r["tprofile"] = {k: median([p[k] for p in prof]) for k in prof[0]}
+        self.r["tprofile"] = self.step_medians(f"tprofile q{i:05d}" for i in range(m))
         self.wait_links_gone("pv")
 
     # 6: throughput
@@ -529,11 +516,7 @@ class Bench:
         reps = 3 if self.quick else 5
 
         def prof(tag):
-            runs = []
-            for j in range(reps):
-                out = ag.cmd(f"profile pbbs {tag}{j:05d} {46000 + j}:80")
-                runs.append({k: int(v) / 1e9 for k, v in (w.split("=") for w in out)})
-            return {k: median([x[k] for x in runs]) for k in runs[0]}
+            return self.step_medians(f"profile pbbs {tag}{j:05d} {46000 + j}:80" for j in range(reps))
 
         prof_empty = prof("e")
         ours = [ag.seconds(f"attach pbbs s{i:05d} {40000 + i}:80") for i in range(n)]
@@ -620,7 +603,7 @@ class Bench:
         rows = []
 
         def row(what, ours, peer, peer_name, ratio, goal, ok):
-            res = "" if ok is None else ("PASS" if ok else "MISS")
+            res = "" if ok is None else verdict(ok)
             rows.append((what, ours, peer, peer_name, ratio, goal, res))
 
         def ratio(a, b):
@@ -674,15 +657,11 @@ class Bench:
                 rr >= 0.95 if key != "h2c_lo" else None)
 
         hdr = ("measurement", "ours", "peer", "peer is", "ratio", "goal", "result")
-        widths = [max(len(str(x[j])) for x in rows + [hdr]) for j in range(len(hdr))]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         mode = "BENCH_QUICK (smoke)" if self.quick else "full"
         print(f"pelagos-net bridge benchmark ({mode}; medians of {self.n} containers per tool after "
               f"{self.warm} warm-up; {os.cpu_count()} CPUs; kernel {os.uname().release})")
-        print(fmt.format(*hdr))
-        print(fmt.format(*("-" * w for w in widths)))
-        for x in rows:
-            print(fmt.format(*x))
+        for line in table(hdr, rows, left=range(len(hdr))):
+            print(line)
         misses = sum(1 for x in rows if x[6] == "MISS")
         print(f"{sum(1 for x in rows if x[6] == 'PASS')} PASS, {misses} MISS")
         print()

@@ -44,29 +44,40 @@ Exit status: 0 when every measurement ran (a MISS or a stall of pasta is a
 result, not a failure), 2 when the benchmark itself broke.
 """
 
-import argparse
-import ctypes
 import gc
-import json
 import os
-import select
 import selectors
 import signal
 import socket
-import statistics
-import subprocess
 import sys
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWNET = 0x40000000
-LOOPBACK = "127.0.0.1"
+from benchlib import (
+    LOOPBACK,
+    BenchError,
+    Local,
+    UserEnv,
+    all_procs,
+    arg_parser,
+    become_subreaper,
+    cleanup_mode,
+    conn_close,
+    conn_echo_close,
+    descendants,
+    measure_and_report,
+    median,
+    pct,
+    pinned,
+    reap_all,
+    rtt,
+    setns,
+    table,
+    verdict,
+    wait_exit,
+)
+
 NS_PORT, NS_BANNER = 8080, 8081
 CHUNK = 1 << 20
-
-
-class BenchError(Exception):
-    """The benchmark itself broke (not a missed goal)."""
 
 
 # --------------------------------------------------------------------------
@@ -194,130 +205,7 @@ def serve(port, banner_port):
 
 
 # --------------------------------------------------------------------------
-# statistics and processes
-
-
-def median(xs):
-    return statistics.median(xs)
-
-
-def pct(xs, p):
-    s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
-
-
-def proc_stat(pid):
-    """(ppid, starttime, comm) of pid, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    lpar, rpar = data.find("("), data.rfind(")")
-    rest = data[rpar + 2 :].split()
-    return int(rest[1]), int(rest[19]), data[lpar + 1 : rpar]
-
-
-def all_procs():
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = proc_stat(int(name))
-            if st:
-                out[int(name)] = st
-    return out
-
-
-def descendants(root, procs=None):
-    procs = procs if procs is not None else all_procs()
-    kids = {}
-    for pid, (ppid, _, _) in procs.items():
-        kids.setdefault(ppid, []).append(pid)
-    out, todo = [], list(kids.get(root, []))
-    while todo:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-
-def kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def kill_recorded(recorded):
-    procs = all_procs()
-    victims = []
-    for pid, start in recorded.items():
-        st = procs.get(pid)
-        if st and st[1] == start:
-            victims.extend(descendants(pid, procs))
-            victims.append(pid)
-    me = os.getpid()
-    victims.extend(descendants(me, procs))
-    for pid in dict.fromkeys(victims):
-        if pid != me:
-            kill(pid, signal.SIGKILL)
-    return victims
-
-
-class Tracker:
-    def __init__(self, pidfile):
-        self.pidfile, self.pids = pidfile, {}
-
-    def add(self, pid):
-        st = proc_stat(pid)
-        if st and pid not in self.pids:
-            self.pids[pid] = st[1]
-            with open(self.pidfile, "a") as f:
-                f.write(f"{pid} {st[1]}\n")
-
-    def kill_all(self):
-        return kill_recorded(self.pids)
-
-
-def wait_exit(proc, timeout):
-    """Block until proc exits (pidfd + poll), at most timeout s; reap it."""
-    if proc.returncode is not None:
-        return proc.returncode
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return proc.wait()
-    try:
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        if not p.poll(timeout * 1000):
-            proc.kill()
-            proc.wait()
-            raise BenchError(f"{proc.args[0]} (pid {proc.pid}) did not exit within {timeout} s")
-    finally:
-        os.close(fd)
-    return proc.wait()
-
-
-def reap_all(timeout=3.0):
-    deadline = time.monotonic() + timeout
-    killed = False
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid:
-            continue
-        if time.monotonic() > deadline:
-            if killed:
-                raise BenchError(f"children left after SIGKILL: {descendants(os.getpid())}")
-            for d in descendants(os.getpid()):
-                kill(d, signal.SIGKILL)
-            killed = True
-            deadline = time.monotonic() + 2.0
-        time.sleep(0.001)
+# threads and their CPU time
 
 
 def tasks(pid):
@@ -359,16 +247,10 @@ def threads_cpu_ns(pairs):
 # network namespaces
 
 
-libc = ctypes.CDLL(None, use_errno=True)
+class Netns(Local):
+    """TCP sockets of the network namespace at path, made there by setns(2)
+    of this (single) thread around socket(2) and back."""
 
-
-def setns(fd):
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise BenchError(f"setns: {os.strerror(e)}")
-
-
-class Netns:
     HOME = None  # this process's own (host) namespace
 
     def __init__(self, path):
@@ -384,53 +266,16 @@ class Netns:
         finally:
             setns(Netns.HOME.fd)
 
-    def connect(self, addr, timeout=5.0):
-        s = self.socket()
-        s.settimeout(timeout)
-        try:
-            s.connect(addr)
-        except OSError:
-            s.close()
-            raise
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
-
 
 # --------------------------------------------------------------------------
 # the two runs
 
 
-class Env:
-    def __init__(self, a):
-        self.a = a
-        self.tracker = Tracker(a.pidfile)
-        self.log = open(os.path.join(a.workdir, "stderr.log"), "ab")
-        self.env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/tmp",
-            "USER": a.user,
-            "LOGNAME": a.user,
-            "LANG": "C.UTF-8",
-        }
-
+class Env(UserEnv):
     def spawn(self, argv):
-        p = subprocess.Popen(
-            argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=self.env, cwd=self.a.workdir,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, close_fds=True,
-        )
+        p = super().spawn(argv)
         self.tracker.add(p.pid)
         return p
-
-    def log_tail(self, n=2000):
-        self.log.flush()
-        with open(self.log.name, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode("utf-8", "replace")
-
-
-def pinned():
-    return os.environ.get("BENCH_PIN", "1") != "0" and (os.cpu_count() or 1) >= 2
 
 
 class Run:
@@ -615,49 +460,6 @@ def push(run, ns, addr, nbytes, deadline_s, stall_s, cpu=True):
     return res
 
 
-def rtt(ns, addr, n):
-    out = []
-    with ns.connect(addr, 5.0) as s:
-        s.sendall(b"E")
-        for _ in range(50):
-            s.send(b"x")
-            s.recv(1)
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            s.send(b"x")
-            if s.recv(1) != b"x":
-                raise BenchError(f"echo on {addr} broke")
-            out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
-
-
-def conn_close(ns, addr, n):
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        s = ns.socket()
-        s.connect(addr)
-        s.close()
-        out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
-
-
-def conn_echo_close(ns, addr, n):
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        s = ns.socket()
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.settimeout(5.0)
-        s.connect(addr)
-        s.sendall(b"Ex")
-        if s.recv(1) != b"x":
-            raise BenchError(f"echo on {addr} broke")
-        s.close()
-        out.append(time.perf_counter_ns() - t0)
-    return [x / 1e3 for x in out]
-
-
 def banner(ns, addr, timeout=3.0):
     """(ok, what the server says the client's address is, or the failure)."""
     t0 = time.perf_counter()
@@ -833,9 +635,6 @@ def render(res, meta):
         xs = [x for x in xs if x is not None]
         return median(xs) if xs else None
 
-    def verdict(ok):
-        return "PASS" if ok else "MISS"
-
     tp = res["throughput"]
     b, p, d = tp["builtin"], tp["pasta"], tp["direct"]
     r, noise = paired(b["mib_s"], p["mib_s"])
@@ -911,10 +710,7 @@ def render(res, meta):
     row("  SIGTERM -> pelagos-net exit (ms)", f(sm.get("builtin"), "{:.0f}"), f(sm.get("pasta"), "{:.0f}"))
 
     head = ("measure", "builtin", "pasta", "ratio", "goal", "result")
-    w = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
-    line = "  ".join("{:<%d}" % wi if i in (0, 4) else "{:>%d}" % wi for i, wi in enumerate(w))
-    out = [meta, "", line.format(*head), line.format(*("-" * wi for wi in w))]
-    out += [line.format(*x) for x in rows]
+    out = [meta, ""] + table(head, rows, left=(0, 4))
     notes = []
     # Threads other than the forwarder that burned CPU during the transfers.
     for k in ("builtin", "pasta"):
@@ -951,93 +747,17 @@ def render(res, meta):
 # main
 
 
-def loadavg():
-    try:
-        with open("/proc/loadavg") as fh:
-            return " ".join(fh.read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cleanup_mode(a):
-    """bench/portfwd/run's exit trap: kill what the pid file lists (and its
-    descendants) and every process left in the given namespaces."""
-    recorded = {}
-    try:
-        with open(a.pidfile) as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 2:
-                    recorded[int(parts[0])] = int(parts[1])
-    except OSError:
-        pass
-    victims = set(kill_recorded(recorded)) - {os.getpid()}
-    for ns in a.netns:
-        try:
-            ino = os.stat(f"/run/netns/{ns}").st_ino
-        except OSError:
-            continue
-        for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != os.getpid():
-                try:
-                    if os.stat(f"/proc/{name}/ns/net").st_ino == ino:
-                        victims.add(int(name))
-                        kill(int(name), signal.SIGKILL)
-                except OSError:
-                    pass
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and any(proc_stat(p) for p in victims):
-        time.sleep(0.02)
-    return 0
-
-
-def check_clean(a):
-    left = []
-    reap_all()
-    kids = descendants(os.getpid())
-    if kids:
-        left.append(f"processes {kids}")
-    for d in (os.path.join(a.run_dir, "runs"), a.netns_dir):
-        try:
-            names = os.listdir(d)
-        except (FileNotFoundError, TypeError):
-            continue
-        if names:
-            left.append(f"{d}: {names}")
-    return left
-
-
 def main():
-    ap = argparse.ArgumentParser()
+    ap = arg_parser(pidfile_required=False)  # the server (--serve) has none
     ap.add_argument("--serve", nargs=2, type=int, metavar=("PORT", "BANNER_PORT"))
-    ap.add_argument("--cleanup", action="store_true")
-    ap.add_argument("--netns", action="append", default=[])
-    ap.add_argument("--pidfile")
-    ap.add_argument("--bin")
-    ap.add_argument("--user", default="pnettest")
-    ap.add_argument("--uid", type=int)
-    ap.add_argument("--gid", type=int)
-    ap.add_argument("--workdir")
-    ap.add_argument("--run-dir")
-    ap.add_argument("--netns-dir")
     ap.add_argument("--upns", help="name of the upstream netns (non-loopback clients)")
     ap.add_argument("--host-addr", help="the host netns's veth address")
-    ap.add_argument("--json")
-    ap.add_argument("--label", default="")
-    ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.serve:
         return serve(*a.serve)
     if a.cleanup:
         return cleanup_mode(a)
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed")
+    become_subreaper()
 
     q = a.quick
     n = {
@@ -1065,37 +785,7 @@ def main():
         f"(limit {n['nl_deadline']:.0f} s, stall {n['nl_stall']:.0f} s), 5 banners"
         f" ({'pinned: clients on CPU 0, the runs on CPU 1' if pinned() else 'not pinned'})"
     )
-    t_start = time.monotonic()
-    load0 = loadavg()
-    try:
-        res = bench(env, n, a.host_addr, upns)
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        print(f"bench: last lines of the commands' stderr:\n{env.log_tail(1500)}", file=sys.stderr)
-        env.tracker.kill_all()
-        reap_all()
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        env.tracker.kill_all()
-        reap_all()
-        return 2
-    leftovers = check_clean(a)
-    if leftovers:
-        print(f"bench: error: left behind: {leftovers}", file=sys.stderr)
-        return 2
-    res["elapsed_s"] = time.monotonic() - t_start
-    res["loadavg"] = [load0, loadavg()]
-    meta += (
-        f"\nmeasured in {res['elapsed_s']:.0f} s; load average before {load0}, after {loadavg()} "
-        f"(other work on the machine shows up as noise)"
-    )
-    print(render(res, meta))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(res, fh, indent=2, default=str)
-    return 0
-
+    return measure_and_report(a, env, meta, lambda: bench(env, n, a.host_addr, upns), render)
 
 if __name__ == "__main__":
     sys.exit(main())
