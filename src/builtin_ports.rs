@@ -175,18 +175,7 @@ pub fn start_builtin_ports(
 ) -> Result<BuiltinPorts, BuiltinPortsError> {
     let mut inside = Inside::open(cfg)?;
     crate::fault::point("ports.factory-started");
-    let mut netlink = inside.netlink()?;
-    let routed = netlink.routed_addresses().map_err(BuiltinPortsError::Netlink)?;
-    let targets = Targets { v4: routed.v4, v6: routed.v6 };
-    let preserving = cfg.preserve_source
-        && (routed.v4.is_some() || routed.v6.is_some())
-        && match install_source_routing(&mut inside, &mut netlink, routed.v4.is_some(), routed.v6.is_some()) {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("cannot keep client source addresses (servers will see 127.0.0.1): {e}");
-                false
-            }
-        };
+    let (targets, preserving) = prepare_targets(&mut inside, cfg.preserve_source);
     crate::fault::point("ports.routing-installed");
     let factory_id = inside.factory_id();
     let config =
@@ -199,6 +188,8 @@ pub fn start_builtin_ports(
 /// Errors installing the source-preservation routing.
 #[derive(Debug, thiserror::Error)]
 enum RoutingError {
+    #[error("read the namespace's addresses")]
+    Addresses(#[source] BuiltinPortsError),
     #[error("set net.ipv4.tcp_fwmark_accept inside the namespace")]
     Sysctl(#[source] std::io::Error),
     #[error("find lo inside the namespace")]
@@ -207,16 +198,61 @@ enum RoutingError {
     Netlink(#[from] NetlinkError),
 }
 
-fn install_source_routing(inside: &mut Inside, netlink: &mut Netlink, v4: bool, v6: bool) -> Result<(), RoutingError> {
-    inside.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
-    let lo = netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback)?;
-    for (present, family) in [(v4, IpFamily::V4), (v6, IpFamily::V6)] {
-        if !present {
-            continue;
+/// The namespace's routed addresses, as connect targets, with the routing
+/// that keeps client addresses installed for each family it could be.
+/// Never fails the run: what cannot be had is warned about, and those
+/// clients are relayed from the namespace's loopback instead.
+fn prepare_targets(inside: &mut Inside, preserve: bool) -> (Targets, bool) {
+    let warn = |e: &dyn std::fmt::Display| {
+        log::warn!("cannot keep client source addresses (servers will see 127.0.0.1): {e}");
+    };
+    let (mut netlink, routed) = match read_routed(inside) {
+        Ok(found) => found,
+        Err(e) => {
+            warn(&e);
+            return (Targets::default(), false);
         }
-        netlink.add_local_default_route(family, SOURCE_TABLE, lo).or_else(ignore_exists)?;
-        netlink.add_fwmark_rule(family, SOURCE_MARK, SOURCE_TABLE, SOURCE_RULE_PRIORITY).or_else(ignore_exists)?;
+    };
+    let mut targets = Targets { v4: routed.v4, v6: routed.v6 };
+    if !preserve || (targets.v4.is_none() && targets.v6.is_none()) {
+        return (targets, false);
     }
+    if let Err(e) = common_routing(inside, &mut netlink) {
+        warn(&e);
+        return (targets, false);
+    }
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let present = match family {
+            IpFamily::V4 => targets.v4.is_some(),
+            IpFamily::V6 => targets.v6.is_some(),
+        };
+        if present && let Err(e) = family_routing(&mut netlink, family) {
+            warn(&format_args!("{family:?}: {e}"));
+            match family {
+                IpFamily::V4 => targets.v4 = None,
+                IpFamily::V6 => targets.v6 = None,
+            }
+        }
+    }
+    let preserving = targets.v4.is_some() || targets.v6.is_some();
+    (targets, preserving)
+}
+
+fn read_routed(inside: &mut Inside) -> Result<(Netlink, crate::netlink::RoutedAddresses), RoutingError> {
+    let mut netlink = inside.netlink().map_err(RoutingError::Addresses)?;
+    let routed = netlink.routed_addresses()?;
+    Ok((netlink, routed))
+}
+
+fn common_routing(inside: &mut Inside, netlink: &mut Netlink) -> Result<(), RoutingError> {
+    inside.enable_fwmark_accept().map_err(RoutingError::Sysctl)?;
+    netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback).map(drop)
+}
+
+fn family_routing(netlink: &mut Netlink, family: IpFamily) -> Result<(), RoutingError> {
+    let lo = netlink.link_index("lo")?.ok_or(RoutingError::NoLoopback)?;
+    netlink.add_local_default_route(family, SOURCE_TABLE, lo).or_else(ignore_exists)?;
+    netlink.add_fwmark_rule(family, SOURCE_MARK, SOURCE_TABLE, SOURCE_RULE_PRIORITY).or_else(ignore_exists)?;
     Ok(())
 }
 

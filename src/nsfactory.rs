@@ -19,9 +19,9 @@
 //! in it.
 //!
 //! After `fork` the child runs only async-signal-safe code (raw syscalls on
-//! stack buffers), so a multithreaded owner may spawn it. It dies with its
-//! owner (`PR_SET_PDEATHSIG`) and exits when the owner closes its end of
-//! the pair.
+//! stack buffers), so a multithreaded owner may spawn it. It exits when the
+//! owner closes its end of the pair, which the kernel does when the owner
+//! dies, however it dies.
 
 use crate::procfs::ProcessId;
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -131,7 +131,6 @@ impl SocketFactory {
         }
         // SAFETY: both fds were just created by socketpair and are owned only here.
         let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
-        let parent = std::process::id() as libc::pid_t;
         // SAFETY: the child runs only async-signal-safe code (`child_main`
         // makes raw syscalls on stack values and never returns).
         let pid = unsafe { libc::fork() };
@@ -140,7 +139,7 @@ impl SocketFactory {
         }
         if pid == 0 {
             let user = userns.as_ref().map_or(-1, |f| f.as_raw_fd());
-            child_main(parent, theirs.as_raw_fd(), user, netns.as_raw_fd());
+            child_main(theirs.as_raw_fd(), user, netns.as_raw_fd());
         }
         drop(theirs);
         let pid = Pid::from_raw(pid);
@@ -332,14 +331,15 @@ fn send_reply(ctl: RawFd, reply: Reply, fds: &[RawFd]) -> isize {
 }
 
 /// The factory process. Never returns.
-fn child_main(parent: libc::pid_t, ctl: RawFd, userns: RawFd, netns: RawFd) -> ! {
+///
+/// It sets no parent-death signal: that signal follows the *thread* that
+/// forked, and a library caller may start the driver from a short-lived
+/// thread. Owner death is seen instead as EOF on the control socket, whose
+/// other end only the owner holds once the inherited descriptors are closed.
+fn child_main(ctl: RawFd, userns: RawFd, netns: RawFd) -> ! {
     // SAFETY: raw syscalls on values of this frame; `_exit` ends the child
     // without running the parent's destructors or atexit handlers.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(1);
-        }
         let mut stage = 0;
         let mut err = 0;
         if userns >= 0 && libc::setns(userns, libc::CLONE_NEWUSER) != 0 {
@@ -349,15 +349,41 @@ fn child_main(parent: libc::pid_t, ctl: RawFd, userns: RawFd, netns: RawFd) -> !
             (stage, err) = (2, *libc::__errno_location());
         }
         // Keep nothing of the owner's open: its listeners must close when it
-        // closes them.
-        let keep = ctl as libc::c_uint;
-        libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0 as libc::c_uint);
-        libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+        // closes them, and its end of the control socket must be its alone.
+        close_all_but(ctl);
         send_reply(ctl, Reply { errno: err, count: stage }, &[]);
         if err != 0 {
             libc::_exit(1);
         }
         serve(ctl)
+    }
+}
+
+/// Close every descriptor from 3 up except `keep` (async-signal-safe):
+/// `close_range(2)`, or a bounded loop on kernels without it (before 5.9).
+fn close_all_but(keep: RawFd) {
+    let keep = keep as libc::c_uint;
+    let ranges = [(3, keep.saturating_sub(1)), (keep.saturating_add(1).max(3), libc::c_uint::MAX)];
+    for (first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: closes descriptors this forked child inherited and never uses.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+        if rc == 0 {
+            continue;
+        }
+        let mut limit: libc::rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills a value of this frame.
+        let top = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur.min(1 << 20) as libc::c_uint
+        } else {
+            65536
+        };
+        for fd in first..=last.min(top) {
+            // SAFETY: as above; EBADF for descriptors that are not open.
+            unsafe { libc::close(fd as RawFd) };
+        }
     }
 }
 

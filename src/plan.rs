@@ -10,7 +10,7 @@ use crate::probe::HostCaps;
 use crate::select::{Decision, Fallback, Request, Requested, SelectError, select};
 use crate::slirp::args::{SlirpFds, SlirpPlan, SlirpTarget};
 use crate::spec::config::NetworkConfig;
-use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, DriverMismatch, choose_driver};
+use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, DriverMismatch, PastaBuild, choose_driver};
 use crate::spec::mode::NetworkMode;
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -70,7 +70,12 @@ pub fn plan(
         _ => None,
     };
     let mode = decision.as_ref().map_or_else(|| network.mode.clone(), |d| d.mode.to_network_mode());
-    let facts = DriverFacts { pasta_tap_bugs: caps.pasta.features().is_none_or(|f| f.tcp_tap_bugs.any()) };
+    let pasta = match caps.pasta.features() {
+        Some(f) if f.tcp_tap_bugs.any() => PastaBuild::Broken,
+        Some(_) => PastaBuild::Fixed,
+        None => PastaBuild::Unknown,
+    };
+    let facts = DriverFacts { pasta };
     let port_driver = choose_driver(&mode, network.port_driver, &network.ports, facts)?;
     let builtin = port_driver.driver == ChosenDriver::Builtin;
     let rootless = caps.euid != 0;

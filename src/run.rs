@@ -21,7 +21,7 @@ use crate::pasta::setup::{PastaNetworkConfig, setup_pasta_network};
 use crate::paths::Paths;
 use crate::procfs::ProcessId;
 use crate::spec::config::NetworkConfig;
-use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, PortDriver, choose_driver};
+use crate::spec::driver::{ChosenDriver, DriverChoice, DriverFacts, PastaBuild, PortDriver, choose_driver};
 use crate::spec::mode::NetworkMode;
 use crate::spec::port::PortMapping;
 use crate::store::{RunRecord, Store, new_run_id};
@@ -388,11 +388,18 @@ pub(super) fn choose_port_driver(
     pasta: Option<&Path>,
 ) -> Result<DriverChoice, RunError> {
     let probe_needed = requested == PortDriver::Auto && !ports.is_empty();
-    let pasta_tap_bugs = match pasta {
-        Some(p) if probe_needed => crate::pasta::features::probe(p).map_or(true, |f| f.tcp_tap_bugs().any()),
-        _ => true,
+    let pasta = match pasta {
+        Some(p) if probe_needed => match crate::pasta::features::probe(p) {
+            Ok(f) if f.tcp_tap_bugs().any() => PastaBuild::Broken,
+            Ok(_) => PastaBuild::Fixed,
+            Err(e) => {
+                log::debug!("probe {}: {e}", p.display());
+                PastaBuild::Unknown
+            }
+        },
+        _ => PastaBuild::Unknown,
     };
-    Ok(choose_driver(mode, requested, ports, DriverFacts { pasta_tap_bugs })?)
+    Ok(choose_driver(mode, requested, ports, DriverFacts { pasta })?)
 }
 
 fn find_slirp(opts: &RunOptions) -> Result<PathBuf, RunError> {

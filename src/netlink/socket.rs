@@ -74,8 +74,13 @@ impl Netlink {
     /// Adopt an rtnetlink socket created elsewhere (for example inside a
     /// namespace by [`crate::nsfactory::SocketFactory`]); it is connected
     /// to the kernel here.
+    /// Replies are read blocking, so a nonblocking socket is made blocking.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, NetlinkError> {
-        connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| NetlinkError::Open { source: e.into() })?;
+        let open_err = |e: Errno| NetlinkError::Open { source: e.into() };
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).map_err(open_err)?;
+        let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(blocking)).map_err(open_err)?;
+        connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(open_err)?;
         Ok(Self { fd, seq: 0, buf: vec![0; RECV_BUF_LEN] })
     }
 

@@ -77,6 +77,10 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         log::debug!("record the command and port relay of {id}: {e}");
     }
     if let Err(e) = super::start_command(&mut child, opts, &ports) {
+        // Listeners close before the namespace they relay into goes.
+        if let Some(r) = relay {
+            r.stop();
+        }
         return Err(fail(setup, e));
     }
     crate::fault::point("run.command-started");

@@ -122,11 +122,22 @@ pub struct DriverMismatch {
     pub valid: String,
 }
 
+/// What is known of the pasta build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PastaBuild {
+    /// It has the tap-path TCP fixes (2023_10_04 and 2024_08_06).
+    Fixed,
+    /// It has the tap-path TCP bugs (Debian 12's 2023-03-09 build does).
+    Broken,
+    /// It could not be probed (or was not asked about); assumed broken.
+    Unknown,
+}
+
 /// What `auto` needs to know about the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DriverFacts {
-    /// The pasta build has the tap-path TCP bugs (Debian 12's 2023-03-09 build does).
-    pub pasta_tap_bugs: bool,
+    /// The pasta build.
+    pub pasta: PastaBuild,
 }
 
 fn native_name(mode: &NetworkMode) -> Option<&'static str> {
@@ -170,7 +181,10 @@ pub fn choose_driver(
         };
         Ok(DriverChoice { driver, name: name.into(), reason: reason.into() })
     };
-    if ports.is_empty() || matches!(mode, NetworkMode::Host) {
+    if matches!(mode, NetworkMode::Host) {
+        return choice(ChosenDriver::None, "host networking: the command's sockets are the host's, nothing to forward");
+    }
+    if ports.is_empty() {
         return choice(ChosenDriver::None, "no port is published");
     }
     match requested {
@@ -179,9 +193,14 @@ pub fn choose_driver(
         _ => return choice(ChosenDriver::Native, "asked for with --port-driver"),
     }
     match mode {
-        NetworkMode::Pasta if !facts.pasta_tap_bugs => {
+        NetworkMode::Pasta if facts.pasta == PastaBuild::Fixed => {
             choice(ChosenDriver::Native, "this pasta build has the tap-path TCP fixes (2023_10_04, 2024_08_06)")
         }
+        NetworkMode::Pasta if facts.pasta == PastaBuild::Unknown => choice(
+            ChosenDriver::Builtin,
+            "this pasta build could not be identified, so it is assumed to have the published-port TCP bugs of \
+             builds before 2024_08_06; pelagos-net relays the ports itself",
+        ),
         NetworkMode::Pasta => choice(
             ChosenDriver::Builtin,
             "this pasta build breaks TCP on published ports (server-speaks-first hangs and half-close corrupts on \

@@ -4,8 +4,8 @@ fn ports(specs: &[&str]) -> Vec<PortMapping> {
     specs.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-const OLD_PASTA: DriverFacts = DriverFacts { pasta_tap_bugs: true };
-const NEW_PASTA: DriverFacts = DriverFacts { pasta_tap_bugs: false };
+const OLD_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Broken };
+const NEW_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Fixed };
 
 fn chosen(mode: NetworkMode, driver: PortDriver, specs: &[&str], facts: DriverFacts) -> (ChosenDriver, String) {
     let c = choose_driver(&mode, driver, &ports(specs), facts).unwrap();
@@ -83,4 +83,21 @@ fn driver_names_parse_and_print_back() {
     assert_eq!("BUILTIN".parse::<PortDriver>().unwrap(), PortDriver::Builtin);
     let err = "rootlesskit".parse::<PortDriver>().unwrap_err();
     assert!(err.to_string().contains("expected auto, builtin"), "{err}");
+}
+
+#[test]
+fn an_unidentified_pasta_build_is_relayed_and_the_reason_says_so() {
+    let facts = DriverFacts { pasta: PastaBuild::Unknown };
+    let c = choose_driver(&NetworkMode::Pasta, PortDriver::Auto, &ports(&["8080:80"]), facts).unwrap();
+
+    assert_eq!(c.driver, ChosenDriver::Builtin);
+    assert!(c.reason.contains("could not be identified"), "{}", c.reason);
+}
+
+#[test]
+fn host_mode_forwards_nothing_and_says_why() {
+    let c = choose_driver(&NetworkMode::Host, PortDriver::Builtin, &ports(&["8080:80"]), OLD_PASTA).unwrap();
+
+    assert_eq!(c.driver, ChosenDriver::None);
+    assert!(c.reason.starts_with("host networking"), "{}", c.reason);
 }
