@@ -366,6 +366,52 @@ fn loopback_mode_publishes_ports_through_the_builtin_driver(env: Env) {
     topo.assert_clean();
 }
 
+/// A server on [::] that tells each client its address.
+const V6_PEER_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
+open(sys.argv[2], "w").close()
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode() + b"\n"); c.close()
+"#;
+
+/// IPv6: a client on the upstream's routed IPv6 address reaches the server
+/// through the builtin driver and is seen with its own address.
+fn ipv6_client_address_is_kept(env: Env) {
+    let topo = Topology::new(&env);
+    topo.add_ipv6();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ready = dir.path().join("ready");
+    let (host, ctr) = (port(34000), port(7300));
+    let spec = format!("{host}:{ctr}");
+    let (ctr_s, ready_s) = (ctr.to_string(), path_str(&ready));
+    let args = [
+        "run",
+        "--network",
+        "pasta",
+        "--port-driver",
+        "builtin",
+        "-p",
+        &spec,
+        "--",
+        "python3",
+        "-c",
+        V6_PEER_SERVER,
+        &ctr_s,
+        &ready_s,
+    ];
+    let run = Running::start(&topo, &env, &args);
+    eventually(15, || if ready.exists() { Ok(()) } else { Err(std::io::Error::other("server not ready")) });
+    let addr: SocketAddr = format!("[fd00:231::2]:{host}").parse().unwrap();
+    let seen = client(&topo, ClientPath::Upstream, move || peer_seen(addr));
+    assert_eq!(seen, "fd00:231::1", "the server saw {seen} for an IPv6 upstream client");
+    let out = run.stop();
+    assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
+    topo.assert_clean();
+}
+
 /// The command starts with the open-file limit it would have had: the
 /// owner raises its own only after the fork.
 fn command_keeps_its_open_file_limit(env: Env) {
@@ -421,6 +467,7 @@ tier_tests!(
         loopback_mode_publishes_ports_through_the_builtin_driver,
         killed_owner_leaves_nothing_gc_cannot_remove,
         command_keeps_its_open_file_limit,
+        ipv6_client_address_is_kept,
     ]
 );
 
@@ -432,5 +479,6 @@ tier_tests!(
         pasta_driver_passes_what_its_build_supports,
         killed_owner_leaves_nothing_gc_cannot_remove,
         bridge_with_builtin_driver_keeps_client_addresses,
+        ipv6_client_address_is_kept,
     ]
 );

@@ -199,6 +199,8 @@ pub struct Topology {
     pub run_dir: PathBuf,
     pub netns_dir: PathBuf,
     pub config_dir: PathBuf,
+    /// The veth ends: in the host namespace, in the upstream namespace.
+    pub veths: (String, String),
     _tmp: tempfile::TempDir,
 }
 
@@ -228,7 +230,20 @@ impl Topology {
             nix::unistd::chown(&run_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
             fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
         }
-        Self { host, upstream, run_dir, netns_dir, config_dir, _tmp: tmp }
+        Self { host, upstream, run_dir, netns_dir, config_dir, veths: (vh, vu), _tmp: tmp }
+    }
+
+    /// Give the topology routed IPv6 too: host fd00:231::2/64, upstream
+    /// fd00:231::1/64, the host's default route through the upstream.
+    /// Returns once both addresses are usable (duplicate address detection
+    /// is turned off, so they are at once).
+    pub fn add_ipv6(&self) {
+        for (ns, dev, addr) in
+            [(&self.host, &self.veths.0, "fd00:231::2/64"), (&self.upstream, &self.veths.1, "fd00:231::1/64")]
+        {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
+        }
+        ip(&["-n", &self.host, "-6", "route", "add", "default", "via", "fd00:231::1"]);
     }
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
