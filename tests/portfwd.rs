@@ -581,3 +581,140 @@ fn connections_beyond_the_limit_are_reset() {
     drop(first);
     server.join().unwrap();
 }
+
+/// Arms `SO_LINGER` 0 on a stream, so that dropping it sends a reset.
+fn abort_on_drop(stream: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+}
+
+#[test]
+fn reset_after_half_close_reaches_the_other_side_and_frees_the_connection() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
+    let listener = rig.tcp_server("0.0.0.0:80");
+    for client_aborts in [true, false] {
+        let client = rig.connect(ClientPath::Loopback, 8080);
+        let (server, _) = listener.accept().unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // One side sends its request and half-closes; the other reads it to EOF.
+        let (mut closer, mut survivor) = if client_aborts { (client, server) } else { (server, client) };
+        closer.write_all(b"request").unwrap();
+        closer.shutdown(Shutdown::Write).unwrap();
+        let mut request = Vec::new();
+        survivor.read_to_end(&mut request).unwrap();
+        assert_eq!(request, b"request");
+        assert_eq!(rig.fwd().stats().tcp_active, 1);
+
+        // The half-closed side now aborts.
+        abort_on_drop(&closer);
+        drop(closer);
+
+        let which = if client_aborts { "client" } else { "server" };
+        wait_for(&format!("the {which}'s reset to close the relayed connection"), Duration::from_secs(2), || {
+            rig.fwd().stats().tcp_active == 0
+        });
+        wait_for(&format!("the reset of the {which} to reach the other side"), Duration::from_secs(2), || {
+            survivor.write(b"late reply").is_err()
+        });
+    }
+}
+
+#[test]
+fn udp_reply_comes_from_the_address_the_client_sent_to() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["5353:53/udp"], ForwarderConfig::default()) else { return };
+    // A second IPv6 address on the host, besides ::1.
+    ip(&["-n", &rig.topo.host, "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"]);
+    // Dual-stack: IPv4 flows arrive as mapped addresses.
+    let server = in_netns(&rig.container.name, || UdpSocket::bind("[::]:53").unwrap());
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0; 1500];
+        for _ in 0..2 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            server.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    // Connected client sockets accept datagrams from the connected address
+    // only; the route back to them would pick 127.0.0.1 and ::1.
+    for (bind, published) in [("127.0.0.1:0", "127.0.0.2:5353"), ("[::1]:0", "[fd00:5::2]:5353")] {
+        let published: SocketAddr = published.parse().unwrap();
+        let sock = in_netns(&rig.topo.host, move || {
+            let sock = UdpSocket::bind(bind).unwrap();
+            sock.connect(published).unwrap();
+            sock
+        });
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.send(b"who answers?").unwrap();
+        let mut buf = [0; 1500];
+        let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("no reply from {published}: {e}"));
+        assert_eq!(from, published);
+        assert_eq!(&buf[..n], b"who answers?");
+    }
+    echo.join().unwrap();
+    assert_eq!(rig.fwd().stats().udp_dropped, 0, "{:?}", rig.fwd().stats());
+}
+
+#[test]
+fn ipv6_udp_listener_reaches_an_ipv4_only_server() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["[::1]:5353:53/udp"], ForwarderConfig::default()) else { return };
+    let server = in_netns(&rig.container.name, || UdpSocket::bind("127.0.0.1:53").unwrap());
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0; 1500];
+        for _ in 0..2 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            server.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    let published: SocketAddr = "[::1]:5353".parse().unwrap();
+    let sock = in_netns(&rig.topo.host, || UdpSocket::bind("[::1]:0").unwrap());
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The first datagram is refused on [::1] inside the namespace and resent
+    // to 127.0.0.1; the second goes there directly.
+    for msg in ["first", "second"] {
+        sock.send_to(msg.as_bytes(), published).unwrap();
+        let mut buf = [0; 1500];
+        let (n, from) = sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("no reply to {msg}: {e}"));
+        assert_eq!((from, &buf[..n]), (published, msg.as_bytes()));
+    }
+    echo.join().unwrap();
+    let stats = rig.fwd().stats();
+    assert_eq!(stats.udp_flows_created, 1, "{stats:?}");
+    assert_eq!(stats.udp_dropped, 0, "the refused datagram was resent: {stats:?}");
+}
+
+#[test]
+fn udp_datagrams_refused_inside_the_namespace_are_counted() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["127.0.0.1:5353:53/udp"], ForwarderConfig::default()) else { return };
+    let (sock, to) = rig.udp_client(ClientPath::Loopback, 5353);
+    sock.send_to(b"anyone?", to).unwrap();
+    wait_for("the refused datagram to be counted", Duration::from_secs(5), || rig.fwd().stats().udp_dropped >= 1);
+    assert_eq!(rig.fwd().stats().bytes_from_container, 0);
+}
+
+#[test]
+fn data_sent_just_before_a_reset_still_reaches_the_server() {
+    let _shared = EXCLUSIVE.read().unwrap();
+    let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
+    let listener = rig.tcp_server("0.0.0.0:80");
+    let mut client = rig.connect(ClientPath::Loopback, 8080);
+    let (mut server, _) = listener.accept().unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.write_all(b"last words").unwrap();
+    abort_on_drop(&client);
+    drop(client);
+    let mut got = Vec::new();
+    let mut buf = [0; 64];
+    loop {
+        match server.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("server read after {} bytes: {e}", got.len()),
+        }
+    }
+    assert_eq!(got, b"last words");
+    wait_for("the connection to close", Duration::from_secs(2), || rig.fwd().stats().tcp_active == 0);
+}

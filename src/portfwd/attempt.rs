@@ -9,6 +9,10 @@
 //!    answers clients of an IPv6 listener, as docker-proxy does).
 //!
 //! The relay moves to the next attempt on any connect failure.
+//!
+//! A UDP flow has the last two only ([`flow_destinations`]): it moves to the
+//! other family when the first cannot be connected or refuses a datagram
+//! before answering any.
 
 use super::{SockFamily, Targets};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -86,6 +90,12 @@ pub(crate) fn plan_attempts(accepted: Accepted, targets: &Targets, preserve: Opt
         attempts.push(Attempt { dest: SocketAddr::new(loopback(family), port), transparent: None });
     }
     attempts
+}
+
+/// Where a UDP flow of a listener of `listener`'s family goes, in order:
+/// loopback of that family, then of the other.
+pub(crate) fn flow_destinations(listener: SockFamily, port: u16) -> [SocketAddr; 2] {
+    [SocketAddr::new(loopback(listener), port), SocketAddr::new(loopback(other(listener)), port)]
 }
 
 #[cfg(test)]

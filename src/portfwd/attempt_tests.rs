@@ -60,3 +60,10 @@ fn ipv4_mapped_client_counts_as_ipv4() {
     assert_eq!(dests(&got), ["10.232.0.2:80", "[::1]:80", "127.0.0.1:80"]);
     assert_eq!(got[0].transparent.map(|t| t.source), Some("10.231.0.1".parse().unwrap()));
 }
+
+#[test]
+fn udp_flow_tries_loopback_of_listener_family_then_the_other() {
+    let dests = |family| flow_destinations(family, 53).map(|d| d.to_string());
+    assert_eq!(dests(SockFamily::V6), ["[::1]:53", "127.0.0.1:53"]);
+    assert_eq!(dests(SockFamily::V4), ["127.0.0.1:53", "[::1]:53"]);
+}

@@ -19,14 +19,21 @@
 //! - [`Forwarder::start`] moves the listeners to one relay thread running an
 //!   epoll loop: no thread per connection, memory bounded by
 //!   [`ForwarderConfig::max_connections`] times two pipes.
+//! - Pipes are charged to the user that owns them, against a limit the
+//!   container shares when it runs as the same user: a pipe is enlarged to
+//!   [`ForwarderConfig::pipe_size`] only while all relay pipes stay within
+//!   a quarter of `fs.pipe-user-pages-soft`, and a direction holds its pipe
+//!   only from its first read until it ends.
 //! - TCP is relayed with `splice(2)` through one pipe per direction, so
 //!   payload never enters user space; a full pipe stops reading its source
 //!   (backpressure) and a drained one resumes it; EOF becomes
-//!   `shutdown(SHUT_WR)` on the other side (half-close); an error on either
-//!   side resets both (`SO_LINGER` 0).
+//!   `shutdown(SHUT_WR)` on the other side (half-close); an error or a reset
+//!   on either side, even after a half-close, resets both (`SO_LINGER` 0).
 //! - UDP is relayed per client flow (a connected socket inside the
 //!   namespace per client address), expired when idle and bounded per
-//!   listener, least recently used evicted first.
+//!   listener, least recently used evicted first. Replies leave from the
+//!   address the client sent to, even on a wildcard listener, and a flow
+//!   refused on the loopback of its listener's family moves to the other.
 //!
 //! # Client source addresses
 //!
@@ -56,6 +63,7 @@
 
 mod attempt;
 mod listen;
+mod pipes;
 mod relay;
 mod source;
 mod sys;
@@ -136,8 +144,9 @@ pub struct ForwarderConfig {
     /// How long one connect attempt inside the namespace may take before the
     /// next one is tried.
     pub connect_timeout: Duration,
-    /// Size asked for each relay pipe (`F_SETPIPE_SZ`); the kernel's default
-    /// stays when the request is refused (unprivileged pipe limits).
+    /// Size asked for each relay pipe (`F_SETPIPE_SZ`) while the relay's
+    /// pipes stay within a quarter of `fs.pipe-user-pages-soft`; beyond that,
+    /// or when the request is refused, the kernel's default size stays.
     pub pipe_size: usize,
 }
 
@@ -286,7 +295,8 @@ pub struct ForwarderStats {
     pub udp_flows_created: u64,
     /// UDP flows open now.
     pub udp_flows_active: u64,
-    /// UDP datagrams dropped (socket buffers full, no flow socket).
+    /// UDP datagrams dropped (socket buffers full, no flow socket, refused
+    /// inside the namespace and not resent).
     pub udp_dropped: u64,
 }
 

@@ -8,9 +8,10 @@
 //! in the same batch never reaches whatever reuses its slot.
 
 use super::listen::Listener;
+use super::pipes::Pipes;
 use super::tcp::Conn;
 use super::udp::Flow;
-use super::{Counters, ForwarderConfig, LoopEnd, PortfwdError, SocketSource, sys};
+use super::{Counters, ForwarderConfig, LoopEnd, PortfwdError, SockFamily, SocketSource, sys};
 use crate::spec::port::PortProto;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -184,6 +185,8 @@ pub(crate) struct Relay {
     /// Next UDP idle sweep, while any flow exists.
     pub(super) next_sweep: Option<Instant>,
     pub(super) tcp_open: usize,
+    /// Makes the TCP relay pipes, within the pipe budget.
+    pub(super) pipes: Pipes,
 }
 
 impl Relay {
@@ -206,6 +209,11 @@ impl Relay {
             sys::set_nonblocking(&l.fd).map_err(register)?;
             let token = Token::Listener(u32::try_from(i).expect("fewer than 2^32 listeners")).encode();
             epoll.add(&l.fd, EpollEvent::new(EpollFlags::EPOLLIN, token)).map_err(register)?;
+            // A wildcard UDP listener learns where each datagram was sent
+            // (`IP_PKTINFO`), to reply from that address.
+            if l.proto == PortProto::Udp && l.local.ip().is_unspecified() {
+                sys::enable_pktinfo(l.fd.as_fd(), SockFamily::of(&l.local)).map_err(register)?;
+            }
             states.push(ListenerState {
                 fd: l.fd,
                 local: l.local,
@@ -214,6 +222,7 @@ impl Relay {
                 flows: HashMap::new(),
             });
         }
+        let pipes = Pipes::new(cfg.pipe_size);
         Ok(Self {
             epoll,
             waker: Arc::new(waker),
@@ -227,6 +236,7 @@ impl Relay {
             accept_paused_until: None,
             next_sweep: None,
             tcp_open: 0,
+            pipes,
         })
     }
 

@@ -1,12 +1,17 @@
 //! Thin, checked system calls the relay needs beyond what `nix` wraps with
 //! owned descriptors. Every descriptor is owned the moment it exists.
 
+use super::SockFamily;
 use super::attempt::Transparent;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-use nix::sys::socket::{MsgFlags, Shutdown, SockFlag, SockaddrLike, SockaddrStorage, getpeername, setsockopt, sockopt};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, Shutdown, SockFlag, SockaddrStorage, getpeername, setsockopt,
+    sockopt,
+};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -112,17 +117,28 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     }
 }
 
-/// A pipe (read end, write end), nonblocking and close-on-exec, asked to
-/// hold `size` bytes; returns its actual capacity.
-pub(crate) fn pipe(size: usize) -> Result<(OwnedFd, OwnedFd, usize), Errno> {
+/// A pipe (read end, write end), nonblocking and close-on-exec, resized to
+/// `size` bytes when asked (the kernel's default size stays when the resize
+/// is refused, or when `size` is `None`); returns its actual capacity.
+pub(crate) fn pipe(size: Option<usize>) -> Result<(OwnedFd, OwnedFd, usize), Errno> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    let wanted = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    let cap = match fcntl(&w, FcntlArg::F_SETPIPE_SZ(wanted)) {
-        Ok(cap) => cap,
-        // Over the unprivileged limits: keep the kernel's default size.
-        Err(_) => fcntl(&w, FcntlArg::F_GETPIPE_SZ)?,
+    let resized = size.map(|size| {
+        let wanted = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        fcntl(&w, FcntlArg::F_SETPIPE_SZ(wanted))
+    });
+    let cap = match resized {
+        Some(Ok(cap)) => cap,
+        // Not asked, or over the unprivileged limits: the kernel's default size.
+        None | Some(Err(_)) => fcntl(&w, FcntlArg::F_GETPIPE_SZ)?,
     };
     Ok((r, w, usize::try_from(cap).unwrap_or(0)))
+}
+
+/// The size of a memory page, the unit pipes are charged in.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
 }
 
 /// `splice(2)` between a socket and a pipe, never blocking.
@@ -147,11 +163,108 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
     nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
 }
 
-/// Sends one datagram to `to` without blocking.
-pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, Errno> {
+/// The address a datagram was sent to, as `IP_PKTINFO` / `IPV6_PKTINFO`
+/// report it: the address a reply must come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalAddr {
+    /// IPv4: the kernel's `ipi_spec_dst` (for a broadcast, the address of
+    /// the receiving interface).
+    V4(Ipv4Addr),
+    /// IPv6, with the receiving interface (needed for a link-local address).
+    V6 {
+        /// Destination address.
+        addr: Ipv6Addr,
+        /// Receiving interface index.
+        ifindex: u32,
+    },
+}
+
+/// Asks the kernel to report the destination of every datagram `fd` receives.
+pub(crate) fn enable_pktinfo(fd: BorrowedFd<'_>, family: SockFamily) -> Result<(), Errno> {
+    match family {
+        SockFamily::V4 => setsockopt(&fd, sockopt::Ipv4PacketInfo, &true),
+        SockFamily::V6 => setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true),
+    }
+}
+
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message, aligned as
+/// `cmsghdr` needs.
+#[repr(C, align(8))]
+struct PktinfoSpace([u8; 64]);
+
+/// A received datagram: its length, sender and destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    /// Bytes received.
+    pub(crate) len: usize,
+    /// The sender, when the kernel reported one.
+    pub(crate) from: Option<SocketAddr>,
+    /// Where it was sent to, on a socket with [`enable_pktinfo`]; `None` for
+    /// a multicast destination (not an address to reply from).
+    pub(crate) to: Option<LocalAddr>,
+}
+
+/// Receives one datagram without blocking, with its sender and (with
+/// [`enable_pktinfo`]) its destination.
+pub(crate) fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Datagram, Errno> {
+    let mut space = PktinfoSpace([0; 64]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = nix::sys::socket::recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space.0),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut to = None;
+    // A truncated control message (impossible with this room) only loses
+    // the destination.
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        match cmsg {
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                to = Some(LocalAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr))));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                to = (!addr.is_multicast()).then_some(LocalAddr::V6 { addr, ifindex: info.ipi6_ifindex });
+            }
+            _ => {}
+        }
+    }
+    Ok(Datagram { len: msg.bytes, from: msg.address.as_ref().and_then(socket_addr), to })
+}
+
+/// Sends one datagram to `to` without blocking, from `from` when given
+/// (an `IP_PKTINFO` / `IPV6_PKTINFO` control message), else from the address
+/// the kernel picks by route.
+pub(crate) fn send_datagram(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<LocalAddr>,
+) -> Result<usize, Errno> {
     let addr = SockaddrStorage::from(to);
-    debug_assert!(addr.len() > 0);
-    nix::sys::socket::sendto(fd.as_raw_fd(), buf, &addr, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let iov = [IoSlice::new(buf)];
+    match from {
+        None => nix::sys::socket::sendto(fd.as_raw_fd(), buf, &addr, flags),
+        Some(LocalAddr::V4(ip)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr { s_addr: u32::from(ip).to_be() },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            nix::sys::socket::sendmsg(fd.as_raw_fd(), &iov, &cmsg, flags, Some(&addr))
+        }
+        Some(LocalAddr::V6 { addr: ip, ifindex }) => {
+            // The interface only matters (and only binds the route) for a
+            // link-local source.
+            let ifindex = if ip.is_unicast_link_local() { ifindex } else { 0 };
+            let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: ip.octets() }, ipi6_ifindex: ifindex };
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            nix::sys::socket::sendmsg(fd.as_raw_fd(), &iov, &cmsg, flags, Some(&addr))
+        }
+    }
 }
 
 /// Makes a caller-provided descriptor nonblocking.

@@ -6,9 +6,19 @@
 //! moves data until no step makes progress. A pipe that will not take more
 //! is "full" while it still holds data (its slots may fill before its byte
 //! capacity), so reading the source waits until the pipe drains: that is the
-//! backpressure, and it costs no `epoll_ctl` calls.
+//! backpressure, and it costs no `epoll_ctl` calls. Pipes come from
+//! [`Pipes`](super::pipes::Pipes), one per direction while it carries data.
+//!
+//! A socket reporting an error or a hang-up is pumped first (what it
+//! received before a reset is still passed on, and a read or write that
+//! meets the reset closes the connection), then, if the connection is still
+//! open, asked for its pending error (`SO_ERROR`): a reset must reach the
+//! other side even when the pump had nothing to do with the reset socket
+//! (its direction at EOF, nothing queued for it), or the connection would
+//! wait until the other side writes, perhaps forever.
 
 use super::attempt::{Accepted, Attempt, plan_attempts};
+use super::pipes::{Pipe, Pipes};
 use super::relay::{Deadline, Entry, Relay, SlotRef, Token};
 use super::{SockFamily, SockKind, sys};
 use nix::errno::Errno;
@@ -24,12 +34,15 @@ pub(crate) const DEFAULT_PIPE_SIZE: usize = 256 * 1024;
 /// Connections accepted per listener wake-up, so one busy port cannot
 /// starve the others.
 const ACCEPT_BATCH: usize = 64;
+/// How many of the newest connect deadlines are searched to drop the one
+/// of a finished attempt; older ones are dropped when they reach the front.
+const DEADLINE_SEARCH: usize = 16;
 
 /// One direction of a connection.
 #[derive(Debug, Default)]
 struct Direction {
-    /// Read end, write end, capacity.
-    pipe: Option<(OwnedFd, OwnedFd, usize)>,
+    /// The pipe, from the first read until the direction ends.
+    pipe: Option<Pipe>,
     /// Bytes in the pipe.
     queued: usize,
     /// The source sent EOF.
@@ -98,18 +111,34 @@ impl Conn {
         }
     }
 
-    fn pump(&mut self, to_container: &AtomicU64, from_container: &AtomicU64) -> Result<Pumped, Errno> {
+    /// Returns the pipes of both directions to `pipes`.
+    fn close_pipes(&mut self, pipes: &mut Pipes) {
+        for dir in [&mut self.up, &mut self.down] {
+            if let Some(pipe) = dir.pipe.take() {
+                pipes.close(pipe);
+            }
+        }
+    }
+
+    fn pump(
+        &mut self,
+        pipes: &mut Pipes,
+        to_container: &AtomicU64,
+        from_container: &AtomicU64,
+    ) -> Result<Pumped, Errno> {
         let Some(server) = self.server.as_ref() else { return Ok(Pumped::Open) };
         let (client, server) = (self.client.as_fd(), server.as_fd());
         loop {
             let up = pump_direction(
                 &mut self.up,
+                pipes,
                 (client, &mut self.client_ready.readable),
                 (server, &mut self.server_ready.writable),
                 to_container,
             )?;
             let down = pump_direction(
                 &mut self.down,
+                pipes,
                 (server, &mut self.server_ready.readable),
                 (client, &mut self.client_ready.writable),
                 from_container,
@@ -122,15 +151,22 @@ impl Conn {
     }
 }
 
-/// Moves what it can from `src` through the pipe to `dst`; true when
-/// anything changed.
+/// Moves what it can from `src` through the pipe (made on the first read)
+/// to `dst`; true when anything changed.
 fn pump_direction(
     dir: &mut Direction,
+    pipes: &mut Pipes,
     (src, src_readable): (BorrowedFd<'_>, &mut bool),
     (dst, dst_writable): (BorrowedFd<'_>, &mut bool),
     delivered: &AtomicU64,
 ) -> Result<bool, Errno> {
-    let Some((pipe_r, pipe_w, cap)) = dir.pipe.as_ref() else { return Ok(false) };
+    if dir.shut {
+        return Ok(false);
+    }
+    if dir.pipe.is_none() && !dir.eof && *src_readable {
+        dir.pipe = Some(pipes.open().inspect_err(|e| log::warn!("relay pipe: {e}"))?);
+    }
+    let Some(Pipe { read: pipe_r, write: pipe_w, cap, .. }) = dir.pipe.as_ref() else { return Ok(false) };
     let mut progress = false;
     if !dir.eof && *src_readable && dir.queued < *cap {
         match sys::splice(src, pipe_w.as_fd(), *cap) {
@@ -160,12 +196,20 @@ fn pump_direction(
             Err(e) => return Err(e),
         }
     }
-    if dir.eof && dir.queued == 0 && !dir.shut {
+    if dir.eof && dir.queued == 0 {
         sys::shutdown_write(dst)?;
         dir.shut = true;
         progress = true;
+        if let Some(pipe) = dir.pipe.take() {
+            pipes.close(pipe);
+        }
     }
     Ok(progress)
+}
+
+/// Whether an event may report a reset or another error.
+fn may_have_failed(flags: EpollFlags) -> bool {
+    flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
 }
 
 /// Whether an accept error means "out of descriptors or memory".
@@ -251,7 +295,7 @@ impl Relay {
                     return;
                 }
                 Ok(sys::Connect::Done) => {
-                    self.connected(r);
+                    self.connected(r, index);
                     return;
                 }
                 Err(e) => {
@@ -285,30 +329,30 @@ impl Relay {
         outcome
     }
 
-    /// The current attempt connected: make the pipes and start relaying.
-    fn connected(&mut self, r: SlotRef) {
-        let size = self.cfg.pipe_size;
+    /// Attempt `attempt` of `r` connected: start relaying (the pipes come
+    /// with the first data).
+    fn connected(&mut self, r: SlotRef, attempt: u8) {
+        self.forget_deadline(r, attempt);
         let Some(conn) = self.conn_mut(r) else { return };
-        let pipes = sys::pipe(size).and_then(|up| Ok((up, sys::pipe(size)?)));
-        match pipes {
-            Ok((up, down)) => {
-                conn.up.pipe = Some(up);
-                conn.down.pipe = Some(down);
-                conn.phase = Phase::Relaying;
-                conn.server_ready.writable = true;
-                self.pump(r);
-            }
-            Err(e) => {
-                log::warn!("relay pipes: {e}");
-                self.close_conn(r, true);
-            }
+        conn.phase = Phase::Relaying;
+        conn.server_ready.writable = true;
+        self.pump(r);
+    }
+
+    /// Drops the connect deadline of attempt `attempt` of `r`, when it is
+    /// among the newest (connects finish mostly in order); any other stale
+    /// deadline goes when it reaches the front of the queue.
+    fn forget_deadline(&mut self, r: SlotRef, attempt: u8) {
+        let newest = self.connecting.iter().rev().take(DEADLINE_SEARCH);
+        if let Some(back) = newest.into_iter().position(|d| d.conn == r && d.attempt == attempt) {
+            self.connecting.remove(self.connecting.len() - 1 - back);
         }
     }
 
     fn pump(&mut self, r: SlotRef) {
         let counters = std::sync::Arc::clone(&self.counters);
-        let Some(conn) = self.conn_mut(r) else { return };
-        match conn.pump(&counters.bytes_to_container, &counters.bytes_from_container) {
+        let Some(Entry::Tcp(conn)) = self.slab.get_mut(r) else { return };
+        match conn.pump(&mut self.pipes, &counters.bytes_to_container, &counters.bytes_from_container) {
             Ok(Pumped::Open) => {}
             Ok(Pumped::Done) => self.close_conn(r, false),
             Err(_) => self.close_conn(r, true),
@@ -321,6 +365,20 @@ impl Relay {
         if conn.phase == Phase::Relaying {
             self.pump(r);
         }
+        if may_have_failed(flags) {
+            self.reset_if_failed(r, |conn| Some(conn.client.as_fd()));
+        }
+    }
+
+    /// Closes `r` with a reset when the socket `side` picks has a pending
+    /// error (reading it clears it: the connection goes either way).
+    fn reset_if_failed(&mut self, r: SlotRef, side: impl FnOnce(&Conn) -> Option<BorrowedFd<'_>>) {
+        let Some(conn) = self.conn_mut(r) else { return };
+        let Some(fd) = side(conn) else { return };
+        if let Err(e) = sys::socket_error(fd) {
+            log::debug!("relayed connection failed ({e}): resetting both sides");
+            self.close_conn(r, true);
+        }
     }
 
     pub(super) fn on_server(&mut self, r: SlotRef, attempt: u8, flags: EpollFlags) {
@@ -328,20 +386,27 @@ impl Relay {
         if attempt != conn.attempt {
             return;
         }
-        conn.server_ready.note(flags);
         match conn.phase {
-            Phase::Relaying => self.pump(r),
+            Phase::Relaying => {
+                conn.server_ready.note(flags);
+                self.pump(r);
+                if may_have_failed(flags) {
+                    self.reset_if_failed(r, |conn| conn.server.as_ref().map(|s| s.as_fd()));
+                }
+            }
             Phase::Connecting => {
+                conn.server_ready.note(flags);
                 if !conn.server_ready.writable {
                     return;
                 }
                 let Some(server) = conn.server.as_ref() else { return };
                 match sys::socket_error(server.as_fd()) {
-                    Ok(()) => self.connected(r),
+                    Ok(()) => self.connected(r, attempt),
                     Err(e) => {
                         log::debug!("connect to {} failed: {e}", conn.attempts[attempt as usize].dest);
                         conn.server = None;
                         conn.attempt += 1;
+                        self.forget_deadline(r, attempt);
                         self.try_attempts(r);
                     }
                 }
@@ -349,15 +414,18 @@ impl Relay {
         }
     }
 
-    /// Moves connections whose current attempt timed out to their next one.
+    /// Moves connections whose current attempt timed out to their next one,
+    /// and drops deadlines at the front whose attempt already ended (so they
+    /// never shorten the loop's timeout).
     pub(super) fn expire_connects(&mut self, now: Instant) {
         while let Some(d) = self.connecting.front().copied() {
-            if d.at > now {
+            let pending =
+                self.conn_mut(d.conn).is_some_and(|conn| conn.phase == Phase::Connecting && conn.attempt == d.attempt);
+            if pending && d.at > now {
                 break;
             }
             self.connecting.pop_front();
-            let Some(conn) = self.conn_mut(d.conn) else { continue };
-            if conn.phase == Phase::Connecting && conn.attempt == d.attempt {
+            if pending && let Some(conn) = self.conn_mut(d.conn) {
                 conn.server = None;
                 conn.attempt += 1;
                 self.try_attempts(d.conn);
@@ -367,13 +435,21 @@ impl Relay {
 
     /// Closes a connection, with a reset when it failed.
     pub(super) fn close_conn(&mut self, r: SlotRef, reset: bool) {
-        let Some(Entry::Tcp(conn)) = self.slab.remove(r) else { return };
+        let Some(Entry::Tcp(mut conn)) = self.slab.remove(r) else { return };
+        if conn.phase == Phase::Connecting {
+            self.forget_deadline(r, conn.attempt);
+        }
         if reset {
             conn.arm_reset();
         }
+        conn.close_pipes(&mut self.pipes);
         drop(conn);
         self.tcp_open -= 1;
         self.counters.tcp_active.fetch_sub(1, Ordering::Relaxed);
         self.resume_accept();
     }
 }
+
+#[cfg(test)]
+#[path = "tcp_tests.rs"]
+mod tests;
