@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod fwdrig;
 pub mod running;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
@@ -186,7 +187,7 @@ pub const UPSTREAM_ADDR: &str = "10.231.0.1";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn ip(args: &[&str]) {
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
 }
