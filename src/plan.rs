@@ -124,9 +124,11 @@ pub fn plan(
                 let program = caps.pasta.path().map_or("pasta".into(), |p| p.display().to_string());
                 helper_argv = Some(argv_strings(&program, &argv));
             }
-            steps.push(
-                "start pasta; wait for the default route, every published host port and --host-port listener".into(),
-            );
+            steps.push(if builtin {
+                "start pasta (no port forwards); wait for the default route and every --host-port listener".into()
+            } else {
+                "start pasta; wait for the default route, every published host port and --host-port listener".into()
+            });
             port_support = Some("host-IP binding, ranges, UDP, IPv6".into());
         }
         NetworkMode::Slirp4netns => {
@@ -187,12 +189,28 @@ pub fn plan(
         }
     }
     if builtin {
-        steps.push(format!(
-            "fork the socket factory into the namespace; route marked packets (fwmark {:#x}) to a local table and \
-             set tcp_fwmark_accept, so TCP servers see client source addresses; start the relay thread (epoll, splice)",
-            crate::builtin_ports::SOURCE_MARK
-        ));
-        port_support = Some("host-IP binding, ranges, UDP, IPv6; TCP client source addresses kept".into());
+        let inside = if rootless {
+            "start the relay thread, with a socket factory forked into the user and network namespace"
+        } else {
+            "start the relay thread, which joins the namespace"
+        };
+        let (routing, support) = if matches!(mode, NetworkMode::Loopback) {
+            (
+                "no routed address inside, so servers see every client as 127.0.0.1".to_string(),
+                "host-IP binding, ranges, UDP, IPv6; clients appear as 127.0.0.1",
+            )
+        } else {
+            (
+                format!(
+                    "route marked packets (fwmark {:#x}) to a local table and set tcp_fwmark_accept, so TCP servers \
+                     see client source addresses",
+                    crate::builtin_ports::SOURCE_MARK
+                ),
+                "host-IP binding, ranges, UDP, IPv6; TCP client source addresses kept",
+            )
+        };
+        steps.push(format!("{inside} (epoll, splice); {routing}"));
+        port_support = Some(support.into());
     }
     steps.push("release the child to exec the command; forward signals; tear down in reverse at exit".into());
     Ok(Plan { mode: mode.to_string(), decision, steps, helper_argv, port_support, port_driver })
