@@ -37,14 +37,20 @@ pub struct GcReport {
     pub actions: Vec<Action>,
 }
 
-/// Which step to take for a dead run's record, in teardown order (pure).
-pub fn steps(record: &RunRecord, proc_root: &std::path::Path) -> Vec<Step> {
+/// Which step to take for a dead run's record, in teardown order (pure but
+/// for the liveness reads under `paths.proc_root`).
+pub fn steps(record: &RunRecord, paths: &Paths) -> Vec<Step> {
+    let proc_root = &paths.proc_root;
     let mut out = Vec::new();
     let factory = record.forwarder.as_ref().and_then(|f| f.factory);
     for p in [record.helper.as_ref().map(|h| h.process), factory, record.child].into_iter().flatten() {
         if p.is_alive(proc_root) {
             out.push(Step::Kill(p));
         }
+    }
+    if record.mode == crate::spec::mode::NetworkMode::Slirp4netns {
+        // slirp4netns removes its API socket only when it exits cleanly.
+        out.push(Step::File(paths.slirp_api_socket(&record.id)));
     }
     if let Some(b) = &record.bridge
         && b.forwards > 0
@@ -66,6 +72,8 @@ pub fn steps(record: &RunRecord, proc_root: &std::path::Path) -> Vec<Step> {
 pub enum Step {
     /// Kill a leftover process (helper or command).
     Kill(ProcessId),
+    /// Remove a file the run left (a helper's socket).
+    File(PathBuf),
     /// Remove the run's forwards from its network's nftables table.
     Forwards,
     /// Remove the named netns.
@@ -109,7 +117,7 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
             report.live.push(record.id.clone());
             continue;
         }
-        for step in steps(&record, &paths.proc_root) {
+        for step in steps(&record, paths) {
             let (what, result) = describe_and_run(&step, &record, paths, &store, dry_run);
             report.actions.push(Action { run: record.id.clone(), what, error: result.err() });
         }
@@ -144,6 +152,13 @@ fn describe_and_run(
                 }),
             )
         }
+        Step::File(path) => (
+            format!("file {}", path.display()),
+            run(&mut || match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }),
+        ),
         Step::Netns(path) => {
             (format!("netns {}", path.display()), run(&mut || netns::remove_named(path).map_err(|e| e.to_string())))
         }
@@ -166,6 +181,33 @@ fn describe_and_run(
 mod tests {
     use super::*;
     use crate::store::BridgeRecord;
+
+    fn paths() -> Paths {
+        Paths {
+            run_dir: "/run/pelagos-test".into(),
+            config_dir: "/var/lib/pelagos-test".into(),
+            netns_dir: "/run/netns".into(),
+            proc_root: "/proc".into(),
+        }
+    }
+
+    #[test]
+    fn a_dead_slirp4netns_run_loses_its_api_socket_before_its_record() {
+        let record = RunRecord {
+            id: "abc".into(),
+            owner: dead(),
+            mode: crate::spec::mode::NetworkMode::Slirp4netns,
+            child: Some(dead()),
+            helper: None,
+            netns_path: None,
+            ports: vec![],
+            bridge: None,
+            selection: None,
+            forwarder: None,
+        };
+        let got = steps(&record, &paths());
+        assert_eq!(got, vec![Step::File("/run/pelagos-test/slirp-abc.sock".into()), Step::Record]);
+    }
 
     fn dead() -> ProcessId {
         ProcessId { pid: u32::MAX - 1, start_time: 1 }
@@ -190,7 +232,7 @@ mod tests {
             selection: None,
             forwarder: None,
         };
-        let got = steps(&record, std::path::Path::new("/proc"));
+        let got = steps(&record, &paths());
         assert_eq!(got, vec![Step::Forwards, Step::Netns("/run/netns/pelagos-abc".into()), Step::Lease, Step::Record]);
     }
 
@@ -209,6 +251,6 @@ mod tests {
             selection: None,
             forwarder: None,
         };
-        assert_eq!(steps(&record, std::path::Path::new("/proc")), vec![Step::Kill(me), Step::Record]);
+        assert_eq!(steps(&record, &paths()), vec![Step::Kill(me), Step::Record]);
     }
 }

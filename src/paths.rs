@@ -74,6 +74,12 @@ impl Paths {
         self.run_dir.join("runs")
     }
 
+    /// The slirp4netns API socket of run `id` (removed at teardown, or by
+    /// `gc` when the run died).
+    pub fn slirp_api_socket(&self, id: &str) -> PathBuf {
+        self.run_dir.join(format!("slirp-{id}.sock"))
+    }
+
     /// `<proc>/<pid>/<rest>`.
     pub fn proc_pid(&self, pid: u32, rest: &str) -> PathBuf {
         self.proc_root.join(pid.to_string()).join(rest)

@@ -22,9 +22,14 @@ impl ProcessId {
         Ok(Self { pid, start_time })
     }
 
-    /// Whether this exact process still exists (same pid, same start time).
+    /// Whether this exact process still runs (same pid, same start time).
+    /// A zombie is dead: it holds nothing but its exit status, and in a
+    /// container whose init does not reap, it may never go away.
     pub fn is_alive(&self, proc_root: &Path) -> bool {
-        matches!(Self::of(proc_root, self.pid), Ok(now) if now.start_time == self.start_time)
+        let Ok(stat) = std::fs::read_to_string(proc_root.join(self.pid.to_string()).join("stat")) else {
+            return false;
+        };
+        parse_start_time(&stat) == Some(self.start_time) && parse_state(&stat) != Some('Z')
     }
 }
 
@@ -35,6 +40,11 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // After the comm come fields 3.. ; starttime is field 22, i.e. the 20th here.
     after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Field 3 (`state`: R, S, D, Z, ...) of a `/proc/<pid>/stat` line.
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
 #[cfg(test)]
@@ -51,6 +61,23 @@ mod tests {
     fn start_time_of_truncated_line_is_none() {
         assert_eq!(parse_start_time("4242 (x) S 1 2 3"), None);
         assert_eq!(parse_start_time("no parens at all"), None);
+    }
+
+    #[test]
+    fn state_parses_after_comm_and_a_zombie_child_is_not_alive() {
+        assert_eq!(parse_state("4242 (we ird) (name) Z 1 4242"), Some('Z'));
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(Path::new("/proc"), child.id()).unwrap();
+        // Not reaped yet: a zombie once it exits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while id.is_alive(Path::new("/proc")) {
+            assert!(std::time::Instant::now() < deadline, "the exited child still counts as alive");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        assert_eq!(parse_state(&stat), Some('Z'));
+        let mut child = child;
+        child.wait().unwrap();
     }
 
     #[test]

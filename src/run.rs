@@ -266,7 +266,7 @@ fn run_mode(
     }
     if let Some(program) = &slirp_program {
         let mut cancel = || signals.pending_termination().is_some();
-        let socket = opts.paths.run_dir.join(format!("slirp-{}.sock", record.id));
+        let socket = opts.paths.slirp_api_socket(&record.id);
         match slirp::start(
             program,
             child.pid(),

@@ -269,20 +269,30 @@ fn position(steps: &[String], name: &str) -> usize {
     steps.iter().position(|s| s == name).unwrap_or_else(|| panic!("step {name} missing from {steps:?}"))
 }
 
-/// Sweep `run --network pasta` (the builtin port driver on old pasta
-/// builds) in `tier`; returns the steps for tier-specific order checks.
-fn pasta_sweep(tier: Tier, label: &str) -> Option<Vec<String>> {
+/// Sweep `run --network MODE` with a published port (the builtin port
+/// driver, on old pasta builds and under slirp4netns) in `tier`; returns
+/// the steps for tier-specific order checks.
+fn helper_sweep(tier: Tier, mode: &str, label: &str) -> Option<Vec<String>> {
     let env = tier.require()?;
     if !feature_enabled() {
         return None;
     }
     let topo = Topology::new(&env);
     let mut sweep = Sweep::new(&env, &topo);
-    let args = ["run", "--network", "pasta", "-p", "127.0.0.1::80", "--", "true"];
+    let args = ["run", "--network", mode, "-p", "127.0.0.1::80", "--", "true"];
     let steps = sweep.run(label, &args, &no_reset);
-    assert!(position(&steps, "run.record-written") < position(&steps, "pasta.spawned"));
-    assert!(position(&steps, "pasta.ready") < position(&steps, "run.helper-recorded"));
+    assert!(position(&steps, "run.record-written") < position(&steps, &format!("{mode}.spawned")));
+    assert!(position(&steps, &format!("{mode}.ready")) < position(&steps, "run.helper-recorded"));
     Some(steps)
+}
+
+fn pasta_sweep(tier: Tier, label: &str) -> Option<Vec<String>> {
+    helper_sweep(tier, "pasta", label)
+}
+
+#[test]
+fn rootless_slirp4netns_run_killed_at_every_step_leaves_nothing_after_gc() {
+    helper_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `gc` end to end: an owner killed with SIGKILL leaves its record (and, in
-//! bridge mode, netns name, forwards and lease); `gc` removes exactly that,
-//! while a live run beside it is left alone.
+//! bridge mode, netns name, forwards and lease; in slirp4netns mode, the API
+//! socket); `gc` removes exactly that, while a live run beside it is left
+//! alone.
 
 mod common;
 
@@ -62,6 +63,13 @@ fn gc_leaves_live_runs_and_removes_dead_ones(env: Env, mode: &str, dead_port: &s
         std::thread::sleep(Duration::from_millis(20));
     }
     topo.assert_clean();
+    let sockets: Vec<_> = std::fs::read_dir(&topo.run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert!(sockets.is_empty(), "helper sockets left in the run dir: {sockets:?}");
     if mode.starts_with("bridge") {
         for entry in std::fs::read_dir(topo.run_dir.join("leases")).unwrap().flatten() {
             if entry.file_name().to_string_lossy().ends_with(".json") {
@@ -82,6 +90,15 @@ fn gc_leaves_live_runs_and_removes_dead_ones(env: Env, mode: &str, dead_port: &s
 fn rootless_pasta_run_killed_with_sigkill_is_cleaned_by_gc() {
     if let Some(env) = Tier::Rootless.require() {
         gc_leaves_live_runs_and_removes_dead_ones(env, "pasta", "26080:80");
+    }
+}
+
+/// Regression: slirp4netns removes its API socket only on a clean exit, so
+/// a killed run left `slirp-<id>.sock` behind that `gc` did not know.
+#[test]
+fn rootless_slirp4netns_run_killed_with_sigkill_is_cleaned_by_gc() {
+    if let Some(env) = Tier::Rootless.require() {
+        gc_leaves_live_runs_and_removes_dead_ones(env, "slirp4netns", "26082:80");
     }
 }
 

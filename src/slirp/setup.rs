@@ -163,12 +163,14 @@ pub fn setup_slirp_network(
     let command =
         SlirpCommand { program: cfg.program, launcher: cfg.launcher, plan: cfg.plan, proc_root: cfg.proc_root };
     let (mut process, argv) = SlirpProcess::spawn(&command)?;
+    crate::fault::point("slirp4netns.spawned");
     let result = process.wait_ready(cfg.timeout, cancel).map_err(SlirpSetupError::from).and_then(|_| {
         let configured_after = start.elapsed();
         publish(&process, cfg, &forwards, start, cancel).map(|published| (configured_after, published))
     });
     match result {
         Ok((configured_after, published)) => {
+            crate::fault::point("slirp4netns.ready");
             Ok(SlirpSetup { process, argv, published, configured_after, ready_after: start.elapsed() })
         }
         Err(e) => {
