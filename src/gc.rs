@@ -117,6 +117,14 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
             report.live.push(record.id.clone());
             continue;
         }
+        // The record was read before the owner was found dead: an owner that
+        // finished normally in between removed it, and its exiting helpers
+        // are not ours to kill. A dead owner removes nothing more, so a
+        // record still there now is really left over.
+        if matches!(store.record(&record.id), Err(StoreError::ReadRecord { ref source, .. }) if source.kind() == std::io::ErrorKind::NotFound)
+        {
+            continue;
+        }
         for step in steps(&record, paths) {
             let (what, result) = describe_and_run(&step, &record, paths, &store, dry_run);
             report.actions.push(Action { run: record.id.clone(), what, error: result.err() });
