@@ -2,8 +2,8 @@
 //! with the real slirp4netns run as the unprivileged test user.
 //!
 //! Each test builds a throwaway topology: a "host" netns with a veth to an
-//! "upstream" netns (10.234.0.2/24 <-> 10.234.0.1/24, default route via
-//! upstream), deleted on drop even when the test panics. The target
+//! "upstream" netns (10.231.0.2/24 <-> 10.231.0.1/24, default route via
+//! upstream; `common::Topology`), deleted on drop even when the test panics. The target
 //! namespace is owned by the test user: `setpriv ... unshare --user
 //! --map-root-user --net` run as a child *process* (a test binary is
 //! multithreaded, so it cannot unshare a user namespace itself).
@@ -21,6 +21,9 @@
 //! Without root the tests print `SKIP:`; with `CI=true` or
 //! `PELAGOS_REQUIRE_ALL_TIERS=1` they fail instead.
 
+mod common;
+
+use common::{Env, Tier, in_netns_path};
 use pelagos_net::slirp::api::SlirpApiError;
 use pelagos_net::slirp::args::{HostLoopback, SlirpPlan, SlirpTarget};
 use pelagos_net::slirp::setup::{
@@ -31,88 +34,42 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-fn which(prog: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(prog)).find(|p| p.is_file())
-}
 
 /// Everything a test needs, or `None` after a loud skip.
 struct Ctx {
     slirp: PathBuf,
     uid: u32,
     gid: u32,
+    env: Env,
 }
 
 fn require() -> Option<Ctx> {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "the slirp4netns tests need root to build throwaway namespaces (run scripts/test-all with sudo)".to_owned()
-    } else if ["ip", "setpriv", "unshare"].iter().any(|p| which(p).is_none()) {
-        "ip (iproute2), setpriv and unshare (util-linux) are needed".to_owned()
-    } else if let Some(slirp) = which("slirp4netns") {
-        let name = std::env::var("PELAGOS_TEST_USER").ok().filter(|n| !n.is_empty()).unwrap_or("pnettest".into());
-        let tun = fs::metadata("/dev/net/tun").map(|m| m.mode() & 0o006 == 0o006).unwrap_or(false);
-        match lookup_user(&name) {
-            Some((uid, gid)) if uid != 0 && tun => return Some(Ctx { slirp, uid, gid }),
-            Some((uid, _)) if uid != 0 => "/dev/net/tun is not 0666: rootless slirp4netns cannot open it".to_owned(),
-            _ => format!("test user {name} does not exist or is root (set PELAGOS_TEST_USER)"),
-        }
-    } else {
-        "slirp4netns is not installed (apt-get install slirp4netns)".to_owned()
+    let env = Tier::Rootless.require()?;
+    let user = env.user.clone()?;
+    let Some(slirp) = common::which("slirp4netns") else {
+        common::skip("rootless", "slirp4netns is not installed (apt-get install slirp4netns)");
+        return None;
     };
-    let strict = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-        || std::env::var("PELAGOS_REQUIRE_ALL_TIERS").is_ok_and(|v| v == "1");
-    assert!(!strict, "slirp4netns tests cannot run and skipping is not allowed in CI: {why}");
-    // Straight to fd 2: libtest captures `eprintln!` of passing tests, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "SKIP: slirp4netns tests: {why}");
-    None
+    if common::which("unshare").is_none() {
+        common::skip("rootless", "unshare (util-linux) is needed");
+        return None;
+    }
+    Some(Ctx { slirp, uid: user.uid, gid: user.gid, env })
 }
 
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    let f: Vec<&str> = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f[0] == name)?;
-    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-const UPSTREAM_ADDR: &str = "10.234.0.1";
-
-/// Host and upstream netns joined by a veth, plus a socket directory the
-/// test user owns; all removed on drop.
+/// The shared throwaway topology, plus a socket directory the test user owns.
 struct Topology {
-    host: String,
-    upstream: String,
+    net: common::Topology,
     dir: tempfile::TempDir,
 }
 
 impl Topology {
     fn new(ctx: &Ctx) -> Self {
-        let (pid, n) = (std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-        let topo = Self {
-            host: format!("psl-{pid}-{n}-h"),
-            upstream: format!("psl-{pid}-{n}-u"),
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        ip(&["netns", "add", &topo.host]);
-        ip(&["netns", "add", &topo.upstream]);
-        let (vh, vu) = (format!("psl{}x{n}h", pid % 100_000), format!("psl{}x{n}u", pid % 100_000));
-        ip(&["link", "add", &vh, "netns", &topo.host, "type", "veth", "peer", "name", &vu, "netns", &topo.upstream]);
-        for (ns, dev, addr) in [(&topo.host, &vh, "10.234.0.2/24"), (&topo.upstream, &vu, "10.234.0.1/24")] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-        }
-        ip(&["-n", &topo.host, "route", "add", "default", "via", UPSTREAM_ADDR]);
+        let topo = Self { net: common::Topology::new(&ctx.env), dir: tempfile::tempdir().expect("tempdir") };
         nix::unistd::chown(topo.dir.path(), Some(ctx.uid.into()), Some(ctx.gid.into())).expect("chown");
         fs::set_permissions(topo.dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
         topo
@@ -122,6 +79,14 @@ impl Topology {
         Path::new("/run/netns").join(name)
     }
 
+    fn host(&self) -> &str {
+        &self.net.host
+    }
+
+    fn upstream(&self) -> &str {
+        &self.net.upstream
+    }
+
     fn api_socket(&self) -> PathBuf {
         self.dir.path().join("slirp.sock")
     }
@@ -129,18 +94,12 @@ impl Topology {
     /// `ip netns exec HOST setpriv --reuid=U --regid=G --clear-groups --`: both exec in place.
     fn launcher(&self, ctx: &Ctx) -> Vec<OsString> {
         let (u, g) = (format!("--reuid={}", ctx.uid), format!("--regid={}", ctx.gid));
-        ["ip", "netns", "exec", &self.host, "setpriv", &u, &g, "--clear-groups", "--"].map(OsString::from).to_vec()
+        ["ip", "netns", "exec", self.host(), "setpriv", &u, &g, "--clear-groups", "--"].map(OsString::from).to_vec()
     }
 
     /// Processes (pid, comm) whose network namespace is the host netns.
     fn processes_inside(&self) -> Vec<(u32, String)> {
-        let Ok(ino) = fs::metadata(Self::ns_path(&self.host)).map(|m| m.ino()) else { return Vec::new() };
-        let entries = fs::read_dir("/proc").into_iter().flatten().flatten();
-        entries
-            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
-            .filter(|(_, p)| fs::metadata(p.join("ns/net")).is_ok_and(|m| m.ino() == ino))
-            .map(|(pid, p)| (pid, fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_owned()))
-            .collect()
+        self.net.processes_inside()
     }
 
     /// Nothing left: no process in the host netns (reaping may lag a moment), no API socket.
@@ -151,17 +110,6 @@ impl Topology {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!self.api_socket().exists(), "api socket {} left behind", self.api_socket().display());
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for (pid, _) in self.processes_inside() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-        for ns in [&self.host, &self.upstream] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
-        }
     }
 }
 
@@ -193,17 +141,6 @@ impl Drop for Target {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Run `f` on a fresh thread that has joined the network namespace at `path`.
-fn in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let ns = fs::File::open(&path).unwrap();
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
 }
 
 fn start(
@@ -284,10 +221,10 @@ fn namespace_reaches_a_server_upstream_through_slirp4netns() {
     let Some(ctx) = require() else { return };
     let topo = Topology::new(&ctx);
     let target = Target::new(&ctx);
-    serve_tcp(in_netns(Topology::ns_path(&topo.upstream), || TcpListener::bind("10.234.0.1:7000").unwrap()));
+    serve_tcp(in_netns_path(Topology::ns_path(topo.upstream()), || TcpListener::bind("10.231.0.1:7000").unwrap()));
 
     let setup = start(&ctx, &topo, &target, &[], HostLoopback::Blocked).expect("slirp4netns setup");
-    let reply = in_netns(target.ns("net"), || tcp_ask(addr("10.234.0.1:7000")));
+    let reply = in_netns_path(target.ns("net"), || tcp_ask(addr("10.231.0.1:7000")));
     let report = teardown_slirp_network(setup);
 
     assert_eq!(reply.expect("egress to the upstream server"), "echo:hello\n", "output:\n{}", report.output);
@@ -298,13 +235,13 @@ fn namespace_reaches_a_server_upstream_through_slirp4netns() {
 fn host_loopback_is_blocked_by_default_and_reachable_when_allowed() {
     let Some(ctx) = require() else { return };
     let topo = Topology::new(&ctx);
-    serve_tcp(in_netns(Topology::ns_path(&topo.host), || TcpListener::bind("127.0.0.1:7001").unwrap()));
+    serve_tcp(in_netns_path(Topology::ns_path(topo.host()), || TcpListener::bind("127.0.0.1:7001").unwrap()));
 
     let mut replies = Vec::new();
     for lo in [HostLoopback::Blocked, HostLoopback::Allowed] {
         let target = Target::new(&ctx);
         let setup = start(&ctx, &topo, &target, &[], lo).expect("slirp4netns setup");
-        replies.push(in_netns(target.ns("net"), || tcp_ask(addr("10.0.2.2:7001"))));
+        replies.push(in_netns_path(target.ns("net"), || tcp_ask(addr("10.0.2.2:7001"))));
         teardown_slirp_network(setup);
     }
 
@@ -318,7 +255,7 @@ fn published_tcp_and_udp_ports_reach_servers_in_the_namespace() {
     let Some(ctx) = require() else { return };
     let topo = Topology::new(&ctx);
     let target = Target::new(&ctx);
-    let (tcp, udp) = in_netns(target.ns("net"), || {
+    let (tcp, udp) = in_netns_path(target.ns("net"), || {
         (TcpListener::bind("0.0.0.0:7080").unwrap(), UdpSocket::bind("0.0.0.0:7053").unwrap())
     });
     serve_tcp(tcp);
@@ -328,8 +265,8 @@ fn published_tcp_and_udp_ports_reach_servers_in_the_namespace() {
     let setup = start(&ctx, &topo, &target, &ports, HostLoopback::Blocked).expect("slirp4netns setup");
     let listed = setup.api().list_hostfwd().expect("list_hostfwd");
     // UDP from the host netns's own address: see the loopback test below for why not 127.0.0.1.
-    let replies = in_netns(Topology::ns_path(&topo.host), || {
-        [tcp_ask(addr("127.0.0.1:18080")), tcp_ask(addr("127.0.0.1:18081")), udp_ask(addr("10.234.0.2:15353"))]
+    let replies = in_netns_path(Topology::ns_path(topo.host()), || {
+        [tcp_ask(addr("127.0.0.1:18080")), tcp_ask(addr("127.0.0.1:18081")), udp_ask(addr("10.231.0.2:15353"))]
     });
     let report = teardown_slirp_network(setup);
 
@@ -349,9 +286,9 @@ fn udp_replies_reach_loopback_clients_only_with_host_loopback_allowed() {
     let mut replies = Vec::new();
     for lo in [HostLoopback::Blocked, HostLoopback::Allowed] {
         let target = Target::new(&ctx);
-        serve_udp(in_netns(target.ns("net"), || UdpSocket::bind("0.0.0.0:7053").unwrap()));
+        serve_udp(in_netns_path(target.ns("net"), || UdpSocket::bind("0.0.0.0:7053").unwrap()));
         let setup = start(&ctx, &topo, &target, &["15353:7053/udp"], lo).expect("slirp4netns setup");
-        replies.push(in_netns(Topology::ns_path(&topo.host), || udp_ask(addr("127.0.0.1:15353"))));
+        replies.push(in_netns_path(Topology::ns_path(topo.host()), || udp_ask(addr("127.0.0.1:15353"))));
         teardown_slirp_network(setup);
     }
 
@@ -414,7 +351,7 @@ fn teardown_stops_slirp4netns_and_removes_its_api_socket() {
 fn host_port_in_use_is_reported_naming_the_port() {
     let Some(ctx) = require() else { return };
     let topo = Topology::new(&ctx);
-    let _holders = in_netns(Topology::ns_path(&topo.host), || {
+    let _holders = in_netns_path(Topology::ns_path(topo.host()), || {
         (TcpListener::bind("0.0.0.0:18083").unwrap(), UdpSocket::bind("127.0.0.1:15354").unwrap())
     });
 

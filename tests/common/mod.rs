@@ -69,7 +69,7 @@ fn strict() -> bool {
 }
 
 /// Skip (loudly) or fail (in CI) with `why`.
-fn skip(tier: &str, why: &str) {
+pub fn skip(tier: &str, why: &str) {
     if strict() {
         panic!("tier {tier} cannot run and skipping is not allowed in CI: {why}");
     }
@@ -334,7 +334,12 @@ impl Drop for Topology {
 
 /// Run `f` on a fresh thread that has joined the named netns.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = Path::new("/run/netns").join(name);
+    in_netns_path(Path::new("/run/netns").join(name), f)
+}
+
+/// Run `f` on a fresh thread that has joined the network namespace at
+/// `path` (a `/run/netns` name or a `/proc/<pid>/ns/net`).
+pub fn in_netns_path<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         let ns = fs::File::open(&path).unwrap();
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
