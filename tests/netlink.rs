@@ -161,6 +161,18 @@ fn bridge_with_gateway(nl: &mut Netlink) -> u32 {
     bridge
 }
 
+/// A whole attach: the bridge with its gateway in `host`, a veth whose
+/// `eth0` end is created in `ctr`, then the container side configured.
+fn attach_container(host: &TestNetns, ctr: &TestNetns) {
+    in_netns(host, || {
+        let mut nl = Netlink::open().expect("open");
+        let bridge = bridge_with_gateway(&mut nl);
+        let veth = nl.create_veth("pnlv0", "eth0", ctr.open().as_fd(), Some(bridge)).expect("create veth");
+        nl.set_up(veth).expect("veth up");
+    });
+    configure_container(ctr);
+}
+
 /// The container side of an attach: `eth0` up at `CONTAINER_ADDR`, default route via `GATEWAY`.
 fn configure_container(ctr: &TestNetns) {
     let mut nl = Netlink::open_in(ctr.open().as_fd()).expect("socket in container namespace");
@@ -252,13 +264,7 @@ fn container_address_and_default_route_are_set() {
     let host = TestNetns::new();
     let ctr = TestNetns::new();
 
-    in_netns(&host, || {
-        let mut nl = Netlink::open().expect("open");
-        let bridge = bridge_with_gateway(&mut nl);
-        let veth = nl.create_veth("pnlv0", "eth0", ctr.open().as_fd(), Some(bridge)).expect("create veth");
-        nl.set_up(veth).expect("veth up");
-    });
-    configure_container(&ctr);
+    attach_container(&host, &ctr);
 
     assert!(ctr.ip(&["-4", "addr", "show", "dev", "eth0"]).contains(&format!("inet {CONTAINER_ADDR}/{PREFIX}")));
     assert!(ctr.ip(&["-4", "route", "show"]).contains(&format!("default via {GATEWAY} dev eth0")));
@@ -274,13 +280,7 @@ fn listings_match_what_ip_lists() {
     }
     let host = TestNetns::new();
     let ctr = TestNetns::new();
-    in_netns(&host, || {
-        let mut nl = Netlink::open().expect("open");
-        let bridge = bridge_with_gateway(&mut nl);
-        let veth = nl.create_veth("pnlv0", "eth0", ctr.open().as_fd(), Some(bridge)).expect("create veth");
-        nl.set_up(veth).expect("veth up");
-    });
-    configure_container(&ctr);
+    attach_container(&host, &ctr);
 
     for ns in [&host, &ctr] {
         let (links, addrs, routes) = in_netns(ns, || {
