@@ -7,8 +7,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, Shutdown, SockFlag, SockaddrStorage, getpeername, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, Shutdown, SockaddrLike, SockaddrStorage, setsockopt, sockopt,
 };
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -40,12 +39,26 @@ pub(crate) fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Accepts one connection, nonblocking and close-on-exec, with its peer.
+///
+/// The peer comes from `accept4` itself: a client that sent data and then
+/// reset before the accept leaves a closed socket whose `getpeername` fails,
+/// but whose data must still be relayed.
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> Result<(OwnedFd, SocketAddr), Errno> {
-    let raw = nix::sys::socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC)?;
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: the address and length point at `storage` and `len`, alive and
+    // large enough for any address; `listener` is a valid descriptor.
+    let raw = unsafe { libc::accept4(listener.as_raw_fd(), (&raw mut storage).cast(), &mut len, flags) };
+    if raw < 0 {
+        return Err(Errno::last());
+    }
     // SAFETY: accept4 just returned this descriptor; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let peer = getpeername::<SockaddrStorage>(fd.as_raw_fd())?;
-    let peer = socket_addr(&peer).ok_or(Errno::EAFNOSUPPORT)?;
+    // SAFETY: the kernel wrote a socket address of `len` bytes into `storage`.
+    let peer = unsafe { SockaddrStorage::from_raw((&raw const storage).cast(), Some(len)) };
+    let peer = peer.as_ref().and_then(socket_addr).ok_or(Errno::EAFNOSUPPORT)?;
     Ok((fd, peer))
 }
 
@@ -73,6 +86,16 @@ pub(crate) fn socket_error(fd: BorrowedFd<'_>) -> Result<(), Errno> {
         0 => Ok(()),
         e => Err(Errno::from_raw(e)),
     }
+}
+
+/// Bytes received on a TCP socket and not yet read (`SIOCINQ`); 0 when
+/// the kernel cannot tell.
+pub(crate) fn unread_bytes(fd: BorrowedFd<'_>) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCINQ writes one c_int through the pointer, which points at
+    // `n`, alive for the call; `fd` is a valid descriptor borrowed for it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 { 0 } else { usize::try_from(n).unwrap_or(0) }
 }
 
 /// Makes `fd` send its client's address: transparent, marked, bound to
@@ -285,3 +308,7 @@ pub(crate) fn thread_cpu() -> Duration {
         Err(_) => Duration::ZERO,
     }
 }
+
+#[cfg(test)]
+#[path = "sys_tests.rs"]
+mod tests;

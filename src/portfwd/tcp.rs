@@ -9,13 +9,17 @@
 //! backpressure, and it costs no `epoll_ctl` calls. Pipes come from
 //! [`Pipes`](super::pipes::Pipes), one per direction while it carries data.
 //!
-//! A socket reporting an error or a hang-up is pumped first (what it
-//! received before a reset is still passed on, and a read or write that
-//! meets the reset closes the connection), then, if the connection is still
-//! open, asked for its pending error (`SO_ERROR`): a reset must reach the
-//! other side even when the pump had nothing to do with the reset socket
-//! (its direction at EOF, nothing queued for it), or the connection would
-//! wait until the other side writes, perhaps forever.
+//! A socket reporting an error or a hang-up is pumped first. What it
+//! received before a reset is still passed on: a read that meets the reset
+//! ends that direction like an EOF would, and once what the pipe holds is
+//! delivered, the connection is reset instead of half-closed. A write that
+//! meets a reset closes the connection at once. If the connection is still
+//! open and the socket holds no unread data (which the pump reads first,
+//! now or once the connect completes or the pipe drains), the socket is
+//! asked for its pending error (`SO_ERROR`): a reset must reach the other
+//! side even when the pump had nothing to do with the reset socket (its
+//! direction at EOF, nothing queued for it), or the connection would wait
+//! until the other side writes, perhaps forever.
 
 use super::attempt::{Accepted, Attempt, plan_attempts};
 use super::pipes::{Pipe, Pipes};
@@ -49,6 +53,9 @@ struct Direction {
     eof: bool,
     /// EOF was passed on (`shutdown(SHUT_WR)` of the destination).
     shut: bool,
+    /// The source ended with this error instead of EOF: once the pipe is
+    /// delivered, the connection is reset.
+    failed: Option<Errno>,
 }
 
 /// Which side of a connection is ready for what (edge-triggered state).
@@ -182,7 +189,12 @@ fn pump_direction(
             // source readable and retry once the pipe drains.
             Err(Errno::EAGAIN) if dir.queued == 0 => *src_readable = false,
             Err(Errno::EAGAIN) => {}
-            Err(e) => return Err(e),
+            // Deliver what arrived before the error, then reset.
+            Err(e) => {
+                dir.eof = true;
+                dir.failed = Some(e);
+                progress = true;
+            }
         }
     }
     if dir.queued > 0 && *dst_writable {
@@ -197,6 +209,9 @@ fn pump_direction(
         }
     }
     if dir.eof && dir.queued == 0 {
+        if let Some(e) = dir.failed {
+            return Err(e);
+        }
         sys::shutdown_write(dst)?;
         dir.shut = true;
         progress = true;
@@ -371,10 +386,15 @@ impl Relay {
     }
 
     /// Closes `r` with a reset when the socket `side` picks has a pending
-    /// error (reading it clears it: the connection goes either way).
+    /// error (reading it clears it: the connection goes either way), unless
+    /// it still holds unread data: the pump reads that first and meets the
+    /// error after it.
     fn reset_if_failed(&mut self, r: SlotRef, side: impl FnOnce(&Conn) -> Option<BorrowedFd<'_>>) {
         let Some(conn) = self.conn_mut(r) else { return };
         let Some(fd) = side(conn) else { return };
+        if sys::unread_bytes(fd) > 0 {
+            return;
+        }
         if let Err(e) = sys::socket_error(fd) {
             log::debug!("relayed connection failed ({e}): resetting both sides");
             self.close_conn(r, true);
