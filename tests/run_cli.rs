@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::running::{Running, eventually};
+use common::running::{Running, Watchdog, eventually};
 use common::{Env, Tier, Topology, describe, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -316,6 +316,7 @@ fn signals_are_forwarded_to_the_command(env: Env) {
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line, "ready\n");
+        let _watchdog = Watchdog::arm(&child, Duration::from_secs(30));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(expect), "{sig}: {}", describe(&out));

@@ -40,6 +40,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -271,6 +272,20 @@ impl Topology {
             cmd.env("HOME", "/tmp").env("USER", &u.name);
         }
         cmd.stdin(Stdio::null());
+        // The command gets default signal dispositions, as from a terminal,
+        // whatever the test runner inherited (a background job ignores
+        // SIGINT and SIGQUIT, `nohup` SIGHUP, and an ignored signal stays
+        // ignored across exec, where a shell cannot even trap it).
+        // SAFETY: between fork and exec the closure only calls signal(2),
+        // which is async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         cmd
     }
 

@@ -23,7 +23,39 @@ impl Running {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let child = std::mem::replace(&mut self.child, std::process::Command::new("true").spawn().unwrap());
+        let _watchdog = Watchdog::arm(&child, Duration::from_secs(60));
         child.wait_with_output().unwrap()
+    }
+}
+
+/// Kills a child with SIGKILL if it still runs after a deadline, so a hung
+/// command fails its test (killed, with its output) instead of stalling the
+/// suite. Dropping the guard disarms it.
+pub struct Watchdog {
+    disarm: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn arm(child: &std::process::Child, after: Duration) -> Self {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(after) {
+                eprintln!("watchdog: pid {pid} still running after {after:?}; killing it");
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        });
+        Self { disarm: Some(disarm), thread: Some(thread) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
