@@ -86,8 +86,13 @@ fn list(missing: &[Missing]) -> String {
 }
 
 /// How long pasta gets to report a port it cannot bind (and exit) before we
-/// stop waiting for it: the port is held by someone else either way.
-const OCCUPIED_GRACE: Duration = Duration::from_millis(300);
+/// stop waiting for it: the port is held by someone else either way. Long
+/// enough for pasta to start and print why on a loaded machine.
+const OCCUPIED_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a pasta stopped for a taken port gets to close its output, so
+/// that its own message ("Failed to bind ...") is part of the error.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 /// A running pasta process with its output drains.
 #[derive(Debug)]
@@ -219,6 +224,9 @@ impl PastaProcess {
                 });
             }
             if !base.occupied.is_empty() && start.elapsed() >= OCCUPIED_GRACE {
+                let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                self.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::PortsInUse { ports: base.occupied.clone(), output: self.output() });
             }
             let seen = ready::observe(proc_root, ns_pid, base, want)

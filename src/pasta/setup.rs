@@ -89,9 +89,10 @@ pub fn setup_pasta_network(
     let observe_err = |source| PastaError::Observe { pid: cfg.ns_pid, source };
     let mut base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
     // A port still held by the exiting pasta of a run that just ended frees
-    // within milliseconds (teardown does not wait for pasta to exit); a port
-    // held by anything else still fails, with pasta's own message.
-    let deadline = std::time::Instant::now() + OCCUPIED_GRACE;
+    // within milliseconds, or more on a loaded machine (teardown does not
+    // wait for pasta to exit); a port held by anything else still fails,
+    // with pasta's own message.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_GRACE;
     while !base.occupied.is_empty() && std::time::Instant::now() < deadline && !cancel() {
         std::thread::sleep(Duration::from_millis(5));
         base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
@@ -110,9 +111,14 @@ pub fn setup_pasta_network(
     }
 }
 
-/// How long setup waits for a requested host port to be released before
-/// starting pasta anyway.
-const OCCUPIED_GRACE: Duration = Duration::from_millis(300);
+/// How long setup waits for a requested host port to be released (by the
+/// exiting pasta of a run that just ended) before starting pasta anyway;
+/// the builtin driver retries its binds as long. Only a port that stays
+/// taken pays it in full. An exiting pasta releases its ports when its
+/// files close, which waits on the kernel's network lock, shared with every
+/// namespace and link being created or destroyed, so 300 ms left little
+/// margin on a loaded 2-core machine.
+pub(crate) const PORT_RELEASE_GRACE: Duration = Duration::from_millis(1500);
 
 /// How long teardown waits for pasta's output to close after SIGTERM.
 const TEARDOWN_GRACE: Duration = Duration::from_millis(3);

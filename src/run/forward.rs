@@ -24,9 +24,9 @@ impl Forward {
 
     /// Bind every published host port in the caller's namespace.
     /// A port held by the exiting pasta of a run that just ended is retried
-    /// for a moment (that pasta frees it within milliseconds).
+    /// for a moment ([`PORT_RELEASE_GRACE`](crate::pasta::setup::PORT_RELEASE_GRACE)).
     pub(super) fn bind(ports: &[PortMapping]) -> Result<Self, RunError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        let deadline = std::time::Instant::now() + crate::pasta::setup::PORT_RELEASE_GRACE;
         let listeners = loop {
             match bind_listeners(ports) {
                 Err(crate::portfwd::PortfwdError::PortInUse { .. }) if std::time::Instant::now() < deadline => {
