@@ -97,7 +97,7 @@ fn client(topo: &Topology, env: &Env, network: &str, target: &str) -> std::proce
 fn assert_bridge_clean(topo: &Topology, tables_expected: &[&str]) {
     topo.assert_clean();
     // The kernel destroys a deleted namespace's veths in the background.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let links = Command::new("ip").args(["-n", &topo.host, "-o", "link"]).output().unwrap();
         let links = String::from_utf8_lossy(&links.stdout).into_owned();

@@ -73,7 +73,7 @@ fn thirty_two_concurrent_attaches_get_distinct_addresses_and_release_them() {
     assert!(LeaseStore::new(&p.run_dir).leases("pelagos0").unwrap().is_empty());
     assert!(store.records().unwrap().is_empty(), "records left");
     // veths go with their namespaces, asynchronously.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while host_links(&topo).contains(": pv") {
         assert!(std::time::Instant::now() < deadline, "veths left: {}", host_links(&topo));
         std::thread::sleep(std::time::Duration::from_millis(20));

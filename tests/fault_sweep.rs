@@ -125,7 +125,7 @@ fn snapshot(topo: &Topology) -> Snapshot {
 /// The host once what earlier runs released is really gone (a dead
 /// namespace's veth and a killed helper disappear asynchronously).
 fn quiet_snapshot(topo: &Topology) -> Snapshot {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = snapshot(topo);
         let busy = now.processes.len() + now.links.iter().filter(|l| l.starts_with("pv")).count();
@@ -139,7 +139,7 @@ fn quiet_snapshot(topo: &Topology) -> Snapshot {
 /// Wait (the kernel removes a dead namespace's veths and processes
 /// asynchronously) until the host matches `want`, or return the last difference.
 fn settle(topo: &Topology, want: &Snapshot) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = snapshot(topo);
         if &now == want {

@@ -197,13 +197,21 @@ fn udp_round_trips(addr: SocketAddr, count: usize) {
     sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     for i in 0..count {
         let msg = format!("ping-{i}");
+        let want = format!("echo:{msg}").into_bytes();
+        // A resend's late echo of an earlier round may still be queued:
+        // skip it and wait for this round's.
         let got = eventually(10, || {
             sock.send_to(msg.as_bytes(), addr)?;
             let mut buf = [0u8; 128];
-            let n = sock.recv(&mut buf)?;
-            Ok(buf[..n].to_vec())
+            loop {
+                let n = sock.recv(&mut buf)?;
+                if buf[..n].starts_with(b"echo:ping-") && buf[..n] != want[..] {
+                    continue;
+                }
+                return Ok(buf[..n].to_vec());
+            }
         });
-        assert_eq!(got, format!("echo:{msg}").into_bytes());
+        assert_eq!(got, want);
     }
 }
 
@@ -250,9 +258,15 @@ fn refused(topo: &Topology, addr: SocketAddr) -> bool {
     in_netns(&topo.host, move || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err())
 }
 
+/// Whether `pid` exits (or is a zombie nobody reaps, as under an init that
+/// does not reap orphans) within 10 s.
 fn gone(pid: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z')))
+    };
+    while running() {
         if Instant::now() > deadline {
             return false;
         }

@@ -12,8 +12,8 @@
 mod common;
 
 use common::fwdrig::{
-    BOTH, CONTAINER_ADDR, ClientPath, ContainerNs, EXCLUSIVE, MARK, Rig, abort_on_drop, assert_closed_without_data,
-    check_stream, duplex_streams, fnv, send_stream, start_forwarder, wait_for,
+    BOTH, CONTAINER_ADDR, ClientPath, ContainerNs, MARK, Rig, abort_on_drop, assert_closed_without_data, check_stream,
+    duplex_streams, exclusive, fnv, send_stream, shared, start_forwarder, wait_for,
 };
 use common::{Tier, Topology, in_netns};
 use pelagos_net::portfwd::{ForwarderConfig, Targets, bind_listeners};
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 #[test]
 fn server_speaking_first_reaches_both_client_paths() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let server = rig.serve("0.0.0.0:80", 2, |mut s| {
         s.write_all(b"220 banner\r\n").unwrap();
@@ -44,7 +44,7 @@ fn server_speaking_first_reaches_both_client_paths() {
 
 #[test]
 fn client_half_close_gets_the_exact_reply_once() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let server = rig.serve("0.0.0.0:80", 2, |mut s| {
         let mut request = Vec::new();
@@ -66,7 +66,7 @@ fn client_half_close_gets_the_exact_reply_once() {
 
 #[test]
 fn server_half_close_still_receives_client_data() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let server = rig.serve("0.0.0.0:80", 2, |mut s| {
         s.write_all(b"server done").unwrap();
@@ -91,7 +91,7 @@ fn server_half_close_still_receives_client_data() {
 fn bulk_transfers_arrive_intact_both_ways() {
     const LEN: usize = 32 << 20;
     const PER_PATH: usize = 2;
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     // The server echoes the client's seed stream with its own seed: seed + 1.
     let server = rig.serve("0.0.0.0:80", 2 * PER_PATH, |s| {
@@ -122,7 +122,7 @@ fn bulk_transfers_arrive_intact_both_ways() {
 #[test]
 fn many_short_connections_all_complete() {
     const PER_PATH: usize = 250;
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     let server = std::thread::spawn(move || {
@@ -155,7 +155,7 @@ fn many_short_connections_all_complete() {
 
 #[test]
 fn connection_without_server_is_reset_and_counted() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let mut client = rig.connect(ClientPath::Loopback, 8080);
     assert_closed_without_data(&mut client, "a connection with no server behind it");
@@ -164,7 +164,7 @@ fn connection_without_server_is_reset_and_counted() {
 
 #[test]
 fn source_address_is_preserved_and_loopback_only_server_still_works() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let cfg = ForwarderConfig {
         preserve_source: Some(MARK),
         targets: Targets { v4: Some(CONTAINER_ADDR), v6: None },
@@ -199,7 +199,7 @@ fn open_fds() -> usize {
 
 #[test]
 fn stop_closes_listeners_connections_and_thread() {
-    let _alone = EXCLUSIVE.write().unwrap();
+    let _alone = exclusive();
     let Some(env) = Tier::Root.require() else { return };
     let topo = Topology::new(&env);
     let container = ContainerNs::new(&topo);
@@ -219,7 +219,10 @@ fn stop_closes_listeners_connections_and_thread() {
     let report = fwd.stop();
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(report.stats.tcp_accepted, 1);
-    assert!(!Path::new(&format!("/proc/self/task/{tid}")).exists(), "relay thread still running");
+    // The thread's /proc entry goes a moment after the join returns.
+    wait_for("the relay thread to be gone", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/self/task/{tid}")).exists()
+    });
     // The relayed connection is gone on both sides.
     let mut rest = Vec::new();
     assert!(client.read_to_end(&mut rest).is_err() || rest.is_empty());
@@ -233,7 +236,7 @@ fn stop_closes_listeners_connections_and_thread() {
 
 #[test]
 fn port_in_use_is_reported_with_address() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(env) = Tier::Root.require() else { return };
     let topo = Topology::new(&env);
     let err = topo.in_host(|| {
@@ -261,7 +264,7 @@ fn thread_ticks(tid: i32) -> u64 {
 #[test]
 fn slow_reader_applies_backpressure_with_bounded_memory() {
     const LEN: usize = 64 << 20;
-    let _alone = EXCLUSIVE.write().unwrap();
+    let _alone = exclusive();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     let client = rig.connect(ClientPath::Upstream, 8080);
@@ -286,7 +289,7 @@ fn slow_reader_applies_backpressure_with_bounded_memory() {
 
 #[test]
 fn ipv6_listener_reaches_an_ipv4_only_server() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["[::1]:8080:80"], ForwarderConfig::default()) else { return };
     let server = rig.serve("0.0.0.0:80", 1, |mut s| s.write_all(b"v4 server").unwrap());
     let mut client = in_netns(&rig.topo.host, || TcpStream::connect("[::1]:8080").unwrap());
@@ -298,7 +301,7 @@ fn ipv6_listener_reaches_an_ipv4_only_server() {
 
 #[test]
 fn connections_beyond_the_limit_are_reset() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let cfg = ForwarderConfig { max_connections: 1, ..ForwarderConfig::default() };
     let Some(rig) = Rig::new(&["8080:80"], cfg) else { return };
     let server = rig.serve("0.0.0.0:80", 1, |mut s| {
@@ -318,7 +321,7 @@ fn connections_beyond_the_limit_are_reset() {
 
 #[test]
 fn reset_after_half_close_reaches_the_other_side_and_frees_the_connection() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     for client_aborts in [true, false] {
@@ -370,7 +373,7 @@ fn read_until_closed(server: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn data_sent_before_a_reset_while_connecting_still_reaches_the_server() {
     use std::os::fd::AsRawFd;
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     // SAFETY: listen(2) on a listening socket only changes its backlog; the
@@ -382,7 +385,8 @@ fn data_sent_before_a_reset_while_connecting_still_reaches_the_server() {
     client.write_all(b"last words").unwrap();
     abort_on_drop(&client);
     drop(client);
-    // Let the relay see the reset while its connect is still pending.
+    // Let the relay accept and see the reset while its connect is pending.
+    wait_for("the relay to accept", Duration::from_secs(10), || rig.fwd().stats().tcp_accepted == 1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         rig.fwd().stats().tcp_active,
@@ -410,7 +414,7 @@ fn data_sent_before_a_reset_while_connecting_still_reaches_the_server() {
 
 #[test]
 fn data_sent_just_before_a_reset_still_reaches_the_server() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     let mut client = rig.connect(ClientPath::Loopback, 8080);

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::fwdrig::{BOTH, ClientPath, EXCLUSIVE, Rig, wait_for};
+use common::fwdrig::{BOTH, ClientPath, Rig, shared, wait_for};
 use common::{in_netns, ip};
 use pelagos_net::portfwd::ForwarderConfig;
 use std::net::{SocketAddr, UdpSocket};
@@ -20,8 +20,9 @@ use std::time::Duration;
 
 #[test]
 fn udp_request_response_from_both_paths_then_idle_expiry() {
-    let _shared = EXCLUSIVE.read().unwrap();
-    let cfg = ForwarderConfig { udp_idle: Duration::from_millis(300), ..ForwarderConfig::default() };
+    let _shared = shared();
+    // Idle long enough that a flow outlives a stall of the test thread.
+    let cfg = ForwarderConfig { udp_idle: Duration::from_secs(2), ..ForwarderConfig::default() };
     let Some(rig) = Rig::new(&["5353:53/udp"], cfg) else { return };
     let server = in_netns(&rig.container.name, || UdpSocket::bind("0.0.0.0:53").unwrap());
     let echo = std::thread::spawn(move || {
@@ -52,12 +53,12 @@ fn udp_request_response_from_both_paths_then_idle_expiry() {
     assert_ne!(peers[1], peers[2], "a flow per client");
     let stats = rig.fwd().stats();
     assert_eq!(stats.udp_flows_created, 2, "{stats:?}");
-    wait_for("idle udp flows to expire", Duration::from_secs(5), || rig.fwd().stats().udp_flows_active == 0);
+    wait_for("idle udp flows to expire", Duration::from_secs(10), || rig.fwd().stats().udp_flows_active == 0);
 }
 
 #[test]
 fn udp_reply_comes_from_the_address_the_client_sent_to() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["5353:53/udp"], ForwarderConfig::default()) else { return };
     // A second IPv6 address on the host, besides ::1.
     ip(&["-n", &rig.topo.host, "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"]);
@@ -85,7 +86,7 @@ fn udp_reply_comes_from_the_address_the_client_sent_to() {
 
 #[test]
 fn ipv6_udp_listener_reaches_an_ipv4_only_server() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["[::1]:5353:53/udp"], ForwarderConfig::default()) else { return };
     let echo = rig.udp_echo("127.0.0.1:53", 2);
     let published: SocketAddr = "[::1]:5353".parse().unwrap();
@@ -107,7 +108,7 @@ fn ipv6_udp_listener_reaches_an_ipv4_only_server() {
 
 #[test]
 fn udp_datagrams_refused_inside_the_namespace_are_counted() {
-    let _shared = EXCLUSIVE.read().unwrap();
+    let _shared = shared();
     let Some(rig) = Rig::new(&["127.0.0.1:5353:53/udp"], ForwarderConfig::default()) else { return };
     let (sock, to) = rig.udp_client(ClientPath::Loopback, 5353);
     sock.send_to(b"anyone?", to).unwrap();

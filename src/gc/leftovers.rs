@@ -33,8 +33,14 @@ fn stale_tmp_files(dir: &Path, proc_root: &Path, dry_run: bool, report: &mut Vec
         if pid_alive(proc_root, pid) {
             continue;
         }
+        // A writer that renamed its file and exited between the listing and
+        // the pid check left nothing behind: no action to report.
         let path = entry.path();
-        let error = if dry_run { None } else { fs::remove_file(&path).err().map(|e| e.to_string()) };
+        let error = match if dry_run { fs::symlink_metadata(&path).map(drop) } else { fs::remove_file(&path) } {
+            Ok(()) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Some(e.to_string()),
+        };
         report.push(Action { run: path.display().to_string(), what: "temp file of a dead writer".into(), error });
     }
 }

@@ -183,7 +183,7 @@ pub fn setup_slirp_network(
 /// Stop slirp4netns (exit pipe closed, then SIGTERM, then SIGKILL), remove
 /// its API socket if it left one, and return what it printed.
 pub fn teardown_slirp_network(setup: SlirpSetup) -> SlirpReport {
-    setup.process.stop(Duration::from_millis(500))
+    setup.process.stop(Duration::from_secs(2))
 }
 
 /// Add every forward through the API, then confirm each has its socket.

@@ -15,12 +15,23 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Tests that count descriptors or memory run alone.
-pub static EXCLUSIVE: RwLock<()> = RwLock::new(());
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+/// Held by a test that may share the process with others. A failed test
+/// poisons nothing: the next ones still run and report their own result.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held by a test that counts descriptors or memory: it runs alone.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    EXCLUSIVE.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub const CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 232, 0, 2);
 pub const MARK: u32 = 0x7067;

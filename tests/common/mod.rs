@@ -212,8 +212,14 @@ impl Topology {
         let tag = format!("{}-{n}", std::process::id() % 100_000);
         let host = format!("pnt-h{tag}");
         let upstream = format!("pnt-u{tag}");
-        ip(&["netns", "add", &host]);
-        ip(&["netns", "add", &upstream]);
+        for ns in [&host, &upstream] {
+            // A name with our pid in it can only be left by a killed earlier
+            // process that had the same pid: stale, so replace it.
+            if Path::new("/run/netns").join(ns).exists() {
+                ip(&["netns", "del", ns]);
+            }
+            ip(&["netns", "add", ns]);
+        }
         let (vh, vu) = (format!("tv{tag}h"), format!("tv{tag}u"));
         ip(&["link", "add", &vh, "netns", &host, "type", "veth", "peer", "name", &vu, "netns", &upstream]);
         for (ns, dev, addr) in [(&host, &vh, "10.231.0.2/24"), (&upstream, &vu, "10.231.0.1/24")] {
@@ -317,7 +323,7 @@ impl Topology {
     /// namespace (pasta is reaped in the background, so allow it a moment),
     /// no run record, no named netns.
     pub fn assert_clean(&self) {
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = self.processes_inside();
             if left.is_empty() {
