@@ -64,6 +64,7 @@
 mod attempt;
 mod listen;
 mod pipes;
+mod pump;
 mod relay;
 mod source;
 mod sys;

@@ -3,26 +3,20 @@
 //!
 //! Sockets are registered edge-triggered for both directions once; the
 //! connection remembers which side is readable or writable and the pump
-//! moves data until no step makes progress. A pipe that will not take more
-//! is "full" while it still holds data (its slots may fill before its byte
-//! capacity), so reading the source waits until the pipe drains: that is the
-//! backpressure, and it costs no `epoll_ctl` calls. Pipes come from
-//! [`Pipes`](super::pipes::Pipes), one per direction while it carries data.
+//! ([`super::pump`]) moves data until no step makes progress.
 //!
-//! A socket reporting an error or a hang-up is pumped first. What it
-//! received before a reset is still passed on: a read that meets the reset
-//! ends that direction like an EOF would, and once what the pipe holds is
-//! delivered, the connection is reset instead of half-closed. A write that
-//! meets a reset closes the connection at once. If the connection is still
-//! open and the socket holds no unread data (which the pump reads first,
-//! now or once the connect completes or the pipe drains), the socket is
-//! asked for its pending error (`SO_ERROR`): a reset must reach the other
-//! side even when the pump had nothing to do with the reset socket (its
-//! direction at EOF, nothing queued for it), or the connection would wait
-//! until the other side writes, perhaps forever.
+//! A socket reporting an error or a hang-up is pumped first (what it
+//! received before its reset is still passed on), then, if the connection
+//! is still open, asked for its pending error (`SO_ERROR`): a reset must
+//! reach the other side even when the pump had nothing to do with the reset
+//! socket (its direction at EOF, nothing queued for it), or the connection
+//! would wait until the other side writes, perhaps forever. Only while the
+//! connect inside the namespace is pending is that question put off for a
+//! socket with unread data, which the pump relays once connected.
 
 use super::attempt::{Accepted, Attempt, plan_attempts};
-use super::pipes::{Pipe, Pipes};
+use super::pipes::Pipes;
+use super::pump::{Flow, Pumped, Ready};
 use super::relay::{Deadline, Entry, Relay, SlotRef, Token};
 use super::{SockFamily, SockKind, sys};
 use nix::errno::Errno;
@@ -42,55 +36,11 @@ const ACCEPT_BATCH: usize = 64;
 /// of a finished attempt; older ones are dropped when they reach the front.
 const DEADLINE_SEARCH: usize = 16;
 
-/// One direction of a connection.
-#[derive(Debug, Default)]
-struct Direction {
-    /// The pipe, from the first read until the direction ends.
-    pipe: Option<Pipe>,
-    /// Bytes in the pipe.
-    queued: usize,
-    /// The source sent EOF.
-    eof: bool,
-    /// EOF was passed on (`shutdown(SHUT_WR)` of the destination).
-    shut: bool,
-    /// The source ended with this error instead of EOF: once the pipe is
-    /// delivered, the connection is reset.
-    failed: Option<Errno>,
-}
-
-/// Which side of a connection is ready for what (edge-triggered state).
-#[derive(Debug, Default, Clone, Copy)]
-struct Ready {
-    readable: bool,
-    writable: bool,
-}
-
-impl Ready {
-    fn note(&mut self, flags: EpollFlags) {
-        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
-        {
-            self.readable = true;
-        }
-        if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
-            self.writable = true;
-        }
-    }
-}
-
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting,
     Relaying,
-}
-
-/// Result of pumping a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pumped {
-    /// Still relaying.
-    Open,
-    /// Both directions ended cleanly.
-    Done,
 }
 
 /// A relayed TCP connection.
@@ -101,12 +51,7 @@ pub(super) struct Conn {
     attempts: Vec<Attempt>,
     attempt: u8,
     phase: Phase,
-    client_ready: Ready,
-    server_ready: Ready,
-    /// Client to namespace.
-    up: Direction,
-    /// Namespace to client.
-    down: Direction,
+    flow: Flow,
 }
 
 impl Conn {
@@ -118,15 +63,6 @@ impl Conn {
         }
     }
 
-    /// Returns the pipes of both directions to `pipes`.
-    fn close_pipes(&mut self, pipes: &mut Pipes) {
-        for dir in [&mut self.up, &mut self.down] {
-            if let Some(pipe) = dir.pipe.take() {
-                pipes.close(pipe);
-            }
-        }
-    }
-
     fn pump(
         &mut self,
         pipes: &mut Pipes,
@@ -134,92 +70,8 @@ impl Conn {
         from_container: &AtomicU64,
     ) -> Result<Pumped, Errno> {
         let Some(server) = self.server.as_ref() else { return Ok(Pumped::Open) };
-        let (client, server) = (self.client.as_fd(), server.as_fd());
-        loop {
-            let up = pump_direction(
-                &mut self.up,
-                pipes,
-                (client, &mut self.client_ready.readable),
-                (server, &mut self.server_ready.writable),
-                to_container,
-            )?;
-            let down = pump_direction(
-                &mut self.down,
-                pipes,
-                (server, &mut self.server_ready.readable),
-                (client, &mut self.client_ready.writable),
-                from_container,
-            )?;
-            if !up && !down {
-                break;
-            }
-        }
-        Ok(if self.up.shut && self.down.shut { Pumped::Done } else { Pumped::Open })
+        self.flow.pump((self.client.as_fd(), server.as_fd()), pipes, to_container, from_container)
     }
-}
-
-/// Moves what it can from `src` through the pipe (made on the first read)
-/// to `dst`; true when anything changed.
-fn pump_direction(
-    dir: &mut Direction,
-    pipes: &mut Pipes,
-    (src, src_readable): (BorrowedFd<'_>, &mut bool),
-    (dst, dst_writable): (BorrowedFd<'_>, &mut bool),
-    delivered: &AtomicU64,
-) -> Result<bool, Errno> {
-    if dir.shut {
-        return Ok(false);
-    }
-    if dir.pipe.is_none() && !dir.eof && *src_readable {
-        dir.pipe = Some(pipes.open().inspect_err(|e| log::warn!("relay pipe: {e}"))?);
-    }
-    let Some(Pipe { read: pipe_r, write: pipe_w, cap, .. }) = dir.pipe.as_ref() else { return Ok(false) };
-    let mut progress = false;
-    if !dir.eof && *src_readable && dir.queued < *cap {
-        match sys::splice(src, pipe_w.as_fd(), *cap) {
-            Ok(0) => {
-                dir.eof = true;
-                progress = true;
-            }
-            Ok(n) => {
-                dir.queued += n;
-                progress = true;
-            }
-            // With data queued this may only mean "pipe full": keep the
-            // source readable and retry once the pipe drains.
-            Err(Errno::EAGAIN) if dir.queued == 0 => *src_readable = false,
-            Err(Errno::EAGAIN) => {}
-            // Deliver what arrived before the error, then reset.
-            Err(e) => {
-                dir.eof = true;
-                dir.failed = Some(e);
-                progress = true;
-            }
-        }
-    }
-    if dir.queued > 0 && *dst_writable {
-        match sys::splice(pipe_r.as_fd(), dst, dir.queued) {
-            Ok(n) => {
-                dir.queued -= n;
-                delivered.fetch_add(n as u64, Ordering::Relaxed);
-                progress = progress || n > 0;
-            }
-            Err(Errno::EAGAIN) => *dst_writable = false,
-            Err(e) => return Err(e),
-        }
-    }
-    if dir.eof && dir.queued == 0 {
-        if let Some(e) = dir.failed {
-            return Err(e);
-        }
-        sys::shutdown_write(dst)?;
-        dir.shut = true;
-        progress = true;
-        if let Some(pipe) = dir.pipe.take() {
-            pipes.close(pipe);
-        }
-    }
-    Ok(progress)
 }
 
 /// Whether an event may report a reset or another error.
@@ -259,17 +111,8 @@ impl Relay {
                 container_port: listener.container_port,
             };
             let attempts = plan_attempts(accepted, &self.cfg.targets, self.cfg.preserve_source);
-            let conn = Conn {
-                client,
-                server: None,
-                attempts,
-                attempt: 0,
-                phase: Phase::Connecting,
-                client_ready: Ready::default(),
-                server_ready: Ready::default(),
-                up: Direction::default(),
-                down: Direction::default(),
-            };
+            let conn =
+                Conn { client, server: None, attempts, attempt: 0, phase: Phase::Connecting, flow: Flow::default() };
             let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
             let r = self.slab.next_ref();
             if self.epoll.add(&conn.client, EpollEvent::new(flags, Token::Client(r).encode())).is_err() {
@@ -339,7 +182,7 @@ impl Relay {
         let outcome = sys::connect(fd.as_fd(), attempt.dest);
         if let Some(conn) = self.conn_mut(r) {
             conn.server = Some(fd);
-            conn.server_ready = Ready::default();
+            conn.flow.server_ready = Ready::default();
         }
         outcome
     }
@@ -350,7 +193,7 @@ impl Relay {
         self.forget_deadline(r, attempt);
         let Some(conn) = self.conn_mut(r) else { return };
         conn.phase = Phase::Relaying;
-        conn.server_ready.writable = true;
+        conn.flow.server_ready.writable = true;
         self.pump(r);
     }
 
@@ -376,7 +219,7 @@ impl Relay {
 
     pub(super) fn on_client(&mut self, r: SlotRef, flags: EpollFlags) {
         let Some(conn) = self.conn_mut(r) else { return };
-        conn.client_ready.note(flags);
+        conn.flow.client_ready.note(flags);
         if conn.phase == Phase::Relaying {
             self.pump(r);
         }
@@ -387,12 +230,17 @@ impl Relay {
 
     /// Closes `r` with a reset when the socket `side` picks has a pending
     /// error (reading it clears it: the connection goes either way), unless
-    /// it still holds unread data: the pump reads that first and meets the
-    /// error after it.
+    /// the connect inside the namespace is still pending and the socket
+    /// holds unread data: once connected, the pump reads that first and
+    /// meets the error after it (the wait is bounded by the connect
+    /// timeout). While relaying, the pump has just read what it could: data
+    /// left unread means the other side is behind, and a dead peer does not
+    /// hold the connection open for it.
     fn reset_if_failed(&mut self, r: SlotRef, side: impl FnOnce(&Conn) -> Option<BorrowedFd<'_>>) {
         let Some(conn) = self.conn_mut(r) else { return };
+        let connecting = conn.phase == Phase::Connecting;
         let Some(fd) = side(conn) else { return };
-        if sys::unread_bytes(fd) > 0 {
+        if connecting && sys::unread_bytes(fd) > 0 {
             return;
         }
         if let Err(e) = sys::socket_error(fd) {
@@ -408,15 +256,15 @@ impl Relay {
         }
         match conn.phase {
             Phase::Relaying => {
-                conn.server_ready.note(flags);
+                conn.flow.server_ready.note(flags);
                 self.pump(r);
                 if may_have_failed(flags) {
                     self.reset_if_failed(r, |conn| conn.server.as_ref().map(|s| s.as_fd()));
                 }
             }
             Phase::Connecting => {
-                conn.server_ready.note(flags);
-                if !conn.server_ready.writable {
+                conn.flow.server_ready.note(flags);
+                if !conn.flow.server_ready.writable {
                     return;
                 }
                 let Some(server) = conn.server.as_ref() else { return };
@@ -462,7 +310,7 @@ impl Relay {
         if reset {
             conn.arm_reset();
         }
-        conn.close_pipes(&mut self.pipes);
+        conn.flow.close_pipes(&mut self.pipes);
         drop(conn);
         self.tcp_open -= 1;
         self.counters.tcp_active.fetch_sub(1, Ordering::Relaxed);
