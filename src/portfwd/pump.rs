@@ -99,35 +99,12 @@ impl Flow {
         from_container: &AtomicU64,
     ) -> Result<Pumped, Errno> {
         loop {
-            let up = match pump_direction(
-                &mut self.up,
-                pipes,
-                (client, &mut self.client_ready.readable),
-                (server, &mut self.server_ready.writable),
-                to_container,
-            ) {
-                Ok(progress) => progress,
-                Err(Broken::Connection(e)) => return Err(e),
-                Err(Broken::Destination(e)) => {
-                    destination_failed(&mut self.up, &mut self.down, &mut self.server_ready.readable, pipes, e)?;
-                    true
-                }
-            };
-            let down = match pump_direction(
-                &mut self.down,
-                pipes,
-                (server, &mut self.server_ready.readable),
-                (client, &mut self.client_ready.writable),
-                from_container,
-            ) {
-                Ok(progress) => progress,
-                Err(Broken::Connection(e)) => return Err(e),
-                Err(Broken::Destination(e)) => {
-                    destination_failed(&mut self.down, &mut self.up, &mut self.client_ready.readable, pipes, e)?;
-                    true
-                }
-            };
-            if !up && !down {
+            let (up, down) = (&mut self.up, &mut self.down);
+            let (client_ready, server_ready) = (&mut self.client_ready, &mut self.server_ready);
+            let moved_up =
+                step(up, down, pipes, (client, &mut *client_ready), (server, &mut *server_ready), to_container)?;
+            let moved_down = step(down, up, pipes, (server, server_ready), (client, client_ready), from_container)?;
+            if !moved_up && !moved_down {
                 break;
             }
         }
@@ -223,6 +200,26 @@ fn pump_direction(
         }
     }
     Ok(progress)
+}
+
+/// One pass of [`pump_direction`] over `dir`; a failed destination ends
+/// `dir` and sends what the failed socket received back through `reverse`.
+fn step(
+    dir: &mut Direction,
+    reverse: &mut Direction,
+    pipes: &mut Pipes,
+    (src, src_ready): (BorrowedFd<'_>, &mut Ready),
+    (dst, dst_ready): (BorrowedFd<'_>, &mut Ready),
+    delivered: &AtomicU64,
+) -> Result<bool, Errno> {
+    match pump_direction(dir, pipes, (src, &mut src_ready.readable), (dst, &mut dst_ready.writable), delivered) {
+        Ok(progress) => Ok(progress),
+        Err(Broken::Connection(e)) => Err(e),
+        Err(Broken::Destination(e)) => {
+            destination_failed(dir, reverse, &mut dst_ready.readable, pipes, e)?;
+            Ok(true)
+        }
+    }
 }
 
 /// `dir`'s destination failed with `e`: nothing more goes that way, and
