@@ -367,3 +367,49 @@ fn root_network_create_killed_at_every_step_leaves_a_whole_definition_or_none() 
     }
     sweep.report("root network create", &steps);
 }
+
+#[test]
+fn root_network_rm_killed_at_every_step_is_finished_by_rm_again() {
+    let Some(env) = Tier::Root.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let create = ["network", "create", "sweep", "--subnet", "10.94.0.0/24"];
+    let attach = ["run", "--network", "bridge:sweep", "--", "true"];
+    let rm = ["network", "rm", "sweep"];
+    // An attach creates the network's bridge and table, which persist with
+    // its definition until `network rm`.
+    let prepare = |s: &mut Sweep<'_>| {
+        s.ok(&create);
+        s.ok(&attach);
+    };
+    // Warm up (the definitions directory and its lock persist), then the
+    // host with no network at all is what every iteration must get back to.
+    prepare(&mut sweep);
+    sweep.ok(&rm);
+    sweep.ok(&["gc"]);
+    let before = quiet_snapshot(&topo);
+    prepare(&mut sweep);
+    let steps = sweep.trace(&rm);
+    settle(&topo, &before).expect("create + attach + rm leaves nothing behind");
+    sweep.tally.steps = steps.len();
+    for iter in 0..iterations() {
+        for n in 1..=steps.len() {
+            prepare(&mut sweep);
+            sweep.fault_then_gc(&rm, n);
+            // The definition goes last: while it is there, rm again finishes
+            // the job; once it is gone, so are the bridge and the table.
+            if topo.config_dir.join("networks/sweep.json").exists() {
+                sweep.ok(&rm);
+            }
+            if let Err(diff) = settle(&topo, &before) {
+                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
+            }
+        }
+    }
+    let order = |s| position(&steps, s);
+    assert!(order("network.rm.table-deleted") < order("network.rm.removed"), "{steps:?}");
+    sweep.report("root network rm", &steps);
+}

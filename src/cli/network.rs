@@ -87,14 +87,19 @@ fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> 
     Ok(leases.into_iter().filter(|(_, l)| l.owner.is_alive(&paths.proc_root)).map(|(a, l)| (a, l.id)).collect())
 }
 
-/// Delete the bridge and the firewall table of `def` (absent ones are fine).
+/// Delete the bridge and the firewall table of `def` (absent ones are fine,
+/// so a `network rm` killed halfway is finished by running it again: the
+/// definition goes last).
 fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
     let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
     if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(125, error_chain(&e)))? {
         nl.delete_link(index).map_err(|e| Fail::new(125, error_chain(&e)))?;
     }
+    pelagos_net::fault::point("network.rm.bridge-deleted");
     let mut fw = Firewall::new().map_err(|e| Fail::new(125, error_chain(&e)))?;
-    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(125, error_chain(&e)))
+    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    pelagos_net::fault::point("network.rm.table-deleted");
+    Ok(())
 }
 
 fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(), Fail> {
@@ -107,8 +112,11 @@ fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(),
         let ids: Vec<String> = live.iter().map(|(a, id)| format!("{id} ({a})")).collect();
         return Err(Fail::new(125, format!("network {name} is in use by {}", ids.join(", "))));
     }
+    pelagos_net::fault::point("network.rm.checked");
     remove_host_side(&def)?;
-    store.remove(name).map_err(net_fail)
+    store.remove(name).map_err(net_fail)?;
+    pelagos_net::fault::point("network.rm.removed");
+    Ok(())
 }
 
 /// Run a network subcommand.
