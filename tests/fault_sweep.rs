@@ -230,20 +230,35 @@ impl<'a> Sweep<'a> {
         assert!(!steps.is_empty(), "no fault points were hit: is the feature compiled in?");
         reset(self, 0);
         settle(self.topo, &before).expect("a normal run leaves nothing behind");
-        self.tally.steps = steps.len();
-        for iter in 0..iterations() {
-            for n in 1..=steps.len() {
-                self.fault_then_gc(args, n);
-                reset(self, n);
-                if let Err(diff) = settle(self.topo, &before) {
-                    self.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
-                }
-            }
-        }
+        self.fault_every_step(args, &steps, &before, &|_| {}, reset);
         self.ok(args);
         settle(self.topo, &before).expect("a normal run after the sweep leaves nothing behind");
         self.report(label, &steps);
         steps
+    }
+
+    /// Kill `args` at each of its `steps`, [`iterations`] times over, with
+    /// `prepare` run before each fault and `recover` after its gc; each time
+    /// the host must come back to `before`, or a leak is counted.
+    fn fault_every_step(
+        &mut self,
+        args: &[&str],
+        steps: &[String],
+        before: &Snapshot,
+        prepare: &dyn Fn(&mut Self),
+        recover: &dyn Fn(&mut Self, usize),
+    ) {
+        self.tally.steps = steps.len();
+        for iter in 0..iterations() {
+            for n in 1..=steps.len() {
+                prepare(self);
+                self.fault_then_gc(args, n);
+                recover(self, n);
+                if let Err(diff) = settle(self.topo, before) {
+                    self.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
+                }
+            }
+        }
     }
 
     /// Print the tally and fail on any leak.
@@ -355,16 +370,7 @@ fn root_network_create_killed_at_every_step_leaves_a_whole_definition_or_none() 
     let steps = sweep.trace(&args);
     reset(&mut sweep, 0);
     settle(&topo, &before).expect("create + rm leaves nothing behind");
-    sweep.tally.steps = steps.len();
-    for iter in 0..iterations() {
-        for n in 1..=steps.len() {
-            sweep.fault_then_gc(&args, n);
-            reset(&mut sweep, n);
-            if let Err(diff) = settle(&topo, &before) {
-                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
-            }
-        }
-    }
+    sweep.fault_every_step(&args, &steps, &before, &|_| {}, &reset);
     sweep.report("root network create", &steps);
 }
 
@@ -394,21 +400,14 @@ fn root_network_rm_killed_at_every_step_is_finished_by_rm_again() {
     prepare(&mut sweep);
     let steps = sweep.trace(&rm);
     settle(&topo, &before).expect("create + attach + rm leaves nothing behind");
-    sweep.tally.steps = steps.len();
-    for iter in 0..iterations() {
-        for n in 1..=steps.len() {
-            prepare(&mut sweep);
-            sweep.fault_then_gc(&rm, n);
-            // The definition goes last: while it is there, rm again finishes
-            // the job; once it is gone, so are the bridge and the table.
-            if topo.config_dir.join("networks/sweep.json").exists() {
-                sweep.ok(&rm);
-            }
-            if let Err(diff) = settle(&topo, &before) {
-                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", steps[n - 1]));
-            }
+    // The definition goes last: while it is there, rm again finishes the
+    // job; once it is gone, so are the bridge and the table.
+    let finish = |s: &mut Sweep<'_>, _n: usize| {
+        if s.topo.config_dir.join("networks/sweep.json").exists() {
+            s.ok(&rm);
         }
-    }
+    };
+    sweep.fault_every_step(&rm, &steps, &before, &prepare, &finish);
     let order = |s| position(&steps, s);
     assert!(order("network.rm.table-deleted") < order("network.rm.removed"), "{steps:?}");
     sweep.report("root network rm", &steps);
