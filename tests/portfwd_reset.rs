@@ -45,20 +45,27 @@ impl Stalled {
     fn release(self) -> TcpStream {
         let (first, _) = self.listener.accept().unwrap();
         drop((first, self.filler));
-        self.listener.set_nonblocking(true).unwrap();
-        let mut server = None;
-        wait_for("the relay's retried connect", Duration::from_secs(5), || match self.listener.accept() {
-            Ok((s, _)) => {
-                server = Some(s);
-                true
-            }
-            Err(_) => false,
-        });
-        let server = server.unwrap();
-        server.set_nonblocking(false).unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        server
+        accept(&self.listener)
     }
+}
+
+/// The next connection on `listener`, within 10 s (the relay connects on
+/// its own time), blocking with a read timeout.
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let mut server = None;
+    wait_for("the relay's connection", Duration::from_secs(10), || match listener.accept() {
+        Ok((s, _)) => {
+            server = Some(s);
+            true
+        }
+        Err(_) => false,
+    });
+    listener.set_nonblocking(false).unwrap();
+    let server = server.unwrap();
+    server.set_nonblocking(false).unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    server
 }
 
 #[test]
@@ -68,7 +75,7 @@ fn reset_after_half_close_reaches_the_other_side_and_frees_the_connection() {
     let listener = rig.tcp_server("0.0.0.0:80");
     for client_aborts in [true, false] {
         let client = rig.connect(ClientPath::Loopback, 8080);
-        let (server, _) = listener.accept().unwrap();
+        let server = accept(&listener);
         server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         // One side sends its request and half-closes; the other reads it to EOF.
         let (mut closer, mut survivor) = if client_aborts { (client, server) } else { (server, client) };
@@ -84,10 +91,10 @@ fn reset_after_half_close_reaches_the_other_side_and_frees_the_connection() {
         drop(closer);
 
         let which = if client_aborts { "client" } else { "server" };
-        wait_for(&format!("the {which}'s reset to close the relayed connection"), Duration::from_secs(2), || {
+        wait_for(&format!("the {which}'s reset to close the relayed connection"), Duration::from_secs(10), || {
             rig.fwd().stats().tcp_active == 0
         });
-        wait_for(&format!("the reset of the {which} to reach the other side"), Duration::from_secs(2), || {
+        wait_for(&format!("the reset of the {which} to reach the other side"), Duration::from_secs(10), || {
             survivor.write(b"late reply").is_err()
         });
     }
@@ -126,7 +133,7 @@ fn data_sent_before_a_reset_while_connecting_still_reaches_the_server() {
 
     let mut server = stalled.release();
     assert_eq!(read_until_closed(&mut server), b"last words");
-    wait_for("the connection to close", Duration::from_secs(2), || rig.fwd().stats().tcp_active == 0);
+    wait_for("the connection to close", Duration::from_secs(10), || rig.fwd().stats().tcp_active == 0);
 }
 
 #[test]
@@ -135,13 +142,13 @@ fn data_sent_just_before_a_reset_still_reaches_the_server() {
     let Some(rig) = Rig::new(&["8080:80"], ForwarderConfig::default()) else { return };
     let listener = rig.tcp_server("0.0.0.0:80");
     let mut client = rig.connect(ClientPath::Loopback, 8080);
-    let (mut server, _) = listener.accept().unwrap();
+    let mut server = accept(&listener);
     server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     client.write_all(b"last words").unwrap();
     abort_on_drop(&client);
     drop(client);
     assert_eq!(read_until_closed(&mut server), b"last words");
-    wait_for("the connection to close", Duration::from_secs(2), || rig.fwd().stats().tcp_active == 0);
+    wait_for("the connection to close", Duration::from_secs(10), || rig.fwd().stats().tcp_active == 0);
 }
 
 /// The client sends its request, half-closes, then resets, all while the
@@ -170,7 +177,7 @@ fn reset_after_a_half_close_while_connecting_still_reaches_the_server() {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("the client's reset became {other:?}"),
     }
-    wait_for("the connection to close", Duration::from_secs(2), || rig.fwd().stats().tcp_active == 0);
+    wait_for("the connection to close", Duration::from_secs(10), || rig.fwd().stats().tcp_active == 0);
 }
 
 /// A server answers early (an HTTP 413, say) and closes while the client is
@@ -185,8 +192,9 @@ fn early_answer_of_a_server_that_resets_reaches_the_uploading_client() {
     for path in BOTH {
         for round in 0..10 {
             let mut client = rig.connect(path, 8080);
-            let (mut server, _) = listener.accept().unwrap();
+            let mut server = accept(&listener);
             let mut upload = client.try_clone().unwrap();
+            upload.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
             let uploader = std::thread::spawn(move || {
                 let chunk = vec![7u8; 64 * 1024];
                 while upload.write_all(&chunk).is_ok() {}

@@ -313,10 +313,10 @@ fn signals_are_forwarded_to_the_command(env: Env) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let _watchdog = Watchdog::arm(&child, Duration::from_secs(30));
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line, "ready\n");
-        let _watchdog = Watchdog::arm(&child, Duration::from_secs(30));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(expect), "{sig}: {}", describe(&out));

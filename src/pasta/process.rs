@@ -90,9 +90,12 @@ fn list(missing: &[Missing]) -> String {
 /// enough for pasta to start and print why on a loaded machine.
 const OCCUPIED_GRACE: Duration = Duration::from_secs(1);
 
-/// How long a pasta stopped for a taken port gets to close its output, so
-/// that its own message ("Failed to bind ...") is part of the error.
+/// How long a pasta that exited, or was stopped for a taken port, gets to
+/// close its output, so that its own message is part of the error.
 const LAST_WORDS: Duration = Duration::from_millis(500);
+
+/// How pasta's message about a port it cannot bind begins.
+const BIND_FAILED: &str = "Failed to bind";
 
 /// A running pasta process with its output drains.
 #[derive(Debug)]
@@ -216,14 +219,16 @@ impl PastaProcess {
         loop {
             if let Some(status) = self.try_exit() {
                 // Let the drains catch pasta's last words.
-                self.wait_output_closed(Instant::now() + Duration::from_millis(500));
+                self.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::ExitedEarly {
                     status: describe(status),
                     ports_in_use: base.occupied.clone(),
                     output: self.output(),
                 });
             }
-            if !base.occupied.is_empty() && start.elapsed() >= OCCUPIED_GRACE {
+            // A port still taken after setup's wait: stop as soon as pasta
+            // says why, or after the grace at the latest.
+            if !base.occupied.is_empty() && (start.elapsed() >= OCCUPIED_GRACE || self.output().contains(BIND_FAILED)) {
                 let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 self.wait_output_closed(Instant::now() + LAST_WORDS);

@@ -28,7 +28,9 @@
 //!   payload never enters user space; a full pipe stops reading its source
 //!   (backpressure) and a drained one resumes it; EOF becomes
 //!   `shutdown(SHUT_WR)` on the other side (half-close); an error or a reset
-//!   on either side, even after a half-close, resets both (`SO_LINGER` 0).
+//!   on either side, even after a half-close, resets both (`SO_LINGER` 0),
+//!   once what the failed socket received before it is passed on, as far as
+//!   the other side takes it without waiting.
 //! - UDP is relayed per client flow (a connected socket inside the
 //!   namespace per client address), expired when idle and bounded per
 //!   listener, least recently used evicted first. Replies leave from the

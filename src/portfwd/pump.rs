@@ -41,13 +41,13 @@ struct Direction {
 
 /// Which side of a connection is ready for what (edge-triggered state).
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Ready {
-    pub(super) readable: bool,
-    pub(super) writable: bool,
+struct Ready {
+    readable: bool,
+    writable: bool,
 }
 
 impl Ready {
-    pub(super) fn note(&mut self, flags: EpollFlags) {
+    fn note(&mut self, flags: EpollFlags) {
         if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
         {
             self.readable = true;
@@ -71,8 +71,8 @@ pub(super) enum Pumped {
 /// both directions.
 #[derive(Debug, Default)]
 pub(super) struct Flow {
-    pub(super) client_ready: Ready,
-    pub(super) server_ready: Ready,
+    client_ready: Ready,
+    server_ready: Ready,
     /// Client to namespace.
     up: Direction,
     /// Namespace to client.
@@ -80,6 +80,32 @@ pub(super) struct Flow {
 }
 
 impl Flow {
+    /// Notes what an event on the client socket reports.
+    pub(super) fn note_client(&mut self, flags: EpollFlags) {
+        self.client_ready.note(flags);
+    }
+
+    /// Notes what an event on the server socket reports.
+    pub(super) fn note_server(&mut self, flags: EpollFlags) {
+        self.server_ready.note(flags);
+    }
+
+    /// Whether the server socket was reported writable (while connecting:
+    /// the connect finished, one way or the other).
+    pub(super) fn server_writable(&self) -> bool {
+        self.server_ready.writable
+    }
+
+    /// A new server socket (another connect attempt): nothing known yet.
+    pub(super) fn new_server(&mut self) {
+        self.server_ready = Ready::default();
+    }
+
+    /// The connect finished: the server socket takes data.
+    pub(super) fn server_connected(&mut self) {
+        self.server_ready.writable = true;
+    }
+
     /// Returns the pipes of both directions to `pipes`.
     pub(super) fn close_pipes(&mut self, pipes: &mut Pipes) {
         for dir in [&mut self.up, &mut self.down] {
@@ -93,7 +119,8 @@ impl Flow {
     /// "reset the connection".
     pub(super) fn pump(
         &mut self,
-        (client, server): (BorrowedFd<'_>, BorrowedFd<'_>),
+        client: BorrowedFd<'_>,
+        server: BorrowedFd<'_>,
         pipes: &mut Pipes,
         to_container: &AtomicU64,
         from_container: &AtomicU64,

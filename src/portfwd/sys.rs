@@ -88,11 +88,11 @@ pub(crate) fn socket_error(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     }
 }
 
-/// Bytes received on a TCP socket and not yet read (`SIOCINQ`); 0 when
-/// the kernel cannot tell.
+/// Bytes received on a TCP socket and not yet read (`FIONREAD`, which is
+/// `SIOCINQ` for sockets); 0 when the kernel cannot tell.
 pub(crate) fn unread_bytes(fd: BorrowedFd<'_>) -> usize {
     let mut n: libc::c_int = 0;
-    // SAFETY: SIOCINQ writes one c_int through the pointer, which points at
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at
     // `n`, alive for the call; `fd` is a valid descriptor borrowed for it.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
     if rc < 0 { 0 } else { usize::try_from(n).unwrap_or(0) }

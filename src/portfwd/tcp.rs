@@ -16,7 +16,7 @@
 
 use super::attempt::{Accepted, Attempt, plan_attempts};
 use super::pipes::Pipes;
-use super::pump::{Flow, Pumped, Ready};
+use super::pump::{Flow, Pumped};
 use super::relay::{Deadline, Entry, Relay, SlotRef, Token};
 use super::{SockFamily, SockKind, sys};
 use nix::errno::Errno;
@@ -70,7 +70,7 @@ impl Conn {
         from_container: &AtomicU64,
     ) -> Result<Pumped, Errno> {
         let Some(server) = self.server.as_ref() else { return Ok(Pumped::Open) };
-        self.flow.pump((self.client.as_fd(), server.as_fd()), pipes, to_container, from_container)
+        self.flow.pump(self.client.as_fd(), server.as_fd(), pipes, to_container, from_container)
     }
 }
 
@@ -182,7 +182,7 @@ impl Relay {
         let outcome = sys::connect(fd.as_fd(), attempt.dest);
         if let Some(conn) = self.conn_mut(r) {
             conn.server = Some(fd);
-            conn.flow.server_ready = Ready::default();
+            conn.flow.new_server();
         }
         outcome
     }
@@ -193,7 +193,7 @@ impl Relay {
         self.forget_deadline(r, attempt);
         let Some(conn) = self.conn_mut(r) else { return };
         conn.phase = Phase::Relaying;
-        conn.flow.server_ready.writable = true;
+        conn.flow.server_connected();
         self.pump(r);
     }
 
@@ -219,7 +219,7 @@ impl Relay {
 
     pub(super) fn on_client(&mut self, r: SlotRef, flags: EpollFlags) {
         let Some(conn) = self.conn_mut(r) else { return };
-        conn.flow.client_ready.note(flags);
+        conn.flow.note_client(flags);
         if conn.phase == Phase::Relaying {
             self.pump(r);
         }
@@ -256,15 +256,15 @@ impl Relay {
         }
         match conn.phase {
             Phase::Relaying => {
-                conn.flow.server_ready.note(flags);
+                conn.flow.note_server(flags);
                 self.pump(r);
                 if may_have_failed(flags) {
                     self.reset_if_failed(r, |conn| conn.server.as_ref().map(|s| s.as_fd()));
                 }
             }
             Phase::Connecting => {
-                conn.flow.server_ready.note(flags);
-                if !conn.flow.server_ready.writable {
+                conn.flow.note_server(flags);
+                if !conn.flow.server_writable() {
                     return;
                 }
                 let Some(server) = conn.server.as_ref() else { return };

@@ -35,6 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long a slirp4netns that did not exit on its pipe gets after each
+/// signal, and its output to close.
+const SIGNAL_GRACE: Duration = Duration::from_millis(500);
+
 /// Errors of running slirp4netns.
 #[derive(Debug, thiserror::Error)]
 pub enum SlirpError {
@@ -296,9 +300,9 @@ impl SlirpProcess {
     }
 
     /// Stop slirp4netns: close the exit pipe (it exits cleanly and unlinks
-    /// its API socket), then SIGTERM, then SIGKILL, each after `grace`.
-    /// Returns as soon as it is reaped; removes the API socket if a killed
-    /// slirp4netns left it behind.
+    /// its API socket) and wait up to `grace`, then SIGTERM, then SIGKILL,
+    /// each given [`SIGNAL_GRACE`] at most. Returns as soon as it is reaped;
+    /// removes the API socket if a killed slirp4netns left it behind.
     pub fn stop(mut self, grace: Duration) -> SlirpReport {
         let mut status = self.try_exit();
         drop(self.exit_tx.take());
@@ -308,13 +312,13 @@ impl SlirpProcess {
         if status.is_none() {
             let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            status = self.wait_exit(grace);
+            status = self.wait_exit(SIGNAL_GRACE);
         }
         if status.is_none() {
             let _ = self.child.kill();
-            status = self.wait_exit(grace);
+            status = self.wait_exit(SIGNAL_GRACE);
         }
-        self.wait_output_closed(Instant::now() + grace);
+        self.wait_output_closed(Instant::now() + SIGNAL_GRACE);
         for d in self.drains.drain(..).filter(|d| d.is_finished()) {
             let _ = d.join();
         }

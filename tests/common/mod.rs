@@ -209,7 +209,9 @@ pub struct Topology {
 impl Topology {
     pub fn new(env: &Env) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        // The whole pid (at most 7 digits): "tv<pid>-<n>h" stays within
+        // the 15 bytes of an interface name.
+        let tag = format!("{}-{n}", std::process::id());
         let host = format!("pnt-h{tag}");
         let upstream = format!("pnt-u{tag}");
         for ns in [&host, &upstream] {
