@@ -158,19 +158,55 @@ fn tun_usable_by(user: &TestUser) -> Result<(), String> {
     }
 }
 
-/// A copy of the binary every user can execute (the build tree may not be traversable).
+/// A copy of the binary every user can execute (the build tree may not be
+/// traversable). One copy per build, shared by every test binary and kept
+/// between runs (`/tmp/pelagos-net-itest/pelagos-net-<size>-<mtime>`);
+/// copies of builds older than an hour are removed, so repeated runs do not
+/// fill the disk.
 fn shared_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("pelagos-net-itest-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let dst = dir.join("pelagos-net");
-        fs::copy(env!("CARGO_BIN_EXE_pelagos-net"), &dst).unwrap();
-        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+        let src = Path::new(env!("CARGO_BIN_EXE_pelagos-net"));
+        let dir = std::env::temp_dir().join("pelagos-net-itest");
+        match fs::create_dir(&dir) {
+            Ok(()) => fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+        let meta = fs::symlink_metadata(&dir).unwrap();
+        assert!(
+            meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0,
+            "{} must be a directory of ours that nobody else can write; remove it",
+            dir.display()
+        );
+        let built = fs::metadata(src).unwrap();
+        let mtime = built.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dst = dir.join(format!("pelagos-net-{}-{mtime}", built.len()));
+        if fs::metadata(&dst).map(|m| m.len()).ok() != Some(built.len()) {
+            let tmp = dir.join(format!(".copy-{}", std::process::id()));
+            fs::copy(src, &tmp).unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&tmp, &dst).unwrap();
+        }
+        remove_stale_copies(&dir, &dst);
         dst
     })
     .clone()
+}
+
+/// Removes copies (and interrupted copies) older than an hour, other than `keep`.
+fn remove_stale_copies(dir: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+        if path != keep && old {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// A tier that can run.
