@@ -7,16 +7,15 @@
 //! and stderr are drained into one bounded buffer. pasta in PID/netns mode
 //! does not exit when its target dies, so it is always stopped explicitly.
 
-use super::output::{OutputBuf, SharedOutput, drain};
 use super::ready::{self, Expectation, HostPort, Missing};
 use crate::procfs::ProcessId;
+use crate::spawn::HelperChild;
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Errors of running pasta.
@@ -100,10 +99,8 @@ const BIND_FAILED: &str = "Failed to bind";
 /// A running pasta process with its output drains.
 #[derive(Debug)]
 pub struct PastaProcess {
-    child: Child,
-    id: ProcessId,
-    output: SharedOutput,
-    drains: Vec<JoinHandle<()>>,
+    /// Dropping it kills pasta if still running and reaps it in the background.
+    helper: HelperChild,
 }
 
 /// What pasta left behind when stopped.
@@ -113,22 +110,6 @@ pub struct PastaReport {
     pub status: Option<ExitStatus>,
     /// Everything it printed (bounded, syslog noise removed).
     pub output: String,
-}
-
-impl Drop for PastaProcess {
-    /// Best effort, never blocks: kill pasta if still running and reap it on
-    /// a background thread (its tap teardown takes tens of milliseconds).
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = std::thread::Builder::new().name("pasta-reap".into()).spawn(move || {
-                let _ = nix::sys::wait::waitpid(pid, None);
-            });
-        }
-    }
 }
 
 impl PastaProcess {
@@ -142,43 +123,23 @@ impl PastaProcess {
         unsafe {
             cmd.pre_exec(crate::spawn::helper_child_setup);
         }
-        let mut child = cmd.spawn().map_err(spawn_err)?;
-        let output: SharedOutput = Arc::new(Mutex::new(OutputBuf::default()));
-        let mut drains = Vec::with_capacity(2);
-        if let Some(out) = child.stdout.take() {
-            drains.push(drain(out, output.clone()).map_err(spawn_err)?);
-        }
-        if let Some(err) = child.stderr.take() {
-            drains.push(drain(err, output.clone()).map_err(spawn_err)?);
-        }
-        let pid = child.id();
-        let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 });
-        Ok(Self { child, id, output, drains })
+        let child = cmd.spawn().map_err(spawn_err)?;
+        Ok(Self { helper: HelperChild::start(child, proc_root).map_err(spawn_err)? })
     }
 
     /// pid and start time.
     pub fn id(&self) -> ProcessId {
-        self.id
+        self.helper.id()
     }
 
     /// Exit status if pasta has already exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.helper.try_exit()
     }
 
     /// Output so far.
     pub fn output(&self) -> String {
-        self.output.lock().map(|b| b.text()).unwrap_or_default()
-    }
-
-    fn wait_output_closed(&mut self, deadline: Instant) -> bool {
-        while Instant::now() < deadline {
-            if self.drains.iter().all(|d| d.is_finished()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        self.drains.iter().all(|d| d.is_finished())
+        self.helper.output()
     }
 
     /// Stop pasta: SIGTERM, then wait at most `grace` for its output to
@@ -186,18 +147,15 @@ impl PastaProcess {
     /// but its pipes close only after the kernel has torn its tap device
     /// down (~30 ms), and its output up to now is already captured; so a
     /// short grace is enough, and whatever is still running afterwards is
-    /// killed and reaped on a background thread (see `Drop`) rather than
-    /// making the caller wait.
+    /// killed and reaped on a background thread rather than making the
+    /// caller wait.
     pub fn stop(mut self, grace: Duration) -> PastaReport {
         if self.try_exit().is_none() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            self.helper.signal(Signal::SIGTERM);
         }
-        self.wait_output_closed(Instant::now() + grace);
+        self.helper.wait_output_closed(Instant::now() + grace);
         let status = self.try_exit();
-        for d in self.drains.drain(..).filter(|d| d.is_finished()) {
-            let _ = d.join();
-        }
+        self.helper.join_finished_drains();
         let output = self.output();
         // Dropping kills what is left and reaps it in the background.
         drop(self);
@@ -219,7 +177,7 @@ impl PastaProcess {
         loop {
             if let Some(status) = self.try_exit() {
                 // Let the drains catch pasta's last words.
-                self.wait_output_closed(Instant::now() + LAST_WORDS);
+                self.helper.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::ExitedEarly {
                     status: describe(status),
                     ports_in_use: base.occupied.clone(),
@@ -229,9 +187,8 @@ impl PastaProcess {
             // A port still taken after setup's wait: stop as soon as pasta
             // says why, or after the grace at the latest.
             if !base.occupied.is_empty() && (start.elapsed() >= OCCUPIED_GRACE || self.output().contains(BIND_FAILED)) {
-                let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-                self.wait_output_closed(Instant::now() + LAST_WORDS);
+                self.helper.signal(Signal::SIGTERM);
+                self.helper.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::PortsInUse { ports: base.occupied.clone(), output: self.output() });
             }
             let seen = ready::observe(proc_root, ns_pid, base, want)

@@ -19,20 +19,19 @@
 //! them) and made inheritable only in slirp4netns's own `pre_exec`.
 
 use super::args::{SlirpArgsError, SlirpFds, SlirpPlan, build_argv};
-use crate::pasta::output::{OutputBuf, SharedOutput, drain};
 use crate::pasta::process::describe;
 use crate::procfs::ProcessId;
+use crate::spawn::HelperChild;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a slirp4netns that did not exit on its pipe gets after each
@@ -122,10 +121,7 @@ pub struct SlirpCommand<'a> {
 /// A running slirp4netns with its output drains and its two pipes.
 #[derive(Debug)]
 pub struct SlirpProcess {
-    child: Child,
-    id: ProcessId,
-    output: SharedOutput,
-    drains: Vec<JoinHandle<()>>,
+    helper: HelperChild,
     ready_rx: Option<OwnedFd>,
     exit_tx: Option<OwnedFd>,
     api_socket: PathBuf,
@@ -193,45 +189,33 @@ impl SlirpProcess {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(spawn_err)?;
+        let child = command.spawn().map_err(spawn_err)?;
         // Only slirp4netns may hold these ends: EOF on ready_rx then means it is gone.
         drop(ready_tx);
         drop(exit_rx);
-        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let pid = child.id();
-        // From here on, an early return drops `process`, which stops slirp4netns.
-        let mut process = Self {
-            child,
-            id: ProcessId::of(cmd.proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 }),
-            output: Arc::new(Mutex::new(OutputBuf::default())),
-            drains: Vec::with_capacity(2),
+        let process = Self {
+            helper: HelperChild::start(child, cmd.proc_root).map_err(spawn_err)?,
             ready_rx: Some(ready_rx),
             exit_tx: Some(exit_tx),
             api_socket: cmd.plan.api_socket.clone(),
             socket_removed: false,
         };
-        if let Some(out) = stdout {
-            process.drains.push(drain(out, process.output.clone()).map_err(spawn_err)?);
-        }
-        if let Some(err) = stderr {
-            process.drains.push(drain(err, process.output.clone()).map_err(spawn_err)?);
-        }
         Ok((process, argv))
     }
 
     /// pid and start time.
     pub fn id(&self) -> ProcessId {
-        self.id
+        self.helper.id()
     }
 
     /// Exit status if slirp4netns has already exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.helper.try_exit()
     }
 
     /// Output so far.
     pub fn output(&self) -> String {
-        self.output.lock().map(|b| b.text()).unwrap_or_default()
+        self.helper.output()
     }
 
     /// The API socket path slirp4netns was told to create.
@@ -272,56 +256,30 @@ impl SlirpProcess {
     /// The ready pipe hit EOF: slirp4netns is exiting; give it a moment to
     /// finish and its drains to catch its last words.
     fn exited_early(&mut self) -> SlirpError {
-        let status = self.wait_exit(Duration::from_millis(500));
-        self.wait_output_closed(Instant::now() + Duration::from_millis(200));
+        let status = self.helper.wait_exit(Duration::from_millis(500));
+        self.helper.wait_output_closed(Instant::now() + Duration::from_millis(200));
         let status = status.map_or_else(|| "still running, ready pipe closed".to_owned(), describe);
         SlirpError::ExitedEarly { status, output: self.output() }
     }
 
-    fn wait_exit(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + grace;
-        let mut pause = Duration::from_micros(100);
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
-    }
-
-    fn wait_output_closed(&mut self, deadline: Instant) {
-        while Instant::now() < deadline && !self.drains.iter().all(|d| d.is_finished()) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
     /// Stop slirp4netns: close the exit pipe (it exits cleanly and unlinks
     /// its API socket) and wait up to `grace`, then SIGTERM, then SIGKILL,
-    /// each given [`SIGNAL_GRACE`] at most. Returns as soon as it is reaped;
+    /// each given half a second at most. Returns as soon as it is reaped;
     /// removes the API socket if a killed slirp4netns left it behind.
     pub fn stop(mut self, grace: Duration) -> SlirpReport {
         let mut status = self.try_exit();
         drop(self.exit_tx.take());
         if status.is_none() {
-            status = self.wait_exit(grace);
+            status = self.helper.wait_exit(grace);
         }
-        if status.is_none() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            status = self.wait_exit(SIGNAL_GRACE);
+        for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+            if status.is_none() {
+                self.helper.signal(sig);
+                status = self.helper.wait_exit(SIGNAL_GRACE);
+            }
         }
-        if status.is_none() {
-            let _ = self.child.kill();
-            status = self.wait_exit(SIGNAL_GRACE);
-        }
-        self.wait_output_closed(Instant::now() + SIGNAL_GRACE);
-        for d in self.drains.drain(..).filter(|d| d.is_finished()) {
-            let _ = d.join();
-        }
+        self.helper.wait_output_closed(Instant::now() + SIGNAL_GRACE);
+        self.helper.join_finished_drains();
         let mut errors = Vec::new();
         if let Err(e) = self.remove_socket() {
             errors.push(e);
@@ -347,15 +305,7 @@ impl Drop for SlirpProcess {
     /// still running, reap it on a background thread, remove its socket.
     fn drop(&mut self) {
         drop(self.exit_tx.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = std::thread::Builder::new().name("slirp-reap".into()).spawn(move || {
-                let _ = nix::sys::wait::waitpid(pid, None);
-            });
-        }
+        self.helper.abandon();
         if !self.socket_removed {
             let _ = self.remove_socket();
         }
