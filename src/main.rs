@@ -1,11 +1,11 @@
 //! The `pelagos-net` command line.
 
 use clap::{Parser, Subcommand};
-use pelagos_net::paths::{PathEnv, Paths};
-use pelagos_net::run::{RunError, RunOptions, run};
-use pelagos_net::spec::config::NetworkConfig;
-use pelagos_net::spec::mode::NetworkMode;
-use pelagos_net::spec::port::PortMapping;
+use pelagos_net::flow::run::{RunError, RunOptions, run};
+use pelagos_net::model::config::NetworkConfig;
+use pelagos_net::model::mode::NetworkMode;
+use pelagos_net::model::port::PortMapping;
+use pelagos_net::state::paths::{PathEnv, Paths};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,12 +75,12 @@ struct NetArgs {
     /// (degrade with one warning line), allow (degrade quietly). Default:
     /// warn for `auto`; an explicit mode without this flag is used as given.
     #[arg(long, value_parser = parse_fallback)]
-    fallback: Option<pelagos_net::select::Fallback>,
+    fallback: Option<pelagos_net::flow::select::Fallback>,
     /// Who forwards published ports: auto, builtin (pelagos-net relays them
     /// and keeps client source addresses), pasta, slirp4netns or nftables
     /// (bridge). `auto` picks per mode and host; `plan` says which and why.
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
-    port_driver: pelagos_net::spec::driver::PortDriver,
+    port_driver: pelagos_net::model::driver::PortDriver,
 }
 
 impl NetArgs {
@@ -159,25 +159,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cmd_run(args, paths, cli.verbose),
         Command::Doctor { json } => {
-            let caps = pelagos_net::probe::HostCaps::probe(&pelagos_net::probe::ProbeRoots::current(&paths));
-            let report = pelagos_net::doctor::report(&caps);
+            let caps =
+                pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
+            let report = pelagos_net::host::doctor::report(&caps);
             if json {
                 let value = serde_json::json!({ "host": caps, "report": report });
                 println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
             } else {
-                print!("{}", pelagos_net::doctor::render(&report));
+                print!("{}", pelagos_net::host::doctor::render(&report));
             }
             if report.networked { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Command::Plan(args) => {
-            let caps = pelagos_net::probe::HostCaps::probe(&pelagos_net::probe::ProbeRoots::current(&paths));
-            match pelagos_net::plan::plan(&args.net.config(), args.net.fallback, &caps, &paths.config_dir) {
+            let caps =
+                pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
+            match pelagos_net::flow::plan::plan(&args.net.config(), args.net.fallback, &caps, &paths.config_dir) {
                 Ok(plan) if args.json => {
                     println!("{}", serde_json::to_string_pretty(&plan).expect("serializable"));
                     ExitCode::SUCCESS
                 }
                 Ok(plan) => {
-                    print!("{}", pelagos_net::plan::render(&plan));
+                    print!("{}", pelagos_net::flow::plan::render(&plan));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -186,7 +188,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Gc { dry_run, json } => match pelagos_net::gc::gc(&paths, dry_run) {
+        Command::Gc { dry_run, json } => match pelagos_net::state::gc::gc(&paths, dry_run) {
             Ok(report) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
@@ -237,8 +239,8 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn parse_fallback(s: &str) -> Result<pelagos_net::select::Fallback, String> {
-    use pelagos_net::select::Fallback;
+fn parse_fallback(s: &str) -> Result<pelagos_net::flow::select::Fallback, String> {
+    use pelagos_net::flow::select::Fallback;
     match s {
         "strict" => Ok(Fallback::Strict),
         "warn" => Ok(Fallback::Warn),

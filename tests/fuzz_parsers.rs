@@ -8,13 +8,13 @@
 //! default); a longer fuzz: `PROPTEST_CASES=100000 cargo test --test
 //! fuzz_parsers`. Each property prints `fuzz <name>: <cases> cases, panics 0`.
 
-use pelagos_net::lease::{LeaseStore, LeaseTable};
-use pelagos_net::network::{NetworkDef, NetworkStore, default_network_def};
-use pelagos_net::spec::cidr::Ipv4Net;
-use pelagos_net::spec::ifname::{IfName, NetworkName};
-use pelagos_net::spec::mode::NetworkMode;
-use pelagos_net::spec::port::PortMapping;
-use pelagos_net::store::{RunRecord, Store};
+use pelagos_net::bridge::lease::{LeaseStore, LeaseTable};
+use pelagos_net::bridge::network::{NetworkDef, NetworkStore, default_network_def};
+use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::ifname::{IfName, NetworkName};
+use pelagos_net::model::mode::NetworkMode;
+use pelagos_net::model::port::PortMapping;
+use pelagos_net::state::store::{RunRecord, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::io::Write;

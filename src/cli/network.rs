@@ -1,16 +1,16 @@
 //! `pelagos-net network ...`: named network definitions.
 
 use super::{Fail, error_chain};
-use pelagos_net::bridge::plan::rules_for;
-use pelagos_net::firewall::Firewall;
-use pelagos_net::lease::LeaseStore;
-use pelagos_net::netlink::Netlink;
-use pelagos_net::network::{
+use pelagos_net::bridge::firewall::Firewall;
+use pelagos_net::bridge::lease::LeaseStore;
+use pelagos_net::bridge::netlink::Netlink;
+use pelagos_net::bridge::network::{
     DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkRequest, NetworkStore, default_network_def, plan_network,
 };
-use pelagos_net::paths::Paths;
-use pelagos_net::spec::cidr::Ipv4Net;
-use pelagos_net::spec::ifname::NetworkName;
+use pelagos_net::bridge::plan::rules_for;
+use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::ifname::NetworkName;
+use pelagos_net::state::paths::Paths;
 use std::net::Ipv4Addr;
 
 /// Network subcommands.
