@@ -26,6 +26,18 @@ pub fn point(name: &'static str) {
 #[inline(always)]
 pub fn point(_name: &'static str) {}
 
+/// The crash point before a setup step `op` (traced as `step.<op>`), so a
+/// test can compare the steps a run executed with those `plan` printed.
+#[cfg(feature = "fault-injection")]
+pub fn step(op: &'static str) {
+    imp::point_named(&format!("step.{op}"));
+}
+
+/// A step's crash point; compiled to nothing without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn step(_op: &'static str) {}
+
 /// Whether this build carries fault points.
 pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
@@ -52,6 +64,10 @@ mod imp {
     }
 
     pub(super) fn point(name: &'static str) {
+        point_named(name);
+    }
+
+    pub(super) fn point_named(name: &str) {
         let cfg = config();
         if cfg.at.is_none() && cfg.trace.is_none() {
             return;

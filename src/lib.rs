@@ -63,6 +63,7 @@
 //! inside the namespace). [`model::driver`] decides, purely, which driver a
 //! run uses and why.
 
+pub mod api;
 pub mod bridge;
 pub mod fault;
 pub mod flow;
@@ -73,6 +74,13 @@ pub mod ns;
 pub mod ports;
 pub mod state;
 
+pub use api::{
+    AttachRequest, Attachment, Error, ErrorKind, Lifetime, Network, NetworkOptions, NetworkSetup, Prepared,
+    SecondaryAttachment, Target, TeardownErrors, attach_network_to_netns, setup_bridge_network, teardown_network,
+    teardown_secondary_network,
+};
+pub use bridge::network::{BRIDGE_GW, BRIDGE_NAME, NetworkDef};
+pub use flow::DetachReport;
 pub use helpers::pasta::features::is_pasta_available;
 pub use helpers::pasta::setup::{PastaSetup, setup_pasta_network, teardown_pasta_network};
 pub use model::cidr::Ipv4Net;

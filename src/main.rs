@@ -1,7 +1,8 @@
 //! The `pelagos-net` command line.
 
 use clap::{Parser, Subcommand};
-use pelagos_net::flow::run::{RunError, RunOptions, run};
+use pelagos_net::flow::RunError;
+use pelagos_net::flow::run::{RunOptions, run};
 use pelagos_net::model::config::NetworkConfig;
 use pelagos_net::model::mode::NetworkMode;
 use pelagos_net::model::port::PortMapping;
@@ -56,6 +57,22 @@ enum Command {
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(cli::network::NetworkCmd),
+    /// Network a namespace someone else made and leave it networked
+    /// (helpers and relays run on until `detach`, or until the namespace is gone and `gc` runs).
+    Attach {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        args: cli::attach::AttachArgs,
+    },
+    /// Undo an attachment (what `attach` printed).
+    Detach {
+        /// The attachment's id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The network a command gets (shared by `run` and `plan`).
@@ -171,9 +188,8 @@ fn main() -> ExitCode {
             if report.networked { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Command::Plan(args) => {
-            let caps =
-                pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
-            match pelagos_net::flow::plan::plan(&args.net.config(), args.net.fallback, &caps, &paths.config_dir) {
+            let opts = run_options(&args.net, paths, Vec::new(), None, 10.0, None);
+            match pelagos_net::flow::run::plan_run(&opts) {
                 Ok(plan) if args.json => {
                     println!("{}", serde_json::to_string_pretty(&plan).expect("serializable"));
                     ExitCode::SUCCESS
@@ -182,13 +198,10 @@ fn main() -> ExitCode {
                     print!("{}", pelagos_net::flow::plan::render(&plan));
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("pelagos-net: error: {}", error_chain(&e));
-                    exit(125)
-                }
+                Err(e) => fail(&e),
             }
         }
-        Command::Gc { dry_run, json } => match pelagos_net::state::gc::gc(&paths, dry_run) {
+        Command::Gc { dry_run, json } => match pelagos_net::flow::gc::gc(&paths, dry_run) {
             Ok(report) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
@@ -209,6 +222,8 @@ fn main() -> ExitCode {
                 exit(125)
             }
         },
+        Command::Attach { net, args } => cli_result(cli::attach::attach(net.config(), net.fallback, args, paths)),
+        Command::Detach { id, json } => cli_result(cli::attach::detach(&id, json, paths)),
         Command::Network(cmd) => match cli::network::run(cmd, &paths) {
             Ok(()) => ExitCode::SUCCESS,
             Err(fail) => {
@@ -221,22 +236,20 @@ fn main() -> ExitCode {
 
 mod cli;
 
-fn exit(code: i32) -> ExitCode {
-    ExitCode::from(code.clamp(0, 255) as u8)
+pub(crate) use pelagos_net::flow::error_chain;
+
+fn cli_result(result: Result<(), cli::Fail>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fail) => {
+            eprintln!("pelagos-net: error: {}", fail.message);
+            exit(fail.code)
+        }
+    }
 }
 
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn parse_fallback(s: &str) -> Result<pelagos_net::flow::select::Fallback, String> {
@@ -255,20 +268,43 @@ fn announce_ports(ports: &[PortMapping]) {
     }
 }
 
+fn run_options(
+    net: &NetArgs,
+    paths: Paths,
+    command: Vec<OsString>,
+    pasta: Option<PathBuf>,
+    ready_timeout: f64,
+    ip: Option<std::net::Ipv4Addr>,
+) -> RunOptions {
+    RunOptions {
+        network: net.config(),
+        command,
+        paths,
+        pasta,
+        ready_timeout: Duration::from_secs_f64(ready_timeout.max(0.0)),
+        tun_path: PathBuf::from("/dev/net/tun"),
+        ip,
+        fallback: net.fallback,
+        on_ready: None,
+    }
+}
+
+/// Print a failure (and its hint) and return its exit code.
+fn fail(e: &RunError) -> ExitCode {
+    eprintln!("pelagos-net: error: {}", error_chain(e));
+    if let Some(hint) = e.hint() {
+        for line in hint.lines() {
+            eprintln!("pelagos-net: hint: {line}");
+        }
+    }
+    exit(RunError::exit_code(e))
+}
+
 fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
     let any_ephemeral = args.net.publish.iter().any(|m| m.host.is_none());
     let args_mode = args.net.network.clone();
-    let opts = RunOptions {
-        network: args.net.config(),
-        command: args.command,
-        paths,
-        pasta: args.pasta,
-        ready_timeout: Duration::from_secs_f64(args.ready_timeout.max(0.0)),
-        tun_path: PathBuf::from("/dev/net/tun"),
-        ip: args.ip,
-        fallback: args.net.fallback,
-        on_ready: Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} }),
-    };
+    let mut opts = run_options(&args.net, paths, args.command, args.pasta, args.ready_timeout, args.ip);
+    opts.on_ready = Some(if any_ephemeral || verbose > 0 { announce_ports } else { |_| {} });
     match run(&opts) {
         Ok(report) => {
             if let Some(ready) = report.ready_after {
@@ -286,9 +322,6 @@ fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
             }
             exit(report.exit_code)
         }
-        Err(e) => {
-            eprintln!("pelagos-net: error: {}", error_chain(&e));
-            exit(RunError::exit_code(&e))
-        }
+        Err(e) => fail(&e),
     }
 }

@@ -321,7 +321,7 @@ fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
     // The netns name is recorded before it is created; teardown stops pasta
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
-    assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "teardown.netns-removed"));
+    assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "undo.netns"));
 }
 
 #[test]
@@ -336,10 +336,10 @@ fn root_bridge_run_killed_at_every_step_leaves_nothing_after_gc() {
     let steps = sweep.run("root bridge", &args, &no_reset);
     // Recorded before created; torn down rules first, then links (the
     // netns), then the lease.
-    assert!(position(&steps, "bridge.recorded") < position(&steps, "bridge.netns"));
+    assert!(position(&steps, "run.record-written") < position(&steps, "netns.mount-point"));
     let teardown = |s| position(&steps, s);
-    assert!(teardown("bridge.teardown.forwards-removed") < teardown("bridge.teardown.netns-removed"));
-    assert!(teardown("bridge.teardown.netns-removed") < teardown("bridge.teardown.lease-released"));
+    assert!(teardown("undo.forwards") < teardown("undo.netns"));
+    assert!(teardown("undo.netns") < teardown("undo.lease"));
 }
 
 #[test]

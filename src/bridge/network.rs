@@ -290,6 +290,16 @@ pub fn load_network_def(config_dir: &Path, name: &str) -> Result<NetworkDef, Net
     NetworkStore::new(config_dir).load(&name)
 }
 
+/// A network definition by name, read-only: the default network's is not
+/// written when missing (what `plan` reads).
+pub fn peek_network_def(config_dir: &Path, name: &str) -> Result<NetworkDef, NetworkError> {
+    let name = NetworkName::new(name)?;
+    match NetworkStore::new(config_dir).load(&name) {
+        Err(NetworkError::NotFound(_)) if name.as_str() == DEFAULT_NETWORK => Ok(default_network_def()),
+        other => other,
+    }
+}
+
 /// Load the default network, writing its definition on first use.
 pub fn bootstrap_default_network(config_dir: &Path) -> Result<NetworkDef, NetworkError> {
     let store = NetworkStore::new(config_dir);

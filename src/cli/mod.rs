@@ -1,5 +1,6 @@
 //! Subcommands of the `pelagos-net` binary beyond `run`.
 
+pub mod attach;
 pub mod network;
 
 pub(crate) use crate::error_chain;

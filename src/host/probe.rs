@@ -137,6 +137,8 @@ pub struct ProbeRoots {
     pub dev_tun: PathBuf,
     /// The `PATH` helpers are looked up on.
     pub path_env: Option<OsString>,
+    /// The pasta binary to probe instead of the one on `PATH`.
+    pub pasta: Option<PathBuf>,
     /// Where slow probe results are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Effective uid.
@@ -159,6 +161,7 @@ impl ProbeRoots {
             fs_root: PathBuf::from("/"),
             dev_tun: PathBuf::from("/dev/net/tun"),
             path_env: std::env::var_os("PATH"),
+            pasta: None,
             cache_dir: Some(paths.run_dir.join("probe-cache")),
             euid: nix::unistd::geteuid().as_raw(),
             uid: nix::unistd::getuid().as_raw(),
@@ -178,10 +181,28 @@ pub struct TunStatus {
     pub problem: Option<TunProblem>,
 }
 
+/// Which parts of the host a probe looks at. A run asks only what its
+/// plan reads: an explicit mode needs who we are and, for a helper mode,
+/// the helper and the tun device; `auto` and fallback policies need all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeScope {
+    /// Who we are: uids, capabilities, user namespace, seccomp.
+    Identity,
+    /// Identity, pasta and the tun device.
+    Pasta,
+    /// Identity, slirp4netns and the tun device.
+    Slirp4netns,
+    /// Everything.
+    Full,
+}
+
 /// A helper binary: absent, present but unusable, or probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Helper<F> {
+    /// Not looked at (outside the probe's [`ProbeScope`]).
+    NotProbed,
     /// Not found on `PATH`.
     Missing,
     /// Found, but running it for its version or options failed.
@@ -204,7 +225,7 @@ impl<F> Helper<F> {
     /// The binary's path, when one was found.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Self::Missing => None,
+            Self::Missing | Self::NotProbed => None,
             Self::Broken { path, .. } | Self::Found { path, .. } => Some(path),
         }
     }
@@ -213,7 +234,7 @@ impl<F> Helper<F> {
     pub fn features(&self) -> Option<&F> {
         match self {
             Self::Found { features, .. } => Some(features),
-            Self::Missing | Self::Broken { .. } => None,
+            Self::Missing | Self::NotProbed | Self::Broken { .. } => None,
         }
     }
 }
@@ -335,12 +356,18 @@ pub struct HostCaps {
 impl HostCaps {
     /// Probe the host under `roots`, reusing cached helper probes.
     pub fn probe(roots: &ProbeRoots) -> Self {
-        probe_with(roots, roots.cache_dir.as_deref())
+        probe_with(roots, roots.cache_dir.as_deref(), ProbeScope::Full)
+    }
+
+    /// Probe what `scope` covers, reusing cached helper probes; what it
+    /// leaves out reads as not probed (helpers) or empty.
+    pub fn probe_scoped(roots: &ProbeRoots, scope: ProbeScope) -> Self {
+        probe_with(roots, roots.cache_dir.as_deref(), scope)
     }
 
     /// Probe without reading or writing the cache.
     pub fn probe_uncached(roots: &ProbeRoots) -> Self {
-        probe_with(roots, None)
+        probe_with(roots, None, ProbeScope::Full)
     }
 
     /// Why a user namespace cannot be created here (the fix included), or
@@ -366,25 +393,34 @@ impl HostCaps {
     }
 }
 
-fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
+fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> HostCaps {
     let proc = &roots.proc_root;
     let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+    let full = scope == ProbeScope::Full;
     let status = read(proc.join("self/status"));
     let cap_eff = parse::cap_eff(&status).unwrap_or(0);
-    let user = parse::user_name(&read(roots.etc_root.join("passwd")), roots.uid);
-    let ids = |file: &str| parse::subid_ranges(&read(roots.etc_root.join(file)), user.as_deref(), roots.uid);
-    let path_env = roots.path_env.as_deref();
-    let pasta = match features::find_pasta(path_env) {
-        None => Helper::Missing,
-        Some(path) => helpers::cached(cache, "pasta", &path, || features::probe(&path).map_err(|e| helpers::chain(&e)))
-            .map_or_else(
-                |error| Helper::Broken { path: path.clone(), error },
-                |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
-            ),
+    let user = if full { parse::user_name(&read(roots.etc_root.join("passwd")), roots.uid) } else { None };
+    let ids = |file: &str| match full {
+        true => parse::subid_ranges(&read(roots.etc_root.join(file)), user.as_deref(), roots.uid),
+        false => Vec::new(),
     };
-    let slirp4netns = match find_on_path(path_env, "slirp4netns") {
-        None => Helper::Missing,
-        Some(path) => {
+    let path_env = roots.path_env.as_deref();
+    let pasta =
+        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| features::find_pasta(path_env))) {
+            (false, _) => Helper::NotProbed,
+            (true, None) => Helper::Missing,
+            (true, Some(path)) => {
+                helpers::cached(cache, "pasta", &path, || features::probe(&path).map_err(|e| helpers::chain(&e)))
+                    .map_or_else(
+                        |error| Helper::Broken { path: path.clone(), error },
+                        |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
+                    )
+            }
+        };
+    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_on_path(path_env, "slirp4netns")) {
+        (false, _) => Helper::NotProbed,
+        (true, None) => Helper::Missing,
+        (true, Some(path)) => {
             helpers::cached(cache, "slirp4netns", &path, || helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e)))
                 .map_or_else(
                     |error| Helper::Broken { path: path.clone(), error },
@@ -392,29 +428,34 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
                 )
         }
     };
+    let tun_problem = match scope {
+        ProbeScope::Identity => None,
+        _ => helpers::tun_problem(roots).err(),
+    };
     HostCaps {
         euid: roots.euid,
         uid: roots.uid,
         cap_net_admin: cap_eff & (1 << CAP_NET_ADMIN) != 0,
         cap_sys_admin: cap_eff & (1 << CAP_SYS_ADMIN) != 0,
         in_userns: fs::read_to_string(proc.join("self/uid_map")).is_ok_and(|m| !parse::is_identity_map(&m)),
-        netns_is_own: helpers::netns_is_own(proc),
+        netns_is_own: if full { helpers::netns_is_own(proc) } else { None },
         seccomp_filter: parse::seccomp_mode(&status) == Some(2),
-        userns_knobs: UsernsKnobs::read(proc),
+        userns_knobs: if full { UsernsKnobs::read(proc) } else { UsernsKnobs::default() },
         subuid: ids("subuid"),
         subgid: ids("subgid"),
-        newuidmap: find_on_path(path_env, "newuidmap"),
-        newgidmap: find_on_path(path_env, "newgidmap"),
-        tun: TunStatus { path: roots.dev_tun.clone(), problem: helpers::tun_problem(roots).err() },
+        newuidmap: if full { find_on_path(path_env, "newuidmap") } else { None },
+        newgidmap: if full { find_on_path(path_env, "newgidmap") } else { None },
+        tun: TunStatus { path: roots.dev_tun.clone(), problem: tun_problem },
         pasta,
         slirp4netns,
-        nftables: helpers::nft_evidence(proc),
+        nftables: if full { helpers::nft_evidence(proc) } else { NftEvidence::NotFound },
         default_route: DefaultRoute {
-            ipv4: crate::host::procnet::read_routes(proc, None)
-                .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
-            ipv6: parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
+            ipv4: full
+                && crate::host::procnet::read_routes(proc, None)
+                    .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
+            ipv6: full && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
-        container: helpers::container_hints(roots),
+        container: if full { helpers::container_hints(roots) } else { Vec::new() },
     }
 }
 

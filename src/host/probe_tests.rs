@@ -108,6 +108,7 @@ impl Fake {
             fs_root: self.dir.path().to_owned(),
             dev_tun: self.path("dev/net/tun"),
             path_env: Some(self.path("bin").into_os_string()),
+            pasta: None,
             cache_dir: None,
             euid: ALICE,
             uid: ALICE,

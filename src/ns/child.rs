@@ -34,10 +34,16 @@ pub enum NsKind {
     },
     /// New network namespace only (the caller has CAP_SYS_ADMIN).
     NetOnly,
-    /// Join an existing network namespace through this open fd (bridge
-    /// mode: the namespace was configured before the fork). The fd must
+    /// Join an existing network namespace through these open fds (a bridge
+    /// run's named netns, configured before the fork; `ns:PATH`), entering
+    /// its user namespace first when one is given (rootless). The fds must
     /// stay open until [`NsChild::wait_ready`] returns.
-    JoinNet(RawFd),
+    Join {
+        /// The user namespace to enter first.
+        userns: Option<RawFd>,
+        /// The network namespace.
+        netns: RawFd,
+    },
 }
 
 /// Step of the child's setup that failed, as reported through the pipe.
@@ -173,7 +179,7 @@ impl NsChild {
             NsKind::UserAndNet { uid, gid } => {
                 (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
             }
-            NsKind::NetOnly | NsKind::JoinNet(_) => (Vec::new(), Vec::new()),
+            NsKind::NetOnly | NsKind::Join { .. } => (Vec::new(), Vec::new()),
         };
         let prep = Prepared {
             argv_ptrs,
@@ -354,8 +360,14 @@ fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd,
         NsKind::UserAndNet { .. } => unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
         // SAFETY: as above.
         NsKind::NetOnly => unsafe { libc::unshare(libc::CLONE_NEWNET) },
-        // SAFETY: setns(2) on an fd the parent keeps open across the fork.
-        NsKind::JoinNet(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
+        // SAFETY: setns(2) on fds the parent keeps open across the fork; a
+        // user namespace can be entered because the child is single-threaded.
+        NsKind::Join { userns, netns } => unsafe {
+            match userns {
+                Some(fd) if libc::setns(fd, libc::CLONE_NEWUSER) != 0 => -1,
+                _ => libc::setns(netns, libc::CLONE_NEWNET),
+            }
+        },
     };
     if entered != 0 {
         fail(tx, ChildStage::Unshare);
@@ -371,7 +383,10 @@ fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd,
             fail(tx, ChildStage::GidMap);
         }
     }
-    if let Err(e) = crate::ns::loopback::bring_up_loopback() {
+    // A joined namespace is used as it is (a bridge run's netns has `lo` up already).
+    if !matches!(spec.ns, NsKind::Join { .. })
+        && let Err(e) = crate::ns::loopback::bring_up_loopback()
+    {
         report(tx, ChildStage::Loopback as u8, e.errno() as i32);
         // SAFETY: `_exit` is async-signal-safe.
         unsafe { libc::_exit(125) };

@@ -4,3 +4,4 @@
 pub mod child;
 pub mod loopback;
 pub mod netns;
+pub mod target;

@@ -121,12 +121,18 @@ fn create_mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
 /// Give the network namespace of `pid` the name `name` under `dir`, the
 /// equivalent of `ip netns attach NAME PID`. Returns the new path.
 pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
+    bind_named(dir, name, &proc_root.join(pid.to_string()).join("ns/net"))
+}
+
+/// Give the network namespace file `source_path` (a `/proc/<pid>/ns/net`,
+/// or `/proc/<pid>/fd/<n>` of an open namespace) the name `name` under
+/// `dir`. Returns the new path.
+pub fn bind_named(dir: &Path, name: &str, source_path: &Path) -> Result<PathBuf, NetnsError> {
     let path = create_mount_point(dir, name)?;
     crate::fault::point("netns.mount-point");
-    let source_path = proc_root.join(pid.to_string()).join("ns/net");
-    if let Err(source) = mount(Some(&source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+    if let Err(source) = mount(Some(source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
         let _ = fs::remove_file(&path);
-        return Err(NetnsError::Bind { source_path, path, source });
+        return Err(NetnsError::Bind { source_path: source_path.to_owned(), path, source });
     }
     crate::fault::point("netns.bound");
     Ok(path)

@@ -80,6 +80,12 @@ impl Paths {
         self.run_dir.join(format!("slirp-{id}.sock"))
     }
 
+    /// The output file of a helper (`pasta`, `slirp4netns`) of attachment
+    /// `id` that outlives its starter (removed by detach or `gc`).
+    pub fn helper_log(&self, id: &str, helper: &str) -> PathBuf {
+        self.run_dir.join(format!("{helper}-{id}.log"))
+    }
+
     /// `<proc>/<pid>/<rest>`.
     pub fn proc_pid(&self, pid: u32, rest: &str) -> PathBuf {
         self.proc_root.join(pid.to_string()).join(rest)

@@ -57,7 +57,6 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::model::cidr::Ipv4Net;
-use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
 pub use script::{add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script};
@@ -83,21 +82,7 @@ pub struct NetworkRules {
     pub masquerade: bool,
 }
 
-/// One published port (callers expand ranges into one `Forward` per port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Forward {
-    /// Host address the port is published on; `None` means every local
-    /// address, `127.0.0.1` included.
-    pub host_ip: Option<Ipv4Addr>,
-    /// Host port.
-    pub host_port: u16,
-    /// Protocol.
-    pub proto: PortProto,
-    /// Container address (in the network's subnet).
-    pub container_ip: Ipv4Addr,
-    /// Port inside the container.
-    pub container_port: u16,
-}
+pub use crate::model::port::Forward;
 
 /// Errors of the firewall module.
 #[derive(Debug, thiserror::Error)]

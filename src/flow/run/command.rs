@@ -2,8 +2,8 @@
 //! releasing the waiting child to exec it once the network is ready.
 
 use super::{RunError, RunOptions, RunReport};
-use crate::model::port::PortMapping;
-use crate::ns::child::{ExecOutcome, NsChild};
+use crate::flow::exec::Exec;
+use crate::ns::child::ExecOutcome;
 use nix::errno::Errno;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -45,10 +45,11 @@ pub(super) fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, Ru
 
 /// Announce the ports, let the child exec, and learn whether it could. On
 /// failure the child is killed and reaped; the caller tears the rest down.
-pub(super) fn start_command(child: &mut NsChild, opts: &RunOptions, ports: &[PortMapping]) -> Result<(), RunError> {
+pub(super) fn start_command(exec: &mut Exec, opts: &RunOptions) -> Result<(), RunError> {
     if let Some(on_ready) = opts.on_ready {
-        on_ready(ports);
+        on_ready(&exec.ports);
     }
+    let Some(child) = exec.child.as_mut() else { return Err(RunError::NoCommand) };
     let err = match child.release() {
         Ok(ExecOutcome::Running) => return Ok(()),
         Ok(ExecOutcome::Failed(errno)) => {

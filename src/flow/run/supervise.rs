@@ -2,8 +2,8 @@
 //! pelagos-net supervises, forwarded to the command, and used to cancel a
 //! setup that is still waiting for the network.
 
-use super::Helper;
 use super::RunError;
+use crate::flow::exec::LiveHelper;
 use crate::ns::child::NsChild;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -64,7 +64,11 @@ impl Drop for SignalGuard {
 
 /// Forward signals and wait for the command. Returns its exit code and
 /// whether pasta died meanwhile.
-pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: Option<&mut Helper>) -> (i32, bool) {
+pub(super) fn supervise(
+    child: &mut NsChild,
+    signals: &SignalGuard,
+    mut helper: Option<&mut LiveHelper>,
+) -> (i32, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut pasta_died = false;

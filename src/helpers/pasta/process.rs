@@ -7,7 +7,7 @@
 //! and stderr are drained into one bounded buffer. pasta in PID/netns mode
 //! does not exit when its target dies, so it is always stopped explicitly.
 
-use super::ready::{self, Expectation, HostPort, Missing};
+use super::ready::{self, Expectation, HostPort, Missing, NsView};
 use crate::helpers::spawn::HelperChild;
 use crate::host::procfs::ProcessId;
 use nix::sys::signal::Signal;
@@ -62,10 +62,10 @@ pub enum PastaError {
     #[error("cancelled while waiting for the network")]
     Cancelled,
     /// `/proc` could not be read while checking readiness.
-    #[error("inspect namespace of pid {pid} through /proc")]
+    #[error("inspect the namespace ({ns}) through /proc")]
     Observe {
-        /// Process whose namespace was inspected.
-        pid: u32,
+        /// The namespace inspected.
+        ns: String,
         /// Cause.
         #[source]
         source: io::Error,
@@ -127,6 +127,26 @@ impl PastaProcess {
         Ok(Self { helper: HelperChild::start(child, proc_root).map_err(spawn_err)? })
     }
 
+    /// Start `program` with `args` so that it outlives this process: in a
+    /// session of its own, its output in `detach.log`, recorded through
+    /// `detach.record` before it runs.
+    pub fn spawn_detached(
+        program: &Path,
+        args: &[OsString],
+        proc_root: &Path,
+        detach: crate::helpers::detached::Detach<'_>,
+    ) -> Result<Self, PastaError> {
+        let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
+        let (pid, id) = crate::helpers::detached::spawn_gated(program, args, detach.log, &[], proc_root, detach.record)
+            .map_err(spawn_err)?;
+        Ok(Self { helper: HelperChild::start_detached(pid, id, detach.log.to_owned()) })
+    }
+
+    /// Let pasta run on when this handle goes (it outlives this process).
+    pub fn release(mut self) {
+        self.helper.release();
+    }
+
     /// pid and start time.
     pub fn id(&self) -> ProcessId {
         self.helper.id()
@@ -166,7 +186,7 @@ impl PastaProcess {
     pub fn wait_ready(
         &mut self,
         proc_root: &Path,
-        ns_pid: u32,
+        ns: NsView<'_>,
         base: &ready::Baseline,
         want: &Expectation,
         timeout: Duration,
@@ -191,8 +211,8 @@ impl PastaProcess {
                 self.helper.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::PortsInUse { ports: base.occupied.clone(), output: self.output() });
             }
-            let seen = ready::observe(proc_root, ns_pid, base, want)
-                .map_err(|source| PastaError::Observe { pid: ns_pid, source })?;
+            let seen = ready::observe(proc_root, ns, base, want)
+                .map_err(|source| PastaError::Observe { ns: ns.to_string(), source })?;
             let missing = ready::missing(want, &seen);
             if missing.is_empty() {
                 return Ok(start.elapsed());

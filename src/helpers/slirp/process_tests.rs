@@ -3,7 +3,7 @@
 //! arguments as its positional parameters.
 
 use super::*;
-use crate::helpers::slirp::args::SlirpTarget;
+use crate::model::target::NsTarget;
 
 /// Finds `--ready-fd=N` and `--exit-fd=N` among the arguments, then runs `body`
 /// (which uses them through `/proc/self/fd`: dash redirects only fds 0-9).
@@ -16,7 +16,7 @@ fn fake(body: &str) -> Vec<OsString> {
 /// Spawn the fake with `body` and wait for its ready signal.
 fn run(body: &str, timeout: Duration) -> (SlirpProcess, Vec<OsString>, Option<SlirpError>) {
     let dir = tempfile::tempdir().unwrap();
-    let plan = SlirpPlan::new(SlirpTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
+    let plan = SlirpPlan::new(NsTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
     let launcher = fake(body);
     let cmd = SlirpCommand {
         program: Path::new("/nonexistent/slirp4netns"),
@@ -69,7 +69,7 @@ fn anything_but_1_on_the_ready_pipe_is_an_error() {
 #[test]
 fn a_missing_launcher_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = SlirpPlan::new(SlirpTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
+    let plan = SlirpPlan::new(NsTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
     let launcher = [OsString::from("/nonexistent/launcher")];
     let cmd = SlirpCommand {
         program: Path::new("/usr/bin/slirp4netns"),
