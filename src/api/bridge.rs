@@ -140,7 +140,8 @@ pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
 /// [`teardown_secondary_network`].
 #[derive(Debug)]
 pub struct SecondaryAttachment {
-    /// Its record's id (`<container id>-<slot>`).
+    /// Its record's id (a fresh one: the host end of its veth pair is
+    /// named after it, apart from the container's primary one).
     pub id: String,
     /// The network.
     pub network: String,
@@ -153,9 +154,9 @@ pub struct SecondaryAttachment {
     exec: Exec,
 }
 
-/// Attach network `def` to the existing named netns `ns` (as `eth1`,
-/// `eth2`, ...: the first free name; `slot` numbers the attachment in its
-/// id). The namespace keeps its default route.
+/// Attach network `def` to the existing named netns `ns` of container
+/// `id` (as `eth1`, `eth2`, ...: the first free name; `slot` is logged).
+/// The namespace keeps its default route.
 pub fn attach_network_to_netns(
     paths: &Paths,
     def: &NetworkDef,
@@ -166,7 +167,8 @@ pub fn attach_network_to_netns(
 ) -> Result<SecondaryAttachment, Error> {
     let target = OpenTarget::open(&ns.path, None, &paths.proc_root, 0)?;
     let given = TargetKind::Given(Given::from(&target));
-    let att_id = format!("{id}-{slot}");
+    let att_id = crate::state::store::new_run_id();
+    log::debug!("network {} for container {id} (slot {slot}) is attachment {att_id}", def.name);
     let exec = run_all(paths, def, &[], None, given, att_id.clone(), owner, Some(target))?;
     Ok(SecondaryAttachment {
         network: def.name.to_string(),
