@@ -163,6 +163,7 @@ fn start(
         ports: &ports,
         proc_root: Path::new("/proc"),
         timeout: Duration::from_secs(10),
+        inherit: &[],
     };
     let setup = setup_slirp_network(&cfg, &mut || false)?;
     eprintln!("slirp4netns configured after {:?}, ready after {:?}", setup.configured_after, setup.ready_after);

@@ -37,6 +37,18 @@ pub(crate) fn helper_child_setup() -> io::Result<()> {
     Ok(())
 }
 
+/// Clear close-on-exec on `fds`, so the helper keeps them (namespaces it
+/// opens as `/proc/self/fd/N`). Async-signal-safe, for `pre_exec`.
+pub(crate) fn inherit_fds(fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        // SAFETY: fcntl(2) on a descriptor number; no memory is touched.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A started helper with its output drains. Dropping it kills the helper if
 /// it still runs and reaps it on a background thread, without blocking
 /// (unless it was [released](HelperChild::release)).

@@ -222,12 +222,19 @@ impl OpenTarget {
         !self.from_fd
     }
 
-    /// Where other processes (helpers, the socket factory) open it: this
-    /// process's own descriptors, valid while it holds them.
+    /// Where it is opened: `/proc/self/fd/N` of the descriptors held here,
+    /// valid in this process and in a helper that inherits them
+    /// ([`OpenTarget::fds`]). A helper that enters the user namespace
+    /// before it opens the network namespace (pasta) could not open another
+    /// process's descriptors from there.
     pub fn paths(&self, proc_root: &Path) -> NsTarget {
-        let fd =
-            |f: &OwnedFd| proc_root.join(std::process::id().to_string()).join("fd").join(f.as_raw_fd().to_string());
+        let fd = |f: &OwnedFd| proc_root.join("self/fd").join(f.as_raw_fd().to_string());
         NsTarget { netns: fd(&self.netns), userns: self.userns.as_ref().map(fd) }
+    }
+
+    /// The descriptors [`OpenTarget::paths`] names, for a helper to inherit.
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        std::iter::once(&self.netns).chain(&self.userns).map(AsRawFd::as_raw_fd).collect()
     }
 
     /// What keeps an attachment to it alive.
@@ -248,7 +255,10 @@ impl OpenTarget {
 }
 
 fn open_ns(path: &Path, kind: libc::c_int, expected: &'static str) -> Result<OwnedFd, TargetError> {
-    let file = File::open(path).map_err(|source| TargetError::Open { path: path.to_owned(), source })?;
+    let file = File::open(path).map_err(|source| match source.kind() {
+        io::ErrorKind::PermissionDenied => TargetError::NotJoinable { path: path.to_owned(), why: source.to_string() },
+        _ => TargetError::Open { path: path.to_owned(), source },
+    })?;
     match ns_type(file.as_fd()) {
         Ok(t) if t == kind => Ok(file.into()),
         _ => Err(TargetError::WrongType { path: path.to_owned(), expected }),

@@ -169,6 +169,11 @@ fn start(
     detach: Option<Detach<'_>>,
 ) -> Result<Started, RunError> {
     let ns = exec.target(target);
+    // A given namespace is opened through descriptors the helper inherits.
+    let inherit = match (target, &exec.given) {
+        (NsRef::Given, Some(g)) => g.fds(),
+        _ => Vec::new(),
+    };
     // Ports the helper forwards itself (none when pelagos-net relays them).
     let ports = if exec.plan.builtin() { Vec::new() } else { exec.ports.clone() };
     let proc_root = &exec.paths.proc_root;
@@ -180,7 +185,14 @@ fn start(
                 host_loopback_ports: exec.plan.host_loopback_ports.clone(),
                 runas: exec.plan.runas,
             };
-            let cfg = PastaNetworkConfig { program, plan: &plan, ns: view(exec), proc_root, timeout: exec.timeout };
+            let cfg = PastaNetworkConfig {
+                program,
+                plan: &plan,
+                ns: view(exec),
+                proc_root,
+                timeout: exec.timeout,
+                inherit: &inherit,
+            };
             let start = spawn_pasta(&cfg, cancel, detach)?;
             Started::Pasta(start, plan)
         }
@@ -193,6 +205,7 @@ fn start(
                 ports: &ports,
                 proc_root,
                 timeout: exec.timeout,
+                inherit: &inherit,
             };
             Started::Slirp(Box::new(spawn_slirp(&cfg, detach)?), plan)
         }
@@ -220,6 +233,7 @@ pub(super) fn await_ready(exec: &mut Exec, pending: Pending, cancel: &mut dyn Fn
                 ns: view(exec),
                 proc_root: &proc_root,
                 timeout: exec.timeout,
+                inherit: &[],
             };
             let setup = start.wait_ready(&cfg, cancel)?;
             exec.ready_after = Some(setup.ready_after);
@@ -233,6 +247,7 @@ pub(super) fn await_ready(exec: &mut Exec, pending: Pending, cancel: &mut dyn Fn
                 ports: &ports,
                 proc_root: &proc_root,
                 timeout: exec.timeout,
+                inherit: &[],
             };
             let setup = start.wait_ready(&cfg, cancel)?;
             exec.ready_after = Some(setup.ready_after);

@@ -103,6 +103,21 @@ fn holder_main(
         stop.add(s);
     }
     let masked = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop), None).is_ok();
+    // A daemon holds no terminal or pipe of its starter (a `$(...)` waiting
+    // for EOF would wait for it): the standard descriptors go to /dev/null
+    // before anything (the socket factory) inherits them.
+    // SAFETY: open and dup2 on constant arguments.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
     let mut report = std::fs::File::from(report);
     raise_fd_limit();
     let ports = match (orphaned, masked) {
@@ -125,17 +140,10 @@ fn holder_main(
         exit_now(1);
     }
     // SAFETY: clearing the parent-death signal and starting a session are
-    // plain syscalls; the standard descriptors go to /dev/null (a daemon
-    // holds no terminal).
+    // plain syscalls.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
         libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-        }
     }
     let _ = stop.wait();
     let _ = stop_builtin_ports(ports);

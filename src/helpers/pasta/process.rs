@@ -13,6 +13,7 @@ use crate::host::procfs::ProcessId;
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -114,14 +115,21 @@ pub struct PastaReport {
 
 impl PastaProcess {
     /// Start `program` with `args` (as built by `args::build_argv`).
-    pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path) -> Result<Self, PastaError> {
+    /// `inherit` names descriptors (above 2) pasta keeps, for namespace
+    /// paths of the form `/proc/self/fd/N`.
+    pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path, inherit: &[RawFd]) -> Result<Self, PastaError> {
         let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let inherit = inherit.to_vec();
         // SAFETY: the closure runs between fork and exec and only calls
-        // `helper_child_setup`, which is async-signal-safe.
+        // `helper_child_setup` and fcntl(2), which are async-signal-safe; it
+        // allocates nothing (the list was copied before the fork).
         unsafe {
-            cmd.pre_exec(crate::helpers::spawn::helper_child_setup);
+            cmd.pre_exec(move || {
+                crate::helpers::spawn::helper_child_setup()?;
+                crate::helpers::spawn::inherit_fds(&inherit)
+            });
         }
         let child = cmd.spawn().map_err(spawn_err)?;
         Ok(Self { helper: HelperChild::start(child, proc_root).map_err(spawn_err)? })
@@ -134,11 +142,13 @@ impl PastaProcess {
         program: &Path,
         args: &[OsString],
         proc_root: &Path,
+        inherit: &[RawFd],
         detach: crate::helpers::detached::Detach<'_>,
     ) -> Result<Self, PastaError> {
         let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
-        let (pid, id) = crate::helpers::detached::spawn_gated(program, args, detach.log, &[], proc_root, detach.record)
-            .map_err(spawn_err)?;
+        let (pid, id) =
+            crate::helpers::detached::spawn_gated(program, args, detach.log, inherit, proc_root, detach.record)
+                .map_err(spawn_err)?;
         Ok(Self { helper: HelperChild::start_detached(pid, id, detach.log.to_owned()) })
     }
 

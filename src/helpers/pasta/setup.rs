@@ -36,6 +36,8 @@ pub struct PastaNetworkConfig<'a> {
     pub proc_root: &'a Path,
     /// How long to wait for readiness.
     pub timeout: Duration,
+    /// Descriptors pasta inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// A running pasta that made a namespace ready; hand it to
@@ -161,8 +163,8 @@ pub fn spawn_pasta(
         base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
     }
     let process = match detach {
-        None => PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?,
-        Some(d) => PastaProcess::spawn_detached(cfg.program, &argv, cfg.proc_root, d)?,
+        None => PastaProcess::spawn(cfg.program, &argv, cfg.proc_root, cfg.inherit)?,
+        Some(d) => PastaProcess::spawn_detached(cfg.program, &argv, cfg.proc_root, cfg.inherit, d)?,
     };
     crate::fault::point("pasta.spawned");
     Ok(PastaStart { process, argv, base, want })

@@ -116,6 +116,8 @@ pub struct SlirpCommand<'a> {
     pub plan: &'a SlirpPlan,
     /// procfs root.
     pub proc_root: &'a Path,
+    /// Descriptors slirp4netns inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// A running slirp4netns with its output drains and its two pipes.
@@ -164,6 +166,7 @@ impl SlirpProcess {
         let ready_tx = above_stdio(ready_tx, "ready")?;
         let exit_rx = above_stdio(exit_rx, "exit")?;
         let (ready_fd, exit_fd) = (ready_tx.as_raw_fd(), exit_rx.as_raw_fd());
+        let inherit = cmd.inherit.to_vec();
         let fds = SlirpFds { ready: ready_fd, exit: Some(exit_fd) };
         let argv = build_argv(cmd.plan, fds)?;
         let mut command = match cmd.launcher.split_first() {
@@ -183,12 +186,8 @@ impl SlirpProcess {
         unsafe {
             command.pre_exec(move || {
                 crate::helpers::spawn::helper_child_setup()?;
-                for fd in [ready_fd, exit_fd] {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
+                crate::helpers::spawn::inherit_fds(&[ready_fd, exit_fd])?;
+                crate::helpers::spawn::inherit_fds(&inherit)
             });
         }
         let child = command.spawn().map_err(spawn_err)?;
@@ -217,7 +216,8 @@ impl SlirpProcess {
         let ready_tx = above_stdio(ready_tx, "ready")?;
         let argv = build_argv(cmd.plan, SlirpFds { ready: ready_tx.as_raw_fd(), exit: None })?;
         let spawn_err = |source| SlirpError::Spawn { program: cmd.program.to_owned(), source };
-        let keep = [ready_tx.as_raw_fd()];
+        let mut keep = vec![ready_tx.as_raw_fd()];
+        keep.extend_from_slice(cmd.inherit);
         let (pid, id) =
             crate::helpers::detached::spawn_gated(cmd.program, &argv, detach.log, &keep, cmd.proc_root, detach.record)
                 .map_err(spawn_err)?;

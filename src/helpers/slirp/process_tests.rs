@@ -23,6 +23,7 @@ fn run(body: &str, timeout: Duration) -> (SlirpProcess, Vec<OsString>, Option<Sl
         launcher: &launcher,
         plan: &plan,
         proc_root: Path::new("/proc"),
+        inherit: &[],
     };
     let (mut process, argv) = SlirpProcess::spawn(&cmd).expect("spawn the fake");
     let err = process.wait_ready(timeout, &mut || false).err();
@@ -76,6 +77,7 @@ fn a_missing_launcher_is_named_in_the_error() {
         launcher: &launcher,
         plan: &plan,
         proc_root: Path::new("/proc"),
+        inherit: &[],
     };
     let err = SlirpProcess::spawn(&cmd).unwrap_err();
     assert_eq!(err.to_string(), "start /nonexistent/launcher");

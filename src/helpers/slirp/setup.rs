@@ -96,6 +96,8 @@ pub struct SlirpNetworkConfig<'a> {
     pub proc_root: &'a Path,
     /// How long to wait for readiness.
     pub timeout: Duration,
+    /// Descriptors slirp4netns inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// One port slirp4netns publishes.
@@ -184,8 +186,13 @@ pub fn spawn_slirp(
         return Err(SlirpSetupError::ApiSocketPathTaken { path: socket.clone() });
     }
     let start = Instant::now();
-    let command =
-        SlirpCommand { program: cfg.program, launcher: cfg.launcher, plan: cfg.plan, proc_root: cfg.proc_root };
+    let command = SlirpCommand {
+        program: cfg.program,
+        launcher: cfg.launcher,
+        plan: cfg.plan,
+        proc_root: cfg.proc_root,
+        inherit: cfg.inherit,
+    };
     let (process, argv) = match detach {
         None => SlirpProcess::spawn(&command)?,
         Some(d) => SlirpProcess::spawn_detached(&command, d)?,
