@@ -128,7 +128,11 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         Helper::Found { path, features } => check(
             "slirp4netns",
             Status::Pass,
-            format!("{} (version {})", path.display(), features.version.as_deref().unwrap_or("unknown")),
+            format!(
+                "{} (version {})",
+                path.display(),
+                features.version.map_or_else(|| "unknown".into(), |v| v.to_string())
+            ),
             None,
         ),
         Helper::Missing | Helper::NotProbed => check(

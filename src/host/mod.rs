@@ -5,6 +5,7 @@
 pub mod addresses;
 pub mod diagnose;
 pub mod doctor;
+pub mod path;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;

@@ -52,56 +52,17 @@ use crate::helpers::pasta::features::{self, PastaFeatures, TapBugs};
 use crate::host::diagnose::{TunProblem, UsernsKnobs};
 use crate::state::paths::Paths;
 
-pub use helpers::find_on_path;
-pub use parse::{IdRange, SlirpFeatures, parse_slirp_help, parse_slirp_version};
+pub use crate::helpers::slirp::features::SlirpFeatures;
+pub use parse::IdRange;
 
 /// Bit of `CAP_NET_ADMIN` in `CapEff`.
 const CAP_NET_ADMIN: u32 = 12;
 /// Bit of `CAP_SYS_ADMIN` in `CapEff`.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// Why one slow probe (running slirp4netns) or a cache write failed.
-/// Kept as text in [`Helper::Broken`]; cache failures are only logged.
+/// Why writing the probe cache failed (only logged: a probe never fails).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The binary could not be started.
-    #[error("failed to run {} {arg}", path.display())]
-    Spawn {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Waiting for it or reading its output failed.
-    #[error("failed to collect the output of {} {arg}", path.display())]
-    Collect {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It did not exit within [`features::PROBE_TIMEOUT`] and was killed.
-    #[error("{} {arg} did not exit within {timeout:?}", path.display())]
-    TimedOut {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// The deadline that passed.
-        timeout: std::time::Duration,
-    },
-    /// Its output does not look like slirp4netns.
-    #[error("{} does not identify as slirp4netns (no version line, no --configure in --help)", path.display())]
-    NotSlirp {
-        /// Binary that was run.
-        path: PathBuf,
-    },
     /// The cache file could not be written.
     #[error("failed to write probe cache {}", path.display())]
     CacheWrite {
@@ -393,6 +354,10 @@ impl HostCaps {
     }
 }
 
+fn find_helper(path_env: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
+    crate::host::path::find_executable(path_env, name.as_ref(), crate::host::path::Entries::Absolute)
+}
+
 fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> HostCaps {
     let proc = &roots.proc_root;
     let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
@@ -406,7 +371,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
     };
     let path_env = roots.path_env.as_deref();
     let pasta =
-        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| features::find_pasta(path_env))) {
+        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| find_helper(path_env, "pasta"))) {
             (false, _) => Helper::NotProbed,
             (true, None) => Helper::Missing,
             (true, Some(path)) => {
@@ -417,16 +382,16 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
                     )
             }
         };
-    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_on_path(path_env, "slirp4netns")) {
+    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_helper(path_env, "slirp4netns")) {
         (false, _) => Helper::NotProbed,
         (true, None) => Helper::Missing,
-        (true, Some(path)) => {
-            helpers::cached(cache, "slirp4netns", &path, || helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e)))
-                .map_or_else(
-                    |error| Helper::Broken { path: path.clone(), error },
-                    |features| Helper::Found { path: path.clone(), features },
-                )
-        }
+        (true, Some(path)) => helpers::cached(cache, "slirp4netns", &path, || {
+            crate::helpers::slirp::features::probe(&path).map_err(|e| helpers::chain(&e))
+        })
+        .map_or_else(
+            |error| Helper::Broken { path: path.clone(), error },
+            |features| Helper::Found { path: path.clone(), features },
+        ),
     };
     let tun_problem = match scope {
         ProbeScope::Identity => None,
@@ -443,8 +408,8 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
         userns_knobs: if full { UsernsKnobs::read(proc) } else { UsernsKnobs::default() },
         subuid: ids("subuid"),
         subgid: ids("subgid"),
-        newuidmap: if full { find_on_path(path_env, "newuidmap") } else { None },
-        newgidmap: if full { find_on_path(path_env, "newgidmap") } else { None },
+        newuidmap: if full { find_helper(path_env, "newuidmap") } else { None },
+        newgidmap: if full { find_helper(path_env, "newgidmap") } else { None },
         tun: TunStatus { path: roots.dev_tun.clone(), problem: tun_problem },
         pasta,
         slirp4netns,

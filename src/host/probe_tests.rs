@@ -140,7 +140,7 @@ fn healthy_fake_host_is_read_in_full() {
     assert_eq!(pasta.features.version, PastaVersion::Unknown);
     assert!(pasta.features.has("--config-net") && pasta.tcp_tap_bugs.any());
     let slirp = caps.slirp4netns.features().expect("slirp4netns probed");
-    assert_eq!(slirp.version.as_deref(), Some("1.2.0"));
+    assert_eq!(slirp.version.map(|v| v.to_string()).as_deref(), Some("1.2.0"));
     assert_eq!((slirp.libslirp.as_deref(), slirp.config_version_max), (Some("4.7.0"), Some(4)));
     assert!(slirp.has("--api-socket") && slirp.has("--netns-type") && slirp.has("userns-path"));
     assert_eq!(caps.nftables, NftEvidence::NetfilterPresent);
@@ -268,11 +268,12 @@ fn uid_map_identity_is_exactly_the_initial_map() {
 
 #[test]
 fn slirp_help_lists_exactly_its_long_options() {
-    let got: Vec<String> = parse_slirp_help(SLIRP_HELP).into_iter().collect();
+    let got: Vec<String> = crate::helpers::slirp::features::parse_help(SLIRP_HELP).into_iter().collect();
     let want = "--api-socket --configure --disable-host-loopback --enable-ipv6 --exit-fd --help --mtu \
         --netns-type --ready-fd --userns-path";
     assert_eq!(got.join(" "), want);
-    assert_eq!(parse_slirp_version(SLIRP_VERSION).as_deref(), Some("1.2.0"));
+    let version = crate::helpers::slirp::features::parse_version(SLIRP_VERSION);
+    assert_eq!(version.map(|v| v.to_string()).as_deref(), Some("1.2.0"));
 }
 
 #[test]
@@ -323,7 +324,13 @@ fn host_caps_serialize_for_json_output() {
 fn probe_timing_on_this_host_cached_vs_uncached() {
     let paths = Paths::from_env(&crate::state::paths::PathEnv::current());
     let mut roots = ProbeRoots::current(&paths);
-    if features::find_pasta(roots.path_env.as_deref()).is_none() {
+    if crate::host::path::find_executable(
+        roots.path_env.as_deref(),
+        "pasta".as_ref(),
+        crate::host::path::Entries::Absolute,
+    )
+    .is_none()
+    {
         eprintln!("SKIP probe_timing_on_this_host_cached_vs_uncached: pasta is not installed on this host");
         return;
     }

@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Find `cmd` like execvp would: as given when it has a `/`, else on PATH.
 pub fn resolve_command(cmd: &std::ffi::OsStr, path_env: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    if cmd.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(cmd));
-    }
-    let path_env = path_env?;
-    std::env::split_paths(path_env).map(|dir| dir.join(cmd)).find(|candidate| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    crate::host::path::find_executable(path_env, cmd, crate::host::path::Entries::All)
 }
 
 pub(super) fn cstring(bytes: &[u8]) -> CString {

@@ -41,7 +41,11 @@ fn main() {
     let chosen = decide(&roots, true); // fills the cache
     let uncached = time(n, || decide(&roots, false));
     let cached = time(n * 10, || decide(&roots, true));
-    let pasta = pelagos_net::helpers::pasta::features::find_pasta(std::env::var_os("PATH").as_deref());
+    let pasta = pelagos_net::host::path::find_executable(
+        std::env::var_os("PATH").as_deref(),
+        "pasta".as_ref(),
+        pelagos_net::host::path::Entries::Absolute,
+    );
     let spawn = pasta.as_ref().map(|p| time(n, || std::process::Command::new(p).arg("--version").output()));
     let _ = std::fs::remove_dir_all(&tmp);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
