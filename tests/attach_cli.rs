@@ -1,0 +1,262 @@
+//! `attach` and `detach` end to end: a namespace someone else made (rootless:
+//! `unshare -Urn` as the test user; root: a named netns) gets networked and
+//! a published port, reachable from the host with the client's address
+//! kept; `detach` leaves no helper, relay or record; a namespace whose
+//! process dies (or whose name is deleted) loses its attachment to `gc`;
+//! bad input is refused with exit 125 and nothing created.
+
+#[macro_use]
+mod common;
+
+use common::{Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, ip, which};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Tells each client its address, one line.
+const PEER_SERVER: &str = "import socket,sys\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(16); print('listening', flush=True)\n\
+while True:\n    c, p = s.accept(); c.sendall(p[0].encode() + b'\\n'); c.close()\n";
+
+/// A network namespace made by someone else, and a way into it.
+struct Namespace {
+    /// What `attach --netns` gets.
+    path: String,
+    /// The process holding it (rootless), killed on drop.
+    holder: Option<Child>,
+    /// The named netns (root), deleted on drop.
+    name: Option<String>,
+    /// Processes started inside it, killed on drop.
+    inside: Vec<Child>,
+}
+
+impl Namespace {
+    fn new(topo: &Topology, env: &Env) -> Self {
+        match &env.user {
+            Some(u) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &topo.host, "setpriv"]);
+                cmd.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+                cmd.args(["unshare", "-Urn", "sleep", "600"]);
+                let holder = cmd.stdin(Stdio::null()).spawn().unwrap();
+                let path = format!("/proc/{}/ns/net", holder.id());
+                // unshare execs sleep once the namespaces exist.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::fs::read_to_string(format!("/proc/{}/comm", holder.id())).unwrap_or_default().trim() != "sleep"
+                {
+                    assert!(Instant::now() < deadline, "unshare -Urn did not start");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Self { path, holder: Some(holder), name: None, inside: Vec::new() }
+            }
+            None => {
+                let name = format!("pnt-a{}-{}", std::process::id(), common::port(0));
+                ip(&["netns", "add", &name]);
+                Self { path: format!("/run/netns/{name}"), holder: None, name: Some(name), inside: Vec::new() }
+            }
+        }
+    }
+
+    /// `args` inside the namespace (as the test user, rootless).
+    fn exec(&self, topo: &Topology, env: &Env, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        match (&env.user, &self.holder, &self.name) {
+            (Some(u), Some(h), _) => {
+                cmd.args(["netns", "exec", &topo.host, "setpriv"]);
+                cmd.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+                cmd.args(["nsenter", "--preserve-credentials", "-U", "-n", "-t", &h.id().to_string()]);
+            }
+            (_, _, Some(name)) => {
+                cmd.args(["netns", "exec", name]);
+            }
+            _ => unreachable!("a namespace has a holder or a name"),
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    /// Start the peer-telling server on `port` inside.
+    fn serve(&mut self, topo: &Topology, env: &Env, port: u16) {
+        let mut child = self
+            .exec(topo, env, &["python3", "-c", PEER_SERVER, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        self.inside.push(child);
+    }
+
+    /// The namespace ends: its process dies (rootless) or its name goes (root).
+    fn end(&mut self) {
+        for mut c in self.inside.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        if let Some(name) = self.name.take() {
+            ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        for c in self.inside.iter_mut().chain(self.holder.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(name) = &self.name {
+            let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", describe(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
+}
+
+fn records(topo: &Topology) -> usize {
+    std::fs::read_dir(topo.run_dir.join("runs")).map(|d| d.flatten().count()).unwrap_or(0)
+}
+
+/// What the server inside says a client from `ns` to `addr` is.
+fn peer(ns: &str, addr: SocketAddr) -> String {
+    in_netns(ns, move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut line = String::new();
+                BufReader::new(s).read_line(&mut line)?;
+                Ok(line)
+            });
+            match got {
+                Ok(line) if !line.is_empty() => return line.trim().to_owned(),
+                _ if Instant::now() > deadline => panic!("no answer from {addr}: {got:?}"),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    })
+}
+
+fn attach(topo: &Topology, env: &Env, ns: &Namespace, extra: &[&str]) -> Output {
+    let mut args = vec!["attach", "--netns", &ns.path, "--json"];
+    args.extend_from_slice(extra);
+    topo.cli(env, &args).output().unwrap()
+}
+
+fn attach_serves_a_published_port_keeping_the_client_address_and_detach_leaves_nothing(env: Env) {
+    if which("nsenter").is_none() || which("python3").is_none() {
+        common::skip("attach", "nsenter (util-linux) and python3 are needed");
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut ns = Namespace::new(&topo, &env);
+    let report = json(&attach(&topo, &env, &ns, &["--network", "pasta", "-p", "80"]));
+    let port = report["ports"][0]["host_port"].as_u64().expect("the chosen host port") as u16;
+    assert_eq!(report["ports"][0]["container_port"], 80, "{report}");
+    assert_eq!(report["mode"], "pasta", "{report}");
+    assert!(!report["addresses"].as_array().unwrap().is_empty(), "pasta gives the namespace an address: {report}");
+    let helpers: Vec<&str> = report["helpers"].as_array().unwrap().iter().filter_map(|h| h["role"].as_str()).collect();
+    assert!(helpers.contains(&"pasta"), "{report}");
+    let id = report["id"].as_str().unwrap().to_owned();
+    assert_eq!(records(&topo), 1);
+    ns.serve(&topo, &env, 80);
+    let local: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(peer(&topo.host, local), "127.0.0.1");
+    let from_upstream: SocketAddr = format!("{}:{port}", common::HOST_ADDR).parse().unwrap();
+    assert_eq!(peer(&topo.upstream, from_upstream), UPSTREAM_ADDR, "the server sees the real client");
+    let out = topo.cli(&env, &["detach", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    // Nothing of the attachment is left: no helper or relay in the host
+    // namespace, no record, no name, no log.
+    topo.assert_clean();
+    let again = topo.cli(&env, &["detach", &id]).output().unwrap();
+    assert_eq!(again.status.code(), Some(125), "{}", describe(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains(&format!("no attachment {id}")), "{}", describe(&again));
+    ns.end();
+}
+
+fn a_namespace_that_ends_loses_its_attachment_to_gc(env: Env) {
+    let topo = Topology::new(&env);
+    let mut ns = Namespace::new(&topo, &env);
+    json(&attach(&topo, &env, &ns, &["--network", "pasta", "-p", "127.0.0.1::80"]));
+    let gc = json(&topo.cli(&env, &["gc", "--json"]).output().unwrap());
+    assert_eq!(gc["live"].as_array().unwrap().len(), 1, "a live namespace keeps its attachment: {gc}");
+    ns.end();
+    let gc = json(&topo.cli(&env, &["gc", "--json"]).output().unwrap());
+    assert!(gc["actions"].as_array().unwrap().iter().any(|a| a["what"] == "record"), "{gc}");
+    topo.assert_clean();
+}
+
+fn bad_input_is_refused_naming_it_and_creates_nothing(env: Env) {
+    let topo = Topology::new(&env);
+    let ns = Namespace::new(&topo, &env);
+    let refused = |args: &[&str], says: &str| {
+        let out = topo.cli(&env, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    };
+    refused(&["attach", "--netns", "/etc/hostname"], "/etc/hostname is not a network namespace");
+    refused(&["attach", "--netns", "/proc/4194300/ns/net"], "there is no process 4194300");
+    refused(&["detach", "0123456789ab"], "no attachment 0123456789ab");
+    refused(&["attach", "--netns", &ns.path, "--network", "host"], "cannot be attached");
+    assert_eq!(records(&topo), 0);
+    json(&attach(&topo, &env, &ns, &["--network", "loopback", "-p", "127.0.0.1:26300:80"]));
+    refused(&["attach", "--netns", &ns.path, "--network", "loopback", "-p", "127.0.0.1:26300:81"], "overlaps");
+    assert_eq!(records(&topo), 1, "the refused attach created nothing");
+    if env.user.is_some() {
+        refused(&["attach", "--netns", "/proc/1/ns/net"], "may not join");
+    }
+    drop(ns);
+    let gc = json(&topo.cli(&env, &["gc", "--json"]).output().unwrap());
+    assert!(gc["live"].as_array().unwrap().is_empty(), "{gc}");
+    topo.assert_clean();
+}
+
+fn run_in_an_existing_namespace_uses_it_as_it_is(env: Env) {
+    let topo = Topology::new(&env);
+    let ns = Namespace::new(&topo, &env);
+    let mode = format!("ns:{}", ns.path);
+    let ino = std::fs::metadata(&ns.path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let out = topo.cli(&env, &["run", "--network", &mode, "--", "stat", "-L", "-c", "%i", "/proc/self/ns/net"]).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ino.to_string(), "the command ran in that namespace");
+    let out = topo.cli(&env, &["run", "--network", &mode, "-p", "8080:80", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("attach"), "the hint names attach: {}", describe(&out));
+    topo.assert_clean();
+}
+
+tier_tests!(
+    rootless,
+    super::Tier::Rootless,
+    [
+        attach_serves_a_published_port_keeping_the_client_address_and_detach_leaves_nothing,
+        a_namespace_that_ends_loses_its_attachment_to_gc,
+        bad_input_is_refused_naming_it_and_creates_nothing,
+        run_in_an_existing_namespace_uses_it_as_it_is,
+    ]
+);
+tier_tests!(
+    root,
+    super::Tier::Root,
+    [
+        attach_serves_a_published_port_keeping_the_client_address_and_detach_leaves_nothing,
+        a_namespace_that_ends_loses_its_attachment_to_gc,
+        bad_input_is_refused_naming_it_and_creates_nothing,
+        run_in_an_existing_namespace_uses_it_as_it_is,
+    ]
+);
