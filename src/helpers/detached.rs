@@ -73,8 +73,13 @@ pub(crate) fn spawn_gated(
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from);
     let (report_rx, report_tx) = pipe()?;
     let (go_rx, go_tx) = pipe()?;
-    let fds =
-        ChildFds { null: null.as_raw_fd(), out: out.as_raw_fd(), go: go_rx.as_raw_fd(), report: report_tx.as_raw_fd() };
+    let fds = ChildFds {
+        null: null.as_raw_fd(),
+        out: out.as_raw_fd(),
+        go: go_rx.as_raw_fd(),
+        report: report_tx.as_raw_fd(),
+        parents: [go_tx.as_raw_fd(), report_rx.as_raw_fd()],
+    };
     // SAFETY: the child runs only `gated_child`, which makes async-signal-safe
     // calls on memory prepared above and never returns.
     let pid = unsafe { libc::fork() };
@@ -117,6 +122,9 @@ struct ChildFds {
     out: RawFd,
     go: RawFd,
     report: RawFd,
+    /// The parent's ends of the two pipes: closed first, or the gate's
+    /// pipe would never read EOF when the parent dies.
+    parents: [RawFd; 2],
 }
 
 /// The forked child: async-signal-safe calls only.
@@ -124,6 +132,9 @@ fn gated_child(fds: &ChildFds, keep: &[RawFd], prog: &CString, argv: &[*const li
     // SAFETY: raw syscalls on descriptors and buffers prepared before the
     // fork; the child leaves through execv or _exit.
     unsafe {
+        for fd in fds.parents {
+            libc::close(fd);
+        }
         libc::setsid();
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

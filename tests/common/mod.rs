@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod fwdrig;
+pub mod namespace;
 pub mod running;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,

@@ -94,6 +94,7 @@ fn holder_main(
     report: OwnedFd,
     go: OwnedFd,
 ) -> ! {
+    crate::fault::forked();
     // SAFETY: plain prctl; getppid has no preconditions.
     let orphaned = unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 || libc::getppid() != parent.as_raw()
