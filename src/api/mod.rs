@@ -53,7 +53,7 @@ pub use bridge::{
 pub use error::{Error, ErrorKind};
 pub use options::{NetworkOptions, Target};
 
-use crate::bridge::network::load_network_def;
+use crate::bridge::network::peek_network_def;
 use crate::flow::DetachReport;
 use crate::flow::attach::Session;
 use crate::flow::gc::GcReport;
@@ -134,7 +134,7 @@ impl Network {
         };
         let req = Self::request(opts, target);
         let host = self.host(&req);
-        let networks = |name: &str| load_network_def(&self.paths.config_dir, name);
+        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
         let session = Session::prepare(&self.paths, req, host, &networks, opts.ready_timeout)?;
         Ok(Prepared { session: Some(session), config_dir: self.paths.config_dir.clone() })
     }
@@ -151,7 +151,7 @@ impl Network {
         }
         let req = Self::request(opts, TargetKind::Given(Given::from(&opened)));
         let host = self.host(&req);
-        let networks = |name: &str| load_network_def(&self.paths.config_dir, name);
+        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
         let session = crate::flow::attach::attach(&self.paths, req, host, opened, &networks, opts.ready_timeout)?;
         Ok(Attachment { session: Some(session) })
     }
@@ -160,7 +160,7 @@ impl Network {
     pub fn plan(&self, opts: &NetworkOptions) -> Result<Plan, Error> {
         let req = Self::request(opts, TargetKind::NewChild);
         let host = self.host(&req);
-        let networks = |name: &str| crate::bridge::network::peek_network_def(&self.paths.config_dir, name);
+        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
         Ok(crate::flow::plan::plan(&req, &host, &networks)?)
     }
 
@@ -222,7 +222,7 @@ impl Prepared {
                 return Err(e);
             }
         };
-        let networks = |name: &str| load_network_def(&self.config_dir, name);
+        let networks = |name: &str| peek_network_def(&self.config_dir, name);
         let session = session.attach(opened, &networks, &mut || false)?;
         Ok(Attachment { session: Some(session) })
     }

@@ -58,6 +58,9 @@ pub enum RunError {
     /// slirp4netns failed.
     #[error(transparent)]
     Slirp(#[from] crate::helpers::slirp::setup::SlirpSetupError),
+    /// A network definition could not be read or written.
+    #[error(transparent)]
+    Network(crate::bridge::network::NetworkError),
     /// Bridge setup failed.
     #[error(transparent)]
     Bridge(crate::bridge::BridgeError),

@@ -305,3 +305,7 @@ pub(crate) fn ns_ref(target: &TargetKind) -> NsRef {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_props.rs"]
+mod props;

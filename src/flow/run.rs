@@ -24,7 +24,7 @@ use super::exec::{ChildCommand, Exec};
 use super::plan::{Plan, Request, TargetKind, plan, probe_scope};
 use super::select::{Decision, Fallback};
 use super::steps::Step;
-use crate::bridge::network::{load_network_def, peek_network_def};
+use crate::bridge::network::peek_network_def;
 use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::config::NetworkConfig;
 use crate::model::driver::DriverChoice;
@@ -137,9 +137,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (req, given) = request(opts)?;
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
     let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
-    let plan = plan(&req, &host, &|name| load_network_def(&opts.paths.config_dir, name))?;
+    let plan = plan(&req, &host, &|name| peek_network_def(&opts.paths.config_dir, name))?;
     announce(&plan);
     if plan.steps == [Step::ExecInPlace] {
+        // Nothing to set up, and the command must keep our signal mask.
+        crate::fault::step(Step::ExecInPlace.op());
         return run_host(&program, &argv);
     }
     let signals = SignalGuard::new()?;

@@ -150,7 +150,7 @@ pub struct TunStatus {
 pub enum ProbeScope {
     /// Who we are: uids, capabilities, user namespace, seccomp.
     Identity,
-    /// Identity, pasta and the tun device.
+    /// Identity, pasta, the tun device and the default routes.
     Pasta,
     /// Identity, slirp4netns and the tun device.
     Slirp4netns,
@@ -393,6 +393,9 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             |features| Helper::Found { path: path.clone(), features },
         ),
     };
+    // pasta copies the host's routes: it needs a default route, and one of
+    // each family to serve that family.
+    let routes = matches!(scope, ProbeScope::Full | ProbeScope::Pasta);
     let tun_problem = match scope {
         ProbeScope::Identity => None,
         _ => helpers::tun_problem(roots).err(),

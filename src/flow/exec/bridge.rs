@@ -37,9 +37,13 @@ fn link_err(exec: &Exec, op: &'static str) -> impl FnOnce(crate::bridge::netlink
 }
 
 /// `lease_address`: the lease file records its holder and owner in the
-/// write that allocates it; the record names it right after.
+/// write that allocates it; the record names it right after. The default
+/// network's definition is written on its first use (planning only read it).
 pub(super) fn lease(exec: &mut Exec, network: &str, requested: Option<Ipv4Addr>) -> Result<(), RunError> {
     let def = def(exec)?;
+    if def.name.as_str() == crate::bridge::network::DEFAULT_NETWORK {
+        crate::bridge::network::bootstrap_default_network(&exec.paths.config_dir).map_err(RunError::Network)?;
+    }
     let holder = exec.id().to_owned();
     crate::fault::point("bridge.begin");
     let leases = LeaseStore::new(&exec.paths.run_dir);

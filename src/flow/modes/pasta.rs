@@ -36,6 +36,14 @@ impl ModeDriver for Pasta {
         if let Some(problem) = &input.host.tun.problem {
             return Err(Refusal::Tun(problem.clone()));
         }
+        let routes = input.host.default_route;
+        if !routes.any() {
+            return Err(Refusal::NoDefaultRoute);
+        }
+        let v6 = input.req.network.ports.iter().find(|m| m.host_ip.is_some_and(|ip| ip.is_ipv6()));
+        if let (Some(m), false, false) = (v6, input.builtin, routes.ipv6) {
+            return Err(Refusal::PastaNoIpv6(m.to_string()));
+        }
         Ok(())
     }
 

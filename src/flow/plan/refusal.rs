@@ -28,6 +28,12 @@ pub enum Refusal {
     /// slirp4netns is not installed.
     #[error("slirp4netns not found on PATH")]
     SlirpMissing,
+    /// pasta refuses to start on a host without a default route.
+    #[error("the host has no default route, and pasta refuses to start without one")]
+    NoDefaultRoute,
+    /// pasta disables IPv6 on a host without an IPv6 default route.
+    #[error("pasta cannot publish {0}: the host has no IPv6 default route, so pasta has no IPv6")]
+    PastaNoIpv6(String),
     /// The tun device is unusable.
     #[error(transparent)]
     Tun(TunProblem),
@@ -89,6 +95,10 @@ impl Refusal {
                 "install it with `sudo apt-get install slirp4netns`, or choose `--network pasta`".into()
             }
             Self::BridgeNeedsRoot => "run as root, or use `--network pasta` (rootless)".into(),
+            Self::NoDefaultRoute => "add a default route (`sudo ip route add default via GATEWAY`), or use \
+                                     `--network slirp4netns` or `loopback`"
+                .into(),
+            Self::PastaNoIpv6(_) => "use `--port-driver builtin`, or publish on an IPv4 address".into(),
             Self::SlirpPorts(_) => "publish single IPv4 ports, or use `--port-driver builtin`".into(),
             Self::HostLoopback { .. } => "`--host-port` needs `--network pasta`".into(),
             Self::EphemeralRange(r) => format!("give the host ports, e.g. `-p 8000-{}:{r}`", 8000 + r.len() - 1),
