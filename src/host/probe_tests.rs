@@ -149,6 +149,27 @@ fn healthy_fake_host_is_read_in_full() {
 }
 
 #[test]
+fn a_scoped_probe_reads_what_its_scope_covers_as_the_full_probe_does() {
+    let fake = Fake::new();
+    let full = fake.probe();
+    let scoped = |scope| HostCaps::probe_scoped(&fake.roots(), scope);
+
+    let pasta = scoped(ProbeScope::Pasta);
+    assert_eq!((&pasta.pasta, &pasta.tun, pasta.default_route), (&full.pasta, &full.tun, full.default_route));
+    assert_eq!(pasta.slirp4netns, Helper::NotProbed);
+    let slirp = scoped(ProbeScope::Slirp4netns);
+    assert_eq!((&slirp.slirp4netns, &slirp.tun), (&full.slirp4netns, &full.tun));
+    assert_eq!((&slirp.pasta, slirp.default_route), (&Helper::NotProbed, DefaultRoute::default()));
+    let who = scoped(ProbeScope::Identity);
+    assert_eq!(
+        (who.euid, who.uid, who.cap_net_admin, who.cap_sys_admin),
+        (full.euid, full.uid, full.cap_net_admin, full.cap_sys_admin)
+    );
+    assert_eq!((&who.pasta, &who.slirp4netns), (&Helper::NotProbed, &Helper::NotProbed));
+    assert_eq!(scoped(ProbeScope::Full), full);
+}
+
+#[test]
 fn hostile_fake_hosts_are_reported() {
     type Break = fn(&Fake);
     type Check = fn(&HostCaps) -> bool;
