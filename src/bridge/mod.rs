@@ -15,6 +15,7 @@
 
 pub mod firewall;
 pub mod lease;
+pub mod manage;
 pub mod netlink;
 pub mod network;
 pub mod plan;
@@ -150,7 +151,13 @@ pub fn ensure_bridge(
     let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
     let index = match host.link_index(&bridge).map_err(br_err)? {
         Some(i) => i,
-        None => host.create_bridge(&bridge).map_err(br_err)?,
+        None => {
+            let index = host.create_bridge(&bridge).map_err(br_err)?;
+            if let Some(mtu) = def.options.mtu {
+                host.set_mtu(index, mtu).map_err(br_err)?;
+            }
+            index
+        }
     };
     let has_addr =
         host.ipv4_addresses().map_err(br_err)?.iter().any(|a| a.ifindex == index && a.address == def.gateway);
@@ -239,6 +246,9 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
         .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
         .map_err(link_err("create veth"))?;
     crate::fault::point("bridge.veth");
+    if let Some(mtu) = plan.mtu {
+        host.set_mtu(veth, mtu).map_err(link_err("set the host veth's mtu"))?;
+    }
     host.set_up(veth).map_err(link_err("set host veth up"))?;
     configure_peer(&ns, plan, req.id)?;
     crate::fault::point("bridge.peer-configured");
@@ -257,6 +267,9 @@ fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeE
         .link_index(plan.peer.as_str())
         .map_err(link_err("find the container end"))?
         .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
+    if let Some(mtu) = plan.mtu {
+        inside.set_mtu(index, mtu).map_err(link_err("set the container end's mtu"))?;
+    }
     inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
     inside.set_up(index).map_err(link_err("set the container end up"))?;

@@ -10,9 +10,10 @@ use crate::model::cidr::Ipv4Net;
 use crate::model::ifname::{IfName, NameError, NetworkName};
 use crate::model::ipam;
 use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +43,33 @@ pub struct NetworkDef {
     /// No NAT to the outside (containers reach only each other and the host).
     #[serde(default)]
     pub internal: bool,
+    /// `network create` options beyond the addresses.
+    #[serde(flatten)]
+    pub options: NetworkOptions,
 }
+
+/// What `network create` records besides subnet, gateway and NAT (podman's
+/// `--ip-range`, `-o mtu=N`, `--label`, `--dns`, `--disable-dns`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NetworkOptions {
+    /// Addresses are handed out from this range only (inside the subnet);
+    /// a requested `--ip` may lie anywhere in the subnet.
+    pub ip_range: Option<Ipv4Net>,
+    /// MTU of the bridge and of every container's veth pair (`None`: the kernel's 1500).
+    pub mtu: Option<u32>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// Resolvers the network's containers use instead of the host's.
+    pub dns_servers: Vec<IpAddr>,
+    /// No name resolution service for the network's containers.
+    pub disable_dns: bool,
+}
+
+/// Smallest MTU an IPv4 link may have (RFC 791).
+pub const MTU_MIN: u32 = 68;
+/// Largest MTU pelagos-net sets (the kernel's limit for a veth).
+pub const MTU_MAX: u32 = 65535;
 
 /// What `network create` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +82,8 @@ pub struct NetworkRequest {
     pub gateway: Option<Ipv4Addr>,
     /// No NAT.
     pub internal: bool,
+    /// Everything else `network create` records.
+    pub options: NetworkOptions,
 }
 
 /// Errors of network definitions.
@@ -95,6 +124,17 @@ pub enum NetworkError {
         /// Subnet.
         subnet: Ipv4Net,
     },
+    /// The address range is not inside the subnet.
+    #[error("ip range {range} is not inside subnet {subnet}")]
+    RangeOutsideSubnet {
+        /// The range.
+        range: Ipv4Net,
+        /// The subnet.
+        subnet: Ipv4Net,
+    },
+    /// The MTU is out of range.
+    #[error("mtu {0} is out of range ({MTU_MIN} to {MTU_MAX})")]
+    BadMtu(u32),
     /// The subnet is too small for a gateway and one container.
     #[error("subnet {0} is too small (needs at least a /30)")]
     TooSmall(Ipv4Net),
@@ -160,12 +200,23 @@ pub fn plan_network(
     if !subnet.contains(gateway) || gateway == subnet.addr() || gateway == subnet.broadcast() {
         return Err(NetworkError::BadGateway { gateway, subnet });
     }
+    if let Some(range) = req.options.ip_range
+        && !(subnet.contains(range.addr()) && subnet.contains(range.broadcast()))
+    {
+        return Err(NetworkError::RangeOutsideSubnet { range, subnet });
+    }
+    if let Some(mtu) = req.options.mtu
+        && !(MTU_MIN..=MTU_MAX).contains(&mtu)
+    {
+        return Err(NetworkError::BadMtu(mtu));
+    }
     Ok(NetworkDef {
         bridge: req.name.derived_bridge(),
         name: req.name.clone(),
         subnet,
         gateway,
         internal: req.internal,
+        options: req.options.clone(),
     })
 }
 
@@ -278,6 +329,7 @@ pub fn default_network_def() -> NetworkDef {
         gateway: BRIDGE_GW,
         bridge: IfName::new(BRIDGE_NAME).expect("valid default bridge"),
         internal: false,
+        options: NetworkOptions::default(),
     }
 }
 
@@ -335,6 +387,7 @@ mod tests {
             subnet: subnet.map(|s| s.parse().unwrap()),
             gateway: None,
             internal: false,
+            options: NetworkOptions::default(),
         }
     }
 
@@ -382,6 +435,28 @@ mod tests {
         assert_eq!(names, ["pelagos0", "web"]);
         store.remove(&def.name).unwrap();
         assert!(matches!(load_network_def(tmp.path(), "web"), Err(NetworkError::NotFound(_))));
+    }
+
+    #[test]
+    fn ip_range_outside_the_subnet_and_bad_mtu_are_refused() {
+        let mut r = req("a", Some("10.1.0.0/24"));
+        r.options.ip_range = Some("10.1.1.0/25".parse().unwrap());
+        assert_eq!(
+            plan_network(&r, &[], &[]).unwrap_err().to_string(),
+            "ip range 10.1.1.0/25 is not inside subnet 10.1.0.0/24"
+        );
+        r.options.ip_range = Some("10.1.0.128/25".parse().unwrap());
+        r.options.mtu = Some(67);
+        assert_eq!(plan_network(&r, &[], &[]).unwrap_err().to_string(), "mtu 67 is out of range (68 to 65535)");
+        r.options.mtu = Some(1400);
+        assert_eq!(plan_network(&r, &[], &[]).unwrap().options.mtu, Some(1400));
+    }
+
+    #[test]
+    fn definitions_without_options_still_load() {
+        let old = r#"{"name":"web","subnet":"10.5.0.0/24","gateway":"10.5.0.1","bridge":"pn-web","internal":false}"#;
+        let def: NetworkDef = serde_json::from_str(old).unwrap();
+        assert_eq!(def.options, NetworkOptions::default());
     }
 
     #[test]

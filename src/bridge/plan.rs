@@ -36,6 +36,8 @@ pub struct BridgePlan {
     pub prefix: u8,
     /// Default gateway (`None` for a secondary network).
     pub gateway: Option<Ipv4Addr>,
+    /// MTU of both veth ends (`None`: the kernel's default).
+    pub mtu: Option<u32>,
     /// One forward per published port.
     pub forwards: Vec<Forward>,
 }
@@ -84,6 +86,7 @@ pub fn plan(def: &NetworkDef, id: &str, address: Ipv4Addr, ports: &[PortMapping]
         address,
         prefix: def.subnet.prefix(),
         gateway: Some(def.gateway),
+        mtu: def.options.mtu,
         forwards: forwards(address, ports)?,
     })
 }

@@ -106,6 +106,17 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Setting a link's MTU failed.
+    #[error("set mtu of link {ifindex} to {mtu}")]
+    SetMtu {
+        /// Link index.
+        ifindex: u32,
+        /// The MTU.
+        mtu: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Adding an IPv4 address failed.
     #[error("add address {addr}/{prefix} to link {ifindex}")]
     AddAddress {
@@ -197,6 +208,7 @@ impl NetlinkError {
             | Self::CreateVeth { source, .. }
             | Self::SetUp { source, .. }
             | Self::SetMaster { source, .. }
+            | Self::SetMtu { source, .. }
             | Self::AddAddress { source, .. }
             | Self::AddDefaultRoute { source, .. }
             | Self::DeleteLink { source, .. }
