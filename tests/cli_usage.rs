@@ -159,3 +159,27 @@ fn a_closed_pipe_never_panics() {
         assert_no_panic(&sb, args, sb.dir.path());
     }
 }
+
+#[test]
+fn read_only_commands_write_nothing() {
+    let sb = Sandbox::new();
+    for args in [&["doctor"][..], &["doctor", "--json"], &["plan", "--network", "pasta"], &["gc", "--dry-run"]] {
+        let out = sb.cmd(args).output().unwrap();
+        assert_ne!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        sb.assert_untouched(&format!("{args:?}"));
+    }
+}
+
+#[test]
+fn a_refused_run_dir_gets_no_probe_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.run_dir()).unwrap();
+    std::fs::set_permissions(sb.run_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Loopback runs keep no state, so the run itself may go ahead; what
+    // matters is that the probe did not cache into a directory others can write.
+    let (code, _, err) = sb.run(&["run", "--network", "loopback", "--", "true"]);
+    assert!(code == Some(0) || err.contains("is unsafe"), "{err}");
+    let inside: Vec<_> = std::fs::read_dir(sb.run_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(inside.is_empty(), "a refused run dir was written into: {inside:?}");
+}

@@ -15,7 +15,7 @@ pub struct Args {
 
 /// Print the report; exit 1 when the host cannot network a command at all.
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
-    let caps = HostCaps::probe(&ProbeRoots::current(&ctx.paths));
+    let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
     let report = report(&caps);
     if args.json {
         output::json(&serde_json::json!({ "host": caps, "report": report }))?;
