@@ -183,3 +183,42 @@ fn a_refused_run_dir_gets_no_probe_cache() {
     let inside: Vec<_> = std::fs::read_dir(sb.run_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(inside.is_empty(), "a refused run dir was written into: {inside:?}");
 }
+
+#[test]
+fn bash_completion_loads_and_knows_the_subcommands() {
+    let bin = env!("CARGO_BIN_EXE_pelagos-net");
+    let script = format!(
+        "source <('{bin}' completions bash) && complete -p pelagos-net && \
+         COMP_WORDS=(pelagos-net net); COMP_CWORD=1; _pelagos__net pelagos-net net pelagos-net && \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(text.starts_with("complete ") && text.contains(" pelagos-net\n"), "{text}");
+    assert!(text.lines().any(|l| l == "network"), "completing 'net' should offer network: {text}");
+}
+
+#[test]
+fn zsh_and_fish_completions_and_man_pages_come_from_the_same_definitions() {
+    let sb = Sandbox::new();
+    for shell in ["zsh", "fish"] {
+        let (code, out, err) = sb.run(&["completions", shell]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("publish") && out.contains("network"), "{shell}: {out}");
+    }
+    let (code, _, err) = sb.run(&["completions", "tcsh"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("'tcsh'") && err.contains("bash, zsh, fish"), "{err}");
+    let (code, page, err) = sb.run(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(page.starts_with(".ie") && page.contains(".TH pelagos-net 1"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = sb.run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let run_page = std::fs::read_to_string(dir.path().join("pelagos-net-run.1")).unwrap();
+    assert!(run_page.contains("publish") && run_page.contains("Global options".to_uppercase().as_str()), "{run_page}");
+    let (code, _, err) = sb.run(&["man", "--dir", "/nonexistent-pelagos-dir"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("'--dir <DIR>'"), "{err}");
+}

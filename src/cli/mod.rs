@@ -11,9 +11,11 @@
 //! `pelagos-net: error: …`; usage errors (clap's and the ones a subcommand
 //! finds itself with [`CliError::usage`]) exit 125 naming the flag or value.
 
+mod completions;
 mod doctor;
 mod error;
 mod gc;
+mod man;
 mod net_args;
 mod network;
 mod output;
@@ -68,6 +70,10 @@ enum Command {
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(completions::Args),
+    /// Print the manual page (or write every page into a directory).
+    Man(man::Args),
 }
 
 /// What every subcommand gets besides its own options.
@@ -102,7 +108,15 @@ fn dispatch(command: Command, ctx: &Context) -> Result<Exit, CliError> {
         Command::Plan(args) => plan::run_cmd(args, ctx),
         Command::Gc(args) => gc::run_cmd(args, ctx),
         Command::Network(cmd) => network::run_cmd(cmd, ctx),
+        Command::Completions(args) => completions::run_cmd(args, ctx),
+        Command::Man(args) => man::run_cmd(args, ctx),
     }
+}
+
+/// The clap definition of the whole command line (for completions and
+/// manual pages, generated from the same source as the parser).
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parse the command line, run the subcommand, print its error once.
