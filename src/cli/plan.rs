@@ -23,7 +23,7 @@ pub struct Args {
 /// Print the plan.
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
-    let plan = plan(&args.net.config(), args.net.fallback, &caps, &ctx.paths.config_dir).map_err(|e| {
+    let plan = plan(&args.net.config(ctx)?, args.net.fallback, &caps, &ctx.paths.config_dir).map_err(|e| {
         let mut message = error_chain(&e);
         if let PlanError::Select(s) = &e {
             for fix in s.fixes() {

@@ -28,6 +28,9 @@ pub enum PlanError {
     /// The port driver does not fit the mode.
     #[error(transparent)]
     PortDriver(#[from] DriverMismatch),
+    /// `--network pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(#[from] crate::model::helper_opts::HelperOptsError),
 }
 
 /// What a run would do.
@@ -119,6 +122,7 @@ pub fn plan(
                 ports: resolved.clone(),
                 host_loopback_ports: network.host_loopback_ports.clone(),
                 runas,
+                extra: network.pasta_extra(&mode)?.into_iter().map(Into::into).collect(),
             };
             if let Ok(argv) = crate::helpers::pasta::args::build_argv(&pasta_plan) {
                 let program = caps.pasta.path().map_or("pasta".into(), |p| p.display().to_string());
@@ -138,7 +142,8 @@ pub fn plan(
                 netns: "/proc/<child>/ns/net".into(),
                 userns: rootless.then(|| "/proc/<child>/ns/user".into()),
             };
-            let slirp_plan = SlirpPlan::new(target, "/run/.../slirp-<id>.sock".into());
+            let slirp_plan =
+                SlirpPlan::new(target, "/run/.../slirp-<id>.sock".into()).with_options(&network.slirp_extra(&mode)?);
             if let Ok(argv) = crate::helpers::slirp::args::build_argv(&slirp_plan, SlirpFds { ready: 3, exit: 4 }) {
                 let program = caps.slirp4netns.path().map_or("slirp4netns".into(), |p| p.display().to_string());
                 helper_argv = Some(argv_strings(&program, &argv));

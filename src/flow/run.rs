@@ -116,6 +116,8 @@ fn run_mode(
     selection: Option<crate::state::store::Selection>,
 ) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
+    let pasta_extra = opts.network.pasta_extra(mode)?;
+    let slirp_options = opts.network.slirp_extra(mode)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
     let (pasta_program, slirp_program) = match *mode {
@@ -244,6 +246,7 @@ fn run_mode(
             ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
+            extra: pasta_extra.iter().map(OsString::from).collect(),
         };
         let cfg = PastaNetworkConfig {
             program,
@@ -273,6 +276,7 @@ fn run_mode(
             rootless,
             socket,
             &helper_ports,
+            &slirp_options,
             &proc_root,
             opts.ready_timeout,
             &mut cancel,

@@ -7,6 +7,7 @@
 pub mod cidr;
 pub mod config;
 pub mod driver;
+pub mod helper_opts;
 pub mod ifname;
 pub mod ipam;
 pub mod mode;

@@ -41,6 +41,9 @@ pub struct PastaPlan {
     /// the caller passes `Some(0)` when running as root on a build that
     /// supports `--runas`.
     pub runas: Option<u32>,
+    /// The user's own options (`--network pasta:OPTS`), appended last;
+    /// checked against the pinned ones by [`crate::model::helper_opts`].
+    pub extra: Vec<OsString>,
 }
 
 /// Why a plan could not be turned into arguments.
@@ -71,7 +74,8 @@ pub enum ArgsError {
 ///
 /// Order: `--config-net --foreground --stderr`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
-/// `-U none`, `--netns PATH`, `--userns PATH` and `--runas UID` when given.
+/// `-U none`, `--netns PATH`, `--userns PATH` and `--runas UID` when given,
+/// then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
@@ -94,6 +98,7 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     if let Some(uid) = plan.runas {
         push_pair(&mut argv, "--runas", uid.to_string());
     }
+    argv.extend(plan.extra.iter().cloned());
     Ok(argv)
 }
 
@@ -190,6 +195,7 @@ mod tests {
             ports,
             host_loopback_ports: vec![],
             runas: None,
+            extra: vec![],
         }
     }
 
