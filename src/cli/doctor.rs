@@ -18,7 +18,7 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
     let report = report(&caps);
     if args.json {
-        output::json(&serde_json::json!({ "host": caps, "report": report }))?;
+        output::json(&serde_json::json!({ "schema_version": output::SCHEMA_VERSION, "host": caps, "report": report }))?;
     } else {
         output::out(&render(&report))?;
     }

@@ -20,7 +20,10 @@ mod net_args;
 mod network;
 mod output;
 mod plan;
+mod port;
+mod ps;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 use error::{CliError, EXIT_USAGE, Exit};
@@ -67,6 +70,10 @@ enum Command {
     /// Remove what runs whose owner died left behind (helpers, netns names,
     /// forwards, leases, records); live runs are never touched.
     Gc(gc::Args),
+    /// List live runs.
+    Ps(ps::Args),
+    /// Show a run's published ports.
+    Port(port::Args),
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
@@ -107,6 +114,8 @@ fn dispatch(command: Command, ctx: &Context) -> Result<Exit, CliError> {
         Command::Doctor(args) => doctor::run_cmd(args, ctx),
         Command::Plan(args) => plan::run_cmd(args, ctx),
         Command::Gc(args) => gc::run_cmd(args, ctx),
+        Command::Ps(args) => ps::run_cmd(args, ctx),
+        Command::Port(args) => port::run_cmd(args, ctx),
         Command::Network(cmd) => network::run_cmd(cmd, ctx),
         Command::Completions(args) => completions::run_cmd(args, ctx),
         Command::Man(args) => man::run_cmd(args, ctx),

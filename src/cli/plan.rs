@@ -33,7 +33,7 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
         CliError::usage(message)
     })?;
     if args.json {
-        output::json(&plan)?
+        output::json(&output::versioned(&plan)?)?
     } else {
         output::out(&render(&plan))?
     }

@@ -16,6 +16,7 @@
 
 pub mod fwdrig;
 pub mod running;
+pub mod schema;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
