@@ -86,8 +86,7 @@ fn a_named_network_runs_by_name_with_its_options_and_rm_force_leaves_nothing() {
     let create =
         ["network", "create", "Web", "--subnet", "10.61.0.0/24", "--ip-range", "10.61.0.200/29", "-o", "mtu=1400"];
     assert_eq!(run(&create).0, Some(0));
-    let script =
-        "echo \"ready $(ip -o link show eth0 | sed 's/.* mtu \\([0-9]*\\) .*/\\1/') $(ip -o -4 addr show eth0 | awk '{print $4}')\"; exec sleep 60";
+    let script = "echo \"ready $(ip -o link show eth0 | sed 's/.* mtu \\([0-9]*\\) .*/\\1/') $(ip -o -4 addr show eth0 | awk '{print $4}')\"; exec sleep 60";
     let mut child = topo
         .cli(&env, &["run", "--network", "Web", "--", "sh", "-c", script])
         .stdout(Stdio::piped())
