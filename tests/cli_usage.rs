@@ -339,8 +339,11 @@ fn bad_values_of_the_new_options_are_usage_errors_that_create_nothing() {
         (&["plan", "--network", "loopback", "--host-port", "5432", "--fallback", "strict"], "--host-port"),
         (&["port", "nope"], "'nope'"),
         (&["port", "x", "0"], "'[PORT[/PROTO]]'"),
-        (&["network", "create", "n1", "--subnet", "fd00::/64"], "IPv6"),
-        (&["network", "create", "n1", "--ipv6"], "--ipv6"),
+        (&["network", "create", "n1", "--subnet", "fd00::5/64"], "did you mean fd00::/64"),
+        (&["network", "create", "n1", "--subnet", "fd00::/64", "--subnet", "fd01::/64"], "--subnet given twice"),
+        (&["network", "create", "n1", "--subnet", "fd00::/124"], "too small"),
+        (&["network", "create", "n1", "--gateway", "fd00::1"], "needs --ipv6"),
+        (&["network", "create", "n1", "--subnet", "fd00::/64", "--gateway", "fd00::9"], "not usable"),
         (&["network", "create", "n1", "-o", "mtu=abc"], "'--opt'"),
         (&["network", "create", "n1", "-o", "mtu=20"], "mtu 20"),
         (&["network", "create", "n1", "-o", "vlan=3"], "'vlan'"),
@@ -405,6 +408,12 @@ fn network_create_options_round_trip_through_inspect() {
     assert_eq!(n["dns_servers"], serde_json::json!(["192.0.2.53", "2001:db8::53"]));
     assert_eq!(n["disable_dns"], false);
     assert_eq!(n["bridge"], "pn-RoundTrip");
+    let (code, _, err) = sb.run(&["network", "create", "Dual", "--subnet", "10.253.6.0/24", "--ipv6"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dual = &json_of(&sb, &["network", "inspect", "Dual"])[0];
+    assert_eq!((dual["ipv6_enabled"].as_bool(), dual["subnet6"].as_str()), (Some(true), Some("fd70:656c:6167::/64")));
+    assert_eq!(dual["gateway6"], "fd70:656c:6167::1");
+    assert_eq!(n["ipv6_enabled"], false);
     let (code, out, _) = sb.run(&["network", "create", "--disable-dns", "--subnet", "10.253.5.0/24"]);
     assert_eq!(code, Some(0));
     let auto = out.trim().to_owned();

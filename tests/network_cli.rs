@@ -133,3 +133,52 @@ fn a_named_network_runs_by_name_with_its_options_and_rm_force_leaves_nothing() {
     assert_eq!(run(&["ps", "-q"]).1, "");
     topo.assert_clean();
 }
+
+/// Answers every connection with the peer's address.
+const TELL_PEER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(peer[0].encode() + b"\n"); c.close()
+"#;
+
+#[test]
+fn a_dual_stack_network_gives_containers_ipv6_with_nat66_egress() {
+    let Some(env) = Tier::Root.require() else { return };
+    let topo = Topology::new(&env);
+    topo.add_ipv6();
+    let run = |args: &[&str]| topo.cli(&env, args).output().unwrap();
+    let out = run(&["network", "create", "dual", "--subnet", "10.62.0.0/24", "--ipv6"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // A server in the upstream namespace, which knows no route to the ULA subnet:
+    // only NAT66 behind the host's fd00:231::2 can reach it.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &topo.upstream, "python3", "-c", TELL_PEER, "fd00:231::1", "9466"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let script = r#"ip -o -6 addr show dev eth0 scope global | awk '{print $4}'; ip -6 route show default;
+python3 -c 'import socket; s = socket.create_connection(("fd00:231::1", 9466), 3); print(s.recv(100).decode().strip())'"#;
+    let out = run(&["run", "--network", "dual", "--ip", "10.62.0.9", "--", "sh", "-c", script]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"fd70:656c:6167::9/64"), "the IPv6 address mirrors 10.62.0.9: {text}");
+    assert!(lines.get(1).is_some_and(|l| l.starts_with("default via fd70:656c:6167::1 dev eth0")), "{text}");
+    assert_eq!(lines.get(2), Some(&"fd00:231::2"), "egress is masqueraded behind the host's address: {text}");
+    let bridge = ip_in_host(&topo, &["-6", "addr", "show", "dev", "pn-dual"]);
+    assert!(bridge.contains("fd70:656c:6167::1/64"), "{bridge}");
+    let out = run(&["network", "rm", "dual"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let tables = Command::new("ip").args(["netns", "exec", &topo.host, "nft", "list", "tables"]).output().unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    assert!(!tables.contains("pelagos-dual"), "tables left: {tables}");
+    topo.assert_clean();
+}

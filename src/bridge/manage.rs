@@ -141,9 +141,24 @@ pub fn create_network(paths: &Paths, req: &NetworkRequest) -> Result<NetworkDef,
             existing.insert(0, default_network_def());
         }
         let def = plan_network(req, &existing, &host_nets)?;
+        check_host_ipv6(paths, &def)?;
         s.create(&def)?;
         Ok(def)
     })?)
+}
+
+/// Refuse an IPv6 subnet that holds one of the host's own global addresses.
+fn check_host_ipv6(paths: &Paths, def: &NetworkDef) -> Result<(), NetworkError> {
+    let Some(subnet6) = def.options.subnet6 else { return Ok(()) };
+    let text = std::fs::read_to_string(paths.proc_root.join("self/net/if_inet6")).unwrap_or_default();
+    for a in crate::host::nsaddr::parse_if_inet6(&text) {
+        if let std::net::IpAddr::V6(address) = a.address
+            && subnet6.contains(address)
+        {
+            return Err(NetworkError::OverlapsHost6 { subnet6, address });
+        }
+    }
+    Ok(())
 }
 
 /// The runs attached to network `name` (live leases), creating nothing.
@@ -228,6 +243,9 @@ fn remove_host_side(def: &NetworkDef) -> Result<(), ManageError> {
     crate::fault::point("network.rm.bridge-deleted");
     let mut fw = Firewall::new()?;
     fw.delete_network(&rules_for(def).name)?;
+    if def.options.subnet6.is_some() {
+        fw.delete_network6(def.name.as_str())?;
+    }
     crate::fault::point("network.rm.table-deleted");
     Ok(())
 }

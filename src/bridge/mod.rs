@@ -170,7 +170,37 @@ pub fn ensure_bridge(
     if !fw.table_exists(def.name.as_str())? {
         fw.ensure_network(&plan::rules_for(def))?;
     }
+    if let (Some(rules6), Some(gateway6)) = (plan::rules6_for(def), def.options.gateway6) {
+        ensure_bridge6(paths, host, index, &rules6, gateway6, fw)?;
+    }
     Ok(index)
+}
+
+/// The IPv6 side of a dual-stack network's bridge: IPv6 on (a host whose
+/// default is `disable_ipv6=1` would refuse the address), the gateway
+/// address, forwarding, and the `ip6` table.
+fn ensure_bridge6(
+    paths: &Paths,
+    host: &mut Netlink,
+    index: u32,
+    rules6: &firewall::Network6Rules,
+    gateway6: std::net::Ipv6Addr,
+    fw: &mut Firewall,
+) -> Result<(), BridgeError> {
+    let br_err = |source| BridgeError::Bridge { bridge: rules6.bridge.clone(), source };
+    let knob = paths.proc_root.join("sys/net/ipv6/conf").join(&rules6.bridge).join("disable_ipv6");
+    if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() == "1") {
+        std::fs::write(&knob, "0\n").map_err(|source| firewall::FirewallError::WriteSysctl { path: knob, source })?;
+    }
+    match host.add_address6(index, gateway6, rules6.subnet.prefix()) {
+        Err(e) if !e.is_exists() => return Err(br_err(e)),
+        _ => {}
+    }
+    firewall::enable_ipv6_forward(&paths.proc_root)?;
+    if !fw.table6_exists(&rules6.name)? {
+        fw.ensure_network6(rules6)?;
+    }
+    Ok(())
 }
 
 /// Set up full bridge networking for a container in a new named netns
@@ -272,10 +302,16 @@ fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeE
     }
     inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
+    if let Some(v6) = &plan.v6 {
+        inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?;
+    }
     inside.set_up(index).map_err(link_err("set the container end up"))?;
     if let Some(gw) = plan.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
+    }
+    if let Some(gw6) = plan.v6.as_ref().and_then(|v6| v6.gateway) {
+        inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ pub fn attach_network_to_netns(
         prefix: def.subnet.prefix(),
         gateway: None,
         mtu: def.options.mtu,
+        v6: super::plan::Plan6::of(def, address, false),
         forwards: forwards(address, &[])?,
     };
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };

@@ -6,10 +6,11 @@ use super::{Context, output};
 use pelagos_net::bridge::manage::{self, InUse, ManageError};
 use pelagos_net::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
 use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::cidr6::Ipv6Net;
 use pelagos_net::model::ifname::NetworkName;
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// Network subcommands.
@@ -60,19 +61,20 @@ pub enum NetworkCmd {
 pub struct CreateArgs {
     /// Network name (default: the first free of pelagos1, pelagos2, ...).
     name: Option<NetworkName>,
-    /// IPv4 subnet (default: the next free /24 of 10.90.0.0/16).
+    /// Subnet: IPv4 (default: the next free /24 of 10.90.0.0/16), and/or
+    /// IPv6 for a dual-stack network (given twice: one of each).
     #[arg(long, value_parser = parse_subnet, value_name = "SUBNET")]
-    subnet: Option<Ipv4Net>,
-    /// Gateway address (default: the subnet's first address).
+    subnet: Vec<Subnet>,
+    /// Gateway address (default: the subnet's first address); one per family.
     #[arg(long, value_name = "IP")]
-    gateway: Option<Ipv4Addr>,
+    gateway: Vec<IpAddr>,
     /// Hand out container addresses from this range of the subnet only.
     #[arg(long, value_name = "SUBNET")]
     ip_range: Option<Ipv4Net>,
     /// No NAT to the outside.
     #[arg(long)]
     internal: bool,
-    /// Dual-stack IPv6 (not supported yet: refused with a clear error).
+    /// Dual stack: also an IPv6 subnet (a free ULA /64 unless --subnet gives one).
     #[arg(long)]
     ipv6: bool,
     /// Driver option: mtu=N (the MTU of the bridge and every veth).
@@ -89,13 +91,20 @@ pub struct CreateArgs {
     disable_dns: bool,
 }
 
-fn parse_subnet(s: &str) -> Result<Ipv4Net, String> {
-    match s.parse::<Ipv4Net>() {
-        Ok(net) => Ok(net),
-        Err(_) if s.contains(':') => {
-            Err(format!("'{s}' is an IPv6 subnet; dual-stack bridge networks are not supported yet"))
-        }
-        Err(e) => Err(e.to_string()),
+/// A `--subnet` of either family.
+#[derive(Debug, Clone, Copy)]
+pub enum Subnet {
+    /// IPv4.
+    V4(Ipv4Net),
+    /// IPv6.
+    V6(Ipv6Net),
+}
+
+fn parse_subnet(s: &str) -> Result<Subnet, String> {
+    if s.contains(':') {
+        s.parse().map(Subnet::V6).map_err(|e: pelagos_net::model::cidr6::Cidr6Error| e.to_string())
+    } else {
+        s.parse().map(Subnet::V4).map_err(|e: pelagos_net::model::cidr::CidrError| e.to_string())
     }
 }
 
@@ -106,7 +115,47 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// At most one of each family among `items` (named `flag` in the error).
+fn one_per_family<T: Copy, A, B>(
+    flag: &str,
+    items: &[T],
+    split: impl Fn(T) -> Result<A, B>,
+) -> Result<(Option<A>, Option<B>), CliError> {
+    let (mut v4, mut v6) = (None, None);
+    for item in items {
+        let twice = match split(*item) {
+            Ok(a) => v4.replace(a).is_some(),
+            Err(b) => v6.replace(b).is_some(),
+        };
+        if twice {
+            return Err(CliError::usage(format!(
+                "{flag} given twice for the same address family (one IPv4, one IPv6)"
+            )));
+        }
+    }
+    Ok((v4, v6))
+}
+
 impl CreateArgs {
+    /// IPv4 and IPv6 subnet and gateway.
+    #[allow(clippy::type_complexity)]
+    fn addressing(
+        &self,
+    ) -> Result<((Option<Ipv4Net>, Option<Ipv6Net>), (Option<Ipv4Addr>, Option<Ipv6Addr>)), CliError> {
+        let subnets = one_per_family("--subnet", &self.subnet, |s| match s {
+            Subnet::V4(n) => Ok(n),
+            Subnet::V6(n) => Err(n),
+        })?;
+        let gateways = one_per_family("--gateway", &self.gateway, |g| match g {
+            IpAddr::V4(a) => Ok(a),
+            IpAddr::V6(a) => Err(a),
+        })?;
+        if gateways.1.is_some() && subnets.1.is_none() && !self.ipv6 {
+            return Err(CliError::usage("--gateway: an IPv6 gateway needs --ipv6 or an IPv6 --subnet"));
+        }
+        Ok((subnets, gateways))
+    }
+
     fn options(&self) -> Result<NetworkOptions, CliError> {
         let mut mtu = None;
         for (key, value) in &self.opts {
@@ -123,7 +172,11 @@ impl CreateArgs {
                 }
             }
         }
+        let ((_, subnet6), (_, gateway6)) = self.addressing()?;
         Ok(NetworkOptions {
+            ipv6_enabled: self.ipv6 || subnet6.is_some(),
+            subnet6,
+            gateway6,
             ip_range: self.ip_range,
             mtu,
             labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -177,18 +230,13 @@ pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, CliError> {
 }
 
 fn create(args: CreateArgs, ctx: &Context) -> Result<Exit, CliError> {
-    if args.ipv6 {
-        return Err(CliError::usage(
-            "--ipv6: dual-stack bridge networks are not supported yet (the bridge, its addresses, routes and \
-             nftables rules are IPv4 only)",
-        ));
-    }
     let options = args.options()?;
+    let ((subnet, _), (gateway, _)) = args.addressing()?;
     let name = match args.name.clone() {
         Some(name) => name,
         None => free_name(ctx)?,
     };
-    let req = NetworkRequest { name, subnet: args.subnet, gateway: args.gateway, internal: args.internal, options };
+    let req = NetworkRequest { name, subnet, gateway, internal: args.internal, options };
     let def = manage::create_network(&ctx.paths, &req).map_err(fail)?;
     output::outln(def.name.as_str())?;
     Ok(Exit::SUCCESS)

@@ -5,6 +5,7 @@
 //! parsers be table-tested and fuzzed.
 
 pub mod cidr;
+pub mod cidr6;
 pub mod config;
 pub mod driver;
 pub mod helper_opts;

@@ -130,6 +130,28 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Adding an IPv6 address failed.
+    #[error("add address {addr}/{prefix} to link {ifindex}")]
+    AddAddress6 {
+        /// Link index.
+        ifindex: u32,
+        /// Address.
+        addr: std::net::Ipv6Addr,
+        /// Prefix length.
+        prefix: u8,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Adding the IPv6 default route failed.
+    #[error("add default route via {gateway}")]
+    AddDefaultRoute6 {
+        /// Gateway.
+        gateway: std::net::Ipv6Addr,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Adding the IPv4 default route failed.
     #[error("add default route via {gateway}")]
     AddDefaultRoute {
@@ -210,6 +232,8 @@ impl NetlinkError {
             | Self::SetMaster { source, .. }
             | Self::SetMtu { source, .. }
             | Self::AddAddress { source, .. }
+            | Self::AddAddress6 { source, .. }
+            | Self::AddDefaultRoute6 { source, .. }
             | Self::AddDefaultRoute { source, .. }
             | Self::DeleteLink { source, .. }
             | Self::ListLinks { source }

@@ -1,11 +1,11 @@
-//! IPv4 routes: add the default route, list the main table.
+//! Routes: add the IPv4 and IPv6 default routes, list the IPv4 main table.
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{Netlink, NetlinkError, RouteInfo};
 use crate::model::cidr::Ipv4Net;
@@ -60,6 +60,22 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(default_route(gateway)), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|source| NetlinkError::AddDefaultRoute { gateway, source })
+    }
+
+    /// Add the IPv6 default route via `gateway` (on-link through the
+    /// subnet route of the link's address) to the main table.
+    pub fn add_default_route6(&mut self, gateway: Ipv6Addr) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.destination_prefix_length = 0;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(gateway)));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+            .map_err(|source| NetlinkError::AddDefaultRoute6 { gateway, source })
     }
 
     /// Every IPv4 route of the main table.
