@@ -8,7 +8,8 @@ use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 /// An IPv6 network: an address with no host bits set and a prefix `0..=128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Ipv6Net {
     addr: Ipv6Addr,
     prefix: u8,
@@ -122,16 +123,16 @@ impl FromStr for Ipv6Net {
     }
 }
 
-impl serde::Serialize for Ipv6Net {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl TryFrom<String> for Ipv6Net {
+    type Error = Cidr6Error;
+    fn try_from(s: String) -> Result<Self, Cidr6Error> {
+        s.parse()
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Ipv6Net {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+impl From<Ipv6Net> for String {
+    fn from(n: Ipv6Net) -> String {
+        n.to_string()
     }
 }
 
@@ -150,6 +151,9 @@ mod tests {
             assert!(bad.parse::<Ipv6Net>().is_err(), "{bad}");
         }
         assert!(!"2001:db8::/32".parse::<Ipv6Net>().unwrap().is_ula());
+        assert_eq!(serde_json::to_string(&net).unwrap(), "\"fd70:656c:6167:1::/64\"");
+        assert_eq!(serde_json::from_str::<Ipv6Net>("\"fd70:656c:6167:1::/64\"").unwrap(), net);
+        assert!(serde_json::from_str::<Ipv6Net>("\"fd00::1/64\"").is_err());
     }
 
     #[test]
