@@ -81,16 +81,33 @@ struct NetArgs {
     /// (bridge). `auto` picks per mode and host; `plan` says which and why.
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
     port_driver: pelagos_net::model::driver::PortDriver,
+    /// Resolver for the command (repeatable; replaces the host's). An
+    /// address on the host's loopback works too.
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// Search domain for the command (repeatable; replaces the host's; `.` for none).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Resolver option for the command, e.g. ndots:2 (repeatable; replaces the host's).
+    #[arg(long = "dns-option", value_name = "OPT")]
+    dns_option: Vec<String>,
+    /// Add NAME (or NAME;NAME...) for IP to the command's /etc/hosts; IP may
+    /// be `host-gateway`, the host as seen from the run.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
 }
 
 impl NetArgs {
-    fn config(&self) -> NetworkConfig {
-        NetworkConfig {
+    /// The network request; bad DNS values are refused naming the value.
+    fn config(&self) -> Result<NetworkConfig, pelagos_net::dns::DnsOptionError> {
+        let dns = pelagos_net::dns::DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)?;
+        Ok(NetworkConfig {
             mode: self.network.clone(),
             ports: self.publish.clone(),
             host_loopback_ports: self.host_ports.clone(),
             port_driver: self.port_driver,
-        }
+            dns,
+        })
     }
 }
 
@@ -173,7 +190,14 @@ fn main() -> ExitCode {
         Command::Plan(args) => {
             let caps =
                 pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
-            match pelagos_net::flow::plan::plan(&args.net.config(), args.net.fallback, &caps, &paths.config_dir) {
+            let network = match args.net.config() {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("pelagos-net: error: {e}");
+                    return exit(125);
+                }
+            };
+            match pelagos_net::flow::plan::plan(&network, args.net.fallback, &caps, &paths.config_dir) {
                 Ok(plan) if args.json => {
                     println!("{}", serde_json::to_string_pretty(&plan).expect("serializable"));
                     ExitCode::SUCCESS
@@ -258,8 +282,15 @@ fn announce_ports(ports: &[PortMapping]) {
 fn cmd_run(args: RunArgs, paths: Paths, verbose: u8) -> ExitCode {
     let any_ephemeral = args.net.publish.iter().any(|m| m.host.is_none());
     let args_mode = args.net.network.clone();
+    let network = match args.net.config() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("pelagos-net: error: {e}");
+            return exit(125);
+        }
+    };
     let opts = RunOptions {
-        network: args.net.config(),
+        network,
         command: args.command,
         paths,
         pasta: args.pasta,

@@ -55,6 +55,10 @@ pub enum ModeDns {
     Bridge {
         /// The network's gateway (the host's address on the bridge).
         gateway: Ipv4Addr,
+        /// Whether the forwarder can listen there (false when another
+        /// server holds port 53 on it): then only resolvers reachable
+        /// through the network are used.
+        listening: bool,
     },
 }
 
@@ -203,6 +207,9 @@ pub struct DnsPlan {
     pub resolv_conf: Option<String>,
     /// The command's /etc/hosts (`None`: leave the host's in place).
     pub hosts: Option<String>,
+    /// The entries pelagos-net adds to the host's (`--add-host`, the run's
+    /// name, the host alias), as they appear in [`DnsPlan::hosts`].
+    pub hosts_added: Vec<HostsEntry>,
     /// pasta's `--dns-forward` address.
     pub pasta_forward: Option<Ipv4Addr>,
     /// Make TCP to this address fail at once inside the namespace.
@@ -239,6 +246,7 @@ pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
         resolver: Resolver::Unchanged,
         resolv_conf: None,
         hosts: None,
+        hosts_added: Vec::new(),
         pasta_forward: None,
         tcp_fail_fast: None,
         forwarder: None,
@@ -255,7 +263,7 @@ pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
                     .push("loopback mode has no network: --dns, --dns-search and --dns-option have no effect".into());
             }
             if !opts.add_hosts.is_empty() {
-                plan.hosts = Some(hosts_text(req, alias)?);
+                hosts_text(req, alias, &mut plan)?;
             }
             return Ok(plan);
         }
@@ -273,7 +281,7 @@ pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
     } else {
         plan.warnings.push(format!("name resolution: {}", plan.resolver));
     }
-    plan.hosts = Some(hosts_text(req, alias)?);
+    hosts_text(req, alias, &mut plan)?;
     Ok(plan)
 }
 
@@ -287,12 +295,15 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     let (own_addr, reaches_v6) = match req.mode {
         ModeDns::Pasta { .. } => (FORWARD_ADDR, true),
         ModeDns::Slirp4netns => (SLIRP_DNS_ADDR, false),
-        ModeDns::Bridge { gateway } => {
+        ModeDns::Bridge { gateway, listening } => {
             let upstreams =
                 if user.is_empty() { host.map(|h| h.nameservers.clone()).unwrap_or_default() } else { user.clone() };
             if upstreams.is_empty() {
                 plan.resolver = Resolver::NoneConfigured;
                 return None;
+            }
+            if !listening {
+                return bridge_without_forwarder(gateway, &upstreams, plan);
             }
             let listen = Listen::Gateway(gateway);
             plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone() };
@@ -346,6 +357,27 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     Some(servers)
 }
 
+/// A bridge run whose forwarder cannot listen: the resolvers the network
+/// reaches, a warning about the others.
+fn bridge_without_forwarder(gateway: Ipv4Addr, upstreams: &[IpAddr], plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
+    let (direct, unreachable): (Vec<IpAddr>, Vec<IpAddr>) =
+        upstreams.iter().partition(|ip| ip.is_ipv4() && !ip.is_loopback());
+    if !unreachable.is_empty() {
+        let list: Vec<String> = unreachable.iter().map(IpAddr::to_string).collect();
+        plan.warnings.push(format!(
+            "the DNS forwarder cannot listen on {gateway}:53 (another server holds the port), so the network cannot \
+             reach {}",
+            list.join(", ")
+        ));
+    }
+    if direct.is_empty() {
+        plan.resolver = Resolver::NoneConfigured;
+        return None;
+    }
+    plan.resolver = Resolver::Direct { servers: direct.clone() };
+    Some(direct)
+}
+
 /// The address the host alias and `host-gateway` name in `mode`, if any.
 ///
 /// - pasta: `127.0.0.1`, where pasta's `--host-port` listeners forward to the
@@ -357,12 +389,12 @@ pub fn host_alias(mode: ModeDns, host_address: Option<Ipv4Addr>) -> Option<IpAdd
     match mode {
         ModeDns::Pasta { .. } => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         ModeDns::Slirp4netns => host_address.map(IpAddr::V4),
-        ModeDns::Bridge { gateway } => Some(IpAddr::V4(gateway)),
+        ModeDns::Bridge { gateway, .. } => Some(IpAddr::V4(gateway)),
         ModeDns::Host | ModeDns::Loopback => None,
     }
 }
 
-fn hosts_text(req: &DnsRequest<'_>, alias: Option<IpAddr>) -> Result<String, DecideError> {
+fn hosts_text(req: &DnsRequest<'_>, alias: Option<IpAddr>, plan: &mut DnsPlan) -> Result<(), DecideError> {
     let mut added = Vec::new();
     for h in &req.options.add_hosts {
         let ip = match h.target {
@@ -378,7 +410,9 @@ fn hosts_text(req: &DnsRequest<'_>, alias: Option<IpAddr>) -> Result<String, Dec
         added.push(HostsEntry { ip, names: h.names.clone() });
     }
     let parts = HostsParts { added, host_file: req.host.hosts, own: req.own.cloned(), host_alias: alias };
-    Ok(render_hosts(&parts))
+    plan.hosts = Some(render_hosts(&parts));
+    plan.hosts_added = parts.added_entries();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use crate::dns::options::DnsOptions;
 const STUB: &str = "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.test\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost\n";
 const PASTA_OLD: ModeDns = ModeDns::Pasta { tcp_mapped: false };
-const BRIDGE: ModeDns = ModeDns::Bridge { gateway: Ipv4Addr::new(10, 90, 0, 1) };
+const BRIDGE: ModeDns = ModeDns::Bridge { gateway: Ipv4Addr::new(10, 90, 0, 1), listening: true };
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -176,4 +176,15 @@ fn host_gateway_names_the_alias_address_of_each_mode() {
     assert_eq!(gw(PASTA_OLD), "127.0.0.1");
     assert_eq!(gw(ModeDns::Slirp4netns), "192.0.2.7");
     assert_eq!(gw(BRIDGE), "10.90.0.1");
+}
+
+#[test]
+fn bridge_without_its_forwarder_uses_the_reachable_resolvers_and_says_which_are_lost() {
+    let mode = ModeDns::Bridge { gateway: Ipv4Addr::new(10, 90, 0, 1), listening: false };
+    let plan = plan_for(mode, Some("nameserver 127.0.0.53\nnameserver 10.0.0.9\n"), &DnsOptions::default()).unwrap();
+    assert_eq!(nameservers(&plan), ["10.0.0.9"]);
+    assert!(plan.forwarder.is_none());
+    assert!(plan.warnings[0].contains("cannot reach 127.0.0.53"), "{:?}", plan.warnings);
+    let plan = plan_for(mode, Some(STUB), &DnsOptions::default()).unwrap();
+    assert_eq!(plan.resolver, Resolver::NoneConfigured);
 }

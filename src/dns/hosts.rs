@@ -45,6 +45,32 @@ pub struct HostsParts<'a> {
     pub host_alias: Option<IpAddr>,
 }
 
+impl HostsParts<'_> {
+    /// The entries added to the host's file, in file order.
+    pub fn added_entries(&self) -> Vec<HostsEntry> {
+        let mut all = self.added.clone();
+        all.extend(self.tail());
+        all
+    }
+
+    /// The run's own entry and the host alias (unless an added entry names it).
+    fn tail(&self) -> Vec<HostsEntry> {
+        let mut tail = Vec::new();
+        if let Some(own) = &self.own {
+            tail.push(own.clone());
+        }
+        if let Some(ip) = self.host_alias {
+            let taken = |n: &str| self.added.iter().any(|e| e.names.iter().any(|m| m.eq_ignore_ascii_case(n)));
+            let names: Vec<String> =
+                [HOST_ALIAS, HOST_ALIAS_PODMAN].into_iter().filter(|n| !taken(n)).map(str::to_owned).collect();
+            if !names.is_empty() {
+                tail.push(HostsEntry { ip, names });
+            }
+        }
+        tail
+    }
+}
+
 /// The text of the file.
 pub fn render_hosts(parts: &HostsParts<'_>) -> String {
     let mut s = String::from(GENERATED_HEADER);
@@ -57,19 +83,8 @@ pub fn render_hosts(parts: &HostsParts<'_>) -> String {
     if !base.is_empty() && !base.ends_with('\n') {
         s.push('\n');
     }
-    let mut tail = Vec::new();
-    if let Some(own) = &parts.own {
-        tail.push(own.clone());
-    }
-    if let Some(ip) = parts.host_alias {
-        // An --add-host for the alias itself wins; do not list it twice.
-        let taken = |n: &str| parts.added.iter().any(|e| e.names.iter().any(|m| m.eq_ignore_ascii_case(n)));
-        let names: Vec<String> =
-            [HOST_ALIAS, HOST_ALIAS_PODMAN].into_iter().filter(|n| !taken(n)).map(str::to_owned).collect();
-        if !names.is_empty() {
-            tail.push(HostsEntry { ip, names });
-        }
-    }
+    // An --add-host for the alias itself wins; it is not listed twice.
+    let tail = parts.tail();
     if !tail.is_empty() {
         s.push_str("# added by pelagos-net\n");
         for e in &tail {

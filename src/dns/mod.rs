@@ -31,9 +31,11 @@ pub mod inside;
 pub mod options;
 pub mod proto;
 pub mod resolvconf;
+pub mod setup;
 
 pub use decide::{DecideError, DnsPlan, DnsRequest, HostDns, ModeDns, Resolver, decide};
 pub use options::{DnsOptionError, DnsOptions};
+pub use setup::{DnsSetupError, DnsSetupRequest, PreparedDns, prepare};
 
 use std::path::Path;
 

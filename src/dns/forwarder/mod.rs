@@ -202,6 +202,10 @@ fn prepare(fd: OwnedFd, addr: SocketAddr, listen: bool) -> io::Result<OwnedFd> {
     use nix::sys::socket::{SockaddrStorage, setsockopt, sockopt};
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     setsockopt(&fd, sockopt::ReusePort, &true)?;
+    // The address may not exist yet (a bridge's gateway before its first
+    // container, lo's DNS address before the child adds it).
+    // (IP_FREEBIND covers IPv6 sockets too.)
+    setsockopt(&fd, sockopt::IpFreebind, &true)?;
     nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))?;
     nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     if listen {
