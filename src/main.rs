@@ -179,11 +179,14 @@ fn main() -> ExitCode {
             let caps =
                 pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
             let report = pelagos_net::host::doctor::report(&caps);
+            let etc = std::path::Path::new(pelagos_net::dns::setup::ETC);
+            let dns = pelagos_net::dns::doctor::diagnose(&pelagos_net::dns::host::HostFiles::read(etc), etc, &caps);
             if json {
-                let value = serde_json::json!({ "host": caps, "report": report });
+                let value = serde_json::json!({ "host": caps, "report": report, "dns": dns });
                 println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
             } else {
                 print!("{}", pelagos_net::host::doctor::render(&report));
+                print!("{}", pelagos_net::dns::doctor::render(&dns));
             }
             if report.networked { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }

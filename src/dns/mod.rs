@@ -24,6 +24,7 @@
 //! [`DnsPlan::hosts`] into its rootfs.
 
 pub mod decide;
+pub mod doctor;
 pub mod forwarder;
 pub mod host;
 pub mod hosts;
