@@ -151,7 +151,7 @@ impl PreparedDns {
             _ => return Ok(None),
         };
         let forwarder = Forwarder::start(listeners, cfg)?;
-        log::info!("dns forwarder on {}: {}", forwarder.local_addr(), self.plan.resolver);
+        log::info!("dns forwarder listening on {}", forwarder.local_addr());
         Ok(Some(forwarder))
     }
 }
