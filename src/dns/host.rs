@@ -2,7 +2,7 @@
 //! (through any chain of symlinks), its hosts file and its own address.
 //!
 //! A thin shell over the filesystem; everything it returns is plain data for
-//! [`super::decide`]. The directory is injected (`/etc` in production, a
+//! [`super::decide`](mod@super::decide). The directory is injected (`/etc` in production, a
 //! temporary directory in tests). Nothing here writes.
 
 use super::resolvconf::{ResolvConf, ResolverKind};

@@ -188,9 +188,8 @@ impl NsDns {
     fn mount_files(&self) -> Result<(), (DnsStep, i32)> {
         let errno = || nix::errno::Errno::last_raw();
         let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (whole function): every pointer is a NUL-terminated string
-        // or a buffer prepared before fork and alive for the call; only raw
-        // system calls are made, which is async-signal-safe.
+        // SAFETY: every pointer is a NUL-terminated string prepared before
+        // fork and alive for the call; mount(2) is a raw system call.
         unsafe {
             if libc::mount(null, self.root.as_ptr(), null, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
                 return Err((DnsStep::Propagation, errno()));
@@ -200,57 +199,74 @@ impl NsDns {
             if libc::mount(self.tmpfs.as_ptr(), self.scratch_dir.as_ptr(), self.tmpfs.as_ptr(), flags, opts) != 0 {
                 return Err((DnsStep::Scratch, errno()));
             }
-            for f in &self.files {
-                if !write_new(&f.scratch, &f.content) {
-                    return Err((DnsStep::Write, errno()));
-                }
+        }
+        for f in &self.files {
+            if !write_new(&f.scratch, &f.content) {
+                return Err((DnsStep::Write, errno()));
             }
-            let mut clones = [-1 as libc::c_int; 2];
-            let mut legacy = false;
-            for (i, f) in self.files.iter().enumerate() {
-                let fd = libc::syscall(
-                    libc::SYS_open_tree,
+        }
+        let clones = self.clone_files()?;
+        // The clones (or binds) keep the tmpfs alive; uncover the scratch directory.
+        // SAFETY: umount2 on a NUL-terminated path prepared before fork.
+        unsafe { libc::umount2(self.scratch_dir.as_ptr(), libc::MNT_DETACH) };
+        let Some(clones) = clones else { return Ok(()) };
+        for (i, f) in self.files.iter().enumerate() {
+            // SAFETY: move_mount of a descriptor open_tree returned onto a
+            // NUL-terminated path; the descriptor is closed exactly once.
+            let failed = unsafe {
+                let rc = libc::syscall(
+                    libc::SYS_move_mount,
+                    clones[i],
+                    c"".as_ptr(),
                     libc::AT_FDCWD,
-                    f.scratch.as_ptr(),
-                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                    f.target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
                 );
-                if fd < 0 && matches!(errno(), libc::ENOSYS | libc::EPERM) {
-                    legacy = true;
-                    break;
-                }
-                if fd < 0 {
-                    return Err((mount_step(i), errno()));
-                }
-                clones[i] = fd as libc::c_int;
-            }
-            if legacy {
-                for (i, f) in self.files.iter().enumerate() {
-                    if libc::mount(f.scratch.as_ptr(), f.target.as_ptr(), null, libc::MS_BIND, std::ptr::null()) != 0 {
-                        return Err((mount_step(i), errno()));
-                    }
-                }
-            }
-            // The clones and binds keep the tmpfs alive; uncover the scratch directory.
-            libc::umount2(self.scratch_dir.as_ptr(), libc::MNT_DETACH);
-            if !legacy {
-                for (i, f) in self.files.iter().enumerate() {
-                    let rc = libc::syscall(
-                        libc::SYS_move_mount,
-                        clones[i],
-                        c"".as_ptr(),
-                        libc::AT_FDCWD,
-                        f.target.as_ptr(),
-                        MOVE_MOUNT_F_EMPTY_PATH,
-                    );
-                    let failed = (rc != 0).then(errno);
-                    libc::close(clones[i]);
-                    if let Some(e) = failed {
-                        return Err((mount_step(i), e));
-                    }
-                }
+                let failed = (rc != 0).then(errno);
+                libc::close(clones[i]);
+                failed
+            };
+            if let Some(e) = failed {
+                return Err((mount_step(i), e));
             }
         }
         Ok(())
+    }
+
+    /// Clone each scratch file into a detached mount (`Some(fds)`), or, on a
+    /// kernel without `open_tree` (or a seccomp filter that refuses it), bind
+    /// each onto its target the old way, following symlinks (`None`).
+    fn clone_files(&self) -> Result<Option<[libc::c_int; 2]>, (DnsStep, i32)> {
+        let errno = || nix::errno::Errno::last_raw();
+        let mut clones = [-1 as libc::c_int; 2];
+        for (i, f) in self.files.iter().enumerate() {
+            let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+            // SAFETY: open_tree on a NUL-terminated path prepared before fork.
+            let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, f.scratch.as_ptr(), flags) };
+            if fd >= 0 {
+                clones[i] = fd as libc::c_int;
+                continue;
+            }
+            if !matches!(errno(), libc::ENOSYS | libc::EPERM) {
+                return Err((mount_step(i), errno()));
+            }
+            for &fd in &clones[..i] {
+                // SAFETY: closing descriptors open_tree returned, once each.
+                unsafe { libc::close(fd) };
+            }
+            for (i, f) in self.files.iter().enumerate() {
+                let null = std::ptr::null::<libc::c_char>();
+                // SAFETY: mount(2) with NUL-terminated paths prepared before fork.
+                let rc = unsafe {
+                    libc::mount(f.scratch.as_ptr(), f.target.as_ptr(), null, libc::MS_BIND, std::ptr::null())
+                };
+                if rc != 0 {
+                    return Err((mount_step(i), errno()));
+                }
+            }
+            return Ok(None);
+        }
+        Ok(Some(clones))
     }
 }
 

@@ -7,7 +7,7 @@
 //! `nameserver 127.0.0.53`, the host's loopback, which the namespace cannot
 //! reach. So every networked run gets files of its own:
 //!
-//! - [`decide`] (pure) picks the resolver per mode and writes the files'
+//! - [`decide`](mod@decide) (pure) picks the resolver per mode and writes the files'
 //!   text; [`options`] validates `--dns`, `--dns-search`, `--dns-option` and
 //!   `--add-host`; [`resolvconf`] and [`hosts`] read and write the formats.
 //! - [`inside`] gives the command a private mount namespace in which the

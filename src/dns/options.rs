@@ -3,14 +3,14 @@
 //!
 //! Pure: strings in, validated values out. Every rejection names the value
 //! as the user typed it, so the error line alone says what to fix. Nothing
-//! here knows about modes; [`super::decide`] puts the values to use.
+//! here knows about modes; [`super::decide`](mod@super::decide) puts the values to use.
 
 use std::fmt;
 use std::net::IpAddr;
 
 /// What `--add-host NAME:host-gateway` stands for: the address at which the
 /// host is reachable from the run (it depends on the mode; see
-/// [`super::decide`]).
+/// [`super::decide`](mod@super::decide)).
 pub const HOST_GATEWAY: &str = "host-gateway";
 
 /// Longest domain name (RFC 1035: 253 characters in text form).

@@ -1,5 +1,5 @@
 //! Name resolution for one run, from request to running forwarder: the
-//! effectful shell around [`super::decide`].
+//! effectful shell around [`super::decide`](mod@super::decide).
 //!
 //! [`prepare`] runs before anything of the run exists, so a request that
 //! cannot be met fails first: it reads the host's files, binds the bridge
@@ -71,6 +71,13 @@ pub struct PreparedDns {
 
 /// Decide and prepare. Creates nothing outside this process.
 pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> {
+    // Host and loopback runs keep the host's files: nothing to read unless
+    // --add-host asks for a hosts file (the common loopback start-up reads nothing).
+    let keeps_files = matches!(req.mode, ModeDns::Host | ModeDns::Loopback) && req.options.add_hosts.is_empty();
+    if keeps_files {
+        let plan = decide(&DnsRequest { mode: req.mode, host: HostDns::default(), options: req.options, own: None })?;
+        return Ok(PreparedDns { plan, inside: None, gateway: None });
+    }
     let files = HostFiles::read(req.etc);
     let mut mode = req.mode;
     let mut gateway = None;

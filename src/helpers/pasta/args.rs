@@ -42,7 +42,7 @@ pub struct PastaPlan {
     /// supports `--runas`.
     pub runas: Option<u32>,
     /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
-    /// the host's resolver (see [`crate::dns::decide`]).
+    /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
     pub dns_forward: Option<std::net::Ipv4Addr>,
 }
 
