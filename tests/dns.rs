@@ -39,19 +39,60 @@ fn modes(env: &Env) -> Vec<&'static str> {
     m
 }
 
-/// Checks that nothing the test or the run could have written changed.
-struct Unchanged {
-    host: (Vec<u8>, Vec<u8>),
+/// Where a test's DNS server runs.
+enum At {
+    /// The throwaway host namespace.
+    Host,
+    /// The fake upstream (the host namespace's default gateway).
+    Upstream,
 }
 
-impl Unchanged {
-    fn new() -> Self {
-        Self { host: common::dns::host_files() }
+/// A throwaway topology, the DNS servers a test asks for, an /etc of the
+/// test's making, and what must not change: the host's own files and every
+/// file the test made. [`Scene::finish`] checks them and that the runs left
+/// nothing behind.
+struct Scene {
+    env: Env,
+    host_files: (Vec<u8>, Vec<u8>),
+    servers: Vec<DnsServer>,
+    etc: Etc,
+    before: Vec<(std::path::PathBuf, Vec<u8>)>,
+    topo: Topology,
+}
+
+impl Scene {
+    /// `None` (after a loud skip) when a server is asked for and dnsmasq is missing.
+    fn new(env: &Env, resolv: Resolv<'_>, servers: &[(At, &str, &str)]) -> Option<Self> {
+        if !servers.is_empty() {
+            common::dns::dnsmasq()?;
+        }
+        let host_files = common::dns::host_files();
+        let topo = Topology::new(env);
+        let servers = servers
+            .iter()
+            .map(|(at, addr, answer)| {
+                let ns = match at {
+                    At::Host => &topo.host,
+                    At::Upstream => &topo.upstream,
+                };
+                DnsServer::start(ns, addr, answer)
+            })
+            .collect();
+        let etc = Etc::new(resolv);
+        let before = etc.snapshot();
+        Some(Self { env: env.clone(), host_files, servers, etc, before, topo })
     }
 
-    fn check(&self, etc: &Etc, before: &[(std::path::PathBuf, Vec<u8>)]) {
-        assert!(common::dns::host_files() == self.host, "the host's /etc/resolv.conf or /etc/hosts changed");
-        assert_eq!(etc.snapshot(), before, "a file the test made changed");
+    /// `pelagos-net ARGS` with the scene's /etc.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        run(&self.topo, &self.env, &self.etc, args)
+    }
+
+    fn finish(self) {
+        assert!(common::dns::host_files() == self.host_files, "the host's /etc/resolv.conf or /etc/hosts changed");
+        assert_eq!(self.etc.snapshot(), self.before, "a file the test made changed");
+        drop(self.servers);
+        self.topo.assert_clean();
     }
 }
 
@@ -61,15 +102,9 @@ fn ok_stdout(out: &std::process::Output) -> String {
 }
 
 fn stub_on_loopback_resolves_in_every_mode(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let etc = Etc::new(Resolv::File(STUB_CONF));
-    let before = etc.snapshot();
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
     for mode in modes(&env) {
-        let name = format!("www.{DOMAIN}");
-        let out = run(&topo, &env, &etc, &["run", "--network", mode, "--", "sh", "-c", &resolve_cmd(&name)]);
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &resolve_cmd(&format!("www.{DOMAIN}"))]);
         let stdout = ok_stdout(&out);
         assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}: {}", describe(&out));
         let ns = stdout.lines().next().unwrap_or_default();
@@ -81,51 +116,32 @@ fn stub_on_loopback_resolves_in_every_mode(env: Env) {
         };
         assert_eq!(ns, expected, "{mode}: {}", describe(&out));
         // The search line is kept: a bare name resolves too.
-        let out = run(&topo, &env, &etc, &["run", "--network", mode, "--", "getent", "ahostsv4", "www"]);
+        let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", "www"]);
         assert_eq!(addresses(&ok_stdout(&out)), [STUB_ANSWER], "{mode}");
     }
-    unchanged.check(&etc, &before);
-    drop((stub,));
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let second = DnsServer::start(&topo.host, SECOND_ADDR, SECOND_ANSWER);
-    let etc = Etc::new(Resolv::File(STUB_CONF));
-    let before = etc.snapshot();
-    let mut modes = vec!["pasta", "slirp4netns"];
-    if env.user.is_none() {
-        modes.push("bridge");
-    }
-    for mode in modes {
+    let servers = [(At::Host, STUB_ADDR, STUB_ANSWER), (At::Host, SECOND_ADDR, SECOND_ANSWER)];
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &servers) else { return };
+    for mode in modes(&env).into_iter().filter(|m| *m != "auto") {
         let cmd = format!("{}; getent ahostsv4 {BIG_NAME}", resolve_cmd(&format!("www.{DOMAIN}")));
-        let out = run(&topo, &env, &etc, &["run", "--network", mode, "--dns", SECOND_ADDR, "--", "sh", "-c", &cmd]);
-        let stdout = ok_stdout(&out);
-        let found = addresses(&stdout);
+        let out = scene.run(&["run", "--network", mode, "--dns", SECOND_ADDR, "--", "sh", "-c", &cmd]);
+        let found = addresses(&ok_stdout(&out));
         assert_eq!(found.first().map(String::as_str), Some(SECOND_ANSWER), "{mode}: {}", describe(&out));
         // The big answer only comes over TCP, through the forwarder.
         assert_eq!(found.len(), 1 + BIG_COUNT, "{mode}: {}", describe(&out));
     }
-    unchanged.check(&etc, &before);
-    drop((stub, second));
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn add_host_and_host_gateway_reach_the_hosts_file(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    // Names not in the hosts file for one family go on to DNS: answer them.
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let etc = Etc::new(Resolv::File(STUB_CONF));
-    let before = etc.snapshot();
+    // Names the hosts file has for one family only go on to DNS for the other: answer them.
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
     let args = ["--add-host", "db;cache:10.1.2.3", "--add-host", "hg:host-gateway", "--add-host", "v6:[fd00::5]"];
-    let cmd = ["--", "sh", "-c", "getent hosts db cache hg v6 host.pelagos.internal; tail -n 4 /etc/hosts"];
-    let out = run(&topo, &env, &etc, &[&["run", "--network", "pasta"][..], &args, &cmd].concat());
+    let cmd = ["--", "getent", "hosts", "db", "cache", "hg", "v6", "host.pelagos.internal"];
+    let out = scene.run(&[&["run", "--network", "pasta"][..], &args, &cmd].concat());
     let stdout = ok_stdout(&out);
     let found = |name: &str| {
         stdout
@@ -144,32 +160,14 @@ fn add_host_and_host_gateway_reach_the_hosts_file(env: Env) {
         assert_eq!(found(name), Some(ip), "{name}: {}", describe(&out));
     }
     // The host's own entries are still there.
-    let out = run(&topo, &env, &etc, &["run", "--network", "pasta", "--", "getent", "hosts", "localhost"]);
+    let out = scene.run(&["run", "--network", "pasta", "--", "getent", "hosts", "localhost"]);
     assert!(ok_stdout(&out).contains("localhost"));
     // Loopback mode: hosts entries apply; DNS options are said to do nothing.
-    let out = run(
-        &topo,
-        &env,
-        &etc,
-        &[
-            "run",
-            "--network",
-            "loopback",
-            "--dns",
-            "10.9.9.9",
-            "--add-host",
-            "db:10.1.2.3",
-            "--",
-            "getent",
-            "hosts",
-            "db",
-        ],
-    );
+    let loopback = ["run", "--network", "loopback", "--dns", "10.9.9.9", "--add-host", "db:10.1.2.3"];
+    let out = scene.run(&[&loopback[..], &["--", "getent", "hosts", "db"]].concat());
     assert!(ok_stdout(&out).contains("10.1.2.3"), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback mode has no network"), "{}", describe(&out));
-    unchanged.check(&etc, &before);
-    drop(stub);
-    topo.assert_clean();
+    scene.finish();
 }
 
 /// A TCP server on `addr` inside netns `ns` that greets every client with
@@ -199,10 +197,7 @@ fn greeter(ns: &str, addr: &str) -> (u16, Arc<AtomicBool>) {
 }
 
 fn host_alias_reaches_a_server_on_the_host(env: Env) {
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let etc = Etc::new(Resolv::File(STUB_CONF));
-    let before = etc.snapshot();
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[]) else { return };
     let connect =
         "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); print(s.recv(5).decode())";
     // pasta: the host's loopback, on the ports opted into with --host-port.
@@ -212,88 +207,57 @@ fn host_alias_reaches_a_server_on_the_host(env: Env) {
         cases.push(("bridge", "0.0.0.0"));
     }
     for (mode, listen) in cases {
-        let (port, stop) = greeter(&topo.host, listen);
+        let (port, stop) = greeter(&scene.topo.host, listen);
         let port = port.to_string();
         let mut args = vec!["run", "--network", mode];
         if mode == "pasta" {
             args.extend(["--host-port", &port]);
         }
         for name in ["host.pelagos.internal", "host.containers.internal"] {
-            let cmd = [&args[..], &["--", "python3", "-c", connect, name, &port]].concat();
-            let out = run(&topo, &env, &etc, &cmd);
+            let out = scene.run(&[&args[..], &["--", "python3", "-c", connect, name, &port]].concat());
             assert_eq!(ok_stdout(&out).trim(), "hello", "{mode} {name}: {}", describe(&out));
         }
         stop.store(true, Ordering::SeqCst);
     }
-    unchanged.check(&etc, &before);
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn resolver_that_is_the_default_gateway_works(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
     let router_answer = "198.51.100.55";
-    let router = DnsServer::start(&topo.upstream, common::UPSTREAM_ADDR, router_answer);
-    let etc = Etc::new(Resolv::File(&format!("nameserver {}\n", common::UPSTREAM_ADDR)));
-    let before = etc.snapshot();
+    let conf = format!("nameserver {}\n", common::UPSTREAM_ADDR);
+    let server = [(At::Upstream, common::UPSTREAM_ADDR, router_answer)];
+    let Some(scene) = Scene::new(&env, Resolv::File(&conf), &server) else { return };
     for mode in modes(&env) {
-        let out =
-            run(&topo, &env, &etc, &["run", "--network", mode, "--", "sh", "-c", &resolve_cmd(&format!("a.{DOMAIN}"))]);
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &resolve_cmd(&format!("a.{DOMAIN}"))]);
         assert_eq!(addresses(&ok_stdout(&out)), [router_answer], "{mode}: {}", describe(&out));
     }
-    unchanged.check(&etc, &before);
-    drop((router,));
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn symlinked_chained_and_dangling_resolv_conf(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let second = DnsServer::start(&topo.host, SECOND_ADDR, SECOND_ANSWER);
-    let chain = Etc::new(Resolv::Chain(STUB_CONF));
-    let chain_before = chain.snapshot();
+    let cmd = resolve_cmd(&format!("www.{DOMAIN}"));
+    let Some(scene) = Scene::new(&env, Resolv::Chain(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
     for mode in ["pasta", "slirp4netns"] {
-        let out = run(
-            &topo,
-            &env,
-            &chain,
-            &["run", "--network", mode, "--", "sh", "-c", &resolve_cmd(&format!("www.{DOMAIN}"))],
-        );
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &cmd]);
         assert_eq!(addresses(&ok_stdout(&out)), [STUB_ANSWER], "{mode}: {}", describe(&out));
     }
-    assert_eq!(std::fs::read_to_string(chain.stub_path()).unwrap(), STUB_CONF);
-    unchanged.check(&chain, &chain_before);
+    assert_eq!(std::fs::read_to_string(scene.etc.stub_path()).unwrap(), STUB_CONF);
+    scene.finish();
 
-    let dangling = Etc::new(Resolv::Dangling);
-    let dangling_before = dangling.snapshot();
-    let out = run(&topo, &env, &dangling, &["run", "--network", "pasta", "--", "true"]);
+    let Some(scene) = Scene::new(&env, Resolv::Dangling, &[(At::Host, SECOND_ADDR, SECOND_ANSWER)]) else { return };
+    let out = scene.run(&["run", "--network", "pasta", "--", "true"]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no resolver is configured"), "{}", describe(&out));
     // --dns still reaches the command: mounted on the dangling link itself.
-    let cmd = resolve_cmd(&format!("www.{DOMAIN}"));
-    let out = run(&topo, &env, &dangling, &["run", "--network", "pasta", "--dns", SECOND_ADDR, "--", "sh", "-c", &cmd]);
+    let out = scene.run(&["run", "--network", "pasta", "--dns", SECOND_ADDR, "--", "sh", "-c", &cmd]);
     assert_eq!(addresses(&ok_stdout(&out)), [SECOND_ANSWER], "{}", describe(&out));
-    unchanged.check(&dangling, &dangling_before);
-    drop((stub, second));
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
-    let Some(_) = common::dns::dnsmasq() else { return };
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let etc = Etc::new(Resolv::File(STUB_CONF));
-    let before = etc.snapshot();
-    let mut tcp_modes = vec!["slirp4netns"];
-    if env.user.is_none() {
-        tcp_modes.push("bridge");
-    }
-    for mode in tcp_modes {
-        let out = run(&topo, &env, &etc, &["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
+    for mode in modes(&env).into_iter().filter(|m| !matches!(*m, "auto" | "pasta")) {
+        let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
         assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}: {}", describe(&out));
     }
     // pasta: a build that maps TCP answers in full; one that does not
@@ -303,7 +267,7 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         "grep -c 'does not map TCP' /etc/resolv.conf; python3 -c \"{probe}\"; getent ahostsv4 {BIG_NAME} | grep -c STREAM"
     );
     let started = std::time::Instant::now();
-    let out = run(&topo, &env, &etc, &["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
+    let out = scene.run(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = stdout.lines().collect();
     if lines.first() == Some(&"1") {
@@ -313,26 +277,20 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
     } else {
         assert_eq!(lines.get(2), Some(&BIG_COUNT.to_string().as_str()), "{}", describe(&out));
     }
-    unchanged.check(&etc, &before);
-    drop((stub,));
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn no_resolv_conf_the_run_works_and_says_so(env: Env) {
-    let unchanged = Unchanged::new();
-    let topo = Topology::new(&env);
-    let etc = Etc::new(Resolv::Missing);
-    let before = etc.snapshot();
+    let Some(scene) = Scene::new(&env, Resolv::Missing, &[]) else { return };
     for mode in ["pasta", "slirp4netns"] {
-        let out = run(&topo, &env, &etc, &["run", "--network", mode, "--", "sh", "-c", "test ! -e /etc/resolv.conf"]);
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", "test ! -e /etc/resolv.conf"]);
         assert!(out.status.success(), "{mode}: {}", describe(&out));
         assert!(String::from_utf8_lossy(&out.stderr).contains("no resolver is configured"), "{}", describe(&out));
     }
-    let out = run(&topo, &env, &etc, &["run", "--network", "pasta", "--dns", "10.9.9.9", "--", "true"]);
+    let out = scene.run(&["run", "--network", "pasta", "--dns", "10.9.9.9", "--", "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/resolv.conf does not exist"), "{}", describe(&out));
-    unchanged.check(&etc, &before);
-    topo.assert_clean();
+    scene.finish();
 }
 
 fn bad_dns_input_exits_125_naming_the_value_and_creates_nothing(env: Env) {
@@ -379,9 +337,12 @@ tier_tests!(
     [
         stub_on_loopback_resolves_in_every_mode,
         dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp,
+        add_host_and_host_gateway_reach_the_hosts_file,
         host_alias_reaches_a_server_on_the_host,
         resolver_that_is_the_default_gateway_works,
+        symlinked_chained_and_dangling_resolv_conf,
         tcp_only_answers_come_over_tcp_or_fail_at_once,
+        no_resolv_conf_the_run_works_and_says_so,
         bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
     ]
 );

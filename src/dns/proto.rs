@@ -170,21 +170,27 @@ pub fn answers(query: &Question, reply: &[u8]) -> bool {
         && question(reply).is_some_and(|r| r.name == query.name && r.qtype == query.qtype && r.qclass == query.qclass)
 }
 
+/// A standard query (RD set) for `name` of `qtype` with ID `id`, for tests.
+#[cfg(test)]
+pub(crate) fn test_query(name: &str, qtype: u16, id: u16) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&CLASS_IN.to_be_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A query for `name` of `qtype`, ID 0x1234, RD set.
-    pub(crate) fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            m.push(label.len() as u8);
-            m.extend_from_slice(label.as_bytes());
-        }
-        m.push(0);
-        m.extend_from_slice(&qtype.to_be_bytes());
-        m.extend_from_slice(&CLASS_IN.to_be_bytes());
-        m
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        test_query(name, qtype, 0x1234)
     }
 
     #[test]

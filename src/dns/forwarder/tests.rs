@@ -2,23 +2,14 @@
 //! loopback traffic).
 
 use super::*;
-use crate::dns::proto::{self, CLASS_IN, TYPE_A};
+use crate::dns::proto::{self, TYPE_A};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 fn query(name: &str, id: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&TYPE_A.to_be_bytes());
-    m.extend_from_slice(&CLASS_IN.to_be_bytes());
-    m
+    proto::test_query(name, TYPE_A, id)
 }
 
 /// A fake upstream: answers every UDP and TCP query with `addr`, counting
