@@ -315,34 +315,22 @@ fn bad_dns_input_exits_125_naming_the_value_and_creates_nothing(env: Env) {
     assert!(left.is_empty() || left == ["probe-cache"], "the run dir got {left:?}");
 }
 
-tier_tests!(
-    rootless,
-    super::Tier::Rootless,
-    [
-        stub_on_loopback_resolves_in_every_mode,
-        dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp,
-        add_host_and_host_gateway_reach_the_hosts_file,
-        host_alias_reaches_a_server_on_the_host,
-        resolver_that_is_the_default_gateway_works,
-        symlinked_chained_and_dangling_resolv_conf,
-        tcp_only_answers_come_over_tcp_or_fail_at_once,
-        no_resolv_conf_the_run_works_and_says_so,
-        bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
-    ]
-);
+/// The same scenarios in both tiers.
+macro_rules! both_tiers {
+    ([$($name:ident),* $(,)?]) => {
+        tier_tests!(rootless, super::Tier::Rootless, [$($name),*]);
+        tier_tests!(root, super::Tier::Root, [$($name),*]);
+    };
+}
 
-tier_tests!(
-    root,
-    super::Tier::Root,
-    [
-        stub_on_loopback_resolves_in_every_mode,
-        dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp,
-        add_host_and_host_gateway_reach_the_hosts_file,
-        host_alias_reaches_a_server_on_the_host,
-        resolver_that_is_the_default_gateway_works,
-        symlinked_chained_and_dangling_resolv_conf,
-        tcp_only_answers_come_over_tcp_or_fail_at_once,
-        no_resolv_conf_the_run_works_and_says_so,
-        bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
-    ]
-);
+both_tiers!([
+    stub_on_loopback_resolves_in_every_mode,
+    dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp,
+    add_host_and_host_gateway_reach_the_hosts_file,
+    host_alias_reaches_a_server_on_the_host,
+    resolver_that_is_the_default_gateway_works,
+    symlinked_chained_and_dangling_resolv_conf,
+    tcp_only_answers_come_over_tcp_or_fail_at_once,
+    no_resolv_conf_the_run_works_and_says_so,
+    bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
+]);
