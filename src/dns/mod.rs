@@ -65,3 +65,26 @@ pub fn files_for(
     let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address };
     decide(&DnsRequest { mode, host, options, own })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_with_its_own_rootfs_gets_the_files_contents() {
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::write(etc.path().join("resolv.conf"), "nameserver 127.0.0.53\nsearch corp.test\n").unwrap();
+        std::fs::write(etc.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let opts = DnsOptions::parse(&[], &[], &[], &["db:10.88.0.5".into()]).unwrap();
+        let own = hosts::HostsEntry { ip: "10.88.0.7".parse().unwrap(), names: vec!["web".into()] };
+
+        let plan = files_for(ModeDns::Pasta { tcp_mapped: false }, &opts, Some(&own), etc.path()).unwrap();
+
+        let resolv = plan.resolv_conf.unwrap();
+        assert!(resolv.contains("nameserver 169.254.1.1\nsearch corp.test\n"), "{resolv}");
+        let hosts = plan.hosts.unwrap();
+        assert!(hosts.contains("10.88.0.5\tdb\n127.0.0.1 localhost\n"), "{hosts}");
+        assert!(hosts.contains("10.88.0.7\tweb\n127.0.0.1\thost.pelagos.internal"), "{hosts}");
+        assert_eq!(plan.pasta_forward, Some(decide::FORWARD_ADDR));
+    }
+}
