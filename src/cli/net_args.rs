@@ -1,6 +1,8 @@
 //! The options that say which network a command gets, shared by `run` and
 //! `plan` (so a `run` line can be planned as is).
 
+use super::error::CliError;
+use pelagos_net::dns::DnsOptions;
 use pelagos_net::flow::select::Fallback;
 use pelagos_net::model::config::NetworkConfig;
 use pelagos_net::model::driver::PortDriver;
@@ -31,17 +33,35 @@ pub struct NetArgs {
     /// (bridge). `auto` picks per mode and host; `plan` says which and why.
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
     pub port_driver: PortDriver,
+    /// Resolver for the command (repeatable; replaces the host's). An
+    /// address on the host's loopback works too.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Search domain for the command (repeatable; replaces the host's; `.` for none).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Resolver option for the command, e.g. ndots:2 (repeatable; replaces the host's).
+    #[arg(long = "dns-option", value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// Add NAME (or NAME;NAME...) for IP to the command's /etc/hosts; IP may
+    /// be `host-gateway`, the host as seen from the run.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
 }
 
 impl NetArgs {
-    /// The library's view of these options.
-    pub fn config(&self) -> NetworkConfig {
-        NetworkConfig {
+    /// The library's view of these options; a bad DNS value is a usage
+    /// error naming the flag and the value.
+    pub fn config(&self) -> Result<NetworkConfig, CliError> {
+        let dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        Ok(NetworkConfig {
             mode: self.network.clone(),
             ports: self.publish.clone(),
             host_loopback_ports: self.host_ports.clone(),
             port_driver: self.port_driver,
-        }
+            dns,
+        })
     }
 }
 

@@ -23,7 +23,7 @@ pub struct Args {
 /// Print the plan.
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let caps = HostCaps::probe(&ProbeRoots::current(&ctx.paths));
-    let plan = plan(&args.net.config(), args.net.fallback, &caps, &ctx.paths.config_dir)
+    let plan = plan(&args.net.config()?, args.net.fallback, &caps, &ctx.paths.config_dir)
         .map_err(|e| CliError::from_error(&e))?;
     if args.json {
         output::json(&plan)?

@@ -45,7 +45,7 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let any_ephemeral = args.net.publish.iter().any(|m| m.host.is_none());
     let args_mode = args.net.network.clone();
     let opts = RunOptions {
-        network: args.net.config(),
+        network: args.net.config()?,
         command: args.command,
         paths: ctx.paths.clone(),
         pasta: args.pasta,
