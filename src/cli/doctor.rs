@@ -17,10 +17,14 @@ pub struct Args {
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
     let report = report(&caps);
+    let etc = std::path::Path::new(pelagos_net::dns::setup::ETC);
+    let dns = pelagos_net::dns::doctor::diagnose(&pelagos_net::dns::host::HostFiles::read(etc), etc, &caps);
     if args.json {
-        output::json(&serde_json::json!({ "schema_version": output::SCHEMA_VERSION, "host": caps, "report": report }))?;
+        output::json(
+            &serde_json::json!({ "schema_version": output::SCHEMA_VERSION, "host": caps, "report": report, "dns": dns }),
+        )?;
     } else {
-        output::out(&render(&report))?;
+        output::out(&(render(&report) + &pelagos_net::dns::doctor::render(&dns)))?;
     }
     Ok(if report.networked { Exit::SUCCESS } else { Exit::NO })
 }

@@ -8,6 +8,7 @@
 use super::error::CliError;
 use super::{Context, output};
 use pelagos_net::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
+use pelagos_net::dns::DnsOptions;
 use pelagos_net::flow::select::Fallback;
 use pelagos_net::model::config::NetworkConfig;
 use pelagos_net::model::driver::PortDriver;
@@ -79,23 +80,41 @@ pub struct NetArgs {
     /// (bridge). `auto` picks per mode and host; `plan` says which and why.
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
     pub port_driver: PortDriver,
+    /// Resolver for the command (repeatable; replaces the host's). An
+    /// address on the host's loopback works too.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Search domain for the command (repeatable; replaces the host's; `.` for none).
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Resolver option for the command, e.g. ndots:2 (repeatable; replaces the host's).
+    #[arg(long = "dns-option", value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// Add NAME (or NAME;NAME...) for IP to the command's /etc/hosts; IP may
+    /// be `host-gateway`, the host as seen from the run.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
 }
 
 impl NetArgs {
     /// The library's view of these options: a bare name looked up among the
-    /// networks, and options the mode cannot honour warned about (refused
-    /// under `--fallback strict`).
+    /// networks, a bad DNS value a usage error naming the flag and the value,
+    /// and options the mode cannot honour warned about (refused under
+    /// `--fallback strict`).
     pub fn config(&self, ctx: &Context) -> Result<NetworkConfig, CliError> {
         let (mode, helper_options) = match &self.network {
             NetworkArg::Mode(mode, opts) => (mode.clone(), opts.clone()),
             NetworkArg::Named(name) => (NetworkMode::Bridge(Some(self.lookup(name, ctx)?)), Vec::new()),
         };
+        let dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
+            .map_err(|e| CliError::usage(e.to_string()))?;
         let config = NetworkConfig {
             mode,
             ports: self.publish.clone(),
             host_loopback_ports: self.host_ports.clone(),
             port_driver: self.port_driver,
             helper_options,
+            dns,
         };
         for ignored in ignored_options(&config) {
             if self.fallback == Some(Fallback::Strict) {

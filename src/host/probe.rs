@@ -393,6 +393,14 @@ impl HostCaps {
     }
 }
 
+/// The features of the pasta binary at `path`, from the probe cache when it
+/// is fresh (one probe per binary, not one per run).
+pub fn pasta_features(roots: &ProbeRoots, path: &Path) -> Result<features::PastaFeatures, String> {
+    helpers::cached(roots.cache_dir.as_deref(), roots.cache_writable, "pasta", path, || {
+        features::probe(path).map_err(|e| helpers::chain(&e))
+    })
+}
+
 fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
     let proc = &roots.proc_root;
     let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();

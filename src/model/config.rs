@@ -23,6 +23,9 @@ pub struct NetworkConfig {
     /// only when `mode` is the mode that runs. See [`super::helper_opts`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub helper_options: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
+    pub dns: crate::dns::DnsOptions,
 }
 
 impl NetworkConfig {
@@ -34,6 +37,7 @@ impl NetworkConfig {
             host_loopback_ports: Vec::new(),
             port_driver: Default::default(),
             helper_options: Vec::new(),
+            dns: Default::default(),
         }
     }
 

@@ -69,6 +69,7 @@ const PASTA_PINNED: &[(&[&str], Option<&str>)] = &[
     (&["--config-net", "-f", "--foreground", "-e", "--stderr", "-l", "--log-file", "-q", "--quiet"], None),
     (&["--netns", "--userns", "--netns-only", "--runas", "-P", "--pid", "-F", "--fd", "-s", "--socket"], None),
     (&["--no-map-gw", "--map-gw", "--map-host-loopback", "--map-guest-addr"], Some("--host-port")),
+    (&["--dns-forward"], Some("--dns")),
     (&["-h", "--help", "--version"], None),
 ];
 

@@ -44,6 +44,9 @@ pub struct PastaPlan {
     /// The user's own options (`--network pasta:OPTS`), appended last;
     /// checked against the pinned ones by [`crate::model::helper_opts`].
     pub extra: Vec<OsString>,
+    /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
+    /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
+    pub dns_forward: Option<std::net::Ipv4Addr>,
 }
 
 /// Why a plan could not be turned into arguments.
@@ -74,8 +77,8 @@ pub enum ArgsError {
 ///
 /// Order: `--config-net --foreground --stderr`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
-/// `-U none`, `--netns PATH`, `--userns PATH` and `--runas UID` when given,
-/// then the user's extra options.
+/// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
+/// PATH` and `--runas UID` when given, then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
@@ -91,6 +94,9 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     }
     push_pair(&mut argv, "-T", loopback_spec(&plan.host_loopback_ports)?);
     push_pair(&mut argv, "-U", "none");
+    if let Some(addr) = plan.dns_forward {
+        push_pair(&mut argv, "--dns-forward", addr.to_string());
+    }
     push_pair(&mut argv, "--netns", &plan.target.netns);
     if let Some(userns) = &plan.target.userns {
         push_pair(&mut argv, "--userns", userns);
@@ -196,6 +202,7 @@ mod tests {
             host_loopback_ports: vec![],
             runas: None,
             extra: vec![],
+            dns_forward: None,
         }
     }
 
@@ -281,6 +288,15 @@ mod tests {
             "--runas",
             "0",
         ];
+        assert_eq!(argv(&plan), expect);
+    }
+
+    #[test]
+    fn dns_forward_address_comes_before_the_namespace_options() {
+        let plan = PastaPlan { dns_forward: Some(std::net::Ipv4Addr::new(169, 254, 1, 1)), ..rootless(vec![]) };
+
+        let expect =
+            expected(&["-t", "none", "-u", "none", "-T", "none", "-U", "none", "--dns-forward", "169.254.1.1"]);
         assert_eq!(argv(&plan), expect);
     }
 
