@@ -65,6 +65,7 @@
 
 pub mod api;
 pub mod bridge;
+pub mod dns;
 pub mod fault;
 pub mod flow;
 pub mod helpers;

@@ -70,6 +70,20 @@ impl NetworkSetup {
     }
 }
 
+/// The lookups of a setup on one known network (name resolution is the
+/// runtime's: no command runs here).
+struct OneNetwork<'a>(&'a NetworkDef);
+
+impl crate::flow::plan::Lookups for OneNetwork<'_> {
+    fn network(&self, _: &str) -> Result<NetworkDef, crate::bridge::network::NetworkError> {
+        Ok(self.0.clone())
+    }
+
+    fn etc(&self) -> &std::path::Path {
+        std::path::Path::new(crate::dns::setup::ETC)
+    }
+}
+
 /// Plan `def` for `target` and run every step under `id`.
 fn run_all(
     paths: &Paths,
@@ -86,8 +100,7 @@ fn run_all(
     network.port_driver = PortDriver::Nftables;
     let req = Request { network, fallback: None, ip, target, lifetime: Lifetime::Owner, command: false };
     let host = HostCaps::probe_scoped(&ProbeRoots::current(paths), ProbeScope::Identity);
-    let lookup = |_: &str| Ok(def.clone());
-    let planned = plan(&req, &host, &lookup)?;
+    let planned = plan(&req, &host, &OneNetwork(def))?;
     let steps = planned.steps.clone();
     let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, Duration::from_secs(10), id, owner);
     if let Some(t) = given {

@@ -53,11 +53,10 @@ pub use bridge::{
 pub use error::{Error, ErrorKind};
 pub use options::{NetworkOptions, Target};
 
-use crate::bridge::network::peek_network_def;
 use crate::flow::DetachReport;
 use crate::flow::attach::Session;
 use crate::flow::gc::GcReport;
-use crate::flow::plan::{Given, Plan, Request, TargetKind, probe_scope};
+use crate::flow::plan::{Given, Plan, Request, SystemLookups, TargetKind, probe_scope};
 use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::mode::NetworkMode;
 use crate::model::port::PortMapping;
@@ -134,7 +133,7 @@ impl Network {
         };
         let req = Self::request(opts, target);
         let host = self.host(&req);
-        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
+        let networks = SystemLookups { config_dir: &self.paths.config_dir };
         let session = Session::prepare(&self.paths, req, host, &networks, opts.ready_timeout)?;
         Ok(Prepared { session: Some(session), config_dir: self.paths.config_dir.clone() })
     }
@@ -151,7 +150,7 @@ impl Network {
         }
         let req = Self::request(opts, TargetKind::Given(Given::from(&opened)));
         let host = self.host(&req);
-        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
+        let networks = SystemLookups { config_dir: &self.paths.config_dir };
         let session = crate::flow::attach::attach(&self.paths, req, host, opened, &networks, opts.ready_timeout)?;
         Ok(Attachment { session: Some(session) })
     }
@@ -160,7 +159,7 @@ impl Network {
     pub fn plan(&self, opts: &NetworkOptions) -> Result<Plan, Error> {
         let req = Self::request(opts, TargetKind::NewChild);
         let host = self.host(&req);
-        let networks = |name: &str| peek_network_def(&self.paths.config_dir, name);
+        let networks = SystemLookups { config_dir: &self.paths.config_dir };
         Ok(crate::flow::plan::plan(&req, &host, &networks)?)
     }
 
@@ -222,7 +221,7 @@ impl Prepared {
                 return Err(e);
             }
         };
-        let networks = |name: &str| peek_network_def(&self.config_dir, name);
+        let networks = SystemLookups { config_dir: &self.config_dir };
         let session = session.attach(opened, &networks, &mut || false)?;
         Ok(Attachment { session: Some(session) })
     }
@@ -337,7 +336,8 @@ impl Attachment {
             return vec![crate::helpers::slirp::args::GUEST_ADDR.into()];
         }
         if let Some(p) = exec.given.as_ref().and_then(|g| g.process) {
-            return crate::host::addresses::of_process(&exec.paths.proc_root, p.pid);
+            let found = crate::host::nsaddr::namespace_addresses(&exec.paths.proc_root, p.pid);
+            return found.map(|a| a.into_iter().map(|a| a.address).collect()).unwrap_or_default();
         }
         let fd = exec.given.as_ref().map(|g| g.netns_fd()).or_else(|| exec.named.as_ref().map(|n| n.fd()));
         let routed = fd.and_then(|fd| crate::bridge::netlink::Netlink::open_in(fd).ok()?.routed_addresses().ok());

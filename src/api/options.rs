@@ -42,6 +42,12 @@ pub struct NetworkOptions {
     pub lifetime: Lifetime,
     /// How long to wait for the network to be ready.
     pub ready_timeout: Duration,
+    /// The helper's own options (`pasta:OPTS`: pasta's argv tokens;
+    /// `slirp4netns:OPTS`: podman's `KEY=VALUE` items).
+    pub helper_options: Vec<String>,
+    /// Name resolution options (refused for a namespace someone else made,
+    /// which keeps its own resolver).
+    pub dns: crate::dns::DnsOptions,
 }
 
 impl Default for NetworkOptions {
@@ -62,6 +68,8 @@ impl NetworkOptions {
             ip: None,
             lifetime: Lifetime::Owner,
             ready_timeout: Duration::from_secs(10),
+            helper_options: Vec::new(),
+            dns: Default::default(),
         }
     }
 
@@ -108,12 +116,13 @@ impl NetworkOptions {
     }
 
     pub(crate) fn config(&self) -> crate::model::config::NetworkConfig {
-        crate::model::config::NetworkConfig {
-            mode: self.mode.clone(),
-            ports: self.ports.clone(),
-            host_loopback_ports: self.host_loopback_ports.clone(),
-            port_driver: self.port_driver,
-        }
+        let mut cfg = crate::model::config::NetworkConfig::new(self.mode.clone());
+        cfg.ports = self.ports.clone();
+        cfg.host_loopback_ports = self.host_loopback_ports.clone();
+        cfg.port_driver = self.port_driver;
+        cfg.helper_options = self.helper_options.clone();
+        cfg.dns = self.dns.clone();
+        cfg
     }
 }
 

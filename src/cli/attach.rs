@@ -1,110 +1,114 @@
 //! `pelagos-net attach` and `detach`: network a namespace someone else
 //! made, through the library's [`Network`], and undo it.
 
-use super::{Fail, error_chain};
-use pelagos_net::model::port::PortMapping;
-use pelagos_net::state::paths::Paths;
+use super::error::{CliError, Exit, error_chain, with_hint};
+use super::net_args::NetArgs;
+use super::ps::port_entries;
+use super::{Context, output};
 use pelagos_net::{Attachment, Lifetime, Network, NetworkOptions, Target};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// `attach` options beyond the network ones.
+/// Options of `attach`.
 #[derive(Debug, clap::Args)]
-pub struct AttachArgs {
+pub struct Args {
+    #[command(flatten)]
+    net: NetArgs,
     /// The network namespace: `/proc/PID/ns/net` or a bind mount such as `/run/netns/NAME`.
     #[arg(long, value_name = "PATH")]
-    pub netns: PathBuf,
+    netns: PathBuf,
     /// The user namespace owning it (default: found from the network namespace, when not root).
     #[arg(long, value_name = "PATH")]
-    pub userns: Option<PathBuf>,
+    userns: Option<PathBuf>,
     /// Container address on a bridge network.
     #[arg(long)]
-    pub ip: Option<std::net::Ipv4Addr>,
+    ip: Option<std::net::Ipv4Addr>,
     /// Seconds to wait for the network to become ready.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    pub ready_timeout: f64,
+    ready_timeout: f64,
+    /// JSON output: id, mode, ports (with the chosen host ports), addresses, helper pids.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `detach`.
+#[derive(Debug, clap::Args)]
+pub struct DetachArgs {
+    /// The attachment's id (what `attach` printed).
+    id: String,
     /// JSON output.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
-fn fail(e: &pelagos_net::Error) -> Fail {
-    let mut message = error_chain(e);
-    if let Some(hint) = e.hint() {
-        message.push_str(&format!("\npelagos-net: hint: {hint}"));
-    }
-    Fail::new(e.exit_code(), message)
+fn fail(e: &pelagos_net::Error) -> CliError {
+    CliError::new(e.exit_code(), with_hint(&error_chain(e), e.hint()))
 }
 
-fn port_json(m: &PortMapping) -> serde_json::Value {
-    serde_json::json!({
-        "spec": m.to_string(),
-        "host_ip": m.host_ip,
-        "host_port": m.host.map(|h| h.start()),
-        "host_port_end": m.host.map(|h| h.end()),
-        "container_port": m.container.start(),
-        "container_port_end": m.container.end(),
-        "proto": m.proto.to_string(),
-    })
-}
-
+/// The `attach --json` document.
 fn report(a: &Attachment, netns: &std::path::Path) -> serde_json::Value {
     let helpers: Vec<serde_json::Value> =
         a.processes().into_iter().map(|(role, pid)| serde_json::json!({ "role": role, "pid": pid })).collect();
     serde_json::json!({
+        "schema_version": output::SCHEMA_VERSION,
         "id": a.id(),
         "mode": a.mode().to_string(),
         "netns": netns,
-        "ports": a.ports().iter().map(port_json).collect::<Vec<_>>(),
-        "addresses": a.addresses(),
+        "ports": port_entries(a.ports()),
+        "addresses": a.addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "helpers": helpers,
         "port_driver": a.plan().port_driver,
-        "ready_after_ms": a.ready_after().map(|d| d.as_secs_f64() * 1e3),
     })
 }
 
-/// `attach`.
-pub fn attach(
-    net: pelagos_net::model::config::NetworkConfig,
-    fallback: Option<pelagos_net::flow::select::Fallback>,
-    args: AttachArgs,
-    paths: Paths,
-) -> Result<(), Fail> {
+/// Attach; print the id (or the JSON document) once the network is ready.
+pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
+    if !(args.ready_timeout.is_finite() && args.ready_timeout >= 0.0) {
+        return Err(CliError::usage(format!(
+            "invalid value '{}' for '--ready-timeout <SECONDS>': not a number of seconds",
+            args.ready_timeout
+        )));
+    }
+    let net = args.net.config(ctx)?;
     let mut opts = NetworkOptions::new(net.mode)
         .port_driver(net.port_driver)
         .lifetime(Lifetime::Detached)
-        .ready_timeout(Duration::from_secs_f64(args.ready_timeout.max(0.0)));
+        .ready_timeout(Duration::from_secs_f64(args.ready_timeout));
     opts.ports = net.ports;
     opts.host_loopback_ports = net.host_loopback_ports;
-    opts.fallback = fallback;
+    opts.fallback = args.net.fallback;
     opts.ip = args.ip;
+    opts.helper_options = net.helper_options;
+    opts.dns = net.dns;
     let target = Target::Paths { netns: &args.netns, userns: args.userns.as_deref() };
-    let attachment = Network::with_paths(paths).attach(&opts, target).map_err(|e| fail(&e))?;
-    let value = report(&attachment, &args.netns);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+    let attachment = Network::with_paths(ctx.paths.clone()).attach(&opts, target).map_err(|e| fail(&e))?;
+    let written = if args.json {
+        output::json(&report(&attachment, &args.netns))
     } else {
         for m in attachment.ports() {
-            eprintln!("pelagos-net: published {m}");
+            output::note(&format!("published {m}"));
         }
-        println!("{}", attachment.id());
-    }
+        output::outln(attachment.id())
+    };
     attachment.leave();
-    Ok(())
+    written.map(|()| Exit::SUCCESS)
 }
 
-/// `detach`.
-pub fn detach(id: &str, json: bool, paths: Paths) -> Result<(), Fail> {
-    let report = Network::with_paths(paths).detach(id).map_err(|e| fail(&e))?;
-    if json {
-        let value =
-            serde_json::json!({ "id": report.id, "errors": report.errors, "helper_output": report.helper_output });
-        println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+/// Detach; print the id (or a JSON document with what failed).
+pub fn detach_cmd(args: DetachArgs, ctx: &Context) -> Result<Exit, CliError> {
+    let report = Network::with_paths(ctx.paths.clone()).detach(&args.id).map_err(|e| fail(&e))?;
+    if args.json {
+        output::json(&serde_json::json!({
+            "schema_version": output::SCHEMA_VERSION,
+            "id": report.id,
+            "errors": report.errors,
+            "helper_output": report.helper_output,
+        }))?;
     } else {
         for e in &report.errors {
-            eprintln!("pelagos-net: warning: {e}");
+            output::warn(e);
         }
-        println!("{}", report.id);
+        output::outln(&report.id)?;
     }
-    if report.errors.is_empty() { Ok(()) } else { Err(Fail::new(1, format!("detach {id} left errors"))) }
+    Ok(if report.errors.is_empty() { Exit::SUCCESS } else { Exit::NO })
 }

@@ -18,7 +18,6 @@ use super::RunError;
 use super::exec::Exec;
 use super::plan::{Given, Lifetime, Plan, Request, TargetKind, plan};
 use super::steps::Step;
-use crate::bridge::network::{NetworkDef, NetworkError};
 use crate::host::probe::HostCaps;
 use crate::host::procfs::ProcessId;
 use crate::model::mode::NetworkMode;
@@ -29,8 +28,8 @@ use crate::state::record::{Anchor, Phase, Record, RecordKind};
 use crate::state::store::{Store, StoreError};
 use std::time::Duration;
 
-/// A bridge network's definition by name.
-pub(crate) type Networks<'a> = &'a dyn Fn(&str) -> Result<NetworkDef, NetworkError>;
+/// What planning looks up (network definitions, the host's `/etc`).
+pub(crate) type Networks<'a> = &'a dyn super::plan::Lookups;
 
 /// An attachment being set up, or set up.
 pub(crate) struct Session {
@@ -147,7 +146,7 @@ fn check_conflicts(
 ) -> Result<(), RunError> {
     let Ok(store) = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw()) else { return Ok(()) };
     let others = store.records()?.into_iter().flatten().filter(|r| {
-        r.id != own_id && r.target.as_ref().is_some_and(|t| t.ns == target.ns) && super::gc::alive(r, &paths.proc_root)
+        r.id != own_id && r.target.as_ref().is_some_and(|t| t.ns == target.ns) && r.alive(&paths.proc_root)
     });
     for other in others {
         if let Some(why) = conflict(&plan.mode, ports, other.clone()) {

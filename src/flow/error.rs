@@ -61,6 +61,9 @@ pub enum RunError {
     /// A network definition could not be read or written.
     #[error(transparent)]
     Network(crate::bridge::network::NetworkError),
+    /// Name resolution could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsSetupError),
     /// Bridge setup failed.
     #[error(transparent)]
     Bridge(crate::bridge::BridgeError),

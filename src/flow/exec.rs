@@ -64,6 +64,8 @@ pub(crate) struct Exec {
     pub ready_after: Option<Duration>,
     pending: Option<helper::Pending>,
     pub(crate) bridge: bridge::BridgeState,
+    /// Name resolution, once prepared.
+    pub dns: Option<crate::dns::PreparedDns>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -113,6 +115,7 @@ impl Exec {
             ready_after: None,
             pending: None,
             bridge: bridge::BridgeState::default(),
+            dns: None,
         }
     }
 
@@ -131,6 +134,7 @@ impl Exec {
                 Ok(())
             }
             Step::BindListeners => relay::bind(self),
+            Step::PrepareDns => self.prepare_dns(),
             Step::WriteRecord => self.open_record(),
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
@@ -148,6 +152,7 @@ impl Exec {
                 Some(pending) => helper::await_ready(self, pending, cancel),
                 None => Ok(()),
             },
+            Step::StartDns => self.start_dns(),
             Step::StartRelay { target, detached, .. } => relay::start(self, *target, *detached),
             Step::Commit => self.set_phase(Phase::Ready),
             // The command is the caller's business (it holds the signals).
@@ -158,6 +163,33 @@ impl Exec {
     /// Every step ran: let go of what only the setup needed.
     pub fn done(&mut self) {
         self.bridge.close();
+    }
+
+    /// `prepare_dns`: read the host's files, bind a bridge forwarder's
+    /// sockets, prepare the child's part; what cannot be met fails here.
+    fn prepare_dns(&mut self) -> Result<(), RunError> {
+        let Some((mode, options)) = &self.plan.dns_request else { return Ok(()) };
+        let mode = match (mode, &self.plan.network) {
+            (crate::dns::ModeDns::Bridge { .. }, Some(def)) => {
+                crate::dns::ModeDns::Bridge { gateway: def.gateway, listening: true }
+            }
+            (mode, _) => *mode,
+        };
+        let req =
+            crate::dns::DnsSetupRequest { mode, options, own: None, etc: std::path::Path::new(crate::dns::setup::ETC) };
+        let prepared = crate::dns::prepare(&req)?;
+        log::info!("name resolution: {}", prepared.plan.resolver);
+        self.dns = Some(prepared);
+        Ok(())
+    }
+
+    /// `start_dns`: the forwarder the plan asks for (its sockets inside the
+    /// namespace come from a socket factory that joins the child's).
+    fn start_dns(&mut self) -> Result<(), RunError> {
+        let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
+        let Some(dns) = self.dns.as_mut() else { return Ok(()) };
+        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root)?;
+        self.add(Resource::Dns)
     }
 
     /// Open the state directory, clean what dead owners left (the cheap gc;

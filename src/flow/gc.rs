@@ -13,9 +13,8 @@
 mod leftovers;
 
 use super::undo::{self, Live};
-use crate::ns::target::anchor_alive;
 use crate::state::paths::Paths;
-use crate::state::record::{Phase, Record, Resource};
+use crate::state::record::{Record, Resource};
 use crate::state::store::{Store, StoreError};
 use serde::Serialize;
 use std::path::Path;
@@ -40,14 +39,6 @@ pub struct GcReport {
     pub actions: Vec<Action>,
 }
 
-/// Whether `record` is alive (see the module docs).
-pub fn alive(record: &Record, proc_root: &Path) -> bool {
-    match record.phase {
-        Phase::Setup | Phase::Teardown => record.owner.is_alive(proc_root),
-        Phase::Ready => anchor_alive(&record.anchor, proc_root).unwrap_or_else(|| record.owner.is_alive(proc_root)),
-    }
-}
-
 /// What undoing `resource` removes, for the report; `None` for a process
 /// that is already gone (nothing to do).
 fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
@@ -64,7 +55,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         }
         Resource::File { path } | Resource::Log { path, .. } => format!("file {}", path.display()),
         Resource::Relay { factory: Some(f), .. } if f.is_alive(proc_root) => format!("socket factory {}", f.pid),
-        Resource::Relay { .. } => return None,
+        Resource::Relay { .. } | Resource::Dns => return None,
     })
 }
 
@@ -102,7 +93,17 @@ pub(crate) fn undo_record(
 
 /// Find dead records and undo them (nothing is removed with `dry_run`).
 pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
-    let store = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let store = if dry_run {
+        // Only looking: a state directory that does not exist holds nothing
+        // to collect, and is not created.
+        match Store::open_existing(&paths.run_dir, euid)? {
+            Some(store) => store,
+            None => return Ok(GcReport::default()),
+        }
+    } else {
+        Store::open(&paths.run_dir, euid)?
+    };
     let mut report = GcReport::default();
     for entry in store.records()? {
         let record = match entry {
@@ -129,7 +130,7 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
             }
             Err(e) => return Err(e),
         };
-        if alive(&record, &paths.proc_root) {
+        if record.alive(&paths.proc_root) {
             report.live.push(record.id.clone());
             continue;
         }
@@ -153,7 +154,7 @@ mod tests {
     use super::*;
     use crate::host::procfs::ProcessId;
     use crate::model::mode::NetworkMode;
-    use crate::state::record::{Anchor, ProcessRole, RecordKind};
+    use crate::state::record::{Anchor, Phase, ProcessRole, RecordKind};
 
     fn dead() -> ProcessId {
         ProcessId { pid: u32::MAX - 1, start_time: 1 }
@@ -161,6 +162,10 @@ mod tests {
 
     fn me() -> ProcessId {
         ProcessId::of(Path::new("/proc"), std::process::id()).unwrap()
+    }
+
+    fn alive(r: &Record, proc: &Path) -> bool {
+        r.alive(proc)
     }
 
     fn record(owner: ProcessId, phase: Phase, anchor: Anchor) -> Record {

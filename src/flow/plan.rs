@@ -14,11 +14,12 @@
 //! namespace is ready, and the end (the command released, or the
 //! attachment committed).
 
+mod dns;
 mod refusal;
 mod render;
 
 pub use refusal::Refusal;
-pub use render::render;
+pub use render::{json, render};
 
 use crate::bridge::network::{DEFAULT_NETWORK, NetworkDef, NetworkError};
 use crate::flow::modes::{self, Input};
@@ -31,7 +32,7 @@ use crate::model::mode::NetworkMode;
 use crate::model::port::PortMapping;
 use serde::Serialize;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the network goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +121,9 @@ pub struct Plan {
     pub ports: Vec<PortMapping>,
     /// Host-loopback ports the namespace reaches.
     pub host_loopback_ports: Vec<u16>,
-    /// The steps, in order.
+    /// The steps, in order (in JSON: `pipeline`, each with its `op`;
+    /// `steps` there holds what each says in words).
+    #[serde(rename = "pipeline")]
     pub steps: Vec<Step>,
     /// The helper's program, when one is spawned.
     pub helper_program: Option<PathBuf>,
@@ -139,6 +142,19 @@ pub struct Plan {
     /// How long what the setup starts lives.
     #[serde(skip)]
     pub lifetime: Lifetime,
+    /// Name resolution for the command: the resolver decision and the
+    /// generated files (`None` for a namespace the setup does not run a
+    /// command in).
+    pub dns: Option<crate::dns::DnsPlan>,
+    /// What the name resolution steps need: the mode's facts and the options.
+    #[serde(skip)]
+    pub dns_request: Option<(crate::dns::ModeDns, crate::dns::DnsOptions)>,
+    /// pasta's extra argv (`pasta:OPTS`).
+    #[serde(skip)]
+    pub pasta_extra: Vec<String>,
+    /// slirp4netns's extra options (`slirp4netns:OPTS`).
+    #[serde(skip)]
+    pub slirp_options: crate::model::helper_opts::SlirpOptions,
 }
 
 fn display<S: serde::Serializer>(mode: &NetworkMode, s: S) -> Result<S::Ok, S::Error> {
@@ -157,23 +173,48 @@ impl Plan {
     }
 }
 
-/// Plan `req` on the host `host` describes. `network` looks up a bridge
-/// network's definition by name.
-pub fn plan(
-    req: &Request,
-    host: &HostCaps,
-    network: &dyn Fn(&str) -> Result<NetworkDef, NetworkError>,
-) -> Result<Plan, Refusal> {
+/// What the planner reads besides the probed host: bridge network
+/// definitions, and the host's `/etc` (its resolv.conf and hosts, for name
+/// resolution). Injected, so that tests plan against fixed ones.
+pub trait Lookups {
+    /// A bridge network's definition by name.
+    fn network(&self, name: &str) -> Result<NetworkDef, NetworkError>;
+    /// The directory holding the host's `resolv.conf` and `hosts`.
+    fn etc(&self) -> &Path;
+}
+
+/// The system's: definitions read (never written) from `config_dir`, `/etc`.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemLookups<'a> {
+    /// The configuration directory (network definitions).
+    pub config_dir: &'a Path,
+}
+
+impl Lookups for SystemLookups<'_> {
+    fn network(&self, name: &str) -> Result<NetworkDef, NetworkError> {
+        crate::bridge::network::peek_network_def(self.config_dir, name)
+    }
+
+    fn etc(&self) -> &Path {
+        Path::new(crate::dns::setup::ETC)
+    }
+}
+
+/// Plan `req` on the host `host` describes, with `lookups` for network
+/// definitions and the host's name resolution files.
+pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Plan, Refusal> {
     let decision = decide(req, host)?;
     let mode = decision.as_ref().map_or_else(|| req.network.mode.clone(), |d| d.mode.to_network_mode());
     let cfg = &req.network;
     let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, DriverFacts { pasta: pasta_build(host) })?;
     let def = match &mode {
         NetworkMode::Bridge(name) => {
-            Some(network(name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str())).map_err(Refusal::Network)?)
+            Some(lookups.network(name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str())).map_err(Refusal::Network)?)
         }
         _ => None,
     };
+    let pasta_extra = cfg.pasta_extra(&mode).map_err(Refusal::HelperOptions)?;
+    let slirp_options = cfg.slirp_extra(&mode).map_err(Refusal::HelperOptions)?;
     let input = Input {
         req,
         mode: &mode,
@@ -181,10 +222,14 @@ pub fn plan(
         builtin: port_driver.driver == ChosenDriver::Builtin,
         decided: decision.is_some(),
         network: def.as_ref(),
+        pasta_extra: &pasta_extra,
+        slirp_options: &slirp_options,
     };
     check_common(&input)?;
     let driver = modes::driver(&mode);
     driver.check(&input)?;
+    let dns_request = dns::request(&input)?;
+    let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
     let mut steps = Vec::new();
     if cfg.ports.iter().any(|m| m.host.is_none()) {
         steps.push(Step::PickHostPorts);
@@ -192,10 +237,16 @@ pub fn plan(
     if input.builtin {
         steps.push(Step::BindListeners);
     }
+    if dns.as_ref().is_some_and(dns::prepares) {
+        steps.push(Step::PrepareDns);
+    }
     if needs_record(&input) {
         steps.push(Step::WriteRecord);
     }
     steps.extend(driver.steps(&input));
+    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) {
+        steps.push(Step::StartDns);
+    }
     if input.builtin {
         let target = driver.relay_target(&input);
         let inside = if input.rootless() { Inside::Factory } else { Inside::Join };
@@ -207,10 +258,11 @@ pub fn plan(
         (_, false, TargetKind::Given(_)) => steps.push(Step::Commit),
         (_, false, _) => {}
     }
-    let helper = driver.helper(&input);
+    let helper = driver.helper(&input, dns.as_ref().and_then(|d| d.pasta_forward));
     let mut warnings: Vec<String> = decision.iter().filter_map(|d| d.warning.clone()).collect();
     warnings.extend(crate::ports::exposure::all_interfaces_warning(&cfg.ports));
     warnings.extend(driver.warnings(&input));
+    warnings.extend(dns.iter().flat_map(|d| d.warnings.iter().cloned()));
     Ok(Plan {
         helper_program: helper.as_ref().map(|h| h.0.clone()),
         helper_argv: helper.map(|h| h.1),
@@ -225,6 +277,10 @@ pub fn plan(
         network: def,
         warnings,
         lifetime: req.lifetime,
+        dns,
+        dns_request,
+        pasta_extra,
+        slirp_options,
     })
 }
 

@@ -7,7 +7,6 @@
 //! command or the commit last.
 
 use super::*;
-use crate::bridge::network::default_network_def;
 use crate::flow::steps::ChildNs;
 use crate::host::probe::test_hosts::{debian_pasta, root, rootless};
 use crate::host::probe::{Helper, HostCaps};
@@ -92,13 +91,6 @@ fn request() -> impl Strategy<Value = Request> {
             };
             Request { network, fallback, ip: None, target, lifetime, command }
         })
-}
-
-fn nets(name: &str) -> Result<NetworkDef, NetworkError> {
-    match name {
-        DEFAULT_NETWORK => Ok(default_network_def()),
-        other => Err(NetworkError::NotFound(other.into())),
-    }
 }
 
 /// `host` with every fact outside `scope` made different: a plan that
@@ -202,12 +194,12 @@ proptest! {
     #[test]
     fn plans_read_only_their_probe_scope_and_are_carried_out_recorded(req in request(), which in 0usize..7) {
         let host = &hosts()[which];
-        let full = plan(&req, host, &nets);
-        let scoped = plan(&req, &garbled(host, probe_scope(&req)), &nets);
+        let full = plan(&req, host, &super::tests::NETS);
+        let scoped = plan(&req, &garbled(host, probe_scope(&req)), &super::tests::NETS);
         prop_assert_eq!(outcome(&full), outcome(&scoped), "{:?} planned differently with only its scope", req);
         if let Ok(p) = &full {
             check_well_formed(&req, host, p)?;
-            prop_assert_eq!(outcome(&plan(&req, host, &nets)), outcome(&full), "planning is deterministic");
+            prop_assert_eq!(outcome(&plan(&req, host, &super::tests::NETS)), outcome(&full), "planning is deterministic");
         }
     }
 }

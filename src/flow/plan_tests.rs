@@ -9,15 +9,27 @@ fn cfg(mode: &str, ports: &[&str]) -> NetworkConfig {
     c
 }
 
-fn nets(name: &str) -> Result<NetworkDef, NetworkError> {
-    match name {
-        DEFAULT_NETWORK => Ok(default_network_def()),
-        other => Err(NetworkError::NotFound(other.into())),
+/// The default network only, and an `/etc` whose resolver any namespace
+/// reaches (so name resolution changes nothing unless asked).
+pub(super) struct Fixed;
+
+impl Lookups for Fixed {
+    fn network(&self, name: &str) -> Result<NetworkDef, NetworkError> {
+        match name {
+            DEFAULT_NETWORK => Ok(default_network_def()),
+            other => Err(NetworkError::NotFound(other.into())),
+        }
+    }
+
+    fn etc(&self) -> &Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/etc-plain"))
     }
 }
 
+pub(super) const NETS: Fixed = Fixed;
+
 fn run_plan(c: NetworkConfig, host: &HostCaps) -> Result<Plan, Refusal> {
-    plan(&Request::run(c), host, &nets)
+    plan(&Request::run(c), host, &NETS)
 }
 
 fn attach(c: NetworkConfig, userns: bool, named: bool) -> Request {
@@ -51,7 +63,16 @@ fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() 
     assert!(!text.contains("add_hostfwd") && text.contains("socket factory"), "{text}");
     assert_eq!(
         ops(&p),
-        ["bind_listeners", "write_record", "fork_child", "spawn_helper", "await_ready", "start_relay", "exec_command"]
+        [
+            "bind_listeners",
+            "prepare_dns",
+            "write_record",
+            "fork_child",
+            "spawn_helper",
+            "await_ready",
+            "start_relay",
+            "exec_command"
+        ]
     );
 }
 
@@ -104,13 +125,15 @@ fn explicit_pasta_plans_its_pinned_argv_and_no_selection() {
     assert!(p.decision.is_none());
     let argv = p.helper_argv.clone().unwrap().join(" ");
     assert!(argv.contains("-t 127.0.0.1/8080:80") && argv.contains("-u none") && argv.contains("-T none"), "{argv}");
-    assert_eq!(ops(&p), ["write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]);
+    assert_eq!(ops(&p), ["prepare_dns", "write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]);
 }
 
 #[test]
 fn root_pasta_names_the_child_namespace_and_keeps_root() {
     let p = run_plan(cfg("pasta", &[]), &root()).unwrap();
-    assert_eq!(ops(&p), ["write_record", "fork_child", "name_netns", "spawn_helper", "await_ready", "exec_command"]);
+    let steps =
+        ["prepare_dns", "write_record", "fork_child", "name_netns", "spawn_helper", "await_ready", "exec_command"];
+    assert_eq!(ops(&p), steps);
     let argv = p.helper_argv.unwrap().join(" ");
     assert!(argv.ends_with("--netns /run/netns/pelagos-<id> --runas 0"), "{argv}");
 }
@@ -146,6 +169,7 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
     assert_eq!(
         ops(&p),
         [
+            "prepare_dns",
             "write_record",
             "lease_address",
             "ensure_network",
@@ -154,6 +178,7 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
             "configure_address",
             "install_forwards",
             "fork_child",
+            "start_dns",
             "exec_command"
         ]
     );
@@ -175,18 +200,18 @@ fn ns_path_runs_in_the_namespace_as_it_is() {
     let mut req = attach(cfg("ns:/proc/42/ns/net", &[]), true, false);
     req.command = true;
     req.lifetime = Lifetime::Owner;
-    let p = plan(&req, &rootless(), &nets).unwrap();
+    let p = plan(&req, &rootless(), &NETS).unwrap();
     assert_eq!(ops(&p), ["fork_child", "exec_command"]);
     req.network.ports = vec!["8080:80".parse().unwrap()];
-    assert!(matches!(plan(&req, &rootless(), &nets).unwrap_err(), Refusal::NsPublishes));
+    assert!(matches!(plan(&req, &rootless(), &NETS).unwrap_err(), Refusal::NsPublishes));
     req.network.ports.clear();
     req.fallback = Some(Fallback::Warn);
-    assert!(matches!(plan(&req, &rootless(), &nets).unwrap_err(), Refusal::NsFallback));
+    assert!(matches!(plan(&req, &rootless(), &NETS).unwrap_err(), Refusal::NsFallback));
 }
 
 #[test]
 fn a_rootless_pasta_attachment_spawns_pasta_into_the_given_namespace_and_commits() {
-    let p = plan(&attach(cfg("pasta", &["127.0.0.1::80"]), true, false), &rootless(), &nets).unwrap();
+    let p = plan(&attach(cfg("pasta", &["127.0.0.1::80"]), true, false), &rootless(), &NETS).unwrap();
     assert_eq!(
         ops(&p),
         ["pick_host_ports", "write_record", "spawn_helper", "await_ready", "commit"],
@@ -196,17 +221,17 @@ fn a_rootless_pasta_attachment_spawns_pasta_into_the_given_namespace_and_commits
     assert!(argv.contains("--netns /proc/42/ns/net --userns /proc/42/ns/user"), "{argv}");
     let mut caps = rootless();
     caps.pasta = debian_pasta();
-    let p = plan(&attach(cfg("pasta", &["127.0.0.1:8080:80"]), true, false), &caps, &nets).unwrap();
+    let p = plan(&attach(cfg("pasta", &["127.0.0.1:8080:80"]), true, false), &caps, &NETS).unwrap();
     assert!(p.steps.contains(&Step::StartRelay { target: NsRef::Given, inside: Inside::Factory, detached: true }));
 }
 
 #[test]
 fn a_root_attachment_names_a_process_namespace_but_not_a_bind_mount() {
-    let p = plan(&attach(cfg("pasta", &[]), false, false), &root(), &nets).unwrap();
+    let p = plan(&attach(cfg("pasta", &[]), false, false), &root(), &NETS).unwrap();
     assert_eq!(ops(&p), ["write_record", "name_netns", "spawn_helper", "await_ready", "commit"]);
-    let p = plan(&attach(cfg("pasta", &[]), false, true), &root(), &nets).unwrap();
+    let p = plan(&attach(cfg("pasta", &[]), false, true), &root(), &NETS).unwrap();
     assert_eq!(ops(&p), ["write_record", "spawn_helper", "await_ready", "commit"]);
-    let p = plan(&attach(cfg("bridge", &["8080:80"]), false, true), &root(), &nets).unwrap();
+    let p = plan(&attach(cfg("bridge", &["8080:80"]), false, true), &root(), &NETS).unwrap();
     assert_eq!(
         ops(&p),
         [
@@ -224,10 +249,10 @@ fn a_root_attachment_names_a_process_namespace_but_not_a_bind_mount() {
 #[test]
 fn what_cannot_network_an_existing_namespace_is_refused() {
     for mode in ["host", "ns:/run/netns/x"] {
-        let err = plan(&attach(cfg(mode, &[]), true, false), &rootless(), &nets).unwrap_err();
+        let err = plan(&attach(cfg(mode, &[]), true, false), &rootless(), &NETS).unwrap_err();
         assert!(matches!(err, Refusal::NotAttachable(_)), "{mode}: {err}");
     }
-    let err = plan(&attach(cfg("loopback", &[]), true, false), &rootless(), &nets).unwrap_err();
+    let err = plan(&attach(cfg("loopback", &[]), true, false), &rootless(), &NETS).unwrap_err();
     assert!(matches!(err, Refusal::NothingToAttach), "{err}");
 }
 
@@ -237,11 +262,11 @@ fn auto_on_an_existing_namespace_ignores_what_creating_one_would_take() {
     caps.userns_knobs.max_user_namespaces = Some(0);
     let mut run = Request::run(cfg("pasta", &[]));
     run.fallback = Some(Fallback::Strict);
-    let err = plan(&run, &caps, &nets).unwrap_err();
+    let err = plan(&run, &caps, &NETS).unwrap_err();
     assert!(matches!(err, Refusal::Select(_)), "a run needs a user namespace: {err}");
     let mut req = attach(cfg("auto", &[]), true, false);
     req.fallback = Some(Fallback::Strict);
-    let p = plan(&req, &caps, &nets).unwrap();
+    let p = plan(&req, &caps, &NETS).unwrap();
     assert_eq!(p.mode, NetworkMode::Pasta);
 }
 

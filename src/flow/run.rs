@@ -21,10 +21,9 @@ pub use command::resolve_command;
 
 use super::RunError;
 use super::exec::{ChildCommand, Exec};
-use super::plan::{Plan, Request, TargetKind, plan, probe_scope};
+use super::plan::{Plan, Request, SystemLookups, TargetKind, plan, probe_scope};
 use super::select::{Decision, Fallback};
 use super::steps::Step;
-use crate::bridge::network::peek_network_def;
 use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::config::NetworkConfig;
 use crate::model::driver::DriverChoice;
@@ -59,9 +58,35 @@ pub struct RunOptions {
     pub fallback: Option<Fallback>,
     /// A requested container address (bridge mode, `--ip`).
     pub ip: Option<std::net::Ipv4Addr>,
-    /// Called once the network is ready, just before the command starts,
-    /// with the published ports as resolved (ephemeral ports filled in).
-    pub on_ready: Option<fn(&[PortMapping])>,
+    /// Called once the network is ready, just before the command starts
+    /// (see [`Ready`]; not called in host mode, where nothing is set up).
+    pub on_ready: Option<ReadyHook>,
+}
+
+/// A run whose network is ready, as its [`ReadyHook`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ready<'a> {
+    /// The run's id (its record's name).
+    pub id: &'a str,
+    /// The mode that runs.
+    pub mode: &'a NetworkMode,
+    /// Published ports as resolved (ephemeral host ports filled in).
+    pub ports: &'a [PortMapping],
+    /// The process that holds the namespace and becomes the command.
+    pub pid: u32,
+    /// The leased address on a bridge network.
+    pub bridge_address: Option<std::net::Ipv4Addr>,
+}
+
+/// A callback for [`RunOptions::on_ready`].
+#[derive(Clone)]
+pub struct ReadyHook(pub std::sync::Arc<dyn Fn(&Ready<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyHook")
+    }
 }
 
 /// Result of a run whose command started.
@@ -127,7 +152,7 @@ pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
     let (req, _given) = request(opts)?;
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
     let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
-    Ok(plan(&req, &host, &|name| peek_network_def(&opts.paths.config_dir, name))?)
+    Ok(plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?)
 }
 
 /// Run the command per `opts`. `Err` means the command never started
@@ -137,7 +162,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (req, given) = request(opts)?;
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
     let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
-    let plan = plan(&req, &host, &|name| peek_network_def(&opts.paths.config_dir, name))?;
+    let plan = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
     announce(&plan);
     if plan.steps == [Step::ExecInPlace] {
         // Nothing to set up, and the command must keep our signal mask.

@@ -101,6 +101,9 @@ pub enum Step {
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
+    /// Prepare name resolution before anything exists: read the host's
+    /// files, bind a bridge forwarder's sockets, prepare the child's mounts.
+    PrepareDns,
     /// Write the record; everything created from here on is recorded.
     WriteRecord,
     /// Lease an address on a bridge network, under its lock.
@@ -161,6 +164,8 @@ pub enum Step {
         /// Which helper.
         helper: Helper,
     },
+    /// Start the DNS forwarder name resolution asked for.
+    StartDns,
     /// Start relaying the published ports into the namespace.
     StartRelay {
         /// The namespace.
@@ -184,6 +189,7 @@ impl Step {
         match self {
             Self::PickHostPorts => "pick_host_ports",
             Self::BindListeners => "bind_listeners",
+            Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",
             Self::LeaseAddress { .. } => "lease_address",
             Self::EnsureNetwork { .. } => "ensure_network",
@@ -195,6 +201,7 @@ impl Step {
             Self::InstallForwards { .. } => "install_forwards",
             Self::SpawnHelper { .. } => "spawn_helper",
             Self::AwaitReady { .. } => "await_ready",
+            Self::StartDns => "start_dns",
             Self::StartRelay { .. } => "start_relay",
             Self::Commit => "commit",
             Self::ExecCommand => "exec_command",

@@ -76,6 +76,8 @@ pub(crate) struct Live {
     pub helper: Option<LiveHelper>,
     /// The relay.
     pub relay: Option<BuiltinPorts>,
+    /// The DNS forwarder.
+    pub dns: Option<crate::dns::forwarder::Forwarder>,
 }
 
 /// What undo needs besides the resource.
@@ -114,6 +116,12 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             remove_file(path)?;
             Ok(text)
         }
+        Resource::Dns => {
+            if let Some(forwarder) = live.dns.take() {
+                log::debug!("dns forwarder stopped: {:?}", forwarder.stop());
+            }
+            Ok(None)
+        }
         Resource::Relay { factory, .. } => {
             match live.relay.take() {
                 // Listeners close first: no new connection is accepted into
@@ -141,6 +149,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::Forwards { .. } => "undo.forwards",
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",
+        Resource::Dns => "undo.dns",
     }
 }
 

@@ -2,9 +2,9 @@
 //! (diagnose, doctor), and what its processes and sockets are (procfs,
 //! procnet, sock_diag). Reads only; never changes the host.
 
-pub mod addresses;
 pub mod diagnose;
 pub mod doctor;
+pub mod nsaddr;
 pub mod path;
 pub mod probe;
 pub mod procfs;

@@ -270,18 +270,6 @@ fn ns_id(fd: &OwnedFd) -> io::Result<NsId> {
     Ok(NsId { dev: st.st_dev, ino: st.st_ino })
 }
 
-/// Whether the namespace an anchor names still exists.
-pub fn anchor_alive(anchor: &Anchor, proc_root: &Path) -> Option<bool> {
-    match anchor {
-        Anchor::Owner => None,
-        Anchor::Namespace { process, mount } => {
-            let process_ok = process.is_none_or(|p| p.is_alive(proc_root));
-            let mount_ok = mount.as_ref().is_none_or(|m| NsId::of(&m.path).is_ok_and(|id| id == m.ns));
-            Some(process_ok && mount_ok)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +298,7 @@ mod tests {
         let path = PathBuf::from(format!("/proc/{me}/ns/net"));
         let t = OpenTarget::open(&path, Some(Path::new("/proc/self/ns/user")), Path::new("/proc"), 0).unwrap();
         assert_eq!(t.process.map(|p| p.pid), Some(me));
-        assert_eq!(anchor_alive(&t.anchor(), Path::new("/proc")), Some(true));
+        assert_eq!(t.anchor().alive(Path::new("/proc")), Some(true));
         assert!(!t.named());
         let err = OpenTarget::open(Path::new("/proc/self/ns/user"), None, Path::new("/proc"), 0).unwrap_err();
         assert!(matches!(err, TargetError::WrongType { .. }), "{err}");

@@ -3,5 +3,6 @@
 
 pub mod paths;
 pub mod record;
+pub mod runs;
 pub mod safefs;
 pub mod store;

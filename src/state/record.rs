@@ -222,6 +222,9 @@ pub enum Resource {
         /// Whose output.
         of: ProcessRole,
     },
+    /// The DNS forwarder (a thread of the process that owns the run; its
+    /// sockets close with it).
+    Dns,
     /// The builtin port driver: listeners on the host (closed with the
     /// process holding them) and the socket factory inside the namespace
     /// (rootless; it exits when the relay closes its control socket).
@@ -234,7 +237,40 @@ pub enum Resource {
     },
 }
 
+impl Anchor {
+    /// Whether what it names still exists (`None` for [`Anchor::Owner`]:
+    /// that is the owner's liveness).
+    pub fn alive(&self, proc_root: &Path) -> Option<bool> {
+        match self {
+            Anchor::Owner => None,
+            Anchor::Namespace { process, mount } => {
+                let process_ok = process.is_none_or(|p| p.is_alive(proc_root));
+                let mount_ok = mount.as_ref().is_none_or(|m| NsId::of(&m.path).is_ok_and(|id| id == m.ns));
+                Some(process_ok && mount_ok)
+            }
+        }
+    }
+}
+
 impl Record {
+    /// Whether it is alive: being set up or torn down by a live owner, or
+    /// ready with its anchor alive (the owner for a run, the namespace for
+    /// an attachment). `gc` undoes what is not.
+    pub fn alive(&self, proc_root: &Path) -> bool {
+        match self.phase {
+            Phase::Setup | Phase::Teardown => self.owner.is_alive(proc_root),
+            Phase::Ready => self.anchor.alive(proc_root).unwrap_or_else(|| self.owner.is_alive(proc_root)),
+        }
+    }
+
+    /// The leased address on a bridge network, with the network's name.
+    pub fn lease(&self) -> Option<(&str, Ipv4Addr)> {
+        self.resources.iter().find_map(|r| match r {
+            Resource::Lease { network, address, .. } => Some((network.as_str(), *address)),
+            _ => None,
+        })
+    }
+
     /// A new record in the [`Phase::Setup`] phase, with nothing created yet.
     pub fn new(id: String, kind: RecordKind, owner: ProcessId, mode: NetworkMode) -> Self {
         Self {

@@ -112,6 +112,9 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
     };
     let index = host.create_veth(host_name.as_str(), peer.as_str(), ns, Some(bridge)).map_err(err("create veth"))?;
     crate::fault::point("bridge.veth");
+    if let Some(mtu) = exec.plan.network.as_ref().and_then(|d| d.options.mtu) {
+        host.set_mtu(index, mtu).map_err(err("set the host veth's mtu"))?;
+    }
     host.set_up(index).map_err(err("set host veth up"))?;
     exec.bridge.peer = Some((peer, routed));
     Ok(())
@@ -124,7 +127,14 @@ pub(super) fn address(exec: &mut Exec) -> Result<(), RunError> {
     let (Some((name, routed)), Some(address)) = (exec.bridge.peer.clone(), exec.lease) else {
         return Err(RunError::NoNetwork);
     };
-    let peer = Peer { name, address, prefix: def.subnet.prefix(), gateway: (!routed).then_some(def.gateway) };
+    let peer = Peer {
+        name,
+        address,
+        prefix: def.subnet.prefix(),
+        gateway: (!routed).then_some(def.gateway),
+        mtu: def.options.mtu,
+        v6: crate::bridge::plan::Plan6::of(&def, address, !routed),
+    };
     let into = if exec.given.is_some() { NsRef::Given } else { NsRef::Named };
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
     configure_peer(ns, &peer, exec.id()).map_err(RunError::Bridge)?;

@@ -184,6 +184,11 @@ fn start(
                 ports,
                 host_loopback_ports: exec.plan.host_loopback_ports.clone(),
                 runas: exec.plan.runas,
+                extra: exec.plan.pasta_extra.iter().map(Into::into).collect(),
+                dns_forward: match &exec.dns {
+                    Some(prepared) => prepared.plan.pasta_forward,
+                    None => exec.plan.dns.as_ref().and_then(|d| d.pasta_forward),
+                },
             };
             let cfg = PastaNetworkConfig {
                 program,
@@ -197,7 +202,8 @@ fn start(
             Started::Pasta(start, plan)
         }
         Helper::Slirp4netns => {
-            let plan = SlirpPlan::new(ns, exec.paths.slirp_api_socket(exec.id()));
+            let plan =
+                SlirpPlan::new(ns, exec.paths.slirp_api_socket(exec.id())).with_options(&exec.plan.slirp_options);
             let cfg = SlirpNetworkConfig {
                 program,
                 launcher: &[],

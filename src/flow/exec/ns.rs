@@ -37,7 +37,7 @@ pub(super) fn name(exec: &mut Exec, of: NsRef) -> Result<(), RunError> {
 /// `fork_child`: the child that will run the command enters its namespaces,
 /// brings `lo` up and waits; recorded once it reports.
 pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
-    let Some(cmd) = &exec.command else { return Err(RunError::NoCommand) };
+    let Some(cmd) = exec.command.take() else { return Err(RunError::NoCommand) };
     let kind = match ns {
         ChildNs::NewUserAndNet => {
             NsKind::UserAndNet { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
@@ -54,10 +54,11 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
     };
     let spec = ChildSpec {
         ns: kind,
-        program: cmd.program.clone(),
-        argv: cmd.argv.clone(),
+        program: cmd.program,
+        argv: cmd.argv,
         proc_root: exec.paths.proc_root.clone(),
         sigmask: cmd.sigmask,
+        dns: exec.dns.as_mut().and_then(|d| d.inside.take()),
     };
     let mut child = NsChild::spawn(&spec)?;
     crate::fault::point("run.child-spawned");

@@ -35,6 +35,10 @@ pub(crate) struct Input<'a> {
     pub decided: bool,
     /// The bridge network (bridge modes).
     pub network: Option<&'a NetworkDef>,
+    /// pasta's extra argv (`pasta:OPTS`).
+    pub pasta_extra: &'a [String],
+    /// slirp4netns's extra options (`slirp4netns:OPTS`).
+    pub slirp_options: &'a crate::model::helper_opts::SlirpOptions,
 }
 
 impl Input<'_> {
@@ -89,8 +93,9 @@ pub(crate) trait ModeDriver {
         input.ns()
     }
 
-    /// The helper program and its argv as a plan shows it.
-    fn helper(&self, _input: &Input<'_>) -> Option<(PathBuf, Vec<String>)> {
+    /// The helper program and its argv as a plan shows it (`dns_forward`:
+    /// pasta's `--dns-forward` address, when name resolution sets one).
+    fn helper(&self, _input: &Input<'_>, _dns_forward: Option<std::net::Ipv4Addr>) -> Option<(PathBuf, Vec<String>)> {
         None
     }
 

@@ -59,7 +59,7 @@ impl ModeDriver for Pasta {
         steps
     }
 
-    fn helper(&self, input: &Input<'_>) -> Option<(PathBuf, Vec<String>)> {
+    fn helper(&self, input: &Input<'_>, dns_forward: Option<std::net::Ipv4Addr>) -> Option<(PathBuf, Vec<String>)> {
         let program = input.host.pasta.path().map_or_else(|| PathBuf::from("pasta"), ToOwned::to_owned);
         let ports = if input.builtin {
             Vec::new()
@@ -71,6 +71,8 @@ impl ModeDriver for Pasta {
             ports,
             host_loopback_ports: input.req.network.host_loopback_ports.clone(),
             runas: self.runas(input),
+            extra: input.pasta_extra.iter().map(Into::into).collect(),
+            dns_forward,
         };
         build_argv(&plan).ok().map(|argv| (program.clone(), argv_strings(&program, &argv)))
     }

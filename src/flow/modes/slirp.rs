@@ -49,9 +49,10 @@ impl ModeDriver for Slirp {
         steps
     }
 
-    fn helper(&self, input: &Input<'_>) -> Option<(PathBuf, Vec<String>)> {
+    fn helper(&self, input: &Input<'_>, _dns_forward: Option<std::net::Ipv4Addr>) -> Option<(PathBuf, Vec<String>)> {
         let program = input.host.slirp4netns.path().map_or_else(|| PathBuf::from("slirp4netns"), ToOwned::to_owned);
-        let plan = SlirpPlan::new(input.shown_target(input.ns()), "/run/.../slirp-<id>.sock".into());
+        let plan = SlirpPlan::new(input.shown_target(input.ns()), "/run/.../slirp-<id>.sock".into())
+            .with_options(input.slirp_options);
         build_argv(&plan, SlirpFds { ready: 3, exit: Some(4) })
             .ok()
             .map(|argv| (program.clone(), argv_strings(&program, &argv)))

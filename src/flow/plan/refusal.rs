@@ -70,6 +70,15 @@ pub enum Refusal {
     /// A published port a bridge network's DNAT cannot forward.
     #[error(transparent)]
     BridgePorts(crate::bridge::plan::PlanError),
+    /// `pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(crate::model::helper_opts::HelperOptsError),
+    /// The DNS options cannot be met in this mode.
+    #[error(transparent)]
+    Dns(crate::dns::DecideError),
+    /// DNS options for a namespace the setup runs no command in.
+    #[error("name resolution options apply to a command's namespace; an existing namespace keeps its own")]
+    DnsNeedsCommand,
     /// The bridge network's definition could not be read.
     #[error(transparent)]
     Network(NetworkError),
@@ -110,7 +119,13 @@ impl Refusal {
             Self::NotAttachable(_) => "choose `--network pasta`, `slirp4netns`, `loopback` or `bridge[:NAME]`".into(),
             Self::NothingToAttach => "publish a port with `-p`, or choose another `--network` mode".into(),
             Self::BridgePorts(_) => "use `--port-driver builtin`".into(),
-            Self::Select(_) | Self::PortDriver(_) | Self::Tun(_) | Self::Network(_) => return None,
+            Self::DnsNeedsCommand => "drop `--dns`, `--dns-search`, `--dns-option` and `--add-host`".into(),
+            Self::Select(_)
+            | Self::PortDriver(_)
+            | Self::Tun(_)
+            | Self::Network(_)
+            | Self::HelperOptions(_)
+            | Self::Dns(_) => return None,
         };
         Some(text)
     }

@@ -10,6 +10,14 @@ use crate::model::driver::ChosenDriver;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+/// A plan as JSON: every field of [`Plan`], the typed steps as `pipeline`,
+/// and `steps`, the same steps in words.
+pub fn json(plan: &Plan) -> serde_json::Value {
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    value["steps"] = plan.steps.iter().map(|s| serde_json::Value::String(describe(plan, s))).collect();
+    value
+}
+
 /// Human-readable text of a plan.
 pub fn render(plan: &Plan) -> String {
     let mut s = format!("mode: {}\n", plan.mode);
@@ -35,7 +43,43 @@ pub fn render(plan: &Plan) -> String {
     if let Some(argv) = &plan.helper_argv {
         let _ = writeln!(s, "helper: {}", argv.join(" "));
     }
+    if let Some(dns) = &plan.dns {
+        let _ = writeln!(s, "dns: {}", dns.resolver);
+        if let Some(text) = &dns.resolv_conf {
+            let _ = writeln!(s, "resolv.conf:\n{}", indent(text));
+        }
+        if dns.hosts.is_some() {
+            s.push_str("hosts: the host's /etc/hosts, plus:\n");
+            for e in &dns.hosts_added {
+                let _ = writeln!(s, "    {}\t{}", e.ip, e.names.join(" "));
+            }
+        }
+    }
     s
+}
+
+/// What the child does for name resolution, in words (after it entered its namespaces).
+fn dns_in_child(plan: &Plan) -> String {
+    let Some(dns) = &plan.dns else { return String::new() };
+    let mut text = String::new();
+    let files: Vec<&str> = [(dns.resolv_conf.is_some(), "/etc/resolv.conf"), (dns.hosts.is_some(), "/etc/hosts")]
+        .into_iter()
+        .filter_map(|(has, path)| has.then_some(path))
+        .collect();
+    if !files.is_empty() {
+        let _ = write!(
+            text,
+            "; it unshares a mount namespace and mounts the run's files over {} (the host's are untouched)",
+            files.join(" and ")
+        );
+    }
+    if let Some(crate::dns::decide::Listen::InNamespace(a)) = dns.forwarder.as_ref().map(|f| f.listen) {
+        let _ = write!(text, "; it adds {a}/32 to lo for the DNS forwarder");
+    }
+    if let Some(a) = dns.tcp_fail_fast {
+        let _ = write!(text, "; it adds a rule: TCP to {a}:53 is unreachable (fails at once instead of hanging)");
+    }
+    text
 }
 
 fn ns_text(ns: NsRef) -> &'static str {
@@ -80,14 +124,24 @@ fn describe(plan: &Plan, step: &Step) -> String {
             None => format!("ensure the bridge and nftables table of {network}"),
         },
         Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
-        Step::ForkChild { ns } => match ns {
-            ChildNs::NewUserAndNet => "fork a child; it unshares a user and a network namespace, maps your uid to \
-                                       root inside, brings lo up (ioctl SIOCSIFFLAGS) and waits"
-                .into(),
-            ChildNs::NewNet => {
-                "fork a child; it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS) and waits".into()
-            }
-            ChildNs::Join { ns } => format!("fork a child; it joins {} with setns and waits", ns_text(*ns)),
+        Step::ForkChild { ns } => {
+            let enter = match ns {
+                ChildNs::NewUserAndNet => {
+                    "it unshares a user and a network namespace, maps your uid to root inside, brings lo up \
+                     (ioctl SIOCSIFFLAGS)"
+                        .to_owned()
+                }
+                ChildNs::NewNet => "it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS)".to_owned(),
+                ChildNs::Join { ns } => format!("it joins {} with setns", ns_text(*ns)),
+            };
+            format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
+        }
+        Step::PrepareDns => "read the host's resolv.conf and hosts and prepare the run's (a bridge forwarder's \
+                             sockets are bound now)"
+            .into(),
+        Step::StartDns => match &plan.dns {
+            Some(dns) => format!("start the DNS forwarder: {}", dns.resolver),
+            None => "start the DNS forwarder".into(),
         },
         Step::NameNetns { of } => {
             format!("name the namespace /run/netns/pelagos-<id> (a bind mount of {})", ns_text(*of))

@@ -39,10 +39,17 @@ pub(super) fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, Ru
 /// Announce the ports, let the child exec, and learn whether it could. On
 /// failure the child is killed and reaped; the caller tears the rest down.
 pub(super) fn start_command(exec: &mut Exec, opts: &RunOptions) -> Result<(), RunError> {
-    if let Some(on_ready) = opts.on_ready {
-        on_ready(&exec.ports);
-    }
     let Some(child) = exec.child.as_mut() else { return Err(RunError::NoCommand) };
+    if let Some(hook) = &opts.on_ready {
+        let ready = super::Ready {
+            id: &exec.record.id,
+            mode: &exec.plan.mode,
+            ports: &exec.ports,
+            pid: child.pid(),
+            bridge_address: exec.lease,
+        };
+        (hook.0)(&ready);
+    }
     let err = match child.release() {
         Ok(ExecOutcome::Running) => return Ok(()),
         Ok(ExecOutcome::Failed(errno)) => {
