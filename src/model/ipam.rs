@@ -18,14 +18,22 @@ pub fn next_free(
     used: &BTreeSet<Ipv4Addr>,
     last: Option<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
+    candidates(subnet, gateway, last).find(|a| !used.contains(a))
+}
+
+/// Every assignable address of `subnet` in allocation order: round-robin
+/// from the one after `last` (or from the start), wrapping around, the
+/// gateway left out. A caller that cannot see the whole used-set at once
+/// (one lease file per address) takes the first it can claim.
+pub fn candidates(subnet: Ipv4Net, gateway: Ipv4Addr, last: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> {
     let first = u32::from(subnet.first_host());
     let last_host = u32::from(subnet.last_host());
-    let count = last_host.checked_sub(first)? + 1;
+    let count = last_host.checked_sub(first).map_or(0, |n| n + 1);
     let start = match last {
         Some(a) if subnet.contains(a) && u32::from(a) >= first && u32::from(a) < last_host => u32::from(a) + 1,
         _ => first,
     };
-    (0..count).map(|i| Ipv4Addr::from(first + (start - first + i) % count)).find(|a| *a != gateway && !used.contains(a))
+    (0..count).map(move |i| Ipv4Addr::from(first + (start - first + i) % count)).filter(move |a| *a != gateway)
 }
 
 /// Whether `addr` may be leased in `subnet`: a usable host address that is

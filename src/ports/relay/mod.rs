@@ -64,10 +64,10 @@
 //! harmless.
 
 mod attempt;
+mod event_loop;
 mod listen;
 mod pipes;
 mod pump;
-mod event_loop;
 mod source;
 mod sys;
 mod tcp;
