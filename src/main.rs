@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     if let Some(dir) = cli.config_dir {
         paths.config_dir = dir;
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Run(args) => cmd_run(args, paths, cli.verbose),
         Command::Doctor { json } => {
             let caps =
@@ -216,7 +216,11 @@ fn main() -> ExitCode {
                 exit(fail.code)
             }
         },
-    }
+    };
+    // A socket that removed forwards must not make this exit wait for the
+    // kernel's grace period (see `firewall::closer`).
+    pelagos_net::bridge::firewall::closer::detach_pending();
+    code
 }
 
 mod cli;

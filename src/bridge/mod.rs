@@ -134,10 +134,11 @@ pub struct AttachRequest<'a> {
 
 /// Make sure the network's bridge (with its address, up) and nftables
 /// table exist, and forwarding is on. Idempotent; holds the network's setup
-/// lock. The table is built only when missing: rebuilding it flushes its
-/// chains, and freeing the old rules makes the next context close wait out
-/// an RCU grace period (~10 ms per attach). Network definitions do not
-/// change after creation, so an existing table is already right.
+/// lock. The table is checked with one netlink request (no ruleset fetch)
+/// and built only when missing or built by another version (then rebuilt
+/// with its forwards, in one transaction): rebuilding flushes its chains,
+/// and freeing the old rules is what makes a later socket close wait out
+/// an RCU grace period.
 pub fn ensure_bridge(
     paths: &Paths,
     def: &NetworkDef,
@@ -160,9 +161,7 @@ pub fn ensure_bridge(
     host.set_up(index).map_err(br_err)?;
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
-    if !fw.table_exists(def.name.as_str())? {
-        fw.ensure_network(&plan::rules_for(def))?;
-    }
+    fw.converge_network(&plan::rules_for(def))?;
     Ok(index)
 }
 
@@ -282,10 +281,9 @@ pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
                 if let Err(e) = fw.remove_forwards(&net, &setup.forwards) {
                     errors.push(e.into());
                 }
-                // The rules are gone now. Closing the context makes the
-                // kernel wait out an RCU grace period for the freed
-                // elements (10-15 ms); let a short-lived thread do that.
-                let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(fw));
+                // Its socket is closed later, off this path (see
+                // `firewall::closer`).
+                drop(fw);
             }
             Err(e) => errors.push(e.into()),
         }

@@ -48,7 +48,10 @@
 //! base chain cannot override a drop in another table, so a host firewall
 //! that drops forwarded traffic must be configured by its owner.
 
+pub mod closer;
 pub mod ffi;
+pub mod nfnl;
+mod nfsock;
 pub mod script;
 mod shell;
 pub mod sysctl;
@@ -60,8 +63,10 @@ use crate::model::cidr::Ipv4Net;
 use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
-pub use script::{add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script};
-pub use shell::Firewall;
+pub use script::{
+    TABLE_VERSION, add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script,
+};
+pub use shell::{Firewall, TableState};
 pub use sysctl::{enable_ip_forward, enable_route_localnet};
 
 /// What a bridge network's table implements.
