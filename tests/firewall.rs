@@ -44,6 +44,7 @@ fn rules(masquerade: bool) -> NetworkRules {
         bridge: BRIDGE.into(),
         gateway: Ipv4Addr::new(10, 77, 0, 1),
         masquerade,
+        internal: !masquerade,
     }
 }
 

@@ -34,6 +34,7 @@ use crate::state::store::{BridgeRecord, RunRecord, Store, StoreError};
 use firewall::{Firewall, FirewallError, Forward};
 use plan::{BridgePlan, PlanError};
 use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
 /// Errors of bridge networking, named for the step that failed.
@@ -250,16 +251,37 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
 
 /// Address, up and (for a primary network) default route on the container end.
 fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeError> {
+    let end = ContainerEnd { name: &plan.peer, address: plan.address, prefix: plan.prefix, gateway: plan.gateway };
+    configure_container_end(ns.fd(), &end, id)
+}
+
+/// The container end of a veth pair, as an attach configures it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerEnd<'a> {
+    /// Its name inside the namespace.
+    pub name: &'a IfName,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The default route's next hop (`None`: no default route).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Address, up and default route (when `end.gateway` is set) on the
+/// container end of a veth pair, inside the namespace `netns`: the step
+/// every attach (CLI run, secondary network, CNI ADD) shares.
+pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
-    let mut inside = Netlink::open_in(ns.fd()).map_err(link_err("open netlink in the netns"))?;
+    let mut inside = Netlink::open_in(netns).map_err(link_err("open netlink in the netns"))?;
     let index = inside
-        .link_index(plan.peer.as_str())
+        .link_index(end.name.as_str())
         .map_err(link_err("find the container end"))?
-        .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
-    inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
+        .ok_or_else(|| BridgeError::MissingPeer { name: end.name.to_string(), id: id.to_owned() })?;
+    inside.add_address(index, end.address, end.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
     inside.set_up(index).map_err(link_err("set the container end up"))?;
-    if let Some(gw) = plan.gateway {
+    if let Some(gw) = end.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
     }

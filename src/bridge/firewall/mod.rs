@@ -82,10 +82,12 @@ pub struct NetworkRules {
     /// The bridge's own address in `subnet`: the source of hairpin and
     /// loopback-originated connections as containers see them.
     pub gateway: Ipv4Addr,
-    /// Whether egress from the subnet is masqueraded behind the host. A
-    /// network without masquerade is internal: its bridge forwards nothing
-    /// but published-port traffic.
+    /// Whether egress from the subnet is masqueraded behind the host.
     pub masquerade: bool,
+    /// An internal network's bridge forwards nothing but published-port
+    /// traffic; any other network forwards (masqueraded or routed as is),
+    /// but never to another pelagos network's bridge.
+    pub internal: bool,
 }
 
 /// One published port (callers expand ranges into one `Forward` per port).

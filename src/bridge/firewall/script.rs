@@ -93,7 +93,7 @@ pub fn table_script(net: &NetworkRules) -> String {
     // (`pelagos0`, `pn-*`) unless it was DNATed to a published port; an
     // internal network forwards nothing but published-port traffic.
     let guard = format!("iifname \"{bridge}\" oifname != \"{bridge}\" ct status != dnat");
-    if net.masquerade {
+    if !net.internal {
         line(format!("add rule {t} isolation {guard} oifname \"pelagos0\" drop"));
         line(format!("add rule {t} isolation {guard} oifname \"pn-*\" drop"));
     } else {
@@ -170,6 +170,7 @@ mod tests {
             bridge: "pelagos0".into(),
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             masquerade,
+            internal: !masquerade,
         }
     }
 
