@@ -217,7 +217,8 @@ impl LeaseStore {
         // Only a hint for where the next search starts: a lost or torn write
         // makes the next allocation start from the subnet's first address.
         let last_path = dir.join(LAST);
-        let _ = crate::state::store::write_atomic(&dir.join(".last.tmp"), &last_path, addr.to_string().as_bytes());
+        let tmp_last = dir.join(format!("{TMP_PREFIX}last"));
+        let _ = crate::state::store::write_atomic(&tmp_last, &last_path, addr.to_string().as_bytes());
         Ok(addr)
     }
 
@@ -246,6 +247,22 @@ impl LeaseStore {
             }
         }
         Ok(released)
+    }
+
+    /// Remove the temp files writers that died left in `network`'s
+    /// directory. Every writer holds the network's lock while its temp file
+    /// exists, so under the lock any temp file is a dead writer's.
+    pub fn remove_stale_temps(&self, network: &str) -> Result<usize, LeaseError> {
+        let dir = self.network_dir(network);
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let (_lock, dir) = self.lock_network(network)?;
+        let temps = read_all(&dir)?.2;
+        for tmp in &temps {
+            fs::remove_file(tmp).map_err(io_err("remove", tmp))?;
+        }
+        Ok(temps.len())
     }
 
     /// Networks that have leases (a lease directory).

@@ -233,9 +233,11 @@ pub fn teardown(paths: &Paths, r: &CniRecord, cni_path: &[String], stdin: &[u8])
             }
         }
         None => {
-            if let Err(e) =
-                LeaseStore::new(&paths.run_dir).release_holder(&r.network, &lease_id(&r.container_id, &r.ifname))
-            {
+            let leases = LeaseStore::new(&paths.run_dir);
+            let released = leases
+                .remove_stale_temps(&r.network)
+                .and_then(|_| leases.release_holder(&r.network, &lease_id(&r.container_id, &r.ifname)));
+            if let Err(e) = released {
                 errors.push(super::error_chain(&e));
             }
         }

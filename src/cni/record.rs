@@ -119,13 +119,40 @@ impl CniStore {
         read(&self.path(network, container_id, ifname))
     }
 
-    /// Remove a record; a missing one is not an error.
+    /// Remove a record, and temp files of writers of it that died; a
+    /// missing one is not an error.
     pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<(), RecordError> {
+        let prefix = format!(".{}.", key(container_id, ifname));
+        self.remove_temps(network, |name| name.starts_with(&prefix))?;
         let path = self.path(network, container_id, ifname);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(RecordError { op: "remove", path, source: e }),
             _ => Ok(()),
         }
+    }
+
+    /// Remove the temp files in `network`'s directory whose name `pick`s
+    /// and whose writer (the pid in the name) is gone.
+    pub fn remove_temps(&self, network: &str, pick: impl Fn(&str) -> bool) -> Result<(), RecordError> {
+        let dir = self.dir.join(network);
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".tmp").filter(|_| name.starts_with('.') && pick(&name)) else {
+                continue;
+            };
+            let pid = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| p != std::process::id() && !Path::new("/proc").join(p.to_string()).exists()) {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(RecordError { op: "remove", path, source: e });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every record of `network` (`None`: of every network), each parsed

@@ -56,6 +56,12 @@ pub fn gc(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resul
             }
         }
     }
+    if let Err(e) = store.remove_temps(net, |_| true) {
+        errors.push(super::error_chain(&e));
+    }
+    if let Err(e) = LeaseStore::new(&paths.run_dir).remove_stale_temps(net) {
+        errors.push(super::error_chain(&e));
+    }
     if let Err(e) = stray_veths(paths, net, &kept) {
         errors.push(e);
     }
