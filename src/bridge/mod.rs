@@ -163,6 +163,16 @@ pub fn ensure_bridge(
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
     fw.converge_network(&plan::rules_for(def))?;
+    let marker = paths.run_dir.join("leases").join(format!("{}.forward-accept", def.name));
+    match firewall::hostfw::allow_forwarding(fw, def.name.as_str(), &bridge, &marker) {
+        Ok(firewall::hostfw::HostFirewall::Firewalld) => log::warn!(
+            "firewalld is active: its forward chain may reject traffic of bridge {bridge}; run `firewall-cmd --permanent --zone=trusted --add-interface={bridge} && firewall-cmd --reload`"
+        ),
+        Ok(_) => {}
+        Err(why) => {
+            log::warn!("the host's iptables FORWARD policy is DROP and bridge {bridge} could not be let through: {why}")
+        }
+    }
     Ok(index)
 }
 

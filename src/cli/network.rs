@@ -90,7 +90,7 @@ fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> 
 /// Delete the bridge and the firewall table of `def` (absent ones are fine,
 /// so a `network rm` killed halfway is finished by running it again: the
 /// definition goes last).
-fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
+fn remove_host_side(paths: &Paths, def: &NetworkDef) -> Result<(), Fail> {
     let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
     if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(125, error_chain(&e)))? {
         nl.delete_link(index).map_err(|e| Fail::new(125, error_chain(&e)))?;
@@ -98,6 +98,11 @@ fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
     pelagos_net::fault::point("network.rm.bridge-deleted");
     let mut fw = Firewall::new().map_err(|e| Fail::new(125, error_chain(&e)))?;
     fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    // The host FORWARD rules this network needed (a FORWARD DROP host).
+    let marker = paths.run_dir.join("leases").join(format!("{}.forward-accept", def.name));
+    if marker.exists() {
+        pelagos_net::bridge::firewall::hostfw::remove_forwarding(def.name.as_str(), def.bridge.as_str(), &marker);
+    }
     pelagos_net::fault::point("network.rm.table-deleted");
     Ok(())
 }
@@ -113,7 +118,7 @@ fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(),
         return Err(Fail::new(125, format!("network {name} is in use by {}", ids.join(", "))));
     }
     pelagos_net::fault::point("network.rm.checked");
-    remove_host_side(&def)?;
+    remove_host_side(paths, &def)?;
     store.remove(name).map_err(net_fail)?;
     pelagos_net::fault::point("network.rm.removed");
     Ok(())

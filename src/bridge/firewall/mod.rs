@@ -50,6 +50,7 @@
 
 pub mod closer;
 pub mod ffi;
+pub mod hostfw;
 pub mod nfnl;
 mod nfsock;
 pub mod script;
