@@ -156,7 +156,7 @@ fn build(
     let mut fw = Firewall::new().map_err(host)?;
     let bridge = ensure_bridge(paths, def, &mut host_nl, &mut fw).map_err(bridge_err)?;
     crate::fault::point("cni.bridge-ready");
-    let veth = host_nl.create_veth_mtu(&r.veth, ifname.as_str(), ns.as_fd(), Some(bridge), conf.mtu).map_err(host)?;
+    let veth = create_veth(&mut host_nl, r, ifname, ns, bridge, conf.mtu)?;
     crate::fault::point("cni.veth");
     host_nl.set_up(veth).map_err(host)?;
     if conf.hairpin {
@@ -258,12 +258,45 @@ pub fn teardown(paths: &Paths, r: &CniRecord, cni_path: &[String], stdin: &[u8])
 }
 
 /// Delete the host end (and so both ends) of a veth pair; absent is fine.
+///
+/// Decision: the deletion itself is left to the child the plugin forks as
+/// it exits (`closer::defer_link_delete`): the kernel's `RTM_DELLINK` of a
+/// veth waits out RCU grace periods (10-20 ms here), which would be most of
+/// a DEL. The runtime deletes the container's namespace next anyway; an
+/// ADD that meets the old host end of the same attachment still being
+/// deleted removes it itself ([`create_veth`]).
 fn delete_veth(name: &str) -> Result<(), String> {
     let mut nl = Netlink::open().map_err(|e| e.to_string())?;
     match nl.link_index(name) {
-        Ok(Some(i)) => nl.delete_link(i).map_err(|e| super::error_chain(&e)),
+        Ok(Some(i)) => {
+            crate::bridge::firewall::closer::defer_link_delete(i);
+            Ok(())
+        }
         Ok(None) => Ok(()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Create the veth pair of attachment `r`; an old host end of the same
+/// attachment (a DEL's deferred deletion still under way, or a killed
+/// ADD's) is deleted first: its name is derived from this attachment and
+/// no record names it (ADD checked).
+fn create_veth(
+    nl: &mut Netlink,
+    r: &CniRecord,
+    ifname: &IfName,
+    ns: &File,
+    bridge: u32,
+    mtu: Option<u32>,
+) -> Result<u32, CniError> {
+    match nl.create_veth_mtu(&r.veth, ifname.as_str(), ns.as_fd(), Some(bridge), mtu) {
+        Err(e) if e.is_exists() => {
+            if let Some(old) = nl.link_index(&r.veth).map_err(host)? {
+                nl.delete_link(old).map_err(host)?;
+            }
+            nl.create_veth_mtu(&r.veth, ifname.as_str(), ns.as_fd(), Some(bridge), mtu).map_err(host)
+        }
+        other => other.map_err(host),
     }
 }
 

@@ -41,8 +41,12 @@ FAIL=0
 ok() { PASS=$((PASS + 1)); echo "ok - $*"; }
 notok() { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 check() { local what=$1; shift; if "$@" >/dev/null 2>&1; then ok "$what"; else notok "$what"; fi; }
+# A DEL returns before the kernel has finished deleting the veth pair (the
+# plugin's exiting child deletes it): give that a moment.
+eventually() { local i; for i in $(seq 60); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; "$@"; }
 nothing_left() { # network: nothing of its attachments is left, or what is
     local left
+    eventually no_leftovers "$1"
     left=$(leftovers "$1")
     if [[ -z $left ]]; then ok "nothing of network $1 is left"; else notok "nothing of network $1 is left"; echo "#   left: $left"; fi
 }
@@ -108,6 +112,9 @@ leftovers() { # what a network's attachments could leave: veths, leases, records
     } | tr -d ' '
 }
 
+no_leftovers() { [[ -z $(leftovers "$1") ]]; }
+sweep_clean() { no_leftovers sweep && ! ip -n f1 link show eth0 >/dev/null 2>&1; }
+
 conf() { # name subnet [extra JSON members]
     echo "{\"cniVersion\":\"${VERSION:-1.0.0}\",\"name\":\"$1\",\"type\":\"pelagos-net\",\"subnet\":\"$2\",\"runDir\":\"/run/st/run\",\"configDir\":\"/run/st/cfg\"${3:+,$3}}"
 }
@@ -147,7 +154,7 @@ section_protocol() {
     gc=$(jq -c '. + {"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}' <<<"$c")
     check "GC exits 0" cni GC "" "" "" pelagos-net <<<"$gc"
     check "GC removed the stale attachment's veth and lease, kept the listed one" \
-        bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq 1 ]]"
+        eventually bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq 1 ]]"
     check "STATUS exits 0" cni STATUS "" "" "" pelagos-net <<<"$c"
     check "GC with no valid attachment leaves nothing" cni GC "" "" "" pelagos-net <<<"$(jq -c '. + {"cni.dev/valid-attachments": []}' <<<"$c")"
     nothing_left conf
@@ -258,7 +265,7 @@ section_bad_input() {
     cni ADD full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)" >/dev/null
     expect_code "a full subnet" 11 "$(conf tiny 10.62.0.0/30)" ADD full2 eth1 /run/netns/b2
     check "a refused ADD created nothing (one veth and lease per successful ADD only)" \
-        bash -c "[[ \$(ip -o link show | grep -c ' pc') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
+        eventually bash -c "[[ \$(ip -o link show | grep -c ' pc') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
     cni DEL first eth0 /run/netns/b1 pelagos-net <<<"$(conf taken 10.60.0.0/24)"
     cni DEL full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)"
     nothing_left taken
@@ -287,13 +294,13 @@ section_fault_sweep() {
         else
             cni GC "" "" "" pelagos-net <<<"$(jq -c '.cniVersion = "1.1.0" | . + {"cni.dev/valid-attachments": []}' <<<"$c")" >/dev/null || bad=1
         fi
-        [[ -z $(leftovers sweep) ]] && ! ip -n f1 link show eth0 >/dev/null 2>&1 || { bad=1; echo "#   after ADD killed at $i: $(leftovers sweep)"; }
+        eventually sweep_clean || { bad=1; echo "#   after ADD killed at $i: $(leftovers sweep)"; }
     done
     for ((i = 1; i <= del_steps; i++)); do
         cni ADD "d$i" eth0 /run/netns/f1 pelagos-net <<<"$c" >/dev/null
         PELAGOS_NET_FAULT_AT=$i cni DEL "d$i" eth0 /run/netns/f1 pelagos-net <<<"$c" >/dev/null 2>&1
         cni DEL "d$i" eth0 /run/netns/f1 pelagos-net <<<"$c" >/dev/null || bad=1
-        [[ -z $(leftovers sweep) ]] || { bad=1; echo "#   after DEL killed at $i: $(leftovers sweep)"; }
+        eventually no_leftovers sweep || { bad=1; echo "#   after DEL killed at $i: $(leftovers sweep)"; }
     done
     check "ADD killed at each of $steps steps and DEL killed at each of $del_steps steps leave nothing after DEL/GC" test $bad -eq 0
     ip netns del f1

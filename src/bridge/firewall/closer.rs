@@ -43,6 +43,31 @@ struct Queue {
 }
 
 static QUEUE: Mutex<Queue> = Mutex::new(Queue { items: Vec::new(), janitor: false });
+/// Links to delete in the child of [`detach_pending`] (interface indexes in
+/// this process's network namespace).
+static LINKS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Delete link `ifindex` (of the calling process's namespace) in the child
+/// [`detach_pending`] forks, not on the caller's path: deleting a veth
+/// waits for RCU grace periods in the kernel (10-20 ms here). Only for a
+/// process that calls [`detach_pending`] before it exits (the CNI plugin).
+pub fn defer_link_delete(ifindex: u32) {
+    LINKS.lock().unwrap_or_else(|p| p.into_inner()).push(ifindex);
+}
+
+/// An `RTM_DELLINK` request for `ifindex` (no ack asked: the child does not read).
+fn dellink_msg(ifindex: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32);
+    m.extend_from_slice(&32u32.to_ne_bytes());
+    m.extend_from_slice(&(libc::RTM_DELLINK).to_ne_bytes());
+    m.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    m.extend_from_slice(&[0; 8]);
+    m
+}
 static WAKE: Condvar = Condvar::new();
 
 fn queue() -> std::sync::MutexGuard<'static, Queue> {
@@ -88,14 +113,17 @@ fn janitor() {
 }
 
 /// Before this process exits: hand every pending socket to a forked child
-/// that closes them only after this process is gone (see the module docs).
-/// Does nothing when nothing is pending. Call it last, right before exit:
+/// that closes them only after this process is gone (see the module docs),
+/// and let that child delete the links [`defer_link_delete`] queued. Does
+/// nothing when nothing is pending. Call it last, right before exit:
 /// the child keeps waiting for every copy of a pipe's write end that this
 /// process holds, so a process that goes on running keeps it too.
 pub fn detach_pending() {
     let q = queue();
     let mut keep: Vec<RawFd> = q.items.iter().flat_map(|p| p.fds.iter().copied()).collect();
-    if keep.is_empty() {
+    let links: Vec<Vec<u8>> =
+        std::mem::take(&mut *LINKS.lock().unwrap_or_else(|p| p.into_inner())).into_iter().map(dellink_msg).collect();
+    if keep.is_empty() && links.is_empty() {
         return;
     }
     let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
@@ -112,6 +140,18 @@ pub fn detach_pending() {
                 from = fd as u32 + 1;
             }
             close_range(from, u32::MAX);
+            if !links.is_empty() {
+                // SAFETY: socket/send/close on memory prepared before the fork.
+                unsafe {
+                    let s = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
+                    if s >= 0 {
+                        for m in &links {
+                            libc::send(s, m.as_ptr().cast(), m.len(), 0);
+                        }
+                        libc::close(s);
+                    }
+                }
+            }
             let mut byte = [0u8; 1];
             // SAFETY: reading into a local buffer from a descriptor we hold;
             // EOF comes when the parent (the only writer) has exited.
