@@ -107,6 +107,24 @@ pub struct Forward {
     pub container_port: u16,
 }
 
+/// A forward from plain values, for the unit tests of this module's parts.
+#[cfg(test)]
+pub(crate) fn test_forward(
+    host_ip: Option<[u8; 4]>,
+    host_port: u16,
+    proto: PortProto,
+    ip: [u8; 4],
+    port: u16,
+) -> Forward {
+    Forward {
+        host_ip: host_ip.map(Ipv4Addr::from),
+        host_port,
+        proto,
+        container_ip: Ipv4Addr::from(ip),
+        container_port: port,
+    }
+}
+
 /// Errors of the firewall module.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {

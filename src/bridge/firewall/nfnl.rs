@@ -368,15 +368,7 @@ pub fn chain_policy_accepts(chain_attrs: &[u8]) -> Option<bool> {
 mod tests {
     use super::*;
 
-    fn fwd(host_ip: Option<[u8; 4]>, host_port: u16, proto: PortProto, ip: [u8; 4], port: u16) -> Forward {
-        Forward {
-            host_ip: host_ip.map(Ipv4Addr::from),
-            host_port,
-            proto,
-            container_ip: Ipv4Addr::from(ip),
-            container_port: port,
-        }
-    }
+    use crate::bridge::firewall::test_forward as fwd;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()

@@ -174,15 +174,7 @@ mod tests {
         }
     }
 
-    fn fwd(host_ip: Option<[u8; 4]>, host_port: u16, proto: PortProto, ip: [u8; 4], port: u16) -> Forward {
-        Forward {
-            host_ip: host_ip.map(Ipv4Addr::from),
-            host_port,
-            proto,
-            container_ip: Ipv4Addr::from(ip),
-            container_port: port,
-        }
-    }
+    use crate::bridge::firewall::test_forward as fwd;
 
     const GOLDEN_TABLE: &str = r#"add table ip pelagos-web { comment "pelagos-net table v2"; }
 add map ip pelagos-web fwd_tcp_addr { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
