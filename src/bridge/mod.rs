@@ -282,8 +282,18 @@ pub struct ContainerEnd<'a> {
 /// container end of a veth pair, inside the namespace `netns`: the step
 /// every attach (CLI run, secondary network, CNI ADD) shares.
 pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
+    let mut inside = Netlink::open_in(netns).map_err(|source| BridgeError::Link {
+        op: "open netlink in the netns",
+        id: id.to_owned(),
+        source,
+    })?;
+    configure_container_end_with(&mut inside, end, id)
+}
+
+/// [`configure_container_end`] over a netlink socket already open inside
+/// the namespace (opening one there costs a thread that joins it).
+pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
-    let mut inside = Netlink::open_in(netns).map_err(link_err("open netlink in the netns"))?;
     let index = inside
         .link_index(end.name.as_str())
         .map_err(link_err("find the container end"))?
