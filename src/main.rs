@@ -161,7 +161,12 @@ fn main() -> ExitCode {
         Command::Doctor { json } => {
             let caps =
                 pelagos_net::host::probe::HostCaps::probe(&pelagos_net::host::probe::ProbeRoots::current(&paths));
-            let report = pelagos_net::host::doctor::report(&caps);
+            let mut report = pelagos_net::host::doctor::report(&caps);
+            let found = pelagos_net::bridge::firewall::Firewall::new()
+                .ok()
+                .filter(|_| caps.cap_net_admin)
+                .map(|mut fw| pelagos_net::bridge::firewall::hostfw::probe(&mut fw));
+            report.checks.push(pelagos_net::host::doctor::host_firewall_check(found.as_ref()));
             if json {
                 let value = serde_json::json!({ "host": caps, "report": report });
                 println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
