@@ -39,7 +39,12 @@ fn section(name: &str) {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cni/conformance.sh");
-    let out = Command::new(&script).arg(env!("CARGO_BIN_EXE_pelagos-net-cni")).arg(name).output().unwrap();
+    let out = Command::new(&script)
+        .arg(env!("CARGO_BIN_EXE_pelagos-net-cni"))
+        .arg(name)
+        .env("PELAGOS_NET_CLI", env!("CARGO_BIN_EXE_pelagos-net"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains(" passed, 0 failed"), "cni {name} failed:\n{text}");

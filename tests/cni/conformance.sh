@@ -148,6 +148,12 @@ section_protocol() {
     check "DEL of an unknown container exits 0" cni DEL never-added eth0 /run/netns/c1 pelagos-net <<<"$c"
     # GC keeps the listed attachment and removes the other.
     cni ADD keep eth0 /run/netns/c1 pelagos-net <<<"$c" >/dev/null
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        local gcout
+        gcout=$("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns gc --json)
+        check "plain pelagos-net gc lists the CNI attachment as live and removes nothing of it" \
+            bash -c "jq -e '(.live | index(\"cni:conf/keep/eth0\")) and ([.actions[] | select(.run == \"keep\")] | length == 0)' <<<'$gcout' && ip -n c1 link show eth0"
+    fi
     ip netns add c3
     cni ADD stale eth0 /run/netns/c3 pelagos-net <<<"$c" >/dev/null
     local gc
