@@ -1,18 +1,28 @@
 //! NAT and port forwarding for bridge networks, with nftables, in-process.
 //!
 //! Owns one nftables table per bridge network, `table ip pelagos-<network>`,
-//! and nothing else: it never reads, flushes or edits another table, so it
+//! and nothing else: it never flushes or edits another table, so it
 //! coexists with the host's own firewall, docker's and podman's. It never
-//! spawns `nft`: scripts go to libnftables ([`ffi::NftContext`]) in the
-//! calling process, so publishing a port costs one netlink transaction, not a
-//! fork+exec per container.
+//! spawns `nft`. A network's table is built from script text run through
+//! libnftables ([`ffi::NftContext`]) in the calling process, once per
+//! network; a container's forwards are one raw nfnetlink transaction
+//! ([`nfnl`]), with no libnftables load and no ruleset fetch, so an attach
+//! costs the same with 1 or 200 containers.
 //!
 //! # Shape
 //!
 //! - [`script`] is pure: it turns a [`NetworkRules`] or a list of [`Forward`]s
-//!   into nft script text, golden-tested without root.
-//! - [`Firewall`] is the thin shell that runs those scripts, one transaction
-//!   each, in the network namespace it was created in.
+//!   into nft script text, golden-tested without root. The table carries a
+//!   version in its comment ([`TABLE_VERSION`]).
+//! - [`nfnl`] is pure: the nfnetlink messages of the per-container path
+//!   (map elements, one table's version, one chain's policy), golden-tested.
+//! - [`Firewall`] is the thin shell that runs both, in the network namespace
+//!   it was created in; a table built by another version is rebuilt, its
+//!   forwards kept, in one transaction.
+//! - [`closer`] closes netfilter sockets where no caller waits for the
+//!   kernel's grace period.
+//! - [`hostfw`] deals with the host's own firewall (iptables `FORWARD DROP`,
+//!   firewalld).
 //! - [`sysctl`] writes the two per-namespace knobs the rules rely on
 //!   (`ip_forward`, and `route_localnet` on the bridge).
 //!
@@ -44,9 +54,11 @@
 //!   routes such packets out of a non-loopback interface when
 //!   `route_localnet` is on for it, hence [`enable_route_localnet`].
 //!
-//! IPv4 only; nothing here filters (no `forward` chain): an accept in one
-//! base chain cannot override a drop in another table, so a host firewall
-//! that drops forwarded traffic must be configured by its owner.
+//! IPv4 only. Our `isolation` chain only drops (between pelagos networks,
+//! and all but published-port traffic of an internal network): an accept in
+//! one base chain cannot override a drop in another table, so a host whose
+//! iptables `FORWARD` chain drops by default gets accept rules for our
+//! bridges there ([`hostfw`]).
 
 pub mod closer;
 pub mod ffi;
