@@ -282,16 +282,19 @@ pub fn teardown(paths: &Paths, r: &CniRecord, cni_path: &[String], stdin: &[u8])
 /// a DEL. The runtime deletes the container's namespace next anyway; an
 /// ADD that meets the old host end of the same attachment still being
 /// deleted removes it itself ([`create_veth`]).
+///
+/// The index is looked up with `if_nametoindex` (an ioctl that does not
+/// take the rtnl lock, which a previous DEL's deletion may still hold),
+/// and the deletion goes by index, so it can never hit a new link of the
+/// same name.
 fn delete_veth(name: &str) -> Result<(), String> {
-    let mut nl = Netlink::open().map_err(|e| e.to_string())?;
-    match nl.link_index(name) {
-        Ok(Some(i)) => {
-            crate::bridge::firewall::closer::defer_link_delete(i);
-            Ok(())
-        }
-        Ok(None) => Ok(()),
-        Err(e) => Err(e.to_string()),
+    let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index != 0 {
+        crate::bridge::firewall::closer::defer_link_delete(index);
     }
+    Ok(())
 }
 
 /// Create the veth pair of attachment `r`; an old host end of the same
