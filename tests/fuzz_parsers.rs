@@ -87,9 +87,9 @@ fn safe(name: &str, max: usize) -> bool {
 
 #[test]
 fn names_never_panic_and_accepted_ones_are_safe() {
-    fuzz("network/interface name", text("[a-z0-9._/ \\-\\x00é]{0,40}"), |s| {
+    fuzz("network/interface name", text("[a-zA-Z0-9._/: \\-\\x00é]{0,70}"), |s| {
         match NetworkName::new(&s) {
-            Ok(n) => prop_assert!(safe(n.as_str(), 32) && !s.contains(".."), "accepted {:?}", s),
+            Ok(n) => prop_assert!(safe(n.as_str(), 64) && !s.starts_with('.') && !s.contains(':'), "accepted {:?}", s),
             Err(e) => prop_assert!(e.to_string().starts_with("network name"), "{}", e),
         }
         match IfName::new(&s) {
@@ -97,7 +97,7 @@ fn names_never_panic_and_accepted_ones_are_safe() {
             Err(e) => prop_assert!(e.to_string().starts_with("interface name"), "{}", e),
         }
         match s.parse::<NetworkMode>() {
-            Ok(NetworkMode::Bridge(Some(n))) => prop_assert!(safe(n.as_str(), 32)),
+            Ok(NetworkMode::Bridge(Some(n))) => prop_assert!(safe(n.as_str(), 64)),
             Ok(_) => {}
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
@@ -107,15 +107,15 @@ fn names_never_panic_and_accepted_ones_are_safe() {
 
 #[test]
 fn names_with_path_or_option_tricks_are_refused_with_the_reason() {
-    let long = "a".repeat(33);
+    let long = "a".repeat(65);
     for (bad, why) in [
         ("a/b", "'/'"),
         ("..", "start with a letter or digit"),
-        ("a..b", "'..'"),
+        (".hidden", "start with a letter or digit"),
         ("-rf", "start with a letter or digit"),
         ("a\0b", "NUL"),
         ("ré", "non-ASCII"),
-        (long.as_str(), "limit is 32"),
+        (long.as_str(), "limit is 64"),
     ] {
         let err = NetworkName::new(bad).unwrap_err().to_string();
         assert!(err.contains(why), "{bad:?}: {err}");
@@ -248,4 +248,53 @@ fn corrupted_state_files_are_errors_naming_the_file() {
             Ok(())
         },
     );
+}
+
+#[test]
+fn dns_options_never_panic_and_accepted_ones_cannot_break_resolv_conf() {
+    use pelagos_net::dns::options::{parse_add_host, parse_option, parse_search, parse_server};
+    fuzz("dns options", text("[0-9a-z.:;\\[\\]\\- \\n_-]{0,40}"), |s| {
+        if let Ok(opt) = parse_option(&s) {
+            prop_assert!(!opt.chars().any(|c| c.is_whitespace() || c.is_control()), "{:?}", opt);
+        }
+        if let Ok(Some(domain)) = parse_search(&s) {
+            prop_assert!(!domain.contains(char::is_whitespace), "{:?}", domain);
+        }
+        if let Ok(host) = parse_add_host(&s) {
+            prop_assert!(host.names.iter().all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+        }
+        if let Err(e) = parse_server(&s) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn resolv_conf_of_any_shape_parses_and_renders_back_to_the_same_resolver() {
+    use pelagos_net::dns::resolvconf::ResolvConf;
+    fuzz("resolv.conf", text("(nameserver|search|options|domain|#|;| |\\n|[0-9a-f.:]){0,30}"), |s| {
+        let conf = ResolvConf::parse(&s);
+        let again = ResolvConf::parse(&conf.render(&[]));
+        prop_assert_eq!(&again.search, &conf.search);
+        prop_assert_eq!(&again.options, &conf.options);
+        prop_assert!(again.nameservers.len() <= 3);
+        prop_assert!(conf.nameservers.starts_with(&again.nameservers));
+        Ok(())
+    });
+}
+
+#[test]
+fn dns_messages_of_any_bytes_never_panic_and_replies_keep_the_question() {
+    use pelagos_net::dns::proto;
+    fuzz("dns message", proptest::collection::vec(any::<u8>(), 0..80), |bytes| {
+        let parsed = proto::question(&bytes);
+        let reply = proto::address_reply(&bytes, &["10.0.0.1".parse().unwrap()], 5);
+        prop_assert_eq!(reply.is_some(), parsed.is_some());
+        if let (Some(q), Some(r)) = (parsed, reply) {
+            prop_assert!(proto::answers(&q, &r));
+            prop_assert_eq!(proto::id(&r), proto::id(&bytes));
+        }
+        Ok(())
+    });
 }

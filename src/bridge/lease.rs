@@ -203,7 +203,7 @@ impl LeaseStore {
             None => {
                 let last = fs::read_to_string(dir.join(LAST)).ok().and_then(|s| s.trim().parse().ok());
                 let mut found = Err(LeaseError::Exhausted(network.clone()));
-                for addr in ipam::candidates(def.subnet, def.gateway, last) {
+                for addr in ipam::candidates_in(def.subnet, def.options.ip_range, def.gateway, last) {
                     if claim(&tmp, &dir, addr).map_err(io_err("create lease in", &dir))? {
                         found = Ok(addr);
                         break;
@@ -302,6 +302,38 @@ impl LeaseStore {
             }
         }
         Ok(Sweep { dead, temp_files: temps.len(), corrupt })
+    }
+
+    /// Current leases of a network, creating nothing: a network that never
+    /// leased an address has no lease directory, and reading it must not make one.
+    pub fn peek(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Lease>, LeaseError> {
+        match fs::symlink_metadata(self.network_dir(network)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            _ => self.leases(network),
+        }
+    }
+
+    /// Whether the lease directory exists (anything was ever leased).
+    pub fn has_dir(&self) -> bool {
+        fs::symlink_metadata(&self.dir).is_ok()
+    }
+
+    /// Remove a network's lease directory and lock files (`network rm`).
+    /// Call while holding the network's setup lock, with no lease live.
+    pub fn remove_files(&self, network: &str) -> Result<(), LeaseError> {
+        let dir = self.network_dir(network);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &dir)(e)),
+            _ => {}
+        }
+        for name in [format!("{network}.lock"), format!("{network}.setup.lock"), format!("{network}.forward-accept")] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Current leases of a network; a corrupted lease file is an error naming it.

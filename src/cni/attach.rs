@@ -174,7 +174,7 @@ fn build(
     let mut fw = Firewall::new().map_err(host)?;
     let bridge = ensure_bridge(paths, def, &mut host_nl, &mut fw).map_err(bridge_err)?;
     crate::fault::point("cni.bridge-ready");
-    let veth = create_veth(&mut host_nl, r, ifname, ns, bridge, conf.mtu)?;
+    let veth = create_veth(&mut host_nl, r, ifname, ns, bridge, conf.mtu.or(def.options.mtu))?;
     crate::fault::point("cni.veth");
     host_nl.set_up(veth).map_err(host)?;
     if conf.hairpin {
@@ -185,6 +185,10 @@ fn build(
         address: r.address,
         prefix: r.prefix,
         gateway: conf.is_gateway.then_some(r.gateway),
+        // Set when the pair is created; IPv4 only (a dual-stack network's
+        // IPv6 side is not offered over CNI).
+        mtu: None,
+        v6: None,
     };
     configure_container_end_with(inside, &end, &r.container_id).map_err(bridge_err)?;
     crate::fault::point("cni.configured");

@@ -12,7 +12,8 @@ use super::config::NetConf;
 use super::spec::{CniError, Code};
 use crate::bridge::netlink::Netlink;
 use crate::bridge::network::{
-    DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkRequest, NetworkStore, default_network_def, plan_network,
+    DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkOptions, NetworkRequest, NetworkStore, default_network_def,
+    plan_network,
 };
 use crate::model::cidr::Ipv4Net;
 use std::net::Ipv4Addr;
@@ -92,7 +93,8 @@ pub fn resolve(
                 path: "rtnetlink".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let req = NetworkRequest { name: conf.name.clone(), subnet, gateway, internal: false };
+            let options = NetworkOptions { mtu: conf.mtu, ..Default::default() };
+            let req = NetworkRequest { name: conf.name.clone(), subnet, gateway, internal: false, options };
             let mut def = match plan_network(&req, &all, &host_nets) {
                 Ok(d) => d,
                 Err(e) => return Ok(Err(network_error(e))),

@@ -37,6 +37,7 @@ mod choose;
 mod helper;
 pub use helper::{Helper, HelperKind};
 mod command;
+mod dns;
 mod forward;
 use forward::Forward;
 mod ports;
@@ -69,9 +70,35 @@ pub struct RunOptions {
     pub fallback: Option<crate::flow::select::Fallback>,
     /// A requested container address (bridge mode, `--ip`).
     pub ip: Option<std::net::Ipv4Addr>,
-    /// Called once the network is ready, just before the command starts,
-    /// with the published ports as resolved (ephemeral ports filled in).
-    pub on_ready: Option<fn(&[PortMapping])>,
+    /// Called once the network is ready, just before the command starts
+    /// (see [`Ready`]; not called in host mode, where nothing is set up).
+    pub on_ready: Option<ReadyHook>,
+}
+
+/// A run whose network is ready, as its [`ReadyHook`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ready<'a> {
+    /// The run's id (its record's name).
+    pub id: &'a str,
+    /// The mode that runs.
+    pub mode: &'a NetworkMode,
+    /// Published ports as resolved (ephemeral host ports filled in).
+    pub ports: &'a [PortMapping],
+    /// The process that holds the namespace and becomes the command.
+    pub pid: u32,
+    /// The leased address on a bridge network.
+    pub bridge_address: Option<std::net::Ipv4Addr>,
+}
+
+/// A callback for [`RunOptions::on_ready`].
+#[derive(Clone)]
+pub struct ReadyHook(pub std::sync::Arc<dyn Fn(&Ready<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyHook")
+    }
 }
 
 /// Result of a run whose command started.
@@ -116,8 +143,13 @@ fn run_mode(
     selection: Option<crate::state::store::Selection>,
 ) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
+    let pasta_extra = opts.network.pasta_extra(mode)?;
+    let slirp_options = opts.network.slirp_extra(mode)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
+    if *mode == NetworkMode::Host {
+        dns::prepare_for(mode, opts, None, None)?;
+    }
     let (pasta_program, slirp_program) = match *mode {
         NetworkMode::Pasta => (Some(find_pasta(opts)?), None),
         NetworkMode::Slirp4netns => (None, Some(find_slirp(opts)?)),
@@ -134,6 +166,7 @@ fn run_mode(
     let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_program.as_deref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
+    let mut dns = dns::prepare_for(mode, opts, pasta_program.as_deref(), None)?;
     // Ports the helper forwards itself (none when pelagos-net relays them).
     let helper_ports: Vec<PortMapping> = if builtin { Vec::new() } else { ports.clone() };
     if let Some(program) = &pasta_program {
@@ -187,8 +220,14 @@ fn run_mode(
     write(&record)?;
     crate::fault::point("run.record-written");
 
-    let mut res =
-        Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None, ports: None };
+    let mut res = Resources {
+        store: store.as_ref(),
+        record_id: record.id.clone(),
+        netns_path: None,
+        helper: None,
+        ports: None,
+        dns: None,
+    };
     let spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
@@ -199,6 +238,7 @@ fn run_mode(
         argv,
         proc_root: proc_root.clone(),
         sigmask: signals.old,
+        dns: dns.inside.take(),
     };
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
@@ -244,6 +284,8 @@ fn run_mode(
             ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
+            extra: pasta_extra.iter().map(OsString::from).collect(),
+            dns_forward: dns.plan.pasta_forward,
         };
         let cfg = PastaNetworkConfig {
             program,
@@ -273,6 +315,7 @@ fn run_mode(
             rootless,
             socket,
             &helper_ports,
+            &slirp_options,
             &proc_root,
             opts.ready_timeout,
             &mut cancel,
@@ -294,6 +337,17 @@ fn run_mode(
     }
     crate::fault::point("run.helper-recorded");
 
+    let ns = proc_root.join(child.pid().to_string()).join("ns");
+    let (userns, netns) = (ns.join("user"), ns.join("net"));
+    let target = crate::ports::nsfactory::FactoryTarget { userns: rootless.then_some(userns.as_path()), netns: &netns };
+    match dns.start_forwarder(Some(target), &proc_root) {
+        Ok(forwarder) => res.dns = forwarder,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(res.fail(e.into()));
+        }
+    }
+
     match forward.start(child.pid(), rootless, &proc_root) {
         Ok(Some(started)) => {
             record.forwarder = Some(started.record());
@@ -311,7 +365,8 @@ fn run_mode(
         }
     }
 
-    if let Err(e) = start_command(&mut child, opts, &ports) {
+    let ready = Ready { id: &record.id, mode, ports: &ports, pid: child.pid(), bridge_address: None };
+    if let Err(e) = start_command(&mut child, opts, &ready) {
         return Err(res.fail(e));
     }
     crate::fault::point("run.command-started");
@@ -337,6 +392,7 @@ struct Resources<'a> {
     netns_path: Option<PathBuf>,
     helper: Option<Helper>,
     ports: Option<forward::Started>,
+    dns: Option<crate::dns::forwarder::Forwarder>,
 }
 
 impl Resources<'_> {
@@ -347,6 +403,9 @@ impl Resources<'_> {
         // that is going away.
         if let Some(ports) = self.ports.take() {
             ports.stop();
+        }
+        if let Some(forwarder) = self.dns.take() {
+            log::debug!("dns forwarder stopped: {:?}", forwarder.stop());
         }
         let output = self.helper.take().map(|helper| {
             let (output, helper_errors) = helper.teardown();

@@ -58,12 +58,14 @@ pub enum ChildStage {
     Loopback = 6,
     /// `execve(2)` of the command.
     Exec = 7,
+    /// Name resolution: the run's resolv.conf and hosts, DNS routing.
+    Dns = 8,
 }
 
 impl ChildStage {
     fn from_u8(v: u8) -> Option<Self> {
         use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec].into_iter().find(|s| *s as u8 == v)
+        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns].into_iter().find(|s| *s as u8 == v)
     }
 }
 
@@ -77,6 +79,7 @@ impl std::fmt::Display for ChildStage {
             Self::GidMap => "write gid_map",
             Self::Loopback => "bring up lo",
             Self::Exec => "execute the command",
+            Self::Dns => "set up name resolution",
         })
     }
 }
@@ -95,6 +98,17 @@ pub enum UsernsError {
     ChildFailed {
         /// The step.
         stage: ChildStage,
+        /// Its errno.
+        #[source]
+        errno: Errno,
+    },
+    /// The child could not set up name resolution (see [`crate::dns::inside`]).
+    #[error("namespace child failed to {}", describe_dns(*.step, .target.as_deref()))]
+    DnsFailed {
+        /// The step.
+        step: crate::dns::inside::DnsStep,
+        /// The path a mount step is about.
+        target: Option<std::path::PathBuf>,
         /// Its errno.
         #[source]
         errno: Errno,
@@ -120,11 +134,14 @@ pub struct ChildSpec {
     pub proc_root: std::path::PathBuf,
     /// Signal mask the command should start with (the caller's original mask).
     pub sigmask: nix::sys::signal::SigSet,
+    /// Name resolution set up inside the namespaces before exec (mounts
+    /// in a private mount namespace, DNS routing).
+    pub dns: Option<crate::dns::inside::NsDns>,
 }
 
 /// Byte the parent sends to let the child exec.
 const GO: u8 = b'G';
-/// Size of a child report: stage byte, 3 padding bytes, errno as i32.
+/// Size of a child report: stage byte, detail byte, 2 padding bytes, errno as i32.
 const REPORT_LEN: usize = 8;
 
 /// A forked child sitting in its new namespaces, waiting for [`NsChild::release`].
@@ -134,6 +151,39 @@ pub struct NsChild {
     report_rx: OwnedFd,
     go_tx: Option<OwnedFd>,
     reaped: bool,
+    /// The detail byte of the last report.
+    detail: u8,
+    dns_targets: DnsTargets,
+}
+
+/// The mount targets of the DNS step, for error messages.
+#[derive(Debug, Default)]
+struct DnsTargets(Vec<(crate::dns::inside::DnsStep, std::path::PathBuf)>);
+
+impl DnsTargets {
+    fn of(spec: &ChildSpec) -> Self {
+        use crate::dns::inside::DnsStep;
+        let Some(dns) = &spec.dns else { return Self::default() };
+        let steps = [DnsStep::MountFirst, DnsStep::MountSecond];
+        Self(steps.into_iter().filter_map(|s| dns.target_of(s).map(|t| (s, t.to_owned()))).collect())
+    }
+
+    fn get(&self, step: crate::dns::inside::DnsStep) -> Option<std::path::PathBuf> {
+        self.0.iter().find(|(s, _)| *s == step).map(|(_, t)| t.clone())
+    }
+}
+
+fn describe_dns(step: crate::dns::inside::DnsStep, target: Option<&Path>) -> String {
+    use crate::dns::inside::DnsStep;
+    match (step, target) {
+        (DnsStep::MountFirst | DnsStep::MountSecond, Some(t)) => format!("mount the run's file over {}", t.display()),
+        (DnsStep::Propagation, _) => "make its mounts private".into(),
+        (DnsStep::Scratch, _) => "mount a scratch tmpfs for the run's resolv.conf and hosts".into(),
+        (DnsStep::Write, _) => "write the run's resolv.conf and hosts".into(),
+        (DnsStep::Address, _) => "add the DNS address to lo".into(),
+        (DnsStep::Rule, _) => "add the routing rule for TCP DNS".into(),
+        _ => "mount the run's resolv.conf and hosts".into(),
+    }
 }
 
 /// Outcome of releasing the child.
@@ -152,6 +202,8 @@ struct Prepared {
     gid_map_path: CString,
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
+    /// `CLONE_NEWNS` when the child needs a mount namespace of its own.
+    mount_ns: libc::c_int,
 }
 
 fn cpath(p: &Path) -> CString {
@@ -182,6 +234,7 @@ impl NsChild {
             gid_map_path: cpath(&spec.proc_root.join("self/gid_map")),
             uid_map,
             gid_map,
+            mount_ns: if spec.dns.as_ref().is_some_and(|d| d.needs_mount_ns()) { libc::CLONE_NEWNS } else { 0 },
         };
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
@@ -200,7 +253,8 @@ impl NsChild {
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 drop(report_tx);
                 drop(go_rx);
-                Ok(Self { pid: child, report_rx, go_tx: Some(go_tx), reaped: false })
+                let dns_targets = DnsTargets::of(spec);
+                Ok(Self { pid: child, report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets })
             }
         }
     }
@@ -214,6 +268,10 @@ impl NsChild {
     pub fn wait_ready(&mut self) -> Result<(), UsernsError> {
         match self.read_report()? {
             Some(None) => Ok(()),
+            Some(Some((ChildStage::Dns, errno))) => {
+                let step = crate::dns::inside::DnsStep::from_u8(self.detail).ok_or(UsernsError::ChildVanished)?;
+                Err(UsernsError::DnsFailed { step, target: self.dns_targets.get(step), errno })
+            }
             Some(Some((stage, errno))) => Err(UsernsError::ChildFailed { stage, errno }),
             None => Err(UsernsError::ChildVanished),
         }
@@ -254,6 +312,7 @@ impl NsChild {
         if buf[0] == 0 {
             return Ok(Some(None));
         }
+        self.detail = buf[1];
         let errno = Errno::from_raw(i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
         let stage = ChildStage::from_u8(buf[0]).ok_or(UsernsError::ChildVanished)?;
         Ok(Some(Some((stage, errno))))
@@ -310,8 +369,13 @@ impl Drop for NsChild {
 // ---- everything below runs in the forked child: async-signal-safe only ----
 
 fn report(fd: RawFd, stage: u8, errno: i32) {
+    report_detail(fd, stage, 0, errno);
+}
+
+fn report_detail(fd: RawFd, stage: u8, detail: u8, errno: i32) {
     let mut buf = [0u8; REPORT_LEN];
     buf[0] = stage;
+    buf[1] = detail;
     buf[4..8].copy_from_slice(&errno.to_ne_bytes());
     // SAFETY: writes our stack buffer to a pipe fd we own; result ignored on purpose
     // (nothing else can be done in the child).
@@ -351,11 +415,17 @@ fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd,
     }
     let entered = match spec.ns {
         // SAFETY: unshare(2) with constant flags in a single-threaded child.
-        NsKind::UserAndNet { .. } => unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) },
+        NsKind::UserAndNet { .. } => unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | prep.mount_ns) },
         // SAFETY: as above.
-        NsKind::NetOnly => unsafe { libc::unshare(libc::CLONE_NEWNET) },
-        // SAFETY: setns(2) on an fd the parent keeps open across the fork.
-        NsKind::JoinNet(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
+        NsKind::NetOnly => unsafe { libc::unshare(libc::CLONE_NEWNET | prep.mount_ns) },
+        // SAFETY: setns(2) on an fd the parent keeps open across the fork,
+        // then unshare(2) with constant flags.
+        NsKind::JoinNet(fd) => unsafe {
+            match libc::setns(fd, libc::CLONE_NEWNET) {
+                0 if prep.mount_ns != 0 => libc::unshare(prep.mount_ns),
+                rc => rc,
+            }
+        },
     };
     if entered != 0 {
         fail(tx, ChildStage::Unshare);
@@ -373,6 +443,13 @@ fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd,
     }
     if let Err(e) = crate::ns::loopback::bring_up_loopback() {
         report(tx, ChildStage::Loopback as u8, e.errno() as i32);
+        // SAFETY: `_exit` is async-signal-safe.
+        unsafe { libc::_exit(125) };
+    }
+    if let Some(dns) = &spec.dns
+        && let Err((step, errno)) = dns.apply()
+    {
+        report_detail(tx, ChildStage::Dns as u8, step as u8, errno);
         // SAFETY: `_exit` is async-signal-safe.
         unsafe { libc::_exit(125) };
     }

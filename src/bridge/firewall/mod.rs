@@ -54,7 +54,9 @@
 //!   routes such packets out of a non-loopback interface when
 //!   `route_localnet` is on for it, hence [`enable_route_localnet`].
 //!
-//! IPv4 only. Our `isolation` chain only drops (between pelagos networks,
+//! Dual-stack networks also get `table ip6 pelagos-<network>` ([`ipv6`]):
+//! NAT66 for egress and the same isolation, no IPv6 port forwards. Our
+//! `isolation` chain only drops (between pelagos networks,
 //! and all but published-port traffic of an internal network): an accept in
 //! one base chain cannot override a drop in another table, so a host whose
 //! iptables `FORWARD` chain drops by default gets accept rules for our
@@ -63,6 +65,7 @@
 pub mod closer;
 pub mod ffi;
 pub mod hostfw;
+pub mod ipv6;
 pub mod nfnl;
 mod nfsock;
 pub mod script;
@@ -76,11 +79,12 @@ use crate::model::cidr::Ipv4Net;
 use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
+pub use ipv6::Network6Rules;
 pub use script::{
     TABLE_VERSION, add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script,
 };
 pub use shell::{Firewall, TableState};
-pub use sysctl::{enable_ip_forward, enable_route_localnet};
+pub use sysctl::{enable_ip_forward, enable_ipv6_forward, enable_route_localnet};
 
 /// What a bridge network's table implements.
 #[derive(Debug, Clone, PartialEq, Eq)]

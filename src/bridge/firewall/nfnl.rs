@@ -42,6 +42,8 @@ pub const MSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
 /// `NFPROTO_IPV4`, `NFPROTO_INET`.
 pub const FAMILY_IPV4: u8 = 2;
+/// `NFPROTO_IPV6`.
+pub const FAMILY_IPV6: u8 = 10;
 /// The `inet` family (firewalld's table).
 pub const FAMILY_INET: u8 = 1;
 

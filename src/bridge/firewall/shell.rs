@@ -5,7 +5,8 @@
 //! ([`NftContext`]), opened only when a table is created, rebuilt or
 //! deleted.
 
-use super::nfnl::{ElemOp, FAMILY_IPV4};
+use super::ipv6::{Network6Rules, delete_table6_script, table6_script};
+use super::nfnl::{ElemOp, FAMILY_IPV4, FAMILY_IPV6};
 use super::nfsock::NfSocket;
 use super::script::{delete_table_script, rebuild_script, table_comment, table_name, table_script};
 use super::{FirewallError, Forward, NetworkRules, NftContext, NftError};
@@ -53,6 +54,26 @@ impl Firewall {
     pub fn ensure_network(&mut self, net: &NetworkRules) -> Result<(), FirewallError> {
         let err = |source| FirewallError::EnsureNetwork { network: net.name.clone(), source };
         self.nft()?.run(&table_script(net)).map(drop).map_err(err)
+    }
+
+    /// Creates or refreshes a dual-stack network's IPv6 table (one transaction).
+    pub fn ensure_network6(&mut self, net: &Network6Rules) -> Result<(), FirewallError> {
+        let err = |source| FirewallError::EnsureNetwork { network: net.name.clone(), source };
+        self.nft()?.run(&table6_script(net)).map(drop).map_err(err)
+    }
+
+    /// Deletes network `net`'s IPv6 table; an absent one is not an error.
+    pub fn delete_network6(&mut self, net: &str) -> Result<(), FirewallError> {
+        let err = |source| FirewallError::DeleteNetwork { network: net.into(), source };
+        self.nft()?.run(&delete_table6_script(net)).map(drop).map_err(err)
+    }
+
+    /// Whether network `net`'s IPv6 table exists (one netlink round trip).
+    pub fn table6_exists(&mut self, net: &str) -> Result<bool, FirewallError> {
+        self.sock
+            .table_comment(FAMILY_IPV6, &table_name(net))
+            .map(|t| t.is_some())
+            .map_err(|source| FirewallError::ListTable { network: net.into(), source })
     }
 
     /// Whether network `net`'s table exists and was built by this version.

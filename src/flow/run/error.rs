@@ -65,6 +65,9 @@ pub enum RunError {
     /// Signal handling could not be set up.
     #[error("set up signal forwarding")]
     Signals(#[source] Errno),
+    /// `--network pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(#[from] crate::model::helper_opts::HelperOptsError),
     /// The mode is not supported by `run` (yet).
     #[error("network mode {0} is not supported by run")]
     UnsupportedMode(NetworkMode),
@@ -109,6 +112,9 @@ pub enum RunError {
     /// The builtin port driver could not start.
     #[error(transparent)]
     BuiltinPorts(#[from] crate::ports::builtin::BuiltinPortsError),
+    /// Name resolution could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsSetupError),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),

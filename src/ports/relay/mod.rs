@@ -69,7 +69,7 @@ mod listen;
 mod pipes;
 mod pump;
 mod source;
-mod sys;
+pub(crate) mod sys;
 mod tcp;
 mod udp;
 
