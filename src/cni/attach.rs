@@ -76,6 +76,9 @@ struct Address {
     ip: Ipv4Addr,
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
+    /// The IPAM plugin's DNS settings, passed on in our result (for the
+    /// runtime; the plugin configures no resolver).
+    dns: serde_json::Value,
 }
 
 fn me() -> ProcessId {
@@ -118,7 +121,7 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
             let def = def.inspect_err(|_| {
                 let _ = ipam::exec(plugin, "DEL", &params.path, stdin);
             })?;
-            (def, Address { ip: ip.address, subnet, gateway })
+            (def, Address { ip: ip.address, subnet, gateway, dns: res.dns.clone() })
         }
         Addressing::Leases { subnet, gateway } => {
             let def = super::network::resolve(&paths.config_dir, conf, *subnet, *gateway)?;
@@ -127,7 +130,7 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
             })?;
             let lease = Lease { id: lease_id(&params.container_id, &params.ifname), owner: me(), cni: true };
             let ip = LeaseStore::new(&paths.run_dir).allocate_lease(&def, &lease, want).map_err(lease_err)?;
-            (def.clone(), Address { ip, subnet: def.subnet, gateway: def.gateway })
+            (def.clone(), Address { ip, subnet: def.subnet, gateway: def.gateway, dns: serde_json::json!({}) })
         }
     };
     crate::fault::point("cni.leased");
@@ -153,7 +156,7 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
     }
     crate::fault::point("cni.recorded");
     match build(paths, &def, conf, &record, (&ns, &mut inside), &ifname) {
-        Ok(result) => Ok(result),
+        Ok(result) => Ok(CniResult { dns: addr.dns, ..result }),
         Err(e) => {
             undo(paths, &record, params, stdin);
             Err(e)

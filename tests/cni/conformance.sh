@@ -220,16 +220,19 @@ EOF
     # Addresses from a delegated IPAM plugin (host-local), bandwidth chained after us.
     [[ -x $REF/host-local && -x $REF/bandwidth ]] || { notok "host-local or bandwidth missing in $REF"; return; }
     local ipam=/run/st/ipam.conflist
+    printf 'nameserver 10.66.0.53\nsearch cluster.test\n' >/run/st/resolv.conf
     cat >"$ipam" <<EOF
 {"cniVersion":"1.0.0","name":"delegated","plugins":[
  {"type":"pelagos-net","runDir":"/run/st/run","configDir":"/run/st/cfg",
-  "ipam":{"type":"host-local","ranges":[[{"subnet":"10.66.0.0/24","gateway":"10.66.0.1"}]],"dataDir":"/run/st/host-local"}},
+  "ipam":{"type":"host-local","ranges":[[{"subnet":"10.66.0.0/24","gateway":"10.66.0.1"}]],"dataDir":"/run/st/host-local",
+          "resolvConf":"/run/st/resolv.conf"}},
  {"type":"bandwidth","capabilities":{"bandwidth":true}}]}
 EOF
     local bw='{"bandwidth":{"ingressRate":1000000,"ingressBurst":100000,"egressRate":1000000,"egressBurst":100000}}' fin
     fin=$(chain_add "$ipam" ctr-ipam /run/netns/p1 "$bw")
     check "ADD with host-local IPAM and bandwidth chained" bash -c "jq -e '.ips[0].address == \"10.66.0.2/24\"' <<<'$fin'"
     check "host-local recorded the lease" test -f /run/st/host-local/delegated/10.66.0.2
+    check "the IPAM plugin's DNS settings are passed on in the result" bash -c "jq -e '.dns.nameservers == [\"10.66.0.53\"]' <<<'$fin'"
     check "bandwidth shaped the host end (a tbf qdisc)" bash -c "tc qdisc show | grep -q tbf"
     check "CHECK through pelagos-net (host-local) and bandwidth" chain_other CHECK "$ipam" ctr-ipam /run/netns/p1 "$bw" "$fin"
     check "DEL through the chain" chain_other DEL "$ipam" ctr-ipam /run/netns/p1 "$bw" "$fin"
