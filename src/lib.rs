@@ -65,6 +65,7 @@
 
 pub mod api;
 pub mod bridge;
+pub mod cni;
 pub mod dns;
 pub mod fault;
 pub mod flow;

@@ -6,7 +6,7 @@
 //! ([`crate::flow`]) runs as steps: the network's bridge and nftables table
 //! ([`ensure_bridge`], created on first use under a per-network lock), the
 //! lease ([`lease`]), the veth pair (the peer created directly inside the
-//! namespace, never moved) and its address and route ([`configure_peer`])
+//! namespace, never moved) and its address and route ([`configure_container_end`])
 //! over rtnetlink, the forwards in the network's table ([`firewall`]).
 //! Never runs `ip` or `nft`.
 //!
@@ -90,10 +90,11 @@ pub struct TeardownErrors(pub Vec<BridgeError>);
 
 /// Make sure the network's bridge (with its address, up) and nftables
 /// table exist, and forwarding is on. Idempotent; holds the network's setup
-/// lock. The table is built only when missing: rebuilding it flushes its
-/// chains, and freeing the old rules makes the next context close wait out
-/// an RCU grace period (~10 ms per attach). Network definitions do not
-/// change after creation, so an existing table is already right.
+/// lock. The table is checked with one netlink request (no ruleset fetch)
+/// and built only when missing or built by another version (then rebuilt
+/// with its forwards, in one transaction): rebuilding flushes its chains,
+/// and freeing the old rules is what makes a later socket close wait out
+/// an RCU grace period.
 pub fn ensure_bridge(
     paths: &Paths,
     def: &NetworkDef,
@@ -122,8 +123,16 @@ pub fn ensure_bridge(
     host.set_up(index).map_err(br_err)?;
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
-    if !fw.table_exists(def.name.as_str())? {
-        fw.ensure_network(&plan::rules_for(def))?;
+    fw.converge_network(&plan::rules_for(def))?;
+    let marker = paths.run_dir.join("leases").join(format!("{}.forward-accept", def.name));
+    match firewall::hostfw::allow_forwarding(fw, def.name.as_str(), &bridge, &marker) {
+        Ok(firewall::hostfw::HostFirewall::Firewalld) => log::warn!(
+            "firewalld is active: its forward chain may reject traffic of bridge {bridge}; run `firewall-cmd --permanent --zone=trusted --add-interface={bridge} && firewall-cmd --reload`"
+        ),
+        Ok(_) => {}
+        Err(why) => {
+            log::warn!("the host's iptables FORWARD policy is DROP and bridge {bridge} could not be let through: {why}")
+        }
     }
     if let (Some(rules6), Some(gateway6)) = (plan::rules6_for(def), def.options.gateway6) {
         ensure_bridge6(paths, host, index, &rules6, gateway6, fw)?;
@@ -158,46 +167,57 @@ fn ensure_bridge6(
     Ok(())
 }
 
-/// The container end of a veth pair: what [`configure_peer`] gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
+/// The container end of a veth pair, as an attach configures it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerEnd<'a> {
     /// Its name inside the namespace.
-    pub name: IfName,
+    pub name: &'a IfName,
     /// Its address.
     pub address: Ipv4Addr,
     /// The subnet's prefix length.
     pub prefix: u8,
-    /// The default route's gateway (`None`: the namespace routes elsewhere).
+    /// The default route's next hop (`None`: no default route).
     pub gateway: Option<Ipv4Addr>,
-    /// Its MTU (`None`: the kernel's default).
+    /// Its MTU, when set after creation.
     pub mtu: Option<u32>,
     /// Its IPv6 side on a dual-stack network.
-    pub v6: Option<plan::Plan6>,
+    pub v6: Option<&'a plan::Plan6>,
 }
 
-/// Address, up and (when it has a gateway) default route on the container
-/// end `peer`, inside the namespace `ns`; `id` names the container in errors.
-pub fn configure_peer(ns: BorrowedFd<'_>, peer: &Peer, id: &str) -> Result<(), BridgeError> {
+/// Address, up and default route (when `end.gateway` is set) on the
+/// container end of a veth pair, inside the namespace `netns`: the step
+/// every attach (CLI run, secondary network, CNI ADD) shares.
+pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
+    let mut inside = Netlink::open_in(netns).map_err(|source| BridgeError::Link {
+        op: "open netlink in the netns",
+        id: id.to_owned(),
+        source,
+    })?;
+    configure_container_end_with(&mut inside, end, id)
+}
+
+/// [`configure_container_end`] over a netlink socket already open inside
+/// the namespace (opening one there costs a thread that joins it).
+pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
-    let mut inside = Netlink::open_in(ns).map_err(link_err("open netlink in the netns"))?;
     let index = inside
-        .link_index(peer.name.as_str())
+        .link_index(end.name.as_str())
         .map_err(link_err("find the container end"))?
-        .ok_or_else(|| BridgeError::MissingPeer { name: peer.name.to_string(), id: id.to_owned() })?;
-    if let Some(mtu) = peer.mtu {
+        .ok_or_else(|| BridgeError::MissingPeer { name: end.name.to_string(), id: id.to_owned() })?;
+    if let Some(mtu) = end.mtu {
         inside.set_mtu(index, mtu).map_err(link_err("set the container end's mtu"))?;
     }
-    inside.add_address(index, peer.address, peer.prefix).map_err(link_err("add the container address"))?;
+    inside.add_address(index, end.address, end.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
-    if let Some(v6) = &peer.v6 {
+    if let Some(v6) = end.v6 {
         inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?;
     }
     inside.set_up(index).map_err(link_err("set the container end up"))?;
-    if let Some(gw) = peer.gateway {
+    if let Some(gw) = end.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
     }
-    if let Some(gw6) = peer.v6.as_ref().and_then(|v6| v6.gateway) {
+    if let Some(gw6) = end.v6.and_then(|v6| v6.gateway) {
         inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
     Ok(())

@@ -102,12 +102,8 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
         }
         Resource::Veth { name } => remove_veth(name).map(|_| None),
         Resource::Forwards { network, forwards } => {
-            let mut fw = Firewall::new()?;
-            fw.remove_forwards(network, forwards)?;
-            // The rules are gone now. Closing the context makes the kernel
-            // wait out an RCU grace period for the freed elements (10-15
-            // ms); let a short-lived thread do that.
-            let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(fw));
+            // Its socket is closed off this path (see the firewall's closer).
+            Firewall::new()?.remove_forwards(network, forwards)?;
             Ok(None)
         }
         Resource::File { path } => remove_file(path).map(|_| None),

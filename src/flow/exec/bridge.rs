@@ -7,7 +7,7 @@ use crate::bridge::firewall::Firewall;
 use crate::bridge::lease::LeaseStore;
 use crate::bridge::netlink::Netlink;
 use crate::bridge::network::NetworkDef;
-use crate::bridge::{BridgeError, Peer, configure_peer, ensure_bridge};
+use crate::bridge::{BridgeError, ContainerEnd, configure_container_end, ensure_bridge};
 use crate::flow::RunError;
 use crate::flow::steps::NsRef;
 use crate::model::ifname::{IfName, veth_name};
@@ -127,17 +127,18 @@ pub(super) fn address(exec: &mut Exec) -> Result<(), RunError> {
     let (Some((name, routed)), Some(address)) = (exec.bridge.peer.clone(), exec.lease) else {
         return Err(RunError::NoNetwork);
     };
-    let peer = Peer {
-        name,
+    let v6 = crate::bridge::plan::Plan6::of(&def, address, !routed);
+    let end = ContainerEnd {
+        name: &name,
         address,
         prefix: def.subnet.prefix(),
         gateway: (!routed).then_some(def.gateway),
         mtu: def.options.mtu,
-        v6: crate::bridge::plan::Plan6::of(&def, address, !routed),
+        v6: v6.as_ref(),
     };
     let into = if exec.given.is_some() { NsRef::Given } else { NsRef::Named };
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
-    configure_peer(ns, &peer, exec.id()).map_err(RunError::Bridge)?;
+    configure_container_end(ns, &end, exec.id()).map_err(RunError::Bridge)?;
     crate::fault::point("bridge.peer-configured");
     Ok(())
 }
@@ -164,13 +165,10 @@ impl BridgeState {
         self.peer.as_ref().map(|(name, _)| name)
     }
 
-    /// Let go of the host-side handles. Closing the nftables context makes
-    /// the kernel wait out an RCU grace period for freed elements (10-15
-    /// ms), so a short-lived thread does it.
+    /// Let go of the host-side handles (a firewall context's socket is
+    /// closed off this path, see [`crate::bridge::firewall`]).
     pub(crate) fn close(&mut self) {
         self.host = None;
-        if let Some(fw) = self.fw.take() {
-            let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(fw));
-        }
+        self.fw = None;
     }
 }

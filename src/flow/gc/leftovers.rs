@@ -45,8 +45,9 @@ fn stale_tmp_files(dir: &Path, proc_root: &Path, dry_run: bool, report: &mut Vec
     }
 }
 
-/// Sweep temp files (runs, network definitions) and dead leases.
-pub(super) fn sweep(paths: &Paths, dry_run: bool, report: &mut Vec<Action>) {
+/// Sweep temp files (runs, network definitions) and the leases of dead
+/// owners, except those of the `live` records (attachments).
+pub(super) fn sweep(paths: &Paths, dry_run: bool, live: &[String], report: &mut Vec<Action>) {
     stale_tmp_files(&paths.runs_dir(), &paths.proc_root, dry_run, report);
     stale_tmp_files(&paths.config_dir.join("networks"), &paths.proc_root, dry_run, report);
     let leases = LeaseStore::new(&paths.run_dir);
@@ -58,20 +59,27 @@ pub(super) fn sweep(paths: &Paths, dry_run: bool, report: &mut Vec<Action>) {
         }
     };
     for network in networks {
-        match leases.sweep(&network, &paths.proc_root, dry_run) {
-            Ok((dead, tmp)) => {
-                for (addr, lease) in dead {
+        match leases.sweep(&network, &paths.proc_root, dry_run, live) {
+            Ok(sweep) => {
+                for (addr, lease) in sweep.dead {
                     report.push(Action {
                         run: lease.id,
                         what: format!("lease {addr} on {network} (owner died before recording it)"),
                         error: None,
                     });
                 }
-                if tmp {
+                if sweep.temp_files > 0 {
                     report.push(Action {
                         run: network.clone(),
-                        what: format!("half-written lease table of {network}"),
+                        what: format!("half-written lease of {network}"),
                         error: None,
+                    });
+                }
+                for path in sweep.corrupt {
+                    report.push(Action {
+                        run: network.clone(),
+                        what: format!("corrupted lease file {}", path.display()),
+                        error: Some("delete it when no container of this network runs".into()),
                     });
                 }
             }
