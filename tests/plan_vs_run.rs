@@ -66,10 +66,13 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The `op` of every step `plan --json` printed.
+/// The `op` of every step `plan --json` printed (its `pipeline`; `steps`
+/// says the same steps in words, one for one).
 fn planned_ops(stdout: &[u8]) -> Vec<String> {
     let plan: serde_json::Value = serde_json::from_slice(stdout).expect("plan --json is JSON");
-    plan["steps"].as_array().unwrap().iter().map(|s| s["op"].as_str().unwrap().to_owned()).collect()
+    let pipeline = plan["pipeline"].as_array().expect("plan --json has its pipeline");
+    assert_eq!(pipeline.len(), plan["steps"].as_array().map_or(0, Vec::len), "one description per step");
+    pipeline.iter().map(|s| s["op"].as_str().unwrap().to_owned()).collect()
 }
 
 fn first_error(stderr: &[u8]) -> String {
