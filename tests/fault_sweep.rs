@@ -433,9 +433,12 @@ fn attach_sweep(tier: Tier, label: &str) {
     let ns = common::namespace::Namespace::new(&topo, &env);
     let mut sweep = Sweep::new(&env, &topo);
     let args = ["attach", "--netns", &ns.path, "--network", "pasta", "-p", "127.0.0.1::80"];
-    // Warm up (the state directories persist), then the host without the attachment.
-    sweep.ok(&args);
-    detach_all(&mut sweep);
+    // Warm up twice (the state directories persist, and the probe cache is
+    // written once the run directory exists), then the host without the attachment.
+    for _ in 0..2 {
+        sweep.ok(&args);
+        detach_all(&mut sweep);
+    }
     sweep.ok(&["gc"]);
     let before = quiet_snapshot(&topo);
     let steps = sweep.trace(&args);
