@@ -39,7 +39,8 @@ fn example(env: &Env) -> PathBuf {
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "build the example: {}", describe(&out));
     }
-    let copy = env.bin.with_file_name(format!("runtime-{}", std::process::id()));
+    let who = env.user.as_ref().map_or(0, |u| u.uid);
+    let copy = env.bin.with_file_name(format!("runtime-{}-{who}", std::process::id()));
     let tmp = copy.with_extension("tmp");
     std::fs::copy(&built, &tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
