@@ -84,17 +84,9 @@ impl crate::flow::plan::Lookups for OneNetwork<'_> {
     }
 }
 
-/// Plan `def` for `target` and run every step under `id`.
-fn run_all(
-    paths: &Paths,
-    def: &NetworkDef,
-    ports: &[PortMapping],
-    ip: Option<Ipv4Addr>,
-    target: TargetKind,
-    id: String,
-    owner: ProcessId,
-    given: Option<OpenTarget>,
-) -> Result<Exec, Error> {
+/// Plan `req` for `target` and run every step under `req.id`.
+fn run_all(req: &AttachRequest<'_>, target: TargetKind, given: Option<OpenTarget>) -> Result<Exec, Error> {
+    let AttachRequest { paths, def, id, ports, ip, owner } = *req;
     let mut network = NetworkConfig::new(NetworkMode::Bridge(Some(def.name.clone())));
     network.ports = ports.to_vec();
     network.port_driver = PortDriver::Nftables;
@@ -102,7 +94,7 @@ fn run_all(
     let host = HostCaps::probe_scoped(&ProbeRoots::current(paths), ProbeScope::Identity);
     let planned = plan(&req, &host, &OneNetwork(def))?;
     let steps = planned.steps.clone();
-    let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, Duration::from_secs(10), id, owner);
+    let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, Duration::from_secs(10), id.to_owned(), owner);
     if let Some(t) = given {
         exec.record.target = Some(t.record());
         exec.given = Some(t);
@@ -121,7 +113,7 @@ fn run_all(
 /// forwards. Call it before forking the container; its child joins the
 /// namespace with `setns` on [`NetworkSetup::netns_path`].
 pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Error> {
-    let exec = run_all(req.paths, req.def, req.ports, req.ip, TargetKind::Created, req.id.to_owned(), req.owner, None)?;
+    let exec = run_all(req, TargetKind::Created, None)?;
     let forwards = exec.record.resources.iter().find_map(|r| match r {
         Resource::Forwards { forwards, .. } => Some(forwards.clone()),
         _ => None,
@@ -182,7 +174,8 @@ pub fn attach_network_to_netns(
     let given = TargetKind::Given(Given::from(&target));
     let att_id = crate::state::store::new_run_id();
     log::debug!("network {} for container {id} (slot {slot}) is attachment {att_id}", def.name);
-    let exec = run_all(paths, def, &[], None, given, att_id.clone(), owner, Some(target))?;
+    let req = AttachRequest { paths, def, id: &att_id, ports: &[], ip: None, owner };
+    let exec = run_all(&req, given, Some(target))?;
     Ok(SecondaryAttachment {
         network: def.name.to_string(),
         ifname: exec.bridge.peer().cloned().unwrap_or_else(|| IfName::new("eth1").expect("valid")),

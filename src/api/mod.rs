@@ -44,6 +44,7 @@
 mod bridge;
 mod error;
 mod options;
+mod plan;
 
 pub use crate::flow::plan::Lifetime;
 pub use bridge::{
@@ -52,11 +53,12 @@ pub use bridge::{
 };
 pub use error::{Error, ErrorKind};
 pub use options::{NetworkOptions, Target};
+pub use plan::SetupPlan;
 
 use crate::flow::DetachReport;
 use crate::flow::attach::Session;
 use crate::flow::gc::GcReport;
-use crate::flow::plan::{Given, Plan, Request, SystemLookups, TargetKind, probe_scope};
+use crate::flow::plan::{Given, Request, SystemLookups, TargetKind, probe_scope};
 use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::mode::NetworkMode;
 use crate::model::port::PortMapping;
@@ -109,6 +111,19 @@ impl Network {
         HostCaps::probe_scoped(&roots, probe_scope(req))
     }
 
+    /// What [`Network::prepare`] networks: a named netns it creates for a
+    /// bridge network, the caller's namespace otherwise.
+    fn prepared_target(opts: &NetworkOptions) -> TargetKind {
+        match opts.mode {
+            NetworkMode::Bridge(_) => TargetKind::Created,
+            _ => TargetKind::Given(Given {
+                netns: "<namespace>".into(),
+                userns: (!nix::unistd::geteuid().is_root()).then(|| "<user namespace>".into()),
+                named: false,
+            }),
+        }
+    }
+
     fn request(opts: &NetworkOptions, target: TargetKind) -> Request {
         Request {
             network: opts.config(),
@@ -123,15 +138,7 @@ impl Network {
     /// Plan the setup and do what comes before the container's process
     /// exists (see the module docs). A refusal creates nothing.
     pub fn prepare(&self, opts: &NetworkOptions) -> Result<Prepared, Error> {
-        let target = match opts.mode {
-            NetworkMode::Bridge(_) => TargetKind::Created,
-            _ => TargetKind::Given(Given {
-                netns: "<namespace>".into(),
-                userns: (!nix::unistd::geteuid().is_root()).then(|| "<user namespace>".into()),
-                named: false,
-            }),
-        };
-        let req = Self::request(opts, target);
+        let req = Self::request(opts, Self::prepared_target(opts));
         let host = self.host(&req);
         let networks = SystemLookups { config_dir: &self.paths.config_dir };
         let session = Session::prepare(&self.paths, req, host, &networks, opts.ready_timeout)?;
@@ -156,11 +163,11 @@ impl Network {
     }
 
     /// What [`Network::prepare`] would do, touching nothing.
-    pub fn plan(&self, opts: &NetworkOptions) -> Result<Plan, Error> {
-        let req = Self::request(opts, TargetKind::NewChild);
+    pub fn plan(&self, opts: &NetworkOptions) -> Result<SetupPlan, Error> {
+        let req = Self::request(opts, Self::prepared_target(opts));
         let host = self.host(&req);
         let networks = SystemLookups { config_dir: &self.paths.config_dir };
-        Ok(crate::flow::plan::plan(&req, &host, &networks)?)
+        Ok(SetupPlan(crate::flow::plan::plan(&req, &host, &networks)?))
     }
 
     /// Undo the attachment `id` (one left running by [`Attachment::leave`],
@@ -304,8 +311,8 @@ impl Attachment {
     }
 
     /// The plan it executed.
-    pub fn plan(&self) -> &Plan {
-        self.session().plan()
+    pub fn plan(&self) -> SetupPlan {
+        SetupPlan(self.session().plan().clone())
     }
 
     /// Published ports, host ports picked.

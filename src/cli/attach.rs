@@ -5,7 +5,7 @@ use super::error::{CliError, Exit, error_chain, with_hint};
 use super::net_args::NetArgs;
 use super::ps::port_entries;
 use super::{Context, output};
-use pelagos_net::{Attachment, Lifetime, Network, NetworkOptions, Target};
+use crate::{Attachment, Lifetime, Network, NetworkOptions, Target};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub struct DetachArgs {
     json: bool,
 }
 
-fn fail(e: &pelagos_net::Error) -> CliError {
+fn fail(e: &crate::Error) -> CliError {
     CliError::new(e.exit_code(), with_hint(&error_chain(e), e.hint()))
 }
 
@@ -57,7 +57,7 @@ fn report(a: &Attachment, netns: &std::path::Path) -> serde_json::Value {
         "ports": port_entries(a.ports()),
         "addresses": a.addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "helpers": helpers,
-        "port_driver": a.plan().port_driver,
+        "port_driver": a.plan().to_json()["port_driver"].clone(),
     })
 }
 

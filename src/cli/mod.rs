@@ -26,9 +26,9 @@ mod ps;
 mod run;
 mod status;
 
+use crate::state::paths::{PathEnv, Paths};
 use clap::{Parser, Subcommand};
 use error::{CliError, EXIT_USAGE, Exit};
-use pelagos_net::state::paths::{PathEnv, Paths};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -153,7 +153,7 @@ pub fn main() -> ExitCode {
     };
     // A socket that removed forwards must not make this exit wait for the
     // kernel's grace period (see `firewall::closer`).
-    pelagos_net::bridge::firewall::closer::detach_pending();
+    crate::bridge::firewall::closer::detach_pending();
     code
 }
 

@@ -7,15 +7,15 @@
 
 use super::error::CliError;
 use super::{Context, output};
-use pelagos_net::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
-use pelagos_net::dns::DnsOptions;
-use pelagos_net::flow::select::Fallback;
-use pelagos_net::model::config::NetworkConfig;
-use pelagos_net::model::driver::PortDriver;
-use pelagos_net::model::helper_opts;
-use pelagos_net::model::ifname::NetworkName;
-use pelagos_net::model::mode::{ModeError, NetworkMode};
-use pelagos_net::model::port::PortMapping;
+use crate::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
+use crate::dns::DnsOptions;
+use crate::flow::select::Fallback;
+use crate::model::config::NetworkConfig;
+use crate::model::driver::PortDriver;
+use crate::model::helper_opts;
+use crate::model::ifname::NetworkName;
+use crate::model::mode::{ModeError, NetworkMode};
+use crate::model::port::PortMapping;
 
 /// `--network` as typed, before a bare name is looked up.
 #[derive(Debug, Clone)]

@@ -1,13 +1,13 @@
 //! `pelagos-net network ...`: named bridge networks, as podman's
-//! `network` subcommands. Thin over [`pelagos_net::bridge::manage`].
+//! `network` subcommands. Thin over [`crate::bridge::manage`].
 
 use super::error::{CliError, EXIT_USAGE, Exit, error_chain};
 use super::{Context, output};
-use pelagos_net::bridge::manage::{self, InUse, ManageError};
-use pelagos_net::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
-use pelagos_net::model::cidr::Ipv4Net;
-use pelagos_net::model::cidr6::Ipv6Net;
-use pelagos_net::model::ifname::NetworkName;
+use crate::bridge::manage::{self, InUse, ManageError};
+use crate::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
+use crate::model::cidr::Ipv4Net;
+use crate::model::cidr6::Ipv6Net;
+use crate::model::ifname::NetworkName;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -102,9 +102,9 @@ pub enum Subnet {
 
 fn parse_subnet(s: &str) -> Result<Subnet, String> {
     if s.contains(':') {
-        s.parse().map(Subnet::V6).map_err(|e: pelagos_net::model::cidr6::Cidr6Error| e.to_string())
+        s.parse().map(Subnet::V6).map_err(|e: crate::model::cidr6::Cidr6Error| e.to_string())
     } else {
-        s.parse().map(Subnet::V4).map_err(|e: pelagos_net::model::cidr::CidrError| e.to_string())
+        s.parse().map(Subnet::V4).map_err(|e: crate::model::cidr::CidrError| e.to_string())
     }
 }
 

@@ -3,8 +3,8 @@
 use super::error::{CliError, Exit, error_chain};
 use super::net_args::NetArgs;
 use super::{Context, output};
-use pelagos_net::flow::plan::{json, render};
-use pelagos_net::flow::run::{RunOptions, plan_run};
+use crate::flow::plan::{json, render};
+use crate::flow::run::{RunOptions, plan_run};
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -64,10 +64,10 @@ impl Session {
         networks: Networks<'_>,
         cancel: &mut dyn FnMut() -> bool,
     ) -> Result<Self, RunError> {
-        if let Some(t) = target {
-            if let Err(e) = self.bind_target(t, networks) {
-                return Err(self.exec.fail(e));
-            }
+        if let Some(t) = target
+            && let Err(e) = self.bind_target(t, networks)
+        {
+            return Err(self.exec.fail(e));
         }
         let end = self.exec.plan.steps.len();
         run_steps(&mut self.exec, self.next..end, cancel)?;

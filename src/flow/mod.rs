@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`plan`] decides, purely, everything that can be decided before acting,
-//! refusals included; [`exec`] carries the steps out and records each
+//! refusals included; `exec` carries the steps out and records each
 //! resource as it is created; [`undo`] is the one function that removes a
 //! recorded resource, used by every teardown and by `gc`.
 

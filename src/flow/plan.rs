@@ -7,7 +7,7 @@
 //! here (or in the shared target validation of [`crate::ns::target`]), so
 //! what `plan` accepts, `run` accepts, and the other way round.
 //!
-//! The per-mode part lives in [`crate::flow::modes`]: each mode checks what
+//! The per-mode part lives in `flow::modes`: each mode checks what
 //! it cannot do and contributes its steps. The rest is common to every mode:
 //! free host ports picked and listeners bound first, the record written
 //! before anything that needs undoing, the relay started once the

@@ -2,7 +2,7 @@
 //!
 //! A [`Step`] says what to do, not how: the planner ([`super::plan`])
 //! produces the list purely from a request and the probed host, `plan`
-//! prints it, and the executor ([`super::exec`]) carries it out in order,
+//! prints it, and the executor (`flow::exec`) carries it out in order,
 //! recording what each step creates. Steps name the namespaces they act on
 //! symbolically ([`NsRef`]): which process or name they turn out to be is
 //! only known while the setup runs.

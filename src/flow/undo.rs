@@ -1,10 +1,10 @@
 //! The one undo function: every teardown (a run ending, a setup failing,
 //! `detach`, `gc` after a crash, a runtime's detach) walks a record's
-//! resources newest first through [`undo`].
+//! resources newest first through `undo`.
 //!
 //! Each undo tolerates "already gone", so undoing a resource that was
 //! recorded but never created, or twice, does nothing the second time.
-//! When the process undoing is the one that created a resource, [`Live`]
+//! When the process undoing is the one that created a resource, `Live`
 //! holds its handle and undo uses it (a helper stopped gently hands back its
 //! output; the relay thread is joined); otherwise the record's data is
 //! enough (a process is stopped by pid and start time).

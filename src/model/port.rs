@@ -231,7 +231,7 @@ impl FromStr for PortProto {
     type Err = PortSpecError;
 
     /// `tcp` or `udp`, case-insensitive; anything else (including the empty
-    /// string) is [`PortSpecError::UnknownProto`].
+    /// string) is an unknown-protocol error.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("tcp") {
             Ok(PortProto::Tcp)

@@ -152,7 +152,7 @@ pub fn remove_named(path: &Path) -> Result<(), NetnsError> {
     }
 }
 
-/// A named network namespace created by [`create_named`]: its path and an
+/// A named network namespace created by `create_named`: its path and an
 /// open fd (for `setns` and for netlink sockets inside it).
 #[derive(Debug)]
 pub struct NetNs {

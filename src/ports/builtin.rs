@@ -266,7 +266,7 @@ fn ignore_exists(e: NetlinkError) -> Result<(), NetlinkError> {
 
 /// [`bind_listeners`], retrying for a moment a port that the exiting pasta
 /// of a run that just ended still holds
-/// ([`PORT_RELEASE_GRACE`](crate::helpers::pasta::setup::PORT_RELEASE_GRACE)).
+/// (`helpers::pasta::setup::PORT_RELEASE_GRACE`).
 pub fn bind_listeners_with_grace(ports: &[PortMapping]) -> Result<Vec<Listener>, PortfwdError> {
     let deadline = std::time::Instant::now() + crate::helpers::pasta::setup::PORT_RELEASE_GRACE;
     loop {

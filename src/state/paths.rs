@@ -123,6 +123,7 @@ mod tests {
             xdg_runtime_dir: Some("/run/user/1000".into()),
             xdg_config_home: Some("/home/u/.cfg".into()),
             home: Some("/home/u".into()),
+            ..Default::default()
         });
         assert_eq!(p.run_dir, PathBuf::from("/run/user/1000/pelagos-net"));
         assert_eq!(p.config_dir, PathBuf::from("/home/u/.cfg/pelagos-net"));

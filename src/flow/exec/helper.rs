@@ -24,7 +24,7 @@ pub(crate) struct Pending {
 }
 
 enum Started {
-    Pasta(PastaStart, PastaPlan),
+    Pasta(Box<PastaStart>, PastaPlan),
     Slirp(Box<SlirpStart>, SlirpPlan),
 }
 
@@ -32,11 +32,11 @@ enum Started {
 #[derive(Debug)]
 pub(crate) enum LiveHelper {
     /// pasta, ready.
-    Pasta(PastaSetup),
+    Pasta(Box<PastaSetup>),
     /// slirp4netns, ready.
     Slirp(Box<SlirpSetup>),
     /// pasta, spawned but not ready (a setup that failed or was cancelled).
-    PastaStarting(PastaStart),
+    PastaStarting(Box<PastaStart>),
     /// slirp4netns, spawned but not ready.
     SlirpStarting(Box<SlirpStart>),
 }
@@ -82,7 +82,7 @@ impl LiveHelper {
     /// Stop it; its output and what failed while stopping it.
     pub fn stop(self) -> (String, Vec<crate::helpers::slirp::process::SlirpError>) {
         match self {
-            Self::Pasta(p) => (teardown_pasta_network(p).output, Vec::new()),
+            Self::Pasta(p) => (teardown_pasta_network(*p).output, Vec::new()),
             Self::PastaStarting(p) => (p.stop(Duration::from_millis(200)).output, Vec::new()),
             Self::Slirp(s) => {
                 let report = teardown_slirp_network(*s);
@@ -146,10 +146,10 @@ pub(super) fn spawn(
         record.resources.push(Resource::Process { role: helper.role(), process: id });
         store.as_ref().map_or(Ok(()), |s| s.write_record(&record).map_err(std::io::Error::other))
     };
-    let detach = detached.then_some(Detach { log: &log, record: &mut note });
-    let started = start(exec, helper, target, &program, cancel, detach);
-    drop(note);
-    let started = started?;
+    let started = {
+        let detach = detached.then_some(Detach { log: &log, record: &mut note });
+        start(exec, helper, target, &program, cancel, detach)?
+    };
     let pending = Pending { start: started, program };
     if detached {
         exec.record = record;
@@ -199,7 +199,7 @@ fn start(
                 inherit: &inherit,
             };
             let start = spawn_pasta(&cfg, cancel, detach)?;
-            Started::Pasta(start, plan)
+            Started::Pasta(Box::new(start), plan)
         }
         Helper::Slirp4netns => {
             let plan =
@@ -243,7 +243,7 @@ pub(super) fn await_ready(exec: &mut Exec, pending: Pending, cancel: &mut dyn Fn
             };
             let setup = start.wait_ready(&cfg, cancel)?;
             exec.ready_after = Some(setup.ready_after);
-            LiveHelper::Pasta(setup)
+            LiveHelper::Pasta(Box::new(setup))
         }
         Started::Slirp(start, plan) => {
             let cfg = SlirpNetworkConfig {

@@ -32,7 +32,7 @@ pub struct PastaPlan {
     /// supports `--runas`.
     pub runas: Option<u32>,
     /// The user's own options (`--network pasta:OPTS`), appended last;
-    /// checked against the pinned ones by [`crate::model::helper_opts`].
+    /// checked against the pinned ones (`model::helper_opts`).
     pub extra: Vec<OsString>,
     /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
     /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).

@@ -143,7 +143,7 @@ impl PastaStart {
 
 /// Take the baseline of host sockets and spawn pasta (the first half of
 /// [`setup_pasta_network`]); with `detach`, a pasta that outlives this
-/// process (see [`crate::helpers::detached`]).
+/// process (see `helpers::detached`).
 pub fn spawn_pasta(
     cfg: &PastaNetworkConfig<'_>,
     cancel: &mut dyn FnMut() -> bool,

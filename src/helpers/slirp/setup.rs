@@ -175,7 +175,7 @@ pub struct SlirpStart {
 
 /// Check the ports and the socket path and spawn slirp4netns (the first
 /// half of [`setup_slirp_network`]); with `detach`, a slirp4netns that
-/// outlives this process (see [`crate::helpers::detached`]).
+/// outlives this process (see `helpers::detached`).
 pub fn spawn_slirp(
     cfg: &SlirpNetworkConfig<'_>,
     detach: Option<crate::helpers::detached::Detach<'_>>,
