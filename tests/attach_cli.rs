@@ -9,6 +9,7 @@
 mod common;
 
 use common::namespace::Namespace;
+use common::schema::assert_valid;
 use common::{Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, which};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -58,6 +59,7 @@ fn attach_serves_a_published_port_keeping_the_client_address_and_detach_leaves_n
     let topo = Topology::new(&env);
     let mut ns = Namespace::new(&topo, &env);
     let report = json(&attach(&topo, &env, &ns, &["--network", "pasta", "-p", "80"]));
+    assert_valid("attach.schema.json", &report);
     let port = report["ports"][0]["host_port"].as_u64().expect("the chosen host port") as u16;
     assert_eq!(report["ports"][0]["container_port"], 80, "{report}");
     assert_eq!(report["mode"], "pasta", "{report}");
@@ -71,9 +73,12 @@ fn attach_serves_a_published_port_keeping_the_client_address_and_detach_leaves_n
     assert_eq!(peer(&topo.host, local), "127.0.0.1");
     let from_upstream: SocketAddr = format!("{}:{port}", common::HOST_ADDR).parse().unwrap();
     assert_eq!(peer(&topo.upstream, from_upstream), UPSTREAM_ADDR, "the server sees the real client");
-    let out = topo.cli(&env, &["detach", &id]).output().unwrap();
+    let out = topo.cli(&env, &["detach", &id, "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    let report = json(&out);
+    assert_valid("detach.schema.json", &report);
+    assert_eq!(report["id"], id.as_str(), "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     // Nothing of the attachment is left: no helper or relay in the host
     // namespace, no record, no name, no log.
     topo.assert_clean();
