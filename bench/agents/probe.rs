@@ -35,6 +35,10 @@ fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let n = if quick { 5 } else { 30 };
     let tmp = std::env::temp_dir().join(format!("pelagos-bench-probe-{}", std::process::id()));
+    // The cache is written only into a run directory that exists (and is
+    // private), as pelagos-net's own run directory.
+    std::fs::create_dir_all(&tmp).expect("create the probe's run directory");
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod 0700");
     let mut paths = Paths::from_env(&PathEnv::current());
     paths.run_dir = tmp.clone();
     let roots = ProbeRoots::current(&paths);
