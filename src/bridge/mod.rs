@@ -83,11 +83,6 @@ pub enum BridgeError {
     Store(#[from] StoreError),
 }
 
-/// Every error of a teardown (all steps were attempted).
-#[derive(Debug, thiserror::Error)]
-#[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-pub struct TeardownErrors(pub Vec<BridgeError>);
-
 /// Make sure the network's bridge (with its address, up) and nftables
 /// table exist, and forwarding is on. Idempotent; holds the network's setup
 /// lock. The table is checked with one netlink request (no ruleset fetch)

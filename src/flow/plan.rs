@@ -166,11 +166,6 @@ impl Plan {
     pub fn builtin(&self) -> bool {
         self.port_driver.driver == ChosenDriver::Builtin
     }
-
-    /// Whether a record is written.
-    pub fn records(&self) -> bool {
-        self.steps.contains(&Step::WriteRecord)
-    }
 }
 
 /// What the planner reads besides the probed host: bridge network

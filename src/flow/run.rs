@@ -26,7 +26,6 @@ use super::select::{Decision, Fallback};
 use super::steps::Step;
 use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::config::NetworkConfig;
-use crate::model::driver::DriverChoice;
 use crate::model::mode::NetworkMode;
 use crate::model::port::PortMapping;
 use crate::ns::target::OpenTarget;
@@ -100,14 +99,10 @@ pub struct RunReport {
     pub helper_died: bool,
     /// Errors during teardown (all steps were attempted).
     pub teardown_errors: Vec<RunError>,
-    /// Published ports as resolved.
-    pub ports: Vec<PortMapping>,
     /// Time from start to the network being ready.
     pub ready_after: Option<Duration>,
     /// How the mode was chosen, when it went through the selection ladder.
     pub decision: Option<Decision>,
-    /// Who forwarded the published ports, and why.
-    pub port_driver: Option<DriverChoice>,
 }
 
 /// The probe roots of a run (`--pasta` probes that binary).
@@ -195,9 +190,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         helper_output,
         helper_died,
         teardown_errors,
-        ports: exec.ports.clone(),
         ready_after: exec.ready_after,
         decision: exec.plan.decision.clone(),
-        port_driver: Some(exec.plan.port_driver.clone()),
     })
 }

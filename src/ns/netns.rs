@@ -118,12 +118,6 @@ fn create_mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
     Ok(path)
 }
 
-/// Give the network namespace of `pid` the name `name` under `dir`, the
-/// equivalent of `ip netns attach NAME PID`. Returns the new path.
-pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
-    bind_named(dir, name, &proc_root.join(pid.to_string()).join("ns/net"))
-}
-
 /// Give the network namespace file `source_path` (a `/proc/<pid>/ns/net`,
 /// or `/proc/<pid>/fd/<n>` of an open namespace) the name `name` under
 /// `dir`. Returns the new path.
