@@ -26,15 +26,24 @@ pub enum NetworkArg {
     Named(NetworkName),
 }
 
+/// A refused helper option and what to use instead, on one line (clap
+/// prints a value parser's error as it is).
+fn opts_error(e: helper_opts::HelperOptsError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
+}
+
 fn parse_network(s: &str) -> Result<NetworkArg, String> {
     if let Some(opts) = s.strip_prefix("pasta:") {
-        let tokens = helper_opts::split("pasta", opts).map_err(|e| e.to_string())?;
-        helper_opts::check_pasta(&tokens).map_err(|e| e.to_string())?;
+        let tokens = helper_opts::split("pasta", opts).map_err(opts_error)?;
+        helper_opts::check_pasta(&tokens).map_err(opts_error)?;
         return Ok(NetworkArg::Mode(NetworkMode::Pasta, tokens));
     }
     if let Some(opts) = s.strip_prefix("slirp4netns:") {
-        let items = helper_opts::split("slirp4netns", opts).map_err(|e| e.to_string())?;
-        helper_opts::slirp(&items).map_err(|e| e.to_string())?;
+        let items = helper_opts::split("slirp4netns", opts).map_err(opts_error)?;
+        helper_opts::slirp(&items).map_err(opts_error)?;
         return Ok(NetworkArg::Mode(NetworkMode::Slirp4netns, items));
     }
     match s.parse::<NetworkMode>() {

@@ -120,11 +120,11 @@ impl Refusal {
             Self::NothingToAttach => "publish a port with `-p`, or choose another `--network` mode".into(),
             Self::BridgePorts(_) => "use `--port-driver builtin`".into(),
             Self::DnsNeedsCommand => "drop `--dns`, `--dns-search`, `--dns-option` and `--add-host`".into(),
+            Self::HelperOptions(e) => return e.hint(),
             Self::Select(_)
             | Self::PortDriver(_)
             | Self::Tun(_)
             | Self::Network(_)
-            | Self::HelperOptions(_)
             | Self::Dns(_) => return None,
         };
         Some(text)
