@@ -65,10 +65,12 @@
 //!   `detach`, a runtime's [`Attachment::detach`] and `gc` after a crash
 //!   all walk the record backwards through it and collect every error.
 //!
-//! Layering: `model` (pure values) ← `host`, `ns`, `helpers`, `ports`,
-//! `bridge` (effects, each on its own) ← `state` (paths, records) ←
-//! `flow` (plan, execute, undo) ← `api` and `cli`. Nothing below `flow`
-//! imports it.
+//! Layering: `model` (pure values) and `state` (paths, records, the
+//! private-file helpers: data) ← `host`, `ns`, `helpers`, `ports`,
+//! `bridge`, `dns` (effects, each on its own) and `cni` (the CNI plugin,
+//! on the bridge's effects, with records of its own that `gc` reads) ←
+//! `flow` (plan, execute, undo, gc, doctor, forced network removal) ←
+//! `api` and `cli`. Nothing below `flow` imports it.
 //!
 //! Designed for the steps to run elsewhere: a bridge attach into a
 //! namespace someone else made is a plan like any other (`TargetKind::Given`),

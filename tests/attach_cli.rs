@@ -142,6 +142,27 @@ fn run_in_an_existing_namespace_uses_it_as_it_is(env: Env) {
     topo.assert_clean();
 }
 
+/// A bridge attachment outlives `attach`: `network rm` counts it as in
+/// use, and `network rm -f` detaches it (nothing of it is left).
+fn a_bridge_attachment_keeps_its_network_in_use_until_forced_removal(env: Env) {
+    let topo = Topology::new(&env);
+    let ns = Namespace::new(&topo, &env);
+    let run = |args: &[&str]| topo.cli(&env, args).output().unwrap();
+    let out = run(&["network", "create", "att", "--subnet", "10.62.0.0/24"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = json(&attach(&topo, &env, &ns, &["--network", "att"]));
+    assert_valid("attach.schema.json", &report);
+    assert!(report["addresses"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().starts_with("10.62.0.")));
+    let out = run(&["network", "rm", "att"]);
+    assert_eq!(out.status.code(), Some(2), "in use: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network att is in use by"), "{}", describe(&out));
+    let out = run(&["network", "rm", "-f", "att"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(records(&topo), 0, "the attachment was detached");
+    drop(ns);
+    topo.assert_clean();
+}
+
 tier_tests!(
     rootless,
     super::Tier::Rootless,
@@ -160,5 +181,6 @@ tier_tests!(
         a_namespace_that_ends_loses_its_attachment_to_gc,
         bad_input_is_refused_naming_it_and_creates_nothing,
         run_in_an_existing_namespace_uses_it_as_it_is,
+        a_bridge_attachment_keeps_its_network_in_use_until_forced_removal,
     ]
 );

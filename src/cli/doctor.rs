@@ -2,7 +2,7 @@
 
 use super::error::{CliError, Exit};
 use super::{Context, output};
-use crate::host::doctor::{render, report};
+use crate::flow::doctor::{render, report};
 use crate::host::probe::{HostCaps, ProbeRoots};
 
 /// Options of `doctor`.
@@ -23,7 +23,7 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
         .ok()
         .filter(|_| caps.cap_net_admin)
         .map(|mut fw| crate::bridge::firewall::hostfw::probe(&mut fw));
-    report.checks.push(crate::host::doctor::host_firewall_check(found.as_ref()));
+    report.checks.push(crate::flow::doctor::host_firewall_check(found.as_ref()));
     let etc = std::path::Path::new(crate::dns::setup::ETC);
     let dns = crate::dns::doctor::diagnose(&crate::dns::host::HostFiles::read(etc), etc, &caps);
     if args.json {

@@ -3,8 +3,9 @@
 
 use super::error::{CliError, EXIT_USAGE, Exit, error_chain};
 use super::{Context, output};
-use crate::bridge::manage::{self, InUse, ManageError};
+use crate::bridge::manage::{self, ManageError};
 use crate::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
+use crate::flow::network::InUse;
 use crate::model::cidr::Ipv4Net;
 use crate::model::cidr6::Ipv6Net;
 use crate::model::ifname::NetworkName;
@@ -215,7 +216,7 @@ pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, CliError> {
             let in_use = if force { InUse::Stop { grace: Duration::from_secs(time) } } else { InUse::Refuse };
             let mut worst = 0;
             for name in &names {
-                match manage::remove_network(&ctx.paths, name, in_use) {
+                match crate::flow::network::remove_network(&ctx.paths, name, in_use) {
                     Ok(()) => output::outln(name.as_str())?,
                     Err(e) => {
                         worst = worst.max(code_of(&e));

@@ -16,10 +16,12 @@
 //! recorded resource, used by every teardown and by `gc`.
 
 pub(crate) mod attach;
+pub mod doctor;
 mod error;
 pub(crate) mod exec;
 pub mod gc;
 mod modes;
+pub mod network;
 pub mod plan;
 pub mod run;
 pub mod select;

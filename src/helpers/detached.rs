@@ -198,46 +198,62 @@ fn exited_within(pidfd: &std::os::fd::OwnedFd, grace: Duration) -> bool {
     matches!(poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], ms), Ok(n) if n > 0)
 }
 
+/// A pidfd of `process` (by pid and start time), or `None` when it is
+/// gone: a recycled pid is never opened.
+fn open_verified(process: ProcessId, proc_root: &Path) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    if !process.is_alive(proc_root) {
+        return Ok(None);
+    }
+    let pidfd = match pidfd_open(process.pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // The pidfd names whatever has the pid now: make sure it is still ours.
+    Ok(process.is_alive(proc_root).then_some(pidfd))
+}
+
+/// Send `sig` through `pidfd`; a process that is gone is not an error.
+fn send(pidfd: &std::os::fd::OwnedFd, sig: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, 0usize, 0) };
+    match rc {
+        0 => Ok(()),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// Send `sig` to a process that may not be our child, named by pid and
+/// start time (a recycled pid is never signalled; one that is gone is not
+/// an error).
+pub(crate) fn signal_process(process: ProcessId, proc_root: &Path, sig: libc::c_int) -> io::Result<()> {
+    match open_verified(process, proc_root)? {
+        Some(pidfd) => send(&pidfd, sig),
+        None => Ok(()),
+    }
+}
+
 /// Stop a process that may not be our child, named by pid and start time
 /// (a recycled pid is never signalled): SIGTERM, up to `grace` to exit,
 /// then SIGKILL, and up to a second for it to be gone. A process that is
 /// already gone (or a zombie) is not an error. Reaps it when it is ours.
 pub(crate) fn stop_process(process: ProcessId, proc_root: &Path, grace: Duration) -> io::Result<()> {
-    if !process.is_alive(proc_root) {
-        return Ok(());
-    }
-    let pidfd = match pidfd_open(process.pid) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    // The pidfd names whatever has the pid now: make sure it is still ours.
-    if !process.is_alive(proc_root) {
-        return Ok(());
-    }
-    let send = |sig: libc::c_int| {
-        use std::os::fd::AsRawFd;
-        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-        let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, 0usize, 0) };
-        match rc {
-            0 => Ok(()),
-            _ => match io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-                e => Err(e),
-            },
-        }
-    };
+    let Some(pidfd) = open_verified(process, proc_root)? else { return Ok(()) };
     let reap = || {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(process.pid as i32), Some(WaitPidFlag::WNOHANG));
     };
     if !grace.is_zero() {
-        send(libc::SIGTERM)?;
+        send(&pidfd, libc::SIGTERM)?;
         if exited_within(&pidfd, grace) {
             reap();
             return Ok(());
         }
     }
-    send(libc::SIGKILL)?;
+    send(&pidfd, libc::SIGKILL)?;
     exited_within(&pidfd, Duration::from_secs(1));
     reap();
     Ok(())
