@@ -26,7 +26,6 @@ use crate::ns::child::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use crate::ns::netns;
 use crate::state::paths::Paths;
 use crate::state::store::{RunRecord, Store, new_run_id};
-use nix::errno::Errno;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +38,7 @@ pub use helper::{Helper, HelperKind};
 mod command;
 mod forward;
 use forward::Forward;
+mod pasta_build;
 mod ports;
 mod slirp;
 pub use choose::needs_for;
@@ -129,15 +129,19 @@ fn run_mode(
     if pasta_program.is_some() || slirp_program.is_some() {
         check_tun(&opts.tun_path, euid)?;
     }
+    let pasta_features = pasta_program.as_deref().and_then(|p| pasta_build::probe(p, &opts.paths));
+    if let Some(program) = &pasta_program {
+        pasta_build::check(program, pasta_features.as_ref(), selection.is_none())?;
+    }
     let ports = resolve_ephemeral(&opts.network.ports)?;
     crate::ports::exposure::warn_all_interfaces(&ports);
-    let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_program.as_deref())?;
+    let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_features.as_ref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
     // Ports the helper forwards itself (none when pelagos-net relays them).
     let helper_ports: Vec<PortMapping> = if builtin { Vec::new() } else { ports.clone() };
-    if let Some(program) = &pasta_program {
-        warn_known_pasta_bugs(program, &helper_ports);
+    if pasta_program.is_some() {
+        pasta_build::warn_known_bugs(pasta_features.as_ref(), &helper_ports);
     }
     if slirp_program.is_some() {
         slirp::check_ports(&helper_ports, &opts.network.host_loopback_ports)?;
@@ -145,7 +149,7 @@ fn run_mode(
     // Bound before anything else exists: a taken port fails first and cheaply.
     let mut forward = if builtin { Forward::bind(&ports)? } else { Forward::none() };
     let runas = match (&pasta_program, rootless) {
-        (Some(p), false) => runas_for_root(p),
+        (Some(_), false) => pasta_build::runas_for_root(pasta_features.as_ref()),
         _ => None,
     };
 
@@ -202,7 +206,7 @@ fn run_mode(
     };
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
-        Err(e) => return Err(res.fail(e.into())),
+        Err(e) => return Err(res.fail(namespace_error(e, &proc_root))),
     };
     crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
@@ -379,25 +383,18 @@ impl Resources<'_> {
     }
 }
 
-/// Resolve the port driver; pasta is probed only when `auto` depends on
-/// its build.
+/// Resolve the port driver; `auto` depends on the pasta build (`None`:
+/// no pasta in this run, or its probe failed).
 pub(super) fn choose_port_driver(
     mode: &NetworkMode,
     requested: PortDriver,
     ports: &[PortMapping],
-    pasta: Option<&Path>,
+    pasta: Option<&crate::helpers::pasta::features::PastaFeatures>,
 ) -> Result<DriverChoice, RunError> {
-    let probe_needed = requested == PortDriver::Auto && !ports.is_empty();
     let pasta = match pasta {
-        Some(p) if probe_needed => match crate::helpers::pasta::features::probe(p) {
-            Ok(f) if f.tcp_tap_bugs().any() => PastaBuild::Broken,
-            Ok(_) => PastaBuild::Fixed,
-            Err(e) => {
-                log::debug!("probe {}: {e}", p.display());
-                PastaBuild::Unknown
-            }
-        },
-        _ => PastaBuild::Unknown,
+        Some(f) if f.tcp_tap_bugs().any() => PastaBuild::Broken,
+        Some(_) => PastaBuild::Fixed,
+        None => PastaBuild::Unknown,
     };
     Ok(choose_driver(mode, requested, ports, DriverFacts { pasta })?)
 }
@@ -415,46 +412,11 @@ fn find_pasta(opts: &RunOptions) -> Result<PathBuf, RunError> {
     }
 }
 
-/// Warn about mappings that an old pasta build is known to break. Probing
-/// pasta costs two short spawns, so it only happens when such a mapping is
-/// requested.
-fn warn_known_pasta_bugs(pasta: &Path, ports: &[PortMapping]) {
-    let udp_remapped = ports.iter().any(|m| {
-        m.proto == crate::model::port::PortProto::Udp && m.host.map(|h| h.start()) != Some(m.container.start())
-    });
-    if !udp_remapped {
-        return;
-    }
-    // Seen with Debian 12's 2023-03-09 build: replies to loopback clients on
-    // a remapped UDP port never arrive. The fix date is unknown; builds that
-    // predate the tap-path fixes are assumed affected.
-    if crate::helpers::pasta::features::probe(pasta).is_ok_and(|f| f.tcp_tap_bugs().any()) {
-        log::warn!(
-            "this pasta build drops UDP replies to loopback clients when the host port differs from the \
-             container port; publish UDP with equal port numbers (-p 5353:5353/udp) or upgrade passt"
-        );
-    }
-}
-
-/// As root, pasta drops to "nobody" unless told otherwise; keep root when
-/// this build understands `--runas`.
-fn runas_for_root(pasta: &Path) -> Option<u32> {
-    match crate::helpers::pasta::features::probe(pasta) {
-        Ok(f) if f.supports_runas() => Some(0),
-        _ => None,
-    }
-}
-
 fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
     match e {
         UsernsError::ChildFailed { stage, errno } if stage != ChildStage::Exec => {
-            let hint = match (stage, errno) {
-                (ChildStage::Unshare, Errno::EINVAL) => {
-                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: "
-                        .to_string()
-                        + &UsernsKnobs::read(proc_root).hint()
-                }
-                (ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups, _) => {
+            let hint = match stage {
+                ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups => {
                     UsernsKnobs::read(proc_root).hint()
                 }
                 _ => String::new(),

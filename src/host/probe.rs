@@ -366,6 +366,18 @@ impl HostCaps {
     }
 }
 
+/// What the pasta binary at `path` supports, from the cache under `roots`
+/// while it describes this very binary (path, size, mtime, inode), else
+/// probed (`--version`, `--help`) and cached: one probe per binary, shared
+/// by every run and `doctor`.
+pub fn pasta_features(roots: &ProbeRoots, path: &Path) -> Result<PastaFeatures, String> {
+    cached_pasta_features(roots.cache_dir.as_deref(), path)
+}
+
+fn cached_pasta_features(cache: Option<&Path>, path: &Path) -> Result<PastaFeatures, String> {
+    helpers::cached(cache, "pasta", path, || features::probe(path).map_err(|e| helpers::chain(&e)))
+}
+
 fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
     let proc = &roots.proc_root;
     let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
@@ -376,11 +388,10 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
     let path_env = roots.path_env.as_deref();
     let pasta = match features::find_pasta(path_env) {
         None => Helper::Missing,
-        Some(path) => helpers::cached(cache, "pasta", &path, || features::probe(&path).map_err(|e| helpers::chain(&e)))
-            .map_or_else(
-                |error| Helper::Broken { path: path.clone(), error },
-                |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
-            ),
+        Some(path) => cached_pasta_features(cache, &path).map_or_else(
+            |error| Helper::Broken { path: path.clone(), error },
+            |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
+        ),
     };
     let slirp4netns = match find_on_path(path_env, "slirp4netns") {
         None => Helper::Missing,

@@ -34,6 +34,15 @@ pub enum RunError {
         "pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`"
     )]
     PastaMissing,
+    /// The pasta build cannot keep the host's loopback out of reach.
+    #[error(
+        "pasta at {} cannot keep the host's loopback private: its --help lacks --no-map-gw, so every service on the host's 127.0.0.1 would be reachable from inside through the gateway address; install passt 2021 or later, or choose --network slirp4netns",
+        path.display()
+    )]
+    PastaExposesHostLoopback {
+        /// The pasta binary.
+        path: std::path::PathBuf,
+    },
     /// The tun device is unusable.
     #[error(transparent)]
     Tun(#[from] TunProblem),
