@@ -2,12 +2,13 @@
 //! network ready, and only then let the command start.
 //!
 //! 1. Resolve the command (not found: 127, before anything is created).
-//! 2. Block the signals we forward; fork the namespace child, which
-//!    enters a new user+net namespace (rootless) or net namespace (root),
-//!    brings `lo` up and waits.
+//! 2. Block the signals we forward; clone the namespace child, born in a
+//!    new user+net namespace (rootless) or net namespace (root), with PID
+//!    and mount namespaces of its own, which brings `lo` up and waits.
 //! 3. pasta mode: start pasta against the child's namespace and wait until
 //!    it is really ready (route, published ports, host-loopback ports).
-//! 4. Release the child, which execs the command; forward signals; wait.
+//! 4. Release the child, which starts the command and stays as the init
+//!    of the run's processes; forward signals; wait.
 //! 5. Tear everything down, collecting every error, and return the
 //!    command's status (128+N when killed by signal N).
 //!
