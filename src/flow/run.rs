@@ -127,8 +127,9 @@ fn run_mode(
         NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
         NetworkMode::Auto => return Err(RunError::UnsupportedMode(mode.clone())),
     };
-    if pasta_program.is_some() || slirp_program.is_some() {
-        check_tun(&opts.tun_path, euid)?;
+    let tun_user = if pasta_program.is_some() { Some("pasta") } else { slirp_program.as_ref().map(|_| "slirp4netns") };
+    if let Some(helper) = tun_user {
+        check_tun(&opts.tun_path, euid).map_err(|problem| RunError::Tun { helper, problem })?;
     }
     let pasta_features = pasta_program.as_deref().and_then(|p| pasta_build::probe(p, &opts.paths));
     if let Some(program) = &pasta_program {

@@ -43,9 +43,15 @@ pub enum RunError {
         /// The pasta binary.
         path: std::path::PathBuf,
     },
-    /// The tun device is unusable.
-    #[error(transparent)]
-    Tun(#[from] TunProblem),
+    /// The tun device is unusable for the helper that needs it.
+    #[error("{helper} needs the tun device to create its tap device: {problem}")]
+    Tun {
+        /// `pasta` or `slirp4netns`.
+        helper: &'static str,
+        /// What is wrong with the device.
+        #[source]
+        problem: TunProblem,
+    },
     /// The namespaces could not be created.
     #[error("cannot create the namespace ({stage}): {errno}. {hint}")]
     Namespaces {
