@@ -126,6 +126,12 @@ struct PlanArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(RunArgs { net, .. }) | Command::Plan(PlanArgs { net, .. }) = &cli.command
+        && let Some(dup) = pelagos_net::ports::precheck::duplicate(&net.publish)
+    {
+        use clap::CommandFactory;
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, dup).exit();
+    }
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,

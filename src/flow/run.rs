@@ -136,6 +136,9 @@ fn run_mode(
         pasta_build::check(program, pasta_features.as_ref(), selection.is_none())?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    // Nothing publishes a port another run or a host process holds; held
+    // until this run's record (with its ports) is written.
+    let port_claim = crate::ports::precheck::claim(&opts.paths, &ports)?;
     crate::ports::exposure::warn_all_interfaces(&ports);
     let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_features.as_ref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
@@ -192,6 +195,7 @@ fn run_mode(
     crate::fault::point("run.before-record");
     write(&record)?;
     crate::fault::point("run.record-written");
+    drop(port_claim);
 
     let mut res =
         Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None, ports: None };
