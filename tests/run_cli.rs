@@ -278,6 +278,41 @@ fn taken_host_port_fails_with_the_port_named(env: Env) {
     drop(blocker);
 }
 
+/// Regression: `--network pasta` on a build known to break egress ran
+/// without a word, even under `--fallback strict`.
+fn explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict(env: Env) {
+    let topo = Topology::new(&env);
+    let pasta = common::which("pasta").unwrap();
+    let buggy = pelagos_net::helpers::pasta::features::probe(&pasta).unwrap().tcp_tap_bugs().any();
+    let warnings = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("known TCP bugs")).count()
+    };
+    for fallback in [None, Some("warn")] {
+        let mut args = vec!["run", "--network", "pasta"];
+        args.extend(fallback.iter().flat_map(|f| ["--fallback", f]));
+        args.extend(["--", "true"]);
+        let out = topo.cli(&env, &args).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(warnings(&out), usize::from(buggy), "{fallback:?}: {}", describe(&out));
+        if buggy {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("(fixed in 2024_08_06)") && stderr.contains("install passt"), "{stderr}");
+        }
+    }
+    let out = topo.cli(&env, &["run", "--network", "pasta", "--fallback", "strict", "--", "true"]).output().unwrap();
+    if buggy {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(
+            stderr.contains("network mode pasta is unavailable: pasta at") && stderr.contains("known TCP bugs"),
+            "{stderr}"
+        );
+    } else {
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    topo.assert_clean();
+}
+
 /// Regression: `-p 19104:80 -p 19104:81` got as far as a failed bind.
 fn one_host_port_published_twice_is_a_usage_error(env: Env) {
     let topo = Topology::new(&env);
@@ -446,6 +481,7 @@ tier_tests!(
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
         one_host_port_published_twice_is_a_usage_error,
+        explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict,
         same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
@@ -466,6 +502,7 @@ tier_tests!(
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
         one_host_port_published_twice_is_a_usage_error,
+        explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict,
         same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
