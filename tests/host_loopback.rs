@@ -109,16 +109,24 @@ fn pasta_run_cannot_reach_host_loopback_services_without_host_port(env: Env) {
     host_loopback_services(&topo, p, Duration::from_secs(120));
     // The real gateway serves the same port, so a connection that reaches
     // the gateway tells which one it reached.
-    let upstream = [format!("{}:{p}", common::UPSTREAM_ADDR), format!("[fd00:231::1]:{p}")];
+    // A resolver on the default gateway (the usual home router) answers
+    // too: the gateway address is no longer mapped away from it.
+    let upstream = [
+        format!("{}:{p}", common::UPSTREAM_ADDR),
+        format!("[fd00:231::1]:{p}"),
+        format!("{}:53", common::UPSTREAM_ADDR),
+    ];
     serve(&topo.upstream, &upstream, "upstream", Duration::from_secs(120));
     let mut targets = Vec::new();
     for host in [common::UPSTREAM_ADDR, "fd00:231::1", common::HOST_ADDR, "fd00:231::2", "10.0.2.2"] {
         targets.push(format!("tcp,{host},{p}"));
     }
     targets.push(format!("udp,{},{p}", common::UPSTREAM_ADDR));
+    targets.push(format!("udp,{},53", common::UPSTREAM_ADDR));
     let results = probe(&topo, &env, "pasta", &[], &targets);
     assert!(leaks(&results).is_empty(), "the host's loopback leaked: {results:?}");
-    for (target, result) in &results[..2] {
+    for i in [0, 1, 5, 6] {
+        let (target, result) = &results[i];
         assert_eq!(result, "ok:upstream", "{target} is the real gateway: {results:?}");
     }
 
