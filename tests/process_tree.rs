@@ -65,15 +65,21 @@ impl Drop for Sleepers {
 
 /// The command, plus a double fork: one sleep in the background,
 /// one in a new session, one orphaned by a subshell, and the command itself
-/// exec'd into the last.
+/// exec'd into the last. The background ones do not hold the run's output
+/// open, so a run that leaves them behind fails its test instead of
+/// hanging it.
 fn tree_script(s: &Sleepers) -> String {
     let a = &s.args;
-    format!("sleep {} & setsid sleep {} & (sleep {} &); echo ready; exec sleep {}", a[0], a[1], a[2], a[3])
+    format!(
+        "exec >/dev/null 2>&1 <&-; sleep {} & setsid sleep {} & (sleep {} &); exec sleep {}",
+        a[0], a[1], a[2], a[3]
+    )
 }
 
 fn start(topo: &Topology, env: &Env, mode: &str, script: &str) -> Child {
+    let script = format!("echo ready; {script}");
     let mut child = topo
-        .cli(env, &["run", "--network", mode, "--", "sh", "-c", script])
+        .cli(env, &["run", "--network", mode, "--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,8 +127,7 @@ fn command_ignoring_sigterm_is_killed_after_the_grace(env: Env) {
     let topo = Topology::new(&env);
     let sleeps = Sleepers::new(&[3051, 3052]);
     let a = &sleeps.args;
-    let script = format!("trap '' TERM; sleep {} & echo ready; exec sleep {}", a[0], a[1]);
-    let script = format!("trap '' TERM; exec sh -c '{script}'");
+    let script = format!("trap '' TERM; exec >/dev/null 2>&1 <&-; sleep {} & exec sleep {}", a[0], a[1]);
     let child = start(&topo, &env, "loopback", &script);
     sleeps.wait_until_all_run();
     let signalled = Instant::now();
@@ -143,7 +148,7 @@ fn command_exit_stops_what_it_left(env: Env) {
     let sleeps = Sleepers::new(&[3021, 3022, 3023, 3024]);
     let a = &sleeps.args;
     let script = format!(
-        "sleep {} & setsid sleep {} & (sleep {} &); (trap '' TERM; sleep {}) & sleep 0.5; exit 7",
+        "exec >/dev/null 2>&1 <&-; sleep {} & setsid sleep {} & (sleep {} &); (trap '' TERM; sleep {}) & sleep 0.5; exit 7",
         a[0], a[1], a[2], a[3]
     );
     let started = Instant::now();
