@@ -249,3 +249,52 @@ fn corrupted_state_files_are_errors_naming_the_file() {
         },
     );
 }
+
+#[test]
+fn dns_options_never_panic_and_accepted_ones_cannot_break_resolv_conf() {
+    use pelagos_net::dns::options::{parse_add_host, parse_option, parse_search, parse_server};
+    fuzz("dns options", text("[0-9a-z.:;\\[\\]\\- \\n_-]{0,40}"), |s| {
+        if let Ok(opt) = parse_option(&s) {
+            prop_assert!(!opt.chars().any(|c| c.is_whitespace() || c.is_control()), "{:?}", opt);
+        }
+        if let Ok(Some(domain)) = parse_search(&s) {
+            prop_assert!(!domain.contains(char::is_whitespace), "{:?}", domain);
+        }
+        if let Ok(host) = parse_add_host(&s) {
+            prop_assert!(host.names.iter().all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+        }
+        if let Err(e) = parse_server(&s) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn resolv_conf_of_any_shape_parses_and_renders_back_to_the_same_resolver() {
+    use pelagos_net::dns::resolvconf::ResolvConf;
+    fuzz("resolv.conf", text("(nameserver|search|options|domain|#|;| |\\n|[0-9a-f.:]){0,30}"), |s| {
+        let conf = ResolvConf::parse(&s);
+        let again = ResolvConf::parse(&conf.render(&[]));
+        prop_assert_eq!(&again.search, &conf.search);
+        prop_assert_eq!(&again.options, &conf.options);
+        prop_assert!(again.nameservers.len() <= 3);
+        prop_assert!(conf.nameservers.starts_with(&again.nameservers));
+        Ok(())
+    });
+}
+
+#[test]
+fn dns_messages_of_any_bytes_never_panic_and_replies_keep_the_question() {
+    use pelagos_net::dns::proto;
+    fuzz("dns message", proptest::collection::vec(any::<u8>(), 0..80), |bytes| {
+        let parsed = proto::question(&bytes);
+        let reply = proto::address_reply(&bytes, &["10.0.0.1".parse().unwrap()], 5);
+        prop_assert_eq!(reply.is_some(), parsed.is_some());
+        if let (Some(q), Some(r)) = (parsed, reply) {
+            prop_assert!(proto::answers(&q, &r));
+            prop_assert_eq!(proto::id(&r), proto::id(&bytes));
+        }
+        Ok(())
+    });
+}

@@ -319,7 +319,7 @@ fn one_host_port_published_twice_is_a_usage_error(env: Env) {
     let host_port = port(23500);
     let (a, b) = (format!("{host_port}:80"), format!("{host_port}:81"));
     let out = topo.cli(&env, &["run", "-p", &a, "-p", &b, "--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("publish the same host port {host_port}/tcp")), "{stderr}");
     topo.assert_clean();
@@ -341,7 +341,7 @@ fn exit_codes_follow_the_command(env: Env) {
     let (c, err) = code(&["/etc/hostname"]);
     assert_eq!(c, Some(126), "{err}");
     let out = topo.cli(&env, &["run", "-p", "80/sctp", "--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "bad -p is a usage error: {}", describe(&out));
+    assert_eq!(out.status.code(), Some(125), "bad -p is a usage error: {}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sctp"), "{}", describe(&out));
     topo.assert_clean();
 }

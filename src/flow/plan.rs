@@ -28,6 +28,9 @@ pub enum PlanError {
     /// The port driver does not fit the mode.
     #[error(transparent)]
     PortDriver(#[from] DriverMismatch),
+    /// The DNS options cannot be met in this mode.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DecideError),
 }
 
 /// What a run would do.
@@ -45,6 +48,8 @@ pub struct Plan {
     pub port_support: Option<String>,
     /// Who forwards the published ports, and why.
     pub port_driver: DriverChoice,
+    /// Name resolution: the resolver decision and the generated files.
+    pub dns: crate::dns::DnsPlan,
 }
 
 fn argv_strings(program: &str, argv: &[std::ffi::OsString]) -> Vec<String> {
@@ -79,6 +84,7 @@ pub fn plan(
     let port_driver = choose_driver(&mode, network.port_driver, &network.ports, facts)?;
     let builtin = port_driver.driver == ChosenDriver::Builtin;
     let rootless = caps.euid != 0;
+    let dns = dns_plan(&mode, network, caps, config_dir)?;
     let mut steps = Vec::new();
     let mut helper_argv = None;
     let mut port_support = None;
@@ -119,6 +125,7 @@ pub fn plan(
                 ports: resolved.clone(),
                 host_loopback_ports: network.host_loopback_ports.clone(),
                 runas,
+                dns_forward: dns.pasta_forward,
             };
             if let Ok(argv) = crate::helpers::pasta::args::build_argv(&pasta_plan) {
                 let program = caps.pasta.path().map_or("pasta".into(), |p| p.display().to_string());
@@ -212,8 +219,57 @@ pub fn plan(
         steps.push(format!("{inside} (epoll, splice); {routing}"));
         port_support = Some(support.into());
     }
+    steps.extend(dns_steps(&dns));
     steps.push("release the child to exec the command; forward signals; tear down in reverse at exit".into());
-    Ok(Plan { mode: mode.to_string(), decision, steps, helper_argv, port_support, port_driver })
+    Ok(Plan { mode: mode.to_string(), decision, steps, helper_argv, port_support, port_driver, dns })
+}
+
+/// The DNS decision for `mode` on this host (its files read, nothing bound).
+fn dns_plan(
+    mode: &NetworkMode,
+    network: &NetworkConfig,
+    caps: &HostCaps,
+    config_dir: &Path,
+) -> Result<crate::dns::DnsPlan, PlanError> {
+    use crate::dns::ModeDns;
+    let mode = match mode {
+        NetworkMode::Pasta => {
+            ModeDns::Pasta { tcp_mapped: caps.pasta.features().is_some_and(|f| f.features.maps_tcp_dns()) }
+        }
+        NetworkMode::Slirp4netns => ModeDns::Slirp4netns,
+        NetworkMode::Bridge(name) => {
+            let def = load_def(config_dir, name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str()))?;
+            ModeDns::Bridge { gateway: def.gateway, listening: true }
+        }
+        NetworkMode::Host => ModeDns::Host,
+        NetworkMode::Loopback | NetworkMode::Auto => ModeDns::Loopback,
+    };
+    Ok(crate::dns::files_for(mode, &network.dns, None, Path::new(crate::dns::setup::ETC))?)
+}
+
+/// The steps name resolution adds inside the namespace.
+fn dns_steps(dns: &crate::dns::DnsPlan) -> Vec<String> {
+    let mut steps = Vec::new();
+    let files: Vec<&str> = [(dns.resolv_conf.is_some(), "/etc/resolv.conf"), (dns.hosts.is_some(), "/etc/hosts")]
+        .into_iter()
+        .filter_map(|(has, path)| has.then_some(path))
+        .collect();
+    if !files.is_empty() {
+        steps.push(format!(
+            "the child unshares a mount namespace and mounts the run's files over {} (the host's are untouched)",
+            files.join(" and ")
+        ));
+    }
+    if let Some(f) = &dns.forwarder {
+        steps.push(format!("start the DNS forwarder: {}", dns.resolver));
+        if let crate::dns::decide::Listen::InNamespace(a) = f.listen {
+            steps.push(format!("the child adds {a}/32 to lo; the forwarder's sockets come from a socket factory"));
+        }
+    }
+    if let Some(a) = dns.tcp_fail_fast {
+        steps.push(format!("the child adds a rule: TCP to {a}:53 is unreachable (fails at once instead of hanging)"));
+    }
+    steps
 }
 
 fn yes(b: bool) -> &'static str {
@@ -257,6 +313,19 @@ pub fn render(plan: &Plan) -> String {
     }
     if let Some(argv) = &plan.helper_argv {
         s.push_str(&format!("helper: {}\n", argv.join(" ")));
+    }
+    s.push_str(&format!("dns: {}\n", plan.dns.resolver));
+    for w in &plan.dns.warnings {
+        s.push_str(&format!("warning: {w}\n"));
+    }
+    if let Some(text) = &plan.dns.resolv_conf {
+        s.push_str(&format!("resolv.conf:\n{}\n", indent(text)));
+    }
+    if plan.dns.hosts.is_some() {
+        s.push_str("hosts: the host's /etc/hosts, plus:\n");
+        for e in &plan.dns.hosts_added {
+            s.push_str(&format!("    {}\t{}\n", e.ip, e.names.join(" ")));
+        }
     }
     s
 }

@@ -37,6 +37,7 @@ mod choose;
 mod helper;
 pub use helper::{Helper, HelperKind};
 mod command;
+mod dns;
 mod forward;
 use forward::Forward;
 mod pasta_build;
@@ -119,6 +120,9 @@ fn run_mode(
     let (program, argv) = prepare_command(&opts.command)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
+    if *mode == NetworkMode::Host {
+        dns::prepare_for(mode, opts, None, None)?;
+    }
     let (pasta_program, slirp_program) = match *mode {
         NetworkMode::Pasta => (Some(find_pasta(opts)?), None),
         NetworkMode::Slirp4netns => (None, Some(find_slirp(opts)?)),
@@ -143,6 +147,7 @@ fn run_mode(
     let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_features.as_ref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
+    let mut dns = dns::prepare_for(mode, opts, pasta_program.as_deref(), None)?;
     // Ports the helper forwards itself (none when pelagos-net relays them).
     let helper_ports: Vec<PortMapping> = if builtin { Vec::new() } else { ports.clone() };
     if pasta_program.is_some() {
@@ -197,8 +202,14 @@ fn run_mode(
     crate::fault::point("run.record-written");
     drop(port_claim);
 
-    let mut res =
-        Resources { store: store.as_ref(), record_id: record.id.clone(), netns_path: None, helper: None, ports: None };
+    let mut res = Resources {
+        store: store.as_ref(),
+        record_id: record.id.clone(),
+        netns_path: None,
+        helper: None,
+        ports: None,
+        dns: None,
+    };
     let spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
@@ -209,6 +220,7 @@ fn run_mode(
         argv,
         proc_root: proc_root.clone(),
         sigmask: signals.old,
+        dns: dns.inside.take(),
     };
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
@@ -254,6 +266,7 @@ fn run_mode(
             ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
+            dns_forward: dns.plan.pasta_forward,
         };
         let cfg = PastaNetworkConfig {
             program,
@@ -304,6 +317,17 @@ fn run_mode(
     }
     crate::fault::point("run.helper-recorded");
 
+    let ns = proc_root.join(child.pid().to_string()).join("ns");
+    let (userns, netns) = (ns.join("user"), ns.join("net"));
+    let target = crate::ports::nsfactory::FactoryTarget { userns: rootless.then_some(userns.as_path()), netns: &netns };
+    match dns.start_forwarder(Some(target), &proc_root) {
+        Ok(forwarder) => res.dns = forwarder,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(res.fail(e.into()));
+        }
+    }
+
     match forward.start(child.pid(), rootless, &proc_root) {
         Ok(Some(started)) => {
             record.forwarder = Some(started.record());
@@ -347,6 +371,7 @@ struct Resources<'a> {
     netns_path: Option<PathBuf>,
     helper: Option<Helper>,
     ports: Option<forward::Started>,
+    dns: Option<crate::dns::forwarder::Forwarder>,
 }
 
 impl Resources<'_> {
@@ -357,6 +382,9 @@ impl Resources<'_> {
         // that is going away.
         if let Some(ports) = self.ports.take() {
             ports.stop();
+        }
+        if let Some(forwarder) = self.dns.take() {
+            log::debug!("dns forwarder stopped: {:?}", forwarder.stop());
         }
         let output = self.helper.take().map(|helper| {
             let (output, helper_errors) = helper.teardown();

@@ -17,12 +17,21 @@ pub struct NetworkConfig {
     /// Who forwards the published ports (`--port-driver`).
     #[serde(default)]
     pub port_driver: super::driver::PortDriver,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
+    pub dns: crate::dns::DnsOptions,
 }
 
 impl NetworkConfig {
     /// A configuration with `mode` and nothing published.
     pub fn new(mode: NetworkMode) -> Self {
-        Self { mode, ports: Vec::new(), host_loopback_ports: Vec::new(), port_driver: Default::default() }
+        Self {
+            mode,
+            ports: Vec::new(),
+            host_loopback_ports: Vec::new(),
+            port_driver: Default::default(),
+            dns: Default::default(),
+        }
     }
 }
 

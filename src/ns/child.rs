@@ -69,14 +69,16 @@ pub enum ChildStage {
     Loopback = 6,
     /// `execve(2)` of the command.
     Exec = 7,
+    /// Name resolution: the run's resolv.conf and hosts, DNS routing.
+    Dns = 8,
     /// Forking the command's process from the namespace's init.
-    StartCommand = 8,
+    StartCommand = 9,
 }
 
 impl ChildStage {
     fn from_u8(v: u8) -> Option<Self> {
         use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, StartCommand]
+        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand]
             .into_iter()
             .find(|s| *s as u8 == v)
     }
@@ -92,6 +94,7 @@ impl std::fmt::Display for ChildStage {
             Self::GidMap => "write gid_map",
             Self::Loopback => "bring up lo",
             Self::Exec => "execute the command",
+            Self::Dns => "set up name resolution",
             Self::StartCommand => "start the command's process",
         })
     }
@@ -111,6 +114,17 @@ pub enum UsernsError {
     ChildFailed {
         /// The step.
         stage: ChildStage,
+        /// Its errno.
+        #[source]
+        errno: Errno,
+    },
+    /// The child could not set up name resolution (see [`crate::dns::inside`]).
+    #[error("namespace child failed to {}", describe_dns(*.step, .target.as_deref()))]
+    DnsFailed {
+        /// The step.
+        step: crate::dns::inside::DnsStep,
+        /// The path a mount step is about.
+        target: Option<std::path::PathBuf>,
         /// Its errno.
         #[source]
         errno: Errno,
@@ -136,6 +150,9 @@ pub struct ChildSpec {
     pub proc_root: std::path::PathBuf,
     /// Signal mask the command should start with (the caller's original mask).
     pub sigmask: nix::sys::signal::SigSet,
+    /// Name resolution set up inside the namespaces before exec (mounts
+    /// in the child's mount namespace, DNS routing).
+    pub dns: Option<crate::dns::inside::NsDns>,
 }
 
 /// Signals the parent passes on to the command (through the namespace's
@@ -152,9 +169,9 @@ pub const FORWARDED_SIGNALS: [Signal; 7] = [
 
 /// Byte the parent sends to let the child exec.
 pub(super) const GO: u8 = b'G';
-/// Size of a child report: stage byte, 3 padding bytes, errno as i32. A
-/// "ready" report has stage 0; its errno, when not 0, says why the
-/// namespace has no procfs of its own.
+/// Size of a child report: stage byte, detail byte, 2 padding bytes, errno
+/// as i32. A "ready" report has stage 0; its errno, when not 0, says why
+/// the namespace has no procfs of its own.
 pub(super) const REPORT_LEN: usize = 8;
 
 /// A report read from the child.
@@ -175,6 +192,39 @@ pub struct NsChild {
     report_rx: OwnedFd,
     go_tx: Option<OwnedFd>,
     reaped: bool,
+    /// The detail byte of the last report.
+    detail: u8,
+    dns_targets: DnsTargets,
+}
+
+/// The mount targets of the DNS step, for error messages.
+#[derive(Debug, Default)]
+struct DnsTargets(Vec<(crate::dns::inside::DnsStep, std::path::PathBuf)>);
+
+impl DnsTargets {
+    fn of(spec: &ChildSpec) -> Self {
+        use crate::dns::inside::DnsStep;
+        let Some(dns) = &spec.dns else { return Self::default() };
+        let steps = [DnsStep::MountFirst, DnsStep::MountSecond];
+        Self(steps.into_iter().filter_map(|s| dns.target_of(s).map(|t| (s, t.to_owned()))).collect())
+    }
+
+    fn get(&self, step: crate::dns::inside::DnsStep) -> Option<std::path::PathBuf> {
+        self.0.iter().find(|(s, _)| *s == step).map(|(_, t)| t.clone())
+    }
+}
+
+fn describe_dns(step: crate::dns::inside::DnsStep, target: Option<&Path>) -> String {
+    use crate::dns::inside::DnsStep;
+    match (step, target) {
+        (DnsStep::MountFirst | DnsStep::MountSecond, Some(t)) => format!("mount the run's file over {}", t.display()),
+        (DnsStep::Propagation, _) => "make its mounts private".into(),
+        (DnsStep::Scratch, _) => "mount a scratch tmpfs for the run's resolv.conf and hosts".into(),
+        (DnsStep::Write, _) => "write the run's resolv.conf and hosts".into(),
+        (DnsStep::Address, _) => "add the DNS address to lo".into(),
+        (DnsStep::Rule, _) => "add the routing rule for TCP DNS".into(),
+        _ => "mount the run's resolv.conf and hosts".into(),
+    }
 }
 
 /// Outcome of releasing the child.
@@ -240,7 +290,8 @@ impl NsChild {
         }
         drop(report_tx);
         drop(go_rx);
-        Ok(Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false })
+        let dns_targets = DnsTargets::of(spec);
+        Ok(Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets })
     }
 
     /// The child's pid.
@@ -258,6 +309,10 @@ impl NsChild {
                     Errno::from_raw(errno).desc()
                 );
                 Ok(())
+            }
+            Report::Failed(ChildStage::Dns, errno) => {
+                let step = crate::dns::inside::DnsStep::from_u8(self.detail).ok_or(UsernsError::ChildVanished)?;
+                Err(UsernsError::DnsFailed { step, target: self.dns_targets.get(step), errno })
             }
             Report::Failed(stage, errno) => Err(UsernsError::ChildFailed { stage, errno }),
             Report::Closed => Err(UsernsError::ChildVanished),
@@ -295,6 +350,7 @@ impl NsChild {
             return Err(UsernsError::ChildVanished);
         }
         let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        self.detail = buf[1];
         if buf[0] == 0 {
             return Ok(Report::Ready(errno));
         }

@@ -52,8 +52,13 @@ pub(super) struct Prepared {
 }
 
 fn report(fd: RawFd, stage: u8, errno: i32) {
+    report_detail(fd, stage, 0, errno);
+}
+
+fn report_detail(fd: RawFd, stage: u8, detail: u8, errno: i32) {
     let mut buf = [0u8; REPORT_LEN];
     buf[0] = stage;
+    buf[1] = detail;
     buf[4..8].copy_from_slice(&errno.to_ne_bytes());
     // SAFETY: writes our stack buffer to a pipe fd we own; result ignored on purpose
     // (nothing else can be done in the child).
@@ -97,6 +102,13 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
     let note = private_proc(prep);
     if let Err(e) = crate::ns::loopback::bring_up_loopback() {
         fail(tx, ChildStage::Loopback, e.errno() as i32);
+    }
+    if let Some(dns) = &spec.dns
+        && let Err((step, errno)) = dns.apply()
+    {
+        report_detail(tx, ChildStage::Dns as u8, step as u8, errno);
+        // SAFETY: `_exit` is async-signal-safe.
+        unsafe { libc::_exit(125) };
     }
     report(tx, 0, note);
     wait_for_go(rx);

@@ -6,19 +6,19 @@
 //! 1. **One run, one holder per port** ([`duplicate`], pure): publishing a
 //!    host port twice in one run is a usage error (`-p 8080:80 -p 8080:81`).
 //! 2. **Other runs**: a live run recorded under the runtime directory that
-//!    publishes an overlapping port refuses the new one ("already published
-//!    by run <id>"). Only the record knows a bridge run's ports: kernel DNAT
+//!    publishes an overlapping port refuses the new one (`already published
+//!    by run <id>`). Only the record knows a bridge run's ports: kernel DNAT
 //!    holds no socket, and a second DNAT of the same port would silently
 //!    take the first one's clients.
 //! 3. **The host's sockets** (sock_diag, listening TCP and unconnected UDP,
 //!    IPv4 and IPv6): a socket on the port whose address overlaps refuses
-//!    it, naming the process when it can be seen ("port in use by python3
-//!    (pid 4242)"). Without this, bridge mode's DNAT would silently take a
+//!    it, naming the process when it can be seen (`port in use by python3
+//!    (pid 4242)`). Without this, bridge mode's DNAT would silently take a
 //!    host server's clients. A socket held by a network helper (pasta,
 //!    slirp4netns, pelagos-net), or by a process of ours no descriptor
 //!    table shows (one that is exiting: its table goes before its sockets
-//!    close; a rootless pasta, which is not dumpable), gets
-//!    [`PORT_RELEASE_GRACE`] to go: the exiting helper of a run that just
+//!    close; a rootless pasta, which is not dumpable), gets 1.5 s
+//!    (`PORT_RELEASE_GRACE`) to go: the exiting helper of a run that just
 //!    ended. Anything else fails at once.
 //!
 //! Addresses overlap as the kernel sees binds: a port without a host

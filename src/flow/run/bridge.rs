@@ -30,6 +30,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let driver = super::choose_port_driver(&mode, opts.network.port_driver, &ports, None)?;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
     let builtin = driver.driver == crate::model::driver::ChosenDriver::Builtin;
+    let mut dns = super::dns::prepare_for(&mode, opts, None, Some(def.gateway))?;
     let mut forward = if builtin { Forward::bind(&ports)? } else { Forward::none() };
     // Ports the kernel forwards (none when pelagos-net relays them).
     let dnat_ports = if builtin { Vec::new() } else { ports.clone() };
@@ -52,6 +53,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         argv,
         proc_root: proc_root.clone(),
         sigmask: signals.old,
+        dns: dns.inside.take(),
     };
     let fail = |setup, err: RunError| -> RunError {
         match teardown_network(setup) {
@@ -68,6 +70,13 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         child.kill_and_reap();
         return Err(fail(setup, e.into()));
     }
+    let dns_forwarder = match dns.start_forwarder(None, proc_root) {
+        Ok(f) => f,
+        Err(e) => {
+            child.kill_and_reap();
+            return Err(fail(setup, e.into()));
+        }
+    };
     let relay = match forward.start_in(FactoryTarget { userns: None, netns: setup.netns_path() }, proc_root) {
         Ok(relay) => relay,
         Err(e) => {
@@ -92,6 +101,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Some(r) = relay {
         r.stop();
     }
+    drop(dns_forwarder);
     let teardown_errors = match teardown_network(setup) {
         Ok(()) => Vec::new(),
         Err(errors) => vec![RunError::BridgeTeardown(errors)],

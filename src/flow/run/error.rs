@@ -128,6 +128,9 @@ pub enum RunError {
     /// The builtin port driver could not start.
     #[error(transparent)]
     BuiltinPorts(#[from] crate::ports::builtin::BuiltinPortsError),
+    /// Name resolution could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsSetupError),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),

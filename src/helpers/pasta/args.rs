@@ -50,6 +50,9 @@ pub struct PastaPlan {
     /// the caller passes `Some(0)` when running as root on a build that
     /// supports `--runas`.
     pub runas: Option<u32>,
+    /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
+    /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
+    pub dns_forward: Option<std::net::Ipv4Addr>,
 }
 
 /// Why a plan could not be turned into arguments.
@@ -84,7 +87,8 @@ pub const NO_MAP_GW: &str = "--no-map-gw";
 ///
 /// Order: `--config-net --foreground --stderr --no-map-gw`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
-/// `-U none`, `--netns PATH`, `--userns PATH` and `--runas UID` when given.
+/// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
+/// PATH` and `--runas UID` when given.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
@@ -100,6 +104,9 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     }
     push_pair(&mut argv, "-T", loopback_spec(&plan.host_loopback_ports)?);
     push_pair(&mut argv, "-U", "none");
+    if let Some(addr) = plan.dns_forward {
+        push_pair(&mut argv, "--dns-forward", addr.to_string());
+    }
     push_pair(&mut argv, "--netns", &plan.target.netns);
     if let Some(userns) = &plan.target.userns {
         push_pair(&mut argv, "--userns", userns);
@@ -203,6 +210,7 @@ mod tests {
             ports,
             host_loopback_ports: vec![],
             runas: None,
+            dns_forward: None,
         }
     }
 
@@ -289,6 +297,15 @@ mod tests {
             "--runas",
             "0",
         ];
+        assert_eq!(argv(&plan), expect);
+    }
+
+    #[test]
+    fn dns_forward_address_comes_before_the_namespace_options() {
+        let plan = PastaPlan { dns_forward: Some(std::net::Ipv4Addr::new(169, 254, 1, 1)), ..rootless(vec![]) };
+
+        let expect =
+            expected(&["-t", "none", "-u", "none", "-T", "none", "-U", "none", "--dns-forward", "169.254.1.1"]);
         assert_eq!(argv(&plan), expect);
     }
 

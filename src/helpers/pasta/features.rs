@@ -131,6 +131,8 @@ const MARKERS_AFTER_2024_08_06: &[&str] = &["--map-guest-addr"];
 
 const SERVER_FIRST_HANG_FIXED: ReleaseDate = ReleaseDate::new(2023, 10, 4);
 const HALF_CLOSE_FIXED: ReleaseDate = ReleaseDate::new(2024, 8, 6);
+/// The oldest build seen forwarding TCP DNS queries.
+const TCP_DNS_SEEN: ReleaseDate = ReleaseDate::new(2025, 1, 9);
 
 impl ReleaseDate {
     /// A date; no calendar validation beyond what the fields hold.
@@ -203,6 +205,16 @@ impl PastaFeatures {
     /// `--map-guest-addr` (2024 builds).
     pub fn supports_map_guest_addr(&self) -> bool {
         self.has("--map-guest-addr")
+    }
+
+    /// Whether TCP queries to the `--dns-forward` address are forwarded too.
+    /// Debian 12's 2023-03-09 build forwards only UDP; a 2025-01 snapshot
+    /// was seen forwarding TCP. Only dated builds from then on are trusted:
+    /// wrongly assuming TCP works would let pasta connect to the literal
+    /// forward address from the host, wrongly assuming it does not only
+    /// makes TCP queries fail fast.
+    pub fn maps_tcp_dns(&self) -> bool {
+        self.version.release_date().is_some_and(|d| d >= TCP_DNS_SEEN)
     }
 
     /// The tap-path TCP bugs this build is assumed to have.

@@ -174,3 +174,14 @@ fn probe_of_a_non_pasta_binary_is_an_error() {
     let err = probe(Path::new("/nonexistent/pasta")).unwrap_err();
     assert!(matches!(err, FeatureProbeError::Spawn { arg: "--version", .. }), "{err:?}");
 }
+
+#[test]
+fn only_dated_builds_from_2025_are_trusted_to_forward_tcp_dns() {
+    let debian =
+        PastaFeatures::from_outputs("pasta unknown version\n", "  --dns-forward ADDR\n  --map-guest-addr ADDR\n");
+    assert!(!debian.maps_tcp_dns());
+    let new = PastaFeatures::from_outputs("pasta 2025_01_21.4f2c8e7\n", "  --dns-forward ADDR\n");
+    assert!(new.maps_tcp_dns());
+    let old = PastaFeatures::from_outputs("pasta 2024_08_06.ee36266\n", "  --dns-forward ADDR\n");
+    assert!(!old.maps_tcp_dns());
+}

@@ -64,12 +64,12 @@
 //! harmless.
 
 mod attempt;
+mod event_loop;
 mod listen;
 mod pipes;
 mod pump;
-mod event_loop;
 mod source;
-mod sys;
+pub(crate) mod sys;
 mod tcp;
 mod udp;
 

@@ -15,9 +15,9 @@
 //! socket with unread data, which the pump relays once connected.
 
 use super::attempt::{Accepted, Attempt, plan_attempts};
+use super::event_loop::{Deadline, Entry, Relay, SlotRef, Token};
 use super::pipes::Pipes;
 use super::pump::{Flow, Pumped};
-use super::event_loop::{Deadline, Entry, Relay, SlotRef, Token};
 use super::{SockFamily, SockKind, sys};
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
