@@ -449,23 +449,35 @@ http.server.HTTPServer(("0.0.0.0", 8000), Ok).serve_forever()
 
 /// Regression: pasta inherited the signals `run` blocks for forwarding, so
 /// it ignored SIGTERM and every teardown waited for the SIGKILL grace.
+/// Looked at from outside the run: inside, `/proc` shows the run's own
+/// processes only.
 fn pasta_starts_with_no_signal_blocked(env: Env) {
     let topo = Topology::new(&env);
     let host_port = port(24000);
-    // Our own pasta is the one forwarding this test's unique host port.
-    let script = format!(
-        "for p in $(pgrep -x 'passt.avx2|passt|pasta'); do \
-           if tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '-t {host_port}:80'; then grep SigBlk /proc/$p/status; fi; \
-         done"
-    );
     let spec = format!("{host_port}:80");
-    let args = ["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "sh", "-c", &script];
-    let out = topo.cli(&env, &args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("SigBlk"), "{}", describe(&out));
-    for line in stdout.lines() {
-        assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"), "{stdout}");
-    }
+    let run = Running::start(
+        &topo,
+        &env,
+        &["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "sleep", "60"],
+    );
+    // Our own pasta is the one forwarding this test's unique host port.
+    let ours = format!("-t {host_port}:80 ");
+    let sigblk = eventually(20, || {
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if matches!(name.trim(), "pasta" | "passt" | "passt.avx2") && argv.contains(&ours) {
+                let status = std::fs::read_to_string(entry.path().join("status"))?;
+                if let Some(line) = status.lines().find(|l| l.starts_with("SigBlk:")) {
+                    return Ok(line.to_owned());
+                }
+            }
+        }
+        Err(std::io::Error::other("no pasta forwarding our port yet"))
+    });
+    assert_eq!(sigblk.split_whitespace().nth(1), Some("0000000000000000"), "{sigblk}");
+    run.stop();
     topo.assert_clean();
 }
 
