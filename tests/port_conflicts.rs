@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::running::Watchdog;
-use common::{Env, HOST_ADDR, Tier, Topology, describe, port};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::running::{Watchdog, start_ready};
+use common::{HOST_ADDR, Tier, Topology, describe, port};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// A server in the host namespace answering "host\n" on 0.0.0.0:`port`
@@ -42,18 +42,6 @@ fn ask(topo: &Topology, addr: &'static str, port: u16) -> String {
         Ok::<_, String>(out)
     })
     .unwrap_or_else(|e| format!("error: {e}"))
-}
-
-/// `run ARGS` in the background, once its command printed "ready".
-fn start(topo: &Topology, env: &Env, args: &[&str]) -> Child {
-    let mut child = topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    if line != "ready\n" {
-        let _ = child.kill();
-        panic!("the run did not start: {line:?} {}", describe(&child.wait_with_output().unwrap()));
-    }
-    child
 }
 
 fn stop(child: Child) -> std::process::Output {
@@ -99,8 +87,11 @@ fn a_port_another_run_publishes_is_refused_naming_that_run() {
     let topo = Topology::new(&env);
     let p = port(28200);
     let spec = format!("{p}:8000");
-    let first =
-        start(&topo, &env, &["run", "--network", "bridge", "-p", &spec, "--", "sh", "-c", "echo ready; exec sleep 60"]);
+    let first = start_ready(
+        &topo,
+        &env,
+        &["run", "--network", "bridge", "-p", &spec, "--", "sh", "-c", "echo ready; exec sleep 60"],
+    );
     let ids = run_ids(&topo);
     assert_eq!(ids.len(), 1, "{ids:?}");
     let other = format!("{p}:8001");

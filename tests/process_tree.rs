@@ -7,10 +7,9 @@
 #[macro_use]
 mod common;
 
-use common::running::Watchdog;
+use common::running::{Watchdog, start_ready};
 use common::{Env, Tier, Topology, describe};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -78,19 +77,7 @@ fn tree_script(s: &Sleepers) -> String {
 
 fn start(topo: &Topology, env: &Env, mode: &str, script: &str) -> Child {
     let script = format!("echo ready; {script}");
-    let mut child = topo
-        .cli(env, &["run", "--network", mode, "--", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    if line != "ready\n" {
-        let _ = child.kill();
-        panic!("the run did not start: {line:?} {}", describe(&child.wait_with_output().unwrap()));
-    }
-    child
+    start_ready(topo, env, &["run", "--network", mode, "--", "sh", "-c", &script])
 }
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
@@ -161,10 +148,10 @@ fn command_exit_stops_what_it_left(env: Env) {
 
 /// After `kill -9` of pelagos-net, nothing of the run keeps running (the
 /// namespace's init dies with its parent), and `gc` leaves the host clean.
-fn kill9_and_gc_leave_no_process(env: Env) {
+fn kill9_and_gc_leave_no_process(env: Env, mode: &str) {
     let topo = Topology::new(&env);
     let sleeps = Sleepers::new(&[3031, 3032, 3033, 3034]);
-    let mut child = start(&topo, &env, "pasta", &tree_script(&sleeps));
+    let mut child = start(&topo, &env, mode, &tree_script(&sleeps));
     sleeps.wait_until_all_run();
     signal(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
@@ -176,6 +163,10 @@ fn kill9_and_gc_leave_no_process(env: Env) {
     }
     assert_eq!(sleeps.alive(), vec![], "left running after kill -9 and gc");
     topo.assert_clean();
+}
+
+fn kill9_in_pasta_mode(env: Env) {
+    kill9_and_gc_leave_no_process(env, "pasta");
 }
 
 /// Inside, `ps` and `/proc` show the run's own processes with the pids
@@ -199,7 +190,7 @@ tier_tests!(
         sigterm_in_pasta_mode,
         sigterm_in_loopback_mode,
         command_exit_stops_what_it_left,
-        kill9_and_gc_leave_no_process,
+        kill9_in_pasta_mode,
         ps_inside_shows_only_the_run,
     ]
 );
@@ -211,7 +202,7 @@ tier_tests!(
         sigterm_in_pasta_mode,
         sigterm_in_loopback_mode,
         command_exit_stops_what_it_left,
-        kill9_and_gc_leave_no_process,
+        kill9_in_pasta_mode,
         ps_inside_shows_only_the_run,
     ]
 );
@@ -227,15 +218,7 @@ fn root_bridge_run_sigterm_stops_every_process() {
 
 #[test]
 fn root_bridge_run_kill9_and_gc_leave_no_process() {
-    let Some(env) = Tier::Root.require() else { return };
-    let topo = Topology::new(&env);
-    let sleeps = Sleepers::new(&[3041, 3042, 3043, 3044]);
-    let mut child = start(&topo, &env, "bridge", &tree_script(&sleeps));
-    sleeps.wait_until_all_run();
-    signal(&child, nix::sys::signal::Signal::SIGKILL);
-    child.wait().unwrap();
-    let out = topo.cli(&env, &["gc"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(sleeps.alive(), vec![], "left running after kill -9 and gc");
-    topo.assert_clean();
+    if let Some(env) = Tier::Root.require() {
+        kill9_and_gc_leave_no_process(env, "bridge");
+    }
 }
