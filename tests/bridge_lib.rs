@@ -94,6 +94,7 @@ fn secondary_network_attaches_as_eth1_without_default_route_and_detaches() {
             subnet: Some("10.60.0.0/24".parse().unwrap()),
             gateway: None,
             internal: true,
+            options: Default::default(),
         };
         let back = ensure_network(&p.config_dir, &req, &[]).unwrap();
         let id = "5ec0ndary0001";

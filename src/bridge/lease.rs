@@ -177,8 +177,11 @@ impl LeaseStore {
                 }
                 None => {
                     let used: BTreeSet<Ipv4Addr> = t.leases.keys().copied().collect();
-                    ipam::next_free(def.subnet, def.gateway, &used, t.last)
-                        .ok_or_else(|| LeaseError::Exhausted(network.clone()))?
+                    match def.options.ip_range {
+                        Some(range) => ipam::next_free_in(def.subnet, range, def.gateway, &used, t.last),
+                        None => ipam::next_free(def.subnet, def.gateway, &used, t.last),
+                    }
+                    .ok_or_else(|| LeaseError::Exhausted(network.clone()))?
                 }
             };
             t.leases.insert(addr, Lease { id: id.to_owned(), owner });
@@ -249,6 +252,33 @@ impl LeaseStore {
     /// Current leases of a network.
     pub fn leases(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Lease>, LeaseError> {
         self.update(network, |t| Ok(t.leases.clone()))
+    }
+
+    /// Current leases of a network, creating nothing: a network that never
+    /// leased an address has no lease file, and reading it must not make one.
+    pub fn peek(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Lease>, LeaseError> {
+        match fs::symlink_metadata(self.dir.join(format!("{network}.json"))) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            _ => self.leases(network),
+        }
+    }
+
+    /// Whether the lease directory exists (anything was ever leased).
+    pub fn has_dir(&self) -> bool {
+        fs::symlink_metadata(&self.dir).is_ok()
+    }
+
+    /// Remove a network's lease table and lock files (`network rm`). Call
+    /// while holding the network's setup lock, with no lease live.
+    pub fn remove_files(&self, network: &str) -> Result<(), LeaseError> {
+        for name in [format!("{network}.json"), format!("{network}.lock"), format!("{network}.setup.lock")] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &path)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod firewall;
 pub mod lease;
+pub mod manage;
 pub mod netlink;
 pub mod network;
 pub mod plan;
@@ -150,7 +151,13 @@ pub fn ensure_bridge(
     let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
     let index = match host.link_index(&bridge).map_err(br_err)? {
         Some(i) => i,
-        None => host.create_bridge(&bridge).map_err(br_err)?,
+        None => {
+            let index = host.create_bridge(&bridge).map_err(br_err)?;
+            if let Some(mtu) = def.options.mtu {
+                host.set_mtu(index, mtu).map_err(br_err)?;
+            }
+            index
+        }
     };
     let has_addr =
         host.ipv4_addresses().map_err(br_err)?.iter().any(|a| a.ifindex == index && a.address == def.gateway);
@@ -163,7 +170,37 @@ pub fn ensure_bridge(
     if !fw.table_exists(def.name.as_str())? {
         fw.ensure_network(&plan::rules_for(def))?;
     }
+    if let (Some(rules6), Some(gateway6)) = (plan::rules6_for(def), def.options.gateway6) {
+        ensure_bridge6(paths, host, index, &rules6, gateway6, fw)?;
+    }
     Ok(index)
+}
+
+/// The IPv6 side of a dual-stack network's bridge: IPv6 on (a host whose
+/// default is `disable_ipv6=1` would refuse the address), the gateway
+/// address, forwarding, and the `ip6` table.
+fn ensure_bridge6(
+    paths: &Paths,
+    host: &mut Netlink,
+    index: u32,
+    rules6: &firewall::Network6Rules,
+    gateway6: std::net::Ipv6Addr,
+    fw: &mut Firewall,
+) -> Result<(), BridgeError> {
+    let br_err = |source| BridgeError::Bridge { bridge: rules6.bridge.clone(), source };
+    let knob = paths.proc_root.join("sys/net/ipv6/conf").join(&rules6.bridge).join("disable_ipv6");
+    if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() == "1") {
+        std::fs::write(&knob, "0\n").map_err(|source| firewall::FirewallError::WriteSysctl { path: knob, source })?;
+    }
+    match host.add_address6(index, gateway6, rules6.subnet.prefix()) {
+        Err(e) if !e.is_exists() => return Err(br_err(e)),
+        _ => {}
+    }
+    firewall::enable_ipv6_forward(&paths.proc_root)?;
+    if !fw.table6_exists(&rules6.name)? {
+        fw.ensure_network6(rules6)?;
+    }
+    Ok(())
 }
 
 /// Set up full bridge networking for a container in a new named netns
@@ -239,6 +276,9 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
         .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
         .map_err(link_err("create veth"))?;
     crate::fault::point("bridge.veth");
+    if let Some(mtu) = plan.mtu {
+        host.set_mtu(veth, mtu).map_err(link_err("set the host veth's mtu"))?;
+    }
     host.set_up(veth).map_err(link_err("set host veth up"))?;
     configure_peer(&ns, plan, req.id)?;
     crate::fault::point("bridge.peer-configured");
@@ -257,12 +297,21 @@ fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeE
         .link_index(plan.peer.as_str())
         .map_err(link_err("find the container end"))?
         .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
+    if let Some(mtu) = plan.mtu {
+        inside.set_mtu(index, mtu).map_err(link_err("set the container end's mtu"))?;
+    }
     inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
+    if let Some(v6) = &plan.v6 {
+        inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?;
+    }
     inside.set_up(index).map_err(link_err("set the container end up"))?;
     if let Some(gw) = plan.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
+    }
+    if let Some(gw6) = plan.v6.as_ref().and_then(|v6| v6.gateway) {
+        inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
     Ok(())
 }

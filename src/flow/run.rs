@@ -71,9 +71,35 @@ pub struct RunOptions {
     pub fallback: Option<crate::flow::select::Fallback>,
     /// A requested container address (bridge mode, `--ip`).
     pub ip: Option<std::net::Ipv4Addr>,
-    /// Called once the network is ready, just before the command starts,
-    /// with the published ports as resolved (ephemeral ports filled in).
-    pub on_ready: Option<fn(&[PortMapping])>,
+    /// Called once the network is ready, just before the command starts
+    /// (see [`Ready`]; not called in host mode, where nothing is set up).
+    pub on_ready: Option<ReadyHook>,
+}
+
+/// A run whose network is ready, as its [`ReadyHook`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ready<'a> {
+    /// The run's id (its record's name).
+    pub id: &'a str,
+    /// The mode that runs.
+    pub mode: &'a NetworkMode,
+    /// Published ports as resolved (ephemeral host ports filled in).
+    pub ports: &'a [PortMapping],
+    /// The process that holds the namespace and becomes the command.
+    pub pid: u32,
+    /// The leased address on a bridge network.
+    pub bridge_address: Option<std::net::Ipv4Addr>,
+}
+
+/// A callback for [`RunOptions::on_ready`].
+#[derive(Clone)]
+pub struct ReadyHook(pub std::sync::Arc<dyn Fn(&Ready<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyHook")
+    }
 }
 
 /// Result of a run whose command started.
@@ -118,6 +144,8 @@ fn run_mode(
     selection: Option<crate::state::store::Selection>,
 ) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
+    let pasta_extra = opts.network.pasta_extra(mode)?;
+    let slirp_options = opts.network.slirp_extra(mode)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
     if *mode == NetworkMode::Host {
@@ -266,6 +294,7 @@ fn run_mode(
             ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
+            extra: pasta_extra.iter().map(OsString::from).collect(),
             dns_forward: dns.plan.pasta_forward,
         };
         let cfg = PastaNetworkConfig {
@@ -296,6 +325,7 @@ fn run_mode(
             rootless,
             socket,
             &helper_ports,
+            &slirp_options,
             &proc_root,
             opts.ready_timeout,
             &mut cancel,
@@ -345,7 +375,8 @@ fn run_mode(
         }
     }
 
-    if let Err(e) = start_command(&mut child, opts, &ports) {
+    let ready = Ready { id: &record.id, mode, ports: &ports, pid: child.pid(), bridge_address: None };
+    if let Err(e) = start_command(&mut child, opts, &ready) {
         return Err(res.fail(e));
     }
     crate::fault::point("run.command-started");

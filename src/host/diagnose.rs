@@ -42,6 +42,33 @@ pub enum TunProblem {
     },
 }
 
+impl TunProblem {
+    /// What is wrong, without the fix (which [`TunProblem::fix`] gives), for
+    /// reports that print the fix on a line of its own.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Missing { path } => format!("{path} does not exist"),
+            Self::NotPermitted { path, uid, mode, owner } => {
+                format!("{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner})")
+            }
+            Self::Other { .. } => self.to_string(),
+        }
+    }
+
+    /// The fix; `container` names the container we run in, if any (a
+    /// missing node there is the runtime's to provide).
+    pub fn fix(&self, container: Option<&str>) -> Option<String> {
+        match (self, container) {
+            (Self::Missing { path }, Some(label)) => {
+                Some(format!("inside a container ({label}): start it with `--device {path}`"))
+            }
+            (Self::Missing { .. }, None) => Some("`sudo modprobe tun`".to_owned()),
+            (Self::NotPermitted { path, .. }, _) => Some(format!("`sudo chmod 0666 {path}`")),
+            (Self::Other { .. }, _) => None,
+        }
+    }
+}
+
 /// Check that `path` (normally `/dev/net/tun`) opens read-write for us.
 /// Opening without `TUNSETIFF` creates nothing.
 pub fn check_tun(path: &Path, uid: u32) -> Result<(), TunProblem> {

@@ -28,6 +28,25 @@ pub fn next_free(
     (0..count).map(|i| Ipv4Addr::from(first + (start - first + i) % count)).find(|a| *a != gateway && !used.contains(a))
 }
 
+/// [`next_free`] limited to the addresses of `range` (podman's
+/// `--ip-range`) that are usable hosts of `subnet`.
+pub fn next_free_in(
+    subnet: Ipv4Net,
+    range: Ipv4Net,
+    gateway: Ipv4Addr,
+    used: &BTreeSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
+    let lo = u32::from(subnet.first_host()).max(u32::from(range.addr()));
+    let hi = u32::from(subnet.last_host()).min(u32::from(range.broadcast()));
+    let count = hi.checked_sub(lo)? + 1;
+    let start = match last.map(u32::from) {
+        Some(a) if a >= lo && a < hi => a + 1,
+        _ => lo,
+    };
+    (0..count).map(|i| Ipv4Addr::from(lo + (start - lo + i) % count)).find(|a| *a != gateway && !used.contains(a))
+}
+
 /// Whether `addr` may be leased in `subnet`: a usable host address that is
 /// not the gateway.
 pub fn is_assignable(subnet: Ipv4Net, gateway: Ipv4Addr, addr: Ipv4Addr) -> bool {
@@ -57,6 +76,25 @@ pub fn free_subnet(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net]) -> Option<Ipv4N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_range_limits_allocation_and_wraps_inside_it() {
+        let subnet: Ipv4Net = "10.1.0.0/24".parse().unwrap();
+        let range: Ipv4Net = "10.1.0.252/30".parse().unwrap();
+        let gw: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        let mut used = BTreeSet::new();
+        let a = next_free_in(subnet, range, gw, &used, None).unwrap();
+        assert_eq!(a.to_string(), "10.1.0.252");
+        used.insert(a);
+        let b = next_free_in(subnet, range, gw, &used, Some(a)).unwrap();
+        assert_eq!(b.to_string(), "10.1.0.253");
+        used.insert(b);
+        // .255 is the subnet's broadcast: never handed out.
+        let c = next_free_in(subnet, range, gw, &used, Some(b)).unwrap();
+        assert_eq!(c.to_string(), "10.1.0.254");
+        used.insert(c);
+        assert_eq!(next_free_in(subnet, range, gw, &used, Some(c)), None);
+    }
     use proptest::prelude::*;
 
     fn net(s: &str) -> Ipv4Net {

@@ -86,7 +86,17 @@ pub enum Step {
 
 /// Find dead runs and remove what they left (nothing is removed with `dry_run`).
 pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
-    let store = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let store = if dry_run {
+        // Only looking: a state directory that does not exist holds nothing
+        // to collect, and is not created.
+        match Store::open_existing(&paths.run_dir, euid)? {
+            Some(store) => store,
+            None => return Ok(GcReport::default()),
+        }
+    } else {
+        Store::open(&paths.run_dir, euid)?
+    };
     let mut report = GcReport::default();
     for entry in store.records()? {
         let record = match entry {

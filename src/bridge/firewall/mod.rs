@@ -44,11 +44,14 @@
 //!   routes such packets out of a non-loopback interface when
 //!   `route_localnet` is on for it, hence [`enable_route_localnet`].
 //!
-//! IPv4 only; nothing here filters (no `forward` chain): an accept in one
+//! Dual-stack networks also get `table ip6 pelagos-<network>` ([`ipv6`]):
+//! NAT66 for egress and the same isolation, no IPv6 port forwards. Nothing
+//! here filters (no `forward` chain): an accept in one
 //! base chain cannot override a drop in another table, so a host firewall
 //! that drops forwarded traffic must be configured by its owner.
 
 pub mod ffi;
+pub mod ipv6;
 pub mod script;
 mod shell;
 pub mod sysctl;
@@ -60,9 +63,10 @@ use crate::model::cidr::Ipv4Net;
 use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
+pub use ipv6::Network6Rules;
 pub use script::{add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script};
 pub use shell::Firewall;
-pub use sysctl::{enable_ip_forward, enable_route_localnet};
+pub use sysctl::{enable_ip_forward, enable_ipv6_forward, enable_route_localnet};
 
 /// What a bridge network's table implements.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! [`Firewall`]: runs the [`script`](super::script) builders' output through
 //! one [`NftContext`], one transaction per operation.
 
+use super::ipv6::{Network6Rules, delete_table6_script, table6_script};
 use super::script::{add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script};
 use super::{FirewallError, Forward, NetworkRules, NftContext, NftError};
 
@@ -27,6 +28,22 @@ impl Firewall {
             .run(&table_script(net))
             .map(drop)
             .map_err(|source| FirewallError::EnsureNetwork { network: net.name.clone(), source })
+    }
+
+    /// Creates or refreshes a dual-stack network's IPv6 table (one transaction).
+    pub fn ensure_network6(&mut self, net: &Network6Rules) -> Result<(), FirewallError> {
+        self.ctx
+            .run(&table6_script(net))
+            .map(drop)
+            .map_err(|source| FirewallError::EnsureNetwork { network: net.name.clone(), source })
+    }
+
+    /// Deletes network `net`'s IPv6 table; an absent one is not an error.
+    pub fn delete_network6(&mut self, net: &str) -> Result<(), FirewallError> {
+        self.ctx
+            .run(&delete_table6_script(net))
+            .map(drop)
+            .map_err(|source| FirewallError::DeleteNetwork { network: net.into(), source })
     }
 
     /// Publishes `fwds` in network `net`, all or none (one transaction).
@@ -87,12 +104,22 @@ impl Firewall {
     /// tables, so "absent" is never confused with a failure (such as no
     /// permission), which is an error.
     pub fn table_exists(&mut self, net: &str) -> Result<bool, FirewallError> {
+        self.family_table_exists("ip", net)
+    }
+
+    /// Whether network `net`'s IPv6 table exists.
+    pub fn table6_exists(&mut self, net: &str) -> Result<bool, FirewallError> {
+        self.family_table_exists("ip6", net)
+    }
+
+    fn family_table_exists(&mut self, family: &str, net: &str) -> Result<bool, FirewallError> {
         let listing = self
             .ctx
-            .run("list tables ip")
+            .run(&format!("list tables {family}"))
             .map_err(|source| FirewallError::ListTable { network: net.into(), source })?;
         let want = table_name(net);
-        Ok(listing.lines().any(|l| l.trim().strip_prefix("table ip ") == Some(want.as_str())))
+        let prefix = format!("table {family} ");
+        Ok(listing.lines().any(|l| l.trim().strip_prefix(prefix.as_str()) == Some(want.as_str())))
     }
 
     /// nft's listing of network `net`'s table (rules and map elements), for

@@ -130,6 +130,17 @@ impl Netlink {
         })
     }
 
+    /// Set the MTU of link `ifindex`.
+    pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop).map_err(|source| NetlinkError::SetMtu {
+            ifindex,
+            mtu,
+            source,
+        })
+    }
+
     /// Delete link `ifindex`. Deleting either end of a veth pair deletes both.
     pub fn delete_link(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
         self.request(RouteNetlinkMessage::DelLink(indexed(ifindex)), 0)

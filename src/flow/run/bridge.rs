@@ -89,7 +89,9 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Err(e) = complete_record(&opts.paths.run_dir, &id, child_id, forwarder) {
         log::debug!("record the command and port relay of {id}: {e}");
     }
-    if let Err(e) = super::start_command(&mut child, opts, &ports) {
+    let ready =
+        super::Ready { id: &id, mode: &mode, ports: &ports, pid: child.pid(), bridge_address: Some(setup.address) };
+    if let Err(e) = super::start_command(&mut child, opts, &ready) {
         // Listeners close before the namespace they relay into goes.
         if let Some(r) = relay {
             r.stop();

@@ -84,6 +84,9 @@ pub enum RunError {
     /// Signal handling could not be set up.
     #[error("set up signal forwarding")]
     Signals(#[source] Errno),
+    /// `--network pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(#[from] crate::model::helper_opts::HelperOptsError),
     /// The mode is not supported by `run` (yet).
     #[error("network mode {0} is not supported by run")]
     UnsupportedMode(NetworkMode),

@@ -50,6 +50,9 @@ pub struct PastaPlan {
     /// the caller passes `Some(0)` when running as root on a build that
     /// supports `--runas`.
     pub runas: Option<u32>,
+    /// The user's own options (`--network pasta:OPTS`), appended last;
+    /// checked against the pinned ones by [`crate::model::helper_opts`].
+    pub extra: Vec<OsString>,
     /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
     /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
     pub dns_forward: Option<std::net::Ipv4Addr>,
@@ -88,7 +91,7 @@ pub const NO_MAP_GW: &str = "--no-map-gw";
 /// Order: `--config-net --foreground --stderr --no-map-gw`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
 /// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
-/// PATH` and `--runas UID` when given.
+/// PATH` and `--runas UID` when given, then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
@@ -114,6 +117,7 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     if let Some(uid) = plan.runas {
         push_pair(&mut argv, "--runas", uid.to_string());
     }
+    argv.extend(plan.extra.iter().cloned());
     Ok(argv)
 }
 
@@ -210,6 +214,7 @@ mod tests {
             ports,
             host_loopback_ports: vec![],
             runas: None,
+            extra: vec![],
             dns_forward: None,
         }
     }
