@@ -9,6 +9,7 @@ mod common;
 
 use common::running::{Watchdog, start_ready};
 use common::{Env, Tier, Topology, describe};
+use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -182,6 +183,71 @@ fn ps_inside_shows_only_the_run(env: Env) {
     topo.assert_clean();
 }
 
+/// A run started inside a run records pids of its own pid namespace;
+/// neither side may take the other for dead: not the inner run's own gc
+/// (it cannot see the host's processes), not the host's gc while the
+/// inner run lives. Once the outer run is killed, the host's gc removes
+/// both, signalling no pid of the gone namespace.
+fn nested_runs_never_take_each_other_for_dead(env: Env) {
+    let topo = Topology::new(&env);
+    let dirs = format!(
+        "{} --run-dir {} --netns-dir {} --config-dir {}",
+        env.bin.display(),
+        topo.run_dir.display(),
+        topo.netns_dir.display(),
+        topo.config_dir.display()
+    );
+    let (outer_port, inner_port) = (common::port(29000), common::port(29200));
+    let inner = format!(
+        "exec {dirs} run --network loopback -p 127.0.0.1:{inner_port}:80 -- sh -c '{dirs} gc --json; echo inner-ready; exec sleep 60'"
+    );
+    let outer_spec = format!("127.0.0.1:{outer_port}:80");
+    let script = format!("echo ready; {inner}");
+    let mut outer =
+        start_ready(&topo, &env, &["run", "--network", "loopback", "-p", &outer_spec, "--", "sh", "-c", &script]);
+    let mut inner_gc = String::new();
+    let mut stdout = BufReader::new(outer.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the inner run ended early: {inner_gc}");
+        if line == "inner-ready\n" {
+            break;
+        }
+        inner_gc.push_str(&line);
+    }
+    let ids = run_ids(&topo);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let inner_gc: serde_json::Value = serde_json::from_str(&inner_gc).unwrap();
+    assert_eq!(inner_gc["actions"], serde_json::json!([]), "the inner gc touched nothing: {inner_gc}");
+    let host_gc = topo.cli(&env, &["gc", "--json"]).output().unwrap();
+    let host_gc: serde_json::Value = serde_json::from_slice(&host_gc.stdout).unwrap();
+    assert_eq!(host_gc["actions"], serde_json::json!([]), "the host's gc touched nothing: {host_gc}");
+    assert_eq!(run_ids(&topo), ids);
+    signal(&outer, nix::sys::signal::Signal::SIGKILL);
+    outer.wait().unwrap();
+    // The outer run's init dies with its parent, and the kernel then ends
+    // its pid namespace; until then the inner run counts as alive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = topo.cli(&env, &["gc"]).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        if run_ids(&topo).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records left: {:?} {}", run_ids(&topo), describe(&out));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    topo.assert_clean();
+}
+
+fn run_ids(topo: &Topology) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(topo.run_dir.join("runs"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned)).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
 tier_tests!(
     rootless,
     super::Tier::Rootless,
@@ -192,6 +258,7 @@ tier_tests!(
         command_exit_stops_what_it_left,
         kill9_in_pasta_mode,
         ps_inside_shows_only_the_run,
+        nested_runs_never_take_each_other_for_dead,
     ]
 );
 
@@ -204,6 +271,7 @@ tier_tests!(
         command_exit_stops_what_it_left,
         kill9_in_pasta_mode,
         ps_inside_shows_only_the_run,
+        nested_runs_never_take_each_other_for_dead,
     ]
 );
 

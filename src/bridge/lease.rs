@@ -288,7 +288,7 @@ mod tests {
     use crate::bridge::network::default_network_def;
 
     fn me() -> ProcessId {
-        ProcessId { pid: std::process::id(), start_time: 1 }
+        ProcessId { pid: std::process::id(), start_time: 1, pid_ns: None }
     }
 
     #[test]

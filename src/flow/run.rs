@@ -214,8 +214,7 @@ fn run_mode(
     let proc_root = opts.paths.proc_root.clone();
     let mut record = RunRecord {
         id: new_run_id(),
-        owner: ProcessId::of(&proc_root, std::process::id())
-            .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
+        owner: ProcessId::of(&proc_root, std::process::id()).unwrap_or(ProcessId::unread(std::process::id())),
         mode: mode.clone(),
         child: None,
         helper: None,

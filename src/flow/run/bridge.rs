@@ -37,8 +37,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let signals = SignalGuard::new()?;
     let id = new_run_id();
     let proc_root = &opts.paths.proc_root;
-    let owner =
-        ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 });
+    let owner = ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId::unread(std::process::id()));
     let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &dnat_ports, ip: opts.ip, owner };
     if let Err(e) = crate::state::gc::gc(&opts.paths, false) {
         log::debug!("gc before setup: {e}");
