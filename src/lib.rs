@@ -73,6 +73,7 @@
 //! run uses and why.
 
 pub mod bridge;
+pub mod cni;
 pub mod dns;
 pub mod fault;
 pub mod flow;

@@ -112,12 +112,10 @@ fn assert_bridge_clean(topo: &Topology, tables_expected: &[&str]) {
     let mut found: Vec<&str> = tables.lines().filter_map(|l| l.strip_prefix("table ip pelagos-")).collect();
     found.sort();
     assert_eq!(found, tables_expected, "nft tables: {tables}");
-    for entry in std::fs::read_dir(topo.run_dir.join("leases")).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            assert!(text.contains("\"leases\":{}"), "leases left in {name}: {text}");
-        }
+    let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
+    for net in leases.networks().unwrap() {
+        let left = leases.leases(&net).unwrap();
+        assert!(left.is_empty(), "leases left in {net}: {left:?}");
     }
 }
 

@@ -8,7 +8,7 @@
 //! default); a longer fuzz: `PROPTEST_CASES=100000 cargo test --test
 //! fuzz_parsers`. Each property prints `fuzz <name>: <cases> cases, panics 0`.
 
-use pelagos_net::bridge::lease::{LeaseStore, LeaseTable};
+use pelagos_net::bridge::lease::{Lease, LeaseStore};
 use pelagos_net::bridge::network::{NetworkDef, NetworkStore, default_network_def};
 use pelagos_net::model::cidr::Ipv4Net;
 use pelagos_net::model::ifname::{IfName, NetworkName};
@@ -134,9 +134,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         "helper":null,"netns_path":"/run/netns/pelagos-0123456789ab","ports":["8080:80/tcp"],
         "bridge":{"network":"pelagos0","veth":"pv0123456789ab","address":"10.90.0.2","forwards":1},"selection":null}"#
         .to_vec();
-    let lease = br#"{"last":"10.90.0.3","leases":{"10.90.0.2":{"id":"a","owner":{"pid":1,"start_time":2}}}}"#.to_vec();
+    let lease = br#"{"id":"a","owner":{"pid":1,"start_time":2},"cni":true}"#.to_vec();
     serde_json::from_slice::<RunRecord>(&record).expect("the record sample is valid");
-    serde_json::from_slice::<LeaseTable>(&lease).expect("the lease sample is valid");
+    serde_json::from_slice::<Lease>(&lease).expect("the lease sample is valid");
     vec![("definition", def), ("record", record), ("lease", lease)]
 }
 
@@ -164,7 +164,7 @@ fn state_json_of_any_shape_never_panics() {
                 prop_assert!(safe(def.name.as_str(), 32) && safe(def.bridge.as_str(), 15));
             }
             let _ = serde_json::from_slice::<RunRecord>(&bytes);
-            let _ = serde_json::from_slice::<LeaseTable>(&bytes);
+            let _ = serde_json::from_slice::<Lease>(&bytes);
         }
         Ok(())
     });
@@ -188,7 +188,7 @@ fn load_error(kind: &str, dir: &Path, bytes: &[u8]) -> Option<(String, std::path
             first.err().map(|e| (error_chain(&e), path))
         }
         _ => {
-            let path = dir.join("run/leases/pelagos0.json");
+            let path = dir.join("run/leases/pelagos0/10.90.0.2");
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, bytes).unwrap();
             LeaseStore::new(&dir.join("run")).leases("pelagos0").err().map(|e| (error_chain(&e), path))

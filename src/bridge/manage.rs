@@ -101,15 +101,7 @@ fn nl_err(op: &str) -> impl FnOnce(NetlinkError) -> ManageError + '_ {
 /// destinations of its routes (the default route excluded).
 pub fn host_networks() -> Result<Vec<Ipv4Net>, ManageError> {
     let mut nl = Netlink::open().map_err(nl_err("read the host's networks"))?;
-    let mut nets: Vec<Ipv4Net> = nl
-        .ipv4_addresses()
-        .map_err(nl_err("read the host's addresses"))?
-        .into_iter()
-        .filter_map(|a| Ipv4Net::truncating(a.address, a.prefix).ok())
-        .collect();
-    let routes = nl.ipv4_routes().map_err(nl_err("read the host's routes"))?;
-    nets.extend(routes.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
-    Ok(nets)
+    nl.host_networks().map_err(nl_err("read the host's addresses and routes"))
 }
 
 /// Every network, the default one first even before its definition is
@@ -161,12 +153,13 @@ fn check_host_ipv6(paths: &Paths, def: &NetworkDef) -> Result<(), NetworkError> 
     Ok(())
 }
 
-/// The runs attached to network `name` (live leases), creating nothing.
+/// The runs attached to network `name` (live leases: of a live owner, or
+/// of a CNI attachment, which the container runtime owns), creating nothing.
 pub fn attachments(paths: &Paths, name: &str) -> Result<Vec<Attachment>, ManageError> {
     let leases = LeaseStore::new(&paths.run_dir).peek(name)?;
     Ok(leases
         .into_iter()
-        .filter(|(_, l)| l.owner.is_alive(&paths.proc_root))
+        .filter(|(_, l)| l.cni || l.owner.is_alive(&paths.proc_root))
         .map(|(address, l)| Attachment { id: l.id, address, owner: l.owner })
         .collect())
 }
@@ -195,7 +188,7 @@ pub fn remove_network(paths: &Paths, name: &NetworkName, in_use: InUse) -> Resul
     if !users.is_empty() {
         return Err(ManageError::InUse { network: name.to_string(), users });
     }
-    remove_host_side(&def)?;
+    remove_host_side(paths, &def)?;
     leases.remove_files(name.as_str())?;
     store.remove(name)?;
     crate::fault::point("network.rm.removed");
@@ -237,7 +230,7 @@ fn stop_runs(paths: &Paths, network: &str, users: &[Attachment], grace: Duration
 }
 
 /// Delete the bridge and the firewall table of `def` (absent ones are fine).
-fn remove_host_side(def: &NetworkDef) -> Result<(), ManageError> {
+fn remove_host_side(paths: &Paths, def: &NetworkDef) -> Result<(), ManageError> {
     let mut nl = Netlink::open().map_err(nl_err("open netlink"))?;
     let op = format!("delete bridge {}", def.bridge);
     if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(nl_err(&op))? {
@@ -248,6 +241,11 @@ fn remove_host_side(def: &NetworkDef) -> Result<(), ManageError> {
     fw.delete_network(&rules_for(def).name)?;
     if def.options.subnet6.is_some() {
         fw.delete_network6(def.name.as_str())?;
+    }
+    // The host FORWARD rules this network needed (a FORWARD DROP host).
+    let marker = paths.run_dir.join("leases").join(format!("{}.forward-accept", def.name));
+    if marker.exists() {
+        crate::bridge::firewall::hostfw::remove_forwarding(def.name.as_str(), def.bridge.as_str(), &marker);
     }
     crate::fault::point("network.rm.table-deleted");
     Ok(())

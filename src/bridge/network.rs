@@ -47,9 +47,22 @@ pub struct NetworkDef {
     /// No NAT to the outside (containers reach only each other and the host).
     #[serde(default)]
     pub internal: bool,
+    /// Egress is masqueraded behind the host (a network that is not
+    /// internal and does not masquerade is routed: its addresses must be
+    /// reachable as they are, as in a CNI config with `"ipMasq": false`).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub masquerade: bool,
     /// `network create` options beyond the addresses.
     #[serde(flatten)]
     pub options: NetworkOptions,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// What `network create` records besides subnet, gateway and NAT (podman's
@@ -280,6 +293,7 @@ pub fn plan_network(
         subnet,
         gateway,
         internal: req.internal,
+        masquerade: true,
         options,
     })
 }
@@ -448,6 +462,7 @@ pub fn default_network_def() -> NetworkDef {
         gateway: BRIDGE_GW,
         bridge: IfName::new(BRIDGE_NAME).expect("valid default bridge"),
         internal: false,
+        masquerade: true,
         options: NetworkOptions::default(),
     }
 }

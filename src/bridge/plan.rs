@@ -85,7 +85,8 @@ pub fn rules_for(def: &NetworkDef) -> NetworkRules {
         subnet: def.subnet,
         bridge: def.bridge.to_string(),
         gateway: def.gateway,
-        masquerade: !def.internal,
+        masquerade: def.masquerade && !def.internal,
+        internal: def.internal,
     }
 }
 

@@ -136,13 +136,17 @@ pub fn main() -> ExitCode {
     };
     output::init_logger(cli.global.verbose);
     let ctx = cli.global.context();
-    match dispatch(cli.command, &ctx) {
+    let code = match dispatch(cli.command, &ctx) {
         Ok(exit) => exit.into(),
         Err(e) => {
             output::error(&e.message);
             Exit::code(e.code).into()
         }
-    }
+    };
+    // A socket that removed forwards must not make this exit wait for the
+    // kernel's grace period (see `firewall::closer`).
+    pelagos_net::bridge::firewall::closer::detach_pending();
+    code
 }
 
 /// `--help` and `--version` print to stdout and succeed; a missing

@@ -188,6 +188,30 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
     out
 }
 
+/// Whether the host's own firewall lets bridge networks forward: `found`
+/// is what [`crate::bridge::firewall::hostfw::probe`] saw (`None`: it could
+/// not look, as without CAP_NET_ADMIN).
+pub fn host_firewall_check(found: Option<&crate::bridge::firewall::hostfw::HostFirewall>) -> Check {
+    use crate::bridge::firewall::hostfw::HostFirewall;
+    match found {
+        None => check("host firewall", Status::Info, "not checked (needs CAP_NET_ADMIN: run doctor as root)", None),
+        Some(HostFirewall::Open) => check("host firewall", Status::Pass, "forwarded traffic is accepted", None),
+        Some(HostFirewall::ForwardDrop) => check(
+            "host firewall",
+            Status::Warn,
+            "iptables' FORWARD policy is DROP (as docker leaves it): bridge setup inserts accept rules for each \
+             pelagos bridge with iptables; without iptables, bridges forward nothing",
+            Some(format!("for network NAME on bridge BR: {}", crate::bridge::firewall::hostfw::accept_commands("NAME", "BR").join(" && "))),
+        ),
+        Some(HostFirewall::Firewalld) => check(
+            "host firewall",
+            Status::Warn,
+            "firewalld is active: its forward chain rejects traffic of interfaces outside a zone that forwards",
+            Some("for each pelagos bridge BR: `firewall-cmd --permanent --zone=trusted --add-interface=BR && firewall-cmd --reload`".into()),
+        ),
+    }
+}
+
 /// What `--port-driver auto` does with published ports on this host.
 fn port_driver_check(caps: &HostCaps) -> Check {
     let detail = match caps.pasta.features() {
@@ -327,6 +351,18 @@ mod tests {
         assert!(fix.contains("2023_10_04") && fix.contains("2024_08_06"), "{fix}");
         let driver = checks(&caps).into_iter().find(|c| c.name == "port driver").unwrap();
         assert!(driver.detail.starts_with("auto: builtin in every mode but bridge"), "{}", driver.detail);
+    }
+
+    #[test]
+    fn a_forward_drop_host_and_firewalld_are_warned_about_with_the_commands_to_run() {
+        use crate::bridge::firewall::hostfw::HostFirewall;
+        let drop = host_firewall_check(Some(&HostFirewall::ForwardDrop));
+        assert_eq!(drop.status, Status::Warn);
+        assert!(drop.fix.as_deref().unwrap().contains("iptables -I FORWARD 1 -i BR"), "{drop:?}");
+        let fwd = host_firewall_check(Some(&HostFirewall::Firewalld));
+        assert!(fwd.fix.as_deref().unwrap().contains("firewall-cmd --permanent --zone=trusted --add-interface=BR"));
+        assert_eq!(host_firewall_check(Some(&HostFirewall::Open)).status, Status::Pass);
+        assert_eq!(host_firewall_check(None).status, Status::Info);
     }
 
     #[test]

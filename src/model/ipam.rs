@@ -18,14 +18,36 @@ pub fn next_free(
     used: &BTreeSet<Ipv4Addr>,
     last: Option<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
-    let first = u32::from(subnet.first_host());
-    let last_host = u32::from(subnet.last_host());
-    let count = last_host.checked_sub(first)? + 1;
-    let start = match last {
-        Some(a) if subnet.contains(a) && u32::from(a) >= first && u32::from(a) < last_host => u32::from(a) + 1,
+    candidates(subnet, gateway, last).find(|a| !used.contains(a))
+}
+
+/// Every assignable address of `subnet` in allocation order: round-robin
+/// from the one after `last` (or from the start), wrapping around, the
+/// gateway left out. A caller that cannot see the whole used-set at once
+/// (one lease file per address) takes the first it can claim.
+pub fn candidates(subnet: Ipv4Net, gateway: Ipv4Addr, last: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> {
+    candidates_in(subnet, None, gateway, last)
+}
+
+/// [`candidates`] limited to `range` (when given) within `subnet`.
+pub fn candidates_in(
+    subnet: Ipv4Net,
+    range: Option<Ipv4Net>,
+    gateway: Ipv4Addr,
+    last: Option<Ipv4Addr>,
+) -> impl Iterator<Item = Ipv4Addr> {
+    let mut first = u32::from(subnet.first_host());
+    let mut last_host = u32::from(subnet.last_host());
+    if let Some(r) = range {
+        first = first.max(u32::from(r.addr()));
+        last_host = last_host.min(u32::from(r.broadcast()));
+    }
+    let count = last_host.checked_sub(first).map_or(0, |n| n + 1);
+    let start = match last.map(u32::from) {
+        Some(a) if a >= first && a < last_host => a + 1,
         _ => first,
     };
-    (0..count).map(|i| Ipv4Addr::from(first + (start - first + i) % count)).find(|a| *a != gateway && !used.contains(a))
+    (0..count).map(move |i| Ipv4Addr::from(first + (start - first + i) % count)).filter(move |a| *a != gateway)
 }
 
 /// [`next_free`] limited to the addresses of `range` (podman's
@@ -37,14 +59,7 @@ pub fn next_free_in(
     used: &BTreeSet<Ipv4Addr>,
     last: Option<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
-    let lo = u32::from(subnet.first_host()).max(u32::from(range.addr()));
-    let hi = u32::from(subnet.last_host()).min(u32::from(range.broadcast()));
-    let count = hi.checked_sub(lo)? + 1;
-    let start = match last.map(u32::from) {
-        Some(a) if a >= lo && a < hi => a + 1,
-        _ => lo,
-    };
-    (0..count).map(|i| Ipv4Addr::from(lo + (start - lo + i) % count)).find(|a| *a != gateway && !used.contains(a))
+    candidates_in(subnet, Some(range), gateway, last).find(|a| !used.contains(a))
 }
 
 /// Whether `addr` may be leased in `subnet`: a usable host address that is

@@ -142,6 +142,13 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
         }
     }
     leftovers::sweep(paths, dry_run, &mut report.actions);
+    // CNI attachments have no owner process (the container runtime owns
+    // their lifecycle): listed as live, left to the CNI DEL and GC verbs.
+    if let Ok(records) = crate::cni::record::CniStore::new(&paths.run_dir).list(None) {
+        report.live.extend(
+            records.into_iter().flatten().map(|r| format!("cni:{}/{}/{}", r.network, r.container_id, r.ifname)),
+        );
+    }
     Ok(report)
 }
 

@@ -63,6 +63,19 @@ impl Netlink {
             .map_err(|source| NetlinkError::AddDefaultRoute { gateway, source })
     }
 
+    /// Networks the host already has: the networks of its addresses and the
+    /// destinations of its routes (the default route excluded). A new
+    /// network's subnet must overlap none of them.
+    pub fn host_networks(&mut self) -> Result<Vec<crate::model::cidr::Ipv4Net>, NetlinkError> {
+        let mut nets: Vec<crate::model::cidr::Ipv4Net> = self
+            .ipv4_addresses()?
+            .into_iter()
+            .filter_map(|a| crate::model::cidr::Ipv4Net::truncating(a.address, a.prefix).ok())
+            .collect();
+        nets.extend(self.ipv4_routes()?.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
+        Ok(nets)
+    }
+
     /// Add the IPv6 default route via `gateway` (on-link through the
     /// subnet route of the link's address) to the main table.
     pub fn add_default_route6(&mut self, gateway: Ipv6Addr) -> Result<(), NetlinkError> {
