@@ -200,7 +200,10 @@ pub fn remove_network(paths: &Paths, name: &NetworkName, in_use: InUse) -> Resul
 fn stop_runs(paths: &Paths, network: &str, users: &[Attachment], grace: Duration) -> Result<(), ManageError> {
     use nix::sys::signal::{Signal, kill};
     let pid = |a: &Attachment| nix::unistd::Pid::from_raw(a.owner.pid as i32);
-    for a in users {
+    // An owner in another pid namespace (a run started inside a run) has a
+    // pid that names another process here: never signalled.
+    let here = |a: &&Attachment| a.owner.is_here(&paths.proc_root);
+    for a in users.iter().filter(here) {
         let _ = kill(pid(a), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
@@ -209,7 +212,7 @@ fn stop_runs(paths: &Paths, network: &str, users: &[Attachment], grace: Duration
         std::thread::sleep(Duration::from_millis(20));
     }
     let left = alive();
-    for a in &left {
+    for a in left.iter().filter(here) {
         let _ = kill(pid(a), Signal::SIGKILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);

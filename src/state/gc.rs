@@ -44,7 +44,8 @@ pub fn steps(record: &RunRecord, paths: &Paths) -> Vec<Step> {
     let mut out = Vec::new();
     let factory = record.forwarder.as_ref().and_then(|f| f.factory);
     for p in [record.helper.as_ref().map(|h| h.process), factory, record.child].into_iter().flatten() {
-        if p.is_alive(proc_root) {
+        // A pid of another pid namespace means another process here.
+        if p.is_here(proc_root) && p.is_alive(proc_root) {
             out.push(Step::Kill(p));
         }
     }
@@ -235,7 +236,7 @@ mod tests {
     }
 
     fn dead() -> ProcessId {
-        ProcessId { pid: u32::MAX - 1, start_time: 1 }
+        ProcessId { pid: u32::MAX - 1, start_time: 1, pid_ns: None }
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub struct RunSummary {
 
 impl RunSummary {
     fn of(record: &RunRecord, proc_root: &Path) -> Self {
-        let pid = record.child.filter(|c| c.is_alive(proc_root)).map(|c| c.pid);
+        // The recorded child is the run's init; the command is its child.
+        let init = record.child.filter(|c| c.is_here(proc_root) && c.is_alive(proc_root)).map(|c| c.pid);
+        let pid = init.map(|i| first_child(proc_root, i).unwrap_or(i));
         let command = pid
             .and_then(|p| std::fs::read(proc_root.join(p.to_string()).join("cmdline")).ok())
             .map(|raw| {
@@ -56,6 +58,12 @@ impl RunSummary {
             command,
         }
     }
+}
+
+/// The first child of `pid` (`/proc/<pid>/task/<pid>/children`).
+fn first_child(proc_root: &Path, pid: u32) -> Option<u32> {
+    let path = proc_root.join(pid.to_string()).join("task").join(pid.to_string()).join("children");
+    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Unix time at which `p` started: boot time plus its start in clock ticks.

@@ -270,12 +270,12 @@ mod tests {
     fn record(id: &str) -> RunRecord {
         RunRecord {
             id: id.into(),
-            owner: ProcessId { pid: 1, start_time: 2 },
+            owner: ProcessId { pid: 1, start_time: 2, pid_ns: None },
             mode: NetworkMode::Pasta,
             child: None,
             helper: Some(HelperRecord {
                 kind: crate::flow::run::HelperKind::Pasta,
-                process: ProcessId { pid: 3, start_time: 4 },
+                process: ProcessId { pid: 3, start_time: 4, pid_ns: None },
             }),
             netns_path: None,
             ports: vec![],
