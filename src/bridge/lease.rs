@@ -413,7 +413,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn me() -> ProcessId {
-        ProcessId { pid: std::process::id(), start_time: 1 }
+        ProcessId { pid: std::process::id(), start_time: 1, pid_ns: None }
     }
 
     #[test]
@@ -464,7 +464,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = LeaseStore::new(tmp.path());
         let def = default_network_def();
-        let dead = ProcessId { pid: u32::MAX - 1, start_time: 1 };
+        let dead = ProcessId { pid: u32::MAX - 1, start_time: 1, pid_ns: None };
         let cni = Lease { id: "c1/eth0".into(), owner: dead, cni: true };
         let a = store.allocate_lease(&def, &cni, None).unwrap();
         store.allocate(&def, "gone", dead, None).unwrap();

@@ -107,10 +107,13 @@ pub struct NetArgs {
 
 impl NetArgs {
     /// The library's view of these options: a bare name looked up among the
-    /// networks, a bad DNS value a usage error naming the flag and the value,
-    /// and options the mode cannot honour warned about (refused under
-    /// `--fallback strict`).
+    /// networks, a bad DNS value or a host port published twice a usage
+    /// error naming the flag and the value, and options the mode cannot
+    /// honour warned about (refused under `--fallback strict`).
     pub fn config(&self, ctx: &Context) -> Result<NetworkConfig, CliError> {
+        if let Some(dup) = crate::ports::precheck::duplicate(&self.publish) {
+            return Err(CliError::usage(dup.to_string()));
+        }
         let (mode, helper_options) = match &self.network {
             NetworkArg::Mode(mode, opts) => (mode.clone(), opts.clone()),
             NetworkArg::Named(name) => (NetworkMode::Bridge(Some(self.lookup(name, ctx)?)), Vec::new()),

@@ -82,8 +82,7 @@ struct Address {
 }
 
 fn me() -> ProcessId {
-    ProcessId::of(std::path::Path::new("/proc"), std::process::id())
-        .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 })
+    ProcessId::of(std::path::Path::new("/proc"), std::process::id()).unwrap_or(ProcessId::unread(std::process::id()))
 }
 
 /// ADD: attach and return the result.

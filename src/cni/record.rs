@@ -222,7 +222,7 @@ mod tests {
             gateway: "10.1.0.1".parse().unwrap(),
             ports: vec!["8080:80".parse().unwrap()],
             ipam: None,
-            created_by: ProcessId { pid: 1, start_time: 2 },
+            created_by: ProcessId { pid: 1, start_time: 2, pid_ns: None },
         }
     }
 

@@ -208,7 +208,7 @@ pub(crate) fn detach(paths: &Paths, id: &str) -> Result<DetachReport, RunError> 
     if record.kind != RecordKind::Attachment {
         return Err(RunError::NotAnAttachment(id.to_owned()));
     }
-    let me = ProcessId::of(&paths.proc_root, std::process::id()).unwrap_or(ProcessId { pid: 0, start_time: 0 });
+    let me = ProcessId::of(&paths.proc_root, std::process::id()).unwrap_or(ProcessId::unread(0));
     let busy = record.phase != Phase::Ready && record.owner != me && record.owner.is_alive(&paths.proc_root);
     if busy {
         let doing = if record.phase == Phase::Setup { "setting up" } else { "tearing down" };
@@ -231,7 +231,7 @@ mod tests {
 
     fn other(mode: &str, ports: &[&str]) -> Record {
         let mut r =
-            Record::new("x".into(), RecordKind::Attachment, ProcessId { pid: 1, start_time: 1 }, mode.parse().unwrap());
+            Record::new("x".into(), RecordKind::Attachment, ProcessId { pid: 1, start_time: 1, pid_ns: None }, mode.parse().unwrap());
         r.ports = ports.iter().map(|p| p.parse().unwrap()).collect();
         r
     }

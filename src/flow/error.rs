@@ -40,6 +40,10 @@ pub enum RunError {
     /// The namespace child failed otherwise.
     #[error(transparent)]
     Child(#[from] UsernsError),
+    /// A published port is taken (by another run or a host process), or
+    /// published twice.
+    #[error(transparent)]
+    PortCheck(#[from] crate::ports::precheck::PortCheckError),
     /// Ephemeral port resolution failed.
     #[error(transparent)]
     Ports(#[from] PortError),

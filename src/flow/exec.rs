@@ -66,6 +66,8 @@ pub(crate) struct Exec {
     pub(crate) bridge: bridge::BridgeState,
     /// Name resolution, once prepared.
     pub dns: Option<crate::dns::PreparedDns>,
+    /// The published ports' check, held until the record is written.
+    claim: Option<crate::ports::precheck::PortClaim>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -78,7 +80,7 @@ impl Exec {
     /// A setup of `plan` under `paths`, recorded as a `kind` under a fresh id.
     pub fn new(plan: Plan, paths: &Paths, kind: RecordKind, timeout: Duration) -> Self {
         let me = std::process::id();
-        let owner = ProcessId::of(&paths.proc_root, me).unwrap_or(ProcessId { pid: me, start_time: 0 });
+        let owner = ProcessId::of(&paths.proc_root, me).unwrap_or(ProcessId::unread(me));
         Self::with_id(plan, paths, kind, timeout, new_run_id(), owner)
     }
 
@@ -116,6 +118,7 @@ impl Exec {
             pending: None,
             bridge: bridge::BridgeState::default(),
             dns: None,
+            claim: None,
         }
     }
 
@@ -133,9 +136,18 @@ impl Exec {
                 self.record.ports = self.ports.clone();
                 Ok(())
             }
+            Step::ClaimPorts => {
+                self.claim = Some(crate::ports::precheck::claim(&self.paths, &self.ports)?);
+                Ok(())
+            }
             Step::BindListeners => relay::bind(self),
             Step::PrepareDns => self.prepare_dns(),
-            Step::WriteRecord => self.open_record(),
+            Step::WriteRecord => {
+                self.open_record()?;
+                // The ports are on record: other setups' checks see them.
+                self.claim = None;
+                Ok(())
+            }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
             Step::CreateNetns => ns::create_named(self),

@@ -165,7 +165,7 @@ mod tests {
     use crate::state::record::{Anchor, Phase, ProcessRole, RecordKind};
 
     fn dead() -> ProcessId {
-        ProcessId { pid: u32::MAX - 1, start_time: 1 }
+        ProcessId { pid: u32::MAX - 1, start_time: 1, pid_ns: None }
     }
 
     fn me() -> ProcessId {

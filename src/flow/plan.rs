@@ -229,6 +229,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if cfg.ports.iter().any(|m| m.host.is_none()) {
         steps.push(Step::PickHostPorts);
     }
+    if !cfg.ports.is_empty() {
+        steps.push(Step::ClaimPorts);
+    }
     if input.builtin {
         steps.push(Step::BindListeners);
     }

@@ -64,6 +64,7 @@ fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() 
     assert_eq!(
         ops(&p),
         [
+            "claim_ports",
             "bind_listeners",
             "prepare_dns",
             "write_record",
@@ -125,7 +126,10 @@ fn explicit_pasta_plans_its_pinned_argv_and_no_selection() {
     assert!(p.decision.is_none());
     let argv = p.helper_argv.clone().unwrap().join(" ");
     assert!(argv.contains("-t 127.0.0.1/8080:80") && argv.contains("-u none") && argv.contains("-T none"), "{argv}");
-    assert_eq!(ops(&p), ["prepare_dns", "write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]);
+    assert_eq!(
+        ops(&p),
+        ["claim_ports", "prepare_dns", "write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]
+    );
 }
 
 #[test]
@@ -146,7 +150,7 @@ fn a_missing_pasta_or_an_unusable_tun_is_refused_with_a_hint() {
     assert!(matches!(err, Refusal::PastaMissing) && err.hint().unwrap().contains("apt-get install passt"), "{err}");
     let mut caps = rootless();
     caps.tun.problem = Some(crate::host::diagnose::TunProblem::Missing { path: "/dev/net/tun".into() });
-    assert!(matches!(run_plan(cfg("slirp4netns", &[]), &caps).unwrap_err(), Refusal::Tun(_)));
+    assert!(matches!(run_plan(cfg("slirp4netns", &[]), &caps).unwrap_err(), Refusal::Tun { helper: "slirp4netns", .. }));
 }
 
 #[test]
@@ -155,7 +159,7 @@ fn a_plain_loopback_run_writes_no_record_and_a_relayed_one_does() {
     let p = run_plan(cfg("loopback", &["127.0.0.1::80"]), &rootless()).unwrap();
     assert_eq!(
         ops(&p),
-        ["pick_host_ports", "bind_listeners", "write_record", "fork_child", "start_relay", "exec_command"]
+        ["pick_host_ports", "claim_ports", "bind_listeners", "write_record", "fork_child", "start_relay", "exec_command"]
     );
     let err = run_plan(cfg("loopback", &[]).tap_host_port(5432), &rootless()).unwrap_err();
     assert!(matches!(err, Refusal::HostLoopback { .. }), "{err}");
@@ -169,6 +173,7 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
     assert_eq!(
         ops(&p),
         [
+            "claim_ports",
             "prepare_dns",
             "write_record",
             "lease_address",
@@ -214,7 +219,7 @@ fn a_rootless_pasta_attachment_spawns_pasta_into_the_given_namespace_and_commits
     let p = plan(&attach(cfg("pasta", &["127.0.0.1::80"]), true, false), &rootless(), &NETS).unwrap();
     assert_eq!(
         ops(&p),
-        ["pick_host_ports", "write_record", "spawn_helper", "await_ready", "commit"],
+        ["pick_host_ports", "claim_ports", "write_record", "spawn_helper", "await_ready", "commit"],
         "a fixed pasta forwards the port itself"
     );
     let argv = p.helper_argv.unwrap().join(" ");
@@ -235,6 +240,7 @@ fn a_root_attachment_names_a_process_namespace_but_not_a_bind_mount() {
     assert_eq!(
         ops(&p),
         [
+            "claim_ports",
             "write_record",
             "lease_address",
             "ensure_network",
@@ -279,4 +285,30 @@ impl Tweak for NetworkConfig {
         self.host_loopback_ports.push(port);
         self
     }
+}
+
+#[test]
+fn debians_pasta_keeps_the_host_loopback_private_keeps_root_and_is_named_once_when_chosen_by_hand() {
+    let mut caps = root();
+    caps.pasta = debian_pasta();
+    let p = run_plan(cfg("pasta", &[]), &caps).unwrap();
+    assert_eq!(p.runas, Some(0));
+    assert!(p.helper_argv.as_ref().unwrap().iter().any(|a| a == "--no-map-gw"));
+    let named: Vec<_> = p.warnings.iter().filter(|w| w.contains("TCP bugs")).collect();
+    assert_eq!(named.len(), 1, "{:?}", p.warnings);
+    assert!(named[0].contains("2024_08_06"), "{named:?}");
+}
+
+#[test]
+fn a_pasta_without_no_map_gw_is_refused_naming_pasta_and_the_exposure() {
+    let mut caps = rootless();
+    let features = crate::helpers::pasta::features::PastaFeatures::from_outputs(
+        "pasta 2021_01_01.abc\n",
+        "  --netns PATH\n  --userns PATH\n  --config-net\n",
+    );
+    caps.pasta = crate::host::probe::Helper::Found { path: "/opt/pasta".into(), features: features.into() };
+    let err = run_plan(cfg("pasta", &[]), &caps).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("pasta at /opt/pasta cannot keep the host's loopback private"), "{text}");
+    assert!(err.hint().unwrap().contains("slirp4netns"), "{:?}", err.hint());
 }

@@ -98,6 +98,11 @@ pub enum Inside {
 pub enum Step {
     /// Pick a free host port for every published port that names none (`-p 80`).
     PickHostPorts,
+    /// Check that no live run publishes, and no host socket holds, a
+    /// published host port; the check holds a lock on the runs directory
+    /// until the record (with the ports) is written, so two setups cannot
+    /// both pass.
+    ClaimPorts,
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
@@ -188,6 +193,7 @@ impl Step {
     pub fn op(&self) -> &'static str {
         match self {
             Self::PickHostPorts => "pick_host_ports",
+            Self::ClaimPorts => "claim_ports",
             Self::BindListeners => "bind_listeners",
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",

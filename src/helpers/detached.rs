@@ -96,7 +96,7 @@ pub(crate) fn spawn_gated(
         let _ = nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(npid, None);
     };
-    let id = ProcessId::of(proc_root, pid as u32).unwrap_or(ProcessId { pid: pid as u32, start_time: 0 });
+    let id = ProcessId::of(proc_root, pid as u32).unwrap_or(ProcessId::unread(pid as u32));
     if let Err(e) = record(id) {
         kill();
         return Err(e);
@@ -199,9 +199,11 @@ fn exited_within(pidfd: &std::os::fd::OwnedFd, grace: Duration) -> bool {
 }
 
 /// A pidfd of `process` (by pid and start time), or `None` when it is
-/// gone: a recycled pid is never opened.
+/// gone or numbered in another pid namespace: a recycled pid, or another
+/// namespace's, is never opened.
 fn open_verified(process: ProcessId, proc_root: &Path) -> io::Result<Option<std::os::fd::OwnedFd>> {
-    if !process.is_alive(proc_root) {
+    // A pid of another pid namespace names another process here.
+    if !process.is_here(proc_root) || !process.is_alive(proc_root) {
         return Ok(None);
     }
     let pidfd = match pidfd_open(process.pid) {

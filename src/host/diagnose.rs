@@ -20,7 +20,7 @@ pub enum TunProblem {
     },
     /// The node exists but this user may not open it.
     #[error(
-        "{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}); pasta needs it to create its tap device. Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)"
+        "{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}). Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)"
     )]
     NotPermitted {
         /// Device path.

@@ -7,4 +7,5 @@ pub mod builtin;
 pub mod ephemeral;
 pub mod exposure;
 pub mod nsfactory;
+pub mod precheck;
 pub mod relay;

@@ -312,9 +312,9 @@ mod tests {
     #[test]
     fn a_record_round_trips_through_json_with_tagged_resources() {
         let mut r =
-            Record::new("abc".into(), RecordKind::Attachment, ProcessId { pid: 1, start_time: 2 }, NetworkMode::Pasta);
-        r.anchor = Anchor::Namespace { process: Some(ProcessId { pid: 5, start_time: 6 }), mount: None };
-        r.resources.push(Resource::Process { role: ProcessRole::Pasta, process: ProcessId { pid: 3, start_time: 4 } });
+            Record::new("abc".into(), RecordKind::Attachment, ProcessId { pid: 1, start_time: 2, pid_ns: None }, NetworkMode::Pasta);
+        r.anchor = Anchor::Namespace { process: Some(ProcessId { pid: 5, start_time: 6, pid_ns: None }), mount: None };
+        r.resources.push(Resource::Process { role: ProcessRole::Pasta, process: ProcessId { pid: 3, start_time: 4, pid_ns: None } });
         r.resources.push(Resource::File { path: "/run/x.log".into() });
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""kind":"process","role":"pasta""#), "{json}");

@@ -41,8 +41,12 @@ impl RunSummary {
             crate::state::record::Anchor::Namespace { process, .. } => *process,
             crate::state::record::Anchor::Owner => None,
         });
-        let child = record.processes(ProcessRole::Command).next().or(holder);
-        let pid = child.filter(|c| c.is_alive(proc_root)).map(|c| c.pid);
+        // A run's recorded child is its init; the command is the init's child.
+        let init = record.processes(ProcessRole::Command).next();
+        let pid = match init.filter(|c| c.is_here(proc_root) && c.is_alive(proc_root)) {
+            Some(i) => Some(first_child(proc_root, i.pid).unwrap_or(i.pid)),
+            None => holder.filter(|h| h.is_here(proc_root) && h.is_alive(proc_root)).map(|h| h.pid),
+        };
         let command = pid
             .and_then(|p| std::fs::read(proc_root.join(p.to_string()).join("cmdline")).ok())
             .map(|raw| {
@@ -68,6 +72,12 @@ impl RunSummary {
             command,
         }
     }
+}
+
+/// The first child of `pid` (`/proc/<pid>/task/<pid>/children`).
+fn first_child(proc_root: &Path, pid: u32) -> Option<u32> {
+    let path = proc_root.join(pid.to_string()).join("task").join(pid.to_string()).join("children");
+    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Unix time at which `p` started: boot time plus its start in clock ticks.

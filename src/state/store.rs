@@ -215,10 +215,10 @@ mod tests {
         let mut r = Record::new(
             id.into(),
             RecordKind::Run,
-            ProcessId { pid: 1, start_time: 2 },
+            ProcessId { pid: 1, start_time: 2, pid_ns: None },
             crate::model::mode::NetworkMode::Pasta,
         );
-        r.resources.push(Resource::Process { role: ProcessRole::Pasta, process: ProcessId { pid: 3, start_time: 4 } });
+        r.resources.push(Resource::Process { role: ProcessRole::Pasta, process: ProcessId { pid: 3, start_time: 4, pid_ns: None } });
         r
     }
 

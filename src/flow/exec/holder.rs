@@ -55,8 +55,8 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) ->
             drop(go_rx);
             drop(listeners);
             let pid = child.as_raw() as u32;
-            let holder = ProcessId::of(&proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 });
-            let factory = read_report(report_rx).inspect_err(|_| {
+            let holder = ProcessId::of(&proc_root, pid).unwrap_or(ProcessId::unread(pid));
+            let factory = read_report(report_rx, &proc_root).inspect_err(|_| {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
             })?;
@@ -72,7 +72,7 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) ->
 
 /// The holder's report: `ok <factory pid> <start time>` (0 0 without a
 /// factory), or `err <message>`.
-fn read_report(rx: OwnedFd) -> Result<Option<ProcessId>, RunError> {
+fn read_report(rx: OwnedFd, proc_root: &std::path::Path) -> Result<Option<ProcessId>, RunError> {
     let mut text = String::new();
     std::fs::File::from(rx).read_to_string(&mut text).map_err(|e| RunError::Holder(e.to_string()))?;
     let mut words = text.split_whitespace();
@@ -80,7 +80,8 @@ fn read_report(rx: OwnedFd) -> Result<Option<ProcessId>, RunError> {
         Some("ok") => {
             let pid: u32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
             let start_time: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-            Ok((pid != 0).then_some(ProcessId { pid, start_time }))
+            let pid_ns = crate::host::procfs::pid_namespace(proc_root);
+            Ok((pid != 0).then_some(ProcessId { pid, start_time, pid_ns }))
         }
         Some("err") => Err(RunError::Holder(text.trim_start_matches("err").trim().to_owned())),
         _ => Err(RunError::Holder("the relay process exited before reporting".into())),

@@ -10,7 +10,6 @@ use crate::model::ifname::generate_ns_name;
 use crate::ns::child::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use crate::ns::netns::{self, NetNs};
 use crate::state::record::{ProcessRole, Resource};
-use nix::errno::Errno;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -34,8 +33,9 @@ pub(super) fn name(exec: &mut Exec, of: NsRef) -> Result<(), RunError> {
     Ok(())
 }
 
-/// `fork_child`: the child that will run the command enters its namespaces,
-/// brings `lo` up and waits; recorded once it reports.
+/// `fork_child`: the child that will run the command is born in its
+/// namespaces (PID and mount ones included: it becomes the init of the
+/// run's processes), brings `lo` up and waits; recorded once it reports.
 pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
     let Some(cmd) = exec.command.take() else { return Err(RunError::NoCommand) };
     let kind = match ns {
@@ -60,10 +60,10 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
         sigmask: cmd.sigmask,
         dns: exec.dns.as_mut().and_then(|d| d.inside.take()),
     };
-    let mut child = NsChild::spawn(&spec)?;
-    crate::fault::point("run.child-spawned");
     let proc_root = exec.paths.proc_root.clone();
-    let id = ProcessId::of(&proc_root, child.pid()).unwrap_or(ProcessId { pid: child.pid(), start_time: 0 });
+    let mut child = NsChild::spawn(&spec).map_err(|e| namespace_error(e, &proc_root))?;
+    crate::fault::point("run.child-spawned");
+    let id = ProcessId::of(&proc_root, child.pid()).unwrap_or(ProcessId::unread(child.pid()));
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(namespace_error(e, &proc_root));
@@ -77,13 +77,8 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
 fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
     match e {
         UsernsError::ChildFailed { stage, errno } if stage != ChildStage::Exec => {
-            let hint = match (stage, errno) {
-                (ChildStage::Unshare, Errno::EINVAL) => {
-                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: "
-                        .to_string()
-                        + &UsernsKnobs::read(proc_root).hint()
-                }
-                (ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups, _) => {
+            let hint = match stage {
+                ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups => {
                     UsernsKnobs::read(proc_root).hint()
                 }
                 _ => String::new(),

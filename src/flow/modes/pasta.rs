@@ -8,7 +8,7 @@
 use super::{Input, ModeDriver, argv_strings};
 use crate::flow::plan::{Refusal, TargetKind};
 use crate::flow::steps::{Helper, NsRef, Step};
-use crate::helpers::pasta::args::{PastaPlan, build_argv};
+use crate::helpers::pasta::args::{NO_MAP_GW, PastaPlan, build_argv};
 use crate::model::port::PortProto;
 use std::path::PathBuf;
 
@@ -34,7 +34,12 @@ impl ModeDriver for Pasta {
             return Err(Refusal::PastaMissing);
         }
         if let Some(problem) = &input.host.tun.problem {
-            return Err(Refusal::Tun(problem.clone()));
+            return Err(Refusal::Tun { helper: "pasta", problem: problem.clone() });
+        }
+        if let (Some(path), Some(f)) = (input.host.pasta.path(), input.host.pasta.features())
+            && !f.features.has(NO_MAP_GW)
+        {
+            return Err(Refusal::PastaExposesHostLoopback { path: path.to_owned() });
         }
         let routes = input.host.default_route;
         if !routes.any() {
@@ -87,6 +92,14 @@ impl ModeDriver for Pasta {
     }
 
     fn warnings(&self, input: &Input<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        // pasta named without a fallback policy skips the ladder, which
+        // judges builds: a build with known egress bugs is named once.
+        if let (false, Some(path), Some(f)) = (input.decided, input.host.pasta.path(), input.host.pasta.features())
+            && let Some(bugs) = crate::flow::select::buggy_pasta(path, &f.features)
+        {
+            out.push(format!("{bugs}; {}", crate::flow::select::PASTA_UPGRADE));
+        }
         // Seen with Debian 12's 2023-03-09 build: replies to loopback
         // clients on a remapped UDP port never arrive. The fix date is
         // unknown; builds that predate the tap-path fixes are assumed affected.
@@ -98,12 +111,12 @@ impl ModeDriver for Pasta {
             .iter()
             .any(|m| m.proto == PortProto::Udp && m.host.map(|h| h.start()) != Some(m.container.start()));
         if buggy && remapped && !input.builtin {
-            return vec![
+            out.push(
                 "this pasta build drops UDP replies to loopback clients when the host port differs from the \
                  container port; publish UDP with equal port numbers or upgrade passt"
                     .into(),
-            ];
+            );
         }
-        Vec::new()
+        out
     }
 }

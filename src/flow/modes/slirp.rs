@@ -30,7 +30,7 @@ impl ModeDriver for Slirp {
             return Err(Refusal::SlirpMissing);
         }
         if let Some(problem) = &input.host.tun.problem {
-            return Err(Refusal::Tun(problem.clone()));
+            return Err(Refusal::Tun { helper: "slirp4netns", problem: problem.clone() });
         }
         if !input.req.network.host_loopback_ports.is_empty() {
             return Err(Refusal::HostLoopback { mode: input.mode.clone() });

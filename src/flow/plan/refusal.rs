@@ -34,9 +34,25 @@ pub enum Refusal {
     /// pasta disables IPv6 on a host without an IPv6 default route.
     #[error("pasta cannot publish {0}: the host has no IPv6 default route, so pasta has no IPv6")]
     PastaNoIpv6(String),
-    /// The tun device is unusable.
-    #[error(transparent)]
-    Tun(TunProblem),
+    /// The tun device is unusable for the helper that needs it.
+    #[error("{helper} needs the tun device to create its tap device: {problem}")]
+    Tun {
+        /// `pasta` or `slirp4netns`.
+        helper: &'static str,
+        /// What is wrong with the device.
+        #[source]
+        problem: TunProblem,
+    },
+    /// The pasta build cannot keep the host's loopback out of reach.
+    #[error(
+        "pasta at {} cannot keep the host's loopback private: it lacks --no-map-gw, so every service on the \
+         host's 127.0.0.1 would be reachable from inside through the gateway address",
+        path.display()
+    )]
+    PastaExposesHostLoopback {
+        /// The pasta binary.
+        path: std::path::PathBuf,
+    },
     /// Bridge networks need privileges.
     #[error("bridge networking needs CAP_NET_ADMIN")]
     BridgeNeedsRoot,
@@ -103,6 +119,9 @@ impl Refusal {
             Self::SlirpMissing => {
                 "install it with `sudo apt-get install slirp4netns`, or choose `--network pasta`".into()
             }
+            Self::PastaExposesHostLoopback { .. } => {
+                "install passt 2021 or later, or choose `--network slirp4netns`".into()
+            }
             Self::BridgeNeedsRoot => "run as root, or use `--network pasta` (rootless)".into(),
             Self::NoDefaultRoute => "add a default route (`sudo ip route add default via GATEWAY`), or use \
                                      `--network slirp4netns` or `loopback`"
@@ -123,7 +142,7 @@ impl Refusal {
             Self::HelperOptions(e) => return e.hint(),
             Self::Select(_)
             | Self::PortDriver(_)
-            | Self::Tun(_)
+            | Self::Tun { .. }
             | Self::Network(_)
             | Self::Dns(_) => return None,
         };

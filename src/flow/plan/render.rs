@@ -102,6 +102,10 @@ fn describe(plan: &Plan, step: &Step) -> String {
             let open: Vec<_> = plan.ports.iter().filter(|m| m.host.is_none()).cloned().collect();
             format!("pick free host ports for {}", list(&open))
         }
+        Step::ClaimPorts => format!(
+            "check that no live run publishes and no host socket holds {} (held until the record is written)",
+            list(&plan.ports)
+        ),
         Step::BindListeners => format!("bind the host listeners of {} in this namespace", list(&plan.ports)),
         Step::WriteRecord => {
             "write the record (<run dir>/runs/<id>.json); everything created from here on is recorded \

@@ -8,9 +8,19 @@ use crate::helpers::pasta::features::TapBugs;
 use crate::host::probe::{ContainerHint, HostCaps};
 
 /// Long options pelagos-net's pasta argv always uses (`-t`/`-u`/`-T`/`-U`
-/// are listed by their long names).
-const PASTA_OPTIONS: &[&str] =
-    &["--config-net", "--foreground", "--stderr", "--netns", "--tcp-ports", "--udp-ports", "--tcp-ns", "--udp-ns"];
+/// are listed by their long names; `--no-map-gw` keeps the host's loopback
+/// out of reach).
+const PASTA_OPTIONS: &[&str] = &[
+    "--config-net",
+    "--foreground",
+    "--stderr",
+    "--no-map-gw",
+    "--netns",
+    "--tcp-ports",
+    "--udp-ports",
+    "--tcp-ns",
+    "--udp-ns",
+];
 /// Long options the slirp4netns backend's argv uses ([`crate::helpers::slirp::args`]),
 /// `--userns-path` aside (rootless only).
 const SLIRP_OPTIONS: &[&str] =

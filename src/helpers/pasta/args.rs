@@ -9,6 +9,15 @@
 //! pasta's default `auto` (which scans for and forwards every bound port, and
 //! slows start-up), and pasta stays in the foreground logging to stderr so the
 //! process owner can capture its messages and its exit.
+//!
+//! The host's loopback stays out of reach: pasta's default maps the
+//! namespace's gateway address to the host's `127.0.0.1`/`::1`, which hands
+//! every service bound to the host's loopback (databases, admin consoles,
+//! IDE and docker sockets) to whatever runs inside. `--no-map-gw` turns
+//! that off, so the gateway is the real gateway; the only doors onto the
+//! host's loopback are the ports the caller names ([`PastaPlan::host_loopback_ports`],
+//! pasta's `-T`). Every pasta build since 2021 has the option
+//! ([`NO_MAP_GW`]); a build whose `--help` lacks it is refused before it runs.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -63,16 +72,20 @@ pub enum ArgsError {
     ZeroLoopbackPort,
 }
 
+/// The option that keeps the host's loopback out of the namespace's reach
+/// (pasta would otherwise map the gateway address to it).
+pub const NO_MAP_GW: &str = "--no-map-gw";
+
 /// The arguments after the program name for running pasta as `plan` says.
 ///
-/// Order: `--config-net --foreground --stderr`, then `-t` and `-u` (one per
+/// Order: `--config-net --foreground --stderr --no-map-gw`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
 /// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
 /// PATH` and `--runas UID` when given, then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
-        ["--config-net", "--foreground", "--stderr"].into_iter().map(OsString::from).collect();
+        ["--config-net", "--foreground", "--stderr", NO_MAP_GW].into_iter().map(OsString::from).collect();
     for (flag, proto) in [("-t", PortProto::Tcp), ("-u", PortProto::Udp)] {
         let specs = plan.ports.iter().filter(|m| m.proto == proto).map(forward_spec).collect::<Result<Vec<_>, _>>()?;
         if specs.is_empty() {
@@ -203,7 +216,7 @@ mod tests {
 
     /// The fixed head, then `middle`, then the rootless namespace options.
     fn expected(middle: &[&str]) -> Vec<String> {
-        let head = ["--config-net", "--foreground", "--stderr"];
+        let head = ["--config-net", "--foreground", "--stderr", "--no-map-gw"];
         head.iter().chain(middle).chain(&ROOTLESS_TAIL).map(|s| s.to_string()).collect()
     }
 
@@ -265,6 +278,7 @@ mod tests {
             "--config-net",
             "--foreground",
             "--stderr",
+            "--no-map-gw",
             "-t",
             "8080:80",
             "-u",
@@ -310,6 +324,22 @@ mod tests {
         let err = build_argv(&rootless(vec![bad])).unwrap_err();
 
         assert_eq!(err.to_string(), "port mapping [::1]:8000-8001:80-90/udp maps 2 host ports to 11 container ports");
+    }
+
+    /// Regression: pasta's default mapped the gateway address to the host's
+    /// loopback, so every service on the host's 127.0.0.1 was reachable
+    /// from inside without `--host-port`.
+    #[test]
+    fn every_argv_keeps_the_host_loopback_unmapped_with_an_option_debians_build_has() {
+        let debian = crate::helpers::pasta::features::parse_help(include_str!(
+            "../../../tests/fixtures/pasta-help-2023-03-09.txt"
+        ));
+        let root = PastaPlan { target: NsTarget { netns: "/run/netns/x".into(), userns: None }, ..rootless(vec![]) };
+        for plan in [rootless(vec![]), rootless(vec![tcp(8080, 80)]), root] {
+            let argv = argv(&plan);
+            assert_eq!(argv.iter().filter(|a| *a == NO_MAP_GW).count(), 1, "{argv:?}");
+        }
+        assert!(debian.contains(NO_MAP_GW));
     }
 
     #[test]
