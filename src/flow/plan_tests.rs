@@ -312,3 +312,18 @@ fn a_pasta_without_no_map_gw_is_refused_naming_pasta_and_the_exposure() {
     assert!(text.starts_with("pasta at /opt/pasta cannot keep the host's loopback private"), "{text}");
     assert!(err.hint().unwrap().contains("slirp4netns"), "{:?}", err.hint());
 }
+
+/// Steps are data another process can be handed (a holder running steps
+/// inside another user namespace): each survives JSON unchanged.
+#[test]
+fn every_step_round_trips_through_json() {
+    let plans = [
+        run_plan(cfg("bridge", &["8080:80"]), &root()).unwrap(),
+        run_plan(cfg("pasta", &["127.0.0.1::80"]), &rootless()).unwrap(),
+        plan(&attach(cfg("loopback", &["127.0.0.1:8080:80"]), true, false), &rootless(), &NETS).unwrap(),
+    ];
+    for step in plans.iter().flat_map(|p| p.steps.iter()) {
+        let json = serde_json::to_value(step).unwrap();
+        assert_eq!(&serde_json::from_value::<Step>(json.clone()).unwrap(), step, "{json}");
+    }
+}

@@ -12,11 +12,11 @@
 //! user namespace) handed to another process.
 
 use crate::state::record::ProcessRole;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// A namespace as a step refers to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NsRef {
     /// The namespace child this run forks (`/proc/<child>/ns/...`).
@@ -40,7 +40,7 @@ impl NsRef {
 }
 
 /// Which namespaces the forked child enters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "enter", rename_all = "snake_case")]
 pub enum ChildNs {
     /// New user and network namespaces, the caller mapped to root inside.
@@ -55,7 +55,7 @@ pub enum ChildNs {
 }
 
 /// A network helper process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Helper {
     /// pasta.
@@ -83,7 +83,7 @@ impl Helper {
 }
 
 /// How the builtin relay gets sockets inside the namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Inside {
     /// The relay thread joins the network namespace itself (a caller that may `setns`).
@@ -93,7 +93,7 @@ pub enum Inside {
 }
 
 /// One step of a setup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Step {
     /// Pick a free host port for every published port that names none (`-p 80`).
