@@ -1,8 +1,9 @@
 //! The builtin port driver's relay for UDP, against real sockets in real
 //! namespaces: request and response from both client paths with one flow
 //! per client and idle expiry, replies from the address the client sent to,
-//! an IPv6 listener in front of an IPv4-only server, and datagrams refused
-//! inside the container namespace.
+//! an IPv6 listener in front of an IPv4-only server, datagrams refused
+//! inside the container namespace, and a server that binds after its
+//! client started sending.
 //!
 //! The rig (a throwaway topology plus a "container" namespace, see
 //! `tests/common/fwdrig.rs`) binds listeners in the host namespace, the relay
@@ -114,4 +115,28 @@ fn udp_datagrams_refused_inside_the_namespace_are_counted() {
     sock.send_to(b"anyone?", to).unwrap();
     wait_for("the refused datagram to be counted", Duration::from_secs(5), || rig.fwd().stats().udp_dropped >= 1);
     assert_eq!(rig.fwd().stats().bytes_from_container, 0);
+}
+
+/// Regression: a client that starts sending before the server binds (the
+/// run's command still starting, as a slow machine makes likely) was
+/// refused on 127.0.0.1, then on [::1], and its flow stayed on [::1] for as
+/// long as the client kept sending: the server that bound 127.0.0.1 a
+/// moment later was never reached (a test saw no echo in 10 s of pings).
+#[test]
+fn udp_server_that_binds_after_the_first_datagram_is_reached() {
+    let _shared = shared();
+    let Some(rig) = Rig::new(&["127.0.0.1:5353:53/udp"], ForwarderConfig::default()) else { return };
+    let (sock, to) = rig.udp_client(ClientPath::Loopback, 5353);
+    sock.send_to(b"anyone?", to).unwrap();
+    wait_for("the early datagram to be refused by both loopbacks", Duration::from_secs(5), || {
+        rig.fwd().stats().udp_dropped >= 1
+    });
+    let echo = rig.udp_echo("0.0.0.0:53", 1);
+    sock.send_to(b"now?", to).unwrap();
+    let mut buf = [0; 1500];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("the server that bound late was not reached: {e} ({:?})", rig.fwd().stats()));
+    assert_eq!((from, &buf[..n]), (to, &b"now?"[..]));
+    echo.join().unwrap();
 }
