@@ -97,7 +97,7 @@ fn lookup_user(name: &str) -> Option<TestUser> {
 }
 
 impl Tier {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Tier::Rootless => "rootless",
             Tier::Root => "root",

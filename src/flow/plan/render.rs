@@ -174,7 +174,7 @@ fn describe(plan: &Plan, step: &Step) -> String {
         }
         Step::AwaitReady { helper: Helper::Pasta } => {
             let ports = if plan.builtin() { "" } else { ", every published host port" };
-            format!("wait for the default route{ports} and every --host-port listener")
+            format!("wait for the default route (and the IPv6 one when the host has one){ports} and every --host-port listener")
         }
         Step::AwaitReady { helper: Helper::Slirp4netns } => {
             let mut text = "wait for slirp4netns's ready-fd".to_owned();
