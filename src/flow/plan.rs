@@ -232,6 +232,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if !cfg.ports.is_empty() {
         steps.push(Step::ClaimPorts);
     }
+    if driver.holds_ports(&input) {
+        steps.push(Step::HoldPorts);
+    }
     if input.builtin {
         steps.push(Step::BindListeners);
     }

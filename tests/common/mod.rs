@@ -303,6 +303,16 @@ impl Topology {
     /// [`Topology::cli`] with `wrapper` (a command that execs the rest, run
     /// as root) between `ip netns exec` and the switch to the tier's user.
     pub fn cli_wrapped(&self, env: &Env, wrapper: &[std::ffi::OsString], args: &[&str]) -> Command {
+        self.cli_in(env, wrapper, &self.run_dir, args)
+    }
+
+    /// [`Topology::cli`] recording under `run_dir` instead of the
+    /// topology's own (another user's runs, as a run sees them).
+    pub fn cli_with_run_dir(&self, env: &Env, run_dir: &Path, args: &[&str]) -> Command {
+        self.cli_in(env, &[], run_dir, args)
+    }
+
+    fn cli_in(&self, env: &Env, wrapper: &[std::ffi::OsString], run_dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(which("ip").expect("ip"));
         cmd.args(["netns", "exec", &self.host]);
         cmd.args(wrapper);
@@ -316,7 +326,7 @@ impl Topology {
             ]);
         }
         cmd.arg(&env.bin);
-        cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
+        cmd.arg("--run-dir").arg(run_dir).arg("--netns-dir").arg(&self.netns_dir);
         cmd.arg("--config-dir").arg(&self.config_dir);
         cmd.args(args);
         cmd.env_clear()

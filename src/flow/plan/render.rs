@@ -107,6 +107,11 @@ fn describe(plan: &Plan, step: &Step) -> String {
             list(&plan.ports)
         ),
         Step::BindListeners => format!("bind the host listeners of {} in this namespace", list(&plan.ports)),
+        Step::HoldPorts => format!(
+            "hold {} with sockets of this process while the run lives (IPv4; DNAT takes their traffic): nothing \
+             else can bind them",
+            list(&plan.ports)
+        ),
         Step::WriteRecord => {
             "write the record (<run dir>/runs/<id>.json); everything created from here on is recorded \
                               before or as it is created"
