@@ -14,7 +14,7 @@
 mod common;
 
 use common::fwdrig::{BOTH, ClientPath, Rig, shared, wait_for};
-use common::{in_netns, ip};
+use common::{in_netns, ip, wait_ipv6_usable};
 use pelagos_net::ports::relay::ForwarderConfig;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -63,6 +63,10 @@ fn udp_reply_comes_from_the_address_the_client_sent_to() {
     let Some(rig) = Rig::new(&["5353:53/udp"], ForwarderConfig::default()) else { return };
     // A second IPv6 address on the host, besides ::1.
     ip(&["-n", &rig.topo.host, "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"]);
+    // Regression: sent before the address's local route existed, the
+    // datagram was lost and the test waited 5 s for a reply (1 run in 8
+    // with the suite's load).
+    wait_ipv6_usable(&rig.topo.host);
     // Dual-stack: IPv4 flows arrive as mapped addresses.
     let echo = rig.udp_echo("[::]:53", 2);
     // Connected client sockets accept datagrams from the connected address

@@ -27,8 +27,6 @@ use std::path::{Path, PathBuf};
 pub const RTF_UP: u16 = 0x0001;
 /// Route flag `RTF_GATEWAY`: the destination is reached through a gateway.
 pub const RTF_GATEWAY: u16 = 0x0002;
-/// Route flag `RTF_REJECT`: the kernel's unreachable `::/0` on `lo` carries it.
-const RTF_REJECT: u16 = 0x0200;
 /// Socket state `TCP_LISTEN` as printed in the `st` column.
 pub const TCP_LISTEN: u8 = 0x0A;
 /// Socket state `TCP_CLOSE`; for UDP it marks a bound, unconnected socket.
@@ -159,22 +157,6 @@ pub fn has_default_route(routes: &[RouteEntry]) -> bool {
         .any(|r| r.destination.is_unspecified() && r.mask.is_unspecified() && r.flags & RTF_UP != 0 && r.iface != "lo")
 }
 
-/// True when `/proc/net/ipv6_route` text holds an up `::/0` route that is not
-/// a reject route and not on `lo`.
-pub fn has_ipv6_default_route(text: &str) -> bool {
-    text.lines().any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let [dest, plen, _, _, _, _, _, _, flags, iface] = f[..] else { return false };
-        let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
-        dest.bytes().all(|b| b == b'0')
-            && dest.len() == 32
-            && plen == "00"
-            && flags & u32::from(RTF_UP) != 0
-            && flags & u32::from(RTF_REJECT) == 0
-            && iface != "lo"
-    })
-}
-
 /// Parse the text of one socket table; `kind` says which (it decides the
 /// address family and how [`SocketEntry::is_listener`] reads the state).
 pub fn parse_sockets(text: &str, kind: SockKind) -> Result<Vec<SocketEntry>, ProcNetError> {
@@ -227,17 +209,6 @@ pub fn read_routes(proc_root: &Path, pid: Option<u32>) -> Result<Vec<RouteEntry>
     parse_route_at(&text, &path)
 }
 
-/// Whether the network namespace of `pid` (or of this process when `None`)
-/// has an IPv6 default route ([`has_ipv6_default_route`]).
-pub fn read_ipv6_default_route(proc_root: &Path, pid: Option<u32>) -> Result<bool, ProcNetError> {
-    Ok(has_ipv6_default_route(&read_text(&net_file(proc_root, pid, "ipv6_route"))?))
-}
-
-/// [`read_ipv6_default_route`] of the calling thread's network namespace.
-pub fn read_ipv6_default_route_of_thread(proc_root: &Path) -> Result<bool, ProcNetError> {
-    Ok(has_ipv6_default_route(&read_text(&proc_root.join("thread-self/net/ipv6_route"))?))
-}
-
 /// Read one socket table of the network namespace of `pid` (or of this
 /// process when `None`) from `<proc_root>/<pid|self>/net/<kind>`.
 pub fn read_sockets(proc_root: &Path, pid: Option<u32>, kind: SockKind) -> Result<Vec<SocketEntry>, ProcNetError> {
@@ -259,12 +230,12 @@ pub fn read_sockets_of_thread(proc_root: &Path, kind: SockKind) -> Result<Vec<So
     parse_sockets_at(&read_text(&path)?, kind, &path)
 }
 
-fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
+pub(crate) fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
     let who = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
     proc_root.join(who).join("net").join(name)
 }
 
-fn read_text(path: &Path) -> Result<String, ProcNetError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ProcNetError> {
     fs::read_to_string(path).map_err(|source| ProcNetError::Read { path: path.to_owned(), source })
 }
 

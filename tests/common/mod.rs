@@ -293,6 +293,8 @@ impl Topology {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
         }
         ip(&["-n", &self.host, "-6", "route", "add", "default", "via", "fd00:231::1"]);
+        wait_ipv6_usable(&self.host);
+        wait_ipv6_usable(&self.upstream);
     }
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
@@ -414,6 +416,22 @@ impl Drop for Topology {
 /// Run `f` on a fresh thread that has joined the named netns.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     in_netns_path(Path::new("/run/netns").join(name), f)
+}
+
+/// Wait until every global IPv6 address of namespace `name` can be used:
+/// `ip addr add` returns before the kernel's address work (run even for
+/// `nodad`, on a workqueue) inserts the address's `local` route, and a
+/// packet sent to it meanwhile is lost.
+pub fn wait_ipv6_usable(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = in_netns(name, || pelagos_net::host::procnet6::read_ipv6_state(Path::new("/proc"), None));
+        match state {
+            Ok(s) if s.unusable.is_empty() => return,
+            other => assert!(Instant::now() < deadline, "IPv6 addresses of {name} never became usable: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Run `f` on a fresh thread that has joined the network namespace at

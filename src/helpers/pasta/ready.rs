@@ -2,10 +2,12 @@
 //! `/proc` shows, plus the thin reader that gathers it.
 //!
 //! Ready means: a default route exists inside the namespace (pasta adds it
-//! last, after bringing the interface up and assigning the address), and an
-//! IPv6 one too when pasta configures IPv6 (it does so after IPv4: the IPv4
-//! route alone once released a command, and started the port relay, before
-//! the namespace had its IPv6 address), every
+//! last, after bringing the interface up and assigning the address), and,
+//! when pasta configures IPv6 (after IPv4: the IPv4 route alone once
+//! released a command, and started the port relay, before the namespace had
+//! its IPv6 address), an IPv6 default route with every global IPv6 address
+//! usable (see [`crate::host::procnet6`]: an address is usable only once the
+//! kernel's address work has run, later still on a loaded machine), every
 //! published host port has a socket that was not there before pasta started
 //! (a listener of someone else on the same port does not count), and every
 //! `--host-port` has a listener on the namespace side.
@@ -44,7 +46,7 @@ pub struct Expectation {
     /// A default route in the namespace.
     pub default_route: bool,
     /// An IPv6 default route in the namespace (pasta adds it last, after
-    /// the IPv6 address).
+    /// the IPv6 address), and every global IPv6 address usable.
     pub ipv6_default_route: bool,
     /// Host-side sockets pasta must hold.
     pub host_ports: Vec<HostPort>,
@@ -59,6 +61,8 @@ pub struct Observation {
     pub default_route: bool,
     /// An IPv6 default route exists in the namespace.
     pub ipv6_default_route: bool,
+    /// Global IPv6 addresses of the namespace not usable yet.
+    pub ipv6_unusable: Vec<std::net::Ipv6Addr>,
     /// Host ports with a socket that is not in the baseline.
     pub host_ports: HashSet<HostPort>,
     /// Namespace-side TCP ports with a listener.
@@ -72,6 +76,8 @@ pub enum Missing {
     DefaultRoute,
     /// No IPv6 default route in the namespace yet.
     Ipv6DefaultRoute,
+    /// An IPv6 address of the namespace is not usable yet.
+    Ipv6Address(std::net::Ipv6Addr),
     /// pasta holds no socket on this host port.
     HostPort(HostPort),
     /// No listener on this namespace-side port.
@@ -83,6 +89,7 @@ impl std::fmt::Display for Missing {
         match self {
             Self::DefaultRoute => f.write_str("default route in the namespace"),
             Self::Ipv6DefaultRoute => f.write_str("IPv6 default route in the namespace"),
+            Self::Ipv6Address(ip) => write!(f, "IPv6 address {ip} usable in the namespace"),
             Self::HostPort(hp) => write!(f, "host port {hp}"),
             Self::NsPort(port) => write!(f, "namespace-side listener 127.0.0.1:{port}/tcp"),
         }
@@ -95,8 +102,11 @@ pub fn missing(want: &Expectation, seen: &Observation) -> Vec<Missing> {
     if want.default_route && !seen.default_route {
         out.push(Missing::DefaultRoute);
     }
-    if want.ipv6_default_route && !seen.ipv6_default_route {
-        out.push(Missing::Ipv6DefaultRoute);
+    if want.ipv6_default_route {
+        if !seen.ipv6_default_route {
+            out.push(Missing::Ipv6DefaultRoute);
+        }
+        out.extend(seen.ipv6_unusable.iter().map(|ip| Missing::Ipv6Address(*ip)));
     }
     out.extend(want.host_ports.iter().filter(|hp| !seen.host_ports.contains(hp)).map(|hp| Missing::HostPort(*hp)));
     out.extend(want.ns_tcp_ports.iter().filter(|p| !seen.ns_tcp_ports.contains(p)).map(|p| Missing::NsPort(*p)));
@@ -212,11 +222,9 @@ fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<Ob
             seen.default_route = procnet::has_default_route(&routes.map_err(io::Error::other)?);
         }
         if want.ipv6_default_route {
-            let found = match (thread, pid) {
-                (false, Some(pid)) => procnet::read_ipv6_default_route(proc_root, Some(pid)),
-                _ => procnet::read_ipv6_default_route_of_thread(proc_root),
-            };
-            seen.ipv6_default_route = found.map_err(io::Error::other)?;
+            let pid = if thread { None } else { pid };
+            let v6 = crate::host::procnet6::read_ipv6_state(proc_root, pid).map_err(io::Error::other)?;
+            (seen.ipv6_default_route, seen.ipv6_unusable) = (v6.default_route, v6.unusable);
         }
         let ports = &mut seen.ns_tcp_ports;
         if !want.ns_tcp_ports.is_empty() {
@@ -314,6 +322,7 @@ mod tests {
         let seen = Observation {
             default_route: true,
             ipv6_default_route: true,
+            ipv6_unusable: vec![],
             host_ports: w.host_ports.iter().copied().collect(),
             ns_tcp_ports: [9000].into(),
         };
@@ -326,7 +335,11 @@ mod tests {
         let v4_only = Observation { default_route: true, ..Observation::default() };
 
         assert_eq!(missing(&w, &v4_only), vec![Missing::Ipv6DefaultRoute]);
-        assert!(missing(&Expectation { ipv6_default_route: false, ..w }, &v4_only).is_empty());
+        assert!(missing(&Expectation { ipv6_default_route: false, ..w.clone() }, &v4_only).is_empty());
+        let fd2 = "fd00::2".parse().unwrap();
+        let unusable = Observation { ipv6_default_route: true, ipv6_unusable: vec![fd2], ..v4_only };
+        assert_eq!(missing(&w, &unusable), vec![Missing::Ipv6Address(fd2)]);
+        assert_eq!(Missing::Ipv6Address(fd2).to_string(), "IPv6 address fd00::2 usable in the namespace");
     }
 
     #[test]

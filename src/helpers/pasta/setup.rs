@@ -101,7 +101,7 @@ fn host_routes(proc_root: &Path) -> DefaultRoute {
     use crate::host::procnet;
     DefaultRoute {
         ipv4: procnet::read_routes_of_thread(proc_root).is_ok_and(|r| procnet::has_default_route(&r)),
-        ipv6: procnet::read_ipv6_default_route_of_thread(proc_root).unwrap_or(false),
+        ipv6: crate::host::procnet6::read_ipv6_default_route_of_thread(proc_root).unwrap_or(false),
     }
 }
 
