@@ -72,6 +72,7 @@
 //! inside the namespace). [`model::driver`] decides, purely, which driver a
 //! run uses and why.
 
+pub mod accel;
 pub mod bridge;
 pub mod cni;
 pub mod dns;

@@ -204,7 +204,7 @@ fn wait_for_go(rx: RawFd) {
 ///
 /// # Safety
 /// The caller's child may only make async-signal-safe calls.
-unsafe fn raw_fork() -> libc::pid_t {
+pub(crate) unsafe fn raw_fork() -> libc::pid_t {
     // SAFETY: clone(2) with only SIGCHLD and no new stack is fork(2); the
     // zero arguments (stack, tid pointers, tls) are unused.
     unsafe { clone_process(libc::SIGCHLD as libc::c_ulong) }
