@@ -15,8 +15,8 @@
 //! which the kernel accepts instead, so setuid and file-capability programs
 //! inside behave as they would without the accelerator.
 
-use super::filter::{Insn, Intercept, seccomp_program};
 use super::AccelError;
+use super::filter::{Insn, Intercept, seccomp_program};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -185,7 +185,8 @@ impl Receiver {
         match (n, msg[0]) {
             (8, OK) if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
-                let (listener, probe) = (fds.next().ok_or(AccelError::NoAnswer)?, fds.next().ok_or(AccelError::NoAnswer)?);
+                let (listener, probe) =
+                    (fds.next().ok_or(AccelError::NoAnswer)?, fds.next().ok_or(AccelError::NoAnswer)?);
                 let run_netns = super::sys::netns_cookie(probe.as_fd()).map_err(AccelError::NetnsCookie)?;
                 Ok(Installed { listener, run_netns })
             }

@@ -185,7 +185,8 @@ fn an_ipv4_mapped_peer_is_matched_as_ipv4() {
 fn a_listener_handed_over_never_takes_a_syn_ack() {
     let prog = listener_lock();
     let net = ipv4_header([127, 0, 0, 1]);
-    for (flags, want) in [(0x02, ACCEPT), (ACK, ACCEPT), (0x18, ACCEPT), (0x11, ACCEPT), (SYN_ACK, DROP), (0x1a, DROP)] {
+    for (flags, want) in [(0x02, ACCEPT), (ACK, ACCEPT), (0x18, ACCEPT), (0x11, ACCEPT), (SYN_ACK, DROP), (0x1a, DROP)]
+    {
         let t = tcp_header(5000, flags);
         assert_eq!(run(&prog, &Data::Packet { net: &net, transport: &t }), want, "flags {flags:#x}");
     }

@@ -274,8 +274,11 @@ mod tests {
         };
         assert_eq!(plan(DUAL, &both, &[]), want);
         let local = held(&[("127.0.0.1:8080", 80)]);
-        let mapped =
-            Handover::Rebind { release: vec![sa("127.0.0.1:8080")], bind: sa("[::ffff:127.0.0.1]:8080"), v6only: false };
+        let mapped = Handover::Rebind {
+            release: vec![sa("127.0.0.1:8080")],
+            bind: sa("[::ffff:127.0.0.1]:8080"),
+            v6only: false,
+        };
         assert_eq!(plan(DUAL, &local, &[]), mapped);
         assert_eq!(plan(DUAL, &held(&[("[::1]:8080", 80)]), &[]), Handover::Take(sa("[::1]:8080")));
         // No IPv6 on the host: the relay keeps the port.

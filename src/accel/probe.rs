@@ -4,9 +4,9 @@
 //! hands its listener over), which also catches a seccomp filter this
 //! process already runs under that forbids user notification.
 
+use super::AccelError;
 use super::child::{self, Installed};
 use super::filter::{Intercept, NATIVE_ARCH};
-use super::AccelError;
 use std::path::Path;
 use std::time::Duration;
 

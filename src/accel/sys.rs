@@ -73,7 +73,7 @@ pub fn notif_replace_fd(
 /// A pidfd for thread `tid` (`PIDFD_THREAD`, so descriptors are read from
 /// that thread's table), or for its thread group on kernels before 6.9.
 pub fn pidfd_open_thread(tid: u32, tgid: impl FnOnce() -> Option<u32>) -> Result<OwnedFd, Errno> {
-    match pidfd_open(tid, libc::PIDFD_THREAD as u32) {
+    match pidfd_open(tid, libc::PIDFD_THREAD) {
         Err(Errno::EINVAL) => pidfd_open(tgid().ok_or(Errno::ESRCH)?, 0),
         other => other,
     }
@@ -127,9 +127,8 @@ pub fn getsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, buf: &mut [u8
 /// Sets a socket option from raw bytes.
 pub fn setsockopt_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
     // SAFETY: the kernel reads `value.len()` bytes from `value`.
-    let r = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), value.len() as libc::socklen_t)
-    };
+    let r =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), value.len() as libc::socklen_t) };
     Errno::result(r).map(drop)
 }
 
