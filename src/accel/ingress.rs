@@ -31,6 +31,12 @@ pub trait ListenerSource: Send {
     fn release(&mut self, local: SocketAddr) -> Option<OwnedFd>;
 }
 
+impl ListenerSource for crate::ports::relay::ListenerReleaser {
+    fn release(&mut self, local: SocketAddr) -> Option<OwnedFd> {
+        crate::ports::relay::ListenerReleaser::release(self, local)
+    }
+}
+
 /// A host listener still relayed, and the container port it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
