@@ -17,6 +17,7 @@ use pelagos_net::accel::filter::Intercept;
 use pelagos_net::accel::ingress::{Held, Ingress, ListenerSource};
 use pelagos_net::accel::reach::Reach;
 use pelagos_net::accel::supervisor::{Config, Report, Supervisor};
+use pelagos_net::accel::switch::Lock;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -90,7 +91,7 @@ fn run_client(topo: &Topology, spec: &serde_json::Value, ingress: Option<Ingress
     let pid = fork_child(&hook, &argv, &out_w, None);
     drop((hook, out_w));
     let installed = receiver.receive(Duration::from_secs(5)).expect("the child hands over its listener");
-    let cfg = Config { reach: Reach::default(), proc_root: "/proc".into(), ingress };
+    let cfg = Config { reach: Reach::default(), proc_root: "/proc".into(), ingress, lock: Lock::Peer };
     let host = topo.host.clone();
     // The supervisor makes its sockets in the namespace of the thread that starts it.
     let sup = in_netns(&host, move || Supervisor::start(installed, cfg).unwrap());

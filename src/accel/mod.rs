@@ -99,6 +99,13 @@ pub enum AccelMode {
     Socket,
 }
 
+impl AccelMode {
+    /// Whether it is [`AccelMode::Off`].
+    pub fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+}
+
 impl std::str::FromStr for AccelMode {
     type Err = String;
 
@@ -151,4 +158,7 @@ pub enum AccelError {
     /// The supervisor thread could not start.
     #[error("spawn the supervisor thread")]
     Spawn(#[source] std::io::Error),
+    /// The routing table could not be asked (device lock).
+    #[error("open rtnetlink for route lookups: {0}")]
+    Routes(String),
 }

@@ -25,9 +25,10 @@
 use super::child::Installed;
 use super::ingress::{BindRequest, Ingress};
 use super::reach::{self, Reach, Verdict};
-use super::switch::{self, Failed, Progress, Templates};
+use super::switch::{self, Confine, Failed, Lock, Progress, Templates};
 use super::sys::{self, Answer};
 use super::{AccelError, sockaddr};
+use crate::bridge::netlink::Netlink;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::HashMap;
@@ -43,8 +44,11 @@ pub struct Config {
     pub reach: Reach,
     /// procfs root (for `/proc/<tid>/fdinfo`).
     pub proc_root: PathBuf,
-    /// Published TCP ports whose listeners servers may take over.
+    /// Published TCP ports whose listeners servers may take over (only
+    /// with [`Lock::Peer`]: a listener cannot be confined to a device).
     pub ingress: Option<Ingress>,
+    /// How switched sockets are confined ([`Lock::available`]).
+    pub lock: Lock,
 }
 
 /// What the supervisor did, for the run's log.
@@ -96,7 +100,13 @@ impl Supervisor {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(AccelError::Template)?,
         );
+        // The device lock needs the route of every destination.
+        let routes = match cfg.lock {
+            Lock::Peer => None,
+            Lock::Device => Some(Netlink::open().map_err(|e| AccelError::Routes(e.to_string()))?),
+        };
         let mut lp = Loop {
+            routes,
             listener: installed.listener,
             run: installed.run_netns,
             here,
@@ -137,6 +147,8 @@ impl Drop for Supervisor {
 const PIDFD_CACHE: usize = 256;
 
 struct Loop {
+    /// rtnetlink in our namespace, for [`Lock::Device`].
+    routes: Option<Netlink>,
     listener: OwnedFd,
     /// Cookies of the run's namespace and of ours.
     run: u64,
@@ -268,7 +280,12 @@ impl Loop {
                 other => self.keep(format!("{dst}: {other:?}")),
             };
         }
-        let (socket, progress) = match switch::connect_switched(original.as_fd(), &facts, to, &self.templates) {
+        let confine = match self.confine(to) {
+            Ok(c) => c,
+            Err(why) => return self.keep(format!("{dst}: {why}")),
+        };
+        let (socket, progress) = match switch::connect_switched(original.as_fd(), &facts, to, &self.templates, confine)
+        {
             Ok(done) => done,
             Err(Failed::Keep(why)) => return self.keep(format!("{dst}: {why}")),
             Err(Failed::Refused(e)) => return Answer::Fail(e),
@@ -284,6 +301,20 @@ impl Loop {
             Progress::Connected => Answer::Return(0),
             Progress::InProgress if facts.status & libc::O_NONBLOCK != 0 => Answer::Fail(Errno::EINPROGRESS),
             Progress::InProgress => Answer::Continue,
+        }
+    }
+
+    /// The lock of a socket to `to`: the peer lock, or the output device of
+    /// the route to `to` (never the loopback device: this host's own
+    /// addresses stay inside without the peer lock).
+    fn confine(&mut self, to: SocketAddr) -> Result<Confine, String> {
+        let Some(routes) = self.routes.as_mut() else { return Ok(Confine::Peer) };
+        let ip = to.ip().to_canonical();
+        match routes.route_to(ip) {
+            Ok(r) if r.local => Err("an address of this host, reached through lo".into()),
+            Ok(crate::bridge::netlink::RouteTo { oif: Some(oif), .. }) => Ok(Confine::Device(oif)),
+            Ok(_) => Err("no route".into()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -161,6 +161,42 @@ impl Templates {
     }
 }
 
+/// How a switched socket is confined to what the run may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lock {
+    /// A locked socket filter: packets from the checked peer only
+    /// (`SO_ATTACH_FILTER` + `SO_LOCK_FILTER`). Airtight; needs root, or a
+    /// kernel that still lets an unprivileged process filter its TCP
+    /// sockets (recent kernels want `CAP_NET_ADMIN` for it).
+    Peer,
+    /// Bound to the output device of the checked route
+    /// (`SO_BINDTODEVICE`, which only `CAP_NET_RAW` in the owner's
+    /// namespace could undo): never the host's loopback, never another
+    /// device's network, but the device's own addresses stay within reach.
+    Device,
+}
+
+impl Lock {
+    /// Which lock this process can put on its TCP sockets: a locked filter
+    /// is tried on a fresh socket.
+    pub fn available() -> Self {
+        let peer = tcp_socket(libc::AF_INET).and_then(|s| {
+            sys::attach_locked_filter(s.as_fd(), &filter::peer_lock(SocketAddr::from(([127, 0, 0, 1], 1))))
+        });
+        if peer.is_ok() { Lock::Peer } else { Lock::Device }
+    }
+}
+
+/// The lock put on one switched socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confine {
+    /// [`Lock::Peer`].
+    Peer,
+    /// [`Lock::Device`], to this interface index.
+    Device(u32),
+}
+
 /// How the supervisor's own `connect` went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -188,12 +224,20 @@ pub fn connect_switched(
     facts: &Facts,
     to: SocketAddr,
     templates: &Templates,
+    confine: Confine,
 ) -> Result<(OwnedFd, Progress), Failed> {
     let socket = tcp_socket(facts.domain).map_err(|e| Failed::Keep(format!("socket: {e}")))?;
     let options = sockopt::changed(&sockopt::read(original, facts.domain), templates.of(facts.domain));
     sockopt::apply(socket.as_fd(), &options).map_err(|(name, e)| Failed::Keep(format!("{name}: {e}")))?;
-    sys::attach_locked_filter(socket.as_fd(), &filter::peer_lock(to))
-        .map_err(|e| Failed::Keep(format!("lock to the peer: {e}")))?;
+    match confine {
+        Confine::Peer => sys::attach_locked_filter(socket.as_fd(), &filter::peer_lock(to))
+            .map_err(|e| Failed::Keep(format!("lock to the peer: {e}")))?,
+        Confine::Device(index) => {
+            let index = i32::try_from(index).map_err(|_| Failed::Keep(format!("interface index {index}")))?;
+            sys::setsockopt_bytes(socket.as_fd(), libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &index.to_ne_bytes())
+                .map_err(|e| Failed::Keep(format!("bind to interface {index}: {e}")))?
+        }
+    }
     let addr = SockaddrStorage::from(to);
     // SAFETY: connect(2) with an address nix built for its own length.
     let r = unsafe { libc::connect(socket.as_raw_fd(), addr.as_ptr(), addr.len()) };

@@ -32,6 +32,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod accel;
+pub use accel::refusal as accel_refusal;
 mod bridge;
 mod choose;
 mod helper;
@@ -236,8 +238,11 @@ fn run_mode(
         helper: None,
         ports: None,
         dns: None,
+        accel: None,
     };
-    let spec = ChildSpec {
+    let ingress = builtin && !forward.tcp_listeners().is_empty();
+    let (hook, accel) = accel::prepare(&opts.network, mode, &proc_root, ingress).unzip();
+    let mut spec = ChildSpec {
         ns: if rootless {
             NsKind::UserAndNet { uid: euid, gid: nix::unistd::getegid().as_raw() }
         } else {
@@ -248,8 +253,13 @@ fn run_mode(
         proc_root: proc_root.clone(),
         sigmask: signals.old,
         dns: dns.inside.take(),
+        accel: hook,
     };
-    let mut child = match NsChild::spawn(&spec) {
+    let spawned = NsChild::spawn(&spec);
+    // Only the command's process keeps its end of the pair: an early death
+    // reads as end-of-file.
+    drop(spec.accel.take());
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return Err(res.fail(namespace_error(e, &proc_root))),
     };
@@ -357,6 +367,7 @@ fn run_mode(
         }
     }
 
+    let held = forward.tcp_listeners();
     match forward.start(child.pid(), rootless, &proc_root) {
         Ok(Some(started)) => {
             record.forwarder = Some(started.record());
@@ -379,6 +390,10 @@ fn run_mode(
         return Err(res.fail(e));
     }
     crate::fault::point("run.command-started");
+    if let Some(pending) = accel {
+        let relayed = res.ports.as_ref().filter(|_| !held.is_empty()).map(|p| (held, p.releaser()));
+        res.accel = accel::start(pending, child.pid(), &proc_root, relayed);
+    }
 
     let (exit_code, helper_died) = supervise(&mut child, &signals, res.helper.as_mut());
     let (helper_output, teardown_errors) = res.teardown();
@@ -402,12 +417,17 @@ struct Resources<'a> {
     helper: Option<Helper>,
     ports: Option<forward::Started>,
     dns: Option<crate::dns::forwarder::Forwarder>,
+    accel: Option<crate::accel::supervisor::Supervisor>,
 }
 
 impl Resources<'_> {
     fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
         let mut errors = Vec::new();
         crate::fault::point("teardown.begin");
+        // The accelerator first: it may be asking the relay for a listener.
+        if let Some(supervisor) = self.accel.take() {
+            accel::stop(supervisor);
+        }
         // Listeners first: no new connection is accepted into a namespace
         // that is going away.
         if let Some(ports) = self.ports.take() {

@@ -233,6 +233,16 @@ fn exec_command(spec: &ChildSpec, prep: &Prepared, tx: RawFd) -> ! {
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, spec.sigmask.as_ref(), std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // Last before exec: from here on the command's connects wait for the
+    // supervisor.
+    if let Some(hook) = &spec.accel
+        && let Err(e) = hook.install()
+    {
+        fail(tx, ChildStage::Accelerator, e as i32);
+    }
+    // SAFETY: only async-signal-safe calls on memory prepared before the clone.
+    unsafe {
         libc::execv(spec.program.as_ptr(), prep.argv_ptrs.as_ptr());
     }
     let errno = Errno::last_raw();

@@ -53,6 +53,7 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
         proc_root: proc_root.clone(),
         sigmask: signals.old,
         dns: dns.inside.take(),
+        accel: None,
     };
     let fail = |setup, err: RunError| -> RunError {
         match teardown_network(setup) {

@@ -43,6 +43,15 @@ impl Forward {
         Ok(Self { listeners: Some(listeners) })
     }
 
+    /// The TCP listeners bound, for the accelerator's servers to take over.
+    pub(super) fn tcp_listeners(&self) -> Vec<crate::accel::ingress::Held> {
+        let listeners = self.listeners.iter().flatten();
+        listeners
+            .filter(|l| l.proto == crate::model::port::PortProto::Tcp)
+            .map(|l| crate::accel::ingress::Held { local: l.local, container_port: l.container_port })
+            .collect()
+    }
+
     /// Start relaying into the namespace of process `ns_pid` (joining its
     /// user namespace first when `rootless`).
     pub(super) fn start(&mut self, ns_pid: u32, rootless: bool, proc_root: &Path) -> Result<Option<Started>, RunError> {
@@ -102,6 +111,11 @@ impl Started {
     /// What the run record keeps of it.
     pub(super) fn record(&self) -> ForwarderRecord {
         ForwarderRecord { factory: self.ports.factory_id(), listeners: self.listeners.clone() }
+    }
+
+    /// Takes TCP listeners away from the relay.
+    pub(super) fn releaser(&self) -> crate::ports::relay::ListenerReleaser {
+        self.ports.forwarder().releaser()
     }
 
     /// Close listeners and connections, stop the factory.
