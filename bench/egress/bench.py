@@ -25,8 +25,9 @@ run), and by default the orchestrator.
 
 Modes (`--modes`, separated by commas, or by semicolons when a row has
 helper options): pasta, slirp4netns, bridge, and any
-`MODE+accel` (the same with `--accel socket`) or `MODE:OPTS` (helper
-options, e.g. `slirp4netns:mtu=1500`) variant.
+`MODE+accel` (the same with `--accel socket`), `root-MODE` (run as root
+instead of the user) or `MODE:OPTS` (helper options, e.g.
+`slirp4netns:mtu=1500`) variant.
 """
 
 import json
@@ -59,7 +60,7 @@ from benchlib import (
 HOST_ADDR, UP_ADDR = "10.238.0.2", "10.238.0.1"
 UP_PORT, NS_PORT = 9000, 8080
 CHUNK = 1 << 20
-DEFAULT_MODES = "pasta,slirp4netns,bridge,pasta+accel,slirp4netns+accel"
+DEFAULT_MODES = "pasta,slirp4netns,bridge,slirp4netns+accel,root-pasta,root-pasta+accel,root-slirp4netns+accel"
 GOAL_EGRESS, GOAL_CONNECT, GOAL_PUBLISHED = 0.9, 1.2, 0.9
 
 # --------------------------------------------------------------------------
@@ -171,8 +172,8 @@ def links(qlen=None):
                 subprocess.run(["ip", "link", "set", name, "txqueuelen", str(qlen)], check=True)
             req = struct.pack("16si12x", name.encode(), 0)
             mtu = struct.unpack("16si12x", fcntl.ioctl(s, SIOCGIFMTU, req))[1]
-            qlen = struct.unpack("16si12x", fcntl.ioctl(s, SIOCGIFTXQLEN, req))[1]
-            out.append({"name": name, "mtu": mtu, "qlen": qlen})
+            queue = struct.unpack("16si12x", fcntl.ioctl(s, SIOCGIFTXQLEN, req))[1]
+            out.append({"name": name, "mtu": mtu, "qlen": queue})
     return out
 
 
@@ -229,12 +230,13 @@ class Mode:
 
     def __init__(self, name):
         self.name = name
-        base, _, tune = name.partition("@")
+        as_root = name.startswith("root-")
+        base, _, tune = name.removeprefix("root-").partition("@")
         self.qlen = int(tune.removeprefix("qlen=")) if tune else None
         base = base.removesuffix("+accel")
-        self.accel = base != name.partition("@")[0]
+        self.accel = base != name.removeprefix("root-").partition("@")[0]
         self.network = base
-        self.root = base.split(":")[0] == "bridge"
+        self.root = as_root or base.split(":")[0] == "bridge"
 
     def published(self):
         """Whether the row is measured for published ports too (variants

@@ -37,6 +37,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// What the supervisor knows of the run.
 pub struct Config {
@@ -107,12 +108,13 @@ impl Supervisor {
         };
         let mut lp = Loop {
             routes,
+            route_cache: HashMap::new(),
             listener: installed.listener,
             run: installed.run_netns,
             here,
             templates,
             cfg,
-            pidfds: HashMap::new(),
+            tasks: HashMap::new(),
             report: Report::default(),
         };
         let stop = Arc::clone(&waker);
@@ -143,20 +145,26 @@ impl Drop for Supervisor {
     }
 }
 
-/// Most pidfds kept between notifications.
-const PIDFD_CACHE: usize = 256;
+/// Most threads kept between notifications.
+const TASK_CACHE: usize = 256;
+/// Most routes kept, and for how long (a route that changes is followed
+/// within this time).
+const ROUTE_CACHE: usize = 4096;
+const ROUTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Loop {
-    /// rtnetlink in our namespace, for [`Lock::Device`].
+    /// rtnetlink in our namespace, for [`Lock::Device`], and the routes it
+    /// gave lately.
     routes: Option<Netlink>,
+    route_cache: HashMap<std::net::IpAddr, (crate::bridge::netlink::RouteTo, Instant)>,
     listener: OwnedFd,
     /// Cookies of the run's namespace and of ours.
     run: u64,
     here: u64,
     templates: Templates,
     cfg: Config,
-    /// pidfds of the threads that called, by tid.
-    pidfds: HashMap<u32, OwnedFd>,
+    /// The threads that called, by tid.
+    tasks: HashMap<u32, Task>,
     report: Report,
 }
 
@@ -224,16 +232,15 @@ impl Loop {
     fn target_socket(&mut self, n: &libc::seccomp_notif) -> Option<OwnedFd> {
         let fd = n.data.args[0] as RawFd;
         for _ in 0..2 {
-            if !self.pidfds.contains_key(&n.pid) {
-                if self.pidfds.len() >= PIDFD_CACHE {
-                    self.pidfds.clear();
+            if !self.tasks.contains_key(&n.pid) {
+                if self.tasks.len() >= TASK_CACHE {
+                    self.tasks.clear();
                 }
-                let tgid = || thread_group(&self.cfg.proc_root, n.pid);
-                self.pidfds.insert(n.pid, sys::pidfd_open_thread(n.pid, tgid).ok()?);
+                self.tasks.insert(n.pid, Task::open(&self.cfg.proc_root, n.pid)?);
             }
-            match sys::pidfd_getfd(self.pidfds[&n.pid].as_fd(), fd) {
+            match sys::pidfd_getfd(self.tasks[&n.pid].pidfd.as_fd(), fd) {
                 // The pidfd outlived its thread (the tid was reused): open anew.
-                Err(Errno::ESRCH) => drop(self.pidfds.remove(&n.pid)),
+                Err(Errno::ESRCH) => drop(self.tasks.remove(&n.pid)),
                 Err(_) => return None,
                 // A thread that still waits is the one the pidfd names.
                 Ok(sock) => return sys::notif_id_valid(self.listener.as_fd(), n.id).then_some(sock),
@@ -291,7 +298,7 @@ impl Loop {
             Err(Failed::Refused(e)) => return Answer::Fail(e),
         };
         let fd = n.data.args[0] as RawFd;
-        let cloexec = close_on_exec(&self.cfg.proc_root, n.pid, fd).unwrap_or(true);
+        let cloexec = self.tasks.get(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true);
         if sys::notif_replace_fd(self.listener.as_fd(), n.id, socket.as_fd(), fd, cloexec).is_err() {
             // The caller is gone or was interrupted; it will ask again.
             return Answer::Continue;
@@ -310,7 +317,17 @@ impl Loop {
     fn confine(&mut self, to: SocketAddr) -> Result<Confine, String> {
         let Some(routes) = self.routes.as_mut() else { return Ok(Confine::Peer) };
         let ip = to.ip().to_canonical();
-        match routes.route_to(ip) {
+        let now = Instant::now();
+        let route = match self.route_cache.get(&ip) {
+            Some((r, at)) if now.duration_since(*at) < ROUTE_CACHE_TTL => Ok(*r),
+            _ => routes.route_to(ip).inspect(|r| {
+                if self.route_cache.len() >= ROUTE_CACHE {
+                    self.route_cache.clear();
+                }
+                self.route_cache.insert(ip, (*r, now));
+            }),
+        };
+        match route {
             Ok(r) if r.local => Err("an address of this host, reached through lo".into()),
             Ok(crate::bridge::netlink::RouteTo { oif: Some(oif), .. }) => Ok(Confine::Device(oif)),
             Ok(_) => Err("no route".into()),
@@ -340,7 +357,7 @@ impl Loop {
             Err(e) => return Answer::Fail(e),
         };
         let fd = n.data.args[0] as RawFd;
-        let cloexec = close_on_exec(&self.cfg.proc_root, n.pid, fd).unwrap_or(true);
+        let cloexec = self.tasks.get(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true);
         // Recorded either way: a server that did not get it (it was
         // interrupted) asks again and gets a listener bound afresh.
         ingress.handed(&listener);
@@ -353,17 +370,42 @@ impl Loop {
     }
 }
 
+/// A thread that called: its pidfd, and its fdinfo directory.
+struct Task {
+    pidfd: OwnedFd,
+    fdinfo: Option<std::fs::File>,
+}
+
+impl Task {
+    fn open(proc_root: &std::path::Path, tid: u32) -> Option<Self> {
+        let tgid = || thread_group(proc_root, tid);
+        let pidfd = sys::pidfd_open_thread(tid, tgid).ok()?;
+        let fdinfo = std::fs::File::open(proc_root.join(tid.to_string()).join("fdinfo")).ok();
+        Some(Self { pidfd, fdinfo })
+    }
+
+    /// Whether its descriptor `fd` is close-on-exec, from its fdinfo.
+    fn close_on_exec(&self, fd: RawFd) -> Option<bool> {
+        let dir = self.fdinfo.as_ref()?;
+        let name = std::ffi::CString::new(fd.to_string()).ok()?;
+        let file = nix::fcntl::openat(
+            dir,
+            name.as_c_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let mut buf = [0u8; 256];
+        let n = nix::unistd::read(&file, &mut buf).ok()?;
+        let info = std::str::from_utf8(&buf[..n]).ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+        let flags = i64::from_str_radix(flags.trim(), 8).ok()?;
+        Some(flags & i64::from(libc::O_CLOEXEC) != 0)
+    }
+}
+
 /// The thread group of thread `tid`, from `/proc/<tid>/status`.
 fn thread_group(proc_root: &std::path::Path, tid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(proc_root.join(tid.to_string()).join("status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
-}
-
-/// Whether descriptor `fd` of thread `tid` is close-on-exec, from its fdinfo.
-fn close_on_exec(proc_root: &std::path::Path, tid: u32, fd: RawFd) -> Option<bool> {
-    let path = proc_root.join(tid.to_string()).join("fdinfo").join(fd.to_string());
-    let info = std::fs::read_to_string(path).ok()?;
-    let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
-    let flags = i64::from_str_radix(flags.trim(), 8).ok()?;
-    Some(flags & i64::from(libc::O_CLOEXEC) != 0)
 }
