@@ -8,7 +8,7 @@
 #[macro_use]
 mod common;
 
-use common::{Env, Tier, Topology, describe, port};
+use common::{Accel, Env, Tier, Topology, describe, port};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
@@ -179,6 +179,26 @@ tier_tests!(
 tier_tests!(
     root,
     super::Tier::Root,
+    [
+        pasta_run_cannot_reach_host_loopback_services_without_host_port,
+        slirp4netns_run_cannot_reach_host_loopback_services
+    ]
+);
+
+// The same with the accelerator: a switched socket reaches no more of the
+// host's loopback than the helper does.
+tier_tests!(
+    rootless_accel,
+    super::Accel(super::Tier::Rootless),
+    [
+        pasta_run_cannot_reach_host_loopback_services_without_host_port,
+        slirp4netns_run_cannot_reach_host_loopback_services
+    ]
+);
+
+tier_tests!(
+    root_accel,
+    super::Accel(super::Tier::Root),
     [
         pasta_run_cannot_reach_host_loopback_services_without_host_port,
         slirp4netns_run_cannot_reach_host_loopback_services

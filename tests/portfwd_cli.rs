@@ -8,7 +8,7 @@
 mod common;
 
 use common::running::{Running, eventually};
-use common::{Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
+use common::{Accel, Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -491,6 +491,33 @@ tier_tests!(
     [
         builtin_driver_is_correct_on_both_client_paths,
         pasta_driver_passes_what_its_build_supports,
+        killed_owner_leaves_nothing_gc_cannot_remove,
+        bridge_with_builtin_driver_keeps_client_addresses,
+        ipv6_client_address_is_kept,
+    ]
+);
+
+// The same scenarios with the accelerator asked for: where it runs, a
+// server takes its published TCP listener over from the relay.
+tier_tests!(
+    rootless_accel,
+    super::Accel(super::Tier::Rootless),
+    [
+        builtin_driver_is_correct_on_both_client_paths,
+        auto_driver_follows_the_pasta_build,
+        slirp4netns_with_builtin_driver_keeps_client_addresses,
+        loopback_mode_publishes_ports_through_the_builtin_driver,
+        killed_owner_leaves_nothing_gc_cannot_remove,
+        command_keeps_its_open_file_limit,
+        ipv6_client_address_is_kept,
+    ]
+);
+
+tier_tests!(
+    root_accel,
+    super::Accel(super::Tier::Root),
+    [
+        builtin_driver_is_correct_on_both_client_paths,
         killed_owner_leaves_nothing_gc_cannot_remove,
         bridge_with_builtin_driver_keeps_client_addresses,
         ipv6_client_address_is_kept,

@@ -6,7 +6,7 @@
 mod common;
 
 use common::running::{Running, Watchdog, eventually};
-use common::{Env, Tier, Topology, describe, port};
+use common::{Accel, Env, Tier, Topology, describe, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Stdio;
@@ -519,6 +519,33 @@ tier_tests!(
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,
+        slirp4netns_mode_has_egress_and_published_ports,
+    ]
+);
+
+// The network scenarios with the accelerator asked for.
+tier_tests!(
+    rootless_accel,
+    super::Accel(super::Tier::Rootless),
+    [
+        published_tcp_port_serves_a_page,
+        published_udp_port_echoes,
+        published_range_maps_each_port,
+        loopback_bound_mapping_is_not_reachable_on_another_address,
+        host_port_is_reachable_by_the_first_action_every_time,
+        slirp4netns_mode_has_egress_and_published_ports,
+    ]
+);
+
+tier_tests!(
+    root_accel,
+    super::Accel(super::Tier::Root),
+    [
+        published_tcp_port_serves_a_page,
+        published_udp_port_echoes,
+        published_range_maps_each_port,
+        loopback_bound_mapping_is_not_reachable_on_another_address,
+        host_port_is_reachable_by_the_first_action_every_time,
         slirp4netns_mode_has_egress_and_published_ports,
     ]
 );

@@ -7,12 +7,15 @@
 //! builtin port driver until the server binds (so early clients are served
 //! as without the accelerator, and a port whose server never binds keeps
 //! its relay). At the bind, the relay lets go of the listener and the
-//! supervisor puts it in place of the server's socket. Only the listener of
-//! the server's family is taken; a dual-stack server (an IPv6 socket
-//! without `IPV6_V6ONLY`) on a port published on every address gets one
-//! dual-stack listener in place of the relay's two. A server that binds
-//! the port again later (it restarted) gets a freshly bound listener on the
-//! same host address.
+//! supervisor puts it in place of the server's socket. A server takes a
+//! port over only when it serves every listener of it: a dual-stack server
+//! (an IPv6 socket without `IPV6_V6ONLY`) on a port published on every
+//! address gets one dual-stack listener in place of the relay's two, an
+//! IPv4 server a port published on one IPv4 address; an IPv4 server on a
+//! port published on every address keeps the relay (its IPv6 clients reach
+//! it only through the relay's fallback to the other family inside). A
+//! server that binds the port again later (it restarted) gets a freshly
+//! bound listener on the same host address.
 //!
 //! [`plan`] decides (pure); the supervisor does it.
 
@@ -99,7 +102,11 @@ pub fn plan(req: BindRequest, held: &[Held], handed: &[Handed]) -> Handover {
     let v4: Vec<SocketAddr> = mine.iter().copied().filter(SocketAddr::is_ipv4).collect();
     let v6: Vec<SocketAddr> = mine.iter().copied().filter(SocketAddr::is_ipv6).collect();
     match (req.ipv6, req.v6only, v4.as_slice(), v6.as_slice()) {
-        (false, _, [one], _) | (true, true, _, [one]) | (true, false, [], [one]) => Handover::Take(*one),
+        // A server takes the listeners only when it can serve all of them:
+        // clients of a family it does not listen on stay with the relay,
+        // which reaches a server of the other family inside the namespace
+        // and would find nobody there.
+        (false, _, [one], []) | (true, _, [], [one]) => Handover::Take(*one),
         (true, false, [v4], v6) if v6.len() <= 1 => dual_stack(*v4, v6.first().copied()),
         _ => Handover::Inside,
     }
@@ -261,13 +268,20 @@ mod tests {
     const DUAL: BindRequest = BindRequest { port: 80, ipv6: true, v6only: false };
 
     #[test]
-    fn a_server_takes_the_listener_of_its_family() {
-        let both = held(&[("0.0.0.0:8080", 80), ("[::]:8080", 80)]);
-        assert_eq!(plan(V4, &both, &[]), Handover::Take(sa("0.0.0.0:8080")));
-        assert_eq!(plan(V6ONLY, &both, &[]), Handover::Take(sa("[::]:8080")));
+    fn a_server_takes_the_listener_of_its_family_when_it_is_the_only_one() {
         let local = held(&[("127.0.0.1:8080", 80)]);
         assert_eq!(plan(V4, &local, &[]), Handover::Take(sa("127.0.0.1:8080")));
         assert_eq!(plan(V6ONLY, &local, &[]), Handover::Inside);
+        let local6 = held(&[("[::1]:8080", 80)]);
+        assert_eq!(plan(V6ONLY, &local6, &[]), Handover::Take(sa("[::1]:8080")));
+        assert_eq!(plan(V4, &local6, &[]), Handover::Inside);
+    }
+
+    #[test]
+    fn a_single_family_server_leaves_a_port_published_on_every_address_to_the_relay() {
+        let both = held(&[("0.0.0.0:8080", 80), ("[::]:8080", 80)]);
+        assert_eq!(plan(V4, &both, &[]), Handover::Inside);
+        assert_eq!(plan(V6ONLY, &both, &[]), Handover::Inside);
     }
 
     #[test]
