@@ -18,6 +18,7 @@ pub mod dns;
 pub mod fwdrig;
 pub mod running;
 pub mod schema;
+pub mod seccomp;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
