@@ -95,3 +95,46 @@ fn live() -> Result<Installed, AccelError> {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     got
 }
+
+/// What a run asking for the accelerator gets on this host: whether it can
+/// run, and with which lock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Offer {
+    /// Whether it can run at all.
+    pub availability: Availability,
+    /// The lock switched sockets get.
+    pub lock: super::switch::Lock,
+}
+
+/// Probes this host for [`Offer`].
+pub fn offer(proc_root: &Path) -> Offer {
+    Offer { availability: probe(proc_root), lock: super::switch::Lock::available() }
+}
+
+/// `doctor`'s line for the accelerator (pure).
+pub fn doctor_check(offer: &Offer) -> crate::host::doctor::Check {
+    use super::switch::Lock;
+    use crate::host::doctor::{Check, Status};
+    let (status, detail, fix) = match (&offer.availability, offer.lock) {
+        (Availability::Unavailable(why), _) => (Status::Info, format!("unavailable: {why}"), None),
+        (Availability::Available, Lock::Peer) => (
+            Status::Pass,
+            "available (--accel socket): pasta and slirp4netns runs, published TCP ports handed to their servers, \
+             switched sockets locked to their peer"
+                .to_string(),
+            None,
+        ),
+        (Availability::Available, Lock::Device) => (
+            Status::Info,
+            "available for slirp4netns runs' egress (--accel socket); this kernel lets only CAP_NET_ADMIN lock a \
+             TCP socket to its peer, so switched sockets are bound to their route's device, pasta runs keep pasta \
+             and published ports keep the relay"
+                .to_string(),
+            Some(
+                "as root every mode gets it; so do rootless runs on kernels that let a user filter its own TCP sockets"
+                    .into(),
+            ),
+        ),
+    };
+    Check { name: "accelerator", status, detail, fix }
+}

@@ -24,6 +24,9 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
         .filter(|_| caps.cap_net_admin)
         .map(|mut fw| pelagos_net::bridge::firewall::hostfw::probe(&mut fw));
     report.checks.push(pelagos_net::host::doctor::host_firewall_check(found.as_ref()));
+    report
+        .checks
+        .push(pelagos_net::accel::probe::doctor_check(&pelagos_net::accel::probe::offer(&ctx.paths.proc_root)));
     let etc = std::path::Path::new(pelagos_net::dns::setup::ETC);
     let dns = pelagos_net::dns::doctor::diagnose(&pelagos_net::dns::host::HostFiles::read(etc), etc, &caps);
     if args.json {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod accel;
-pub use accel::refusal as accel_refusal;
+pub use accel::{AccelPlan, describe as describe_accel, host_networks};
 mod bridge;
 mod choose;
 mod helper;

@@ -70,6 +70,43 @@ pub fn refusal(config: &NetworkConfig, mode: &NetworkMode, lock: Lock, host_netw
     }
 }
 
+/// What a run of `config` in `mode` gets from the accelerator, as `plan`
+/// shows it (pure over the probed [`probe::Offer`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccelPlan {
+    /// Whether the run would have it.
+    pub on: bool,
+    /// The lock of its switched sockets.
+    pub lock: Lock,
+    /// Whether servers would take published TCP listeners over.
+    pub listeners_handed_over: bool,
+    /// Why not, when it is off.
+    pub reason: Option<String>,
+}
+
+/// The [`AccelPlan`] of a run, `None` when it does not ask for one.
+pub fn describe(
+    config: &NetworkConfig,
+    mode: &NetworkMode,
+    offer: &probe::Offer,
+    host_networks: &[Ipv4Net],
+    relayed: bool,
+) -> Option<AccelPlan> {
+    if config.accel.is_off() {
+        return None;
+    }
+    let reason = refusal(config, mode, offer.lock, host_networks).or(match &offer.availability {
+        probe::Availability::Available => None,
+        probe::Availability::Unavailable(why) => Some(why.clone()),
+    });
+    Some(AccelPlan {
+        on: reason.is_none(),
+        lock: offer.lock,
+        listeners_handed_over: reason.is_none() && relayed && offer.lock == Lock::Peer,
+        reason,
+    })
+}
+
 /// The accelerator of a run between the fork and the start of the command.
 pub(super) struct Pending {
     receiver: Receiver,
@@ -239,6 +276,27 @@ mod tests {
         let why = refusal(&slirp, &NetworkMode::Slirp4netns, Lock::Device, &qemu).unwrap();
         assert!(why.contains("10.0.2.0/24"), "{why}");
         assert_eq!(refusal(&slirp, &NetworkMode::Slirp4netns, Lock::Peer, &qemu), None);
+    }
+
+    #[test]
+    fn plan_says_what_a_run_gets_and_why_not() {
+        let offer = |lock| probe::Offer { availability: probe::Availability::Available, lock };
+        let pasta = config(NetworkMode::Pasta, &[]);
+        let full = describe(&pasta, &NetworkMode::Pasta, &offer(Lock::Peer), &[], true).unwrap();
+        assert!(full.on && full.listeners_handed_over && full.reason.is_none(), "{full:?}");
+        let device = describe(&pasta, &NetworkMode::Pasta, &offer(Lock::Device), &[], true).unwrap();
+        assert!(!device.on && !device.listeners_handed_over && device.reason.is_some(), "{device:?}");
+        let slirp = config(NetworkMode::Slirp4netns, &[]);
+        let egress = describe(&slirp, &NetworkMode::Slirp4netns, &offer(Lock::Device), &[], true).unwrap();
+        assert!(egress.on && !egress.listeners_handed_over, "{egress:?}");
+        let none = probe::Offer { availability: probe::Availability::Unavailable("no".into()), lock: Lock::Peer };
+        assert_eq!(
+            describe(&slirp, &NetworkMode::Slirp4netns, &none, &[], false).unwrap().reason.as_deref(),
+            Some("no")
+        );
+        let mut off = slirp.clone();
+        off.accel = AccelMode::Off;
+        assert_eq!(describe(&off, &NetworkMode::Slirp4netns, &offer(Lock::Peer), &[], false), None);
     }
 
     #[test]
