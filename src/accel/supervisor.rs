@@ -94,6 +94,9 @@ impl Supervisor {
     /// in the namespace of the calling thread.
     pub fn start(installed: Installed, cfg: Config) -> Result<Self, AccelError> {
         let templates = Templates::read().map_err(AccelError::Template)?;
+        if let Err(e) = sys::notif_sync_wake_up(installed.listener.as_fd()) {
+            log::debug!("accelerator: synchronous wake-ups: {e}");
+        }
         let here = switch::tcp_socket(libc::AF_INET)
             .and_then(|s| sys::netns_cookie(s.as_fd()))
             .map_err(AccelError::Template)?;

@@ -41,6 +41,19 @@ pub fn notif_send(listener: BorrowedFd<'_>, id: u64, answer: Answer) -> Result<(
     Errno::result(r).map(drop)
 }
 
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
+/// (Linux 6.6): the caller and the supervisor hand the CPU to each other,
+/// as in a synchronous call, instead of waking each other up elsewhere.
+/// `EINVAL` on older kernels, where notifications work as before.
+pub fn notif_sync_wake_up(listener: BorrowedFd<'_>) -> Result<(), Errno> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+    // SAFETY: the ioctl takes its flags by value.
+    let r = unsafe {
+        libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+    };
+    Errno::result(r).map(drop)
+}
+
 /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: whether the caller of notification `id`
 /// still waits for its answer (so what was read about it is about it).
 pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
