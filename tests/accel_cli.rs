@@ -97,7 +97,11 @@ fn slirp4netns_connections_are_switched_and_nothing_more(env: Env) {
     }
     assert_eq!(v["loopback"], "ECONNREFUSED", "the run's own loopback, never the host's: {v}");
     assert_eq!(v["nested"], "ENETUNREACH", "a namespace made inside stays cut off: {v}");
-    assert!(switched(&out) >= 5, "{}", describe(&out));
+    assert_eq!(v["listen_switched"], "EINVAL", "a switched socket never listens: {v}");
+    let device_lock = stderr(&out).contains("bound to its route's device");
+    let io_uring = if device_lock { "ENOSYS" } else { "ok" };
+    assert_eq!(v["io_uring"], io_uring, "io_uring is refused under the device lock only: {v}");
+    assert!(switched(&out) >= 6, "{}", describe(&out));
     topo.assert_clean();
 }
 

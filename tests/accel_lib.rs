@@ -84,7 +84,7 @@ fn serve(c: TcpStream, peer: SocketAddr) {
 /// A child in a fresh user+net namespace, under the filter, running the
 /// client with `spec`; returns its stdout and the supervisor's report.
 fn run_client(topo: &Topology, spec: &serde_json::Value, ingress: Option<Ingress>) -> (String, Report) {
-    let (hook, receiver) = child::pair(Intercept { bind: ingress.is_some() }).unwrap();
+    let (hook, receiver) = child::pair(Intercept { bind: ingress.is_some(), refuse_io_uring: false }).unwrap();
     let (out_r, out_w) = nix::unistd::pipe().unwrap();
     let argv: Vec<CString> =
         ["/usr/bin/python3", "-c", CLIENT, &spec.to_string()].iter().map(|s| CString::new(*s).unwrap()).collect();
@@ -169,6 +169,8 @@ fn egress(env: common::Env) {
     assert_eq!(v["loopback"], "ECONNREFUSED", "{v}");
     assert_eq!(v["udp"], "ENETUNREACH", "UDP stays inside, where there is no route: {v}");
     assert_eq!(v["nested"], "ENETUNREACH", "a namespace made inside stays cut off: {v}");
+    assert_eq!(v["listen_switched"], "EINVAL", "a switched socket never listens: {v}");
+    assert_eq!(v["io_uring"], "ok", "io_uring is refused under the device lock only: {v}");
     assert!(report.switched >= 5 && report.inside >= 1, "{report}");
     drop(host_lo);
     topo.assert_clean();
@@ -221,7 +223,7 @@ fn ingress(env: common::Env) {
 /// says so, and runs on.
 fn fallback_when_the_filter_is_refused(env: common::Env) {
     let _topo = Topology::new(&env);
-    let (hook, receiver) = child::pair(Intercept { bind: false }).unwrap();
+    let (hook, receiver) = child::pair(Intercept { bind: false, refuse_io_uring: false }).unwrap();
     let (_r, w) = nix::unistd::pipe().unwrap();
     let argv = [CString::new("/bin/true").unwrap()];
     let forbid = [

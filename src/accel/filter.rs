@@ -4,13 +4,14 @@
 //!
 //! # The seccomp filter
 //!
-//! Only `connect(2)` (and `bind(2)` when published TCP ports can be handed
+//! `connect(2)` (and `bind(2)` when published TCP ports can be handed
 //! over) with an address length a socket address of the internet families
-//! can have (16 to 128 bytes) reaches the supervisor
+//! can have (16 to 128 bytes), and every `listen(2)`, reach the supervisor
 //! (`SECCOMP_RET_USER_NOTIF`); everything else, and every syscall of
 //! another architecture's ABI (x32, i386 through `int 0x80`, which the
-//! accelerator never switches), is allowed at once. The filter never
-//! refuses anything: it only asks.
+//! accelerator never switches), is allowed at once. The filter refuses
+//! nothing, except `io_uring_setup(2)` under the device lock (see
+//! [`Intercept::refuse_io_uring`]).
 //!
 //! # The locks
 //!
@@ -73,6 +74,10 @@ pub const MAX_ADDR_LEN: u32 = 128;
 pub struct Intercept {
     /// `bind(2)` too (published TCP ports to hand over).
     pub bind: bool,
+    /// Refuse `io_uring_setup(2)` (`ENOSYS`, as for a kernel without it):
+    /// under the device lock, io_uring's connect, bind and listen would
+    /// reach a switched socket without a syscall the supervisor sees.
+    pub refuse_io_uring: bool,
 }
 
 const fn stmt(code: u32, k: u32) -> Insn {
@@ -98,14 +103,21 @@ pub fn seccomp_program(intercept: Intercept) -> Option<Vec<Insn>> {
     let arch = NATIVE_ARCH?;
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let allow = libc::SECCOMP_RET_ALLOW;
+    let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    // A syscall number that matches nothing stands for a check left out.
+    const NONE: u32 = u32::MAX;
+    let bind_nr = if intercept.bind { libc::SYS_bind as u32 } else { NONE };
+    let uring_nr = if intercept.refuse_io_uring { libc::SYS_io_uring_setup as u32 } else { NONE };
     // Jump offsets count the instructions skipped; the layout is:
-    //  0 ld arch; 1 jeq arch; 2 ld nr; 3 jeq connect; 4 jeq bind;
-    //  5 ld args[2]; 6 jge 16; 7 jgt 128; 8 ret notify; 9 ret allow
-    let bind_nr = if intercept.bind { libc::SYS_bind as u32 } else { libc::SYS_connect as u32 };
+    //  0 ld arch; 1 jeq arch; 2 ld nr; 3 jeq listen; 4 jeq io_uring_setup;
+    //  5 jeq connect; 6 jeq bind; 7 ld args[2]; 8 jge 16; 9 jgt 128;
+    //  10 ret notify; 11 ret allow; 12 ret ENOSYS
     Some(vec![
         stmt(LD_W, SD_ARCH),
-        jump(JEQ, arch, 0, 7),
+        jump(JEQ, arch, 0, 9),
         stmt(LD_W, SD_NR),
+        jump(JEQ, libc::SYS_listen as u32, 6, 0),
+        jump(JEQ, uring_nr, 7, 0),
         jump(JEQ, libc::SYS_connect as u32, 1, 0),
         jump(JEQ, bind_nr, 0, 4),
         stmt(LD_W, SD_ARG2_LOW),
@@ -113,6 +125,7 @@ pub fn seccomp_program(intercept: Intercept) -> Option<Vec<Insn>> {
         jump(JGT, MAX_ADDR_LEN, 1, 0),
         stmt(RET, notify),
         stmt(RET, allow),
+        stmt(RET, enosys),
     ])
 }
 

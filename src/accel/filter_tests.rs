@@ -88,7 +88,7 @@ fn verdict(prog: &[Insn], nr: i64, arg2: u64) -> u32 {
 
 #[test]
 fn connect_with_an_internet_address_length_is_notified_and_nothing_else() {
-    let prog = seccomp_program(Intercept { bind: false }).unwrap();
+    let prog = seccomp_program(Intercept { bind: false, refuse_io_uring: false }).unwrap();
     for len in [16, 28, 128] {
         assert_eq!(verdict(&prog, libc::SYS_connect, len), NOTIFY, "connect, length {len}");
     }
@@ -97,14 +97,32 @@ fn connect_with_an_internet_address_length_is_notified_and_nothing_else() {
         let want = if len == 0x1_0000_0010 { NOTIFY } else { ALLOW };
         assert_eq!(verdict(&prog, libc::SYS_connect, len), want, "connect, length {len:#x}");
     }
-    for nr in [libc::SYS_bind, libc::SYS_sendto, libc::SYS_read, libc::SYS_socket, libc::SYS_listen] {
+    for nr in [libc::SYS_bind, libc::SYS_sendto, libc::SYS_read, libc::SYS_socket, libc::SYS_io_uring_setup] {
         assert_eq!(verdict(&prog, nr, 16), ALLOW, "syscall {nr}");
     }
 }
 
 #[test]
+fn every_listen_is_notified() {
+    let prog = seccomp_program(Intercept { bind: false, refuse_io_uring: false }).unwrap();
+    for backlog in [0, 5, 4096] {
+        assert_eq!(verdict(&prog, libc::SYS_listen, backlog), NOTIFY);
+    }
+}
+
+#[test]
+fn io_uring_is_refused_only_when_asked() {
+    let prog = seccomp_program(Intercept { bind: true, refuse_io_uring: true }).unwrap();
+    assert_eq!(verdict(&prog, libc::SYS_io_uring_setup, 0), libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+    assert_eq!(verdict(&prog, libc::SYS_io_uring_enter, 0), ALLOW);
+    assert_eq!(verdict(&prog, libc::SYS_connect, 16), NOTIFY);
+    assert_eq!(verdict(&prog, libc::SYS_bind, 16), NOTIFY);
+    assert_eq!(verdict(&prog, libc::SYS_getpid, 16), ALLOW);
+}
+
+#[test]
 fn bind_is_notified_only_when_asked_for() {
-    let prog = seccomp_program(Intercept { bind: true }).unwrap();
+    let prog = seccomp_program(Intercept { bind: true, refuse_io_uring: false }).unwrap();
     assert_eq!(verdict(&prog, libc::SYS_bind, 16), NOTIFY);
     assert_eq!(verdict(&prog, libc::SYS_bind, 12), ALLOW, "a netlink address");
     assert_eq!(verdict(&prog, libc::SYS_connect, 28), NOTIFY);
@@ -113,7 +131,7 @@ fn bind_is_notified_only_when_asked_for() {
 
 #[test]
 fn another_architectures_syscalls_are_allowed_untouched() {
-    let prog = seccomp_program(Intercept { bind: true }).unwrap();
+    let prog = seccomp_program(Intercept { bind: true, refuse_io_uring: true }).unwrap();
     let i386 = 0x4000_0003;
     assert_eq!(run(&prog, &Data::Seccomp(&seccomp_data(libc::SYS_connect, i386, 16))), ALLOW);
     // x32 numbers carry bit 30 on the native architecture.

@@ -212,6 +212,12 @@ impl Ingress {
         self.handed.push((listener.handed, inode));
     }
 
+    /// Whether `socket` is a listener handed over (by its inode).
+    pub fn holds(&self, socket: BorrowedFd<'_>) -> bool {
+        let inode = listener_inode(socket);
+        inode.is_some_and(|i| self.handed.iter().any(|(_, h)| *h == i))
+    }
+
     /// The run's own servers, for [`reach::decide`](super::reach::decide).
     pub fn own_servers(&self) -> Vec<OwnServer> {
         self.handed.iter().map(|(h, _)| OwnServer { container_port: h.container_port, host: h.host }).collect()

@@ -39,9 +39,13 @@
 //! ([`reach`] mirrors pasta with `--no-map-gw` and slirp4netns with
 //! `--disable-host-loopback`: the host's loopback is reached only through
 //! `--host-port` ports). And that holds whatever the command does with the
-//! socket afterwards, because the socket itself is locked ([`filter`]): it
-//! takes packets only from the peer the supervisor checked, and the lock
-//! cannot be removed from inside.
+//! socket afterwards, because the socket itself is locked: where the
+//! kernel lets the owner filter its TCP sockets (root, older kernels), it
+//! takes packets only from the peer the supervisor checked ([`filter`]),
+//! and the lock cannot be removed from inside; elsewhere it is bound to its
+//! route's device ([`switch::Lock`]), which keeps it off the host's
+//! loopback and other devices' networks, and the accelerator then runs
+//! only where that is within the helper's reach (slirp4netns egress).
 //!
 //! # Time of check, time of use
 //!
@@ -51,16 +55,20 @@
 //! may change that memory right after: it changes nothing, because the
 //! supervisor connects the new socket itself, to the address it read and
 //! checked, and the kernel never reads the command's address for that
-//! connection again. When the answer is `CONTINUE` (the connection stays
-//! inside, or a blocking caller waits for a handshake the supervisor
-//! started), the kernel does read the memory again, and the descriptor
-//! number too, so a racing thread can make that `connect` go elsewhere or
-//! be made on another socket: a socket of the namespace, where any address
-//! leads where the helper leads anyway, or an already switched socket,
-//! whose lock drops every answer but its checked peer's. The worst a race
-//! achieves is a SYN the command could not complete. Other paths that
-//! bypass seccomp (io_uring's connect, a filter stacked after ours that
-//! answers `CONTINUE` itself) meet the same lock.
+//! connection again. A TCP `listen` is likewise made by the supervisor on
+//! the file it checked. When the answer is `CONTINUE` (the connection
+//! stays inside, a blocking caller waits for a handshake the supervisor
+//! started, a unix socket listens), the kernel does read the memory again,
+//! and the descriptor number too, so a racing thread can make that call go
+//! elsewhere or be made on another socket: a socket of the namespace, where
+//! any address leads where the helper leads anyway, or an already switched
+//! socket, where its lock decides: with [`switch::Lock::Peer`], a SYN that
+//! is never answered; with [`switch::Lock::Device`], the device's reach,
+//! and a listener on the device's network for a command that wins the race
+//! with a unix `listen` (the one gap of that lock, documented in the
+//! README). Other paths that bypass seccomp (io_uring, refused under the
+//! device lock; a filter stacked after ours that answers `CONTINUE`
+//! itself) meet the same locks.
 //!
 //! # What the command notices
 //!

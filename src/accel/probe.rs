@@ -75,7 +75,7 @@ impl AccelError {
 /// A forked child installs the filter (with `no_new_privs`: this process
 /// may hold no `CAP_SYS_ADMIN`) and hands the listener over.
 fn live() -> Result<Installed, AccelError> {
-    let (hook, receiver) = child::pair(Intercept { bind: true })?;
+    let (hook, receiver) = child::pair(Intercept { bind: true, refuse_io_uring: true })?;
     // SAFETY: the child makes only async-signal-safe calls (prctl, the
     // hook's raw syscalls, _exit) on memory prepared before the fork.
     let pid = unsafe { crate::ns::init::raw_fork() };

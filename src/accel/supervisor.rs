@@ -213,6 +213,7 @@ impl Loop {
         let answer = match i64::from(notif.data.nr) {
             libc::SYS_connect => self.on_connect(&notif),
             libc::SYS_bind => self.on_bind(&notif),
+            libc::SYS_listen => self.on_listen(&notif),
             _ => Answer::Continue,
         };
         if let Err(e) = sys::notif_send(self.listener.as_fd(), notif.id, answer)
@@ -311,6 +312,31 @@ impl Loop {
             Progress::Connected => Answer::Return(0),
             Progress::InProgress if facts.status & libc::O_NONBLOCK != 0 => Answer::Fail(Errno::EINPROGRESS),
             Progress::InProgress => Answer::Continue,
+        }
+    }
+
+    /// A TCP `listen` is made here, on the very file that was checked (a
+    /// racing thread cannot put another socket under the descriptor), and
+    /// refused for a switched socket: turned into a listener, it would open
+    /// a port of the owner's namespace. A listener handed over listens. Other
+    /// sockets go on in the kernel (a unix listener records its caller's
+    /// credentials, which must stay the command's).
+    fn on_listen(&mut self, n: &libc::seccomp_notif) -> Answer {
+        let Some(sock) = self.target_socket(n) else { return Answer::Continue };
+        let Some(facts) = switch::facts(sock.as_fd()) else { return Answer::Continue };
+        let tcp = facts.kind == libc::SOCK_STREAM && facts.protocol == libc::IPPROTO_TCP;
+        if !tcp {
+            return Answer::Continue;
+        }
+        let handed = self.cfg.ingress.as_ref().is_some_and(|i| i.holds(sock.as_fd()));
+        if facts.netns == self.here && (facts.device != 0 || facts.filter_len != 0) && !handed {
+            return Answer::Fail(Errno::EINVAL);
+        }
+        let backlog = n.data.args[1] as i32;
+        // SAFETY: listen(2) on our own copy of the caller's socket.
+        match Errno::result(unsafe { libc::listen(sock.as_raw_fd(), backlog) }) {
+            Ok(_) => Answer::Return(0),
+            Err(e) => Answer::Fail(e),
         }
     }
 

@@ -115,7 +115,8 @@ pub(super) struct Pending {
     host_loopback_ports: Vec<u16>,
 }
 
-/// The networks this host routes (for [`refusal`] under the device lock).
+/// The networks this host routes (a slirp4netns network the host routes too
+/// refuses the device lock).
 pub fn host_networks() -> Vec<Ipv4Net> {
     match crate::bridge::netlink::Netlink::open().and_then(|mut n| n.host_networks()) {
         Ok(nets) => nets,
@@ -156,7 +157,7 @@ pub(super) fn prepare(
         );
     }
     let ingress = relayed && lock == Lock::Peer;
-    match child::pair(Intercept { bind: ingress }) {
+    match child::pair(Intercept { bind: ingress, refuse_io_uring: lock == Lock::Device }) {
         Ok((hook, receiver)) => Some((
             hook,
             Pending { receiver, lock, mode: mode.clone(), host_loopback_ports: config.host_loopback_ports.clone() },
