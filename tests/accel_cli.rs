@@ -48,6 +48,10 @@ fn serve(ns: &str, addr: &str, for_how_long: Duration) -> SocketAddr {
     local
 }
 
+/// Prints the first line a server at `argv[1]` (`HOST:PORT`) says.
+const ASK: &str = "import socket, sys; h, p = sys.argv[1].rsplit(':', 1); \
+                   print(socket.create_connection((h, int(p)), timeout=5).makefile().readline().strip())";
+
 /// `pelagos-net -v run ARGS -- python3 CLIENT SPEC`: its output and its
 /// client's JSON.
 fn client(
@@ -112,10 +116,8 @@ fn a_refused_filter_leaves_one_line_and_the_normal_path(env: Env) {
     let topo = Topology::new(&env);
     let up = serve(&topo.upstream, &format!("{UPSTREAM_ADDR}:0"), Duration::from_secs(30));
     let target = format!("{UPSTREAM_ADDR}:{}", up.port());
-    let script = "import socket, sys; h, p = sys.argv[1].rsplit(':', 1); \
-                  print(socket.create_connection((h, int(p)), timeout=5).makefile().readline().strip())";
-    let mut cmd = topo
-        .cli(&env, &["run", "--network", "slirp4netns", "--accel", "socket", "--", "python3", "-c", script, &target]);
+    let mut cmd =
+        topo.cli(&env, &["run", "--network", "slirp4netns", "--accel", "socket", "--", "python3", "-c", ASK, &target]);
     let listener = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32;
     refuse(&mut cmd, &[Refuse { nr: libc::SYS_seccomp, arg: 1, mask: listener }]);
     let out = cmd.output().unwrap();
@@ -134,10 +136,8 @@ fn pasta_gets_the_accelerator_or_one_line_why_not(env: Env) {
     let topo = Topology::new(&env);
     let up = serve(&topo.upstream, &format!("{UPSTREAM_ADDR}:0"), Duration::from_secs(30));
     let target = format!("{UPSTREAM_ADDR}:{}", up.port());
-    let script = "import socket, sys; h, p = sys.argv[1].rsplit(':', 1); \
-                  print(socket.create_connection((h, int(p)), timeout=5).makefile().readline().strip())";
     let out = topo
-        .cli(&env, &["-v", "run", "--network", "pasta", "--accel", "socket", "--", "python3", "-c", script, &target])
+        .cli(&env, &["-v", "run", "--network", "pasta", "--accel", "socket", "--", "python3", "-c", ASK, &target])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));

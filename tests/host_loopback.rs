@@ -167,8 +167,10 @@ fn slirp4netns_run_cannot_reach_host_loopback_services(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator: a switched socket reaches no
+// more of the host's loopback than the helper does.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         pasta_run_cannot_reach_host_loopback_services_without_host_port,
@@ -177,28 +179,8 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
-    [
-        pasta_run_cannot_reach_host_loopback_services_without_host_port,
-        slirp4netns_run_cannot_reach_host_loopback_services
-    ]
-);
-
-// The same with the accelerator: a switched socket reaches no more of the
-// host's loopback than the helper does.
-tier_tests!(
-    rootless_accel,
-    super::Accel(super::Tier::Rootless),
-    [
-        pasta_run_cannot_reach_host_loopback_services_without_host_port,
-        slirp4netns_run_cannot_reach_host_loopback_services
-    ]
-);
-
-tier_tests!(
-    root_accel,
-    super::Accel(super::Tier::Root),
     [
         pasta_run_cannot_reach_host_loopback_services_without_host_port,
         slirp4netns_run_cannot_reach_host_loopback_services

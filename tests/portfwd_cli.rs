@@ -470,8 +470,10 @@ fn bridge_with_builtin_driver_keeps_client_addresses(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator asked for: where it runs, a
+// server takes its published TCP listener over from the relay.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         builtin_driver_is_correct_on_both_client_paths,
@@ -486,38 +488,11 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         builtin_driver_is_correct_on_both_client_paths,
         pasta_driver_passes_what_its_build_supports,
-        killed_owner_leaves_nothing_gc_cannot_remove,
-        bridge_with_builtin_driver_keeps_client_addresses,
-        ipv6_client_address_is_kept,
-    ]
-);
-
-// The same scenarios with the accelerator asked for: where it runs, a
-// server takes its published TCP listener over from the relay.
-tier_tests!(
-    rootless_accel,
-    super::Accel(super::Tier::Rootless),
-    [
-        builtin_driver_is_correct_on_both_client_paths,
-        auto_driver_follows_the_pasta_build,
-        slirp4netns_with_builtin_driver_keeps_client_addresses,
-        loopback_mode_publishes_ports_through_the_builtin_driver,
-        killed_owner_leaves_nothing_gc_cannot_remove,
-        command_keeps_its_open_file_limit,
-        ipv6_client_address_is_kept,
-    ]
-);
-
-tier_tests!(
-    root_accel,
-    super::Accel(super::Tier::Root),
-    [
-        builtin_driver_is_correct_on_both_client_paths,
         killed_owner_leaves_nothing_gc_cannot_remove,
         bridge_with_builtin_driver_keeps_client_addresses,
         ipv6_client_address_is_kept,

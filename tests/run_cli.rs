@@ -481,8 +481,10 @@ fn pasta_starts_with_no_signal_blocked(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator asked for: with the filter in
+// place, ports, egress, exit codes and signals behave the same.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         loopback_mode_sees_only_lo_and_it_is_up,
@@ -503,7 +505,7 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         loopback_mode_sees_only_lo_and_it_is_up,
@@ -519,33 +521,6 @@ tier_tests!(
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
         pasta_starts_with_no_signal_blocked,
-        slirp4netns_mode_has_egress_and_published_ports,
-    ]
-);
-
-// The network scenarios with the accelerator asked for.
-tier_tests!(
-    rootless_accel,
-    super::Accel(super::Tier::Rootless),
-    [
-        published_tcp_port_serves_a_page,
-        published_udp_port_echoes,
-        published_range_maps_each_port,
-        loopback_bound_mapping_is_not_reachable_on_another_address,
-        host_port_is_reachable_by_the_first_action_every_time,
-        slirp4netns_mode_has_egress_and_published_ports,
-    ]
-);
-
-tier_tests!(
-    root_accel,
-    super::Accel(super::Tier::Root),
-    [
-        published_tcp_port_serves_a_page,
-        published_udp_port_echoes,
-        published_range_maps_each_port,
-        loopback_bound_mapping_is_not_reachable_on_another_address,
-        host_port_is_reachable_by_the_first_action_every_time,
         slirp4netns_mode_has_egress_and_published_ports,
     ]
 );

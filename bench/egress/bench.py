@@ -376,12 +376,7 @@ def upload(addr, nbytes, timeout):
             while left:
                 left -= s.send(buf[: min(CHUNK, left)])
             s.shutdown(socket.SHUT_WR)
-            reply = b""
-            while True:
-                d = s.recv(64)
-                if not d:
-                    break
-                reply += d
+            reply = b"".join(iter(lambda: s.recv(64), b""))
     except OSError:
         return None
     if reply != str(nbytes).encode():
@@ -389,22 +384,21 @@ def upload(addr, nbytes, timeout):
     return nbytes / (1 << 20) / (time.perf_counter() - t0)
 
 
+def answers(addr, echo):
+    """Whether a server listens at addr (and, with echo, echoes a byte)."""
+    try:
+        with socket.create_connection(addr, timeout=0.5) as s:
+            return not echo or (s.sendall(b"Ex") or s.recv(1) == b"x")
+    except OSError:
+        return False
+
+
 def wait_listening(addr, proc, limit=20.0, echo=False):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if proc.poll() is not None:
-            raise BenchError(f"server for {addr} exited {proc.returncode}")
-        try:
-            with socket.create_connection(addr, timeout=0.5) as s:
-                if not echo:
-                    return
-                s.sendall(b"Ex")
-                if s.recv(1) == b"x":
-                    return
-        except OSError:
-            pass
+    deadline = time.monotonic() + limit
+    while not answers(addr, echo):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"server for {addr} not answering (exit status {proc.poll()})")
         time.sleep(0.02)
-    raise BenchError(f"{addr} not answering after {limit} s")
 
 
 # --------------------------------------------------------------------------

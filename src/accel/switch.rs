@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// What the supervisor learns of the command's socket before switching it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     /// `SO_DOMAIN`.
     pub domain: i32,
@@ -105,14 +105,8 @@ pub fn facts(fd: BorrowedFd<'_>) -> Option<Facts> {
         kind,
         protocol,
         netns: sys::netns_cookie(fd).unwrap_or(0),
-        local: None,
-        connected: false,
-        device: 0,
-        mark: 0,
-        filter_len: 0,
-        transparent: false,
-        repair: false,
         status: sys::status_flags(fd).unwrap_or(0),
+        ..Facts::default()
     };
     if kind != libc::SOCK_STREAM || protocol != libc::IPPROTO_TCP {
         return Some(f);
@@ -263,14 +257,8 @@ mod tests {
             kind: libc::SOCK_STREAM,
             protocol: libc::IPPROTO_TCP,
             netns: 7,
-            local: None,
-            connected: false,
-            device: 0,
-            mark: 0,
-            filter_len: 0,
-            transparent: false,
-            repair: false,
             status: libc::O_RDWR,
+            ..Facts::default()
         }
     }
 

@@ -22,9 +22,15 @@ pub mod seccomp;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
-/// tier can run (see [`Tier::require`]).
+/// tier can run (see [`Tier::require`]). `tier_tests!(rootless +
+/// rootless_accel, ...)` runs every scenario once more with the accelerator
+/// asked for ([`Accel`], which the test file imports).
 #[allow(unused_macros)]
 macro_rules! tier_tests {
+    ($tier_mod:ident + $accel_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
+        tier_tests!($tier_mod, $tier, [$($name),*]);
+        tier_tests!($accel_mod, super::Accel($tier), [$($name),*]);
+    };
     ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
         mod $tier_mod {
             $(
