@@ -112,9 +112,9 @@ pub fn offer(proc_root: &Path) -> Offer {
 }
 
 /// `doctor`'s line for the accelerator (pure).
-pub fn doctor_check(offer: &Offer) -> crate::host::doctor::Check {
+pub fn doctor_check(offer: &Offer) -> crate::flow::doctor::Check {
     use super::switch::Lock;
-    use crate::host::doctor::{Check, Status};
+    use crate::flow::doctor::{Check, Status};
     let (status, detail, fix) = match (&offer.availability, offer.lock) {
         (Availability::Unavailable(why), _) => (Status::Info, format!("unavailable: {why}"), None),
         (Availability::Available, Lock::Peer) => (
