@@ -104,11 +104,25 @@ pub struct Offer {
     pub availability: Availability,
     /// The lock switched sockets get.
     pub lock: super::switch::Lock,
+    /// The networks this host routes, read under the device lock only (a
+    /// slirp4netns network the host routes too refuses it).
+    #[serde(skip)]
+    pub host_networks: Vec<crate::model::cidr::Ipv4Net>,
 }
 
 /// Probes this host for [`Offer`].
 pub fn offer(proc_root: &Path) -> Offer {
-    Offer { availability: probe(proc_root), lock: super::switch::Lock::available() }
+    let lock = super::switch::Lock::available();
+    let host_networks = match lock {
+        super::switch::Lock::Peer => Vec::new(),
+        super::switch::Lock::Device => {
+            crate::bridge::netlink::Netlink::open().and_then(|mut n| n.host_networks()).unwrap_or_else(|e| {
+                log::debug!("list this host's networks: {e}");
+                Vec::new()
+            })
+        }
+    };
+    Offer { availability: probe(proc_root), lock, host_networks }
 }
 
 /// `doctor`'s line for the accelerator (pure).

@@ -156,7 +156,7 @@ impl Templates {
 }
 
 /// How a switched socket is confined to what the run may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lock {
     /// A locked socket filter: packets from the checked peer only

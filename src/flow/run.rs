@@ -14,11 +14,9 @@
 //! Every resource is recorded in the runtime state directory before or as
 //! it is created, so a later `gc` can find it after a crash.
 
-mod accel;
 mod command;
 mod supervise;
 
-pub use accel::{AccelPlan, describe as describe_accel, host_networks};
 pub use command::resolve_command;
 
 use super::RunError;
@@ -143,12 +141,22 @@ pub(crate) fn announce(plan: &Plan) {
     log::info!("port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
 }
 
+/// What of the host a run's plan reads: the probe's scope, and the
+/// accelerator when the run asks for it.
+fn probe_host(opts: &RunOptions, req: &Request) -> HostCaps {
+    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
+    let mut host = HostCaps::probe_scoped(&roots, probe_scope(req));
+    if !req.network.accel.is_off() {
+        host.accel = Some(crate::accel::probe::offer(&opts.paths.proc_root));
+    }
+    host
+}
+
 /// The plan `run` would execute for `opts`, touching nothing (a default
 /// network's definition is not written).
 pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
     let (req, _given) = request(opts)?;
-    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
+    let host = probe_host(opts, &req);
     Ok(plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?)
 }
 
@@ -157,8 +165,7 @@ pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let (req, given) = request(opts)?;
-    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
+    let host = probe_host(opts, &req);
     let plan = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
     announce(&plan);
     if plan.steps == [Step::ExecInPlace] {
@@ -166,40 +173,30 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
         crate::fault::step(Step::ExecInPlace.op());
         return run_host(&program, &argv);
     }
-    let relayed = plan.port_driver.driver == crate::model::driver::ChosenDriver::Builtin
-        && plan.ports.iter().any(|p| p.proto == crate::model::port::PortProto::Tcp);
-    let (hook, accel) = accel::prepare(&opts.network, &plan.mode, &opts.paths.proc_root, relayed).unzip();
     let signals = SignalGuard::new()?;
     let steps = plan.steps.clone();
     let mut exec = Exec::new(plan, &opts.paths, RecordKind::Run, opts.ready_timeout);
-    exec.accel_hook = hook;
     exec.command = Some(ChildCommand { program: cstring(program.as_os_str().as_bytes()), argv, sigmask: signals.old });
     exec.given = given;
     let mut cancel = || signals.pending_termination().is_some();
     for step in &steps {
-        if let Err(e) = exec.run(step, &mut cancel) {
+        let done = exec.run(step, &mut cancel).and_then(|()| match step {
+            Step::ExecCommand => {
+                exec.done();
+                start_command(&mut exec, opts)?;
+                crate::fault::point("run.command-started");
+                Ok(())
+            }
+            _ => Ok(()),
+        });
+        if let Err(e) = done {
             return Err(exec.fail(e));
         }
     }
-    exec.done();
-    if let Err(e) = start_command(&mut exec, opts) {
-        return Err(exec.fail(e));
-    }
-    crate::fault::point("run.command-started");
-    let supervisor = accel.and_then(|pending| {
-        let child = exec.child.as_ref()?.pid();
-        let relay = exec.live.relay.as_ref().filter(|_| !exec.tcp_listeners.is_empty());
-        let ingress = relay.map(|r| (exec.tcp_listeners.clone(), r.forwarder().releaser()));
-        accel::start(pending, child, &opts.paths.proc_root, ingress)
-    });
     let (exit_code, helper_died) = match exec.child.as_mut() {
         Some(child) => supervise(child, &signals, exec.live.helper.as_mut()),
         None => (125, false),
     };
-    // The accelerator first: it may be asking the relay for a listener.
-    if let Some(s) = supervisor {
-        accel::stop(s);
-    }
     let (helper_output, teardown_errors) = exec.teardown();
     Ok(RunReport {
         exit_code,
