@@ -185,6 +185,39 @@ fn a_server_takes_its_published_listener_over(env: Env) {
     topo.assert_clean();
 }
 
+/// `plan` shows the accelerator as steps of the pipeline, where `run`
+/// executes them: prepared before the child is forked, started once the
+/// command runs; or, where the run cannot have it, one warning and no step.
+fn plan_shows_its_steps_or_why_not(env: Env) {
+    let topo = Topology::new(&env);
+    let plan = |mode: &str| {
+        let out = topo.cli(&env, &["plan", "--json", "--network", mode, "--accel", "socket", "--", "true"]).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ops = |p: &serde_json::Value| -> Vec<String> {
+        p["pipeline"].as_array().unwrap().iter().map(|s| s["op"].as_str().unwrap().to_owned()).collect()
+    };
+    let slirp = plan("slirp4netns");
+    let steps = ops(&slirp);
+    let at = |op: &str| steps.iter().position(|s| s == op).unwrap_or_else(|| panic!("{op} missing: {steps:?}"));
+    assert!(at("prepare_accel") < at("fork_child") && at("exec_command") < at("start_accel"), "{steps:?}");
+    assert_eq!(slirp["accel"]["on"], true, "{slirp}");
+    let pasta = plan("pasta");
+    let has_steps = ops(&pasta).iter().any(|o| o.ends_with("_accel"));
+    let warned =
+        pasta["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().starts_with("accelerator off"));
+    assert_eq!(pasta["accel"]["on"], has_steps, "{pasta}");
+    assert!(has_steps != warned, "steps or one warning: {pasta}");
+    let loopback = plan("loopback");
+    assert!(!ops(&loopback).iter().any(|o| o.ends_with("_accel")) && loopback["accel"]["on"] == false);
+    let text = topo.cli(&env, &["plan", "--network", "slirp4netns", "--accel", "socket", "--", "true"]).output();
+    let text = String::from_utf8(text.unwrap().stdout).unwrap();
+    assert!(text.contains("accelerator: on") && text.contains("prepare the accelerator"), "{text}");
+    topo.assert_clean();
+}
+
 tier_tests!(
     rootless,
     super::Tier::Rootless,
@@ -192,6 +225,7 @@ tier_tests!(
         slirp4netns_connections_are_switched_and_nothing_more,
         a_refused_filter_leaves_one_line_and_the_normal_path,
         pasta_gets_the_accelerator_or_one_line_why_not,
+        plan_shows_its_steps_or_why_not,
     ]
 );
 
@@ -205,5 +239,6 @@ tier_tests!(
         a_refused_filter_leaves_one_line_and_the_normal_path,
         pasta_gets_the_accelerator_or_one_line_why_not,
         a_server_takes_its_published_listener_over,
+        plan_shows_its_steps_or_why_not,
     ]
 );

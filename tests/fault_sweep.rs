@@ -284,13 +284,20 @@ fn position(steps: &[String], name: &str) -> usize {
 /// driver, on old pasta builds and under slirp4netns) in `tier`; returns
 /// the steps for tier-specific order checks.
 fn helper_sweep(tier: Tier, mode: &str, label: &str) -> Option<Vec<String>> {
+    helper_sweep_with(tier, mode, label, &[])
+}
+
+/// [`helper_sweep`] with `extra` arguments to `run`.
+fn helper_sweep_with(tier: Tier, mode: &str, label: &str, extra: &[&str]) -> Option<Vec<String>> {
     let env = tier.require()?;
     if !feature_enabled() {
         return None;
     }
     let topo = Topology::new(&env);
     let mut sweep = Sweep::new(&env, &topo);
-    let args = ["run", "--network", mode, "-p", "127.0.0.1::80", "--", "true"];
+    let mut args = vec!["run", "--network", mode, "-p", "127.0.0.1::80"];
+    args.extend_from_slice(extra);
+    args.extend(["--", "true"]);
     let steps = sweep.run(label, &args, &no_reset);
     assert!(position(&steps, "run.record-written") < position(&steps, &format!("{mode}.spawned")));
     assert!(position(&steps, &format!("{mode}.ready")) < position(&steps, "run.helper-recorded"));
@@ -318,6 +325,27 @@ fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
     assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "undo.netns"));
+}
+
+/// With the accelerator: its supervisor is recorded once it runs and
+/// stopped first at teardown; killed anywhere, gc leaves nothing (the
+/// command's filter dies with the command).
+fn accel_sweep(tier: Tier, mode: &str, label: &str) {
+    let Some(steps) = helper_sweep_with(tier, mode, label, &["--accel", "socket"]) else { return };
+    assert!(position(&steps, "step.prepare_accel") < position(&steps, "step.fork_child"), "{steps:?}");
+    assert!(position(&steps, "step.exec_command") < position(&steps, "step.start_accel"), "{steps:?}");
+    assert!(position(&steps, "accel.recorded") < position(&steps, "undo.accel"), "{steps:?}");
+    assert!(position(&steps, "undo.accel") < position(&steps, "undo.relay"), "stopped before the relay: {steps:?}");
+}
+
+#[test]
+fn rootless_slirp4netns_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns --accel socket");
+}
+
+#[test]
+fn root_pasta_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Root, "pasta", "root pasta --accel socket");
 }
 
 #[test]
