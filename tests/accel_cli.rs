@@ -127,7 +127,19 @@ fn a_refused_filter_leaves_one_line_and_the_normal_path(env: Env) {
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("accelerator")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("accelerator off") && lines[0].contains("EPERM"), "{err}");
+    let mut doctor = topo.cli(&env, &["doctor", "--json"]);
+    refuse(&mut doctor, &[Refuse { nr: libc::SYS_seccomp, arg: 1, mask: listener }]);
+    let detail = accel_check(&doctor.output().unwrap())["detail"].as_str().unwrap().to_owned();
+    assert!(detail.starts_with("unavailable") && detail.contains("EPERM"), "doctor: {detail}");
     topo.assert_clean();
+}
+
+/// `doctor --json`'s check of the accelerator.
+fn accel_check(out: &std::process::Output) -> serde_json::Value {
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)));
+    let checks = report["report"]["checks"].as_array().unwrap_or_else(|| panic!("no checks: {report}"));
+    checks.iter().find(|c| c["name"] == "accelerator").cloned().unwrap_or_else(|| panic!("no accelerator: {report}"))
 }
 
 /// Whatever lock this kernel gives the user, a pasta run asking for the
@@ -215,6 +227,8 @@ fn plan_shows_its_steps_or_why_not(env: Env) {
     let text = topo.cli(&env, &["plan", "--network", "slirp4netns", "--accel", "socket", "--", "true"]).output();
     let text = String::from_utf8(text.unwrap().stdout).unwrap();
     assert!(text.contains("accelerator: on") && text.contains("prepare the accelerator"), "{text}");
+    let doctor = accel_check(&topo.cli(&env, &["doctor", "--json"]).output().unwrap());
+    assert!(doctor["detail"].as_str().unwrap().starts_with("available"), "{doctor}");
     topo.assert_clean();
 }
 

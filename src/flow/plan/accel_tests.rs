@@ -131,3 +131,14 @@ fn off_adds_nothing() {
     assert!(p.accel.is_none() && !ops(&p).iter().any(|o| o.ends_with("_accel")));
     assert!(!crate::flow::plan::render(&p).contains("accelerator"));
 }
+
+#[test]
+fn its_steps_round_trip_through_json() {
+    let p = run("pasta", &["127.0.0.1:8080:80"], &host(root(), Lock::Peer));
+    for step in p.steps.iter().filter(|s| s.op().ends_with("_accel")) {
+        let json = serde_json::to_value(step).unwrap();
+        assert_eq!(&serde_json::from_value::<Step>(json.clone()).unwrap(), step, "{json}");
+    }
+    let json = serde_json::to_value(&p.steps[p.steps.len() - 1]).unwrap();
+    assert_eq!(json, serde_json::json!({"op": "start_accel"}));
+}
