@@ -103,18 +103,20 @@ pub(super) fn plan(input: &Input<'_>) -> Option<AccelPlan> {
     if config.accel.is_off() {
         return None;
     }
+    if !input.req.command {
+        return Some(off(Lock::Device, "only a command `run` starts can be started under its filter".into()));
+    }
     let Some(offer) = input.host.accel.as_ref() else {
         return Some(off(Lock::Device, "the host was not probed for it".into()));
     };
-    let reason = match (&input.req.target, input.req.command) {
-        (TargetKind::NewChild, true) => None,
-        _ => Some("only a command `run` starts can be started under its filter".to_owned()),
-    }
-    .or_else(|| refusal(config, input.mode, offer.lock, &offer.host_networks))
-    .or(match &offer.availability {
-        Availability::Available => None,
-        Availability::Unavailable(why) => Some(why.clone()),
-    });
+    let elsewhere = (input.req.target != TargetKind::NewChild)
+        .then(|| "a command run in a namespace someone else made has no helper whose reach it could mirror".into());
+    let reason = refusal(config, input.mode, offer.lock, &offer.host_networks).or(elsewhere).or(
+        match &offer.availability {
+            Availability::Available => None,
+            Availability::Unavailable(why) => Some(why.clone()),
+        },
+    );
     if let Some(why) = reason {
         return Some(off(offer.lock, why));
     }
