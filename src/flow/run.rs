@@ -7,7 +7,9 @@
 //! 3. Block the signals we forward, then execute the steps: the namespace
 //!    child is forked (it enters its namespaces, brings `lo` up and waits),
 //!    the helper is started against it and awaited, the relay started.
-//! 4. Release the child, which execs the command; forward signals; wait.
+//! 4. Release the child, which execs the command (the steps after
+//!    `exec_command`, the accelerator's supervisor, start now); forward
+//!    signals; wait.
 //! 5. Undo everything recorded, collecting every error, and return the
 //!    command's status (128+N when killed by signal N).
 //!
