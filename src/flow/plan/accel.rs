@@ -34,17 +34,22 @@ pub struct AccelPlan {
 }
 
 impl AccelPlan {
-    /// The plan's line about it.
-    pub fn line(&self) -> String {
+    /// The plan's line about it; `relayed`: the builtin driver relays
+    /// published TCP ports.
+    pub fn line(&self, relayed: bool) -> String {
+        let listeners = match (self.listeners_handed_over, relayed) {
+            (true, _) => "; published TCP listeners handed to their servers",
+            (false, true) => "; published TCP ports stay relayed (handing a listener over needs the peer lock)",
+            (false, false) => "",
+        };
         match &self.reason {
             Some(why) => format!("accelerator: off: {why}"),
             None => format!(
-                "accelerator: on, switched sockets locked {}{}",
+                "accelerator: on, switched sockets locked {}{listeners}",
                 match self.lock {
                     Lock::Peer => "to their peer",
                     Lock::Device => "to their route's device",
-                },
-                if self.listeners_handed_over { "; published TCP listeners handed to their servers" } else { "" }
+                }
             ),
         }
     }
@@ -120,8 +125,13 @@ pub(super) fn plan(input: &Input<'_>) -> Option<AccelPlan> {
     if let Some(why) = reason {
         return Some(off(offer.lock, why));
     }
-    let relayed = input.builtin && config.ports.iter().any(|p| p.proto == PortProto::Tcp);
+    let relayed = relays_tcp(input.builtin, &config.ports);
     Some(AccelPlan { on: true, lock: offer.lock, listeners_handed_over: relayed && offer.lock == Lock::Peer, reason: None })
+}
+
+/// Whether the builtin driver relays published TCP ports.
+pub(crate) fn relays_tcp(builtin: bool, ports: &[crate::model::port::PortMapping]) -> bool {
+    builtin && ports.iter().any(|p| p.proto == PortProto::Tcp)
 }
 
 fn off(lock: Lock, why: String) -> AccelPlan {

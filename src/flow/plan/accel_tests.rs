@@ -81,6 +81,8 @@ fn a_run_that_has_it_prepares_it_before_the_fork_and_starts_it_after_the_command
 fn under_the_device_lock_slirp4netns_gets_egress_only_and_pasta_a_warning() {
     let slirp = run("slirp4netns", &["127.0.0.1:8080:80"], &host(rootless(), Lock::Device));
     assert!(slirp.steps.contains(&Step::PrepareAccel { lock: Lock::Device, listeners: false }), "{:?}", ops(&slirp));
+    let text = crate::flow::plan::render(&slirp);
+    assert!(text.contains("to their route's device; published TCP ports stay relayed"), "{text}");
     let pasta = run("pasta", &[], &host(rootless(), Lock::Device));
     assert!(!ops(&pasta).iter().any(|o| o.ends_with("_accel")), "{:?}", ops(&pasta));
     let warning = pasta.warnings.iter().find(|w| w.starts_with("accelerator off: ")).unwrap();

@@ -37,7 +37,7 @@ pub fn render(plan: &Plan) -> String {
         let _ = writeln!(s, "port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
     }
     if let Some(a) = plan.accel.as_ref().filter(|a| a.on) {
-        let _ = writeln!(s, "{}", a.line());
+        let _ = writeln!(s, "{}", a.line(super::accel::relays_tcp(plan.builtin(), &plan.ports)));
     }
     s.push_str("steps:\n");
     for (i, step) in plan.steps.iter().enumerate() {
