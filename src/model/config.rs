@@ -26,6 +26,9 @@ pub struct NetworkConfig {
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
     #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
     pub dns: crate::dns::DnsOptions,
+    /// `--accel`: switch the command's TCP sockets to the owner's namespace.
+    #[serde(default, skip_serializing_if = "crate::accel::AccelMode::is_off")]
+    pub accel: crate::accel::AccelMode,
 }
 
 impl NetworkConfig {
@@ -38,6 +41,7 @@ impl NetworkConfig {
             port_driver: Default::default(),
             helper_options: Vec::new(),
             dns: Default::default(),
+            accel: Default::default(),
         }
     }
 
