@@ -23,8 +23,7 @@
 //!   upstream attempt; a local name never waits behind a slow upstream).
 //!
 //! Records are the truth: a name exists while a live run's record on the
-//! network carries it ([`crate::state::record::Record::name`] and its
-//! lease), so several servers of one network (each root bridge run serves
+//! network carries it (the record's `name` and its lease), so several servers of one network (each root bridge run serves
 //! its network's gateway, `SO_REUSEPORT`) answer alike, and names come and
 //! go with runs without anyone telling the server.
 //!
@@ -33,7 +32,7 @@
 //! ```no_run
 //! use pelagos_net::dns::forwarder::{Limits, Listeners};
 //! use pelagos_net::dns::names::{NamesScope, serve};
-//! # fn demo(paths: &pelagos_net::state::paths::Paths) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn demo(paths: &pelagos_net::Paths) -> Result<(), Box<dyn std::error::Error>> {
 //! let scope = NamesScope {
 //!     network: "web".into(),                      // as the records' leases name it
 //!     clients: Some("10.89.0.0/24".parse()?),     // the network's subnet
@@ -54,7 +53,7 @@
 //!
 //! A run on the network gets the gateway as its nameserver and
 //! [`NAMES_DOMAIN`] as its first search domain
-//! ([`crate::dns::decide`] does that for bridge runs), and its own name and
+//! ([`crate::dns::decide()`] does that for bridge runs), and its own name and
 //! id in its /etc/hosts.
 //!
 //! Names are unique per network among live runs: [`check_name`] says who

@@ -74,7 +74,7 @@ impl NameTable {
     }
 
     /// The table of `network` from `records`, keeping those `alive` says
-    /// are (the caller's liveness test: [`Record::alive`] against a procfs).
+    /// are (the caller's liveness test: the record's `alive` against a procfs).
     pub fn from_records<'a>(
         network: &str,
         records: impl IntoIterator<Item = &'a Record>,
