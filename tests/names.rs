@@ -321,6 +321,29 @@ fn a_burst_of_queries_to_a_silent_upstream_does_not_block_local_names(env: Env) 
     scene.finish();
 }
 
+fn an_attachment_with_a_name_resolves_until_detached(env: Env) {
+    let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
+    let mut ns = common::namespace::Namespace::new(&scene.topo, &env);
+    let out = scene
+        .topo
+        .cli(&env, &["attach", "--netns", &ns.path, "--network", "bridge", "--name", "cache", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let (_, addr) = scene.named("cache");
+    let resolve = "import socket,sys; print(socket.gethostbyname(sys.argv[1]))";
+    let out = scene.run(&["run", "--network", "bridge", "--", "python3", "-c", resolve, "cache"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), addr, "{}", describe(&out));
+    let out = scene.topo.cli(&env, &["detach", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = scene.run(&["run", "--network", "bridge", "--", "python3", "-c", NONE_RESOLVE, "cache", &id]);
+    assert!(out.status.success(), "a name outlived its attachment: {}", describe(&out));
+    ns.end();
+    scene.finish();
+}
+
 fn plan_names_the_resolver_that_serves_the_networks_names(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
     let out = scene.run(&["plan", "--network", "bridge", "--name", "db", "--", "true"]);
@@ -341,6 +364,7 @@ tier_tests!(
         a_name_disappears_when_its_run_ends,
         a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created,
         a_burst_of_queries_to_a_silent_upstream_does_not_block_local_names,
+        an_attachment_with_a_name_resolves_until_detached,
         plan_names_the_resolver_that_serves_the_networks_names,
     ]
 );
