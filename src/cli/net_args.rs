@@ -169,6 +169,13 @@ fn ignored_options(config: &NetworkConfig) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if config.mode == NetworkMode::Host && config.name.is_some() {
+        out.push(
+            "--name is ignored with --network host: the command runs in the host's namespaces, with the host's \
+             names, and is not recorded"
+                .to_owned(),
+        );
+    }
     if config.mode == NetworkMode::Loopback && !config.host_loopback_ports.is_empty() {
         out.push("--host-port is ignored with --network loopback: the namespace has no way to the host".to_owned());
     }
