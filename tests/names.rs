@@ -344,6 +344,25 @@ fn an_attachment_with_a_name_resolves_until_detached(env: Env) {
     scene.finish();
 }
 
+fn a_dual_stack_network_answers_both_families(env: Env) {
+    let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
+    let out =
+        scene.topo.cli(&env, &["network", "create", "--subnet", "10.92.0.0/24", "--ipv6", "dual"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let db = scene.start(&strs(&server_args("dual")));
+    let (_, addr) = scene.named("db");
+    let resolve = "import socket; print(sorted({a[4][0] for a in socket.getaddrinfo('db', 80)}))";
+    let out = scene.run(&["run", "--network", "dual", "--", "python3", "-c", resolve]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let offset = addr.rsplit('.').next().unwrap();
+    assert!(stdout.contains(&format!("'{addr}'")), "{}", describe(&out));
+    assert!(stdout.contains(&format!("::{offset}'")), "no IPv6 address at the IPv4 offset: {}", describe(&out));
+    stop(db);
+    let out = scene.topo.cli(&env, &["network", "rm", "dual"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    scene.finish();
+}
+
 fn plan_names_the_resolver_that_serves_the_networks_names(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
     let out = scene.run(&["plan", "--network", "bridge", "--name", "db", "--", "true"]);
@@ -365,6 +384,7 @@ tier_tests!(
         a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created,
         a_burst_of_queries_to_a_silent_upstream_does_not_block_local_names,
         an_attachment_with_a_name_resolves_until_detached,
+        a_dual_stack_network_answers_both_families,
         plan_names_the_resolver_that_serves_the_networks_names,
     ]
 );
