@@ -106,9 +106,9 @@ impl Scene {
         (run["id"].as_str().unwrap().to_owned(), run["address"].as_str().unwrap().to_owned())
     }
 
-    /// Create bridge network `name` on `subnet`.
-    fn network(&self, name: &str, subnet: &str) {
-        let out = self.topo.cli(&self.env, &["network", "create", "--subnet", subnet, name]).output().unwrap();
+    /// `pelagos-net network ARGS`, which must succeed.
+    fn network(&self, args: &[&str]) {
+        let out = self.topo.cli(&self.env, &[&["network"][..], args].concat()).output().unwrap();
         assert!(out.status.success(), "{}", describe(&out));
     }
 
@@ -175,7 +175,7 @@ fn two_runs_on_one_bridge_network_resolve_each_other_by_name_and_id_and_connect(
 
 fn a_run_on_another_network_cannot_resolve_them(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
-    scene.network("other", "10.91.0.0/24");
+    scene.network(&["create", "--subnet", "10.91.0.0/24", "other"]);
     let db = scene.start(&strs(&server_args("bridge")));
     let (db_id, _) = scene.named("db");
     let names = ["db", "db.dns.pelagos", db_id.as_str(), &format!("{db_id}.dns.pelagos")];
@@ -193,8 +193,7 @@ except socket.timeout: print('answers 0 (unreachable)')
     let out = scene.run(&["run", "--network", "other", "--", "python3", "-c", direct]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("answers 0"), "{}", describe(&out));
     stop(db);
-    let out = scene.topo.cli(&env, &["network", "rm", "other"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["rm", "other"]);
     scene.finish();
 }
 
@@ -266,7 +265,7 @@ fn a_run_killed_without_cleaning_up_stops_resolving_before_gc(env: Env) {
 
 fn a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
-    scene.network("other", "10.91.0.0/24");
+    scene.network(&["create", "--subnet", "10.91.0.0/24", "other"]);
     let db = scene.start(&strs(&server_args("bridge")));
     let (db_id, _) = scene.named("db");
     let out = scene.run(&["run", "--network", "bridge", "--name", "DB", "--", "true"]);
@@ -284,8 +283,7 @@ fn a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created(env: E
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad), "{bad}: {}", describe(&out));
     }
     stop(db);
-    let out = scene.topo.cli(&env, &["network", "rm", "other"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["rm", "other"]);
     scene.finish();
 }
 
@@ -398,9 +396,7 @@ fn an_attachment_with_a_name_resolves_until_detached(env: Env) {
 
 fn a_dual_stack_network_answers_both_families(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
-    let out =
-        scene.topo.cli(&env, &["network", "create", "--subnet", "10.92.0.0/24", "--ipv6", "dual"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["create", "--subnet", "10.92.0.0/24", "--ipv6", "dual"]);
     let db = scene.start(&strs(&server_args("dual")));
     let (_, addr) = scene.named("db");
     let resolve = "import socket; print(sorted({a[4][0] for a in socket.getaddrinfo('db', 80)}))";
@@ -410,8 +406,7 @@ fn a_dual_stack_network_answers_both_families(env: Env) {
     assert!(stdout.contains(&format!("'{addr}'")), "{}", describe(&out));
     assert!(stdout.contains(&format!("::{offset}'")), "no IPv6 address at the IPv4 offset: {}", describe(&out));
     stop(db);
-    let out = scene.topo.cli(&env, &["network", "rm", "dual"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["rm", "dual"]);
     scene.finish();
 }
 
