@@ -16,6 +16,7 @@ use crate::model::helper_opts;
 use crate::model::ifname::NetworkName;
 use crate::model::mode::{ModeError, NetworkMode};
 use crate::model::port::PortMapping;
+use crate::model::run_name::RunName;
 
 /// `--network` as typed, before a bare name is looked up.
 #[derive(Debug, Clone)]
@@ -116,6 +117,11 @@ pub struct NetArgs {
     /// why. `off` (default): the helper carries everything.
     #[arg(long, default_value = "off", env = "PELAGOS_NET_ACCEL", value_name = "MODE")]
     pub accel: crate::accel::AccelMode,
+    /// Name the run goes by: other runs on the same network resolve it (and
+    /// its id) to its address; it is in the command's /etc/hosts. One DNS
+    /// label; unique among the network's live runs.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 impl NetArgs {
@@ -141,6 +147,7 @@ impl NetArgs {
             helper_options,
             dns,
             accel: self.accel,
+            name: self.name.as_deref().map(RunName::new).transpose().map_err(|e| CliError::usage(e.to_string()))?,
         };
         for ignored in ignored_options(&config) {
             if self.fallback == Some(Fallback::Strict) {
@@ -173,6 +180,13 @@ fn ignored_options(config: &NetworkConfig) -> Vec<String> {
         out.push(
             "-p/--publish is ignored with --network host: the command shares the host's network, so its own \
              listening sockets are already the host's"
+                .to_owned(),
+        );
+    }
+    if config.mode == NetworkMode::Host && config.name.is_some() {
+        out.push(
+            "--name is ignored with --network host: the command runs in the host's namespaces, with the host's \
+             names, and is not recorded"
                 .to_owned(),
         );
     }
