@@ -146,6 +146,23 @@ fn published_udp_port_echoes(env: Env) {
     topo.assert_clean();
 }
 
+/// Regression: the client starts sending before the command's server binds
+/// (here a second late; on a loaded machine python's start alone took
+/// that long). The relay's flow for the client, refused on both loopbacks,
+/// stayed on [::1] while the client kept sending, and the server on
+/// 0.0.0.0 was never reached: `udp_echo` gave up after 10 s with EAGAIN.
+fn udp_server_that_binds_late_is_reached(env: Env) {
+    let topo = Topology::new(&env);
+    let host_port = port(19400);
+    let spec = format!("{host_port}:9000/udp");
+    let script = format!("sleep 1; exec python3 -c '{UDP_ECHO}' 9000");
+    let run = Running::start(&topo, &env, &["run", "--network", "pasta", "-p", &spec, "--", "sh", "-c", &script]);
+    let echoed = topo.in_host(move || udp_echo(format!("127.0.0.1:{host_port}").parse().unwrap()));
+    assert_eq!(echoed, b"echo:ping");
+    run.stop();
+    topo.assert_clean();
+}
+
 fn published_range_maps_each_port(env: Env) {
     let topo = Topology::new(&env);
     let base = port(20000) + 100;
@@ -490,6 +507,7 @@ tier_tests!(
         loopback_mode_sees_only_lo_and_it_is_up,
         published_tcp_port_serves_a_page,
         published_udp_port_echoes,
+        udp_server_that_binds_late_is_reached,
         published_range_maps_each_port,
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,
@@ -511,6 +529,7 @@ tier_tests!(
         loopback_mode_sees_only_lo_and_it_is_up,
         published_tcp_port_serves_a_page,
         published_udp_port_echoes,
+        udp_server_that_binds_late_is_reached,
         published_range_maps_each_port,
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,

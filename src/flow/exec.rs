@@ -57,6 +57,8 @@ pub(crate) struct Exec {
     /// Published ports, host ports picked.
     pub ports: Vec<PortMapping>,
     pub listeners: Option<Vec<Listener>>,
+    /// Sockets holding the published ports that DNAT forwards (`hold_ports`).
+    held: Vec<Listener>,
     pub child: Option<NsChild>,
     pub command: Option<ChildCommand>,
     pub given: Option<OpenTarget>,
@@ -118,6 +120,7 @@ impl Exec {
             ports: plan.ports.clone(),
             plan,
             listeners: None,
+            held: Vec::new(),
             child: None,
             command: None,
             given: None,
@@ -163,6 +166,10 @@ impl Exec {
                 Ok(())
             }
             Step::BindListeners => relay::bind(self),
+            Step::HoldPorts => {
+                self.held = relay::hold(&self.ports)?;
+                Ok(())
+            }
             Step::PrepareDns => self.prepare_dns(),
             Step::WriteRecord => {
                 self.open_record()?;
@@ -330,8 +337,10 @@ impl Exec {
                 Err(e) => errors.push(RunError::Undo(e)),
             }
         }
-        // Open namespace files close here, before the record goes.
+        // Open namespace files close here, before the record goes; the
+        // published ports are let go once nothing forwards them any more.
         self.named = None;
+        self.held.clear();
         if let Some(store) = self.store.take()
             && let Err(e) = store.remove_record(&self.record.id)
         {

@@ -242,6 +242,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if !cfg.ports.is_empty() {
         steps.push(Step::ClaimPorts);
     }
+    if driver.holds_ports(&input) {
+        steps.push(Step::HoldPorts);
+    }
     if let (Some(name), Some(def)) = (&cfg.name, &def) {
         steps.push(Step::ClaimName { network: def.name.to_string(), name: name.clone() });
     }

@@ -158,6 +158,13 @@ fn check_well_formed(req: &Request, host: &HostCaps, p: &Plan) -> Result<(), Tes
     let relays = s.iter().filter(|x| matches!(x, Step::StartRelay { .. })).count();
     prop_assert_eq!(relays, usize::from(p.builtin()), "the relay iff the builtin driver: {:?}", s);
     prop_assert_eq!(s.contains(&Step::BindListeners), p.builtin());
+    let dnat = matches!(p.mode, NetworkMode::Bridge(_)) && !p.builtin() && !req.network.ports.is_empty();
+    prop_assert_eq!(
+        s.contains(&Step::HoldPorts),
+        dnat && req.lifetime == crate::flow::plan::Lifetime::Owner,
+        "DNAT'd ports held while their owner lives: {:?}",
+        s
+    );
     prop_assert_eq!(s.contains(&Step::PickHostPorts), req.network.ports.iter().any(|m| m.host.is_none()));
     let last = s.last();
     match (&req.target, req.command, &p.mode) {

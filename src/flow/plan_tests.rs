@@ -170,10 +170,12 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
     let p = run_plan(cfg("bridge", &["8080:80"]), &root()).unwrap();
     let text = render(&p);
     assert!(text.contains("add table ip pelagos-pelagos0") && text.contains("8080 : <leased> . 80"), "{text}");
+    assert!(text.contains("hold 8080:80/tcp with sockets of this process"), "{text}");
     assert_eq!(
         ops(&p),
         [
             "claim_ports",
+            "hold_ports",
             "prepare_dns",
             "write_record",
             "lease_address",

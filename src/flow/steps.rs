@@ -116,6 +116,11 @@ pub enum Step {
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
+    /// Hold the published host ports with sockets of this process while the
+    /// setup lives (kernel DNAT forwards them and holds nothing): no other
+    /// program can bind them meanwhile, and every other setup's check sees
+    /// them as in use, whatever runtime directory it records in.
+    HoldPorts,
     /// Prepare name resolution before anything exists: read the host's
     /// files, bind a bridge forwarder's sockets, prepare the child's mounts.
     PrepareDns,
@@ -221,6 +226,7 @@ impl Step {
             Self::ClaimPorts => "claim_ports",
             Self::ClaimName { .. } => "claim_name",
             Self::BindListeners => "bind_listeners",
+            Self::HoldPorts => "hold_ports",
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",
             Self::LeaseAddress { .. } => "lease_address",

@@ -460,7 +460,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             ipv4: routes
                 && crate::host::procnet::read_routes(proc, None)
                     .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
-            ipv6: routes && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
+            ipv6: routes && crate::host::procnet6::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
         container: if full { helpers::container_hints(roots) } else { Vec::new() },
         accel: None,

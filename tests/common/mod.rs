@@ -104,7 +104,7 @@ fn lookup_user(name: &str) -> Option<TestUser> {
 }
 
 impl Tier {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Tier::Rootless => "rootless",
             Tier::Root => "root",
@@ -316,6 +316,8 @@ impl Topology {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
         }
         ip(&["-n", &self.host, "-6", "route", "add", "default", "via", "fd00:231::1"]);
+        wait_ipv6_usable(&self.host);
+        wait_ipv6_usable(&self.upstream);
     }
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
@@ -326,6 +328,16 @@ impl Topology {
     /// [`Topology::cli`] with `wrapper` (a command that execs the rest, run
     /// as root) between `ip netns exec` and the switch to the tier's user.
     pub fn cli_wrapped(&self, env: &Env, wrapper: &[std::ffi::OsString], args: &[&str]) -> Command {
+        self.cli_in(env, wrapper, &self.run_dir, args)
+    }
+
+    /// [`Topology::cli`] recording under `run_dir` instead of the
+    /// topology's own (another user's runs, as a run sees them).
+    pub fn cli_with_run_dir(&self, env: &Env, run_dir: &Path, args: &[&str]) -> Command {
+        self.cli_in(env, &[], run_dir, args)
+    }
+
+    fn cli_in(&self, env: &Env, wrapper: &[std::ffi::OsString], run_dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(which("ip").expect("ip"));
         cmd.args(["netns", "exec", &self.host]);
         cmd.args(wrapper);
@@ -339,7 +351,7 @@ impl Topology {
             ]);
         }
         cmd.arg(&env.bin);
-        cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
+        cmd.arg("--run-dir").arg(run_dir).arg("--netns-dir").arg(&self.netns_dir);
         cmd.arg("--config-dir").arg(&self.config_dir);
         cmd.args(args);
         cmd.env_clear()
@@ -430,6 +442,22 @@ impl Drop for Topology {
 /// Run `f` on a fresh thread that has joined the named netns.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     in_netns_path(Path::new("/run/netns").join(name), f)
+}
+
+/// Wait until every global IPv6 address of namespace `name` can be used:
+/// `ip addr add` returns before the kernel's address work (run even for
+/// `nodad`, on a workqueue) inserts the address's `local` route, and a
+/// packet sent to it meanwhile is lost.
+pub fn wait_ipv6_usable(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = in_netns(name, || pelagos_net::host::procnet6::read_ipv6_state(Path::new("/proc"), None));
+        match state {
+            Ok(s) if s.unusable.is_empty() => return,
+            other => assert!(Instant::now() < deadline, "IPv6 addresses of {name} never became usable: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Run `f` on a fresh thread that has joined the network namespace at

@@ -88,6 +88,13 @@ pub(crate) trait ModeDriver {
     /// up to a namespace whose network is ready.
     fn steps(&self, input: &Input<'_>) -> Vec<Step>;
 
+    /// The published ports are forwarded by something that holds no host
+    /// socket (kernel DNAT), so the setup holds them itself
+    /// ([`Step::HoldPorts`]) while it lives.
+    fn holds_ports(&self, _input: &Input<'_>) -> bool {
+        false
+    }
+
     /// Where the builtin relay relays to.
     fn relay_target(&self, input: &Input<'_>) -> NsRef {
         input.ns()

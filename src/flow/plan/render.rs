@@ -114,6 +114,11 @@ fn describe(plan: &Plan, step: &Step) -> String {
             list(&plan.ports)
         ),
         Step::BindListeners => format!("bind the host listeners of {} in this namespace", list(&plan.ports)),
+        Step::HoldPorts => format!(
+            "hold {} with sockets of this process while the run lives (IPv4; DNAT takes their traffic): nothing \
+             else can bind them",
+            list(&plan.ports)
+        ),
         Step::WriteRecord => {
             "write the record (<run dir>/runs/<id>.json); everything created from here on is recorded \
                               before or as it is created"
@@ -181,7 +186,7 @@ fn describe(plan: &Plan, step: &Step) -> String {
         }
         Step::AwaitReady { helper: Helper::Pasta } => {
             let ports = if plan.builtin() { "" } else { ", every published host port" };
-            format!("wait for the default route{ports} and every --host-port listener")
+            format!("wait for the default route (and the IPv6 one when the host has one){ports} and every --host-port listener")
         }
         Step::AwaitReady { helper: Helper::Slirp4netns } => {
             let mut text = "wait for slirp4netns's ready-fd".to_owned();
