@@ -13,6 +13,7 @@ mod helper;
 mod holder;
 mod ns;
 mod relay;
+mod shared;
 
 pub(crate) use helper::LiveHelper;
 
@@ -68,6 +69,8 @@ pub(crate) struct Exec {
     pub dns: Option<crate::dns::PreparedDns>,
     /// The published ports' check, held until the record is written.
     claim: Option<crate::ports::precheck::PortClaim>,
+    /// The user's network holder, once found or started (rootless shared networks).
+    pub holder: Option<crate::holder::HolderState>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -119,6 +122,7 @@ impl Exec {
             bridge: bridge::BridgeState::default(),
             dns: None,
             claim: None,
+            holder: None,
         }
     }
 
@@ -150,6 +154,8 @@ impl Exec {
             }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
+            Step::EnsureHolder => shared::ensure(self),
+            Step::AttachInHolder { .. } => shared::attach(self),
             Step::CreateNetns => ns::create_named(self),
             Step::ForkChild { ns } => ns::fork_child(self, *ns),
             Step::NameNetns { of } => ns::name(self, *of),

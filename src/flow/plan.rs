@@ -201,7 +201,8 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     let decision = decide(req, host)?;
     let mode = decision.as_ref().map_or_else(|| req.network.mode.clone(), |d| d.mode.to_network_mode());
     let cfg = &req.network;
-    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, DriverFacts { pasta: pasta_build(host) })?;
+    let facts = DriverFacts { pasta: pasta_build(host), rootless_bridge: host.euid != 0 };
+    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, facts)?;
     let def = match &mode {
         NetworkMode::Bridge(name) => {
             Some(lookups.network(name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str())).map_err(Refusal::Network)?)
@@ -221,7 +222,7 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         slirp_options: &slirp_options,
     };
     check_common(&input)?;
-    let driver = modes::driver(&mode);
+    let driver = modes::driver(&mode, host);
     driver.check(&input)?;
     let dns_request = dns::request(&input)?;
     let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
@@ -289,6 +290,8 @@ pub fn probe_scope(req: &Request) -> ProbeScope {
     match (&req.network.mode, req.fallback) {
         (NetworkMode::Pasta, None) => ProbeScope::Pasta,
         (NetworkMode::Slirp4netns, None) => ProbeScope::Slirp4netns,
+        // A rootless bridge network needs pasta for its holder.
+        (NetworkMode::Bridge(_), None) if !nix::unistd::geteuid().is_root() => ProbeScope::Pasta,
         (NetworkMode::Host | NetworkMode::Loopback | NetworkMode::Bridge(_) | NetworkMode::Ns(_), None) => {
             ProbeScope::Identity
         }

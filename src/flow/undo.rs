@@ -56,6 +56,9 @@ pub enum UndoError {
         #[source]
         source: crate::bridge::netlink::NetlinkError,
     },
+    /// The network holder could not be released.
+    #[error(transparent)]
+    Holder(#[from] crate::holder::HolderError),
     /// A file could not be removed.
     #[error("remove {path}")]
     File {
@@ -118,6 +121,10 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             }
             Ok(None)
         }
+        Resource::Holder { id } => {
+            crate::holder::usage::release(env.paths, id)?;
+            Ok(None)
+        }
         Resource::Relay { factory, .. } => {
             match live.relay.take() {
                 // Listeners close first: no new connection is accepted into
@@ -146,6 +153,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",
         Resource::Dns => "undo.dns",
+        Resource::Holder { .. } => "undo.holder",
     }
 }
 

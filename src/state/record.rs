@@ -225,6 +225,12 @@ pub enum Resource {
     /// The DNS forwarder (a thread of the process that owns the run; its
     /// sockets close with it).
     Dns,
+    /// The user's holder of rootless networks is in use by this record
+    /// (`id`): undoing it stops the holder when no other live record uses it.
+    Holder {
+        /// The record's id.
+        id: String,
+    },
     /// The builtin port driver: listeners on the host (closed with the
     /// process holding them) and the socket factory inside the namespace
     /// (rootless; it exits when the relay closes its control socket).

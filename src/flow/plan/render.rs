@@ -127,6 +127,25 @@ fn describe(plan: &Plan, step: &Step) -> String {
             ),
             None => format!("ensure the bridge and nftables table of {network}"),
         },
+        Step::EnsureHolder => "ensure your network holder runs (<run dir>/holder): a user namespace (your \
+                               subordinate ids through newuidmap when you have them, your uid alone otherwise) \
+                               with a network and a mount namespace, pasta attached to it for egress, both \
+                               supervised; started now if not running, stopped when its last user leaves"
+            .into(),
+        Step::AttachInHolder { network } => match def {
+            Some(d) => format!(
+                "in a helper forked into the holder (setns user, net): ensure bridge {} with {}/{} up \
+                 (mtu {}), ip_forward on, nftables table ip pelagos-{network}:\n{}\n    then a veth pair (peer \
+                 eth0 created in the child's namespace) on it, the leased address, default route via {}",
+                d.bridge,
+                d.gateway,
+                d.subnet.prefix(),
+                crate::holder::network::in_holder(d).options.mtu.unwrap_or_default(),
+                indent(&table_script(&rules_for(d))),
+                d.gateway
+            ),
+            None => format!("attach to {network} inside the network holder"),
+        },
         Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
         Step::ForkChild { ns } => {
             let enter = match ns {
@@ -137,6 +156,9 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 }
                 ChildNs::NewNet => "it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS)".to_owned(),
                 ChildNs::Join { ns } => format!("it joins {} with setns", ns_text(*ns)),
+                ChildNs::InHolder => "a forked helper joins the network holder's user namespace and clones it \
+                                      into new network, PID and mount namespaces there, brings lo up"
+                    .to_owned(),
             };
             format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
         }

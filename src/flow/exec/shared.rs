@@ -1,0 +1,55 @@
+//! Steps of a rootless shared network: the user's network holder (started
+//! or found), the child created inside its user namespace, the attachment
+//! made by a helper that joined it. See [`crate::holder`].
+
+use super::Exec;
+use crate::flow::RunError;
+use crate::holder::daemon::StartConfig;
+use crate::holder::network::{AttachSpec, in_holder};
+use crate::holder::{HolderError, idmap, usage};
+use crate::model::ifname::{IfName, veth_name};
+use crate::state::record::Resource;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// `ensure_holder`: recorded first (a record naming a holder that never
+/// started costs nothing to undo), then found running or started, under
+/// the holder's lock.
+pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
+    let pasta = exec.plan.helper_program.clone().ok_or(RunError::Refused(crate::flow::plan::Refusal::PastaMissing))?;
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let path_env = std::env::var_os("PATH");
+    let mapping = idmap::for_user(Path::new("/etc"), path_env.as_deref(), uid, gid);
+    exec.add(Resource::Holder { id: exec.id().to_owned() })?;
+    let cfg = StartConfig { paths: exec.paths.clone(), pasta, mapping, timeout: exec.timeout };
+    let ensured = usage::ensure(&cfg)?;
+    if ensured.started {
+        log::info!("started the network holder (pid {})", ensured.state.holder.pid);
+    }
+    exec.holder = Some(ensured.state);
+    Ok(())
+}
+
+/// The holder's user namespace, for the child's fork.
+pub(super) fn holder_userns(exec: &Exec) -> Result<File, RunError> {
+    let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
+    let path = state.ns_path(&exec.paths.proc_root, "user");
+    File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source }.into())
+}
+
+/// `attach_in_holder`: the network in the holder, a veth pair into the
+/// child's namespace, its address and route.
+pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
+    let def = in_holder(exec.plan.network.as_ref().ok_or(RunError::NoNetwork)?);
+    let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
+    let (Some(child), Some(address)) = (exec.child.as_ref(), exec.lease) else { return Err(RunError::NoNetwork) };
+    let path = exec.paths.proc_pid(child.pid(), "ns/net");
+    let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })?;
+    let veth = veth_name(exec.id());
+    let peer = IfName::new("eth0").expect("valid interface name");
+    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id() };
+    crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
+    crate::fault::point("holder.attached");
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Networks inside the holder, run by a helper that joined it
+//! ([`super::join::inside`]): the network's bridge, address and nftables
+//! table (NAT to pasta's interface, isolation from the user's other
+//! networks) made on first use by the same code as root's bridges, a veth
+//! pair whose peer is created directly in the container's namespace, the
+//! container end addressed and routed. All over rtnetlink and nfnetlink.
+
+use super::{HolderError, HolderState};
+use crate::bridge::firewall::Firewall;
+use crate::bridge::netlink::Netlink;
+use crate::bridge::network::NetworkDef;
+use crate::bridge::{ContainerEnd, configure_container_end, ensure_bridge};
+use crate::model::ifname::IfName;
+use crate::state::paths::Paths;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// The MTU of a network in the holder when its definition sets none:
+/// pasta's, so nothing is fragmented on the way out.
+pub const HOLDER_MTU: u32 = 65520;
+
+/// A network's definition as the holder builds it (its MTU defaulted to pasta's).
+pub fn in_holder(def: &NetworkDef) -> NetworkDef {
+    let mut def = def.clone();
+    def.options.mtu = Some(def.options.mtu.unwrap_or(HOLDER_MTU));
+    def
+}
+
+/// One container's attachment.
+#[derive(Debug, Clone)]
+pub struct AttachSpec<'a> {
+    /// The network (as [`in_holder`] made it).
+    pub def: &'a NetworkDef,
+    /// The host end's name, in the holder.
+    pub veth: &'a IfName,
+    /// The container end's name.
+    pub peer: &'a IfName,
+    /// The container's address.
+    pub address: Ipv4Addr,
+    /// The run's id, for errors.
+    pub id: &'a str,
+}
+
+/// Attach the container whose network namespace is `netns` (opened by the
+/// caller, before the helper forks) to its network in the holder.
+pub fn attach(paths: &Paths, state: &HolderState, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> Result<(), HolderError> {
+    super::join::inside(state, &paths.proc_root, "attach to the network", || {
+        attach_here(paths, spec, netns).map_err(|e| crate::flow::error_chain(&e))
+    })
+}
+
+/// In the helper: bridge and table (idempotent), the veth pair, the container end.
+fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> Result<(), crate::bridge::BridgeError> {
+    let link = |op: &'static str| {
+        let id = spec.id.to_owned();
+        move |source| crate::bridge::BridgeError::Link { op, id, source }
+    };
+    let mut host = Netlink::open().map_err(link("open netlink in the holder"))?;
+    let mut fw = Firewall::new()?;
+    let bridge = ensure_bridge(paths, spec.def, &mut host, &mut fw)?;
+    crate::fault::point("holder.network-ready");
+    let mtu = spec.def.options.mtu;
+    let index = host
+        .create_veth_mtu(spec.veth.as_str(), spec.peer.as_str(), netns.as_fd(), Some(bridge), mtu)
+        .map_err(link("create veth"))?;
+    host.set_up(index).map_err(link("set the holder's veth end up"))?;
+    crate::fault::point("holder.veth");
+    let v6 = crate::bridge::plan::Plan6::of(spec.def, spec.address, true);
+    let end = ContainerEnd {
+        name: spec.peer,
+        address: spec.address,
+        prefix: spec.def.subnet.prefix(),
+        gateway: Some(spec.def.gateway),
+        mtu: None,
+        v6: v6.as_ref(),
+    };
+    configure_container_end(netns, &end, spec.id)
+}
+
+/// Remove a network's bridge and table from the holder (`network rm`).
+pub fn remove(paths: &Paths, state: &HolderState, def: &NetworkDef) -> Result<(), HolderError> {
+    super::join::inside(state, &paths.proc_root, "remove the network", || {
+        crate::bridge::manage::remove_host_side(paths, def).map_err(|e| crate::flow::error_chain(&e))
+    })
+}
