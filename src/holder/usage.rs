@@ -61,6 +61,28 @@ fn settled(dir: &HolderDir, mut state: HolderState, proc_root: &Path) -> Option<
     None
 }
 
+/// For `doctor`: whether the holder runs, its processes, what it maps.
+pub fn describe(paths: &Paths, mapping: &super::idmap::IdMapping) -> String {
+    let dir = HolderDir::new(&paths.run_dir);
+    match dir.read() {
+        Ok(Some(s)) if s.alive(&paths.proc_root) => format!(
+            "running: supervisor {}, holder {}, pasta {} (pasta restarted {} times, holder {} times); maps {}",
+            s.supervisor.pid,
+            s.holder.pid,
+            s.pasta.map_or_else(|| "restarting".to_owned(), |p| p.pid.to_string()),
+            s.pasta_restarts,
+            s.holder_restarts,
+            s.mapping.describe()
+        ),
+        Ok(Some(_)) => "dead (its leftovers go with the next run or `gc`)".into(),
+        Ok(None) => format!(
+            "not running (the first `run --network bridge:NAME` starts it, the last one leaving stops it); would map {}",
+            mapping.describe()
+        ),
+        Err(e) => crate::flow::error_chain(&e),
+    }
+}
+
 /// Whether a live record other than `except` uses the holder.
 pub fn in_use(paths: &Paths, except: Option<&str>) -> bool {
     let euid = nix::unistd::geteuid().as_raw();

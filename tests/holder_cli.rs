@@ -1,0 +1,410 @@
+//! Rootless shared networks end to end (rootless tier): `pelagos-net run
+//! --network bridge:NAME` as the unprivileged test user, whose networks
+//! live in the user's network holder (a user, network and mount namespace
+//! with pasta attached), inside a throwaway host namespace behind a fake
+//! upstream.
+
+#[macro_use]
+mod common;
+
+use common::{Env, HOST_ADDR, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A TCP server that answers every connection with "hello <peer ip>\n",
+/// and a UDP echo on the same port number that prefixes the peer's address.
+const GREETER: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+    while True:
+        d, p = u.recvfrom(2048); u.sendto(b"echo %s " % p[0].encode() + d, p)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept(); c.sendall(b"hello %s\n" % peer[0].encode()); c.close()
+"#;
+
+fn rootless() -> Option<Env> {
+    let env = Tier::Rootless.require()?;
+    if common::which("newuidmap").is_none() {
+        common::skip("rootless", "newuidmap is missing (apt-get install uidmap; scripts/setup-host does)");
+        return None;
+    }
+    Some(env)
+}
+
+/// `pelagos-net run ...` in the background, stopped (SIGTERM) on drop.
+struct Container {
+    child: std::process::Child,
+}
+
+impl Container {
+    /// Start and wait for the command's "ready" line.
+    fn start(topo: &Topology, env: &Env, args: &[&str]) -> Self {
+        let mut child = topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        if line != "ready\n" {
+            let out = child.wait_with_output().unwrap();
+            panic!("container did not start: {line:?} {}", describe(&out));
+        }
+        Self { child }
+    }
+
+    fn stop(mut self) -> Output {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-shot client run on `network`: connects to `target` and prints what it reads.
+fn client(topo: &Topology, env: &Env, network: &str, target: &str) -> Output {
+    let (ip, p) = target.rsplit_once(':').unwrap();
+    let script = format!(
+        "import socket; s=socket.create_connection(('{ip}', {p}), timeout=3); print(s.recv(100).decode().strip())"
+    );
+    topo.cli(env, &["run", "--network", network, "--", "python3", "-c", &script]).output().unwrap()
+}
+
+/// A topology whose configuration directory the test user owns (network definitions).
+fn topology(env: &Env) -> Topology {
+    let topo = Topology::new(env);
+    let u = env.user.as_ref().expect("the rootless tier has a user");
+    std::fs::create_dir(&topo.config_dir).unwrap();
+    nix::unistd::chown(&topo.config_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+    topo
+}
+
+fn cli_ok(topo: &Topology, env: &Env, args: &[&str]) -> String {
+    let out = topo.cli(env, args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn greet(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn udp_echo(addr: SocketAddr) -> std::io::Result<String> {
+    let u = UdpSocket::bind("0.0.0.0:0")?;
+    u.set_read_timeout(Some(Duration::from_secs(3)))?;
+    u.send_to(b"ping", addr)?;
+    let mut buf = [0u8; 256];
+    let (n, _) = u.recv_from(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The holder's state as the supervisor wrote it (`None`: not running).
+fn holder_state(topo: &Topology) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(topo.run_dir.join("holder/state.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn pid_of(state: &serde_json::Value, who: &str) -> Option<u32> {
+    state.get(who)?.get("pid")?.as_u64().map(|p| p as u32)
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+/// Nothing of the user left: no process in the host namespace, no holder
+/// (its processes gone, no state), no record, no lease.
+fn assert_all_gone(topo: &Topology, holder_pids: &[u32]) {
+    topo.assert_clean();
+    assert!(holder_state(topo).is_none(), "holder state left: {:?}", holder_state(topo));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holder_pids.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "holder processes left: {holder_pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
+    for net in leases.networks().unwrap_or_default() {
+        let left = leases.leases(&net).unwrap_or_default();
+        assert!(left.is_empty(), "leases left in {net}: {left:?}");
+    }
+}
+
+fn holder_pids(topo: &Topology) -> Vec<u32> {
+    let state = holder_state(topo).expect("the holder runs");
+    ["supervisor", "holder", "pasta"].iter().filter_map(|w| pid_of(&state, w)).collect()
+}
+
+fn two_runs_talk_and_another_network_cannot_reach_them(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    cli_ok(&topo, &env, &["network", "create", "other"]);
+    let server = Container::start(
+        &topo,
+        &env,
+        &["run", "--network", "bridge:web", "--ip", "10.90.1.10", "--", "python3", "-c", GREETER, "80"],
+    );
+    let pids = holder_pids(&topo);
+    let out = client(&topo, &env, "web", "10.90.1.10:80");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello 10.90.1."), "{}", describe(&out));
+    let out = client(&topo, &env, "bridge:other", "10.90.1.10:80");
+    assert!(!out.status.success(), "a run on another network reached web: {}", describe(&out));
+    let inspect = cli_ok(&topo, &env, &["network", "inspect", "web"]);
+    assert!(inspect.contains("10.90.1.10"), "{inspect}");
+    let rm = topo.cli(&env, &["network", "rm", "web"]).output().unwrap();
+    assert!(!rm.status.success(), "network rm while a run is attached: {}", describe(&rm));
+    server.stop();
+    cli_ok(&topo, &env, &["network", "rm", "web", "other"]);
+    assert_all_gone(&topo, &pids);
+}
+
+fn egress_reaches_the_fake_upstream_through_the_holder(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let listener = in_netns(&topo.upstream, || TcpListener::bind((UPSTREAM_ADDR, 9090)).unwrap());
+    let seen = std::thread::spawn(move || {
+        let (mut c, peer) = listener.accept().unwrap();
+        c.write_all(format!("hello {}\n", peer.ip()).as_bytes()).unwrap();
+        peer.ip().to_string()
+    });
+    let out = client(&topo, &env, "web", &format!("{UPSTREAM_ADDR}:9090"));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(seen.join().unwrap(), HOST_ADDR, "upstream must see the host's address");
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
+fn published_ports_keep_the_client_address(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let (lo, any) = (port(18600), port(18700));
+    let server = Container::start(
+        &topo,
+        &env,
+        &[
+            "run",
+            "--network",
+            "web",
+            "-p",
+            &format!("127.0.0.1:{lo}:80"),
+            "-p",
+            &format!("{any}:80"),
+            "-p",
+            &format!("{any}:80/udp"),
+            "--",
+            "python3",
+            "-c",
+            GREETER,
+            "80",
+        ],
+    );
+    let local: SocketAddr = format!("127.0.0.1:{lo}").parse().unwrap();
+    let host: SocketAddr = format!("{HOST_ADDR}:{any}").parse().unwrap();
+    assert_eq!(topo.in_host(move || greet(local)).unwrap(), "hello 127.0.0.1\n", "loopback client");
+    assert_eq!(
+        in_netns(&topo.upstream, move || greet(host)).unwrap(),
+        format!("hello {UPSTREAM_ADDR}\n"),
+        "a non-loopback client's own address"
+    );
+    let echoed = in_netns(&topo.upstream, move || udp_echo(host)).unwrap();
+    assert!(echoed.ends_with(" ping"), "udp: {echoed}");
+    let pids = holder_pids(&topo);
+    server.stop();
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &pids);
+}
+
+/// Wait until the supervisor has written a state where `field` is at least `n`.
+fn wait_restart(topo: &Topology, field: &str, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = holder_state(topo)
+            && s[field].as_u64().unwrap_or(0) >= n
+            && s["pasta"].is_object()
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no {field} after a kill: {:?}", holder_state(topo));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn killed_pasta_and_holder_are_recovered(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let server = Container::start(
+        &topo,
+        &env,
+        &["run", "--network", "web", "--ip", "10.90.1.20", "--", "python3", "-c", GREETER, "80"],
+    );
+    let kill9 = |pid: u32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap()
+    };
+    let listener = in_netns(&topo.upstream, || TcpListener::bind((UPSTREAM_ADDR, 9091)).unwrap());
+    let serve = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut c, peer) = listener.accept().unwrap();
+            c.write_all(format!("hello {}\n", peer.ip()).as_bytes()).unwrap();
+        }
+    });
+    let state = holder_state(&topo).unwrap();
+    kill9(pid_of(&state, "pasta").unwrap());
+    let after = wait_restart(&topo, "pasta_restarts", 1);
+    assert_ne!(pid_of(&after, "pasta"), pid_of(&state, "pasta"));
+    let out = client(&topo, &env, "web", &format!("{UPSTREAM_ADDR}:9091"));
+    assert!(out.status.success(), "egress after pasta was killed: {}", describe(&out));
+    let out = client(&topo, &env, "web", "10.90.1.20:80");
+    assert!(out.status.success(), "the server after pasta was killed: {}", describe(&out));
+    kill9(pid_of(&after, "holder").unwrap());
+    let after = wait_restart(&topo, "holder_restarts", 1);
+    let out = client(&topo, &env, "web", "10.90.1.20:80");
+    assert!(out.status.success(), "the server kept its address after the holder was killed: {}", describe(&out));
+    let out = client(&topo, &env, "web", &format!("{UPSTREAM_ADDR}:9091"));
+    assert!(out.status.success(), "egress after the holder was killed: {}", describe(&out));
+    serve.join().unwrap();
+    let pids: Vec<u32> = ["supervisor", "holder", "pasta"].iter().filter_map(|w| pid_of(&after, w)).collect();
+    server.stop();
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &pids);
+}
+
+fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let server = Container::start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
+    let old = holder_pids(&topo);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "the holder's children outlived the supervisor: {old:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = topo.cli(&env, &["run", "--network", "web", "--", "true"]).output().unwrap();
+    assert!(out.status.success(), "a run after the holder died: {}", describe(&out));
+    let new = holder_pids(&topo);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    server.stop();
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &new);
+}
+
+fn sixteen_concurrent_runs_get_distinct_addresses(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let show = "import socket,fcntl,struct; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+                print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]))";
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            topo.cli(&env, &["run", "--network", "web", "--", "python3", "-c", show])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut addrs: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", describe(&out));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 16, "{addrs:?}");
+    assert!(addrs.iter().all(|a| a.starts_with("10.90.1.")), "{addrs:?}");
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
+fn bad_input_exits_125_and_creates_nothing(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "--subnet", "10.90.7.0/30", "tiny"]);
+    let refused = |args: &[&str], why: &str| {
+        let out = topo.cli(&env, args).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{why}: {}", describe(&out));
+        assert!(!String::from_utf8_lossy(&out.stderr).trim().is_empty(), "{why}: no message");
+    };
+    refused(&["network", "create", "../evil"], "unsafe name");
+    let long = "n".repeat(65);
+    refused(&["network", "create", &long], "too long");
+    refused(&["network", "create", "--subnet", "10.90.7.0/24", "overlap"], "overlapping subnet");
+    refused(&["network", "create", "--subnet", "10.231.0.0/24", "hostroute"], "a host route's subnet");
+    refused(&["run", "--network", "bridge:nosuch", "--", "true"], "unknown network");
+    refused(&["run", "--network", "tiny", "--ip", "10.90.9.9", "--", "true"], "address outside the subnet");
+    let server = Container::start(&topo, &env, &["run", "--network", "tiny", "--", "python3", "-c", GREETER, "80"]);
+    let pids = holder_pids(&topo);
+    refused(&["run", "--network", "tiny", "--", "true"], "full subnet");
+    refused(&["run", "--network", "tiny", "--ip", "10.90.7.2", "--", "true"], "address in use");
+    let records = std::fs::read_dir(topo.run_dir.join("runs")).unwrap().count();
+    assert_eq!(records, 1, "only the server's record");
+    server.stop();
+    cli_ok(&topo, &env, &["network", "rm", "tiny"]);
+    let names: Vec<String> = cli_ok(&topo, &env, &["network", "ls", "-q"]).lines().map(String::from).collect();
+    assert!(!names.iter().any(|n| n == "overlap" || n == "hostroute"), "{names:?}");
+    assert_all_gone(&topo, &pids);
+}
+
+fn plan_and_doctor_describe_the_holder(env: Env) {
+    let topo = topology(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let plan = cli_ok(&topo, &env, &["plan", "--network", "web", "--", "true"]);
+    assert!(plan.contains("network holder"), "{plan}");
+    assert!(plan.contains("mtu 65520"), "{plan}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cli_ok(&topo, &env, &["plan", "--json", "--network", "web", "--", "true"])).unwrap();
+    let ops: Vec<&str> = json["pipeline"].as_array().unwrap().iter().map(|s| s["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["write_record", "ensure_holder", "lease_address", "fork_child", "attach_in_holder", "exec_command"]
+    );
+    let doctor = cli_ok(&topo, &env, &["doctor"]);
+    assert!(doctor.contains("network holder"), "{doctor}");
+    assert!(holder_state(&topo).is_none(), "plan and doctor start nothing");
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
+tier_tests!(
+    rootless_tier,
+    super::RootlessEnv,
+    [
+        two_runs_talk_and_another_network_cannot_reach_them,
+        egress_reaches_the_fake_upstream_through_the_holder,
+        published_ports_keep_the_client_address,
+        killed_pasta_and_holder_are_recovered,
+        a_dead_supervisor_is_replaced_by_the_next_run,
+        sixteen_concurrent_runs_get_distinct_addresses,
+        bad_input_exits_125_and_creates_nothing,
+        plan_and_doctor_describe_the_holder,
+    ]
+);
+
+/// The rootless tier with the holder's tools, for `tier_tests!`.
+struct RootlessEnv;
+
+impl RootlessEnv {
+    fn require(&self) -> Option<Env> {
+        rootless()
+    }
+}
