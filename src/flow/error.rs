@@ -127,10 +127,16 @@ pub enum RunError {
     Holder(String),
     /// The user's network holder (rootless shared networks) failed.
     #[error(transparent)]
-    SharedNetwork(#[from] crate::holder::HolderError),
+    SharedNetwork(Box<crate::holder::HolderError>),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
+}
+
+impl From<crate::holder::HolderError> for RunError {
+    fn from(e: crate::holder::HolderError) -> Self {
+        Self::SharedNetwork(Box::new(e))
+    }
 }
 
 impl RunError {

@@ -283,15 +283,16 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     })
 }
 
-/// What of the host [`plan`] reads for `req`: an explicit mode without a
-/// fallback policy needs who the caller is and its helper (with the tun
-/// device); the ladder needs everything.
-pub fn probe_scope(req: &Request) -> ProbeScope {
+/// What of the host [`plan`] reads for `req` from a caller of effective
+/// uid `euid`: an explicit mode without a fallback policy needs who the
+/// caller is and its helper (with the tun device; pasta for a rootless
+/// bridge network's holder); the ladder needs everything.
+pub fn probe_scope(req: &Request, euid: u32) -> ProbeScope {
     match (&req.network.mode, req.fallback) {
         (NetworkMode::Pasta, None) => ProbeScope::Pasta,
         (NetworkMode::Slirp4netns, None) => ProbeScope::Slirp4netns,
         // A rootless bridge network needs pasta for its holder.
-        (NetworkMode::Bridge(_), None) if !nix::unistd::geteuid().is_root() => ProbeScope::Pasta,
+        (NetworkMode::Bridge(_), None) if euid != 0 => ProbeScope::Pasta,
         (NetworkMode::Host | NetworkMode::Loopback | NetworkMode::Bridge(_) | NetworkMode::Ns(_), None) => {
             ProbeScope::Identity
         }

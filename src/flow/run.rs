@@ -146,7 +146,7 @@ pub(crate) fn announce(plan: &Plan) {
 pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
     let (req, _given) = request(opts)?;
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
+    let host = HostCaps::probe_scoped(&roots, probe_scope(&req, nix::unistd::geteuid().as_raw()));
     Ok(plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?)
 }
 
@@ -156,7 +156,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let (req, given) = request(opts)?;
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
+    let host = HostCaps::probe_scoped(&roots, probe_scope(&req, nix::unistd::geteuid().as_raw()));
     let plan = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
     announce(&plan);
     if plan.steps == [Step::ExecInPlace] {

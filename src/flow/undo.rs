@@ -58,7 +58,7 @@ pub enum UndoError {
     },
     /// The network holder could not be released.
     #[error(transparent)]
-    Holder(#[from] crate::holder::HolderError),
+    Holder(#[from] Box<crate::holder::HolderError>),
     /// A file could not be removed.
     #[error("remove {path}")]
     File {
@@ -122,7 +122,7 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             Ok(None)
         }
         Resource::Holder { id } => {
-            crate::holder::usage::release(env.paths, id)?;
+            crate::holder::usage::release(env.paths, id).map_err(Box::new)?;
             Ok(None)
         }
         Resource::Relay { factory, .. } => {

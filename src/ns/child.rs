@@ -355,12 +355,7 @@ impl NsChild {
             }
         }
         let intermediate = self.pid;
-        loop {
-            match waitpid(intermediate, None) {
-                Err(Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(Errno::EINTR) = waitpid(intermediate, None) {}
         if got == buf.len() {
             self.pid = Pid::from_raw(i32::from_ne_bytes(buf));
             return Ok(());
