@@ -56,9 +56,9 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn unknown_option_before_the_command_is_a_usage_error_naming_it() {
     let sb = Sandbox::new();
-    let (code, _, err) = sb.run(&["run", "--network", "host", "--name", "db", "--", "true"]);
+    let (code, _, err) = sb.run(&["run", "--network", "host", "--label", "db", "--", "true"]);
     assert_eq!(code, Some(125), "{err}");
-    assert!(err.starts_with("pelagos-net: error: unexpected argument '--name'"), "{err}");
+    assert!(err.starts_with("pelagos-net: error: unexpected argument '--label'"), "{err}");
     sb.assert_untouched("a refused run");
 }
 

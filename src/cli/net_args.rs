@@ -16,6 +16,7 @@ use crate::model::helper_opts;
 use crate::model::ifname::NetworkName;
 use crate::model::mode::{ModeError, NetworkMode};
 use crate::model::port::PortMapping;
+use crate::model::run_name::RunName;
 
 /// `--network` as typed, before a bare name is looked up.
 #[derive(Debug, Clone)]
@@ -103,6 +104,11 @@ pub struct NetArgs {
     /// be `host-gateway`, the host as seen from the run.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_host: Vec<String>,
+    /// Name the run goes by: other runs on the same network resolve it (and
+    /// its id) to its address; it is in the command's /etc/hosts. One DNS
+    /// label; unique among the network's live runs.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 impl NetArgs {
@@ -127,6 +133,7 @@ impl NetArgs {
             port_driver: self.port_driver,
             helper_options,
             dns,
+            name: self.name.as_deref().map(RunName::new).transpose().map_err(|e| CliError::usage(e.to_string()))?,
         };
         for ignored in ignored_options(&config) {
             if self.fallback == Some(Fallback::Strict) {
@@ -159,6 +166,13 @@ fn ignored_options(config: &NetworkConfig) -> Vec<String> {
         out.push(
             "-p/--publish is ignored with --network host: the command shares the host's network, so its own \
              listening sockets are already the host's"
+                .to_owned(),
+        );
+    }
+    if config.mode == NetworkMode::Host && config.name.is_some() {
+        out.push(
+            "--name is ignored with --network host: the command runs in the host's namespaces, with the host's \
+             names, and is not recorded"
                 .to_owned(),
         );
     }

@@ -97,6 +97,7 @@ impl Exec {
         owner: ProcessId,
     ) -> Self {
         let mut record = Record::new(id, kind, owner, plan.mode.clone());
+        record.name = plan.name.clone();
         record.ports = plan.ports.clone();
         record.selection = plan.decision.as_ref().map(|d| Selection {
             reason: d.reason.clone(),
@@ -144,6 +145,16 @@ impl Exec {
                 self.claim = Some(crate::ports::precheck::claim(&self.paths, &self.ports)?);
                 Ok(())
             }
+            Step::ClaimName { network, name } => {
+                // One lock for ports and name: a second flock of the
+                // directory from this process would wait for the first.
+                if self.claim.is_none() {
+                    self.claim = Some(crate::ports::precheck::lock_runs_dir(&self.paths)?);
+                }
+                let paths = &self.paths;
+                crate::dns::names::check_name(&paths.run_dir, &paths.proc_root, network, name, &self.record.id)?;
+                Ok(())
+            }
             Step::BindListeners => relay::bind(self),
             Step::PrepareDns => self.prepare_dns(),
             Step::WriteRecord => {
@@ -157,7 +168,10 @@ impl Exec {
             Step::EnsureHolder => shared::ensure(self),
             Step::AttachInHolder { .. } => shared::attach(self),
             Step::CreateNetns => ns::create_named(self),
-            Step::ForkChild { ns } => ns::fork_child(self, *ns),
+            Step::ForkChild { ns } => {
+                self.own_hosts_entry()?;
+                ns::fork_child(self, *ns)
+            }
             Step::NameNetns { of } => ns::name(self, *of),
             Step::CreateVeth { into, .. } => bridge::veth(self, *into),
             Step::ConfigureAddress { .. } => bridge::address(self),
@@ -206,8 +220,33 @@ impl Exec {
     fn start_dns(&mut self) -> Result<(), RunError> {
         let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
         let Some(dns) = self.dns.as_mut() else { return Ok(()) };
-        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root)?;
+        // A bridge network's forwarder answers the network's names (unless
+        // the network was created with --disable-dns).
+        let names = self
+            .plan
+            .network
+            .as_ref()
+            .filter(|def| !def.options.disable_dns)
+            .map(|def| crate::dns::names::NamesScope::of_network(def, &self.paths));
+        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root, names)?;
         self.add(Resource::Dns)
+    }
+
+    /// The run's own line in its hosts file: its name (if any) and its id,
+    /// for its address on a bridge network, slirp4netns's fixed guest
+    /// address, or `127.0.1.1` (a local address, as Debian names its host)
+    /// in a namespace whose address only its helper knows.
+    fn own_hosts_entry(&mut self) -> Result<(), RunError> {
+        let Some(dns) = self.dns.as_mut() else { return Ok(()) };
+        let ip = match (self.lease, &self.plan.mode) {
+            (Some(lease), _) => lease,
+            (None, crate::model::mode::NetworkMode::Slirp4netns) => crate::helpers::slirp::args::GUEST_ADDR,
+            (None, _) => Ipv4Addr::new(127, 0, 1, 1),
+        };
+        let mut names: Vec<String> = self.record.name.iter().map(ToString::to_string).collect();
+        names.push(self.record.id.clone());
+        dns.set_own(&crate::dns::hosts::HostsEntry { ip: ip.into(), names })?;
+        Ok(())
     }
 
     /// Open the state directory, clean what dead owners left (the cheap gc;

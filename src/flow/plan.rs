@@ -146,6 +146,9 @@ pub struct Plan {
     /// generated files (`None` for a namespace the setup does not run a
     /// command in).
     pub dns: Option<crate::dns::DnsPlan>,
+    /// The name the run goes by on its network (`--name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<crate::model::run_name::RunName>,
     /// What the name resolution steps need: the mode's facts and the options.
     #[serde(skip)]
     pub dns_request: Option<(crate::dns::ModeDns, crate::dns::DnsOptions)>,
@@ -233,6 +236,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if !cfg.ports.is_empty() {
         steps.push(Step::ClaimPorts);
     }
+    if let (Some(name), Some(def)) = (&cfg.name, &def) {
+        steps.push(Step::ClaimName { network: def.name.to_string(), name: name.clone() });
+    }
     if input.builtin {
         steps.push(Step::BindListeners);
     }
@@ -278,6 +284,7 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         lifetime: req.lifetime,
         dns,
         dns_request,
+        name: cfg.name.clone(),
         pasta_extra,
         slirp_options,
     })

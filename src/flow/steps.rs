@@ -107,6 +107,16 @@ pub enum Step {
     /// until the record (with the ports) is written, so two setups cannot
     /// both pass.
     ClaimPorts,
+    /// Check that no live run on the shared network goes by the setup's
+    /// `--name`; like [`Step::ClaimPorts`], the check holds the runs
+    /// directory's lock until the record (with the name) is written, so
+    /// two setups cannot both take a name.
+    ClaimName {
+        /// Network name.
+        network: String,
+        /// The name.
+        name: crate::model::run_name::RunName,
+    },
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
@@ -208,6 +218,7 @@ impl Step {
         match self {
             Self::PickHostPorts => "pick_host_ports",
             Self::ClaimPorts => "claim_ports",
+            Self::ClaimName { .. } => "claim_name",
             Self::BindListeners => "bind_listeners",
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",

@@ -26,6 +26,10 @@ pub struct NetworkConfig {
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
     #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
     pub dns: crate::dns::DnsOptions,
+    /// The name the run goes by on its network (`--name`): other runs on a
+    /// shared network resolve it, and it is in the run's own /etc/hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<super::run_name::RunName>,
 }
 
 impl NetworkConfig {
@@ -38,6 +42,7 @@ impl NetworkConfig {
             port_driver: Default::default(),
             helper_options: Vec::new(),
             dns: Default::default(),
+            name: None,
         }
     }
 

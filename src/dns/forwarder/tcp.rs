@@ -194,6 +194,7 @@ impl Loop {
             if c.query.is_some() || !c.output.is_empty() {
                 return;
             }
+            let client = c.client.peer_addr().map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
             let Some(msg) = take_frame(&mut c.input) else {
                 if c.client_eof {
                     self.close(index, gen_);
@@ -203,9 +204,7 @@ impl Loop {
             let question = proto::question(&msg).filter(|_| proto::is_query(&msg));
             let Some(question) = question else { return self.close(index, gen_) };
             self.stats.tcp_queries += 1;
-            if let Some(addrs) = self.cfg.names.lookup(&question.name) {
-                self.stats.local_answers += 1;
-                let reply = proto::address_reply(&msg, &addrs, self.cfg.local_ttl).unwrap_or_default();
+            if let Some(reply) = self.local_reply(&msg, client, &question.name) {
                 if let Some(c) = self.conns.get(index, gen_) {
                     c.output = frame(&reply);
                 }

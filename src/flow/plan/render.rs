@@ -102,6 +102,10 @@ fn describe(plan: &Plan, step: &Step) -> String {
             let open: Vec<_> = plan.ports.iter().filter(|m| m.host.is_none()).cloned().collect();
             format!("pick free host ports for {}", list(&open))
         }
+        Step::ClaimName { network, name } => format!(
+            "check that no live run on network {network} goes by the name {name} (holding the runs directory's \
+             lock until the record, with the name, is written)"
+        ),
         Step::ClaimPorts => format!(
             "check that no live run publishes and no host socket holds {} (held until the record is written)",
             list(&plan.ports)
