@@ -233,6 +233,74 @@ fn published_ports_keep_the_client_address(env: Env) {
     assert_all_gone(&topo, &pids);
 }
 
+/// Prints what `db` and argv[1] (db's id) resolve to, what db:80 says, and
+/// what argv[2] (the stub's test domain, an upstream name) resolves to.
+const NAME_CLIENT: &str = r#"import socket,sys
+r=socket.gethostbyname
+c=socket.create_connection(('db', 80), timeout=5)
+print(r('db'), r(sys.argv[1]), c.recv(100).decode().strip(), r(sys.argv[2]))
+"#;
+
+/// Exits 0 when no name given resolves, 1 (naming it) otherwise.
+const NONE_RESOLVE: &str = r#"import socket,sys
+for n in sys.argv[1:]:
+    try: print('resolved', n, socket.gethostbyname(n)); sys.exit(1)
+    except socket.gaierror: pass
+"#;
+
+fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
+    use common::dns::{DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
+    if common::dns::dnsmasq().is_none() {
+        return;
+    }
+    let topo = topology(&env);
+    // The host's resolver is a stub on 127.0.0.53 (dnsmasq, answering only
+    // the test domain): upstream names reach it from the holder's networks.
+    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
+    let etc = Etc::new(Resolv::File("nameserver 127.0.0.53\n"));
+    let run = |args: &[&str]| common::dns::run(&topo, &env, &etc, args);
+    for net in ["web", "other"] {
+        let out = run(&["network", "create", net]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let mut child = topo
+        .cli_wrapped(
+            &env,
+            &etc.wrapper(),
+            &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let server = Container { child };
+    let ps = run(&["ps", "--json"]);
+    let id = serde_json::from_slice::<serde_json::Value>(&ps.stdout)
+        .ok()
+        .and_then(|v| v.as_array()?.iter().find(|r| r["name"] == "db")?["id"].as_str().map(String::from));
+    let id = id.unwrap_or_else(|| panic!("ps shows no run named db: {}", describe(&ps)));
+    let out = run(&["run", "--network", "web", "--name", "app", "--", "python3", "-c", NAME_CLIENT, &id, DOMAIN]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(words.len(), 5, "{}", describe(&out));
+    assert!(words[0].starts_with("10.90.1.") && words[0] == words[1], "db and its id: {words:?}");
+    assert_eq!(words[2], "hello", "{words:?}");
+    assert_eq!(words[4], STUB_ANSWER, "an upstream name through the host's stub resolver");
+    let taken = run(&["run", "--network", "web", "--name", "db", "--", "true"]);
+    assert_eq!(taken.status.code(), Some(125), "a taken name: {}", describe(&taken));
+    let out = run(&["run", "--network", "other", "--", "python3", "-c", NONE_RESOLVE, "db", &id, "db.dns.pelagos"]);
+    assert!(out.status.success(), "another network resolved db: {}", describe(&out));
+    let pids = holder_pids(&topo);
+    server.stop();
+    let out = run(&["network", "rm", "web", "other"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    drop(stub);
+    assert_all_gone(&topo, &pids);
+}
+
 /// Wait until the supervisor has written a state where `field` is at least `n`.
 fn wait_restart(topo: &Topology, field: &str, n: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -376,7 +444,16 @@ fn plan_and_doctor_describe_the_holder(env: Env) {
     let ops: Vec<&str> = json["pipeline"].as_array().unwrap().iter().map(|s| s["op"].as_str().unwrap()).collect();
     assert_eq!(
         ops,
-        ["write_record", "ensure_holder", "lease_address", "fork_child", "attach_in_holder", "exec_command"]
+        [
+            "prepare_dns",
+            "write_record",
+            "ensure_holder",
+            "lease_address",
+            "fork_child",
+            "attach_in_holder",
+            "start_dns",
+            "exec_command"
+        ]
     );
     let doctor = cli_ok(&topo, &env, &["doctor"]);
     assert!(doctor.contains("network holder"), "{doctor}");
@@ -397,6 +474,7 @@ tier_tests!(
         sixteen_concurrent_runs_get_distinct_addresses,
         bad_input_exits_125_and_creates_nothing,
         plan_and_doctor_describe_the_holder,
+        runs_resolve_each_other_by_name_on_their_network_only,
     ]
 );
 

@@ -207,8 +207,13 @@ impl Exec {
             }
             (mode, _) => *mode,
         };
-        let req =
-            crate::dns::DnsSetupRequest { mode, options, own: None, etc: std::path::Path::new(crate::dns::setup::ETC) };
+        let req = crate::dns::DnsSetupRequest {
+            mode,
+            options,
+            own: None,
+            etc: std::path::Path::new(crate::dns::setup::ETC),
+            gateway_elsewhere: self.plan.steps.contains(&Step::EnsureHolder),
+        };
         let prepared = crate::dns::prepare(&req)?;
         log::info!("name resolution: {}", prepared.plan.resolver);
         self.dns = Some(prepared);

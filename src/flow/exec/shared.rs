@@ -51,5 +51,29 @@ pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id() };
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     crate::fault::point("holder.attached");
+    gateway_listeners(exec)
+}
+
+/// The network's name server listens on its gateway, inside the holder:
+/// its sockets are made there by a socket factory that joined it, and
+/// bound (this process owns the holder's user namespace, so it may bind
+/// port 53 there) with `SO_REUSEPORT`, beside every other run's of the network.
+fn gateway_listeners(exec: &mut Exec) -> Result<(), RunError> {
+    let (Some(dns), Some(state)) = (exec.dns.as_mut(), exec.holder.as_ref()) else { return Ok(()) };
+    let Some(addr) = dns.gateway_addr() else { return Ok(()) };
+    let proc_root = &exec.paths.proc_root;
+    let target = crate::model::target::NsTarget {
+        netns: state.ns_path(proc_root, "net"),
+        userns: Some(state.ns_path(proc_root, "user")),
+    };
+    let factory_err = |e| RunError::Dns(crate::dns::DnsSetupError::Factory(e));
+    let mut factory = crate::ports::nsfactory::SocketFactory::spawn(&target, proc_root).map_err(factory_err)?;
+    let mut socket = |ty| {
+        factory.socket(libc::AF_INET, ty, 0).map_err(|e| factory_err(crate::ports::nsfactory::FactoryError::Request(e)))
+    };
+    let (udp, tcp) = (socket(libc::SOCK_DGRAM)?, socket(libc::SOCK_STREAM)?);
+    let listeners = crate::dns::forwarder::Listeners::from_sockets(udp, tcp, addr)
+        .map_err(|e| RunError::Dns(crate::dns::DnsSetupError::Forwarder(e)))?;
+    dns.set_gateway(listeners);
     Ok(())
 }

@@ -22,9 +22,6 @@ pub(super) fn request(input: &Input<'_>) -> Result<Option<(ModeDns, DnsOptions)>
             ModeDns::Pasta { tcp_mapped: input.host.pasta.features().is_some_and(|f| f.features.maps_tcp_dns()) }
         }
         NetworkMode::Slirp4netns => ModeDns::Slirp4netns,
-        // A rootless network's gateway is inside the holder, where no
-        // forwarder listens yet: the run gets the files loopback gets.
-        NetworkMode::Bridge(_) if input.rootless() => ModeDns::Loopback,
         NetworkMode::Bridge(_) => match (&input.req.target, input.network) {
             (TargetKind::NewChild, Some(def)) => ModeDns::Bridge { gateway: def.gateway, listening: true },
             _ => ModeDns::Loopback,
