@@ -125,6 +125,8 @@ fn read_report(rx: OwnedFd, timeout: Duration) -> Result<String, HolderError> {
 /// In the first child: leave the caller's session and stdio, fork the
 /// supervisor, exit.
 fn detach_and_supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
+    // Its points are not the caller's steps (and it must not die at them).
+    crate::fault::forked();
     let _ = nix::unistd::setsid();
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {

@@ -35,6 +35,7 @@ where
     match unsafe { nix::unistd::fork() }.map_err(|source| HolderError::Sys { op: "fork a holder helper", source })? {
         ForkResult::Child => {
             drop(rx);
+            crate::fault::forked();
             let _ = crate::helpers::spawn::helper_child_setup();
             let result: Result<T, String> = join(&user, &net).and_then(|()| work());
             let mut out = File::from(tx);

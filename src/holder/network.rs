@@ -58,13 +58,11 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
     let mut host = Netlink::open().map_err(link("open netlink in the holder"))?;
     let mut fw = Firewall::new()?;
     let bridge = ensure_bridge(paths, spec.def, &mut host, &mut fw)?;
-    crate::fault::point("holder.network-ready");
     let mtu = spec.def.options.mtu;
     let index = host
         .create_veth_mtu(spec.veth.as_str(), spec.peer.as_str(), netns.as_fd(), Some(bridge), mtu)
         .map_err(link("create veth"))?;
     host.set_up(index).map_err(link("set the holder's veth end up"))?;
-    crate::fault::point("holder.veth");
     let v6 = crate::bridge::plan::Plan6::of(spec.def, spec.address, true);
     let end = ContainerEnd {
         name: spec.peer,
