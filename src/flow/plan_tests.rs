@@ -199,11 +199,13 @@ fn a_rootless_bridge_run_joins_the_network_holder_and_relays_its_ports() {
         [
             "claim_ports",
             "bind_listeners",
+            "prepare_dns",
             "write_record",
             "ensure_holder",
             "lease_address",
             "fork_child",
             "attach_in_holder",
+            "start_dns",
             "start_relay",
             "exec_command"
         ]

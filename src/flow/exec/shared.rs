@@ -23,9 +23,11 @@ pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
     let mapping = idmap::for_user(Path::new("/etc"), path_env.as_deref(), uid, gid);
     exec.add(Resource::Holder { id: exec.id().to_owned() })?;
     let cfg = StartConfig { paths: exec.paths.clone(), pasta, mapping, timeout: exec.timeout };
+    let began = std::time::Instant::now();
     let ensured = usage::ensure(&cfg)?;
     if ensured.started {
-        log::info!("started the network holder (pid {})", ensured.state.holder.pid);
+        let ms = began.elapsed().as_secs_f64() * 1e3;
+        log::info!("started the network holder (pid {}) in {ms:.2} ms", ensured.state.holder.pid);
     }
     exec.holder = Some(ensured.state);
     Ok(())
@@ -49,7 +51,9 @@ pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     let veth = veth_name(exec.id());
     let peer = IfName::new("eth0").expect("valid interface name");
     let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id() };
+    let began = std::time::Instant::now();
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
+    log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
     crate::fault::point("holder.attached");
     gateway_listeners(exec)
 }
