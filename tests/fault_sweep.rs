@@ -354,9 +354,6 @@ fn rootless_shared_network_run_killed_at_every_step_leaves_nothing_after_gc() {
         return;
     }
     let topo = Topology::new(&env);
-    let u = env.user.as_ref().unwrap();
-    fs::create_dir(&topo.config_dir).unwrap();
-    nix::unistd::chown(&topo.config_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
     let mut sweep = Sweep::new(&env, &topo);
     sweep.ok(&["network", "create", "web"]);
     let args = ["run", "--network", "web", "-p", "127.0.0.1::80", "--", "true"];

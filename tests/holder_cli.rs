@@ -84,15 +84,6 @@ fn client(topo: &Topology, env: &Env, network: &str, target: &str) -> Output {
     topo.cli(env, &["run", "--network", network, "--", "python3", "-c", &script]).output().unwrap()
 }
 
-/// A topology whose configuration directory the test user owns (network definitions).
-fn topology(env: &Env) -> Topology {
-    let topo = Topology::new(env);
-    let u = env.user.as_ref().expect("the rootless tier has a user");
-    std::fs::create_dir(&topo.config_dir).unwrap();
-    nix::unistd::chown(&topo.config_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
-    topo
-}
-
 fn cli_ok(topo: &Topology, env: &Env, args: &[&str]) -> String {
     let out = topo.cli(env, args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", describe(&out));
@@ -157,7 +148,7 @@ fn holder_pids(topo: &Topology) -> Vec<u32> {
 }
 
 fn two_runs_talk_and_another_network_cannot_reach_them(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     cli_ok(&topo, &env, &["network", "create", "other"]);
     let server = Container::start(
@@ -181,7 +172,7 @@ fn two_runs_talk_and_another_network_cannot_reach_them(env: Env) {
 }
 
 fn egress_reaches_the_fake_upstream_through_the_holder(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let listener = in_netns(&topo.upstream, || TcpListener::bind((UPSTREAM_ADDR, 9090)).unwrap());
     let seen = std::thread::spawn(move || {
@@ -197,7 +188,7 @@ fn egress_reaches_the_fake_upstream_through_the_holder(env: Env) {
 }
 
 fn published_ports_keep_the_client_address(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let (lo, any) = (port(18600), port(18700));
     let server = Container::start(
@@ -256,7 +247,7 @@ fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
     if common::dns::dnsmasq().is_none() {
         return;
     }
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     // The host's resolver is a stub on 127.0.0.53 (dnsmasq, answering only
     // the test domain): upstream names reach it from the holder's networks.
     let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
@@ -320,7 +311,7 @@ fn wait_restart(topo: &Topology, field: &str, n: u64) -> serde_json::Value {
 }
 
 fn killed_pasta_and_holder_are_recovered(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let server = Container::start(
         &topo,
@@ -359,7 +350,7 @@ fn killed_pasta_and_holder_are_recovered(env: Env) {
 }
 
 fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let server = Container::start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
     let old = holder_pids(&topo);
@@ -379,7 +370,7 @@ fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
 }
 
 fn sixteen_concurrent_runs_get_distinct_addresses(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let show = "import socket,fcntl,struct; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
                 print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]))";
@@ -409,7 +400,7 @@ fn sixteen_concurrent_runs_get_distinct_addresses(env: Env) {
 }
 
 fn bad_input_exits_125_and_creates_nothing(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "--subnet", "10.90.7.0/30", "tiny"]);
     let refused = |args: &[&str], why: &str| {
         let out = topo.cli(&env, args).output().unwrap();
@@ -437,7 +428,7 @@ fn bad_input_exits_125_and_creates_nothing(env: Env) {
 }
 
 fn plan_and_doctor_describe_the_holder(env: Env) {
-    let topo = topology(&env);
+    let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let plan = cli_ok(&topo, &env, &["plan", "--network", "web", "--", "true"]);
     assert!(plan.contains("network holder"), "{plan}");
