@@ -369,34 +369,70 @@ fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
     assert_all_gone(&topo, &new);
 }
 
-fn sixteen_concurrent_runs_get_distinct_addresses(env: Env) {
+/// Prints the address of eth0, then stays until its stdin closes.
+const SHOW_AND_STAY: &str = "import socket,fcntl,struct,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+    print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]), flush=True); \
+    sys.stdin.read()";
+
+/// Prints what each name given resolves to, space-separated.
+const RESOLVE_ALL: &str = "import socket,sys; print(' '.join(socket.gethostbyname(n) for n in sys.argv[1:]))";
+
+fn sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve(env: Env) {
+    use common::dns::{DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
+    if common::dns::dnsmasq().is_none() {
+        return;
+    }
     let topo = Topology::new(&env);
-    cli_ok(&topo, &env, &["network", "create", "web"]);
-    let show = "import socket,fcntl,struct; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
-                print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]))";
-    let children: Vec<_> = (0..16)
-        .map(|_| {
-            topo.cli(&env, &["run", "--network", "web", "--", "python3", "-c", show])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+    // Names are answered by the network's server; anything else would go
+    // to this stub, never to the machine's resolver.
+    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
+    let etc = Etc::new(Resolv::File("nameserver 127.0.0.53\n"));
+    let run = |args: &[&str]| common::dns::run(&topo, &env, &etc, args);
+    assert!(run(&["network", "create", "web"]).status.success());
+    let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+    let mut children: Vec<_> = names
+        .iter()
+        .map(|n| {
+            topo.cli_wrapped(
+                &env,
+                &etc.wrapper(),
+                &["run", "--network", "web", "--name", n, "--", "python3", "-c", SHOW_AND_STAY],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
-    let mut addrs: Vec<String> = children
-        .into_iter()
+    let addrs: Vec<String> = children
+        .iter_mut()
         .map(|c| {
-            let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", describe(&out));
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            let mut line = String::new();
+            BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            line.trim().to_owned()
         })
         .collect();
-    addrs.sort();
-    addrs.dedup();
-    assert_eq!(addrs.len(), 16, "{addrs:?}");
+    let mut distinct = addrs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 16, "{addrs:?}");
     assert!(addrs.iter().all(|a| a.starts_with("10.90.1.")), "{addrs:?}");
-    cli_ok(&topo, &env, &["network", "rm", "web"]);
-    assert_all_gone(&topo, &[]);
+    let mut args = vec!["run", "--network", "web", "--", "python3", "-c", RESOLVE_ALL];
+    args.extend(names.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let resolved: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(resolved, addrs, "every name resolves to its run's address");
+    let pids = holder_pids(&topo);
+    for mut c in children {
+        drop(c.stdin.take());
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    assert!(run(&["network", "rm", "web"]).status.success());
+    drop(stub);
+    assert_all_gone(&topo, &pids);
 }
 
 fn bad_input_exits_125_and_creates_nothing(env: Env) {
@@ -465,7 +501,7 @@ tier_tests!(
         published_ports_keep_the_client_address,
         killed_pasta_and_holder_are_recovered,
         a_dead_supervisor_is_replaced_by_the_next_run,
-        sixteen_concurrent_runs_get_distinct_addresses,
+        sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve,
         bad_input_exits_125_and_creates_nothing,
         plan_and_doctor_describe_the_holder,
         runs_resolve_each_other_by_name_on_their_network_only,
