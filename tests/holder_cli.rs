@@ -7,10 +7,11 @@
 #[macro_use]
 mod common;
 
+use common::running::{Running, running_ready};
 use common::{Env, HOST_ADDR, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A TCP server that answers every connection with "hello <peer ip>\n",
@@ -39,40 +40,9 @@ fn rootless() -> Option<Env> {
     Some(env)
 }
 
-/// `pelagos-net run ...` in the background, stopped (SIGTERM) on drop.
-struct Container {
-    child: std::process::Child,
-}
-
-impl Container {
-    /// Start and wait for the command's "ready" line.
-    fn start(topo: &Topology, env: &Env, args: &[&str]) -> Self {
-        let mut child = topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        if line != "ready\n" {
-            let out = child.wait_with_output().unwrap();
-            panic!("container did not start: {line:?} {}", describe(&out));
-        }
-        Self { child }
-    }
-
-    fn stop(mut self) -> Output {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
+/// `pelagos-net ARGS` in the background, once its command printed `ready`.
+fn start(topo: &Topology, env: &Env, args: &[&str]) -> Running {
+    running_ready(topo.cli(env, args))
 }
 
 /// A one-shot client run on `network`: connects to `target` and prints what it reads.
@@ -151,7 +121,7 @@ fn two_runs_talk_and_another_network_cannot_reach_them(env: Env) {
     let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     cli_ok(&topo, &env, &["network", "create", "other"]);
-    let server = Container::start(
+    let server = start(
         &topo,
         &env,
         &["run", "--network", "bridge:web", "--ip", "10.90.1.10", "--", "python3", "-c", GREETER, "80"],
@@ -191,7 +161,7 @@ fn published_ports_keep_the_client_address(env: Env) {
     let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
     let (lo, any) = (port(18600), port(18700));
-    let server = Container::start(
+    let server = start(
         &topo,
         &env,
         &[
@@ -235,15 +205,8 @@ c=socket.create_connection(('db', 80), timeout=5)
 print(r('db'), r(sys.argv[1]), c.recv(100).decode().strip(), r(sys.argv[2]))
 "#;
 
-/// Exits 0 when no name given resolves, 1 (naming it) otherwise.
-const NONE_RESOLVE: &str = r#"import socket,sys
-for n in sys.argv[1:]:
-    try: print('resolved', n, socket.gethostbyname(n)); sys.exit(1)
-    except socket.gaierror: pass
-"#;
-
 fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
-    use common::dns::{DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
+    use common::dns::{DOMAIN, DnsServer, Etc, NONE_RESOLVE, Resolv, STUB_ADDR, STUB_ANSWER};
     if common::dns::dnsmasq().is_none() {
         return;
     }
@@ -257,20 +220,11 @@ fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
         let out = run(&["network", "create", net]);
         assert!(out.status.success(), "{}", describe(&out));
     }
-    let mut child = topo
-        .cli_wrapped(
-            &env,
-            &etc.wrapper(),
-            &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    let server = Container { child };
+    let server = running_ready(topo.cli_wrapped(
+        &env,
+        &etc.wrapper(),
+        &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"],
+    ));
     let ps = run(&["ps", "--json"]);
     let id = serde_json::from_slice::<serde_json::Value>(&ps.stdout)
         .ok()
@@ -313,11 +267,8 @@ fn wait_restart(topo: &Topology, field: &str, n: u64) -> serde_json::Value {
 fn killed_pasta_and_holder_are_recovered(env: Env) {
     let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
-    let server = Container::start(
-        &topo,
-        &env,
-        &["run", "--network", "web", "--ip", "10.90.1.20", "--", "python3", "-c", GREETER, "80"],
-    );
+    let server =
+        start(&topo, &env, &["run", "--network", "web", "--ip", "10.90.1.20", "--", "python3", "-c", GREETER, "80"]);
     let kill9 = |pid: u32| {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap()
     };
@@ -352,7 +303,7 @@ fn killed_pasta_and_holder_are_recovered(env: Env) {
 fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
     let topo = Topology::new(&env);
     cli_ok(&topo, &env, &["network", "create", "web"]);
-    let server = Container::start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
+    let server = start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
     let old = holder_pids(&topo);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -450,7 +401,7 @@ fn bad_input_exits_125_and_creates_nothing(env: Env) {
     refused(&["network", "create", "--subnet", "10.231.0.0/24", "hostroute"], "a host route's subnet");
     refused(&["run", "--network", "bridge:nosuch", "--", "true"], "unknown network");
     refused(&["run", "--network", "tiny", "--ip", "10.90.9.9", "--", "true"], "address outside the subnet");
-    let server = Container::start(&topo, &env, &["run", "--network", "tiny", "--", "python3", "-c", GREETER, "80"]);
+    let server = start(&topo, &env, &["run", "--network", "tiny", "--", "python3", "-c", GREETER, "80"]);
     let pids = holder_pids(&topo);
     refused(&["run", "--network", "tiny", "--", "true"], "full subnet");
     refused(&["run", "--network", "tiny", "--ip", "10.90.7.2", "--", "true"], "address in use");
