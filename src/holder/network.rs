@@ -9,7 +9,7 @@ use super::{HolderError, HolderState};
 use crate::bridge::firewall::Firewall;
 use crate::bridge::netlink::Netlink;
 use crate::bridge::network::NetworkDef;
-use crate::bridge::{ContainerEnd, configure_container_end, ensure_bridge};
+use crate::bridge::{ContainerEnd, configure_container_end_with, ensure_bridge};
 use crate::model::ifname::IfName;
 use crate::state::paths::Paths;
 use std::net::Ipv4Addr;
@@ -63,6 +63,9 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
         .create_veth_mtu(spec.veth.as_str(), spec.peer.as_str(), netns.as_fd(), Some(bridge), mtu)
         .map_err(link("create veth"))?;
     host.set_up(index).map_err(link("set the holder's veth end up"))?;
+    // The helper exits next: its sockets close with it, no janitor thread
+    // to hand them to.
+    std::mem::forget(fw);
     let v6 = crate::bridge::plan::Plan6::of(spec.def, spec.address, true);
     let end = ContainerEnd {
         name: spec.peer,
@@ -72,7 +75,15 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
         mtu: None,
         v6: v6.as_ref(),
     };
-    configure_container_end(netns, &end, spec.id)
+    // This helper is single-threaded and done with the holder's namespace:
+    // it moves into the container's itself (no thread to open a socket there).
+    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        link("join the container's network namespace")(crate::bridge::netlink::NetlinkError::EnterNetns {
+            source: e.into(),
+        })
+    })?;
+    let mut inside = Netlink::open().map_err(link("open netlink in the container's namespace"))?;
+    configure_container_end_with(&mut inside, &end, spec.id)
 }
 
 /// Remove a network's bridge and table from the holder (`network rm`).
