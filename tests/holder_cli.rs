@@ -300,24 +300,37 @@ fn killed_pasta_and_holder_are_recovered(env: Env) {
     assert_all_gone(&topo, &pids);
 }
 
-fn a_dead_supervisor_is_replaced_by_the_next_run(env: Env) {
-    let topo = Topology::new(&env);
-    cli_ok(&topo, &env, &["network", "create", "web"]);
-    let server = start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
-    let old = holder_pids(&topo);
+/// Kill the supervisor (its children die with it) and wait until all three are gone.
+fn kill_holder(topo: &Topology) -> Vec<u32> {
+    let old = holder_pids(topo);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while old.iter().any(|p| alive(*p)) {
         assert!(Instant::now() < deadline, "the holder's children outlived the supervisor: {old:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = topo.cli(&env, &["run", "--network", "web", "--", "true"]).output().unwrap();
-    assert!(out.status.success(), "a run after the holder died: {}", describe(&out));
-    let new = holder_pids(&topo);
-    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    old
+}
+
+fn a_dead_holder_is_rebuilt_by_gc_and_the_next_run_with_its_runs_reattached(env: Env) {
+    let topo = Topology::new(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let server =
+        start(&topo, &env, &["run", "--network", "web", "--ip", "10.90.1.30", "--", "python3", "-c", GREETER, "80"]);
+    let first = kill_holder(&topo);
+    let gc = cli_ok(&topo, &env, &["gc"]);
+    assert!(gc.contains("rebuilt: 1 runs given their network back"), "{gc}");
+    let second = holder_pids(&topo);
+    assert!(second.iter().all(|p| !first.contains(p)), "{first:?} {second:?}");
+    let out = client(&topo, &env, "web", "10.90.1.30:80");
+    assert!(out.status.success(), "the server got its address back from gc's holder: {}", describe(&out));
+    kill_holder(&topo);
+    let out = client(&topo, &env, "web", "10.90.1.30:80");
+    assert!(out.status.success(), "the server got its address back from the next run's holder: {}", describe(&out));
+    let pids = holder_pids(&topo);
     server.stop();
     cli_ok(&topo, &env, &["network", "rm", "web"]);
-    assert_all_gone(&topo, &new);
+    assert_all_gone(&topo, &pids);
 }
 
 /// Prints the address of eth0, then stays until its stdin closes.
@@ -451,7 +464,7 @@ tier_tests!(
         egress_reaches_the_fake_upstream_through_the_holder,
         published_ports_keep_the_client_address,
         killed_pasta_and_holder_are_recovered,
-        a_dead_supervisor_is_replaced_by_the_next_run,
+        a_dead_holder_is_rebuilt_by_gc_and_the_next_run_with_its_runs_reattached,
         sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve,
         bad_input_exits_125_and_creates_nothing,
         plan_and_doctor_describe_the_holder,

@@ -38,6 +38,10 @@ pub struct StartConfig {
     pub mapping: IdMapping,
     /// How long the whole start may take.
     pub timeout: Duration,
+    /// A user namespace to build the holder in instead of a new one: the
+    /// dead holder's, which its runs keep alive (`/proc/<run>/ns/user`), so
+    /// the new holder may give those runs their network back.
+    pub adopt: Option<PathBuf>,
 }
 
 /// Threads of this process (`Threads:` in `/proc/self/status`).
@@ -213,7 +217,14 @@ struct Supervisor {
 impl Supervisor {
     fn bring_up(cfg: &StartConfig) -> Result<Self, HolderError> {
         let proc_root = &cfg.paths.proc_root;
-        let holder = super::daemon_child::spawn_new(&cfg.mapping, proc_root)?;
+        let adopt = match &cfg.adopt {
+            Some(path) => {
+                Some(File::open(path).map_err(|source| HolderError::OpenNamespace { path: path.clone(), source })?)
+            }
+            None => None,
+        };
+        let holder = super::daemon_child::spawn_new(&cfg.mapping, proc_root, adopt.as_ref().map(|f| f.as_raw_fd()))?;
+        drop(adopt);
         let open = |kind: &str| {
             let path = proc_root.join(holder.to_string()).join("ns").join(kind);
             File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })

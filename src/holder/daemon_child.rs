@@ -96,8 +96,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), HolderError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HolderError::Sys { op: "pipe", source })
 }
 
-/// Fork a new holder in new namespaces; returns its pid once it is ready.
-pub(super) fn spawn_new(mapping: &IdMapping, proc_root: &Path) -> Result<Pid, HolderError> {
+/// Fork a new holder in new namespaces (or, with `adopt`, in that user
+/// namespace, which outlived its holder, and new network and mount ones);
+/// returns its pid once it is ready.
+pub(super) fn spawn_new(mapping: &IdMapping, proc_root: &Path, adopt: Option<RawFd>) -> Result<Pid, HolderError> {
     let (report_rx, report_tx) = pipe()?;
     let (go_rx, go_tx) = pipe()?;
     // SAFETY: the supervisor is single-threaded; the child leaves only
@@ -106,8 +108,14 @@ pub(super) fn spawn_new(mapping: &IdMapping, proc_root: &Path) -> Result<Pid, Ho
         ForkResult::Child => {
             child_prelude();
             let tx = report_tx.as_raw_fd();
-            // SAFETY: unshare(2) with constant flags.
-            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+            let entered = match adopt {
+                // SAFETY: setns(2) on a descriptor the supervisor holds open;
+                // this process is a single-threaded fork.
+                Some(fd) => unsafe { libc::setns(fd, libc::CLONE_NEWUSER) },
+                // SAFETY: unshare(2) with constant flags, single-threaded.
+                None => unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+            };
+            if entered != 0 {
                 fail(tx, Stage::Unshare);
             }
             say(tx, b'u');
@@ -133,8 +141,9 @@ pub(super) fn spawn_new(mapping: &IdMapping, proc_root: &Path) -> Result<Pid, Ho
         ForkResult::Parent { child } => {
             drop(report_tx);
             drop(go_rx);
+            // An adopted user namespace has its maps already.
             let result = read_stage(&report_rx, b'u')
-                .and_then(|()| write_maps(child, mapping, proc_root))
+                .and_then(|()| if adopt.is_some() { Ok(()) } else { write_maps(child, mapping, proc_root) })
                 .and_then(|()| {
                     nix::unistd::write(&go_tx, b"g").map_err(|source| HolderError::Sys { op: "release the holder", source })
                 })

@@ -38,6 +38,7 @@ mod daemon_child;
 pub mod idmap;
 pub mod join;
 pub mod network;
+pub mod orphans;
 pub mod state;
 pub mod usage;
 

@@ -39,6 +39,10 @@ pub struct AttachSpec<'a> {
     pub address: Ipv4Addr,
     /// The run's id, for errors.
     pub id: &'a str,
+    /// A container end of that name left by a dead holder is replaced (its
+    /// peer may live on in the dead holder's network namespace, which a
+    /// socket made there still holds).
+    pub replace: bool,
 }
 
 /// Attach the container whose network namespace is `netns` (opened by the
@@ -55,6 +59,12 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
         let id = spec.id.to_owned();
         move |source| crate::bridge::BridgeError::Link { op, id, source }
     };
+    if spec.replace {
+        let mut inside = Netlink::open_in(netns).map_err(link("open netlink in the container's namespace"))?;
+        if let Some(index) = inside.link_index(spec.peer.as_str()).map_err(link("find the old container end"))? {
+            inside.delete_link(index).map_err(link("remove the old container end"))?;
+        }
+    }
     let mut host = Netlink::open().map_err(link("open netlink in the holder"))?;
     let mut fw = Firewall::new()?;
     let bridge = ensure_bridge(paths, spec.def, &mut host, &mut fw)?;

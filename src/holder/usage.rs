@@ -24,24 +24,34 @@ pub struct Ensured {
     pub started: bool,
     /// The holder's lock.
     pub lock: Flock<File>,
+    /// Runs of a dead holder given their network back in the new one.
+    pub reattached: usize,
+    /// Runs of a dead holder that could not be, with why.
+    pub reattach_failed: Vec<(String, HolderError)>,
 }
 
 /// Make sure the user's holder runs: the one running, or a new one (after
-/// clearing what a dead one left).
+/// clearing what a dead one left). A new one is built in the user
+/// namespace the dead one's runs keep alive, and gives them their network
+/// back (same address) through [`super::orphans`].
 pub fn ensure(cfg: &StartConfig) -> Result<Ensured, HolderError> {
     let dir = HolderDir::new(&cfg.paths.run_dir);
     let lock = dir.lock()?;
     let proc_root = &cfg.paths.proc_root;
     if let Some(state) = dir.read()? {
         if let Some(state) = settled(&dir, state, proc_root) {
-            return Ok(Ensured { state, started: false, lock });
+            return Ok(Ensured { state, started: false, lock, reattached: 0, reattach_failed: Vec::new() });
         }
         clear(&dir, proc_root)?;
     }
+    let orphans = super::orphans::find(&cfg.paths);
+    let mut cfg = cfg.clone();
+    cfg.adopt = orphans.first().map(|o| o.userns.clone());
     crate::fault::point("holder.start");
-    let state = start(cfg)?;
+    let state = start(&cfg)?;
     crate::fault::point("holder.started");
-    Ok(Ensured { state, started: true, lock })
+    let (reattached, reattach_failed) = super::orphans::reattach(&cfg.paths, &state, &orphans);
+    Ok(Ensured { state, started: true, lock, reattached, reattach_failed })
 }
 
 /// A live supervisor's state once its holder process runs (it replaces a
@@ -122,10 +132,23 @@ pub fn collect(paths: &Paths, dry_run: bool) -> Result<Option<String>, HolderErr
         (true, false) => "unused network holder",
         (false, _) => "dead network holder",
     };
-    if !dry_run {
-        clear(&dir, &paths.proc_root)?;
+    if dry_run {
+        return Ok(Some(what.to_owned()));
     }
-    Ok(Some(what.to_owned()))
+    clear(&dir, &paths.proc_root)?;
+    drop(_lock);
+    // Runs the dead holder left without a network get it back from a new one.
+    let Some(cfg) = super::orphans::rebuild_config(paths) else { return Ok(Some(what.to_owned())) };
+    let ensured = ensure(&cfg)?;
+    let failed: Vec<String> =
+        ensured.reattach_failed.iter().map(|(id, e)| format!("{id}: {}", crate::flow::error_chain(e))).collect();
+    Ok(Some(format!(
+        "{what} (rebuilt: {} runs given their network back, {} could not be{}{})",
+        ensured.reattached,
+        failed.len(),
+        if failed.is_empty() { "" } else { ": " },
+        failed.join("; ")
+    )))
 }
 
 /// Stop every process of the holder (supervisor first: its children die

@@ -22,12 +22,15 @@ pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
     let path_env = std::env::var_os("PATH");
     let mapping = idmap::for_user(Path::new("/etc"), path_env.as_deref(), uid, gid);
     exec.add(Resource::Holder { id: exec.id().to_owned() })?;
-    let cfg = StartConfig { paths: exec.paths.clone(), pasta, mapping, timeout: exec.timeout };
+    let cfg = StartConfig { paths: exec.paths.clone(), pasta, mapping, timeout: exec.timeout, adopt: None };
     let began = std::time::Instant::now();
     let ensured = usage::ensure(&cfg)?;
     if ensured.started {
         let ms = began.elapsed().as_secs_f64() * 1e3;
         log::info!("started the network holder (pid {}) in {ms:.2} ms", ensured.state.holder.pid);
+    }
+    for (id, e) in &ensured.reattach_failed {
+        log::warn!("run {id} could not be given its network back in the new holder: {}", crate::flow::error_chain(e));
     }
     exec.holder = Some(ensured.state);
     Ok(())
@@ -50,7 +53,7 @@ pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })?;
     let veth = veth_name(exec.id());
     let peer = IfName::new("eth0").expect("valid interface name");
-    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id() };
+    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id(), replace: false };
     let began = std::time::Instant::now();
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
