@@ -140,13 +140,18 @@ fn describe(plan: &Plan, step: &Step) -> String {
             Some(d) => format!(
                 "in a helper forked into the holder (setns user, net): ensure bridge {} with {}/{} up \
                  (mtu {}), ip_forward on, nftables table ip pelagos-{network}:\n{}\n    then a veth pair (peer \
-                 eth0 created in the child's namespace) on it, the leased address, default route via {}",
+                 eth0 created in the child's namespace) on it, the leased address, default route via {}{}",
                 d.bridge,
                 d.gateway,
                 d.subnet.prefix(),
                 crate::holder::network::in_holder(d).options.mtu.unwrap_or_default(),
                 indent(&table_script(&rules_for(d))),
-                d.gateway
+                d.gateway,
+                if plan.dns.as_ref().is_some_and(|x| x.forwarder.is_some()) {
+                    format!("; the name server's sockets on {}:53 are made inside the holder by a socket factory", d.gateway)
+                } else {
+                    String::new()
+                }
             ),
             None => format!("attach to {network} inside the network holder"),
         },
@@ -165,6 +170,11 @@ fn describe(plan: &Plan, step: &Step) -> String {
                     .to_owned(),
             };
             format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
+        }
+        Step::PrepareDns if plan.steps.contains(&Step::EnsureHolder) => {
+            "read the host's resolv.conf and hosts and prepare the run's (the network's name server listens \
+             inside the holder: its sockets are made there once the network exists)"
+                .into()
         }
         Step::PrepareDns => "read the host's resolv.conf and hosts and prepare the run's (a bridge forwarder's \
                              sockets are bound now)"
