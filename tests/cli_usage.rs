@@ -251,6 +251,9 @@ fn json_documents_match_their_published_schemas() {
         let plan = json_of(&sb, &["plan", "--network", network, "--json", "--", "true"]);
         assert_valid("plan.schema.json", &plan);
     }
+    let accel = json_of(&sb, &["plan", "--network", "slirp4netns", "--accel", "socket", "--json", "--", "true"]);
+    assert!(accel["accel"].is_object(), "{accel}");
+    assert_valid("plan.schema.json", &accel);
     let (code, _, err) = sb.run(&["network", "create", "Web2", "--subnet", "10.251.7.0/24", "--label", "k=v"]);
     assert_eq!(code, Some(0), "{err}");
     assert_each_valid("network.schema.json", &json_of(&sb, &["network", "ls", "--json"]));

@@ -99,9 +99,9 @@ impl Scene {
         (run["id"].as_str().unwrap().to_owned(), run["address"].as_str().unwrap().to_owned())
     }
 
-    /// Create bridge network `name` on `subnet`.
-    fn network(&self, name: &str, subnet: &str) {
-        let out = self.topo.cli(&self.env, &["network", "create", "--subnet", subnet, name]).output().unwrap();
+    /// `pelagos-net network ARGS`, which must succeed.
+    fn network(&self, args: &[&str]) {
+        let out = self.topo.cli(&self.env, &[&["network"][..], args].concat()).output().unwrap();
         assert!(out.status.success(), "{}", describe(&out));
     }
 
@@ -168,7 +168,7 @@ fn two_runs_on_one_bridge_network_resolve_each_other_by_name_and_id_and_connect(
 
 fn a_run_on_another_network_cannot_resolve_them(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
-    scene.network("other", "10.91.0.0/24");
+    scene.network(&["create", "--subnet", "10.91.0.0/24", "other"]);
     let db = scene.start(&strs(&server_args("bridge")));
     let (db_id, _) = scene.named("db");
     let names = ["db", "db.dns.pelagos", db_id.as_str(), &format!("{db_id}.dns.pelagos")];
@@ -186,8 +186,7 @@ except socket.timeout: print('answers 0 (unreachable)')
     let out = scene.run(&["run", "--network", "other", "--", "python3", "-c", direct]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("answers 0"), "{}", describe(&out));
     stop(db);
-    let out = scene.topo.cli(&env, &["network", "rm", "other"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["rm", "other"]);
     scene.finish();
 }
 
@@ -205,9 +204,61 @@ fn a_name_disappears_when_its_run_ends(env: Env) {
     scene.finish();
 }
 
+/// Inside a run on the default network: for each datagram holding a name,
+/// asks the gateway forwarder for it (type A) and replies with two bytes,
+/// the answer's rcode and answer count.
+const PROBE: &str = r#"import socket,sys
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[1]))); print('ready', flush=True)
+g=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); g.settimeout(5)
+while True:
+    name, peer = s.recvfrom(512)
+    q=bytes([0x42,0x42, 1,0, 0,1, 0,0, 0,0, 0,0])
+    for l in name.decode().split('.'): q+=bytes([len(l)])+l.encode()
+    g.sendto(q+bytes([0, 0,1, 0,1]), ('10.90.0.1', 53))
+    try: r=g.recv(512); s.sendto(bytes([r[3]&15, r[7]]), peer)
+    except socket.timeout: s.sendto(bytes([255, 255]), peer)
+"#;
+
+/// What the gateway forwarder answers `name` through the probe at `probe`
+/// (a run's address): rcode and answer count. Asked from a run, not from
+/// the host: no new setup (whose cheap gc would remove a dead record) runs.
+fn ask_through(topo: &Topology, probe: &str, name: &str) -> (u8, u8) {
+    let (probe, name) = (format!("{probe}:9053"), name.to_owned());
+    topo.in_host(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.send_to(name.as_bytes(), &probe).unwrap();
+        let mut buf = [0u8; 2];
+        s.recv(&mut buf).unwrap();
+        (buf[0], buf[1])
+    })
+}
+
+fn a_run_killed_without_cleaning_up_stops_resolving_before_gc(env: Env) {
+    let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
+    let probe = scene.start(&["run", "--network", "bridge", "--name", "probe", "--", "python3", "-c", PROBE, "9053"]);
+    let (_, probe_addr) = scene.named("probe");
+    let cache =
+        scene.start(&["run", "--network", "bridge", "--name", "cache", "--", "sh", "-c", "echo ready; sleep 600"]);
+    assert_eq!(ask_through(&scene.topo, &probe_addr, "cache"), (0, 1));
+    let pid = nix::unistd::Pid::from_raw(cache.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = cache.wait_with_output();
+    // Its record is still there (gc has not run), but its owner is dead.
+    let runs = std::fs::read_dir(scene.topo.run_dir.join("runs")).unwrap().count();
+    assert_eq!(runs, 2, "the killed run's record should wait for gc");
+    assert_eq!(ask_through(&scene.topo, &probe_addr, "cache.dns.pelagos"), (3, 0), "NXDOMAIN expected");
+    assert_eq!(ask_through(&scene.topo, &probe_addr, "cache").1, 0, "a dead run's name resolved");
+    assert_eq!(ask_through(&scene.topo, &probe_addr, "probe"), (0, 1));
+    stop(probe);
+    let out = scene.topo.cli(&env, &["gc"]).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    scene.finish();
+}
+
 fn a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
-    scene.network("other", "10.91.0.0/24");
+    scene.network(&["create", "--subnet", "10.91.0.0/24", "other"]);
     let db = scene.start(&strs(&server_args("bridge")));
     let (db_id, _) = scene.named("db");
     let out = scene.run(&["run", "--network", "bridge", "--name", "DB", "--", "true"]);
@@ -225,8 +276,7 @@ fn a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created(env: E
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad), "{bad}: {}", describe(&out));
     }
     stop(db);
-    let out = scene.topo.cli(&env, &["network", "rm", "other"]).output().unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
+    scene.network(&["rm", "other"]);
     scene.finish();
 }
 
@@ -337,6 +387,22 @@ fn an_attachment_with_a_name_resolves_until_detached(env: Env) {
     scene.finish();
 }
 
+fn a_dual_stack_network_answers_both_families(env: Env) {
+    let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
+    scene.network(&["create", "--subnet", "10.92.0.0/24", "--ipv6", "dual"]);
+    let db = scene.start(&strs(&server_args("dual")));
+    let (_, addr) = scene.named("db");
+    let resolve = "import socket; print(sorted({a[4][0] for a in socket.getaddrinfo('db', 80)}))";
+    let out = scene.run(&["run", "--network", "dual", "--", "python3", "-c", resolve]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let offset = addr.rsplit('.').next().unwrap();
+    assert!(stdout.contains(&format!("'{addr}'")), "{}", describe(&out));
+    assert!(stdout.contains(&format!("::{offset}'")), "no IPv6 address at the IPv4 offset: {}", describe(&out));
+    stop(db);
+    scene.network(&["rm", "dual"]);
+    scene.finish();
+}
+
 fn plan_names_the_resolver_that_serves_the_networks_names(env: Env) {
     let Some(scene) = Scene::new(&env, STUB_CONF) else { return };
     let out = scene.run(&["plan", "--network", "bridge", "--name", "db", "--", "true"]);
@@ -355,9 +421,11 @@ tier_tests!(
         two_runs_on_one_bridge_network_resolve_each_other_by_name_and_id_and_connect,
         a_run_on_another_network_cannot_resolve_them,
         a_name_disappears_when_its_run_ends,
+        a_run_killed_without_cleaning_up_stops_resolving_before_gc,
         a_name_taken_on_the_network_is_refused_with_125_and_nothing_is_created,
         a_burst_of_queries_to_a_silent_upstream_does_not_block_local_names,
         an_attachment_with_a_name_resolves_until_detached,
+        a_dual_stack_network_answers_both_families,
         plan_names_the_resolver_that_serves_the_networks_names,
     ]
 );

@@ -155,6 +155,18 @@ class Bench:
                 time.sleep(0.1)
         raise BenchError(f"{RUN_NAME} never resolved")
 
+    def path_queries(self, path, n):
+        """One round on one path; the names path with its named run alive
+        for the round only (reap_all between rounds kills what is left)."""
+        if path != "names":
+            return self.queries(path, n)
+        named = self.start_named()
+        try:
+            return self.queries(path, n)
+        finally:
+            named.terminate()
+            wait_exit(named, 30)
+
     def startup(self, which):
         """Spawn to reaped, milliseconds."""
         if which == "unshare":
@@ -187,15 +199,10 @@ STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-ho
 
 def bench(b, n):
     res = {"queries": {p: [] for p, _ in PATHS}, "startup": {s: [] for s, _ in STARTUPS}}
-    named = b.start_named()
-    try:
-        for _ in range(n["rounds"]):
-            for path, _ in PATHS:
-                res["queries"][path].extend(b.queries(path, n["queries"]))
-            reap_all()
-    finally:
-        named.terminate()
-        wait_exit(named, 30)
+    for _ in range(n["rounds"]):
+        for path, _ in PATHS:
+            res["queries"][path].extend(b.path_queries(path, n["queries"]))
+        reap_all()
     for _ in range(n["startups"]):
         for which, _ in STARTUPS:
             res["startup"][which].append(b.startup(which))

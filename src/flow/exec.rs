@@ -8,6 +8,7 @@
 //! its owner hands back its output) and the record's data otherwise (gc
 //! after a crash, detach from another process).
 
+mod accel;
 mod bridge;
 mod helper;
 mod holder;
@@ -71,6 +72,13 @@ pub(crate) struct Exec {
     claim: Option<crate::ports::precheck::PortClaim>,
     /// The user's network holder, once found or started (rootless shared networks).
     pub holder: Option<crate::holder::HolderState>,
+    /// The accelerator's hook for the command's process (`prepare_accel`,
+    /// taken by `fork_child`).
+    pub accel_hook: Option<crate::accel::child::ChildHook>,
+    /// The accelerator, prepared and not yet started.
+    accel: Option<accel::Pending>,
+    /// The TCP listeners the relay took, for servers to take over.
+    pub tcp_listeners: Vec<crate::accel::ingress::Held>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -122,6 +130,9 @@ impl Exec {
             pending: None,
             bridge: bridge::BridgeState::default(),
             dns: None,
+            accel_hook: None,
+            accel: None,
+            tcp_listeners: Vec::new(),
             claim: None,
             holder: None,
         }
@@ -186,6 +197,8 @@ impl Exec {
             },
             Step::StartDns => self.start_dns(),
             Step::StartRelay { target, detached, .. } => relay::start(self, *target, *detached),
+            Step::PrepareAccel { lock, listeners } => accel::prepare(self, *lock, *listeners),
+            Step::StartAccel => accel::start(self),
             Step::Commit => self.set_phase(Phase::Ready),
             // The command is the caller's business (it holds the signals).
             Step::ExecCommand | Step::ExecInPlace => Ok(()),

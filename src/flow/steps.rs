@@ -204,6 +204,21 @@ pub enum Step {
         /// In a process of its own that outlives this one (attachments).
         detached: bool,
     },
+    /// Prepare the accelerator (`--accel socket`): the socket pair over
+    /// which the command's process, right before `exec`, hands the
+    /// supervisor the listener of the seccomp filter it installs.
+    PrepareAccel {
+        /// How switched sockets are confined.
+        lock: crate::accel::switch::Lock,
+        /// Servers take their published TCP listeners over (the filter
+        /// intercepts `bind` and `listen` too).
+        listeners: bool,
+    },
+    /// Once the command runs: take the filter's listener and start the
+    /// supervisor (a thread of this process) that switches the command's
+    /// sockets; the command's process refusing the filter leaves one line
+    /// and the normal path.
+    StartAccel,
     /// Mark the attachment ready: from now on it lives as long as its namespace.
     Commit,
     /// Let the child execute the command.
@@ -236,6 +251,8 @@ impl Step {
             Self::AwaitReady { .. } => "await_ready",
             Self::StartDns => "start_dns",
             Self::StartRelay { .. } => "start_relay",
+            Self::PrepareAccel { .. } => "prepare_accel",
+            Self::StartAccel => "start_accel",
             Self::Commit => "commit",
             Self::ExecCommand => "exec_command",
             Self::ExecInPlace => "exec_in_place",

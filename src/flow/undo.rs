@@ -81,6 +81,8 @@ pub(crate) struct Live {
     pub relay: Option<BuiltinPorts>,
     /// The DNS forwarder.
     pub dns: Option<crate::dns::forwarder::Forwarder>,
+    /// The accelerator's supervisor.
+    pub accel: Option<crate::accel::supervisor::Supervisor>,
 }
 
 /// What undo needs besides the resource.
@@ -125,6 +127,14 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             crate::holder::usage::release(env.paths, id).map_err(Box::new)?;
             Ok(None)
         }
+        Resource::Accel => {
+            // First (it is recorded after the relay): it may be asking the
+            // relay for a listener.
+            if let Some(supervisor) = live.accel.take() {
+                log::info!("accelerator: {}", supervisor.stop());
+            }
+            Ok(None)
+        }
         Resource::Relay { factory, .. } => {
             match live.relay.take() {
                 // Listeners close first: no new connection is accepted into
@@ -154,6 +164,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::Relay { .. } => "undo.relay",
         Resource::Dns => "undo.dns",
         Resource::Holder { .. } => "undo.holder",
+        Resource::Accel => "undo.accel",
     }
 }
 

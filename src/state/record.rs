@@ -236,6 +236,10 @@ pub enum Resource {
         /// The record's id.
         id: String,
     },
+    /// The accelerator's supervisor (a thread of the process that owns the
+    /// run; when it is gone, the command's intercepted calls fail with
+    /// `ENOSYS` and its switched sockets stay as they are).
+    Accel,
     /// The builtin port driver: listeners on the host (closed with the
     /// process holding them) and the socket factory inside the namespace
     /// (rootless; it exits when the relay closes its control socket).

@@ -13,7 +13,8 @@
 //!   at once, so a search list never waits on an upstream).
 //! - [`NetworkNames`]: the table kept fresh from the records under a run
 //!   directory ([`NamesScope`]), checked live per answer, answering only
-//!   clients inside the network's subnet. It is a
+//!   clients inside the network's subnet(s); on a dual-stack network each
+//!   run also has its IPv6 address (the IPv6 subnet plus its IPv4 offset). It is a
 //!   [`LocalNames`](crate::dns::forwarder::LocalNames), the forwarder's
 //!   pluggable table.
 //! - [`serve`]: the forwarder ([`crate::dns::forwarder`]) on listeners the
@@ -36,6 +37,7 @@
 //! let scope = NamesScope {
 //!     network: "web".into(),                      // as the records' leases name it
 //!     clients: Some("10.89.0.0/24".parse()?),     // the network's subnet
+//!     subnet6: None,                              // its IPv6 subnet, when dual stack
 //!     run_dir: paths.run_dir.clone(),             // where the records are
 //!     proc_root: paths.proc_root.clone(),
 //! };

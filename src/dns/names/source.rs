@@ -16,6 +16,7 @@
 use super::table::{NameEntry, NameTable};
 use crate::dns::forwarder::{LocalAnswer, LocalNames};
 use crate::model::cidr::Ipv4Net;
+use crate::model::cidr6::Ipv6Net;
 use crate::state::record::Record;
 use crate::state::store::Store;
 use std::collections::HashMap;
@@ -36,6 +37,10 @@ pub struct NamesScope {
     /// Only clients in this subnet get the network's names (others are
     /// forwarded as if the names did not exist); `None`: every client.
     pub clients: Option<Ipv4Net>,
+    /// A dual-stack network's IPv6 subnet: each run also has the address
+    /// at its IPv4 address's offset in it (answered to AAAA queries), and
+    /// clients in it get the names too.
+    pub subnet6: Option<Ipv6Net>,
     /// The runtime state root holding the records (`Paths::run_dir`).
     pub run_dir: PathBuf,
     /// procfs, for liveness (`Paths::proc_root`).
@@ -49,6 +54,7 @@ impl NamesScope {
         Self {
             network: def.name.to_string(),
             clients: Some(def.subnet),
+            subnet6: def.options.subnet6,
             run_dir: paths.run_dir.clone(),
             proc_root: paths.proc_root.clone(),
         }
@@ -95,9 +101,13 @@ impl NetworkNames {
     pub fn table(&self) -> NameTable {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh(&mut cache);
-        let live: Vec<&Record> =
-            cache.table.entries().iter().filter_map(|e| cache.records.get(&e.id)).filter(|r| self.alive(r)).collect();
-        NameTable::from_records(&self.scope.network, live, |_| true)
+        let mut table = NameTable::new(&self.scope.network);
+        for entry in cache.table.entries() {
+            if cache.records.get(&entry.id).is_some_and(|r| self.alive(r)) {
+                table.insert(entry.clone());
+            }
+        }
+        table
     }
 
     fn alive(&self, record: &Record) -> bool {
@@ -119,7 +129,13 @@ impl NetworkNames {
             }
         };
         // Liveness is checked per answer: build from every record.
-        cache.table = NameTable::from_records(&self.scope.network, &records, |_| true);
+        cache.table = NameTable::new(&self.scope.network);
+        for record in &records {
+            if let Some(mut entry) = NameEntry::of_record(record, &self.scope.network) {
+                entry.addresses.extend(self.address6(&entry));
+                cache.table.insert(entry);
+            }
+        }
         cache.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
         cache.racy = stamp.is_none_or(|s| SystemTime::now().duration_since(s).map_or(true, |age| age < RACY));
         cache.stamp = stamp;
@@ -129,8 +145,20 @@ impl NetworkNames {
         match (self.scope.clients, client) {
             (None, _) => true,
             (Some(net), IpAddr::V4(v4)) => net.contains(v4),
-            (Some(_), IpAddr::V6(_)) => false,
+            (Some(_), IpAddr::V6(v6)) => self.scope.subnet6.is_some_and(|net6| net6.contains(v6)),
         }
+    }
+
+    /// The IPv6 address of `entry` on a dual-stack network: the IPv6
+    /// subnet plus its IPv4 address's offset (as bridge setup assigns it).
+    fn address6(&self, entry: &NameEntry) -> Option<IpAddr> {
+        let (net, net6) = (self.scope.clients?, self.scope.subnet6?);
+        let v4 = entry.addresses.iter().find_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })?;
+        let offset = u32::from(v4).checked_sub(u32::from(net.addr()))?;
+        net6.nth(u128::from(offset)).map(IpAddr::V6)
     }
 }
 
@@ -169,10 +197,11 @@ mod tests {
     use crate::state::record::{RecordKind, Resource};
     use std::net::Ipv4Addr;
 
-    fn scope(dir: &std::path::Path) -> NamesScope {
+    fn scope(dir: &std::path::Path, dual_stack: bool) -> NamesScope {
         NamesScope {
             network: "web".into(),
             clients: Some("10.0.0.0/24".parse().unwrap()),
+            subnet6: dual_stack.then(|| "fd00:10::/64".parse().unwrap()),
             run_dir: dir.to_owned(),
             proc_root: "/proc".into(),
         }
@@ -195,7 +224,7 @@ mod tests {
     fn names_come_and_go_with_records_and_their_owners() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), nix::unistd::geteuid().as_raw()).unwrap();
-        let names = NetworkNames::new(scope(dir.path()));
+        let names = NetworkNames::new(scope(dir.path(), false));
         assert_eq!(names.answer(CLIENT, "db"), LocalAnswer::Forward);
 
         store.write_record(&record("aaaaaaaaaaaa", "db", me(), [10, 0, 0, 2])).unwrap();
@@ -213,13 +242,17 @@ mod tests {
     }
 
     #[test]
-    fn clients_outside_the_network_get_no_names() {
+    fn clients_outside_the_network_get_no_names_and_dual_stack_runs_have_both_addresses() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), nix::unistd::geteuid().as_raw()).unwrap();
         store.write_record(&record("aaaaaaaaaaaa", "db", me(), [10, 0, 0, 2])).unwrap();
-        let names = NetworkNames::new(scope(dir.path()));
+        let names = NetworkNames::new(scope(dir.path(), true));
         let outsider = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 9));
         assert_eq!(names.answer(outsider, "db"), LocalAnswer::Forward);
-        assert!(matches!(names.answer(CLIENT, "db"), LocalAnswer::Addresses(_)));
+        assert_eq!(names.answer("fd00:11::9".parse().unwrap(), "db"), LocalAnswer::Forward);
+        // Dual stack: the IPv6 address at the IPv4 offset, to either family's clients.
+        let both = LocalAnswer::Addresses(vec!["10.0.0.2".parse().unwrap(), "fd00:10::2".parse().unwrap()]);
+        assert_eq!(names.answer(CLIENT, "db"), both);
+        assert_eq!(names.answer("fd00:10::9".parse().unwrap(), "db"), both);
     }
 }
