@@ -205,16 +205,21 @@ c=socket.create_connection(('db', 80), timeout=5)
 print(r('db'), r(sys.argv[1]), c.recv(100).decode().strip(), r(sys.argv[2]))
 "#;
 
-fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
-    use common::dns::{DOMAIN, DnsServer, Etc, NONE_RESOLVE, Resolv, STUB_ADDR, STUB_ANSWER};
-    if common::dns::dnsmasq().is_none() {
-        return;
-    }
-    let topo = Topology::new(&env);
-    // The host's resolver is a stub on 127.0.0.53 (dnsmasq, answering only
-    // the test domain): upstream names reach it from the holder's networks.
+/// A topology whose host resolver is a stub on 127.0.0.53 (dnsmasq,
+/// answering only the test domain), named by the commands' resolv.conf:
+/// upstream names reach it from the holder's networks, and nothing a test
+/// asks reaches the machine's resolver.
+fn stub_scene(env: &Env) -> Option<(Topology, common::dns::DnsServer, common::dns::Etc)> {
+    use common::dns::{DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
+    common::dns::dnsmasq()?;
+    let topo = Topology::new(env);
     let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let etc = Etc::new(Resolv::File("nameserver 127.0.0.53\n"));
+    Some((topo, stub, Etc::new(Resolv::File("nameserver 127.0.0.53\n"))))
+}
+
+fn runs_resolve_each_other_by_name_on_their_network_only(env: Env) {
+    use common::dns::{DOMAIN, NONE_RESOLVE, STUB_ANSWER};
+    let Some((topo, stub, etc)) = stub_scene(&env) else { return };
     let run = |args: &[&str]| common::dns::run(&topo, &env, &etc, args);
     for net in ["web", "other"] {
         let out = run(&["network", "create", net]);
@@ -342,15 +347,7 @@ const SHOW_AND_STAY: &str = "import socket,fcntl,struct,sys; s=socket.socket(soc
 const RESOLVE_ALL: &str = "import socket,sys; print(' '.join(socket.gethostbyname(n) for n in sys.argv[1:]))";
 
 fn sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve(env: Env) {
-    use common::dns::{DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
-    if common::dns::dnsmasq().is_none() {
-        return;
-    }
-    let topo = Topology::new(&env);
-    // Names are answered by the network's server; anything else would go
-    // to this stub, never to the machine's resolver.
-    let stub = DnsServer::start(&topo.host, STUB_ADDR, STUB_ANSWER);
-    let etc = Etc::new(Resolv::File("nameserver 127.0.0.53\n"));
+    let Some((topo, stub, etc)) = stub_scene(&env) else { return };
     let run = |args: &[&str]| common::dns::run(&topo, &env, &etc, args);
     assert!(run(&["network", "create", "web"]).status.success());
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
