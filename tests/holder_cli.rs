@@ -338,6 +338,25 @@ fn a_dead_holder_is_rebuilt_by_gc_and_the_next_run_with_its_runs_reattached(env:
     assert_all_gone(&topo, &pids);
 }
 
+fn a_run_killed_with_sigkill_stops_counting_and_the_holder_stops_by_itself(env: Env) {
+    let topo = Topology::new(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let mut server = start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
+    let pids = holder_pids(&topo);
+    // The run's owner dies without tearing anything down: its record stays
+    // until gc, but it is dead, so it no longer counts.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < deadline, "the holder outlived its last user: {pids:?} {:?}", holder_state(&topo));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli_ok(&topo, &env, &["gc"]);
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &pids);
+}
+
 /// Prints the address of eth0, then stays until its stdin closes.
 const SHOW_AND_STAY: &str = "import socket,fcntl,struct,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
     print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24]), flush=True); \
@@ -462,6 +481,7 @@ tier_tests!(
         published_ports_keep_the_client_address,
         killed_pasta_and_holder_are_recovered,
         a_dead_holder_is_rebuilt_by_gc_and_the_next_run_with_its_runs_reattached,
+        a_run_killed_with_sigkill_stops_counting_and_the_holder_stops_by_itself,
         sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve,
         bad_input_exits_125_and_creates_nothing,
         plan_and_doctor_describe_the_holder,
