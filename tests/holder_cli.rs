@@ -451,6 +451,7 @@ fn plan_and_doctor_describe_the_holder(env: Env) {
     assert!(plan.contains("mtu 65520"), "{plan}");
     let json: serde_json::Value =
         serde_json::from_str(&cli_ok(&topo, &env, &["plan", "--json", "--network", "web", "--", "true"])).unwrap();
+    common::schema::assert_valid("plan.schema.json", &json);
     let ops: Vec<&str> = json["pipeline"].as_array().unwrap().iter().map(|s| s["op"].as_str().unwrap()).collect();
     assert_eq!(
         ops,
