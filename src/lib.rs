@@ -184,7 +184,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod dns;
-internal!(accel, bridge, fault, flow, helpers, host, model, ns, ports, state);
+internal!(accel, bridge, fault, flow, helpers, holder, host, model, ns, ports, state);
 
 pub use api::{
     AttachRequest, Attachment, Error, ErrorKind, Lifetime, Network, NetworkOptions, NetworkSetup, Prepared,

@@ -95,6 +95,15 @@ fn snapshot(topo: &Topology) -> Snapshot {
     let mut live_leases = Vec::new();
     let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
     for net in leases.networks().unwrap_or_default() {
+        // Another user's lease directory (the rootless tier) is not ours
+        // to lock: its lease files are listed instead.
+        let owned = fs::metadata(leases.network_dir(&net)).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw());
+        if !owned {
+            let dir = leases.network_dir(&net);
+            let files = fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+            live_leases.extend(files.unwrap_or_default().iter().map(|f| format!("{net}: {}", f.to_string_lossy())));
+            continue;
+        }
         let table = leases.leases(&net).unwrap_or_else(|e| panic!("leases of {net} do not parse: {e}"));
         live_leases.extend(table.iter().map(|(a, l)| format!("{net}: {a} {}", l.id)));
     }
@@ -354,6 +363,26 @@ fn root_bridge_run_killed_at_every_step_leaves_nothing_after_gc() {
     let teardown = |s| position(&steps, s);
     assert!(teardown("undo.forwards") < teardown("undo.netns"));
     assert!(teardown("undo.netns") < teardown("undo.lease"));
+}
+
+#[test]
+fn rootless_shared_network_run_killed_at_every_step_leaves_nothing_after_gc() {
+    let Some(env) = Tier::Rootless.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    sweep.ok(&["network", "create", "web"]);
+    let args = ["run", "--network", "web", "-p", "127.0.0.1::80", "--", "true"];
+    // Every run starts the user's network holder and stops it when it
+    // leaves: a crash at any step, then gc, leaves no holder process.
+    let steps = sweep.run("rootless shared network", &args, &no_reset);
+    let at = |s| position(&steps, s);
+    assert!(at("run.record-written") < at("holder.start"));
+    assert!(at("holder.started") < at("step.attach_in_holder"));
+    assert!(at("holder.attached") < at("undo.holder"));
+    assert!(at("undo.command") < at("holder.stop"));
 }
 
 #[test]

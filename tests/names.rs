@@ -11,7 +11,7 @@
 #[macro_use]
 mod common;
 
-use common::dns::{DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER};
+use common::dns::{DOMAIN, DnsServer, Etc, NONE_RESOLVE, Resolv, STUB_ADDR, STUB_ANSWER};
 use common::{Env, Topology, describe};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -44,13 +44,6 @@ a, i, d = r('db'), r(sys.argv[1]), r('db.dns.pelagos')
 c=socket.create_connection(('db', int(sys.argv[2])), timeout=10)
 seen=c.makefile().readline().strip(); me=c.getsockname()[0]
 print(a, i, d, seen, me, r('web'), r(sys.argv[3]))
-"#;
-
-/// Exits 0 when no name given resolves, 1 (naming it) otherwise.
-const NONE_RESOLVE: &str = r#"import socket,sys
-for n in sys.argv[1:]:
-    try: print('resolved', n, socket.gethostbyname(n)); sys.exit(1)
-    except socket.gaierror: pass
 "#;
 
 /// A throwaway host namespace with the stub resolver, an /etc naming it.

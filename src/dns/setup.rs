@@ -58,6 +58,10 @@ pub struct DnsSetupRequest<'a> {
     pub own: Option<&'a HostsEntry>,
     /// The host's `/etc`.
     pub etc: &'a Path,
+    /// A bridge network's gateway is in another namespace (a rootless
+    /// network's holder): its listeners are made there and handed in
+    /// ([`PreparedDns::set_gateway`]), not bound here.
+    pub gateway_elsewhere: bool,
 }
 
 /// The plan, with what carrying it out needs.
@@ -94,7 +98,11 @@ pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> 
     let files = HostFiles::read(req.etc);
     let mut mode = req.mode;
     let mut gateway = None;
-    if let ModeDns::Bridge { gateway: gw, listening } = &mut mode {
+    if let ModeDns::Bridge { listening, .. } = &mut mode
+        && req.gateway_elsewhere
+    {
+        *listening = true;
+    } else if let ModeDns::Bridge { gateway: gw, listening } = &mut mode {
         match Listeners::bind(SocketAddr::new(IpAddr::V4(*gw), DNS_PORT)) {
             Ok(l) => {
                 gateway = Some(l);
@@ -154,6 +162,20 @@ fn inside_for(plan: &DnsPlan, files: &HostFiles, etc: &Path) -> Result<Option<Ns
 }
 
 impl PreparedDns {
+    /// The gateway forwarder's listeners, made in the namespace that holds
+    /// the gateway (see [`DnsSetupRequest::gateway_elsewhere`]).
+    pub fn set_gateway(&mut self, listeners: Listeners) {
+        self.gateway = Some(listeners);
+    }
+
+    /// Where the forwarder listens on a network's gateway, when it does.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        match self.plan.forwarder.as_ref()?.listen {
+            Listen::Gateway(gw) => Some(SocketAddr::new(IpAddr::V4(gw), DNS_PORT)),
+            Listen::InNamespace(_) => None,
+        }
+    }
+
     /// Put the run's own entry (its name and id, once its address is known)
     /// in the hosts file the command gets; before the namespace child is
     /// forked. Nothing changes when the run gets no hosts file of ours.

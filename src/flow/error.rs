@@ -128,9 +128,18 @@ pub enum RunError {
     /// The relay process failed to start.
     #[error("start the relay process: {0}")]
     Holder(String),
+    /// The user's network holder (rootless shared networks) failed.
+    #[error(transparent)]
+    SharedNetwork(Box<crate::holder::HolderError>),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
+}
+
+impl From<crate::holder::HolderError> for RunError {
+    fn from(e: crate::holder::HolderError) -> Self {
+        Self::SharedNetwork(Box::new(e))
+    }
 }
 
 impl RunError {

@@ -14,6 +14,7 @@ mod helper;
 mod holder;
 mod ns;
 mod relay;
+mod shared;
 
 pub(crate) use helper::LiveHelper;
 
@@ -71,6 +72,8 @@ pub(crate) struct Exec {
     pub dns: Option<crate::dns::PreparedDns>,
     /// The published ports' check, held until the record is written.
     claim: Option<crate::ports::precheck::PortClaim>,
+    /// The user's network holder, once found or started (rootless shared networks).
+    pub holder: Option<crate::holder::HolderState>,
     /// The accelerator's hook for the command's process (`prepare_accel`,
     /// taken by `fork_child`).
     pub accel_hook: Option<crate::accel::child::ChildHook>,
@@ -134,6 +137,7 @@ impl Exec {
             accel: None,
             tcp_listeners: Vec::new(),
             claim: None,
+            holder: None,
         }
     }
 
@@ -179,6 +183,8 @@ impl Exec {
             }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
+            Step::EnsureHolder => shared::ensure(self),
+            Step::AttachInHolder { .. } => shared::attach(self),
             Step::CreateNetns => ns::create_named(self),
             Step::ForkChild { ns } => {
                 self.own_hosts_entry()?;
@@ -221,8 +227,13 @@ impl Exec {
             }
             (mode, _) => *mode,
         };
-        let req =
-            crate::dns::DnsSetupRequest { mode, options, own: None, etc: std::path::Path::new(crate::dns::setup::ETC) };
+        let req = crate::dns::DnsSetupRequest {
+            mode,
+            options,
+            own: None,
+            etc: std::path::Path::new(crate::dns::setup::ETC),
+            gateway_elsewhere: self.plan.steps.contains(&Step::EnsureHolder),
+        };
         let prepared = crate::dns::prepare(&req)?;
         log::info!("name resolution: {}", prepared.plan.resolver);
         self.dns = Some(prepared);

@@ -55,6 +55,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         }
         Resource::File { path } | Resource::Log { path, .. } => format!("file {}", path.display()),
         Resource::Relay { factory: Some(f), .. } if f.is_alive(proc_root) => format!("socket factory {}", f.pid),
+        Resource::Holder { .. } => "use of the network holder".into(),
         Resource::Relay { .. } | Resource::Dns | Resource::Accel => return None,
     })
 }
@@ -147,6 +148,15 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     }
     let live: Vec<String> = report.live.clone();
     leftovers::sweep(paths, dry_run, &live, &mut report.actions);
+    match crate::holder::usage::collect(paths, dry_run) {
+        Ok(Some(what)) => report.actions.push(Action { run: "holder".into(), what, error: None }),
+        Ok(None) => {}
+        Err(e) => report.actions.push(Action {
+            run: "holder".into(),
+            what: "network holder".into(),
+            error: Some(crate::flow::error_chain(&e)),
+        }),
+    }
     // CNI attachments have no owner process (the container runtime owns
     // their lifecycle): listed as live, left to the CNI DEL and GC verbs.
     if let Ok(records) = crate::cni::record::CniStore::new(&paths.run_dir).list(None) {

@@ -209,7 +209,8 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     let decision = decide(req, host)?;
     let mode = decision.as_ref().map_or_else(|| req.network.mode.clone(), |d| d.mode.to_network_mode());
     let cfg = &req.network;
-    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, DriverFacts { pasta: pasta_build(host) })?;
+    let facts = DriverFacts { pasta: pasta_build(host), rootless_bridge: host.euid != 0 };
+    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, facts)?;
     let def = match &mode {
         NetworkMode::Bridge(name) => {
             Some(lookups.network(name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str())).map_err(Refusal::Network)?)
@@ -229,7 +230,7 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         slirp_options: &slirp_options,
     };
     check_common(&input)?;
-    let driver = modes::driver(&mode);
+    let driver = modes::driver(&mode, host);
     driver.check(&input)?;
     let dns_request = dns::request(&input)?;
     let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
@@ -303,13 +304,16 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     })
 }
 
-/// What of the host [`plan`] reads for `req`: an explicit mode without a
-/// fallback policy needs who the caller is and its helper (with the tun
-/// device); the ladder needs everything.
-pub fn probe_scope(req: &Request) -> ProbeScope {
+/// What of the host [`plan`] reads for `req` from a caller of effective
+/// uid `euid`: an explicit mode without a fallback policy needs who the
+/// caller is and its helper (with the tun device; pasta for a rootless
+/// bridge network's holder); the ladder needs everything.
+pub fn probe_scope(req: &Request, euid: u32) -> ProbeScope {
     match (&req.network.mode, req.fallback) {
         (NetworkMode::Pasta, None) => ProbeScope::Pasta,
         (NetworkMode::Slirp4netns, None) => ProbeScope::Slirp4netns,
+        // A rootless bridge network needs pasta for its holder.
+        (NetworkMode::Bridge(_), None) if euid != 0 => ProbeScope::Pasta,
         (NetworkMode::Host | NetworkMode::Loopback | NetworkMode::Bridge(_) | NetworkMode::Ns(_), None) => {
             ProbeScope::Identity
         }

@@ -202,7 +202,7 @@ proptest! {
     fn plans_read_only_their_probe_scope_and_are_carried_out_recorded(req in request(), which in 0usize..7) {
         let host = &hosts()[which];
         let full = plan(&req, host, &super::tests::NETS);
-        let scoped = plan(&req, &garbled(host, probe_scope(&req)), &super::tests::NETS);
+        let scoped = plan(&req, &garbled(host, probe_scope(&req, host.euid)), &super::tests::NETS);
         prop_assert_eq!(outcome(&full), outcome(&scoped), "{:?} planned differently with only its scope", req);
         if let Ok(p) = &full {
             check_well_formed(&req, host, p)?;

@@ -166,7 +166,7 @@ fn a_plain_loopback_run_writes_no_record_and_a_relayed_one_does() {
 }
 
 #[test]
-fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
+fn bridge_plan_shows_the_table_and_forward_scripts_as_root() {
     let p = run_plan(cfg("bridge", &["8080:80"]), &root()).unwrap();
     let text = render(&p);
     assert!(text.contains("add table ip pelagos-pelagos0") && text.contains("8080 : <leased> . 80"), "{text}");
@@ -189,10 +189,35 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
             "exec_command"
         ]
     );
-    let err = run_plan(cfg("bridge", &[]), &rootless()).unwrap_err();
-    assert!(matches!(err, Refusal::BridgeNeedsRoot), "{err}");
     let err = run_plan(cfg("bridge:nope", &[]), &root()).unwrap_err();
     assert!(matches!(err, Refusal::Network(_)), "{err}");
+}
+
+#[test]
+fn a_rootless_bridge_run_joins_the_network_holder_and_relays_its_ports() {
+    let p = run_plan(cfg("bridge", &["8080:80"]), &rootless()).unwrap();
+    assert_eq!(
+        ops(&p),
+        [
+            "claim_ports",
+            "bind_listeners",
+            "prepare_dns",
+            "write_record",
+            "ensure_holder",
+            "lease_address",
+            "fork_child",
+            "attach_in_holder",
+            "start_dns",
+            "start_relay",
+            "exec_command"
+        ]
+    );
+    assert!(p.builtin(), "{:?}", p.port_driver);
+    let text = render(&p);
+    assert!(text.contains("network holder") && text.contains("mtu 65520"), "{text}");
+    assert!(text.contains("--netns /proc/<holder>/ns/net --userns /proc/<holder>/ns/user"), "{text}");
+    let err = plan(&attach(cfg("bridge", &[]), true, false), &rootless(), &NETS).unwrap_err();
+    assert!(matches!(err, Refusal::HolderNeedsRun), "{err}");
 }
 
 #[test]

@@ -147,7 +147,7 @@ pub(crate) fn announce(plan: &Plan) {
 /// accelerator when the run asks for it.
 fn probe_host(opts: &RunOptions, req: &Request) -> HostCaps {
     let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let mut host = HostCaps::probe_scoped(&roots, probe_scope(req));
+    let mut host = HostCaps::probe_scoped(&roots, probe_scope(req, nix::unistd::geteuid().as_raw()));
     if !req.network.accel.is_off() {
         host.accel = Some(crate::accel::probe::offer(&opts.paths.proc_root));
     }

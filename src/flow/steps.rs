@@ -52,6 +52,10 @@ pub enum ChildNs {
         /// Which.
         ns: NsRef,
     },
+    /// New network (and PID, mount) namespaces inside the user namespace
+    /// of the user's network holder (rootless shared networks), so the
+    /// holder may put a veth pair into them.
+    InHolder,
 }
 
 /// A network helper process.
@@ -136,6 +140,16 @@ pub enum Step {
     /// Make sure the network's bridge (address, up), nftables table and
     /// forwarding sysctls exist. Idempotent; they persist with the network.
     EnsureNetwork {
+        /// Network name.
+        network: String,
+    },
+    /// Make sure the user's network holder runs (start it on first use,
+    /// replace a dead one) and record that this setup uses it.
+    EnsureHolder,
+    /// Inside the holder (a forked helper that joined it): the network's
+    /// bridge and nftables table, a veth pair into the child's namespace,
+    /// its address and default route.
+    AttachInHolder {
         /// Network name.
         network: String,
     },
@@ -231,6 +245,8 @@ impl Step {
             Self::WriteRecord => "write_record",
             Self::LeaseAddress { .. } => "lease_address",
             Self::EnsureNetwork { .. } => "ensure_network",
+            Self::EnsureHolder => "ensure_holder",
+            Self::AttachInHolder { .. } => "attach_in_holder",
             Self::CreateNetns => "create_netns",
             Self::ForkChild { .. } => "fork_child",
             Self::NameNetns { .. } => "name_netns",

@@ -56,6 +56,9 @@ pub enum UndoError {
         #[source]
         source: crate::bridge::netlink::NetlinkError,
     },
+    /// The network holder could not be released.
+    #[error(transparent)]
+    Holder(#[from] Box<crate::holder::HolderError>),
     /// A file could not be removed.
     #[error("remove {path}")]
     File {
@@ -120,6 +123,10 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             }
             Ok(None)
         }
+        Resource::Holder { id } => {
+            crate::holder::usage::release(env.paths, id).map_err(Box::new)?;
+            Ok(None)
+        }
         Resource::Accel => {
             // First (it is recorded after the relay): it may be asking the
             // relay for a listener.
@@ -156,6 +163,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",
         Resource::Dns => "undo.dns",
+        Resource::Holder { .. } => "undo.holder",
         Resource::Accel => "undo.accel",
     }
 }

@@ -38,7 +38,7 @@
 //!   directory.
 
 mod helpers;
-mod parse;
+pub(crate) mod parse;
 #[cfg(test)]
 pub(crate) mod test_hosts;
 

@@ -230,6 +230,12 @@ pub enum Resource {
     /// The DNS forwarder (a thread of the process that owns the run; its
     /// sockets close with it).
     Dns,
+    /// The user's holder of rootless networks is in use by this record
+    /// (`id`): undoing it stops the holder when no other live record uses it.
+    Holder {
+        /// The record's id.
+        id: String,
+    },
     /// The accelerator's supervisor (a thread of the process that owns the
     /// run; when it is gone, the command's intercepted calls fail with
     /// `ENOSYS` and its switched sockets stay as they are).

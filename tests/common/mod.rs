@@ -298,9 +298,13 @@ impl Topology {
         let netns_dir = tmp.path().join("netns");
         let config_dir = tmp.path().join("config");
         if let Some(u) = &env.user {
-            fs::create_dir(&run_dir).unwrap();
-            nix::unistd::chown(&run_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
-            fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+            // The user's own directories, as a real user has them (its
+            // network definitions are written to the configuration one).
+            for dir in [&run_dir, &config_dir] {
+                fs::create_dir(dir).unwrap();
+                nix::unistd::chown(dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+            }
         }
         Self { host, upstream, run_dir, netns_dir, config_dir, veths: (vh, vu), _tmp: tmp }
     }

@@ -38,7 +38,13 @@ pub(super) fn name(exec: &mut Exec, of: NsRef) -> Result<(), RunError> {
 /// run's processes), brings `lo` up and waits; recorded once it reports.
 pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
     let Some(cmd) = exec.command.take() else { return Err(RunError::NoCommand) };
+    // Open until the child is spawned: its helper joins this user namespace.
+    let holder_userns = match ns {
+        ChildNs::InHolder => Some(super::shared::holder_userns(exec)?),
+        _ => None,
+    };
     let kind = match ns {
+        ChildNs::InHolder => NsKind::InUserNs { userns: holder_userns.as_ref().map_or(-1, |f| f.as_raw_fd()) },
         ChildNs::NewUserAndNet => {
             NsKind::UserAndNet { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
         }

@@ -6,6 +6,7 @@
 //! holds only what is particular to it.
 
 mod bridge;
+mod holder;
 mod host;
 mod loopback;
 mod ns;
@@ -123,8 +124,9 @@ pub(crate) trait ModeDriver {
 }
 
 /// The mode's planner.
-pub(crate) fn driver(mode: &NetworkMode) -> &'static dyn ModeDriver {
+pub(crate) fn driver(mode: &NetworkMode, host: &HostCaps) -> &'static dyn ModeDriver {
     match mode {
+        NetworkMode::Bridge(_) if host.euid != 0 => &holder::Holder,
         NetworkMode::Host => &host::Host,
         NetworkMode::Loopback | NetworkMode::Auto => &loopback::Loopback,
         NetworkMode::Pasta => &pasta::Pasta,

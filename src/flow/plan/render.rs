@@ -139,6 +139,30 @@ fn describe(plan: &Plan, step: &Step) -> String {
             ),
             None => format!("ensure the bridge and nftables table of {network}"),
         },
+        Step::EnsureHolder => "ensure your network holder runs (<run dir>/holder): a user namespace (your \
+                               subordinate ids through newuidmap when you have them, your uid alone otherwise) \
+                               with a network and a mount namespace, pasta attached to it for egress, both \
+                               supervised; started now if not running, stopped when its last user leaves"
+            .into(),
+        Step::AttachInHolder { network } => match def {
+            Some(d) => format!(
+                "in a helper forked into the holder (setns user, net): ensure bridge {} with {}/{} up \
+                 (mtu {}), ip_forward on, nftables table ip pelagos-{network}:\n{}\n    then a veth pair (peer \
+                 eth0 created in the child's namespace) on it, the leased address, default route via {}{}",
+                d.bridge,
+                d.gateway,
+                d.subnet.prefix(),
+                crate::holder::network::in_holder(d).options.mtu.unwrap_or_default(),
+                indent(&table_script(&rules_for(d))),
+                d.gateway,
+                if plan.dns.as_ref().is_some_and(|x| x.forwarder.is_some()) {
+                    format!("; the name server's sockets on {}:53 are made inside the holder by a socket factory", d.gateway)
+                } else {
+                    String::new()
+                }
+            ),
+            None => format!("attach to {network} inside the network holder"),
+        },
         Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
         Step::ForkChild { ns } => {
             let enter = match ns {
@@ -149,8 +173,16 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 }
                 ChildNs::NewNet => "it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS)".to_owned(),
                 ChildNs::Join { ns } => format!("it joins {} with setns", ns_text(*ns)),
+                ChildNs::InHolder => "a forked helper joins the network holder's user namespace and clones it \
+                                      into new network, PID and mount namespaces there, brings lo up"
+                    .to_owned(),
             };
             format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
+        }
+        Step::PrepareDns if plan.steps.contains(&Step::EnsureHolder) => {
+            "read the host's resolv.conf and hosts and prepare the run's (the network's name server listens \
+             inside the holder: its sockets are made there once the network exists)"
+                .into()
         }
         Step::PrepareDns => "read the host's resolv.conf and hosts and prepare the run's (a bridge forwarder's \
                              sockets are bound now)"

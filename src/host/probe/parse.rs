@@ -40,7 +40,7 @@ pub(super) fn is_identity_map(map: &str) -> bool {
 }
 
 /// The name of `uid` in `/etc/passwd` text.
-pub(super) fn user_name(passwd: &str, uid: u32) -> Option<String> {
+pub(crate) fn user_name(passwd: &str, uid: u32) -> Option<String> {
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
@@ -51,7 +51,7 @@ pub(super) fn user_name(passwd: &str, uid: u32) -> Option<String> {
 
 /// The ranges of `/etc/subuid`-format text (`owner:start:count`) whose owner
 /// is `name` or the number `uid`. Malformed lines and comments are skipped.
-pub(super) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRange> {
+pub(crate) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRange> {
     let uid = uid.to_string();
     text.lines()
         .filter_map(|line| {
