@@ -155,7 +155,8 @@ pub fn collect(paths: &Paths, dry_run: bool) -> Result<Option<String>, HolderErr
 /// with it) and wait until they are gone; remove the state file.
 fn clear(dir: &HolderDir, proc_root: &Path) -> Result<(), HolderError> {
     if let Some(state) = dir.read()? {
-        let all: Vec<ProcessId> = [Some(state.supervisor), Some(state.holder), state.pasta].into_iter().flatten().collect();
+        let all: Vec<ProcessId> =
+            [Some(state.supervisor), Some(state.holder), state.pasta, state.names].into_iter().flatten().collect();
         signal(&state.supervisor, nix::sys::signal::Signal::SIGTERM, proc_root);
         if !wait_gone(&all, proc_root, Duration::from_secs(3)) {
             for p in &all {

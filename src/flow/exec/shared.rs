@@ -58,29 +58,30 @@ pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
     crate::fault::point("holder.attached");
-    gateway_listeners(exec)
+    names_served(exec)
 }
 
-/// The network's name server listens on its gateway, inside the holder:
-/// its sockets are made there by a socket factory that joined it, and
-/// bound (this process owns the holder's user namespace, so it may bind
-/// port 53 there) with `SO_REUSEPORT`, beside every other run's of the network.
-fn gateway_listeners(exec: &mut Exec) -> Result<(), RunError> {
-    let (Some(dns), Some(state)) = (exec.dns.as_mut(), exec.holder.as_ref()) else { return Ok(()) };
-    let Some(addr) = dns.gateway_addr() else { return Ok(()) };
-    let proc_root = &exec.paths.proc_root;
-    let target = crate::model::target::NsTarget {
-        netns: state.ns_path(proc_root, "net"),
-        userns: Some(state.ns_path(proc_root, "user")),
+/// The network's names are served on its gateway by the holder's name
+/// server ([`crate::holder::names`]), not by the run (whose sockets would
+/// stay in a dead holder's namespace when the holder is rebuilt): a network
+/// created a moment ago is waited for, so the command's first lookup is answered.
+fn names_served(exec: &mut Exec) -> Result<(), RunError> {
+    let (Some(dns), Some(state), Some(def)) = (exec.dns.as_ref(), exec.holder.as_ref(), exec.plan.network.as_ref())
+    else {
+        return Ok(());
     };
-    let factory_err = |e| RunError::Dns(crate::dns::DnsSetupError::Factory(e));
-    let mut factory = crate::ports::nsfactory::SocketFactory::spawn(&target, proc_root).map_err(factory_err)?;
-    let mut socket = |ty| {
-        factory.socket(libc::AF_INET, ty, 0).map_err(|e| factory_err(crate::ports::nsfactory::FactoryError::Request(e)))
-    };
-    let (udp, tcp) = (socket(libc::SOCK_DGRAM)?, socket(libc::SOCK_STREAM)?);
-    let listeners = crate::dns::forwarder::Listeners::from_sockets(udp, tcp, addr)
-        .map_err(|e| RunError::Dns(crate::dns::DnsSetupError::Forwarder(e)))?;
-    dns.set_gateway(listeners);
-    Ok(())
+    if dns.gateway_addr().is_none() || def.options.disable_dns {
+        return Ok(());
+    }
+    let within = std::time::Duration::from_secs(3);
+    let (network, gateway) = (def.name.as_str(), def.gateway);
+    if crate::holder::names::wait_served(&exec.paths.run_dir, state.supervisor.pid, network, gateway, within) {
+        Ok(())
+    } else {
+        Err(HolderError::Inside {
+            op: "serve the network's names",
+            message: format!("the holder's name server does not serve {network} on {gateway}:53"),
+        }
+        .into())
+    }
 }

@@ -156,7 +156,7 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 indent(&table_script(&rules_for(d))),
                 d.gateway,
                 if plan.dns.as_ref().is_some_and(|x| x.forwarder.is_some()) {
-                    format!("; the name server's sockets on {}:53 are made inside the holder by a socket factory", d.gateway)
+                    format!("; the holder's name server answers the network's names on {}:53", d.gateway)
                 } else {
                     String::new()
                 }
