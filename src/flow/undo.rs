@@ -83,6 +83,8 @@ pub(crate) struct Live {
     pub dns: Option<crate::dns::forwarder::Forwarder>,
     /// The accelerator's supervisor.
     pub accel: Option<crate::accel::supervisor::Supervisor>,
+    /// The relay of the host's loopback ports into a holder network's run.
+    pub host_loopback: Option<crate::ports::relay::Forwarder>,
 }
 
 /// What undo needs besides the resource.

@@ -99,4 +99,69 @@ fn a_run_that_survived_a_rebuilt_holder_resolves_names(env: Env) {
     assert_all_gone(&topo, &pids);
 }
 
-tier_tests!(rootless_rebuilt_tier, super::super::RootlessEnv, [a_run_that_survived_a_rebuilt_holder_resolves_names,]);
+/// For each `host:port` argument, what a TCP connection there reads, or `refused`.
+const TRY_CONNECT: &str = r#"import socket,sys
+out=[]
+for target in sys.argv[1:]:
+    h,p=target.rsplit(':',1)
+    try:
+        c=socket.create_connection((h,int(p)),timeout=3); out.append(c.recv(100).decode().strip() or 'empty')
+    except OSError: out.append('refused')
+print(' '.join(out))
+"#;
+
+/// A TCP service on the throwaway host's 127.0.0.1 that greets with its name.
+fn host_loopback_service(topo: &Topology, base: u16, name: &'static str) -> u16 {
+    let (listener, port) = topo.in_host(move || {
+        (0..50)
+            .map(|_| port(base))
+            .find_map(|p| TcpListener::bind(("127.0.0.1", p)).ok().map(|l| (l, p)))
+            .expect("a free port on the host's loopback")
+    });
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(format!("{name}\n").as_bytes());
+        }
+    });
+    port
+}
+
+fn host_port_reaches_the_granted_host_loopback_service_only(env: Env) {
+    let topo = Topology::new(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let granted = host_loopback_service(&topo, 18800, "granted");
+    let other = host_loopback_service(&topo, 18900, "other");
+    let targets = [
+        format!("host.pelagos.internal:{granted}"),
+        format!("127.0.0.1:{granted}"),
+        format!("127.0.0.1:{other}"),
+        format!("host.pelagos.internal:{other}"),
+        format!("10.90.1.1:{other}"),
+        format!("{HOST_ADDR}:{other}"),
+    ];
+    let granted_arg = granted.to_string();
+    let mut args = vec!["run", "--network", "web", "--host-port", &granted_arg, "--", "python3", "-c"];
+    args.push(TRY_CONNECT);
+    args.extend(targets.iter().map(String::as_str));
+    let out = topo.cli(&env, &args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(
+        words,
+        ["granted", "granted", "refused", "refused", "refused", "refused"],
+        "{targets:?}: {}",
+        describe(&out)
+    );
+    // Another run on the network, without the grant, does not get the port.
+    let out =
+        topo.cli(&env, &["run", "--network", "web", "--", "python3", "-c", TRY_CONNECT, &targets[1]]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused", "{}", describe(&out));
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
+tier_tests!(
+    rootless_rebuilt_tier,
+    super::super::RootlessEnv,
+    [a_run_that_survived_a_rebuilt_holder_resolves_names, host_port_reaches_the_granted_host_loopback_service_only,]
+);

@@ -58,7 +58,8 @@ pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
     crate::fault::point("holder.attached");
-    names_served(exec)
+    names_served(exec)?;
+    super::host_loopback::relay(exec)
 }
 
 /// The network's names are served on its gateway by the holder's name

@@ -6,7 +6,7 @@
 //! attached to the holder, carries egress; published ports go through the
 //! builtin driver, which keeps the client's address.
 
-use super::{Input, ModeDriver, argv_strings, refuse_host_loopback};
+use super::{Input, ModeDriver, argv_strings};
 use crate::flow::plan::{Refusal, TargetKind};
 use crate::flow::steps::{ChildNs, NsRef, Step};
 use std::path::PathBuf;
@@ -19,7 +19,6 @@ impl ModeDriver for Holder {
         if input.req.target != TargetKind::NewChild {
             return Err(Refusal::HolderNeedsRun);
         }
-        refuse_host_loopback(input)?;
         if input.host.pasta.path().is_none() {
             return Err(Refusal::PastaMissing);
         }
