@@ -108,6 +108,10 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             Ok(LeaseStore::new(&env.paths.run_dir).release(network, *address, holder).map(|_| None)?)
         }
         Resource::Veth { name } => remove_veth(name).map(|_| None),
+        Resource::HolderVeth { name } => {
+            crate::holder::network::remove_veth(env.paths, name).map_err(Box::new)?;
+            Ok(None)
+        }
         Resource::Forwards { network, forwards } => {
             // Its socket is closed off this path (see the firewall's closer).
             Firewall::new()?.remove_forwards(network, forwards)?;
@@ -160,7 +164,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::Process { .. } => "undo.process",
         Resource::NetnsName { .. } => "undo.netns",
         Resource::Lease { .. } => "undo.lease",
-        Resource::Veth { .. } => "undo.veth",
+        Resource::Veth { .. } | Resource::HolderVeth { .. } => "undo.veth",
         Resource::Forwards { .. } => "undo.forwards",
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",

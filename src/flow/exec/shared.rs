@@ -48,13 +48,33 @@ pub(super) fn holder_userns(exec: &Exec) -> Result<File, RunError> {
 pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     let def = in_holder(exec.plan.network.as_ref().ok_or(RunError::NoNetwork)?);
     let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
-    let (Some(child), Some(address)) = (exec.child.as_ref(), exec.lease) else { return Err(RunError::NoNetwork) };
-    let path = exec.paths.proc_pid(child.pid(), "ns/net");
-    let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })?;
-    let veth = veth_name(exec.id());
+    let Some(address) = exec.lease else { return Err(RunError::NoNetwork) };
+    let given = exec.child.is_none();
+    let path = match exec.child.as_ref() {
+        Some(child) => exec.paths.proc_pid(child.pid(), "ns/net"),
+        None => exec.target(crate::flow::steps::NsRef::Given).netns,
+    };
+    let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path: path.clone(), source })?;
+    if given {
+        // A namespace someone else made: the holder may put a veth into it
+        // only when its user namespace owns it.
+        let userns = state.ns_path(&exec.paths.proc_root, "user");
+        match crate::holder::network::owned_by(netns.as_fd(), &userns) {
+            Ok(true) => {}
+            Ok(false) => return Err(crate::flow::plan::Refusal::HolderForeignNetns { path }.into()),
+            Err(source) => return Err(HolderError::OpenNamespace { path, source }.into()),
+        }
+    }
+    let id = exec.id().to_owned();
+    let veth = veth_name(&id);
     let peer = IfName::new("eth0").expect("valid interface name");
-    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id(), replace: false };
+    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: &id, replace: false };
     let began = std::time::Instant::now();
+    if given {
+        // Recorded first: a failed attach leaves at most a veth to remove.
+        exec.add(Resource::HolderVeth { name: veth.to_string() })?;
+    }
+    let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
     crate::fault::point("holder.attached");

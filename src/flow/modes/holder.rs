@@ -16,7 +16,7 @@ pub(super) struct Holder;
 
 impl ModeDriver for Holder {
     fn check(&self, input: &Input<'_>) -> Result<(), Refusal> {
-        if input.req.target != TargetKind::NewChild {
+        if matches!(input.req.target, TargetKind::Created) {
             return Err(Refusal::HolderNeedsRun);
         }
         if input.host.pasta.path().is_none() {
@@ -33,16 +33,19 @@ impl ModeDriver for Holder {
 
     fn steps(&self, input: &Input<'_>) -> Vec<Step> {
         let network = input.network.map_or_else(String::new, |d| d.name.to_string());
-        vec![
-            Step::EnsureHolder,
-            Step::LeaseAddress { network: network.clone(), requested: input.req.ip },
-            Step::ForkChild { ns: ChildNs::InHolder },
-            Step::AttachInHolder { network },
-        ]
+        let mut steps = vec![Step::EnsureHolder, Step::LeaseAddress { network: network.clone(), requested: input.req.ip }];
+        if input.req.target == TargetKind::NewChild {
+            steps.push(Step::ForkChild { ns: ChildNs::InHolder });
+        }
+        steps.push(Step::AttachInHolder { network });
+        steps
     }
 
-    fn relay_target(&self, _input: &Input<'_>) -> NsRef {
-        NsRef::Child
+    fn relay_target(&self, input: &Input<'_>) -> NsRef {
+        match input.req.target {
+            TargetKind::Given(_) => NsRef::Given,
+            _ => NsRef::Child,
+        }
     }
 
     fn helper(&self, input: &Input<'_>, _dns_forward: Option<std::net::Ipv4Addr>) -> Option<(PathBuf, Vec<String>)> {
