@@ -24,19 +24,19 @@
 //! Every time is wall-clock nanoseconds of the library call alone
 //! (`Instant` before and after), measured on the calling thread.
 
+use pelagos_net::bridge::firewall::{self, Firewall};
+use pelagos_net::bridge::lease::LeaseStore;
+use pelagos_net::bridge::netlink::Netlink;
+use pelagos_net::bridge::network::NetworkDef;
 use pelagos_net::bridge::{AttachRequest, NetworkSetup, ensure_bridge, plan, setup_bridge_network, teardown_network};
-use pelagos_net::firewall::{self, Firewall};
-use pelagos_net::lease::LeaseStore;
-use pelagos_net::netlink::Netlink;
-use pelagos_net::netns;
-use pelagos_net::network::NetworkDef;
-use pelagos_net::paths::Paths;
-use pelagos_net::procfs::ProcessId;
-use pelagos_net::spec::cidr::Ipv4Net;
-use pelagos_net::spec::ifname::NetworkName;
-use pelagos_net::spec::mode::NetworkMode;
-use pelagos_net::spec::port::PortMapping;
-use pelagos_net::store::{RunRecord, Store};
+use pelagos_net::host::procfs::ProcessId;
+use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::ifname::NetworkName;
+use pelagos_net::model::mode::NetworkMode;
+use pelagos_net::model::port::PortMapping;
+use pelagos_net::ns::netns;
+use pelagos_net::state::paths::Paths;
+use pelagos_net::state::store::{RunRecord, Store};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::os::fd::AsFd;

@@ -9,7 +9,7 @@
 //! namespace on loopback. No traffic leaves these namespaces.
 
 use pelagos_net::PortMapping;
-use pelagos_net::portfwd::{Forwarder, ForwarderConfig, JoinNetns, bind_listeners};
+use pelagos_net::ports::relay::{Forwarder, ForwarderConfig, JoinNetns, bind_listeners};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;

@@ -2,9 +2,9 @@
 //! of one `pasta --version` spawn, side by side. Prints a table; never
 //! fails on a missed goal. Run: `cargo run --release --example bench_probe`.
 
-use pelagos_net::paths::{PathEnv, Paths};
-use pelagos_net::probe::{HostCaps, ProbeRoots};
-use pelagos_net::select::{Fallback, Needs, Request, Requested, select};
+use pelagos_net::flow::select::{Fallback, Needs, Request, Requested, select};
+use pelagos_net::host::probe::{HostCaps, ProbeRoots};
+use pelagos_net::state::paths::{PathEnv, Paths};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -41,7 +41,7 @@ fn main() {
     let chosen = decide(&roots, true); // fills the cache
     let uncached = time(n, || decide(&roots, false));
     let cached = time(n * 10, || decide(&roots, true));
-    let pasta = pelagos_net::pasta::features::find_pasta(std::env::var_os("PATH").as_deref());
+    let pasta = pelagos_net::helpers::pasta::features::find_pasta(std::env::var_os("PATH").as_deref());
     let spawn = pasta.as_ref().map(|p| time(n, || std::process::Command::new(p).arg("--version").output()));
     let _ = std::fs::remove_dir_all(&tmp);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

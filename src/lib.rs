@@ -5,12 +5,12 @@
 //!
 //! # Architecture
 //!
-//! Data flows one way: CLI arguments become pure values ([`spec`]: CIDRs,
+//! Data flows one way: CLI arguments become pure values ([`model`]: CIDRs,
 //! port mappings, modes), a plan (pasta's argv, built purely in
-//! [`pasta::args`]), then effects ([`userns`], [`pasta::process`],
-//! [`netns`]) that produce a setup value owning everything it created, and
+//! [`helpers::pasta::args`]), then effects ([`ns::child`], [`helpers::pasta::process`],
+//! [`ns::netns`]) that produce a setup value owning everything it created, and
 //! finally a teardown that attempts every step and reports every error.
-//! Nothing is global: every path comes from a [`paths::Paths`] value.
+//! Nothing is global: every path comes from a [`state::paths::Paths`] value.
 //!
 //! ## Loopback
 //!
@@ -23,7 +23,7 @@
 //!
 //! A command that starts before its network exists races it: its first
 //! connection fails, or a port it publishes is not yet forwarded. So the
-//! run flow ([`run`]) forks with a raw `fork` (not
+//! run flow ([`flow::run`]) forks with a raw `fork` (not
 //! `std::process::Command`, whose `spawn` blocks until `exec` and so cannot
 //! let the child wait on the parent). The child creates its namespaces,
 //! brings `lo` up and blocks on a pipe; the parent starts pasta against
@@ -52,52 +52,32 @@
 //! ships may break them (Debian 12's 2023-03-09 build hangs
 //! server-speaks-first connections and corrupts half-closed ones on its tap
 //! path, and stalls large transfers on its splice path). The builtin driver
-//! ([`builtin_ports`], relay in [`portfwd`]) listens on the host itself and
+//! ([`ports::builtin`], relay in [`ports::relay`]) listens on the host itself and
 //! relays each connection through a socket created inside the namespace:
 //! one epoll thread in the process that owns the run, `splice(2)` through
 //! bounded pipes, no daemon. A socket keeps the namespace it was created in,
 //! so root lets the relay thread `setns` once; a rootless owner, which may
 //! not `setns` into a network namespace, forks a socket factory
-//! ([`nsfactory`]) that joins the run's user namespace first. TCP servers
+//! ([`ports::nsfactory`]) that joins the run's user namespace first. TCP servers
 //! see the real client address (transparent sockets plus fwmark routing
-//! inside the namespace). [`spec::driver`] decides, purely, which driver a
+//! inside the namespace). [`model::driver`] decides, purely, which driver a
 //! run uses and why.
 
 pub mod bridge;
-pub mod builtin_ports;
-pub mod diagnose;
-pub mod doctor;
-pub mod exposure;
+pub mod dns;
 pub mod fault;
-pub mod firewall;
-pub mod gc;
-pub mod lease;
-pub mod loopback;
-pub mod netlink;
-pub mod netns;
-pub mod network;
-pub mod nsfactory;
-pub mod pasta;
-pub mod paths;
-pub mod plan;
-pub mod portfwd;
-pub mod probe;
-pub mod procfs;
-pub mod procnet;
-pub mod run;
-pub mod safefs;
-pub mod select;
-pub mod slirp;
-pub mod sockdiag;
-mod spawn;
-pub mod spec;
-pub mod store;
-pub mod userns;
+pub mod flow;
+pub mod helpers;
+pub mod host;
+pub mod model;
+pub mod ns;
+pub mod ports;
+pub mod state;
 
-pub use loopback::bring_up_loopback;
-pub use pasta::features::is_pasta_available;
-pub use pasta::setup::{PastaSetup, setup_pasta_network, teardown_pasta_network};
-pub use spec::cidr::Ipv4Net;
-pub use spec::config::NetworkConfig;
-pub use spec::mode::NetworkMode;
-pub use spec::port::{PortMapping, PortProto};
+pub use helpers::pasta::features::is_pasta_available;
+pub use helpers::pasta::setup::{PastaSetup, setup_pasta_network, teardown_pasta_network};
+pub use model::cidr::Ipv4Net;
+pub use model::config::NetworkConfig;
+pub use model::mode::NetworkMode;
+pub use model::port::{PortMapping, PortProto};
+pub use ns::loopback::bring_up_loopback;

@@ -258,7 +258,7 @@ fn bad_input_is_refused_clearly_and_creates_nothing() {
     );
     for bad in ["../etc", "-rf", "a/b", "UPPER", &"x".repeat(40)] {
         let (code, err) = run(&["network", "create", "--", bad]);
-        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert_eq!(code, Some(125), "{bad}: {err}");
         assert!(err.contains("network name"), "{bad}: {err}");
     }
     let (code, err) = run(&["run", "--network", "bridge:nope", "--", "true"]);

@@ -97,7 +97,7 @@ fn snapshot(topo: &Topology) -> Snapshot {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".json") && !name.starts_with('.') {
             let text = fs::read_to_string(entry.path()).unwrap();
-            let table: pelagos_net::lease::LeaseTable =
+            let table: pelagos_net::bridge::lease::LeaseTable =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("lease file {name} does not parse: {e}: {text}"));
             live_leases.extend(table.leases.iter().map(|(a, l)| format!("{name}: {a} {}", l.id)));
         }

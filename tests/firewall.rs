@@ -1,4 +1,4 @@
-//! The bridge firewall (`pelagos_net::firewall`) against real nftables, with
+//! The bridge firewall (`pelagos_net::bridge::firewall`) against real nftables, with
 //! real traffic, as root.
 //!
 //! Every test builds its own throwaway topology and never touches the real
@@ -29,7 +29,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use pelagos_net::PortProto;
-use pelagos_net::firewall::{Firewall, FirewallError, Forward, NetworkRules, enable_ip_forward, enable_route_localnet};
+use pelagos_net::bridge::firewall::{
+    Firewall, FirewallError, Forward, NetworkRules, enable_ip_forward, enable_route_localnet,
+};
 
 const NET: &str = "pfw-test.1";
 const BRIDGE: &str = "pfwbr0";

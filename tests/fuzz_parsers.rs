@@ -8,13 +8,13 @@
 //! default); a longer fuzz: `PROPTEST_CASES=100000 cargo test --test
 //! fuzz_parsers`. Each property prints `fuzz <name>: <cases> cases, panics 0`.
 
-use pelagos_net::lease::{LeaseStore, LeaseTable};
-use pelagos_net::network::{NetworkDef, NetworkStore, default_network_def};
-use pelagos_net::spec::cidr::Ipv4Net;
-use pelagos_net::spec::ifname::{IfName, NetworkName};
-use pelagos_net::spec::mode::NetworkMode;
-use pelagos_net::spec::port::PortMapping;
-use pelagos_net::store::{RunRecord, Store};
+use pelagos_net::bridge::lease::{LeaseStore, LeaseTable};
+use pelagos_net::bridge::network::{NetworkDef, NetworkStore, default_network_def};
+use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::ifname::{IfName, NetworkName};
+use pelagos_net::model::mode::NetworkMode;
+use pelagos_net::model::port::PortMapping;
+use pelagos_net::state::store::{RunRecord, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::io::Write;
@@ -248,4 +248,53 @@ fn corrupted_state_files_are_errors_naming_the_file() {
             Ok(())
         },
     );
+}
+
+#[test]
+fn dns_options_never_panic_and_accepted_ones_cannot_break_resolv_conf() {
+    use pelagos_net::dns::options::{parse_add_host, parse_option, parse_search, parse_server};
+    fuzz("dns options", text("[0-9a-z.:;\\[\\]\\- \\n_-]{0,40}"), |s| {
+        if let Ok(opt) = parse_option(&s) {
+            prop_assert!(!opt.chars().any(|c| c.is_whitespace() || c.is_control()), "{:?}", opt);
+        }
+        if let Ok(Some(domain)) = parse_search(&s) {
+            prop_assert!(!domain.contains(char::is_whitespace), "{:?}", domain);
+        }
+        if let Ok(host) = parse_add_host(&s) {
+            prop_assert!(host.names.iter().all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+        }
+        if let Err(e) = parse_server(&s) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn resolv_conf_of_any_shape_parses_and_renders_back_to_the_same_resolver() {
+    use pelagos_net::dns::resolvconf::ResolvConf;
+    fuzz("resolv.conf", text("(nameserver|search|options|domain|#|;| |\\n|[0-9a-f.:]){0,30}"), |s| {
+        let conf = ResolvConf::parse(&s);
+        let again = ResolvConf::parse(&conf.render(&[]));
+        prop_assert_eq!(&again.search, &conf.search);
+        prop_assert_eq!(&again.options, &conf.options);
+        prop_assert!(again.nameservers.len() <= 3);
+        prop_assert!(conf.nameservers.starts_with(&again.nameservers));
+        Ok(())
+    });
+}
+
+#[test]
+fn dns_messages_of_any_bytes_never_panic_and_replies_keep_the_question() {
+    use pelagos_net::dns::proto;
+    fuzz("dns message", proptest::collection::vec(any::<u8>(), 0..80), |bytes| {
+        let parsed = proto::question(&bytes);
+        let reply = proto::address_reply(&bytes, &["10.0.0.1".parse().unwrap()], 5);
+        prop_assert_eq!(reply.is_some(), parsed.is_some());
+        if let (Some(q), Some(r)) = (parsed, reply) {
+            prop_assert!(proto::answers(&q, &r));
+            prop_assert_eq!(proto::id(&r), proto::id(&bytes));
+        }
+        Ok(())
+    });
 }

@@ -12,7 +12,7 @@
 
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
-use pelagos_net::netlink::{Netlink, NetlinkError};
+use pelagos_net::bridge::netlink::{Netlink, NetlinkError};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::Ipv4Addr;

@@ -335,7 +335,7 @@ fn pasta_driver_passes_what_its_build_supports(env: Env) {
 
 fn pasta_tap_path_is_fixed() -> bool {
     let pasta = common::which("pasta").expect("pasta");
-    pelagos_net::pasta::features::probe(&pasta).is_ok_and(|f| !f.tcp_tap_bugs().any())
+    pelagos_net::helpers::pasta::features::probe(&pasta).is_ok_and(|f| !f.tcp_tap_bugs().any())
 }
 
 /// `auto` on a broken pasta picks the builtin driver, and a non-loopback

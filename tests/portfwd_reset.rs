@@ -8,7 +8,7 @@ mod common;
 
 use common::fwdrig::{BOTH, ClientPath, Rig, abort_on_drop, shared, wait_for};
 use common::in_netns;
-use pelagos_net::portfwd::ForwarderConfig;
+use pelagos_net::ports::relay::ForwarderConfig;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

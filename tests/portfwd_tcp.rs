@@ -16,7 +16,7 @@ use common::fwdrig::{
     exclusive, fnv, send_stream, shared, start_forwarder, wait_for,
 };
 use common::{Tier, Topology, in_netns};
-use pelagos_net::portfwd::{ForwarderConfig, Targets, bind_listeners};
+use pelagos_net::ports::relay::{ForwarderConfig, Targets, bind_listeners};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;

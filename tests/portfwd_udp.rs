@@ -14,7 +14,7 @@ mod common;
 
 use common::fwdrig::{BOTH, ClientPath, Rig, shared, wait_for};
 use common::{in_netns, ip};
-use pelagos_net::portfwd::ForwarderConfig;
+use pelagos_net::ports::relay::ForwarderConfig;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 

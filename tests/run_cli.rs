@@ -293,7 +293,7 @@ fn exit_codes_follow_the_command(env: Env) {
     let (c, err) = code(&["/etc/hostname"]);
     assert_eq!(c, Some(126), "{err}");
     let out = topo.cli(&env, &["run", "-p", "80/sctp", "--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "bad -p is a usage error: {}", describe(&out));
+    assert_eq!(out.status.code(), Some(125), "bad -p is a usage error: {}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sctp"), "{}", describe(&out));
     topo.assert_clean();
 }

@@ -24,12 +24,12 @@
 mod common;
 
 use common::{Env, Tier, in_netns_path};
-use pelagos_net::slirp::api::SlirpApiError;
-use pelagos_net::slirp::args::{HostLoopback, SlirpPlan, SlirpTarget};
-use pelagos_net::slirp::setup::{
+use pelagos_net::helpers::slirp::api::SlirpApiError;
+use pelagos_net::helpers::slirp::args::{HostLoopback, SlirpPlan, SlirpTarget};
+use pelagos_net::helpers::slirp::setup::{
     SlirpNetworkConfig, SlirpSetup, SlirpSetupError, setup_slirp_network, teardown_slirp_network,
 };
-use pelagos_net::spec::port::PortMapping;
+use pelagos_net::model::port::PortMapping;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -120,7 +120,7 @@ fn names_that_escape_or_pose_as_options_are_refused_before_anything_is_created()
         (vec!["network", "create", &long], "limit is 32"),
     ] {
         let (code, _, err) = run(&topo, &env, &args);
-        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(code, Some(125), "{args:?}: {err}");
         assert!(err.contains("network name") && err.contains(why), "{args:?}: {err}");
     }
     assert!(!topo.config_dir.exists(), "a refused name created the config directory");

@@ -13,21 +13,25 @@
 //! caller does not wait ~30 ms for it), then the lease and the record;
 //! every step runs even when an earlier one fails.
 
+pub mod firewall;
+pub mod lease;
+pub mod netlink;
+pub mod network;
 pub mod plan;
 mod secondary;
 
 pub use secondary::{SecondaryAttachment, attach_network_to_netns, teardown_secondary_network};
 
-use crate::firewall::{self, Firewall, FirewallError, Forward};
-use crate::lease::{LeaseError, LeaseStore};
-use crate::netlink::{Netlink, NetlinkError};
-use crate::netns::{self, NetNs, NetnsError};
-use crate::network::NetworkDef;
-use crate::paths::Paths;
-use crate::procfs::ProcessId;
-use crate::spec::ifname::IfName;
-use crate::spec::port::PortMapping;
-use crate::store::{BridgeRecord, RunRecord, Store, StoreError};
+use crate::bridge::lease::{LeaseError, LeaseStore};
+use crate::bridge::netlink::{Netlink, NetlinkError};
+use crate::bridge::network::NetworkDef;
+use crate::host::procfs::ProcessId;
+use crate::model::ifname::IfName;
+use crate::model::port::PortMapping;
+use crate::ns::netns::{self, NetNs, NetnsError};
+use crate::state::paths::Paths;
+use crate::state::store::{BridgeRecord, RunRecord, Store, StoreError};
+use firewall::{Firewall, FirewallError, Forward};
 use plan::{BridgePlan, PlanError};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -181,7 +185,7 @@ pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, Bri
     let mut record = RunRecord {
         id: req.id.to_owned(),
         owner: req.owner,
-        mode: crate::spec::mode::NetworkMode::Bridge(Some(req.def.name.clone())),
+        mode: crate::model::mode::NetworkMode::Bridge(Some(req.def.name.clone())),
         child: None,
         helper: None,
         netns_path: Some(req.paths.netns_dir.join(&plan.ns_name)),

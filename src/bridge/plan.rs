@@ -1,10 +1,10 @@
 //! Pure planning for one container on a bridge network: names, address,
 //! and the per-port forwards, computed before anything is touched.
 
-use crate::firewall::{Forward, NetworkRules};
-use crate::network::NetworkDef;
-use crate::spec::ifname::{IfName, generate_ns_name, veth_name};
-use crate::spec::port::PortMapping;
+use crate::bridge::firewall::{Forward, NetworkRules};
+use crate::bridge::network::NetworkDef;
+use crate::model::ifname::{IfName, generate_ns_name, veth_name};
+use crate::model::port::PortMapping;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Why a plan cannot be made.
@@ -91,7 +91,7 @@ pub fn plan(def: &NetworkDef, id: &str, address: Ipv4Addr, ports: &[PortMapping]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::default_network_def;
+    use crate::bridge::network::default_network_def;
 
     #[test]
     fn ranges_expand_to_one_forward_per_port() {

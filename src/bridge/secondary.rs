@@ -4,13 +4,13 @@
 
 use super::BridgeError;
 use super::plan::{BridgePlan, forwards};
-use crate::lease::LeaseStore;
-use crate::netlink::Netlink;
-use crate::netns::NetNs;
-use crate::network::NetworkDef;
-use crate::paths::Paths;
-use crate::procfs::ProcessId;
-use crate::spec::ifname::{IfName, veth_name};
+use crate::bridge::lease::LeaseStore;
+use crate::bridge::netlink::Netlink;
+use crate::bridge::network::NetworkDef;
+use crate::host::procfs::ProcessId;
+use crate::model::ifname::{IfName, veth_name};
+use crate::ns::netns::NetNs;
+use crate::state::paths::Paths;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -57,7 +57,7 @@ pub fn attach_network_to_netns(
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
     let result = (|| {
         let mut host = Netlink::open().map_err(link_err("open netlink"))?;
-        let mut fw = crate::firewall::Firewall::new()?;
+        let mut fw = crate::bridge::firewall::Firewall::new()?;
         let bridge = super::ensure_bridge(paths, def, &mut host, &mut fw)?;
         let veth = host
             .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))

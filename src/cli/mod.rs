@@ -1,21 +1,145 @@
-//! Subcommands of the `pelagos-net` binary beyond `run`.
+//! The `pelagos-net` command line: parsing, dispatch, output and exit codes.
+//!
+//! One module per subcommand, each with an `Args` struct (clap derive) and
+//! `run_cmd(args, &Context) -> Result<Exit, CliError>`. Shared pieces:
+//! [`error`] (exit codes, [`CliError`]), [`output`] (all printing; never
+//! `println!`, which panics on a closed pipe), [`net_args`] (the network
+//! options of `run` and `plan`).
+//!
+//! To add a subcommand: write `cli/NAME.rs` like [`gc`], add a variant to
+//! [`Command`] and an arm to [`dispatch`]. Its errors print once, here, as
+//! `pelagos-net: error: …`; usage errors (clap's and the ones a subcommand
+//! finds itself with [`CliError::usage`]) exit 125 naming the flag or value.
 
-pub mod network;
+mod doctor;
+mod error;
+mod gc;
+mod net_args;
+mod network;
+mod output;
+mod plan;
+mod run;
 
-pub(crate) use crate::error_chain;
+use clap::{Parser, Subcommand};
+use error::{CliError, EXIT_USAGE, Exit};
+use pelagos_net::state::paths::{PathEnv, Paths};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// A failed subcommand: its exit code and message.
-#[derive(Debug)]
-pub struct Fail {
-    /// Exit code.
-    pub code: i32,
-    /// Message (without the `pelagos-net: error:` prefix).
-    pub message: String,
+/// Rootless-first network namespaces for containers and CI.
+#[derive(Debug, Parser)]
+#[command(name = "pelagos-net", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Fail {
-    /// A failure with `code` and `message`.
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+/// Options every subcommand accepts (listed under their own heading).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
+struct GlobalArgs {
+    /// Show pasta's arguments and output, timings and teardown details.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Runtime state directory (default: /run/pelagos-net as root, $XDG_RUNTIME_DIR/pelagos-net rootless).
+    #[arg(long, global = true, env = "PELAGOS_NET_RUN_DIR", value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Configuration directory (network definitions).
+    #[arg(long, global = true, env = "PELAGOS_NET_CONFIG_DIR", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Directory of named network namespaces.
+    #[arg(long, global = true, env = "PELAGOS_NET_NETNS_DIR", value_name = "DIR")]
+    netns_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in its own network namespace.
+    Run(run::Args),
+    /// Check this host: what works, what does not, and the fix for each problem.
+    Doctor(doctor::Args),
+    /// Show what `run` would do (mode, reasons, helper argv, links, rules), touching nothing.
+    Plan(plan::Args),
+    /// Remove what runs whose owner died left behind (helpers, netns names,
+    /// forwards, leases, records); live runs are never touched.
+    Gc(gc::Args),
+    /// Manage bridge networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+}
+
+/// What every subcommand gets besides its own options.
+#[derive(Debug)]
+pub struct Context {
+    /// State, configuration, netns and proc roots (global options applied).
+    pub paths: Paths,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    fn context(&self) -> Context {
+        let mut paths = Paths::from_env(&PathEnv::current());
+        if let Some(dir) = &self.run_dir {
+            paths.run_dir = dir.clone();
+        }
+        if let Some(dir) = &self.netns_dir {
+            paths.netns_dir = dir.clone();
+        }
+        if let Some(dir) = &self.config_dir {
+            paths.config_dir = dir.clone();
+        }
+        Context { paths, verbose: self.verbose }
+    }
+}
+
+fn dispatch(command: Command, ctx: &Context) -> Result<Exit, CliError> {
+    match command {
+        Command::Run(args) => run::run_cmd(args, ctx),
+        Command::Doctor(args) => doctor::run_cmd(args, ctx),
+        Command::Plan(args) => plan::run_cmd(args, ctx),
+        Command::Gc(args) => gc::run_cmd(args, ctx),
+        Command::Network(cmd) => network::run_cmd(cmd, ctx),
+    }
+}
+
+/// Parse the command line, run the subcommand, print its error once.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failed(&e),
+    };
+    output::init_logger(cli.global.verbose);
+    let ctx = cli.global.context();
+    match dispatch(cli.command, &ctx) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            output::error(&e.message);
+            Exit::code(e.code).into()
+        }
+    }
+}
+
+/// `--help` and `--version` print to stdout and succeed; a missing
+/// subcommand prints the help to stderr; every other parse failure is a usage error (exit 125) in the one error style.
+fn parse_failed(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Writes to stdout; a closed pipe is not worth reporting.
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            output::error("a subcommand is required");
+            Exit::code(EXIT_USAGE).into()
+        }
+        _ => {
+            output::error(&error::clap_message(e));
+            Exit::code(EXIT_USAGE).into()
+        }
     }
 }

@@ -1,16 +1,17 @@
 //! `pelagos-net network ...`: named network definitions.
 
-use super::{Fail, error_chain};
-use pelagos_net::bridge::plan::rules_for;
-use pelagos_net::firewall::Firewall;
-use pelagos_net::lease::LeaseStore;
-use pelagos_net::netlink::Netlink;
-use pelagos_net::network::{
+use super::error::{CliError as Fail, Exit, error_chain};
+use super::{Context, output};
+use pelagos_net::bridge::firewall::Firewall;
+use pelagos_net::bridge::lease::LeaseStore;
+use pelagos_net::bridge::netlink::Netlink;
+use pelagos_net::bridge::network::{
     DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkRequest, NetworkStore, default_network_def, plan_network,
 };
-use pelagos_net::paths::Paths;
-use pelagos_net::spec::cidr::Ipv4Net;
-use pelagos_net::spec::ifname::NetworkName;
+use pelagos_net::bridge::plan::rules_for;
+use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::ifname::NetworkName;
+use pelagos_net::state::paths::Paths;
 use std::net::Ipv4Addr;
 
 /// Network subcommands.
@@ -53,14 +54,14 @@ pub enum NetworkCmd {
 /// Networks the host already has: the networks of its addresses and the
 /// destinations of its routes (the default route excluded).
 fn host_networks() -> Result<Vec<Ipv4Net>, Fail> {
-    let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let mut nl = Netlink::open().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
     let mut nets: Vec<Ipv4Net> = nl
         .ipv4_addresses()
-        .map_err(|e| Fail::new(125, error_chain(&e)))?
+        .map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?
         .into_iter()
         .filter_map(|a| Ipv4Net::truncating(a.address, a.prefix).ok())
         .collect();
-    let routes = nl.ipv4_routes().map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let routes = nl.ipv4_routes().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
     nets.extend(routes.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
     Ok(nets)
 }
@@ -83,7 +84,9 @@ fn net_fail(e: NetworkError) -> Fail {
 
 /// Live leases of a network: (address, container id).
 fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> {
-    let leases = LeaseStore::new(&paths.run_dir).leases(name).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let leases = LeaseStore::new(&paths.run_dir)
+        .leases(name)
+        .map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
     Ok(leases.into_iter().filter(|(_, l)| l.owner.is_alive(&paths.proc_root)).map(|(a, l)| (a, l.id)).collect())
 }
 
@@ -91,26 +94,31 @@ fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> 
 /// so a `network rm` killed halfway is finished by running it again: the
 /// definition goes last).
 fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
-    let mut nl = Netlink::open().map_err(|e| Fail::new(125, error_chain(&e)))?;
-    if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(125, error_chain(&e)))? {
-        nl.delete_link(index).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let mut nl = Netlink::open().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
+    if let Some(index) =
+        nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?
+    {
+        nl.delete_link(index).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
     }
     pelagos_net::fault::point("network.rm.bridge-deleted");
-    let mut fw = Firewall::new().map_err(|e| Fail::new(125, error_chain(&e)))?;
-    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(125, error_chain(&e)))?;
+    let mut fw = Firewall::new().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
+    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
     pelagos_net::fault::point("network.rm.table-deleted");
     Ok(())
 }
 
 fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(), Fail> {
     if name.as_str() == DEFAULT_NETWORK {
-        return Err(Fail::new(125, format!("{DEFAULT_NETWORK} is the default network and cannot be removed")));
+        return Err(Fail::new(
+            super::error::EXIT_USAGE,
+            format!("{DEFAULT_NETWORK} is the default network and cannot be removed"),
+        ));
     }
     let def = store.load(name).map_err(net_fail)?;
     let live = attached(paths, name.as_str())?;
     if !live.is_empty() {
         let ids: Vec<String> = live.iter().map(|(a, id)| format!("{id} ({a})")).collect();
-        return Err(Fail::new(125, format!("network {name} is in use by {}", ids.join(", "))));
+        return Err(Fail::new(super::error::EXIT_USAGE, format!("network {name} is in use by {}", ids.join(", "))));
     }
     pelagos_net::fault::point("network.rm.checked");
     remove_host_side(&def)?;
@@ -120,7 +128,8 @@ fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(),
 }
 
 /// Run a network subcommand.
-pub fn run(cmd: NetworkCmd, paths: &Paths) -> Result<(), Fail> {
+pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, Fail> {
+    let paths = &ctx.paths;
     let store = NetworkStore::new(&paths.config_dir);
     match cmd {
         NetworkCmd::Create { name, subnet, gateway, internal } => {
@@ -133,18 +142,18 @@ pub fn run(cmd: NetworkCmd, paths: &Paths) -> Result<(), Fail> {
                     Ok(def)
                 })
                 .map_err(net_fail)?;
-            println!("{}", def.name);
+            output::outln(def.name.as_str())?;
         }
         NetworkCmd::Ls { json } => {
             let defs = all_networks(&store).map_err(net_fail)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&defs).expect("serializable"));
+                output::json(&defs)?;
             } else {
-                println!("{:<20} {:<18} {:<15} {:<15} INTERNAL", "NAME", "SUBNET", "GATEWAY", "BRIDGE");
+                output::outln(&format!("{:<20} {:<18} {:<15} {:<15} INTERNAL", "NAME", "SUBNET", "GATEWAY", "BRIDGE"))?;
                 for d in defs {
                     let (name, subnet, gw, br) =
                         (d.name.to_string(), d.subnet.to_string(), d.gateway.to_string(), d.bridge.to_string());
-                    println!("{name:<20} {subnet:<18} {gw:<15} {br:<15} {}", d.internal);
+                    output::outln(&format!("{name:<20} {subnet:<18} {gw:<15} {br:<15} {}", d.internal))?;
                 }
             }
         }
@@ -158,22 +167,22 @@ pub fn run(cmd: NetworkCmd, paths: &Paths) -> Result<(), Fail> {
                 .into_iter()
                 .map(|(a, id)| serde_json::json!({ "address": a, "id": id }))
                 .collect();
-            let mut value = serde_json::to_value(&def).expect("serializable");
+            let mut value = serde_json::to_value(&def).map_err(|e| Fail::new(1, format!("encoding {name}: {e}")))?;
             value["containers"] = serde_json::Value::Array(leases);
-            println!("{}", serde_json::to_string_pretty(&value).expect("serializable"));
+            output::json(&value)?;
         }
         NetworkCmd::Rm { name } => {
             remove(paths, &store, &name)?;
-            println!("{name}");
+            output::outln(name.as_str())?;
         }
         NetworkCmd::Prune => {
             for def in store.list().map_err(net_fail)? {
                 if def.name.as_str() != DEFAULT_NETWORK && attached(paths, def.name.as_str())?.is_empty() {
                     remove(paths, &store, &def.name)?;
-                    println!("{}", def.name);
+                    output::outln(def.name.as_str())?;
                 }
             }
         }
     }
-    Ok(())
+    Ok(Exit::SUCCESS)
 }

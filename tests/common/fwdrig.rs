@@ -10,7 +10,7 @@
 
 use super::{Env, Tier, Topology, in_netns, ip};
 use pelagos_net::PortMapping;
-use pelagos_net::portfwd::{Forwarder, ForwarderConfig, JoinNetns, bind_listeners};
+use pelagos_net::ports::relay::{Forwarder, ForwarderConfig, JoinNetns, bind_listeners};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;

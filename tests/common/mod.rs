@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod fwdrig;
 pub mod running;
 
@@ -294,8 +295,15 @@ impl Topology {
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
     pub fn cli(&self, env: &Env, args: &[&str]) -> Command {
+        self.cli_wrapped(env, &[], args)
+    }
+
+    /// [`Topology::cli`] with `wrapper` (a command that execs the rest, run
+    /// as root) between `ip netns exec` and the switch to the tier's user.
+    pub fn cli_wrapped(&self, env: &Env, wrapper: &[std::ffi::OsString], args: &[&str]) -> Command {
         let mut cmd = Command::new(which("ip").expect("ip"));
         cmd.args(["netns", "exec", &self.host]);
+        cmd.args(wrapper);
         if let Some(u) = &env.user {
             let setpriv = which("setpriv").expect("setpriv");
             cmd.arg(setpriv).args([

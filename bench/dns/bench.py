@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""Timing logic of the DNS benchmark (python3 stdlib only).
+
+Started by bench/dns/run as root inside the throwaway host network
+namespace, in a mount namespace whose /etc/resolv.conf names the local
+dnsmasq on 127.0.0.53 (a stub resolver, as systemd-resolved's). Measures,
+side by side in one run:
+
+1. query latency: the same query (an A record dnsmasq answers itself),
+   sent by the same client, directly to 127.0.0.53 from the host namespace
+   and from inside pelagos-net runs in pasta, slirp4netns and bridge mode
+   (and through the forwarder inside the namespace that `--dns` with a
+   second loopback server uses); p50 and p90, ratios against direct;
+2. what the private mount namespace (resolv.conf and hosts mounted over
+   /etc) adds to `run` start-up: loopback mode without it and with it
+   (`--add-host` forces it), against `unshare -Urn true`.
+
+`bench.py --query ADDR N NAME` is the query client: N queries one after
+the other (after a warm-up), latencies in microseconds as JSON on stdout;
+ADDR `auto` is the first nameserver of /etc/resolv.conf.
+"""
+
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from benchlib import (
+    BenchError,
+    UserEnv,
+    arg_parser,
+    become_subreaper,
+    cleanup_mode,
+    measure_and_report,
+    median,
+    pct,
+    reap_all,
+    table,
+    verdict,
+    wait_exit,
+)
+
+NAME = "www.bench.test"
+GOAL_QUERY = 1.5
+GOAL_STARTUP = 1.30
+
+
+# --------------------------------------------------------------------------
+# the query client (runs as the command inside a run, or directly)
+
+
+def first_nameserver():
+    with open("/etc/resolv.conf") as f:
+        for line in f:
+            w = line.split()
+            if len(w) >= 2 and w[0] == "nameserver":
+                return w[1]
+    raise SystemExit("no nameserver in /etc/resolv.conf")
+
+
+def query_bytes(qid, name):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)
+
+
+def query_client(addr, n, name):
+    addr = first_nameserver() if addr == "auto" else addr
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2.0)
+    s.connect((addr, 53))
+    out = []
+    for i in range(n + 50):
+        qid = random.getrandbits(16)
+        q = query_bytes(qid, name)
+        t0 = time.perf_counter_ns()
+        s.send(q)
+        while True:
+            r = s.recv(4096)
+            if struct.unpack(">H", r[:2])[0] == qid:
+                break
+        dt = time.perf_counter_ns() - t0
+        if r[3] & 0x0F != 0 or struct.unpack(">H", r[6:8])[0] == 0:
+            raise SystemExit(f"bad answer from {addr}: rcode {r[3] & 0x0F}")
+        if i >= 50:  # warm-up
+            out.append(dt / 1e3)
+    json.dump({"server": addr, "us": out}, sys.stdout)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# measuring
+
+
+class Bench:
+    def __init__(self, a, env):
+        self.a, self.env = a, env
+        self.me = os.path.abspath(__file__)
+
+    def user_run(self, args):
+        return [self.a.bin, "--run-dir", self.a.run_dir, "--netns-dir", self.a.netns_dir, "run"] + args
+
+    def root_run(self, args):
+        d = self.a.root_dir
+        return [self.a.bin, "--run-dir", f"{d}/run", "--netns-dir", f"{d}/netns", "--config-dir", f"{d}/config",
+                "run"] + args
+
+    def spawn_root(self, argv, stdout):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=self.env.log, close_fds=True,
+                             env=self.env.env, cwd=self.a.workdir)
+        self.env.tracker.add(p.pid)
+        return p
+
+    def queries(self, path, n):
+        """One round of n queries on one path; microseconds."""
+        client = ["/usr/bin/python3", self.me, "--query"]
+        if path == "direct":
+            argv, root = client + ["127.0.0.53", str(n), NAME], False
+        elif path == "bridge":
+            argv, root = self.root_run(["--network", "bridge", "--"] + client + ["auto", str(n), NAME]), True
+        elif path == "forwarder":
+            argv = self.user_run(["--network", "pasta", "--dns", "127.0.0.54", "--"] + client + ["auto", str(n), NAME])
+            root = False
+        else:
+            argv, root = self.user_run(["--network", path, "--"] + client + ["auto", str(n), NAME]), False
+        p = self.spawn_root(argv, subprocess.PIPE) if root else self.env.spawn(argv, stdout=subprocess.PIPE)
+        if not root:
+            self.env.tracker.add(p.pid)
+        out, _ = p.communicate(timeout=120)
+        if p.returncode != 0:
+            raise BenchError(f"{path}: query client failed (status {p.returncode})")
+        return json.loads(out)["us"]
+
+    def startup(self, which):
+        """Spawn to reaped, milliseconds."""
+        if which == "unshare":
+            argv = ["unshare", "--user", "--map-root-user", "--net", "true"]
+        elif which == "plain":
+            argv = self.user_run(["--network", "loopback", "--", "true"])
+        else:
+            argv = self.user_run(["--network", "loopback", "--add-host", "bench-host:10.0.0.1", "--", "true"])
+        t0 = time.perf_counter()
+        p = self.env.spawn(argv)
+        self.env.tracker.add(p.pid)
+        code = wait_exit(p, 30)
+        dt = (time.perf_counter() - t0) * 1e3
+        if code != 0:
+            raise BenchError(f"start-up {which}: status {code}")
+        return dt
+
+
+PATHS = [
+    ("direct", "direct to the stub 127.0.0.53"),
+    ("pasta", "pasta: 169.254.1.1 (--dns-forward)"),
+    ("slirp4netns", "slirp4netns: 10.0.2.3 (libslirp)"),
+    ("bridge", "bridge: 10.90.0.1 (our forwarder, root)"),
+    ("forwarder", "pasta --dns 127.0.0.54 (our forwarder in the netns)"),
+]
+STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
+            ("unshare", "unshare -Urn true")]
+
+
+def bench(b, n):
+    res = {"queries": {p: [] for p, _ in PATHS}, "startup": {s: [] for s, _ in STARTUPS}}
+    for _ in range(n["rounds"]):
+        for path, _ in PATHS:
+            res["queries"][path].extend(b.queries(path, n["queries"]))
+        reap_all()
+    for _ in range(n["startups"]):
+        for which, _ in STARTUPS:
+            res["startup"][which].append(b.startup(which))
+    reap_all()
+    return res
+
+
+def render(res, meta):
+    lines = [meta, "", "query latency, microseconds (same client, same query, same server)"]
+    q = res["queries"]
+    d50, d90 = median(q["direct"]), pct(q["direct"], 90)
+    rows = []
+    for path, label in PATHS:
+        xs = q[path]
+        p50, p90 = median(xs), pct(xs, 90)
+        if path == "direct":
+            rows.append([label, f"{p50:.0f}", f"{p90:.0f}", "", "", "", ""])
+        else:
+            r50, r90 = p50 / d50, p90 / d90
+            rows.append([label, f"{p50:.0f}", f"{p90:.0f}", f"{r50:.2f}", f"{r90:.2f}", f"<= {GOAL_QUERY}",
+                         verdict(r50 <= GOAL_QUERY)])
+    lines += table(["path", "p50", "p90", "x p50", "x p90", "goal (p50)", ""], rows, {0})
+    lines += ["", "run start-up, milliseconds, spawn to reaped"]
+    s = res["startup"]
+    peer = median(s["unshare"])
+    rows = []
+    for which, label in STARTUPS:
+        m = median(s[which])
+        ratio = m / peer
+        goal = "" if which == "unshare" else f"<= {GOAL_STARTUP}"
+        ok = "" if which == "unshare" else verdict(ratio <= GOAL_STARTUP)
+        rows.append([label, f"{m:.2f}", f"{pct(s[which], 90):.2f}", f"{ratio:.2f}", goal, ok])
+    lines += table(["command", "median", "p90", "x unshare", "goal", ""], rows, {0})
+    cost = median(s["mount"]) - median(s["plain"])
+    lines.append(f"the private mount namespace adds {cost:+.2f} ms to the median start-up")
+    return "\n".join(lines)
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--query":
+        return query_client(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    ap = arg_parser()
+    ap.add_argument("--root-dir", help="run, netns and config dirs of the root (bridge) runs")
+    a = ap.parse_args()
+    if a.cleanup:
+        return cleanup_mode(a)
+    become_subreaper()
+    n = {"rounds": 2 if a.quick else 8, "queries": 100 if a.quick else 500, "startups": 20 if a.quick else 200}
+    env = UserEnv(a)
+    u = os.uname()
+    meta = (
+        f"pelagos-net DNS bench  kernel {u.release}  cpus {os.cpu_count()}  user {a.user} ({a.uid})  "
+        f"mode {'QUICK' if a.quick else 'full'}\n"
+        f"{a.label + chr(10) if a.label else ''}"
+        f"queries: {n['rounds']} rounds x {n['queries']} per path (after 50 warm-up), paths alternating; "
+        f"start-up: {n['startups']} of each, alternating\n"
+        f"resolver: dnsmasq on 127.0.0.53 (and 127.0.0.54) in the throwaway host netns, answering {NAME} itself"
+    )
+    return measure_and_report(a, env, meta, lambda: bench(Bench(a, env), n), render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

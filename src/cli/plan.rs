@@ -1,0 +1,34 @@
+//! `pelagos-net plan`: what `run` would do, touching nothing.
+
+use super::error::{CliError, Exit};
+use super::net_args::NetArgs;
+use super::{Context, output};
+use pelagos_net::flow::plan::{plan, render};
+use pelagos_net::host::probe::{HostCaps, ProbeRoots};
+use std::ffi::OsString;
+
+/// Options of `plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    net: NetArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    /// The command (ignored; accepted so a `run` line can be planned as is).
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// Print the plan.
+pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
+    let caps = HostCaps::probe(&ProbeRoots::current(&ctx.paths));
+    let plan = plan(&args.net.config()?, args.net.fallback, &caps, &ctx.paths.config_dir)
+        .map_err(|e| CliError::from_error(&e))?;
+    if args.json {
+        output::json(&plan)?
+    } else {
+        output::out(&render(&plan))?
+    }
+    Ok(Exit::SUCCESS)
+}

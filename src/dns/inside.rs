@@ -1,0 +1,427 @@
+//! What the namespace child does for name resolution between `unshare` and
+//! `exec`: mount the run's resolv.conf and hosts over the host's paths in
+//! its private mount namespace, and add the routing pieces DNS needs.
+//!
+//! [`NsDns::prepare`] runs in the parent, before `fork`: it allocates every
+//! path, buffer and netlink message. [`NsDns::apply`] runs in the child and
+//! is async-signal-safe: raw system calls on that memory, no allocation, no
+//! locks, so a multithreaded caller may fork.
+//!
+//! The mounts, in the child's new mount namespace:
+//! 1. `/` becomes a slave mount tree (`MS_REC | MS_SLAVE`): nothing mounted
+//!    here reaches the host, and the host's later mounts still show up.
+//! 2. A small tmpfs goes on a scratch directory (`/tmp`) for a moment; the
+//!    files are written into it.
+//! 3. Each file is cloned into a detached mount (`open_tree(OPEN_TREE_CLONE)`)
+//!    and the scratch tmpfs is detached again, uncovering `/tmp`.
+//! 4. `move_mount` puts each clone on the target path itself, without
+//!    following symlinks: a `/etc/resolv.conf` that is a symlink, a chain of
+//!    them or a dangling one is covered as the command opens it, and what it
+//!    points to is never touched. The host's files are never opened for writing.
+//!
+//! Kernels without the new mount API (before 5.2) get `mount(MS_BIND)` onto
+//! the path instead, which follows symlinks and fails on a dangling one.
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
+use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
+use std::ffi::CString;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// Directories that can hold the scratch tmpfs for a moment, in order of preference.
+const SCRATCH_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/mnt"];
+/// Priority of the rule that makes TCP to the DNS address fail fast.
+const RULE_PRIORITY: u32 = 90;
+/// The index of `lo` in every network namespace.
+const LO_INDEX: u32 = 1;
+
+/// The step of [`NsDns::apply`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DnsStep {
+    /// Making `/` a slave tree.
+    Propagation = 1,
+    /// Mounting the scratch tmpfs.
+    Scratch = 2,
+    /// Writing a file into it.
+    Write = 3,
+    /// Mounting the first file over its target.
+    MountFirst = 4,
+    /// Mounting the second file over its target.
+    MountSecond = 5,
+    /// Adding the DNS address to `lo`.
+    Address = 6,
+    /// Adding the TCP rule.
+    Rule = 7,
+}
+
+impl DnsStep {
+    /// From the byte the child reports.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use DnsStep::*;
+        [Propagation, Scratch, Write, MountFirst, MountSecond, Address, Rule].into_iter().find(|s| *s as u8 == v)
+    }
+}
+
+/// Errors of preparing.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// A path holds a NUL byte.
+    #[error("path {} cannot be passed to the kernel (NUL byte)", .0.display())]
+    BadPath(PathBuf),
+    /// No directory can hold the scratch tmpfs.
+    #[error("none of {} is a directory to mount a scratch tmpfs on", SCRATCH_DIRS.join(", "))]
+    NoScratch,
+    /// More files than the child handles.
+    #[error("at most two files can be mounted")]
+    TooManyFiles,
+}
+
+struct File {
+    /// In the scratch tmpfs.
+    scratch: CString,
+    /// The path to cover.
+    target: CString,
+    content: Vec<u8>,
+    target_text: PathBuf,
+}
+
+/// Everything the child needs, prepared before `fork`.
+pub struct NsDns {
+    root: CString,
+    scratch_dir: CString,
+    tmpfs: CString,
+    tmpfs_opts: CString,
+    files: Vec<File>,
+    netlink: Vec<(DnsStep, Vec<u8>)>,
+}
+
+impl fmt::Debug for NsDns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let targets: Vec<_> = self.files.iter().map(|f| &f.target_text).collect();
+        f.debug_struct("NsDns").field("targets", &targets).field("netlink", &self.netlink.len()).finish()
+    }
+}
+
+fn cpath(p: &Path) -> Result<CString, PrepareError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| PrepareError::BadPath(p.to_owned()))
+}
+
+impl NsDns {
+    /// Prepare mounting each `(target, content)` (at most two) and, when
+    /// given, adding `lo_addr/32` to `lo` and making TCP port 53 to
+    /// `tcp_fail_fast` unreachable.
+    pub fn prepare(
+        files: &[(&Path, &str)],
+        lo_addr: Option<Ipv4Addr>,
+        tcp_fail_fast: Option<Ipv4Addr>,
+    ) -> Result<Self, PrepareError> {
+        if files.len() > 2 {
+            return Err(PrepareError::TooManyFiles);
+        }
+        let scratch = SCRATCH_DIRS
+            .iter()
+            .map(Path::new)
+            .find(|d| d.symlink_metadata().is_ok_and(|m| m.is_dir()))
+            .ok_or(PrepareError::NoScratch)?;
+        let files = files
+            .iter()
+            .enumerate()
+            .map(|(i, (target, content))| {
+                Ok(File {
+                    scratch: cpath(&scratch.join(format!("pelagos-dns-{i}")))?,
+                    target: cpath(target)?,
+                    content: content.as_bytes().to_vec(),
+                    target_text: target.to_path_buf(),
+                })
+            })
+            .collect::<Result<Vec<_>, PrepareError>>()?;
+        let mut netlink = Vec::new();
+        if let Some(a) = lo_addr {
+            netlink.push((DnsStep::Address, encode(RouteNetlinkMessage::NewAddress(lo_address(a)), 1)));
+        }
+        if let Some(a) = tcp_fail_fast {
+            netlink.push((DnsStep::Rule, encode(RouteNetlinkMessage::NewRule(tcp_unreachable(a)), 2)));
+        }
+        Ok(Self {
+            root: c"/".to_owned(),
+            scratch_dir: cpath(scratch)?,
+            tmpfs: c"tmpfs".to_owned(),
+            tmpfs_opts: c"mode=0755,size=1m".to_owned(),
+            files,
+            netlink,
+        })
+    }
+
+    /// True when the child needs a mount namespace of its own.
+    pub fn needs_mount_ns(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// The target of the file a [`DnsStep::MountFirst`]/[`DnsStep::MountSecond`] failure is about.
+    pub fn target_of(&self, step: DnsStep) -> Option<&Path> {
+        let i = match step {
+            DnsStep::MountFirst => 0,
+            DnsStep::MountSecond => 1,
+            _ => return None,
+        };
+        self.files.get(i).map(|f| f.target_text.as_path())
+    }
+
+    /// Do it, in the child: async-signal-safe. `Err((step, errno))` on failure.
+    pub fn apply(&self) -> Result<(), (DnsStep, i32)> {
+        if !self.files.is_empty() {
+            self.mount_files()?;
+        }
+        for (step, msg) in &self.netlink {
+            netlink_request(msg).map_err(|e| (*step, e))?;
+        }
+        Ok(())
+    }
+
+    fn mount_files(&self) -> Result<(), (DnsStep, i32)> {
+        let errno = || nix::errno::Errno::last_raw();
+        let null = std::ptr::null::<libc::c_char>();
+        // SAFETY: every pointer is a NUL-terminated string prepared before
+        // fork and alive for the call; mount(2) is a raw system call.
+        unsafe {
+            if libc::mount(null, self.root.as_ptr(), null, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+                return Err((DnsStep::Propagation, errno()));
+            }
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let opts = self.tmpfs_opts.as_ptr().cast();
+            if libc::mount(self.tmpfs.as_ptr(), self.scratch_dir.as_ptr(), self.tmpfs.as_ptr(), flags, opts) != 0 {
+                return Err((DnsStep::Scratch, errno()));
+            }
+        }
+        for f in &self.files {
+            if !write_new(&f.scratch, &f.content) {
+                return Err((DnsStep::Write, errno()));
+            }
+        }
+        let clones = self.clone_files()?;
+        // The clones (or binds) keep the tmpfs alive; uncover the scratch directory.
+        // SAFETY: umount2 on a NUL-terminated path prepared before fork.
+        unsafe { libc::umount2(self.scratch_dir.as_ptr(), libc::MNT_DETACH) };
+        let Some(clones) = clones else { return Ok(()) };
+        for (i, f) in self.files.iter().enumerate() {
+            // SAFETY: move_mount of a descriptor open_tree returned onto a
+            // NUL-terminated path; the descriptor is closed exactly once.
+            let failed = unsafe {
+                let rc = libc::syscall(
+                    libc::SYS_move_mount,
+                    clones[i],
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    f.target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                );
+                let failed = (rc != 0).then(errno);
+                libc::close(clones[i]);
+                failed
+            };
+            if let Some(e) = failed {
+                return Err((mount_step(i), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Clone each scratch file into a detached mount (`Some(fds)`), or, on a
+    /// kernel without `open_tree` (or a seccomp filter that refuses it), bind
+    /// each onto its target the old way, following symlinks (`None`).
+    fn clone_files(&self) -> Result<Option<[libc::c_int; 2]>, (DnsStep, i32)> {
+        let errno = || nix::errno::Errno::last_raw();
+        let mut clones = [-1 as libc::c_int; 2];
+        for (i, f) in self.files.iter().enumerate() {
+            let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+            // SAFETY: open_tree on a NUL-terminated path prepared before fork.
+            let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, f.scratch.as_ptr(), flags) };
+            if fd >= 0 {
+                clones[i] = fd as libc::c_int;
+                continue;
+            }
+            if !matches!(errno(), libc::ENOSYS | libc::EPERM) {
+                return Err((mount_step(i), errno()));
+            }
+            for &fd in &clones[..i] {
+                // SAFETY: closing descriptors open_tree returned, once each.
+                unsafe { libc::close(fd) };
+            }
+            for (i, f) in self.files.iter().enumerate() {
+                let null = std::ptr::null::<libc::c_char>();
+                // SAFETY: mount(2) with NUL-terminated paths prepared before fork.
+                let rc = unsafe {
+                    libc::mount(f.scratch.as_ptr(), f.target.as_ptr(), null, libc::MS_BIND, std::ptr::null())
+                };
+                if rc != 0 {
+                    return Err((mount_step(i), errno()));
+                }
+            }
+            return Ok(None);
+        }
+        Ok(Some(clones))
+    }
+}
+
+fn mount_step(i: usize) -> DnsStep {
+    if i == 0 { DnsStep::MountFirst } else { DnsStep::MountSecond }
+}
+
+/// Create `path` (mode 0644 whatever the umask) holding `data`. Async-signal-safe.
+fn write_new(path: &CString, data: &[u8]) -> bool {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated; the mode is passed as the variadic argument open expects.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return false;
+    }
+    let mut ok = true;
+    let mut at = 0;
+    while ok && at < data.len() {
+        // SAFETY: writes from our buffer, within its length, to the fd opened above.
+        let n = unsafe { libc::write(fd, data[at..].as_ptr().cast(), data.len() - at) };
+        if n <= 0 {
+            ok = n < 0 && nix::errno::Errno::last_raw() == libc::EINTR;
+        } else {
+            at += n as usize;
+        }
+    }
+    // SAFETY: fchmod and close on the fd opened above; close exactly once.
+    unsafe {
+        ok = ok && libc::fchmod(fd, 0o644) == 0;
+        let saved = nix::errno::Errno::last_raw();
+        libc::close(fd);
+        nix::errno::Errno::set_raw(saved);
+    }
+    ok
+}
+
+/// Send one prepared rtnetlink request and read its acknowledgement.
+/// Async-signal-safe. `Err(errno)` when the kernel refused it.
+fn netlink_request(msg: &[u8]) -> Result<(), i32> {
+    let errno = || nix::errno::Errno::last_raw();
+    // SAFETY: socket/sendto/recv/close on a socket owned here, with a
+    // zeroed sockaddr_nl and stack buffers of the lengths passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        let sent = libc::sendto(fd, msg.as_ptr().cast(), msg.len(), 0, (&raw const kernel).cast(), len);
+        if sent != msg.len() as isize {
+            let e = errno();
+            libc::close(fd);
+            return Err(e);
+        }
+        let mut buf = [0u8; 1024];
+        let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+        let e = errno();
+        libc::close(fd);
+        if n < 0 {
+            return Err(e);
+        }
+        ack_errno(&buf[..n as usize])
+    }
+}
+
+/// The error code of an rtnetlink acknowledgement (`NLMSG_ERROR`, code 0 is success).
+fn ack_errno(reply: &[u8]) -> Result<(), i32> {
+    if reply.len() < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != libc::NLMSG_ERROR as u16 {
+        return Err(libc::EPROTO);
+    }
+    match i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]) {
+        0 => Ok(()),
+        code => Err(-code),
+    }
+}
+
+fn encode(msg: RouteNetlinkMessage, seq: u32) -> Vec<u8> {
+    let mut packet = NetlinkMessage::from(msg);
+    packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    packet.header.sequence_number = seq;
+    packet.finalize();
+    let mut out = vec![0; packet.buffer_len()];
+    packet.serialize(&mut out);
+    out
+}
+
+/// `ip addr add ADDR/32 dev lo scope host`.
+fn lo_address(addr: Ipv4Addr) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = 32;
+    msg.header.scope = AddressScope::Host;
+    msg.header.index = LO_INDEX;
+    msg.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
+    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+    msg
+}
+
+/// `ip rule add to ADDR/32 ipproto tcp dport 53 unreachable priority 90`.
+fn tcp_unreachable(addr: Ipv4Addr) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.dst_len = 32;
+    msg.header.action = RuleAction::Unreachable;
+    msg.attributes.push(RuleAttribute::Destination(IpAddr::V4(addr)));
+    msg.attributes.push(RuleAttribute::IpProtocol(IpProtocol::Tcp));
+    msg.attributes.push(RuleAttribute::DestinationPortRange(RulePortRange { start: 53, end: 53 }));
+    msg.attributes.push(RuleAttribute::Priority(RULE_PRIORITY));
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::NetlinkPayload;
+
+    fn decode(bytes: &[u8]) -> RouteNetlinkMessage {
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap().payload {
+            NetlinkPayload::InnerMessage(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prepared_messages_decode_to_the_rule_and_address_meant() {
+        let a = Ipv4Addr::new(169, 254, 1, 1);
+        let prep = NsDns::prepare(&[], Some(a), Some(a)).unwrap();
+        assert!(!prep.needs_mount_ns());
+        let RouteNetlinkMessage::NewAddress(addr) = decode(&prep.netlink[0].1) else { panic!() };
+        assert_eq!((addr.header.index, addr.header.prefix_len), (1, 32));
+        let RouteNetlinkMessage::NewRule(rule) = decode(&prep.netlink[1].1) else { panic!() };
+        assert_eq!(rule.header.action, RuleAction::Unreachable);
+        assert!(rule.attributes.contains(&RuleAttribute::DestinationPortRange(RulePortRange { start: 53, end: 53 })));
+        assert!(rule.attributes.contains(&RuleAttribute::IpProtocol(IpProtocol::Tcp)));
+    }
+
+    #[test]
+    fn acknowledgements_are_read_as_errno() {
+        let mut ack = vec![0u8; 36];
+        ack[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Ok(()));
+        ack[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        assert_eq!(ack_errno(&ack), Err(libc::EEXIST));
+        assert_eq!(ack_errno(&[0; 8]), Err(libc::EPROTO));
+    }
+
+    #[test]
+    fn files_get_scratch_paths_and_their_targets_are_kept_for_messages() {
+        let prep = NsDns::prepare(&[(Path::new("/etc/resolv.conf"), "x"), (Path::new("/etc/hosts"), "y")], None, None)
+            .unwrap();
+        assert!(prep.needs_mount_ns());
+        assert_eq!(prep.target_of(DnsStep::MountSecond), Some(Path::new("/etc/hosts")));
+        assert!(prep.files[0].scratch.to_str().unwrap().ends_with("/pelagos-dns-0"));
+        assert!(NsDns::prepare(&[(Path::new("/a"), ""); 3], None, None).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Name resolution for one run, from request to running forwarder: the
+//! effectful shell around [`super::decide`](mod@super::decide).
+//!
+//! [`prepare`] runs before anything of the run exists, so a request that
+//! cannot be met fails first: it reads the host's files, binds the bridge
+//! forwarder's sockets (whether that works changes the decision), decides,
+//! and prepares the namespace child's part ([`NsDns`]). After the namespace
+//! exists, [`PreparedDns::start_forwarder`] starts the forwarder the plan
+//! asks for, if any; stopping it is dropping it.
+
+use super::decide::{DecideError, DnsPlan, DnsRequest, HostDns, Listen, ModeDns, decide};
+use super::forwarder::{DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Listeners};
+use super::host::HostFiles;
+use super::hosts::HostsEntry;
+use super::inside::{NsDns, PrepareError};
+use super::options::DnsOptions;
+use crate::ports::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The directory whose `resolv.conf` and `hosts` a command opens.
+pub const ETC: &str = "/etc";
+
+/// Errors of setting up name resolution.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsSetupError {
+    /// The request cannot be met in this mode.
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    /// `--dns` was given, but the host has no resolv.conf to mount over.
+    #[error(
+        "--dns: {} does not exist on this host, so there is nothing to mount the run's resolv.conf over \
+         (pelagos-net never creates files in the host's /etc)",
+        .0.display()
+    )]
+    NoResolvConf(PathBuf),
+    /// The child's part could not be prepared.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The forwarder could not start.
+    #[error(transparent)]
+    Forwarder(#[from] ForwarderError),
+    /// The socket factory for an in-namespace forwarder failed.
+    #[error("open the DNS forwarder's sockets inside the namespace")]
+    Factory(#[source] FactoryError),
+}
+
+/// What to set up.
+#[derive(Debug, Clone, Copy)]
+pub struct DnsSetupRequest<'a> {
+    /// The mode (for a bridge, `listening` is ignored: [`prepare`] finds out).
+    pub mode: ModeDns,
+    /// The run's options.
+    pub options: &'a DnsOptions,
+    /// The run's own name and address, when it has them.
+    pub own: Option<&'a HostsEntry>,
+    /// The host's `/etc`.
+    pub etc: &'a Path,
+}
+
+/// The plan, with what carrying it out needs.
+#[derive(Debug)]
+pub struct PreparedDns {
+    /// The decision and the files' text.
+    pub plan: DnsPlan,
+    /// The namespace child's part (`None`: nothing to do inside).
+    pub inside: Option<NsDns>,
+    /// The bridge forwarder's sockets, bound in [`prepare`].
+    gateway: Option<Listeners>,
+}
+
+/// Decide and prepare. Creates nothing outside this process.
+pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> {
+    // Host and loopback runs keep the host's files: nothing to read unless
+    // --add-host asks for a hosts file (the common loopback start-up reads nothing).
+    let keeps_files = matches!(req.mode, ModeDns::Host | ModeDns::Loopback) && req.options.add_hosts.is_empty();
+    if keeps_files {
+        let plan = decide(&DnsRequest { mode: req.mode, host: HostDns::default(), options: req.options, own: None })?;
+        return Ok(PreparedDns { plan, inside: None, gateway: None });
+    }
+    let files = HostFiles::read(req.etc);
+    let mut mode = req.mode;
+    let mut gateway = None;
+    if let ModeDns::Bridge { gateway: gw, listening } = &mut mode {
+        match Listeners::bind(SocketAddr::new(IpAddr::V4(*gw), DNS_PORT)) {
+            Ok(l) => {
+                gateway = Some(l);
+                *listening = true;
+            }
+            Err(e) => {
+                log::debug!(
+                    "dns forwarder: {e}: {}",
+                    std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()
+                );
+                *listening = false;
+            }
+        }
+    }
+    let address = match mode {
+        ModeDns::Slirp4netns => super::host::default_source_address(),
+        _ => None,
+    };
+    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address };
+    let plan = decide(&DnsRequest { mode, host, options: req.options, own: req.own })?;
+    if plan.forwarder.as_ref().is_none_or(|f| !matches!(f.listen, Listen::Gateway(_))) {
+        gateway = None;
+    }
+    let resolv_path = req.etc.join("resolv.conf");
+    let hosts_path = req.etc.join("hosts");
+    let mut mounts: Vec<(&Path, &str)> = Vec::new();
+    if let Some(text) = &plan.resolv_conf {
+        if files.resolv.path_exists() {
+            mounts.push((&resolv_path, text));
+        } else {
+            return Err(DnsSetupError::NoResolvConf(resolv_path));
+        }
+    }
+    if let Some(text) = &plan.hosts {
+        if files.hosts_path_exists {
+            mounts.push((&hosts_path, text));
+        } else {
+            log::warn!("{} does not exist: --add-host and the host alias are not available", hosts_path.display());
+        }
+    }
+    let lo_addr = plan.forwarder.as_ref().and_then(|f| match f.listen {
+        Listen::InNamespace(a) => Some(a),
+        Listen::Gateway(_) => None,
+    });
+    let inside = if mounts.is_empty() && lo_addr.is_none() && plan.tcp_fail_fast.is_none() {
+        None
+    } else {
+        Some(NsDns::prepare(&mounts, lo_addr, plan.tcp_fail_fast)?)
+    };
+    Ok(PreparedDns { plan, inside, gateway })
+}
+
+impl PreparedDns {
+    /// Start the forwarder the plan asks for. An in-namespace forwarder
+    /// gets its sockets from a socket factory that joins `target` (the
+    /// namespace child must have added the address to its `lo` by then).
+    pub fn start_forwarder(
+        &mut self,
+        target: Option<FactoryTarget<'_>>,
+        proc_root: &Path,
+    ) -> Result<Option<Forwarder>, DnsSetupError> {
+        let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
+        let cfg = ForwarderConfig::forward_to(&fwd.upstreams);
+        let listeners = match (fwd.listen, self.gateway.take(), target) {
+            (Listen::Gateway(_), Some(l), _) => l,
+            (Listen::InNamespace(addr), _, Some(target)) => {
+                let mut factory = SocketFactory::spawn(&target, proc_root).map_err(DnsSetupError::Factory)?;
+                let mut socket = |ty| {
+                    factory.socket(libc::AF_INET, ty, 0).map_err(|e| DnsSetupError::Factory(FactoryError::Request(e)))
+                };
+                let (udp, tcp) = (socket(libc::SOCK_DGRAM)?, socket(libc::SOCK_STREAM)?);
+                Listeners::from_sockets(udp, tcp, SocketAddr::new(IpAddr::V4(addr), DNS_PORT))?
+            }
+            _ => return Ok(None),
+        };
+        let forwarder = Forwarder::start(listeners, cfg)?;
+        log::info!("dns forwarder listening on {}", forwarder.local_addr());
+        Ok(Some(forwarder))
+    }
+}

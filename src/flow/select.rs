@@ -1,0 +1,437 @@
+//! Which network mode to use, and why: [`select`] turns a [`Request`] and the
+//! probed [`HostCaps`] into a [`Decision`] a runtime can trust and print.
+//!
+//! Pure: no fs, no syscalls, no spawn. Everything it knows comes from
+//! [`HostCaps`] (see [`crate::host::probe`]); everything it decides is in the
+//! returned value, including every mode it passed over and why.
+//!
+//! # The ladder
+//!
+//! Under [`Requested::Auto`] the modes are tried in this order; the first
+//! that is *usable* (its requirements hold) and *fits* (it meets every need)
+//! wins. [`Mode::Host`] is never chosen automatically.
+//!
+//! | caller | needs | ladder |
+//! |---|---|---|
+//! | no CAP_NET_ADMIN (rootless) | container-to-container or a named network | bridge (rejected: needs CAP_NET_ADMIN) → pasta → slirp4netns → loopback, all degraded |
+//! | no CAP_NET_ADMIN (rootless) | anything else | pasta → slirp4netns → loopback |
+//! | CAP_NET_ADMIN | container-to-container or a named network | bridge → pasta → slirp4netns → loopback |
+//! | CAP_NET_ADMIN | anything else | pasta → slirp4netns → bridge → loopback |
+//!
+//! Build quality counts: when egress is needed and the pasta build has known
+//! tap-path TCP bugs ([`TapBugs::any`](crate::helpers::pasta::features::TapBugs::any)),
+//! slirp4netns is taken instead of pasta if it is usable and fits, and the
+//! reason says so. A pasta that was asked for explicitly is used anyway, with
+//! the bugs named in the reason.
+//!
+//! # What each mode requires, and what it cannot do
+//!
+//! | mode | usable when | cannot provide |
+//! |---|---|---|
+//! | `host` | always | a named network |
+//! | `loopback` | CAP_SYS_ADMIN, or user namespaces allowed by the three knobs | egress, published ports, container-to-container, a named network |
+//! | `pasta` | `pasta` on PATH with `--config-net --foreground --stderr --netns --tcp-ports --udp-ports --tcp-ns --udp-ns` (and `--userns` rootless, `--runas` as root); `/dev/net/tun` opens; CAP_SYS_ADMIN or user namespaces; a default route (IPv4 or IPv6), since older builds refuse to start without one | container-to-container, a named network |
+//! | `slirp4netns` | `slirp4netns` on PATH with `--configure --mtu --exit-fd --ready-fd --api-socket --netns-type --disable-host-loopback` (and `--userns-path` rootless), the options [`crate::helpers::slirp::args`] uses; `/dev/net/tun` opens; CAP_SYS_ADMIN or user namespaces | port ranges and IPv6 host addresses ([`crate::helpers::slirp::api::supported_port_features`]: its API forwards one IPv4 port at a time), container-to-container, a named network |
+//! | `bridge[:NAME]` | CAP_NET_ADMIN in the user namespace that owns our network namespace, CAP_SYS_ADMIN (to mount the named netns), nftables | IPv6 ports (bridge networks are IPv4-only) |
+//!
+//! Port features other than those listed (binding a host IP, UDP) are
+//! provided by every mode that publishes ports. A request with no needs still
+//! gets the first rung: the ladder orders modes by what they give.
+//!
+//! Inside a container the fixes name the container's side (`--device
+//! /dev/net/tun`) or say that a sysctl belongs on the host. A container's
+//! seccomp profile is not guessed at: if it refuses user namespaces, the run
+//! fails with the user-namespace hint rather than being predicted here.
+//!
+//! # Fallback
+//!
+//! A decision is *degraded* when it falls short of the request: the mode
+//! asked for was replaced, or a need is not met.
+//!
+//! | fallback | explicit mode not usable | explicit mode usable but short of a need | auto: no rung fits |
+//! |---|---|---|---|
+//! | `strict` | `Err(Unavailable)` | `Err(Unavailable)` | `Err(NoFit)` naming the best rung |
+//! | `warn` | first ladder rung that fits (else that is usable), one-line `warning` | keep it, one-line `warning` | first usable rung, one-line `warning` |
+//! | `allow` | as `warn`, `warning: None` | as `warn`, `warning: None` | as `warn`, `warning: None` |
+//!
+//! When no mode at all is usable the answer is an error whatever the
+//! fallback (`Unavailable` for an explicit mode, `NothingUsable` under auto):
+//! falling back to the host's own network would silently remove isolation.
+
+mod rungs;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::host::probe::HostCaps;
+use crate::model::ifname::NetworkName;
+use crate::model::mode::NetworkMode;
+
+/// A network mode `select` can choose. [`NetworkMode`] plus `slirp4netns`,
+/// which the spec does not name yet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// The caller's own network namespace.
+    Host,
+    /// A new network namespace with only `lo`.
+    Loopback,
+    /// A new namespace connected by pasta.
+    Pasta,
+    /// A new namespace connected by slirp4netns.
+    Slirp4netns,
+    /// A bridge network: the default (`None`) or a named one.
+    Bridge(Option<NetworkName>),
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_network_mode().fmt(f)
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl From<NetworkMode> for Requested {
+    /// `auto` lets the ladder choose; any other mode is asked for explicitly.
+    fn from(mode: NetworkMode) -> Self {
+        Requested::Explicit(match mode {
+            NetworkMode::Auto => return Requested::Auto,
+            NetworkMode::Host => Mode::Host,
+            NetworkMode::Loopback => Mode::Loopback,
+            NetworkMode::Pasta => Mode::Pasta,
+            NetworkMode::Slirp4netns => Mode::Slirp4netns,
+            NetworkMode::Bridge(name) => Mode::Bridge(name),
+        })
+    }
+}
+
+impl Mode {
+    /// The same mode as the spec names it.
+    pub fn to_network_mode(&self) -> NetworkMode {
+        match self {
+            Self::Host => NetworkMode::Host,
+            Self::Loopback => NetworkMode::Loopback,
+            Self::Pasta => NetworkMode::Pasta,
+            Self::Slirp4netns => NetworkMode::Slirp4netns,
+            Self::Bridge(name) => NetworkMode::Bridge(name.clone()),
+        }
+    }
+}
+
+/// The mode asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Requested {
+    /// Let the ladder choose.
+    #[default]
+    Auto,
+    /// This mode.
+    Explicit(Mode),
+}
+
+/// What published ports need beyond a plain TCP forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortFeatures {
+    /// A port bound to one host address (`127.0.0.1:8080:80`).
+    pub host_ip_binding: bool,
+    /// A port range (`8000-8010:80-90`).
+    pub ranges: bool,
+    /// A UDP port.
+    pub udp: bool,
+    /// An IPv6 host address (`[::1]:8080:80`).
+    pub ipv6: bool,
+}
+
+/// What the command's network must provide.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// Connections out of the namespace.
+    pub egress: bool,
+    /// Host ports forwarded in.
+    pub published_ports: bool,
+    /// Reaching other containers by address.
+    pub container_to_container: bool,
+    /// A named network to join (always a bridge network).
+    pub named_network: Option<NetworkName>,
+    /// Details of the published ports (ignored without `published_ports`).
+    pub ports: PortFeatures,
+    /// The host's loopback services as 127.0.0.1:PORT inside (`--host-port`; pasta only).
+    pub host_loopback: bool,
+    /// Ports must be forwarded by the mode's own mechanism (`--port-driver`
+    /// pasta, slirp4netns or nftables). Otherwise the builtin driver may
+    /// publish what a mode cannot (ranges and IPv6 under slirp4netns, any
+    /// port in loopback mode, IPv6 on a bridge).
+    pub native_ports_only: bool,
+}
+
+/// What to do when the request cannot be met in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fallback {
+    /// Fail.
+    Strict,
+    /// Degrade, with one warning line.
+    #[default]
+    Warn,
+    /// Degrade quietly.
+    Allow,
+}
+
+/// A mode request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// The mode asked for.
+    pub mode: Requested,
+    /// What the network must provide.
+    pub needs: Needs,
+    /// What to do when that cannot be met.
+    pub fallback: Fallback,
+}
+
+/// A mode that was passed over, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// The mode.
+    pub mode: Mode,
+    /// Why it was not chosen.
+    pub reason: String,
+}
+
+/// The chosen mode, with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The mode to use.
+    pub mode: Mode,
+    /// Why, in one line, naming what was passed over.
+    pub reason: String,
+    /// Modes tried before it, in ladder order.
+    pub rejected: Vec<Rejected>,
+    /// True when the decision falls short of the request.
+    pub degraded: bool,
+    /// One line for the user under [`Fallback::Warn`] when degraded.
+    pub warning: Option<String>,
+    /// Steps that would make a better mode usable.
+    pub fixes: Vec<String>,
+}
+
+/// Why no acceptable mode could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    /// The explicitly requested mode cannot be used (and fallback is strict,
+    /// or nothing else is usable either).
+    #[error("network mode {mode} is unavailable: {reason}")]
+    Unavailable {
+        /// The requested mode.
+        mode: Mode,
+        /// Why.
+        reason: String,
+        /// Steps that would fix it.
+        fixes: Vec<String>,
+    },
+    /// Under auto with strict fallback, no usable mode meets every need.
+    #[error("no network mode meets every need ({best} would): {reason}")]
+    NoFit {
+        /// The ladder's first rung for these needs.
+        best: Mode,
+        /// Why each rung falls short.
+        reason: String,
+        /// Steps that would fix it.
+        fixes: Vec<String>,
+    },
+    /// Under auto, no mode on the ladder is usable at all.
+    #[error("no network mode is usable here: {reason}")]
+    NothingUsable {
+        /// Why each rung is unusable.
+        reason: String,
+        /// Steps that would fix it.
+        fixes: Vec<String>,
+    },
+}
+
+impl SelectError {
+    /// Steps that would fix it.
+    pub fn fixes(&self) -> &[String] {
+        match self {
+            Self::Unavailable { fixes, .. } | Self::NoFit { fixes, .. } | Self::NothingUsable { fixes, .. } => fixes,
+        }
+    }
+}
+
+/// The auto ladder for `needs` on this host (see the module docs).
+pub fn ladder(needs: &Needs, caps: &HostCaps) -> Vec<Mode> {
+    let bridge = Mode::Bridge(needs.named_network.clone());
+    if needs.container_to_container || needs.named_network.is_some() {
+        vec![bridge, Mode::Pasta, Mode::Slirp4netns, Mode::Loopback]
+    } else if caps.cap_net_admin {
+        vec![Mode::Pasta, Mode::Slirp4netns, bridge, Mode::Loopback]
+    } else {
+        vec![Mode::Pasta, Mode::Slirp4netns, Mode::Loopback]
+    }
+}
+
+/// Choose the mode for `req` on a host with `caps` (see the module docs).
+pub fn select(req: &Request, caps: &HostCaps) -> Result<Decision, SelectError> {
+    let ladder: Vec<Rung> = ladder(&req.needs, caps).into_iter().map(|m| Rung::assess(m, &req.needs, caps)).collect();
+    match &req.mode {
+        Requested::Auto => auto(req, caps, ladder),
+        Requested::Explicit(mode) => explicit(req, caps, Rung::assess(mode.clone(), &req.needs, caps), ladder),
+    }
+}
+
+/// One mode, judged against the host and the needs.
+struct Rung {
+    mode: Mode,
+    blockers: Vec<rungs::Blocker>,
+    shortfalls: Vec<String>,
+}
+
+impl Rung {
+    fn assess(mode: Mode, needs: &Needs, caps: &HostCaps) -> Self {
+        Self { blockers: rungs::blockers(&mode, caps), shortfalls: rungs::shortfalls(&mode, needs), mode }
+    }
+
+    fn usable(&self) -> bool {
+        self.blockers.is_empty()
+    }
+
+    fn fits(&self) -> bool {
+        self.usable() && self.shortfalls.is_empty()
+    }
+
+    /// Blockers if any, else shortfalls, `"; "`-joined.
+    fn why_not(&self) -> String {
+        match self.usable() {
+            false => self.blockers.iter().map(|b| b.reason.as_str()).collect::<Vec<_>>().join("; "),
+            true => self.shortfalls.join("; "),
+        }
+    }
+
+    fn rejected(&self) -> Rejected {
+        Rejected { mode: self.mode.clone(), reason: self.why_not() }
+    }
+}
+
+fn auto(req: &Request, caps: &HostCaps, ladder: Vec<Rung>) -> Result<Decision, SelectError> {
+    let fixes = rungs::fixes_of(&ladder);
+    let all: Vec<&Rung> = ladder.iter().collect();
+    let Some(mut pick) = ladder.iter().position(Rung::fits) else {
+        let usable = ladder.iter().position(Rung::usable);
+        return match (req.fallback, usable) {
+            (_, None) => Err(SelectError::NothingUsable { reason: rungs::summary(&all).join("; "), fixes }),
+            (Fallback::Strict, Some(_)) => {
+                Err(SelectError::NoFit { best: ladder[0].mode.clone(), reason: rungs::summary(&all).join("; "), fixes })
+            }
+            (fallback, Some(i)) => {
+                let chosen = &ladder[i];
+                let shortfalls = chosen.shortfalls.join("; ");
+                let passed: String = rungs::summary(&all[..i]).iter().map(|s| format!("; {s}")).collect();
+                let warning = format!("degraded network, using {}: {shortfalls}{passed}", chosen.mode);
+                Ok(Decision {
+                    mode: chosen.mode.clone(),
+                    reason: format!("{}: no mode meets every need; {shortfalls}{passed}", chosen.mode),
+                    rejected: ladder[..i].iter().map(Rung::rejected).collect(),
+                    degraded: true,
+                    warning: (fallback == Fallback::Warn).then_some(warning),
+                    fixes,
+                })
+            }
+        };
+    };
+    let mut rejected: Vec<Rejected> = ladder[..pick].iter().map(Rung::rejected).collect();
+    let mut why = None;
+    let mut note = String::new();
+    let buggy_pasta = caps.pasta.features().filter(|p| p.tcp_tap_bugs.any() && req.needs.egress);
+    if let (Mode::Pasta, Some(p)) = (&ladder[pick].mode, buggy_pasta) {
+        let path = caps.pasta.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let version = rungs::version_text(&p.features.version);
+        let bugs = format!("pasta at {path} ({version}) has {}", rungs::tap_bugs_text(p.tcp_tap_bugs));
+        match ladder.iter().position(|r| r.mode == Mode::Slirp4netns) {
+            Some(slirp) if ladder[slirp].fits() => {
+                rejected.push(Rejected { mode: Mode::Pasta, reason: format!("egress is needed and {bugs}") });
+                rejected.extend(ladder[pick + 1..slirp].iter().map(Rung::rejected));
+                pick = slirp;
+                why = Some(format!("preferred to pasta because egress is needed and {bugs}"));
+            }
+            Some(slirp) => {
+                note = format!("; note: {bugs}, and slirp4netns is no alternative: {}", ladder[slirp].why_not())
+            }
+            None => note = format!("; note: {bugs}"),
+        }
+    }
+    let chosen = &ladder[pick];
+    let why = why.unwrap_or_else(|| match (pick, &chosen.mode) {
+        (0, Mode::Bridge(_)) => "container-to-container traffic or a named network needs a bridge network".to_owned(),
+        (0, Mode::Pasta) if caps.cap_net_admin => "the first choice when no bridge network is needed".to_owned(),
+        (0, Mode::Pasta) => "the first choice without CAP_NET_ADMIN (rootless)".to_owned(),
+        _ => format!(
+            "the first usable rung of {}",
+            ladder.iter().map(|r| r.mode.to_string()).collect::<Vec<_>>().join(" > ")
+        ),
+    });
+    let skipped: Vec<&Rung> = ladder[..pick].iter().filter(|r| !r.fits()).collect();
+    let passed: String = rungs::summary(&skipped).iter().map(|s| format!("; skipped {s}")).collect();
+    Ok(Decision {
+        mode: chosen.mode.clone(),
+        reason: format!("{}: {why}{note}{passed}", chosen.mode),
+        rejected,
+        degraded: false,
+        warning: None,
+        fixes: rungs::fixes_of(&ladder[..pick]),
+    })
+}
+
+fn explicit(req: &Request, caps: &HostCaps, asked: Rung, ladder: Vec<Rung>) -> Result<Decision, SelectError> {
+    let mode = asked.mode.clone();
+    if asked.fits() {
+        let note = match (&mode, caps.pasta.features()) {
+            (Mode::Pasta, Some(p)) if req.needs.egress && p.tcp_tap_bugs.any() => {
+                format!("; note: this pasta build has {}", rungs::tap_bugs_text(p.tcp_tap_bugs))
+            }
+            _ => String::new(),
+        };
+        let reason = format!("{mode}: requested explicitly{note}");
+        return Ok(Decision { mode, reason, rejected: vec![], degraded: false, warning: None, fixes: vec![] });
+    }
+    let fixes = rungs::fixes_of(std::slice::from_ref(&asked));
+    if req.fallback == Fallback::Strict {
+        return Err(SelectError::Unavailable { mode, reason: asked.why_not(), fixes });
+    }
+    let warn = |w: String| (req.fallback == Fallback::Warn).then_some(w);
+    if asked.usable() {
+        let short = asked.shortfalls.join("; ");
+        return Ok(Decision {
+            reason: format!("{mode}: requested explicitly, but {short}"),
+            warning: warn(format!("{mode} was requested, but {short}")),
+            mode,
+            rejected: vec![],
+            degraded: true,
+            fixes,
+        });
+    }
+    let others: Vec<&Rung> = ladder.iter().filter(|r| r.mode != mode).collect();
+    let Some(pick) = others.iter().position(|r| r.fits()).or_else(|| others.iter().position(|r| r.usable())) else {
+        return Err(SelectError::Unavailable { mode, reason: asked.why_not(), fixes });
+    };
+    let chosen = others[pick];
+    let short = match chosen.shortfalls.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", chosen.shortfalls.join("; ")),
+    };
+    let mut rejected = vec![asked.rejected()];
+    rejected.extend(others[..pick].iter().map(|r| r.rejected()));
+    Ok(Decision {
+        mode: chosen.mode.clone(),
+        reason: format!("{}{short}: {mode} was requested but is not usable: {}", chosen.mode, asked.why_not()),
+        warning: warn(format!("{mode} is not usable, using {} instead{short}: {}", chosen.mode, asked.why_not())),
+        rejected,
+        degraded: true,
+        fixes,
+    })
+}
+
+#[cfg(test)]
+#[path = "select_tests.rs"]
+mod tests;

@@ -1,0 +1,131 @@
+//! The library entry points for pasta mode: [`setup_pasta_network`] and
+//! [`teardown_pasta_network`].
+
+use super::args::{PastaPlan, build_argv};
+use super::process::{PastaError, PastaProcess, PastaReport};
+use super::ready::{self, Expectation, HostPort};
+use crate::host::procfs::ProcessId;
+use crate::model::port::PortMapping;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+/// Errors of setting up pasta mode.
+#[derive(Debug, thiserror::Error)]
+pub enum PastaSetupError {
+    /// The plan could not be turned into pasta arguments.
+    #[error("build pasta arguments")]
+    Args(#[from] super::args::ArgsError),
+    /// pasta failed to start or to make the namespace ready.
+    #[error(transparent)]
+    Pasta(#[from] PastaError),
+}
+
+/// How to run pasta against an existing namespace.
+#[derive(Debug, Clone)]
+pub struct PastaNetworkConfig<'a> {
+    /// The pasta binary.
+    pub program: &'a Path,
+    /// Namespace paths, ports, privileges.
+    pub plan: &'a PastaPlan,
+    /// A process inside the target network namespace (its `/proc/<pid>/net` is read).
+    pub ns_pid: u32,
+    /// procfs root.
+    pub proc_root: &'a Path,
+    /// How long to wait for readiness.
+    pub timeout: Duration,
+}
+
+/// A running pasta that made a namespace ready; hand it to
+/// [`teardown_pasta_network`] when the namespace is no longer needed.
+#[derive(Debug)]
+pub struct PastaSetup {
+    process: PastaProcess,
+    /// The arguments pasta was started with (after the program name).
+    pub argv: Vec<OsString>,
+    /// Time from spawn to ready.
+    pub ready_after: Duration,
+}
+
+impl PastaSetup {
+    /// pasta's pid and start time, for records.
+    pub fn pasta_id(&self) -> ProcessId {
+        self.process.id()
+    }
+
+    /// Exit status, if pasta died while the namespace was in use.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.try_exit()
+    }
+
+    /// What pasta printed so far.
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+}
+
+/// What must be true of the namespace before its command starts.
+pub fn expectation(ports: &[PortMapping], host_loopback_ports: &[u16]) -> Expectation {
+    let host_ports = ports
+        .iter()
+        .flat_map(|m| {
+            m.host.iter().flat_map(|r| r.iter()).map(move |port| HostPort { proto: m.proto, ip: m.host_ip, port })
+        })
+        .collect();
+    Expectation { default_route: true, host_ports, ns_tcp_ports: host_loopback_ports.to_vec() }
+}
+
+/// Spawn pasta against an already-created namespace and return once the
+/// namespace is really ready: default route present, every published host
+/// port held by pasta, every host-loopback port listening inside. A timeout
+/// or an early exit is an error carrying pasta's status and output; pasta is
+/// stopped before the error is returned.
+pub fn setup_pasta_network(
+    cfg: &PastaNetworkConfig<'_>,
+    cancel: &mut dyn FnMut() -> bool,
+) -> Result<PastaSetup, PastaSetupError> {
+    let argv = build_argv(cfg.plan)?;
+    let want = expectation(&cfg.plan.ports, &cfg.plan.host_loopback_ports);
+    let observe_err = |source| PastaError::Observe { pid: cfg.ns_pid, source };
+    let mut base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
+    // A port still held by the exiting pasta of a run that just ended frees
+    // within milliseconds, or more on a loaded machine (teardown does not
+    // wait for pasta to exit); a port held by anything else still fails,
+    // with pasta's own message.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_GRACE;
+    while !base.occupied.is_empty() && std::time::Instant::now() < deadline && !cancel() {
+        std::thread::sleep(Duration::from_millis(5));
+        base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
+    }
+    let mut process = PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?;
+    crate::fault::point("pasta.spawned");
+    match process.wait_ready(cfg.proc_root, cfg.ns_pid, &base, &want, cfg.timeout, cancel) {
+        Ok(ready_after) => {
+            crate::fault::point("pasta.ready");
+            Ok(PastaSetup { process, argv, ready_after })
+        }
+        Err(e) => {
+            let _ = process.stop(Duration::from_millis(200));
+            Err(e.into())
+        }
+    }
+}
+
+/// How long setup waits for a requested host port to be released (by the
+/// exiting pasta of a run that just ended) before starting pasta anyway;
+/// the builtin driver retries its binds as long. Only a port that stays
+/// taken pays it in full. An exiting pasta releases its ports when its
+/// files close, which waits on the kernel's network lock, shared with every
+/// namespace and link being created or destroyed, so 300 ms left little
+/// margin on a loaded 2-core machine.
+pub(crate) const PORT_RELEASE_GRACE: Duration = Duration::from_millis(1500);
+
+/// How long teardown waits for pasta's output to close after SIGTERM.
+const TEARDOWN_GRACE: Duration = Duration::from_millis(3);
+
+/// Stop pasta (SIGTERM, then SIGKILL after a short grace) and return what
+/// it printed. Does not wait for the kernel to finish destroying pasta's tap
+/// device; the process is reaped in the background.
+pub fn teardown_pasta_network(setup: PastaSetup) -> PastaReport {
+    setup.process.stop(TEARDOWN_GRACE)
+}

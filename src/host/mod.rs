@@ -1,0 +1,10 @@
+//! Facts about the host: what it can run (probe), why something fails
+//! (diagnose, doctor), and what its processes and sockets are (procfs,
+//! procnet, sock_diag). Reads only; never changes the host.
+
+pub mod diagnose;
+pub mod doctor;
+pub mod probe;
+pub mod procfs;
+pub mod procnet;
+pub mod sockdiag;

@@ -1,0 +1,429 @@
+//! What this host can do for networking, as data: [`HostCaps::probe`].
+//!
+//! Owns the questions a mode choice depends on: who we are (euid,
+//! CAP_NET_ADMIN, CAP_SYS_ADMIN, already inside a user namespace?), whether
+//! user namespaces may be created (the three kernel knobs), subordinate ids,
+//! `/dev/net/tun`, the pasta and slirp4netns binaries and what they support,
+//! nftables, a default route, and whether we run inside a container. It never
+//! decides anything (that is [`crate::flow::select`]) and never changes the host:
+//! it reads files, runs `pasta --version`/`--help` and `slirp4netns
+//! --version`/`--help`, and writes only its own cache.
+//!
+//! Every path comes from [`ProbeRoots`], so hostile hosts are unit-tested as
+//! fake trees. Failures to read are data (`false`, `None`, an empty list),
+//! never errors: a probe that cannot look says so by what it reports.
+//!
+//! # Decisions
+//!
+//! - **`/dev/net/tun` openability is injectable** ([`TunCheck`]). The real
+//!   probe opens the node ([`crate::host::diagnose::check_tun`]); root can open anything,
+//!   so tests of a 0600 node use [`TunCheck::FromMode`], which judges the
+//!   mode bits and owner against the injected euid and gid (supplementary
+//!   groups and ACLs are not modelled).
+//! - **nftables is a heuristic** ([`NftEvidence`]): `nf_tables` listed in
+//!   `<proc>/modules`, else `<proc>/net/netfilter/nf_log` (netfilter core,
+//!   from which the kernel autoloads nf_tables on first use). Being root is
+//!   *not* evidence: it says nothing about the kernel, and root is the only
+//!   caller for whom the answer matters. No nft context is created here; the
+//!   bridge path still reports its own failure if the guess is wrong.
+//! - **Whose network namespace?** Inside a user namespace CapEff shows the
+//!   capabilities held *there*. `NS_GET_USERNS` on `<proc>/self/ns/net` (a
+//!   read-only ioctl) tells whether our user namespace owns our network
+//!   namespace, i.e. whether CAP_NET_ADMIN reaches it.
+//! - **Slow probes are cached** in `cache_dir` (one JSON file per helper),
+//!   keyed by the binary's path, size, mtime and inode. Only successful
+//!   probes are cached; a corrupted or stale file is ignored and rewritten
+//!   atomically (temporary file + rename). The cache directory must be
+//!   private to the caller: [`ProbeRoots::current`] puts it in the 0700 run
+//!   directory.
+
+mod helpers;
+mod parse;
+#[cfg(test)]
+pub(crate) mod test_hosts;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::helpers::pasta::features::{self, PastaFeatures, TapBugs};
+use crate::host::diagnose::{TunProblem, UsernsKnobs};
+use crate::state::paths::Paths;
+
+pub use helpers::find_on_path;
+pub use parse::{IdRange, SlirpFeatures, parse_slirp_help, parse_slirp_version};
+
+/// Bit of `CAP_NET_ADMIN` in `CapEff`.
+const CAP_NET_ADMIN: u32 = 12;
+/// Bit of `CAP_SYS_ADMIN` in `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Why one slow probe (running slirp4netns) or a cache write failed.
+/// Kept as text in [`Helper::Broken`]; cache failures are only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The binary could not be started.
+    #[error("failed to run {} {arg}", path.display())]
+    Spawn {
+        /// Binary that was run.
+        path: PathBuf,
+        /// The option it was run with.
+        arg: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for it or reading its output failed.
+    #[error("failed to collect the output of {} {arg}", path.display())]
+    Collect {
+        /// Binary that was run.
+        path: PathBuf,
+        /// The option it was run with.
+        arg: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not exit within [`features::PROBE_TIMEOUT`] and was killed.
+    #[error("{} {arg} did not exit within {timeout:?}", path.display())]
+    TimedOut {
+        /// Binary that was run.
+        path: PathBuf,
+        /// The option it was run with.
+        arg: &'static str,
+        /// The deadline that passed.
+        timeout: std::time::Duration,
+    },
+    /// Its output does not look like slirp4netns.
+    #[error("{} does not identify as slirp4netns (no version line, no --configure in --help)", path.display())]
+    NotSlirp {
+        /// Binary that was run.
+        path: PathBuf,
+    },
+    /// The cache file could not be written.
+    #[error("failed to write probe cache {}", path.display())]
+    CacheWrite {
+        /// File (or directory) being written.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How [`HostCaps::probe`] decides whether `/dev/net/tun` is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunCheck {
+    /// Open it read-write, as pasta will ([`crate::host::diagnose::check_tun`]).
+    #[default]
+    Open,
+    /// Judge its mode bits and owner against the injected euid and gid;
+    /// for fake trees, where the real caller (often root) could open anything.
+    FromMode,
+}
+
+/// Every root the probe reads, injected so tests can point it at fake trees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRoots {
+    /// procfs, normally `/proc`.
+    pub proc_root: PathBuf,
+    /// Holds `subuid`, `subgid` and `passwd`, normally `/etc`.
+    pub etc_root: PathBuf,
+    /// Filesystem root holding `.dockerenv` and `run/.containerenv`, normally `/`.
+    pub fs_root: PathBuf,
+    /// The tun device node, normally `/dev/net/tun`.
+    pub dev_tun: PathBuf,
+    /// The `PATH` helpers are looked up on.
+    pub path_env: Option<OsString>,
+    /// Where slow probe results are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real uid (whose subordinate ids newuidmap grants).
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+    /// How tun openability is decided.
+    pub tun_check: TunCheck,
+}
+
+impl ProbeRoots {
+    /// The real host for this process: `/proc` from `paths`, `/etc`, `/`,
+    /// `/dev/net/tun`, `$PATH`, and a cache in `<run_dir>/probe-cache`.
+    pub fn current(paths: &Paths) -> Self {
+        Self {
+            proc_root: paths.proc_root.clone(),
+            etc_root: PathBuf::from("/etc"),
+            fs_root: PathBuf::from("/"),
+            dev_tun: PathBuf::from("/dev/net/tun"),
+            path_env: std::env::var_os("PATH"),
+            cache_dir: Some(paths.run_dir.join("probe-cache")),
+            euid: nix::unistd::geteuid().as_raw(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            tun_check: TunCheck::Open,
+        }
+    }
+}
+
+/// `/dev/net/tun` as this caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TunStatus {
+    /// Device path.
+    pub path: PathBuf,
+    /// Why it is unusable; `None` when it opens read-write.
+    #[serde(serialize_with = "helpers::display_opt")]
+    pub problem: Option<TunProblem>,
+}
+
+/// A helper binary: absent, present but unusable, or probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Helper<F> {
+    /// Not found on `PATH`.
+    Missing,
+    /// Found, but running it for its version or options failed.
+    Broken {
+        /// The binary.
+        path: PathBuf,
+        /// What failed, with its causes.
+        error: String,
+    },
+    /// Found and probed.
+    Found {
+        /// The binary.
+        path: PathBuf,
+        /// What it supports.
+        features: F,
+    },
+}
+
+impl<F> Helper<F> {
+    /// The binary's path, when one was found.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Missing => None,
+            Self::Broken { path, .. } | Self::Found { path, .. } => Some(path),
+        }
+    }
+
+    /// The probed features, when probing succeeded.
+    pub fn features(&self) -> Option<&F> {
+        match self {
+            Self::Found { features, .. } => Some(features),
+            Self::Missing | Self::Broken { .. } => None,
+        }
+    }
+}
+
+/// pasta's features plus the tap-path TCP bugs they imply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PastaCaps {
+    /// Version and options.
+    #[serde(flatten)]
+    pub features: PastaFeatures,
+    /// [`PastaFeatures::tcp_tap_bugs`], precomputed for `--json`.
+    pub tcp_tap_bugs: TapBugs,
+}
+
+impl From<PastaFeatures> for PastaCaps {
+    fn from(features: PastaFeatures) -> Self {
+        Self { tcp_tap_bugs: features.tcp_tap_bugs(), features }
+    }
+}
+
+/// Why nftables is believed usable (see the module docs for the heuristic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NftEvidence {
+    /// `nf_tables` is listed in `<proc>/modules`.
+    ModuleLoaded,
+    /// `<proc>/net/netfilter/nf_log` exists: netfilter is built in.
+    NetfilterPresent,
+    /// Neither: no sign of netfilter.
+    NotFound,
+}
+
+impl NftEvidence {
+    /// True unless nothing suggests nftables.
+    pub fn usable(self) -> bool {
+        self != Self::NotFound
+    }
+}
+
+/// Default routes of our network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DefaultRoute {
+    /// An up IPv4 default route not on `lo`.
+    pub ipv4: bool,
+    /// An up IPv6 default route (`::/0`) not on `lo` and not a reject route.
+    pub ipv6: bool,
+}
+
+impl DefaultRoute {
+    /// True when either family has one.
+    pub fn any(self) -> bool {
+        self.ipv4 || self.ipv6
+    }
+}
+
+/// A sign that we run inside a container, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "hint", rename_all = "snake_case")]
+pub enum ContainerHint {
+    /// `/.dockerenv` exists (docker).
+    DockerEnv,
+    /// `/run/.containerenv` exists (podman).
+    ContainerEnv,
+    /// pid 1's environment has `container=VALUE` (systemd convention; podman, lxc).
+    EnvVar {
+        /// The value.
+        value: String,
+    },
+    /// `<proc>/1/cgroup` names a container runtime.
+    Cgroup {
+        /// The keyword found: `docker`, `kubepods`, `libpod` or `lxc`.
+        runtime: String,
+    },
+}
+
+/// Everything [`crate::flow::select`] needs to know about the host, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostCaps {
+    /// Effective uid.
+    pub euid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// CAP_NET_ADMIN is in CapEff (in our user namespace).
+    pub cap_net_admin: bool,
+    /// CAP_SYS_ADMIN is in CapEff (in our user namespace).
+    pub cap_sys_admin: bool,
+    /// `<proc>/self/uid_map` is not the identity map: we are in a child user namespace.
+    pub in_userns: bool,
+    /// Our user namespace owns our network namespace (so CAP_NET_ADMIN reaches
+    /// it); `None` when that could not be determined.
+    pub netns_is_own: Option<bool>,
+    /// We run under a seccomp filter (`Seccomp: 2` in `<proc>/self/status`).
+    pub seccomp_filter: bool,
+    /// The knobs that can forbid unprivileged user namespaces.
+    #[serde(serialize_with = "helpers::knobs")]
+    pub userns_knobs: UsernsKnobs,
+    /// Ranges in `/etc/subuid` for the real uid (by name or number).
+    pub subuid: Vec<IdRange>,
+    /// Ranges in `/etc/subgid` for the real uid's name (or number).
+    pub subgid: Vec<IdRange>,
+    /// `newuidmap` on `PATH`.
+    pub newuidmap: Option<PathBuf>,
+    /// `newgidmap` on `PATH`.
+    pub newgidmap: Option<PathBuf>,
+    /// `/dev/net/tun`.
+    pub tun: TunStatus,
+    /// pasta.
+    pub pasta: Helper<PastaCaps>,
+    /// slirp4netns.
+    pub slirp4netns: Helper<SlirpFeatures>,
+    /// Whether nftables looks usable, and why.
+    pub nftables: NftEvidence,
+    /// Default routes.
+    pub default_route: DefaultRoute,
+    /// Signs of running in a container; empty when none.
+    pub container: Vec<ContainerHint>,
+}
+
+impl HostCaps {
+    /// Probe the host under `roots`, reusing cached helper probes.
+    pub fn probe(roots: &ProbeRoots) -> Self {
+        probe_with(roots, roots.cache_dir.as_deref())
+    }
+
+    /// Probe without reading or writing the cache.
+    pub fn probe_uncached(roots: &ProbeRoots) -> Self {
+        probe_with(roots, None)
+    }
+
+    /// Why a user namespace cannot be created here (the fix included), or
+    /// `None` when nothing visible forbids it. `max_user_namespaces = 0` stops
+    /// everyone; the Debian and AppArmor knobs only stop callers without
+    /// CAP_SYS_ADMIN.
+    pub fn userns_blocker(&self) -> Option<String> {
+        let k = &self.userns_knobs;
+        let blocked = k.max_user_namespaces == Some(0)
+            || (!self.cap_sys_admin && (k.unprivileged_userns_clone == Some(0) || k.apparmor_restrict == Some(1)));
+        blocked.then(|| k.hint())
+    }
+
+    /// True when a new network namespace can be made: CAP_SYS_ADMIN, or a
+    /// user namespace to get it in.
+    pub fn can_make_netns(&self) -> bool {
+        self.cap_sys_admin || self.userns_blocker().is_none()
+    }
+
+    /// True when any container hint was found.
+    pub fn in_container(&self) -> bool {
+        !self.container.is_empty()
+    }
+}
+
+/// The features of the pasta binary at `path`, from the probe cache when it
+/// is fresh (one probe per binary, not one per run).
+pub fn pasta_features(roots: &ProbeRoots, path: &Path) -> Result<features::PastaFeatures, String> {
+    helpers::cached(roots.cache_dir.as_deref(), "pasta", path, || features::probe(path).map_err(|e| helpers::chain(&e)))
+}
+
+fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
+    let proc = &roots.proc_root;
+    let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+    let status = read(proc.join("self/status"));
+    let cap_eff = parse::cap_eff(&status).unwrap_or(0);
+    let user = parse::user_name(&read(roots.etc_root.join("passwd")), roots.uid);
+    let ids = |file: &str| parse::subid_ranges(&read(roots.etc_root.join(file)), user.as_deref(), roots.uid);
+    let path_env = roots.path_env.as_deref();
+    let pasta = match features::find_pasta(path_env) {
+        None => Helper::Missing,
+        Some(path) => helpers::cached(cache, "pasta", &path, || features::probe(&path).map_err(|e| helpers::chain(&e)))
+            .map_or_else(
+                |error| Helper::Broken { path: path.clone(), error },
+                |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
+            ),
+    };
+    let slirp4netns = match find_on_path(path_env, "slirp4netns") {
+        None => Helper::Missing,
+        Some(path) => {
+            helpers::cached(cache, "slirp4netns", &path, || helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e)))
+                .map_or_else(
+                    |error| Helper::Broken { path: path.clone(), error },
+                    |features| Helper::Found { path: path.clone(), features },
+                )
+        }
+    };
+    HostCaps {
+        euid: roots.euid,
+        uid: roots.uid,
+        cap_net_admin: cap_eff & (1 << CAP_NET_ADMIN) != 0,
+        cap_sys_admin: cap_eff & (1 << CAP_SYS_ADMIN) != 0,
+        in_userns: fs::read_to_string(proc.join("self/uid_map")).is_ok_and(|m| !parse::is_identity_map(&m)),
+        netns_is_own: helpers::netns_is_own(proc),
+        seccomp_filter: parse::seccomp_mode(&status) == Some(2),
+        userns_knobs: UsernsKnobs::read(proc),
+        subuid: ids("subuid"),
+        subgid: ids("subgid"),
+        newuidmap: find_on_path(path_env, "newuidmap"),
+        newgidmap: find_on_path(path_env, "newgidmap"),
+        tun: TunStatus { path: roots.dev_tun.clone(), problem: helpers::tun_problem(roots).err() },
+        pasta,
+        slirp4netns,
+        nftables: helpers::nft_evidence(proc),
+        default_route: DefaultRoute {
+            ipv4: crate::host::procnet::read_routes(proc, None)
+                .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
+            ipv6: parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
+        },
+        container: helpers::container_hints(roots),
+    }
+}
+
+#[cfg(test)]
+#[path = "probe_tests.rs"]
+mod tests;

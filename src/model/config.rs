@@ -1,0 +1,54 @@
+//! [`NetworkConfig`]: what network a container asks for, as plain data.
+
+use super::mode::NetworkMode;
+use super::port::PortMapping;
+
+/// Network configuration for a container: the mode and what it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkConfig {
+    /// Network mode.
+    pub mode: NetworkMode,
+    /// Published ports (`-p`); host ports may be unresolved (ephemeral).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Host loopback ports the container reaches as `127.0.0.1:PORT` (`--host-port`).
+    #[serde(default)]
+    pub host_loopback_ports: Vec<u16>,
+    /// Who forwards the published ports (`--port-driver`).
+    #[serde(default)]
+    pub port_driver: super::driver::PortDriver,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
+    pub dns: crate::dns::DnsOptions,
+}
+
+impl NetworkConfig {
+    /// A configuration with `mode` and nothing published.
+    pub fn new(mode: NetworkMode) -> Self {
+        Self {
+            mode,
+            ports: Vec::new(),
+            host_loopback_ports: Vec::new(),
+            port_driver: Default::default(),
+            dns: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_json_with_ports_as_strings() {
+        let mut cfg = NetworkConfig::new(NetworkMode::Pasta);
+        cfg.ports.push("127.0.0.1:8080:80/tcp".parse().unwrap());
+        cfg.host_loopback_ports.push(5432);
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mode":"pasta","ports":["127.0.0.1:8080:80/tcp"],"host_loopback_ports":[5432],"port_driver":"auto"}"#
+        );
+        assert_eq!(serde_json::from_str::<NetworkConfig>(&json).unwrap(), cfg);
+    }
+}
