@@ -70,6 +70,14 @@ fn strict() -> bool {
         || std::env::var("PELAGOS_REQUIRE_ALL_TIERS").is_ok_and(|v| v == "1")
 }
 
+/// How many times slower than native this machine runs commands:
+/// `PELAGOS_TEST_TIME_SCALE` (default 1). `vm/run` sets it in an emulated VM,
+/// where a Python server takes seconds to start, so that waits for a command
+/// to come up stretch with it.
+pub fn time_scale() -> u64 {
+    std::env::var("PELAGOS_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
+}
+
 /// Skip (loudly) or fail (in CI) with `why`.
 pub fn skip(tier: &str, why: &str) {
     if strict() {
