@@ -27,6 +27,7 @@ supervise() {
   catpid=$!
   timeout -k 5 "$timeout" "$@" </dev/null &
   qpid=$!
+  [ "$verbose" = 1 ] && tail -n +1 -F --pid="$qpid" "$run/console.log" >&2 2>/dev/null &
   for s in INT TERM HUP; do
     # shellcheck disable=SC2064
     trap "signal=$s; kill -TERM $qpid 2>/dev/null" "$s"
@@ -42,6 +43,7 @@ supervise() {
   exec {fd}<>"$run/err.out"
   exec {fd}>&-
   wait "$catpid"
+  [ "$verbose" = 1 ] && sleep 1.1 # the console follower's last read (tail --pid polls each second)
   set -e
   if [ -n "$signal" ]; then
     vm_say "stopped by SIG$signal"
