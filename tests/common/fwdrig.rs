@@ -162,10 +162,15 @@ impl Rig {
     }
 
     pub fn connect(&self, path: ClientPath, port: u16) -> TcpStream {
+        self.try_connect(path, port).unwrap()
+    }
+
+    /// [`Self::connect`], with the connect's error returned.
+    pub fn try_connect(&self, path: ClientPath, port: u16) -> std::io::Result<TcpStream> {
         let (ns, addr) = self.target(path, port);
-        let stream = in_netns(&ns, move || TcpStream::connect(addr).unwrap());
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        stream
+        let stream = in_netns(&ns, move || TcpStream::connect(addr))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(stream)
     }
 
     /// A UDP socket bound in the client's namespace, and where to send.
