@@ -162,15 +162,24 @@ impl Rig {
     }
 
     pub fn connect(&self, path: ClientPath, port: u16) -> TcpStream {
-        self.try_connect(path, port).unwrap()
+        let (ns, addr) = self.target(path, port);
+        let stream = in_netns(&ns, move || TcpStream::connect(addr).unwrap());
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
     }
 
-    /// [`Self::connect`], with the connect's error returned.
-    pub fn try_connect(&self, path: ClientPath, port: u16) -> std::io::Result<TcpStream> {
+    /// Connects and checks that the relay closes or resets the connection
+    /// before any data. On a slow (emulated) machine the reset can arrive
+    /// before connect() returns, which counts too.
+    pub fn assert_turned_away(&self, path: ClientPath, port: u16, what: &str) {
         let (ns, addr) = self.target(path, port);
-        let stream = in_netns(&ns, move || TcpStream::connect(addr))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        Ok(stream)
+        match in_netns(&ns, move || TcpStream::connect(addr)) {
+            Ok(mut stream) => {
+                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                assert_closed_without_data(&mut stream, what);
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{what}: {e}"),
+        }
     }
 
     /// A UDP socket bound in the client's namespace, and where to send.
