@@ -94,6 +94,8 @@ impl Agent {
                     subnet,
                     gateway: subnet.first_host(),
                     internal: rest.first() == Some(&"internal"),
+                    masquerade: true,
+                    options: Default::default(),
                 };
                 let mut host = Netlink::open().map_err(|e| format!("{e:?}"))?;
                 let mut fw = Firewall::new().map_err(|e| format!("{e:?}"))?;

@@ -23,12 +23,21 @@
 //!
 //! A command that starts before its network exists races it: its first
 //! connection fails, or a port it publishes is not yet forwarded. So the
-//! run flow ([`flow::run`]) forks with a raw `fork` (not
+//! run flow ([`flow::run`]) starts its child with a raw `clone` (not
 //! `std::process::Command`, whose `spawn` blocks until `exec` and so cannot
-//! let the child wait on the parent). The child creates its namespaces,
+//! let the child wait on the parent). The child is born in its namespaces,
 //! brings `lo` up and blocks on a pipe; the parent starts pasta against
 //! `/proc/<child>/ns/net`, waits until the namespace has its default route
-//! and every published port is held, and only then lets the child `exec`.
+//! and every published port is held, and only then lets the child start
+//! the command.
+//!
+//! ## Why the child is an init
+//!
+//! The child is PID 1 of the run's own PID namespace and starts the command
+//! as its child ([`ns::init`]), so nothing the command starts can outlive
+//! the run: when the command exits, the init stops what is left, and when
+//! the init exits (or dies with its parent) the kernel kills every process
+//! of the namespace, `setsid` and double-forked ones included.
 //!
 //! ## Why named network namespaces
 //!
@@ -64,6 +73,7 @@
 //! run uses and why.
 
 pub mod bridge;
+pub mod cni;
 pub mod dns;
 pub mod fault;
 pub mod flow;

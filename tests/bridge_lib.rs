@@ -94,6 +94,7 @@ fn secondary_network_attaches_as_eth1_without_default_route_and_detaches() {
             subnet: Some("10.60.0.0/24".parse().unwrap()),
             gateway: None,
             internal: true,
+            options: Default::default(),
         };
         let back = ensure_network(&p.config_dir, &req, &[]).unwrap();
         let id = "5ec0ndary0001";
@@ -143,7 +144,7 @@ fn bridge_teardown_attempts_every_step_and_returns_every_error() {
         nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH).unwrap();
         std::fs::remove_file(&ns).unwrap();
         std::fs::create_dir_all(ns.join("x")).unwrap();
-        std::fs::write(p.run_dir.join("leases/pelagos0.json"), "{").unwrap();
+        std::fs::write(p.run_dir.join(format!("leases/pelagos0/{}", setup.address)), "{").unwrap();
         let record = p.run_dir.join(format!("runs/{id}.json"));
         std::fs::remove_file(&record).unwrap();
         std::fs::create_dir_all(record.join("x")).unwrap();
@@ -158,6 +159,6 @@ fn bridge_teardown_attempts_every_step_and_returns_every_error() {
     assert!(!table.contains("27380"), "forward left: {table}");
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors[0].starts_with("remove ") && errors[0].contains("pelagos-7ea2d0e00001"), "{errors:?}");
-    assert!(errors[1].contains("leases/pelagos0.json is corrupted"), "{errors:?}");
+    assert!(errors[1].contains("leases/pelagos0/10.90.0.") && errors[1].contains("is corrupted"), "{errors:?}");
     assert!(errors[2].contains("7ea2d0e00001.json"), "{errors:?}");
 }

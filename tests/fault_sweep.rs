@@ -93,14 +93,10 @@ fn snapshot(topo: &Topology) -> Snapshot {
         files.extend(found.into_iter().map(|f| format!("{label}/{f}")));
     }
     let mut live_leases = Vec::new();
-    for entry in fs::read_dir(topo.run_dir.join("leases")).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") && !name.starts_with('.') {
-            let text = fs::read_to_string(entry.path()).unwrap();
-            let table: pelagos_net::bridge::lease::LeaseTable =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("lease file {name} does not parse: {e}: {text}"));
-            live_leases.extend(table.leases.iter().map(|(a, l)| format!("{name}: {a} {}", l.id)));
-        }
+    let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
+    for net in leases.networks().unwrap_or_default() {
+        let table = leases.leases(&net).unwrap_or_else(|e| panic!("leases of {net} do not parse: {e}"));
+        live_leases.extend(table.iter().map(|(a, l)| format!("{net}: {a} {}", l.id)));
     }
     let marker = topo.run_dir.display().to_string();
     let mut processes: Vec<String> = topo.processes_inside().into_iter().map(|(p, n)| format!("{p} {n}")).collect();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use pelagos_net::PortProto;
 use pelagos_net::bridge::firewall::{
-    Firewall, FirewallError, Forward, NetworkRules, enable_ip_forward, enable_route_localnet,
+    Firewall, FirewallError, Forward, NetworkRules, TableState, enable_ip_forward, enable_route_localnet,
 };
 
 const NET: &str = "pfw-test.1";
@@ -44,6 +44,7 @@ fn rules(masquerade: bool) -> NetworkRules {
         bridge: BRIDGE.into(),
         gateway: Ipv4Addr::new(10, 77, 0, 1),
         masquerade,
+        internal: !masquerade,
     }
 }
 
@@ -366,6 +367,45 @@ fn ensure_network_twice_keeps_one_copy_of_each_rule_and_the_forwards() {
         (moved.table_exists(NET).unwrap(), Firewall::new().unwrap().table_exists(NET).unwrap())
     });
     assert!(seen_by_moved && !seen_by_local);
+}
+
+#[test]
+fn a_table_of_another_version_is_rebuilt_with_its_forwards_and_traffic_still_flows() {
+    if !root_or_skip("a_table_of_another_version_is_rebuilt_with_its_forwards_and_traffic_still_flows") {
+        return;
+    }
+    let (topo, fw) = setup();
+    assert_eq!(fw.call(|fw| fw.table_state(NET)).unwrap(), TableState::Current);
+    // What a version without the marker left: the same maps with forwards,
+    // no comment, and a stray chain the current layout does not have.
+    let table = format!("pelagos-{NET}");
+    let old = fw.call(|fw| fw.list_table(NET)).unwrap();
+    fw.call(|fw| fw.delete_network(NET)).unwrap();
+    let script = old.replace("comment \"pelagos-net table v2\"", "");
+    let mut nft =
+        Command::new("ip").args(["netns", "exec", &topo.host, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
+    nft.stdin.take().unwrap().write_all(format!("{script}\nadd chain ip {table} stray\n").as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+    let fwds = vec![
+        fwd(None, 8080, PortProto::Tcp, "10.77.0.2", 80),
+        fwd(Some("10.78.0.2"), 53, PortProto::Udp, "10.77.0.3", 5353),
+    ];
+    let a = fwds.clone();
+    fw.call(move |fw| fw.add_forwards(NET, &a)).unwrap();
+    assert_eq!(fw.call(|fw| fw.table_state(NET)).unwrap(), TableState::Outdated(None));
+
+    assert_eq!(fw.call(|fw| fw.converge_network(&rules(true))).unwrap(), TableState::Outdated(None));
+
+    let listing = fw.call(|fw| fw.list_table(NET)).unwrap();
+    assert!(listing.contains("comment \"pelagos-net table v2\"") && !listing.contains("stray"), "{listing}");
+    let mut kept = fw.call(|fw| fw.forwards(NET)).unwrap();
+    kept.sort_by_key(|f| f.host_port);
+    let mut want = fwds.clone();
+    want.sort_by_key(|f| f.host_port);
+    assert_eq!(kept, want, "forwards kept through the rebuild:\n{listing}");
+    assert_eq!(fw.call(|fw| fw.converge_network(&rules(true))).unwrap(), TableState::Current);
+    let _server = Server::start(&topo.c1, PortProto::Tcp, 80);
+    assert_eq!(tcp_ask(&topo.up, addr("10.78.0.2:8080")).unwrap(), "10.78.0.1");
 }
 
 #[test]

@@ -71,11 +71,10 @@ fn gc_leaves_live_runs_and_removes_dead_ones(env: Env, mode: &str, dead_port: &s
         .collect();
     assert!(sockets.is_empty(), "helper sockets left in the run dir: {sockets:?}");
     if mode.starts_with("bridge") {
-        for entry in std::fs::read_dir(topo.run_dir.join("leases")).unwrap().flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".json") {
-                let text = std::fs::read_to_string(entry.path()).unwrap();
-                assert!(text.contains("\"leases\":{}"), "lease left: {text}");
-            }
+        let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
+        for net in leases.networks().unwrap() {
+            let left = leases.leases(&net).unwrap();
+            assert!(left.is_empty(), "lease left in {net}: {left:?}");
         }
         let table = Command::new("ip")
             .args(["netns", "exec", &topo.host, "nft", "list", "map", "ip", "pelagos-pelagos0", "fwd_tcp_any"])

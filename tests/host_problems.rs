@@ -47,14 +47,23 @@ fn tun_device_closed_to_the_user_is_explained_with_the_fix() {
     let out = topo.cli(&env, &["run", "--network", "pasta", "--", "true"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    assert!(stderr.contains("/dev/net/tun is not usable by uid"), "{stderr}");
+    assert!(
+        stderr.contains("pasta needs the tun device") && stderr.contains("/dev/net/tun is not usable by uid"),
+        "{stderr}"
+    );
     assert!(stderr.contains("mode 0600") && stderr.contains("chmod 0666 /dev/net/tun"), "{stderr}");
+    // Regression: slirp4netns mode said "pasta needs it".
+    let out = topo.cli(&env, &["run", "--network", "slirp4netns", "--", "true"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains("slirp4netns needs the tun device"), "{stderr}");
+    assert!(!stderr.contains("pasta"), "the error names the helper it is about: {stderr}");
     topo.assert_clean();
 }
 
 /// Install a seccomp filter (in the child, before exec) that fails
-/// `unshare(CLONE_NEWUSER)` with EPERM, the way container runtimes' default
-/// profiles forbid nested user namespaces. This machine's kernel refuses
+/// `unshare(CLONE_NEWUSER)` and `clone(CLONE_NEWUSER)` with EPERM, the way
+/// container runtimes' default profiles forbid nested user namespaces. This machine's kernel refuses
 /// writes to `user.max_user_namespaces` even from root, so the filter is the
 /// real way to take user namespaces away here.
 fn forbid_user_namespaces(cmd: &mut std::process::Command) {
@@ -72,7 +81,8 @@ fn forbid_user_namespaces(cmd: &mut std::process::Command) {
     // seccomp_data: nr at 0, arch at 4, args[0] at 16 (low 32 bits on little endian).
     let filter = [
         stmt(LD_W_ABS, 0),
-        jump(JEQ_K, libc::SYS_unshare as u32, 0, 3),
+        jump(JEQ_K, libc::SYS_unshare as u32, 1, 0),
+        jump(JEQ_K, libc::SYS_clone as u32, 0, 3),
         stmt(LD_W_ABS, 16),
         jump(JSET_K, libc::CLONE_NEWUSER as u32, 0, 1),
         stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),

@@ -253,27 +253,75 @@ fn same_port_back_to_back_runs_succeed(env: Env) {
     topo.assert_clean();
 }
 
+/// A port held by a process on the host is refused before anything of the
+/// run exists, in every mode and with every driver, naming the holder:
+/// this test process as root, its uid where the user may not look.
 fn taken_host_port_fails_with_the_port_named(env: Env) {
     let topo = Topology::new(&env);
     let host_port = port(23000);
     let blocker = topo.in_host(move || TcpListener::bind(("0.0.0.0", host_port)).unwrap());
     let spec = format!("{host_port}:80");
-    let pasta = ["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "true"];
-    let out = topo.cli(&env, &pasta).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    assert!(stderr.contains(&format!("host port {host_port}/tcp already in use")), "{stderr}");
-    assert!(
-        stderr.contains("--- pasta output ---") && stderr.contains("Failed to bind"),
-        "pasta's own output missing: {stderr}"
-    );
-    // The builtin driver binds before any namespace exists.
-    let builtin = ["run", "--network", "pasta", "--port-driver", "builtin", "-p", &spec, "--", "true"];
-    let out = topo.cli(&env, &builtin).output().unwrap();
+    let holder = match env.tier {
+        Tier::Root => format!("(pid {})", std::process::id()),
+        Tier::Rootless => "a process of uid 0 (not visible to this user)".to_owned(),
+    };
+    for (mode, driver) in [("pasta", "pasta"), ("pasta", "builtin"), ("slirp4netns", "builtin"), ("loopback", "auto")] {
+        let args = ["run", "--network", mode, "--port-driver", driver, "-p", &spec, "--", "true"];
+        let out = topo.cli(&env, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{mode}/{driver}: {}", describe(&out));
+        let what = format!("host port {host_port}/tcp: port in use by ");
+        assert!(stderr.contains(&what) && stderr.contains(&holder), "{mode}/{driver}: {stderr}");
+        assert!(stderr.contains(&format!("bound to 0.0.0.0:{host_port}")), "{stderr}");
+        topo.assert_clean();
+    }
     drop(blocker);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+}
+
+/// Regression: `--network pasta` on a build known to break egress ran
+/// without a word, even under `--fallback strict`.
+fn explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict(env: Env) {
+    let topo = Topology::new(&env);
+    let pasta = common::which("pasta").unwrap();
+    let buggy = pelagos_net::helpers::pasta::features::probe(&pasta).unwrap().tcp_tap_bugs().any();
+    let warnings = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("known TCP bugs")).count()
+    };
+    for fallback in [None, Some("warn")] {
+        let mut args = vec!["run", "--network", "pasta"];
+        args.extend(fallback.iter().flat_map(|f| ["--fallback", f]));
+        args.extend(["--", "true"]);
+        let out = topo.cli(&env, &args).output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(warnings(&out), usize::from(buggy), "{fallback:?}: {}", describe(&out));
+        if buggy {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("(fixed in 2024_08_06)") && stderr.contains("install passt"), "{stderr}");
+        }
+    }
+    let out = topo.cli(&env, &["run", "--network", "pasta", "--fallback", "strict", "--", "true"]).output().unwrap();
+    if buggy {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+        assert!(
+            stderr.contains("network mode pasta is unavailable: pasta at") && stderr.contains("known TCP bugs"),
+            "{stderr}"
+        );
+    } else {
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    topo.assert_clean();
+}
+
+/// Regression: `-p 19104:80 -p 19104:81` got as far as a failed bind.
+fn one_host_port_published_twice_is_a_usage_error(env: Env) {
+    let topo = Topology::new(&env);
+    let host_port = port(23500);
+    let (a, b) = (format!("{host_port}:80"), format!("{host_port}:81"));
+    let out = topo.cli(&env, &["run", "-p", &a, "-p", &b, "--", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    assert!(stderr.contains(&format!("bind tcp 0.0.0.0:{host_port}: port in use")), "{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("publish the same host port {host_port}/tcp")), "{stderr}");
     topo.assert_clean();
 }
 
@@ -401,23 +449,35 @@ http.server.HTTPServer(("0.0.0.0", 8000), Ok).serve_forever()
 
 /// Regression: pasta inherited the signals `run` blocks for forwarding, so
 /// it ignored SIGTERM and every teardown waited for the SIGKILL grace.
+/// Looked at from outside the run: inside, `/proc` shows the run's own
+/// processes only.
 fn pasta_starts_with_no_signal_blocked(env: Env) {
     let topo = Topology::new(&env);
     let host_port = port(24000);
-    // Our own pasta is the one forwarding this test's unique host port.
-    let script = format!(
-        "for p in $(pgrep -x 'passt.avx2|passt|pasta'); do \
-           if tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '-t {host_port}:80'; then grep SigBlk /proc/$p/status; fi; \
-         done"
-    );
     let spec = format!("{host_port}:80");
-    let args = ["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "sh", "-c", &script];
-    let out = topo.cli(&env, &args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("SigBlk"), "{}", describe(&out));
-    for line in stdout.lines() {
-        assert_eq!(line.split_whitespace().nth(1), Some("0000000000000000"), "{stdout}");
-    }
+    let run = Running::start(
+        &topo,
+        &env,
+        &["run", "--network", "pasta", "--port-driver", "pasta", "-p", &spec, "--", "sleep", "60"],
+    );
+    // Our own pasta is the one forwarding this test's unique host port.
+    let ours = format!("-t {host_port}:80 ");
+    let sigblk = eventually(20, || {
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if matches!(name.trim(), "pasta" | "passt" | "passt.avx2") && argv.contains(&ours) {
+                let status = std::fs::read_to_string(entry.path().join("status"))?;
+                if let Some(line) = status.lines().find(|l| l.starts_with("SigBlk:")) {
+                    return Ok(line.to_owned());
+                }
+            }
+        }
+        Err(std::io::Error::other("no pasta forwarding our port yet"))
+    });
+    assert_eq!(sigblk.split_whitespace().nth(1), Some("0000000000000000"), "{sigblk}");
+    run.stop();
     topo.assert_clean();
 }
 
@@ -432,6 +492,8 @@ tier_tests!(
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
+        one_host_port_published_twice_is_a_usage_error,
+        explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict,
         same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,
@@ -451,6 +513,8 @@ tier_tests!(
         loopback_bound_mapping_is_not_reachable_on_another_address,
         host_port_is_reachable_by_the_first_action_every_time,
         taken_host_port_fails_with_the_port_named,
+        one_host_port_published_twice_is_a_usage_error,
+        explicit_pasta_on_a_buggy_build_is_named_once_and_refused_under_strict,
         same_port_back_to_back_runs_succeed,
         exit_codes_follow_the_command,
         signals_are_forwarded_to_the_command,

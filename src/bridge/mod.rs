@@ -15,6 +15,7 @@
 
 pub mod firewall;
 pub mod lease;
+pub mod manage;
 pub mod netlink;
 pub mod network;
 pub mod plan;
@@ -34,6 +35,7 @@ use crate::state::store::{BridgeRecord, RunRecord, Store, StoreError};
 use firewall::{Firewall, FirewallError, Forward};
 use plan::{BridgePlan, PlanError};
 use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
 /// Errors of bridge networking, named for the step that failed.
@@ -134,10 +136,11 @@ pub struct AttachRequest<'a> {
 
 /// Make sure the network's bridge (with its address, up) and nftables
 /// table exist, and forwarding is on. Idempotent; holds the network's setup
-/// lock. The table is built only when missing: rebuilding it flushes its
-/// chains, and freeing the old rules makes the next context close wait out
-/// an RCU grace period (~10 ms per attach). Network definitions do not
-/// change after creation, so an existing table is already right.
+/// lock. The table is checked with one netlink request (no ruleset fetch)
+/// and built only when missing or built by another version (then rebuilt
+/// with its forwards, in one transaction): rebuilding flushes its chains,
+/// and freeing the old rules is what makes a later socket close wait out
+/// an RCU grace period.
 pub fn ensure_bridge(
     paths: &Paths,
     def: &NetworkDef,
@@ -150,7 +153,13 @@ pub fn ensure_bridge(
     let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
     let index = match host.link_index(&bridge).map_err(br_err)? {
         Some(i) => i,
-        None => host.create_bridge(&bridge).map_err(br_err)?,
+        None => {
+            let index = host.create_bridge(&bridge).map_err(br_err)?;
+            if let Some(mtu) = def.options.mtu {
+                host.set_mtu(index, mtu).map_err(br_err)?;
+            }
+            index
+        }
     };
     let has_addr =
         host.ipv4_addresses().map_err(br_err)?.iter().any(|a| a.ifindex == index && a.address == def.gateway);
@@ -160,10 +169,48 @@ pub fn ensure_bridge(
     host.set_up(index).map_err(br_err)?;
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
-    if !fw.table_exists(def.name.as_str())? {
-        fw.ensure_network(&plan::rules_for(def))?;
+    fw.converge_network(&plan::rules_for(def))?;
+    let marker = paths.run_dir.join("leases").join(format!("{}.forward-accept", def.name));
+    match firewall::hostfw::allow_forwarding(fw, def.name.as_str(), &bridge, &marker) {
+        Ok(firewall::hostfw::HostFirewall::Firewalld) => log::warn!(
+            "firewalld is active: its forward chain may reject traffic of bridge {bridge}; run `firewall-cmd --permanent --zone=trusted --add-interface={bridge} && firewall-cmd --reload`"
+        ),
+        Ok(_) => {}
+        Err(why) => {
+            log::warn!("the host's iptables FORWARD policy is DROP and bridge {bridge} could not be let through: {why}")
+        }
+    }
+    if let (Some(rules6), Some(gateway6)) = (plan::rules6_for(def), def.options.gateway6) {
+        ensure_bridge6(paths, host, index, &rules6, gateway6, fw)?;
     }
     Ok(index)
+}
+
+/// The IPv6 side of a dual-stack network's bridge: IPv6 on (a host whose
+/// default is `disable_ipv6=1` would refuse the address), the gateway
+/// address, forwarding, and the `ip6` table.
+fn ensure_bridge6(
+    paths: &Paths,
+    host: &mut Netlink,
+    index: u32,
+    rules6: &firewall::Network6Rules,
+    gateway6: std::net::Ipv6Addr,
+    fw: &mut Firewall,
+) -> Result<(), BridgeError> {
+    let br_err = |source| BridgeError::Bridge { bridge: rules6.bridge.clone(), source };
+    let knob = paths.proc_root.join("sys/net/ipv6/conf").join(&rules6.bridge).join("disable_ipv6");
+    if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() == "1") {
+        std::fs::write(&knob, "0\n").map_err(|source| firewall::FirewallError::WriteSysctl { path: knob, source })?;
+    }
+    match host.add_address6(index, gateway6, rules6.subnet.prefix()) {
+        Err(e) if !e.is_exists() => return Err(br_err(e)),
+        _ => {}
+    }
+    firewall::enable_ipv6_forward(&paths.proc_root)?;
+    if !fw.table6_exists(&rules6.name)? {
+        fw.ensure_network6(rules6)?;
+    }
+    Ok(())
 }
 
 /// Set up full bridge networking for a container in a new named netns
@@ -239,6 +286,9 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
         .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
         .map_err(link_err("create veth"))?;
     crate::fault::point("bridge.veth");
+    if let Some(mtu) = plan.mtu {
+        host.set_mtu(veth, mtu).map_err(link_err("set the host veth's mtu"))?;
+    }
     host.set_up(veth).map_err(link_err("set host veth up"))?;
     configure_peer(&ns, plan, req.id)?;
     crate::fault::point("bridge.peer-configured");
@@ -251,18 +301,69 @@ fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeErro
 
 /// Address, up and (for a primary network) default route on the container end.
 fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeError> {
+    let end = ContainerEnd {
+        name: &plan.peer,
+        address: plan.address,
+        prefix: plan.prefix,
+        gateway: plan.gateway,
+        mtu: plan.mtu,
+        v6: plan.v6.as_ref(),
+    };
+    configure_container_end(ns.fd(), &end, id)
+}
+
+/// The container end of a veth pair, as an attach configures it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerEnd<'a> {
+    /// Its name inside the namespace.
+    pub name: &'a IfName,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The default route's next hop (`None`: no default route).
+    pub gateway: Option<Ipv4Addr>,
+    /// Its MTU, when set after creation.
+    pub mtu: Option<u32>,
+    /// Its IPv6 side on a dual-stack network.
+    pub v6: Option<&'a plan::Plan6>,
+}
+
+/// Address, up and default route (when `end.gateway` is set) on the
+/// container end of a veth pair, inside the namespace `netns`: the step
+/// every attach (CLI run, secondary network, CNI ADD) shares.
+pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
+    let mut inside = Netlink::open_in(netns).map_err(|source| BridgeError::Link {
+        op: "open netlink in the netns",
+        id: id.to_owned(),
+        source,
+    })?;
+    configure_container_end_with(&mut inside, end, id)
+}
+
+/// [`configure_container_end`] over a netlink socket already open inside
+/// the namespace (opening one there costs a thread that joins it).
+pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
-    let mut inside = Netlink::open_in(ns.fd()).map_err(link_err("open netlink in the netns"))?;
     let index = inside
-        .link_index(plan.peer.as_str())
+        .link_index(end.name.as_str())
         .map_err(link_err("find the container end"))?
-        .ok_or_else(|| BridgeError::MissingPeer { name: plan.peer.to_string(), id: id.to_owned() })?;
-    inside.add_address(index, plan.address, plan.prefix).map_err(link_err("add the container address"))?;
+        .ok_or_else(|| BridgeError::MissingPeer { name: end.name.to_string(), id: id.to_owned() })?;
+    if let Some(mtu) = end.mtu {
+        inside.set_mtu(index, mtu).map_err(link_err("set the container end's mtu"))?;
+    }
+    inside.add_address(index, end.address, end.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
+    if let Some(v6) = end.v6 {
+        inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?;
+    }
     inside.set_up(index).map_err(link_err("set the container end up"))?;
-    if let Some(gw) = plan.gateway {
+    if let Some(gw) = end.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
+    }
+    if let Some(gw6) = end.v6.and_then(|v6| v6.gateway) {
+        inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
     Ok(())
 }
@@ -282,10 +383,9 @@ pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
                 if let Err(e) = fw.remove_forwards(&net, &setup.forwards) {
                     errors.push(e.into());
                 }
-                // The rules are gone now. Closing the context makes the
-                // kernel wait out an RCU grace period for the freed
-                // elements (10-15 ms); let a short-lived thread do that.
-                let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(fw));
+                // Its socket is closed later, off this path (see
+                // `firewall::closer`).
+                drop(fw);
             }
             Err(e) => errors.push(e.into()),
         }

@@ -36,8 +36,46 @@ pub struct BridgePlan {
     pub prefix: u8,
     /// Default gateway (`None` for a secondary network).
     pub gateway: Option<Ipv4Addr>,
+    /// MTU of both veth ends (`None`: the kernel's default).
+    pub mtu: Option<u32>,
+    /// The IPv6 side on a dual-stack network.
+    pub v6: Option<Plan6>,
     /// One forward per published port.
     pub forwards: Vec<Forward>,
+}
+
+/// A container's IPv6 side on a dual-stack network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan6 {
+    /// Its address (the IPv6 subnet plus the IPv4 address's offset).
+    pub address: std::net::Ipv6Addr,
+    /// The IPv6 subnet's prefix length.
+    pub prefix: u8,
+    /// IPv6 default gateway (`None` for a secondary network).
+    pub gateway: Option<std::net::Ipv6Addr>,
+}
+
+impl Plan6 {
+    /// The IPv6 side of `address` on `def` (`None` for an IPv4-only network);
+    /// `primary` attaches get the default route.
+    pub fn of(def: &NetworkDef, address: Ipv4Addr, primary: bool) -> Option<Self> {
+        let subnet6 = def.options.subnet6?;
+        Some(Self {
+            address: crate::bridge::network::address6_of(def, address)?,
+            prefix: subnet6.prefix(),
+            gateway: if primary { def.options.gateway6 } else { None },
+        })
+    }
+}
+
+/// The IPv6 rules of a dual-stack network (`None` for IPv4 only).
+pub fn rules6_for(def: &NetworkDef) -> Option<crate::bridge::firewall::Network6Rules> {
+    Some(crate::bridge::firewall::Network6Rules {
+        name: def.name.to_string(),
+        subnet: def.options.subnet6?,
+        bridge: def.bridge.to_string(),
+        masquerade: !def.internal,
+    })
 }
 
 /// The nftables description of a network.
@@ -47,7 +85,8 @@ pub fn rules_for(def: &NetworkDef) -> NetworkRules {
         subnet: def.subnet,
         bridge: def.bridge.to_string(),
         gateway: def.gateway,
-        masquerade: !def.internal,
+        masquerade: def.masquerade && !def.internal,
+        internal: def.internal,
     }
 }
 
@@ -84,6 +123,8 @@ pub fn plan(def: &NetworkDef, id: &str, address: Ipv4Addr, ports: &[PortMapping]
         address,
         prefix: def.subnet.prefix(),
         gateway: Some(def.gateway),
+        mtu: def.options.mtu,
+        v6: Plan6::of(def, address, true),
         forwards: forwards(address, ports)?,
     })
 }

@@ -52,6 +52,8 @@ pub fn attach_network_to_netns(
         address,
         prefix: def.subnet.prefix(),
         gateway: None,
+        mtu: def.options.mtu,
+        v6: super::plan::Plan6::of(def, address, false),
         forwards: forwards(address, &[])?,
     };
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
@@ -62,6 +64,9 @@ pub fn attach_network_to_netns(
         let veth = host
             .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
             .map_err(link_err("create secondary veth"))?;
+        if let Some(mtu) = plan.mtu {
+            host.set_mtu(veth, mtu).map_err(link_err("set the secondary veth's mtu"))?;
+        }
         host.set_up(veth).map_err(link_err("set secondary veth up"))?;
         super::configure_peer(ns, &plan, id)
     })();

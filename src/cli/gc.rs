@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     let report = gc(&ctx.paths, args.dry_run).map_err(|e| CliError::from_error(&e))?;
     if args.json {
-        output::json(&report)?;
+        output::json(&output::versioned(&report)?)?;
     } else {
         let verb = if args.dry_run { "would remove" } else { "removed" };
         for a in &report.actions {

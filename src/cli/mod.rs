@@ -11,14 +11,19 @@
 //! `pelagos-net: error: …`; usage errors (clap's and the ones a subcommand
 //! finds itself with [`CliError::usage`]) exit 125 naming the flag or value.
 
+mod completions;
 mod doctor;
 mod error;
 mod gc;
+mod man;
 mod net_args;
 mod network;
 mod output;
 mod plan;
+mod port;
+mod ps;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 use error::{CliError, EXIT_USAGE, Exit};
@@ -65,9 +70,17 @@ enum Command {
     /// Remove what runs whose owner died left behind (helpers, netns names,
     /// forwards, leases, records); live runs are never touched.
     Gc(gc::Args),
+    /// List live runs.
+    Ps(ps::Args),
+    /// Show a run's published ports.
+    Port(port::Args),
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(completions::Args),
+    /// Print the manual page (or write every page into a directory).
+    Man(man::Args),
 }
 
 /// What every subcommand gets besides its own options.
@@ -101,8 +114,18 @@ fn dispatch(command: Command, ctx: &Context) -> Result<Exit, CliError> {
         Command::Doctor(args) => doctor::run_cmd(args, ctx),
         Command::Plan(args) => plan::run_cmd(args, ctx),
         Command::Gc(args) => gc::run_cmd(args, ctx),
+        Command::Ps(args) => ps::run_cmd(args, ctx),
+        Command::Port(args) => port::run_cmd(args, ctx),
         Command::Network(cmd) => network::run_cmd(cmd, ctx),
+        Command::Completions(args) => completions::run_cmd(args, ctx),
+        Command::Man(args) => man::run_cmd(args, ctx),
     }
+}
+
+/// The clap definition of the whole command line (for completions and
+/// manual pages, generated from the same source as the parser).
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Parse the command line, run the subcommand, print its error once.
@@ -113,13 +136,17 @@ pub fn main() -> ExitCode {
     };
     output::init_logger(cli.global.verbose);
     let ctx = cli.global.context();
-    match dispatch(cli.command, &ctx) {
+    let code = match dispatch(cli.command, &ctx) {
         Ok(exit) => exit.into(),
         Err(e) => {
             output::error(&e.message);
             Exit::code(e.code).into()
         }
-    }
+    };
+    // A socket that removed forwards must not make this exit wait for the
+    // kernel's grace period (see `firewall::closer`).
+    pelagos_net::bridge::firewall::closer::detach_pending();
+    code
 }
 
 /// `--help` and `--version` print to stdout and succeed; a missing

@@ -1,22 +1,69 @@
 //! The options that say which network a command gets, shared by `run` and
 //! `plan` (so a `run` line can be planned as is).
+//!
+//! `--network` takes what podman takes: a mode keyword, `bridge:NAME`, the
+//! name of a network (`network ls`; a name that is also a keyword means the
+//! keyword), `pasta:OPTS` and `slirp4netns:OPTS`.
 
 use super::error::CliError;
+use super::{Context, output};
+use pelagos_net::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
 use pelagos_net::dns::DnsOptions;
 use pelagos_net::flow::select::Fallback;
 use pelagos_net::model::config::NetworkConfig;
 use pelagos_net::model::driver::PortDriver;
-use pelagos_net::model::mode::NetworkMode;
+use pelagos_net::model::helper_opts;
+use pelagos_net::model::ifname::NetworkName;
+use pelagos_net::model::mode::{ModeError, NetworkMode};
 use pelagos_net::model::port::PortMapping;
+
+/// `--network` as typed, before a bare name is looked up.
+#[derive(Debug, Clone)]
+pub enum NetworkArg {
+    /// A mode, with helper options for `pasta:OPTS` / `slirp4netns:OPTS`.
+    Mode(NetworkMode, Vec<String>),
+    /// A bare name: a network, if one of that name exists.
+    Named(NetworkName),
+}
+
+fn parse_network(s: &str) -> Result<NetworkArg, String> {
+    if let Some(opts) = s.strip_prefix("pasta:") {
+        let tokens = helper_opts::split("pasta", opts).map_err(|e| e.to_string())?;
+        helper_opts::check_pasta(&tokens).map_err(|e| e.to_string())?;
+        return Ok(NetworkArg::Mode(NetworkMode::Pasta, tokens));
+    }
+    if let Some(opts) = s.strip_prefix("slirp4netns:") {
+        let items = helper_opts::split("slirp4netns", opts).map_err(|e| e.to_string())?;
+        helper_opts::slirp(&items).map_err(|e| e.to_string())?;
+        return Ok(NetworkArg::Mode(NetworkMode::Slirp4netns, items));
+    }
+    match s.parse::<NetworkMode>() {
+        Ok(mode) => Ok(NetworkArg::Mode(mode, Vec::new())),
+        Err(ModeError::Unknown { .. }) => match NetworkName::new(s) {
+            Ok(name) => Ok(NetworkArg::Named(name)),
+            Err(_) => Err(unknown(s)),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn unknown(s: &str) -> String {
+    format!(
+        "unknown network mode or network '{s}' (modes: {}, pasta:OPTS, slirp4netns:OPTS; networks: see `pelagos-net network ls`)",
+        NetworkMode::ACCEPTED_NAMES.join(", ")
+    )
+}
 
 /// Network options of `run` and `plan`.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Network options")]
 pub struct NetArgs {
     /// Network mode: auto (chosen by probing this host), pasta, slirp4netns,
-    /// loopback (alias none), host, bridge or bridge:NAME.
-    #[arg(long, default_value = "auto", value_name = "MODE")]
-    pub network: NetworkMode,
+    /// loopback (alias none), host, bridge, bridge:NAME or the NAME of a
+    /// network; pasta:OPTS and slirp4netns:OPTS add comma-separated helper
+    /// options (pasta's own flags; podman's KEY=VALUE for slirp4netns).
+    #[arg(long, default_value = "auto", value_name = "MODE", value_parser = parse_network)]
+    pub network: NetworkArg,
     /// Publish a port: [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp]; ranges as 8000-8010:80-90.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<PortMapping>,
@@ -50,19 +97,66 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    /// The library's view of these options; a bad DNS value is a usage
-    /// error naming the flag and the value.
-    pub fn config(&self) -> Result<NetworkConfig, CliError> {
+    /// The library's view of these options: a bare name looked up among the
+    /// networks, a bad DNS value or a host port published twice a usage
+    /// error naming the flag and the value, and options the mode cannot
+    /// honour warned about (refused under `--fallback strict`).
+    pub fn config(&self, ctx: &Context) -> Result<NetworkConfig, CliError> {
+        if let Some(dup) = pelagos_net::ports::precheck::duplicate(&self.publish) {
+            return Err(CliError::usage(dup.to_string()));
+        }
+        let (mode, helper_options) = match &self.network {
+            NetworkArg::Mode(mode, opts) => (mode.clone(), opts.clone()),
+            NetworkArg::Named(name) => (NetworkMode::Bridge(Some(self.lookup(name, ctx)?)), Vec::new()),
+        };
         let dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
             .map_err(|e| CliError::usage(e.to_string()))?;
-        Ok(NetworkConfig {
-            mode: self.network.clone(),
+        let config = NetworkConfig {
+            mode,
             ports: self.publish.clone(),
             host_loopback_ports: self.host_ports.clone(),
             port_driver: self.port_driver,
+            helper_options,
             dns,
-        })
+        };
+        for ignored in ignored_options(&config) {
+            if self.fallback == Some(Fallback::Strict) {
+                return Err(CliError::usage(format!("{ignored} (refused under --fallback strict)")));
+            }
+            output::warn(&ignored);
+        }
+        Ok(config)
     }
+
+    fn lookup(&self, name: &NetworkName, ctx: &Context) -> Result<NetworkName, CliError> {
+        if name.as_str() == DEFAULT_NETWORK {
+            return Ok(name.clone());
+        }
+        match NetworkStore::new(&ctx.paths.config_dir).load(name) {
+            Ok(def) => Ok(def.name),
+            Err(NetworkError::NotFound(_)) => Err(CliError::usage(format!(
+                "invalid value '{name}' for '--network <MODE>': {}",
+                unknown(name.as_str())
+            ))),
+            Err(e) => Err(CliError::from_error(&e)),
+        }
+    }
+}
+
+/// Options the mode of `config` cannot honour, each as one sentence naming it.
+fn ignored_options(config: &NetworkConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.mode == NetworkMode::Host && !config.ports.is_empty() {
+        out.push(
+            "-p/--publish is ignored with --network host: the command shares the host's network, so its own \
+             listening sockets are already the host's"
+                .to_owned(),
+        );
+    }
+    if config.mode == NetworkMode::Loopback && !config.host_loopback_ports.is_empty() {
+        out.push("--host-port is ignored with --network loopback: the namespace has no way to the host".to_owned());
+    }
+    out
 }
 
 fn parse_fallback(s: &str) -> Result<Fallback, String> {

@@ -1,188 +1,330 @@
-//! `pelagos-net network ...`: named network definitions.
+//! `pelagos-net network ...`: named bridge networks, as podman's
+//! `network` subcommands. Thin over [`pelagos_net::bridge::manage`].
 
-use super::error::{CliError as Fail, Exit, error_chain};
+use super::error::{CliError, EXIT_USAGE, Exit, error_chain};
 use super::{Context, output};
-use pelagos_net::bridge::firewall::Firewall;
-use pelagos_net::bridge::lease::LeaseStore;
-use pelagos_net::bridge::netlink::Netlink;
-use pelagos_net::bridge::network::{
-    DEFAULT_NETWORK, NetworkDef, NetworkError, NetworkRequest, NetworkStore, default_network_def, plan_network,
-};
-use pelagos_net::bridge::plan::rules_for;
+use pelagos_net::bridge::manage::{self, InUse, ManageError};
+use pelagos_net::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
 use pelagos_net::model::cidr::Ipv4Net;
+use pelagos_net::model::cidr6::Ipv6Net;
 use pelagos_net::model::ifname::NetworkName;
-use pelagos_net::state::paths::Paths;
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 /// Network subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum NetworkCmd {
     /// Create a bridge network.
-    Create {
-        /// Network name.
-        name: NetworkName,
-        /// Subnet (default: the next free /24 of 10.90.0.0/16).
-        #[arg(long)]
-        subnet: Option<Ipv4Net>,
-        /// Gateway address (default: the subnet's first address).
-        #[arg(long)]
-        gateway: Option<Ipv4Addr>,
-        /// No NAT to the outside.
-        #[arg(long)]
-        internal: bool,
-    },
+    Create(CreateArgs),
     /// List networks.
+    #[command(alias = "list")]
     Ls {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Print the names only.
+        #[arg(short, long)]
+        quiet: bool,
     },
-    /// Show a network as JSON, with its live leases.
+    /// Show networks as a JSON array, with their attached runs.
     Inspect {
-        /// Network name.
-        name: NetworkName,
+        /// Network names.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<NetworkName>,
     },
-    /// Remove a network (refused while containers are attached).
+    /// Remove networks (refused while runs are attached, unless -f).
+    #[command(alias = "remove")]
     Rm {
-        /// Network name.
-        name: NetworkName,
+        /// Stop the runs attached to the network first.
+        #[arg(short, long)]
+        force: bool,
+        /// Seconds the attached runs get to stop before they are killed (with -f).
+        #[arg(short, long, value_name = "SECONDS", default_value_t = 10, requires = "force")]
+        time: u64,
+        /// Network names.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<NetworkName>,
     },
-    /// Remove every network without attached containers (except the default).
-    Prune,
+    /// Remove every network without attached runs (except the default);
+    /// asks first unless -f.
+    Prune {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
-/// Networks the host already has: the networks of its addresses and the
-/// destinations of its routes (the default route excluded).
-fn host_networks() -> Result<Vec<Ipv4Net>, Fail> {
-    let mut nl = Netlink::open().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    let mut nets: Vec<Ipv4Net> = nl
-        .ipv4_addresses()
-        .map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?
-        .into_iter()
-        .filter_map(|a| Ipv4Net::truncating(a.address, a.prefix).ok())
-        .collect();
-    let routes = nl.ipv4_routes().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    nets.extend(routes.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
-    Ok(nets)
+/// Options of `network create` (podman's names).
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Network name (default: the first free of pelagos1, pelagos2, ...).
+    name: Option<NetworkName>,
+    /// Subnet: IPv4 (default: the next free /24 of 10.90.0.0/16), and/or
+    /// IPv6 for a dual-stack network (given twice: one of each).
+    #[arg(long, value_parser = parse_subnet, value_name = "SUBNET")]
+    subnet: Vec<Subnet>,
+    /// Gateway address (default: the subnet's first address); one per family.
+    #[arg(long, value_name = "IP")]
+    gateway: Vec<IpAddr>,
+    /// Hand out container addresses from this range of the subnet only.
+    #[arg(long, value_name = "SUBNET")]
+    ip_range: Option<Ipv4Net>,
+    /// No NAT to the outside.
+    #[arg(long)]
+    internal: bool,
+    /// Dual stack: also an IPv6 subnet (a free ULA /64 unless --subnet gives one).
+    #[arg(long)]
+    ipv6: bool,
+    /// Driver option: mtu=N (the MTU of the bridge and every veth).
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    opts: Vec<(String, String)>,
+    /// A label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// A resolver for the network's containers (repeatable).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<IpAddr>,
+    /// No name resolution service on this network.
+    #[arg(long, conflicts_with = "dns")]
+    disable_dns: bool,
 }
 
-fn all_networks(store: &NetworkStore) -> Result<Vec<NetworkDef>, NetworkError> {
-    let mut defs = store.list()?;
-    if !defs.iter().any(|d| d.name.as_str() == DEFAULT_NETWORK) {
-        defs.insert(0, default_network_def());
+/// A `--subnet` of either family.
+#[derive(Debug, Clone, Copy)]
+pub enum Subnet {
+    /// IPv4.
+    V4(Ipv4Net),
+    /// IPv6.
+    V6(Ipv6Net),
+}
+
+fn parse_subnet(s: &str) -> Result<Subnet, String> {
+    if s.contains(':') {
+        s.parse().map(Subnet::V6).map_err(|e: pelagos_net::model::cidr6::Cidr6Error| e.to_string())
+    } else {
+        s.parse().map(Subnet::V4).map_err(|e: pelagos_net::model::cidr::CidrError| e.to_string())
     }
-    Ok(defs)
 }
 
-fn net_fail(e: NetworkError) -> Fail {
-    let code = match e {
-        NetworkError::NotFound(_) => 1,
-        _ => 125,
-    };
-    Fail::new(code, error_chain(&e))
-}
-
-/// Live leases of a network: (address, container id).
-fn attached(paths: &Paths, name: &str) -> Result<Vec<(Ipv4Addr, String)>, Fail> {
-    let leases = LeaseStore::new(&paths.run_dir)
-        .leases(name)
-        .map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    Ok(leases.into_iter().filter(|(_, l)| l.owner.is_alive(&paths.proc_root)).map(|(a, l)| (a, l.id)).collect())
-}
-
-/// Delete the bridge and the firewall table of `def` (absent ones are fine,
-/// so a `network rm` killed halfway is finished by running it again: the
-/// definition goes last).
-fn remove_host_side(def: &NetworkDef) -> Result<(), Fail> {
-    let mut nl = Netlink::open().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    if let Some(index) =
-        nl.link_index(def.bridge.as_str()).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?
-    {
-        nl.delete_link(index).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
-    pelagos_net::fault::point("network.rm.bridge-deleted");
-    let mut fw = Firewall::new().map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    fw.delete_network(&rules_for(def).name).map_err(|e| Fail::new(super::error::EXIT_USAGE, error_chain(&e)))?;
-    pelagos_net::fault::point("network.rm.table-deleted");
-    Ok(())
 }
 
-fn remove(paths: &Paths, store: &NetworkStore, name: &NetworkName) -> Result<(), Fail> {
-    if name.as_str() == DEFAULT_NETWORK {
-        return Err(Fail::new(
-            super::error::EXIT_USAGE,
-            format!("{DEFAULT_NETWORK} is the default network and cannot be removed"),
-        ));
+/// At most one of each family among `items` (named `flag` in the error).
+fn one_per_family<T: Copy, A, B>(
+    flag: &str,
+    items: &[T],
+    split: impl Fn(T) -> Result<A, B>,
+) -> Result<(Option<A>, Option<B>), CliError> {
+    let (mut v4, mut v6) = (None, None);
+    for item in items {
+        let twice = match split(*item) {
+            Ok(a) => v4.replace(a).is_some(),
+            Err(b) => v6.replace(b).is_some(),
+        };
+        if twice {
+            return Err(CliError::usage(format!(
+                "{flag} given twice for the same address family (one IPv4, one IPv6)"
+            )));
+        }
     }
-    let def = store.load(name).map_err(net_fail)?;
-    let live = attached(paths, name.as_str())?;
-    if !live.is_empty() {
-        let ids: Vec<String> = live.iter().map(|(a, id)| format!("{id} ({a})")).collect();
-        return Err(Fail::new(super::error::EXIT_USAGE, format!("network {name} is in use by {}", ids.join(", "))));
+    Ok((v4, v6))
+}
+
+impl CreateArgs {
+    /// IPv4 and IPv6 subnet and gateway.
+    #[allow(clippy::type_complexity)]
+    fn addressing(
+        &self,
+    ) -> Result<((Option<Ipv4Net>, Option<Ipv6Net>), (Option<Ipv4Addr>, Option<Ipv6Addr>)), CliError> {
+        let subnets = one_per_family("--subnet", &self.subnet, |s| match s {
+            Subnet::V4(n) => Ok(n),
+            Subnet::V6(n) => Err(n),
+        })?;
+        let gateways = one_per_family("--gateway", &self.gateway, |g| match g {
+            IpAddr::V4(a) => Ok(a),
+            IpAddr::V6(a) => Err(a),
+        })?;
+        if gateways.1.is_some() && subnets.1.is_none() && !self.ipv6 {
+            return Err(CliError::usage("--gateway: an IPv6 gateway needs --ipv6 or an IPv6 --subnet"));
+        }
+        Ok((subnets, gateways))
     }
-    pelagos_net::fault::point("network.rm.checked");
-    remove_host_side(&def)?;
-    store.remove(name).map_err(net_fail)?;
-    pelagos_net::fault::point("network.rm.removed");
-    Ok(())
+
+    fn options(&self) -> Result<NetworkOptions, CliError> {
+        let mut mtu = None;
+        for (key, value) in &self.opts {
+            match key.as_str() {
+                "mtu" => {
+                    mtu = Some(value.parse::<u32>().map_err(|_| {
+                        CliError::usage(format!("invalid value 'mtu={value}' for '--opt': not a number"))
+                    })?)
+                }
+                _ => {
+                    return Err(CliError::usage(format!(
+                        "invalid value '{key}={value}' for '--opt': unknown option '{key}' (supported: mtu)"
+                    )));
+                }
+            }
+        }
+        let ((_, subnet6), (_, gateway6)) = self.addressing()?;
+        Ok(NetworkOptions {
+            ipv6_enabled: self.ipv6 || subnet6.is_some(),
+            subnet6,
+            gateway6,
+            ip_range: self.ip_range,
+            mtu,
+            labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            dns_servers: self.dns.clone(),
+            disable_dns: self.disable_dns,
+        })
+    }
+}
+
+/// The exit code podman gives a failure: 1 for a network that does not
+/// exist, 2 for one in use, 125 for everything else.
+fn code_of(e: &ManageError) -> i32 {
+    match e {
+        ManageError::Network(NetworkError::NotFound(_)) => 1,
+        ManageError::InUse { .. } | ManageError::StopTimedOut { .. } => 2,
+        _ => EXIT_USAGE,
+    }
+}
+
+fn fail(e: ManageError) -> CliError {
+    CliError::new(code_of(&e), error_chain(&e))
+}
+
+/// A definition as JSON, with its schema version.
+fn def_json(def: &NetworkDef) -> Result<serde_json::Value, CliError> {
+    output::versioned(def)
 }
 
 /// Run a network subcommand.
-pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, Fail> {
-    let paths = &ctx.paths;
-    let store = NetworkStore::new(&paths.config_dir);
+pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, CliError> {
     match cmd {
-        NetworkCmd::Create { name, subnet, gateway, internal } => {
-            let host_nets = host_networks()?;
-            let req = NetworkRequest { name, subnet, gateway, internal };
-            let def = store
-                .locked(|s| {
-                    let def = plan_network(&req, &all_networks(s)?, &host_nets)?;
-                    s.create(&def)?;
-                    Ok(def)
-                })
-                .map_err(net_fail)?;
-            output::outln(def.name.as_str())?;
-        }
-        NetworkCmd::Ls { json } => {
-            let defs = all_networks(&store).map_err(net_fail)?;
-            if json {
-                output::json(&defs)?;
-            } else {
-                output::outln(&format!("{:<20} {:<18} {:<15} {:<15} INTERNAL", "NAME", "SUBNET", "GATEWAY", "BRIDGE"))?;
-                for d in defs {
-                    let (name, subnet, gw, br) =
-                        (d.name.to_string(), d.subnet.to_string(), d.gateway.to_string(), d.bridge.to_string());
-                    output::outln(&format!("{name:<20} {subnet:<18} {gw:<15} {br:<15} {}", d.internal))?;
+        NetworkCmd::Create(args) => create(args, ctx),
+        NetworkCmd::Ls { json, quiet } => ls(ctx, json, quiet),
+        NetworkCmd::Inspect { names } => inspect(ctx, &names),
+        NetworkCmd::Rm { force, time, names } => {
+            let in_use = if force { InUse::Stop { grace: Duration::from_secs(time) } } else { InUse::Refuse };
+            let mut worst = 0;
+            for name in &names {
+                match manage::remove_network(&ctx.paths, name, in_use) {
+                    Ok(()) => output::outln(name.as_str())?,
+                    Err(e) => {
+                        worst = worst.max(code_of(&e));
+                        output::error(&error_chain(&e));
+                    }
                 }
             }
+            Ok(Exit::code(worst))
         }
-        NetworkCmd::Inspect { name } => {
-            let def = if name.as_str() == DEFAULT_NETWORK {
-                all_networks(&store).map_err(net_fail)?.remove(0)
-            } else {
-                store.load(&name).map_err(net_fail)?
-            };
-            let leases: Vec<serde_json::Value> = attached(paths, name.as_str())?
-                .into_iter()
-                .map(|(a, id)| serde_json::json!({ "address": a, "id": id }))
-                .collect();
-            let mut value = serde_json::to_value(&def).map_err(|e| Fail::new(1, format!("encoding {name}: {e}")))?;
-            value["containers"] = serde_json::Value::Array(leases);
-            output::json(&value)?;
+        NetworkCmd::Prune { force } => prune(ctx, force),
+    }
+}
+
+fn create(args: CreateArgs, ctx: &Context) -> Result<Exit, CliError> {
+    let options = args.options()?;
+    let ((subnet, _), (gateway, _)) = args.addressing()?;
+    let name = match args.name.clone() {
+        Some(name) => name,
+        None => free_name(ctx)?,
+    };
+    let req = NetworkRequest { name, subnet, gateway, internal: args.internal, options };
+    let def = manage::create_network(&ctx.paths, &req).map_err(fail)?;
+    output::outln(def.name.as_str())?;
+    Ok(Exit::SUCCESS)
+}
+
+/// podman names unnamed networks podman1, podman2, ...; we do the same.
+fn free_name(ctx: &Context) -> Result<NetworkName, CliError> {
+    let taken: Vec<String> =
+        manage::list_networks(&ctx.paths).map_err(fail)?.into_iter().map(|d| d.name.into()).collect();
+    let name = (1..).map(|n| format!("pelagos{n}")).find(|n| !taken.contains(n)).expect("an unbounded range");
+    NetworkName::new(&name).map_err(|e| CliError::from_error(&e))
+}
+
+fn ls(ctx: &Context, json: bool, quiet: bool) -> Result<Exit, CliError> {
+    let defs = manage::list_networks(&ctx.paths).map_err(fail)?;
+    if json {
+        let all = defs.iter().map(def_json).collect::<Result<Vec<_>, _>>()?;
+        output::json(&all)?;
+    } else if quiet {
+        for d in &defs {
+            output::outln(d.name.as_str())?;
         }
-        NetworkCmd::Rm { name } => {
-            remove(paths, &store, &name)?;
-            output::outln(name.as_str())?;
-        }
-        NetworkCmd::Prune => {
-            for def in store.list().map_err(net_fail)? {
-                if def.name.as_str() != DEFAULT_NETWORK && attached(paths, def.name.as_str())?.is_empty() {
-                    remove(paths, &store, &def.name)?;
-                    output::outln(def.name.as_str())?;
-                }
-            }
+    } else {
+        output::outln(&format!("{:<20} {:<18} {:<15} {:<15} INTERNAL", "NAME", "SUBNET", "GATEWAY", "BRIDGE"))?;
+        for d in defs {
+            let (name, subnet, gw, br) =
+                (d.name.to_string(), d.subnet.to_string(), d.gateway.to_string(), d.bridge.to_string());
+            output::outln(&format!("{name:<20} {subnet:<18} {gw:<15} {br:<15} {}", d.internal))?;
         }
     }
     Ok(Exit::SUCCESS)
+}
+
+/// Every network asked for, as one array; a name that does not exist is
+/// reported (exit 1) and the others are still printed, as podman does.
+fn inspect(ctx: &Context, names: &[NetworkName]) -> Result<Exit, CliError> {
+    let mut all = Vec::new();
+    let mut worst = 0;
+    for name in names {
+        let found = manage::find_network(&ctx.paths, name)
+            .and_then(|def| Ok((def, manage::attachments(&ctx.paths, name.as_str())?)));
+        match found {
+            Ok((def, users)) => {
+                let mut value = def_json(&def)?;
+                value["containers"] = serde_json::to_value(&users).unwrap_or_default();
+                all.push(value);
+            }
+            Err(e) => {
+                worst = worst.max(code_of(&e));
+                output::error(&error_chain(&e));
+            }
+        }
+    }
+    output::json(&all)?;
+    Ok(Exit::code(worst))
+}
+
+fn prune(ctx: &Context, force: bool) -> Result<Exit, CliError> {
+    let unused = manage::unused_networks(&ctx.paths).map_err(fail)?;
+    if unused.is_empty() {
+        return Ok(Exit::SUCCESS);
+    }
+    if !force && !confirm(&unused)? {
+        return Ok(Exit::SUCCESS);
+    }
+    let report = manage::prune_networks(&ctx.paths).map_err(fail)?;
+    for name in &report.removed {
+        output::outln(name.as_str())?;
+    }
+    let mut worst = 0;
+    for (_, e) in &report.failed {
+        worst = worst.max(code_of(e));
+        output::error(&error_chain(e));
+    }
+    Ok(Exit::code(worst))
+}
+
+/// Ask on stderr, read one line from stdin: `y` or `yes` goes ahead; EOF is no.
+fn confirm(unused: &[NetworkName]) -> Result<bool, CliError> {
+    let names: Vec<&str> = unused.iter().map(NetworkName::as_str).collect();
+    output::prompt(&format!(
+        "this removes every network without attached runs: {}.\nAre you sure you want to continue? [y/N] ",
+        names.join(", ")
+    ));
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::new(EXIT_USAGE, format!("reading stdin: {e}")))?;
+    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }

@@ -31,6 +31,27 @@ pub fn json(value: &impl serde::Serialize) -> Result<(), CliError> {
     outln(&text)
 }
 
+/// The version every JSON document carries (`schema_version`); the
+/// schemas are published under `docs/schemas/`. Bumped when a field
+/// changes meaning or goes away; new fields do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `value` as a JSON object with `schema_version` added.
+pub fn versioned(value: &impl serde::Serialize) -> Result<serde_json::Value, CliError> {
+    let mut value =
+        serde_json::to_value(value).map_err(|e| CliError::new(1, format!("encoding the JSON output: {e}")))?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("schema_version".into(), SCHEMA_VERSION.into());
+    }
+    Ok(value)
+}
+
+/// Write `text` to stderr without a newline (a question).
+pub fn prompt(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
 /// Write `pelagos-net: TEXT` to stderr. Failures are ignored: stderr is
 /// where they would have been reported.
 pub fn note(text: &str) {

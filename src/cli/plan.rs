@@ -1,9 +1,9 @@
 //! `pelagos-net plan`: what `run` would do, touching nothing.
 
-use super::error::{CliError, Exit};
+use super::error::{CliError, Exit, error_chain};
 use super::net_args::NetArgs;
 use super::{Context, output};
-use pelagos_net::flow::plan::{plan, render};
+use pelagos_net::flow::plan::{PlanError, plan, render};
 use pelagos_net::host::probe::{HostCaps, ProbeRoots};
 use std::ffi::OsString;
 
@@ -22,11 +22,18 @@ pub struct Args {
 
 /// Print the plan.
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
-    let caps = HostCaps::probe(&ProbeRoots::current(&ctx.paths));
-    let plan = plan(&args.net.config()?, args.net.fallback, &caps, &ctx.paths.config_dir)
-        .map_err(|e| CliError::from_error(&e))?;
+    let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
+    let plan = plan(&args.net.config(ctx)?, args.net.fallback, &caps, &ctx.paths.config_dir).map_err(|e| {
+        let mut message = error_chain(&e);
+        if let PlanError::Select(s) = &e {
+            for fix in s.fixes() {
+                message.push_str(&format!("\n  fix: {fix}"));
+            }
+        }
+        CliError::usage(message)
+    })?;
     if args.json {
-        output::json(&plan)?
+        output::json(&output::versioned(&plan)?)?
     } else {
         output::out(&render(&plan))?
     }

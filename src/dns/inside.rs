@@ -1,8 +1,9 @@
-//! What the namespace child does for name resolution between `unshare` and
-//! `exec`: mount the run's resolv.conf and hosts over the host's paths in
-//! its private mount namespace, and add the routing pieces DNS needs.
+//! What the namespace child does for name resolution between its clone
+//! and the command's `exec`: mount the run's resolv.conf and hosts over the
+//! host's paths in its private mount namespace, and add the routing pieces
+//! DNS needs.
 //!
-//! [`NsDns::prepare`] runs in the parent, before `fork`: it allocates every
+//! [`NsDns::prepare`] runs in the parent, before the clone: it allocates every
 //! path, buffer and netlink message. [`NsDns::apply`] runs in the child and
 //! is async-signal-safe: raw system calls on that memory, no allocation, no
 //! locks, so a multithreaded caller may fork.

@@ -28,6 +28,9 @@ pub enum PlanError {
     /// The port driver does not fit the mode.
     #[error(transparent)]
     PortDriver(#[from] DriverMismatch),
+    /// `--network pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(#[from] crate::model::helper_opts::HelperOptsError),
     /// The DNS options cannot be met in this mode.
     #[error(transparent)]
     Dns(#[from] crate::dns::DecideError),
@@ -125,6 +128,7 @@ pub fn plan(
                 ports: resolved.clone(),
                 host_loopback_ports: network.host_loopback_ports.clone(),
                 runas,
+                extra: network.pasta_extra(&mode)?.into_iter().map(Into::into).collect(),
                 dns_forward: dns.pasta_forward,
             };
             if let Ok(argv) = crate::helpers::pasta::args::build_argv(&pasta_plan) {
@@ -145,7 +149,8 @@ pub fn plan(
                 netns: "/proc/<child>/ns/net".into(),
                 userns: rootless.then(|| "/proc/<child>/ns/user".into()),
             };
-            let slirp_plan = SlirpPlan::new(target, "/run/.../slirp-<id>.sock".into());
+            let slirp_plan =
+                SlirpPlan::new(target, "/run/.../slirp-<id>.sock".into()).with_options(&network.slirp_extra(&mode)?);
             if let Ok(argv) = crate::helpers::slirp::args::build_argv(&slirp_plan, SlirpFds { ready: 3, exit: 4 }) {
                 let program = caps.slirp4netns.path().map_or("slirp4netns".into(), |p| p.display().to_string());
                 helper_argv = Some(argv_strings(&program, &argv));

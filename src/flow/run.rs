@@ -2,12 +2,13 @@
 //! network ready, and only then let the command start.
 //!
 //! 1. Resolve the command (not found: 127, before anything is created).
-//! 2. Block the signals we forward; fork the namespace child, which
-//!    enters a new user+net namespace (rootless) or net namespace (root),
-//!    brings `lo` up and waits.
+//! 2. Block the signals we forward; clone the namespace child, born in a
+//!    new user+net namespace (rootless) or net namespace (root), with PID
+//!    and mount namespaces of its own, which brings `lo` up and waits.
 //! 3. pasta mode: start pasta against the child's namespace and wait until
 //!    it is really ready (route, published ports, host-loopback ports).
-//! 4. Release the child, which execs the command; forward signals; wait.
+//! 4. Release the child, which starts the command and stays as the init
+//!    of the run's processes; forward signals; wait.
 //! 5. Tear everything down, collecting every error, and return the
 //!    command's status (128+N when killed by signal N).
 //!
@@ -26,7 +27,6 @@ use crate::ns::child::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use crate::ns::netns;
 use crate::state::paths::Paths;
 use crate::state::store::{RunRecord, Store, new_run_id};
-use nix::errno::Errno;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,7 @@ mod command;
 mod dns;
 mod forward;
 use forward::Forward;
+mod pasta_build;
 mod ports;
 mod slirp;
 pub use choose::needs_for;
@@ -70,9 +71,35 @@ pub struct RunOptions {
     pub fallback: Option<crate::flow::select::Fallback>,
     /// A requested container address (bridge mode, `--ip`).
     pub ip: Option<std::net::Ipv4Addr>,
-    /// Called once the network is ready, just before the command starts,
-    /// with the published ports as resolved (ephemeral ports filled in).
-    pub on_ready: Option<fn(&[PortMapping])>,
+    /// Called once the network is ready, just before the command starts
+    /// (see [`Ready`]; not called in host mode, where nothing is set up).
+    pub on_ready: Option<ReadyHook>,
+}
+
+/// A run whose network is ready, as its [`ReadyHook`] sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Ready<'a> {
+    /// The run's id (its record's name).
+    pub id: &'a str,
+    /// The mode that runs.
+    pub mode: &'a NetworkMode,
+    /// Published ports as resolved (ephemeral host ports filled in).
+    pub ports: &'a [PortMapping],
+    /// The process that holds the namespace and becomes the command.
+    pub pid: u32,
+    /// The leased address on a bridge network.
+    pub bridge_address: Option<std::net::Ipv4Addr>,
+}
+
+/// A callback for [`RunOptions::on_ready`].
+#[derive(Clone)]
+pub struct ReadyHook(pub std::sync::Arc<dyn Fn(&Ready<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyHook")
+    }
 }
 
 /// Result of a run whose command started.
@@ -117,6 +144,8 @@ fn run_mode(
     selection: Option<crate::state::store::Selection>,
 ) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
+    let pasta_extra = opts.network.pasta_extra(mode)?;
+    let slirp_options = opts.network.slirp_extra(mode)?;
     let euid = nix::unistd::geteuid().as_raw();
     let rootless = euid != 0;
     if *mode == NetworkMode::Host {
@@ -130,19 +159,27 @@ fn run_mode(
         NetworkMode::Bridge(ref name) => return bridge::run_bridge(opts, name.as_ref()),
         NetworkMode::Auto => return Err(RunError::UnsupportedMode(mode.clone())),
     };
-    if pasta_program.is_some() || slirp_program.is_some() {
-        check_tun(&opts.tun_path, euid)?;
+    let tun_user = if pasta_program.is_some() { Some("pasta") } else { slirp_program.as_ref().map(|_| "slirp4netns") };
+    if let Some(helper) = tun_user {
+        check_tun(&opts.tun_path, euid).map_err(|problem| RunError::Tun { helper, problem })?;
+    }
+    let pasta_features = pasta_program.as_deref().and_then(|p| pasta_build::probe(p, &opts.paths));
+    if let Some(program) = &pasta_program {
+        pasta_build::check(program, pasta_features.as_ref(), selection.is_none())?;
     }
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    // Nothing publishes a port another run or a host process holds; held
+    // until this run's record (with its ports) is written.
+    let port_claim = crate::ports::precheck::claim(&opts.paths, &ports)?;
     crate::ports::exposure::warn_all_interfaces(&ports);
-    let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_program.as_deref())?;
+    let driver = choose_port_driver(mode, opts.network.port_driver, &ports, pasta_features.as_ref())?;
     let builtin = driver.driver == ChosenDriver::Builtin;
     log::info!("port driver: {} ({})", driver.name, driver.reason);
     let mut dns = dns::prepare_for(mode, opts, pasta_program.as_deref(), None)?;
     // Ports the helper forwards itself (none when pelagos-net relays them).
     let helper_ports: Vec<PortMapping> = if builtin { Vec::new() } else { ports.clone() };
-    if let Some(program) = &pasta_program {
-        warn_known_pasta_bugs(program, &helper_ports);
+    if pasta_program.is_some() {
+        pasta_build::warn_known_bugs(pasta_features.as_ref(), &helper_ports);
     }
     if slirp_program.is_some() {
         slirp::check_ports(&helper_ports, &opts.network.host_loopback_ports)?;
@@ -150,7 +187,7 @@ fn run_mode(
     // Bound before anything else exists: a taken port fails first and cheaply.
     let mut forward = if builtin { Forward::bind(&ports)? } else { Forward::none() };
     let runas = match (&pasta_program, rootless) {
-        (Some(p), false) => runas_for_root(p),
+        (Some(_), false) => pasta_build::runas_for_root(pasta_features.as_ref()),
         _ => None,
     };
 
@@ -177,8 +214,7 @@ fn run_mode(
     let proc_root = opts.paths.proc_root.clone();
     let mut record = RunRecord {
         id: new_run_id(),
-        owner: ProcessId::of(&proc_root, std::process::id())
-            .unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 }),
+        owner: ProcessId::of(&proc_root, std::process::id()).unwrap_or(ProcessId::unread(std::process::id())),
         mode: mode.clone(),
         child: None,
         helper: None,
@@ -191,6 +227,7 @@ fn run_mode(
     crate::fault::point("run.before-record");
     write(&record)?;
     crate::fault::point("run.record-written");
+    drop(port_claim);
 
     let mut res = Resources {
         store: store.as_ref(),
@@ -214,7 +251,7 @@ fn run_mode(
     };
     let mut child = match NsChild::spawn(&spec) {
         Ok(c) => c,
-        Err(e) => return Err(res.fail(e.into())),
+        Err(e) => return Err(res.fail(namespace_error(e, &proc_root))),
     };
     crate::fault::point("run.child-spawned");
     if let Err(e) = child.wait_ready() {
@@ -256,6 +293,7 @@ fn run_mode(
             ports: helper_ports.clone(),
             host_loopback_ports: opts.network.host_loopback_ports.clone(),
             runas,
+            extra: pasta_extra.iter().map(OsString::from).collect(),
             dns_forward: dns.plan.pasta_forward,
         };
         let cfg = PastaNetworkConfig {
@@ -286,6 +324,7 @@ fn run_mode(
             rootless,
             socket,
             &helper_ports,
+            &slirp_options,
             &proc_root,
             opts.ready_timeout,
             &mut cancel,
@@ -335,7 +374,8 @@ fn run_mode(
         }
     }
 
-    if let Err(e) = start_command(&mut child, opts, &ports) {
+    let ready = Ready { id: &record.id, mode, ports: &ports, pid: child.pid(), bridge_address: None };
+    if let Err(e) = start_command(&mut child, opts, &ready) {
         return Err(res.fail(e));
     }
     crate::fault::point("run.command-started");
@@ -407,25 +447,18 @@ impl Resources<'_> {
     }
 }
 
-/// Resolve the port driver; pasta is probed only when `auto` depends on
-/// its build.
+/// Resolve the port driver; `auto` depends on the pasta build (`None`:
+/// no pasta in this run, or its probe failed).
 pub(super) fn choose_port_driver(
     mode: &NetworkMode,
     requested: PortDriver,
     ports: &[PortMapping],
-    pasta: Option<&Path>,
+    pasta: Option<&crate::helpers::pasta::features::PastaFeatures>,
 ) -> Result<DriverChoice, RunError> {
-    let probe_needed = requested == PortDriver::Auto && !ports.is_empty();
     let pasta = match pasta {
-        Some(p) if probe_needed => match crate::helpers::pasta::features::probe(p) {
-            Ok(f) if f.tcp_tap_bugs().any() => PastaBuild::Broken,
-            Ok(_) => PastaBuild::Fixed,
-            Err(e) => {
-                log::debug!("probe {}: {e}", p.display());
-                PastaBuild::Unknown
-            }
-        },
-        _ => PastaBuild::Unknown,
+        Some(f) if f.tcp_tap_bugs().any() => PastaBuild::Broken,
+        Some(_) => PastaBuild::Fixed,
+        None => PastaBuild::Unknown,
     };
     Ok(choose_driver(mode, requested, ports, DriverFacts { pasta })?)
 }
@@ -443,46 +476,11 @@ fn find_pasta(opts: &RunOptions) -> Result<PathBuf, RunError> {
     }
 }
 
-/// Warn about mappings that an old pasta build is known to break. Probing
-/// pasta costs two short spawns, so it only happens when such a mapping is
-/// requested.
-fn warn_known_pasta_bugs(pasta: &Path, ports: &[PortMapping]) {
-    let udp_remapped = ports.iter().any(|m| {
-        m.proto == crate::model::port::PortProto::Udp && m.host.map(|h| h.start()) != Some(m.container.start())
-    });
-    if !udp_remapped {
-        return;
-    }
-    // Seen with Debian 12's 2023-03-09 build: replies to loopback clients on
-    // a remapped UDP port never arrive. The fix date is unknown; builds that
-    // predate the tap-path fixes are assumed affected.
-    if crate::helpers::pasta::features::probe(pasta).is_ok_and(|f| f.tcp_tap_bugs().any()) {
-        log::warn!(
-            "this pasta build drops UDP replies to loopback clients when the host port differs from the \
-             container port; publish UDP with equal port numbers (-p 5353:5353/udp) or upgrade passt"
-        );
-    }
-}
-
-/// As root, pasta drops to "nobody" unless told otherwise; keep root when
-/// this build understands `--runas`.
-fn runas_for_root(pasta: &Path) -> Option<u32> {
-    match crate::helpers::pasta::features::probe(pasta) {
-        Ok(f) if f.supports_runas() => Some(0),
-        _ => None,
-    }
-}
-
 fn namespace_error(e: UsernsError, proc_root: &Path) -> RunError {
     match e {
         UsernsError::ChildFailed { stage, errno } if stage != ChildStage::Exec => {
-            let hint = match (stage, errno) {
-                (ChildStage::Unshare, Errno::EINVAL) => {
-                    "the calling process must be single-threaded to create a user namespace; also check the sysctls: "
-                        .to_string()
-                        + &UsernsKnobs::read(proc_root).hint()
-                }
-                (ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups, _) => {
+            let hint = match stage {
+                ChildStage::Unshare | ChildStage::UidMap | ChildStage::GidMap | ChildStage::SetGroups => {
                     UsernsKnobs::read(proc_root).hint()
                 }
                 _ => String::new(),

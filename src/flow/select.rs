@@ -21,8 +21,10 @@
 //! Build quality counts: when egress is needed and the pasta build has known
 //! tap-path TCP bugs ([`TapBugs::any`](crate::helpers::pasta::features::TapBugs::any)),
 //! slirp4netns is taken instead of pasta if it is usable and fits, and the
-//! reason says so. A pasta that was asked for explicitly is used anyway, with
-//! the bugs named in the reason.
+//! reason says so. A pasta with those bugs that was asked for explicitly
+//! falls short of the egress need: `strict` refuses it, `warn` uses it with
+//! one warning naming the bugs and the releases that fixed them, `allow`
+//! uses it quietly.
 //!
 //! # What each mode requires, and what it cannot do
 //!
@@ -30,7 +32,7 @@
 //! |---|---|---|
 //! | `host` | always | a named network |
 //! | `loopback` | CAP_SYS_ADMIN, or user namespaces allowed by the three knobs | egress, published ports, container-to-container, a named network |
-//! | `pasta` | `pasta` on PATH with `--config-net --foreground --stderr --netns --tcp-ports --udp-ports --tcp-ns --udp-ns` (and `--userns` rootless, `--runas` as root); `/dev/net/tun` opens; CAP_SYS_ADMIN or user namespaces; a default route (IPv4 or IPv6), since older builds refuse to start without one | container-to-container, a named network |
+//! | `pasta` | `pasta` on PATH with `--config-net --foreground --stderr --no-map-gw --netns --tcp-ports --udp-ports --tcp-ns --udp-ns` (and `--userns` rootless, `--runas` as root); `/dev/net/tun` opens; CAP_SYS_ADMIN or user namespaces; a default route (IPv4 or IPv6), since older builds refuse to start without one | container-to-container, a named network |
 //! | `slirp4netns` | `slirp4netns` on PATH with `--configure --mtu --exit-fd --ready-fd --api-socket --netns-type --disable-host-loopback` (and `--userns-path` rootless), the options [`crate::helpers::slirp::args`] uses; `/dev/net/tun` opens; CAP_SYS_ADMIN or user namespaces | port ranges and IPv6 host addresses ([`crate::helpers::slirp::api::supported_port_features`]: its API forwards one IPv4 port at a time), container-to-container, a named network |
 //! | `bridge[:NAME]` | CAP_NET_ADMIN in the user namespace that owns our network namespace, CAP_SYS_ADMIN (to mount the named netns), nftables | IPv6 ports (bridge networks are IPv4-only) |
 //!
@@ -343,11 +345,13 @@ fn auto(req: &Request, caps: &HostCaps, ladder: Vec<Rung>) -> Result<Decision, S
     let mut rejected: Vec<Rejected> = ladder[..pick].iter().map(Rung::rejected).collect();
     let mut why = None;
     let mut note = String::new();
-    let buggy_pasta = caps.pasta.features().filter(|p| p.tcp_tap_bugs.any() && req.needs.egress);
-    if let (Mode::Pasta, Some(p)) = (&ladder[pick].mode, buggy_pasta) {
-        let path = caps.pasta.path().map(|p| p.display().to_string()).unwrap_or_default();
-        let version = rungs::version_text(&p.features.version);
-        let bugs = format!("pasta at {path} ({version}) has {}", rungs::tap_bugs_text(p.tcp_tap_bugs));
+    let bugs = match &caps.pasta {
+        crate::host::probe::Helper::Found { path, features } if req.needs.egress => {
+            buggy_pasta(path, &features.features)
+        }
+        _ => None,
+    };
+    if let (Mode::Pasta, Some(bugs)) = (&ladder[pick].mode, bugs) {
         match ladder.iter().position(|r| r.mode == Mode::Slirp4netns) {
             Some(slirp) if ladder[slirp].fits() => {
                 rejected.push(Rejected { mode: Mode::Pasta, reason: format!("egress is needed and {bugs}") });
@@ -386,14 +390,29 @@ fn auto(req: &Request, caps: &HostCaps, ladder: Vec<Rung>) -> Result<Decision, S
 fn explicit(req: &Request, caps: &HostCaps, asked: Rung, ladder: Vec<Rung>) -> Result<Decision, SelectError> {
     let mode = asked.mode.clone();
     if asked.fits() {
-        let note = match (&mode, caps.pasta.features()) {
-            (Mode::Pasta, Some(p)) if req.needs.egress && p.tcp_tap_bugs.any() => {
-                format!("; note: this pasta build has {}", rungs::tap_bugs_text(p.tcp_tap_bugs))
+        let buggy = match (&mode, &caps.pasta) {
+            (Mode::Pasta, crate::host::probe::Helper::Found { path, features }) if req.needs.egress => {
+                buggy_pasta(path, &features.features)
             }
-            _ => String::new(),
+            _ => None,
         };
-        let reason = format!("{mode}: requested explicitly{note}");
-        return Ok(Decision { mode, reason, rejected: vec![], degraded: false, warning: None, fixes: vec![] });
+        let Some(bugs) = buggy else {
+            let reason = format!("{mode}: requested explicitly");
+            return Ok(Decision { mode, reason, rejected: vec![], degraded: false, warning: None, fixes: vec![] });
+        };
+        // The mode runs, but egress (a need) is not to be trusted.
+        let fixes = vec![PASTA_UPGRADE.to_owned(), "or choose --network slirp4netns".to_owned()];
+        if req.fallback == Fallback::Strict {
+            return Err(SelectError::Unavailable { mode, reason: bugs, fixes });
+        }
+        return Ok(Decision {
+            reason: format!("{mode}: requested explicitly; note: {bugs}"),
+            warning: (req.fallback == Fallback::Warn).then(|| format!("{bugs}; {PASTA_UPGRADE}")),
+            mode,
+            rejected: vec![],
+            degraded: true,
+            fixes,
+        });
     }
     let fixes = rungs::fixes_of(std::slice::from_ref(&asked));
     if req.fallback == Fallback::Strict {
@@ -429,6 +448,27 @@ fn explicit(req: &Request, caps: &HostCaps, asked: Rung, ladder: Vec<Rung>) -> R
         rejected,
         degraded: true,
         fixes,
+    })
+}
+
+/// What fixes pasta's known tap-path TCP bugs.
+pub const PASTA_UPGRADE: &str = "install passt 2024_08_06 or later, which fixes them";
+
+/// `"pasta at PATH (VERSION) has known TCP bugs on its tap path: ...
+/// (fixed in ...)"` when this build carries them: egress TCP from the
+/// namespace may hang or be cut short.
+pub fn buggy_pasta(
+    path: &std::path::Path,
+    features: &crate::helpers::pasta::features::PastaFeatures,
+) -> Option<String> {
+    let bugs = features.tcp_tap_bugs();
+    bugs.any().then(|| {
+        format!(
+            "pasta at {} ({}) has {}",
+            path.display(),
+            rungs::version_text(&features.version),
+            rungs::tap_bugs_text(bugs)
+        )
     })
 }
 

@@ -229,18 +229,40 @@ fn debian_pasta_with_egress_prefers_slirp4netns_and_names_the_fixes() {
     assert!(d.rejected[0].reason.contains("unknown version"), "{}", d.rejected[0].reason);
 }
 
+/// Regression: `--network pasta --fallback strict` ran a build known to
+/// break egress without a word, although `auto` and `doctor` knew.
+#[test]
+fn explicit_buggy_pasta_is_refused_under_strict_and_named_once_under_warn() {
+    let mut caps = rootless();
+    caps.pasta = debian_pasta();
+
+    let err = select(&explicit(Mode::Pasta, egress(), Fallback::Strict), &caps).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("network mode pasta is unavailable: pasta at /usr/bin/pasta (unknown version)"), "{text}");
+    assert!(text.contains("can hang (fixed in 2023_10_04)") && text.contains("(fixed in 2024_08_06)"), "{text}");
+    assert!(err.fixes().iter().any(|f| f.contains("slirp4netns")), "{:?}", err.fixes());
+
+    let d = select(&explicit(Mode::Pasta, egress(), Fallback::Warn), &caps).unwrap();
+    assert_eq!((&d.mode, d.degraded), (&Mode::Pasta, true));
+    let warning = d.warning.expect("one warning");
+    assert!(warning.contains("known TCP bugs") && warning.contains("install passt 2024_08_06"), "{warning}");
+
+    let ports_only = Needs { published_ports: true, ..Needs::default() };
+    let d = select(&explicit(Mode::Pasta, ports_only, Fallback::Strict), &caps).unwrap();
+    assert_eq!((d.degraded, d.warning), (false, None), "no egress needed, nothing to warn about");
+    caps.pasta = pasta("pasta 2024_08_21.1d6142f", PASTA_MODERN);
+    let d = select(&explicit(Mode::Pasta, egress(), Fallback::Strict), &caps).unwrap();
+    assert_eq!((d.degraded, d.warning), (false, None), "a fixed build");
+}
+
 #[test]
 fn buggy_pasta_is_kept_when_asked_for_not_needed_for_egress_or_without_alternative() {
     let mut caps = rootless();
     caps.pasta = debian_pasta();
 
-    let asked = select(&explicit(Mode::Pasta, egress(), Fallback::Strict), &caps).unwrap();
-    assert_eq!(asked.mode, Mode::Pasta);
-    assert!(
-        asked.reason.contains("requested explicitly; note: this pasta build has known TCP bugs"),
-        "{}",
-        asked.reason
-    );
+    let asked = select(&explicit(Mode::Pasta, egress(), Fallback::Allow), &caps).unwrap();
+    assert_eq!((&asked.mode, asked.degraded, &asked.warning), (&Mode::Pasta, true, &None));
+    assert!(asked.reason.contains("requested explicitly; note: pasta at /usr/bin/pasta"), "{}", asked.reason);
 
     let ports_only = Needs { published_ports: true, ..Needs::default() };
     assert_eq!(select(&auto(ports_only), &caps).unwrap().mode, Mode::Pasta);

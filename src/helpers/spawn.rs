@@ -51,7 +51,7 @@ impl HelperChild {
     pub(crate) fn start(mut child: Child, proc_root: &Path) -> io::Result<Self> {
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let pid = child.id();
-        let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId { pid, start_time: 0 });
+        let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId::unread(pid));
         // From here on, an early return drops `helper`, which stops it.
         let mut helper = Self { child, id, output: Arc::new(Mutex::new(OutputBuf::default())), drains: Vec::new() };
         if let Some(out) = stdout {

@@ -20,7 +20,7 @@ pub enum TunProblem {
     },
     /// The node exists but this user may not open it.
     #[error(
-        "{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}); pasta needs it to create its tap device. Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)"
+        "{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner}). Fix: `sudo chmod 0666 {path}` (the mode most distributions ship; opening it grants no privilege by itself)"
     )]
     NotPermitted {
         /// Device path.
@@ -40,6 +40,33 @@ pub enum TunProblem {
         /// The OS error, as text.
         error: String,
     },
+}
+
+impl TunProblem {
+    /// What is wrong, without the fix (which [`TunProblem::fix`] gives), for
+    /// reports that print the fix on a line of its own.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Missing { path } => format!("{path} does not exist"),
+            Self::NotPermitted { path, uid, mode, owner } => {
+                format!("{path} is not usable by uid {uid} (mode {mode:04o}, owner uid {owner})")
+            }
+            Self::Other { .. } => self.to_string(),
+        }
+    }
+
+    /// The fix; `container` names the container we run in, if any (a
+    /// missing node there is the runtime's to provide).
+    pub fn fix(&self, container: Option<&str>) -> Option<String> {
+        match (self, container) {
+            (Self::Missing { path }, Some(label)) => {
+                Some(format!("inside a container ({label}): start it with `--device {path}`"))
+            }
+            (Self::Missing { .. }, None) => Some("`sudo modprobe tun`".to_owned()),
+            (Self::NotPermitted { path, .. }, _) => Some(format!("`sudo chmod 0666 {path}`")),
+            (Self::Other { .. }, _) => None,
+        }
+    }
 }
 
 /// Check that `path` (normally `/dev/net/tun`) opens read-write for us.

@@ -3,7 +3,7 @@
 //! this host can run, for the caller and as root. Pure over [`HostCaps`].
 
 use crate::flow::select::{Fallback, Mode, Needs, Request, Requested, select};
-use crate::host::probe::{Helper, HostCaps};
+use crate::host::probe::{ContainerHint, Helper, HostCaps};
 use serde::Serialize;
 
 /// Outcome of one check.
@@ -80,7 +80,12 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
     }
     out.push(match &caps.tun.problem {
         None => check("tun device", Status::Pass, format!("{} opens read-write", caps.tun.path.display()), None),
-        Some(problem) => check("tun device", Status::Fail, "pasta and slirp4netns need it", Some(problem.to_string())),
+        Some(problem) => check(
+            "tun device",
+            Status::Fail,
+            format!("{}; pasta and slirp4netns need it", problem.summary()),
+            problem.fix(caps.container.first().map(ContainerHint::label).as_deref()),
+        ),
     });
     let install_pasta =
         "install passt: `sudo apt-get install passt` (Debian/Ubuntu) or `sudo dnf install passt` (Fedora)";
@@ -170,7 +175,10 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         out.push(check(
             "container",
             Status::Info,
-            format!("running inside a container ({:?})", caps.container),
+            format!(
+                "running inside a container ({})",
+                caps.container.iter().map(ContainerHint::label).collect::<Vec<_>>().join(", ")
+            ),
             Some(
                 "the container may need `--device /dev/net/tun` and a seccomp profile that allows user namespaces"
                     .into(),
@@ -178,6 +186,30 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// Whether the host's own firewall lets bridge networks forward: `found`
+/// is what [`crate::bridge::firewall::hostfw::probe`] saw (`None`: it could
+/// not look, as without CAP_NET_ADMIN).
+pub fn host_firewall_check(found: Option<&crate::bridge::firewall::hostfw::HostFirewall>) -> Check {
+    use crate::bridge::firewall::hostfw::HostFirewall;
+    match found {
+        None => check("host firewall", Status::Info, "not checked (needs CAP_NET_ADMIN: run doctor as root)", None),
+        Some(HostFirewall::Open) => check("host firewall", Status::Pass, "forwarded traffic is accepted", None),
+        Some(HostFirewall::ForwardDrop) => check(
+            "host firewall",
+            Status::Warn,
+            "iptables' FORWARD policy is DROP (as docker leaves it): bridge setup inserts accept rules for each \
+             pelagos bridge with iptables; without iptables, bridges forward nothing",
+            Some(format!("for network NAME on bridge BR: {}", crate::bridge::firewall::hostfw::accept_commands("NAME", "BR").join(" && "))),
+        ),
+        Some(HostFirewall::Firewalld) => check(
+            "host firewall",
+            Status::Warn,
+            "firewalld is active: its forward chain rejects traffic of interfaces outside a zone that forwards",
+            Some("for each pelagos bridge BR: `firewall-cmd --permanent --zone=trusted --add-interface=BR && firewall-cmd --reload`".into()),
+        ),
+    }
 }
 
 /// What `--port-driver auto` does with published ports on this host.
@@ -235,9 +267,12 @@ pub fn report(caps: &HostCaps) -> Report {
     Report { checks: checks(caps), modes_as_root: self::modes(&as_root(caps)), modes, networked }
 }
 
-/// Human-readable text of a report.
+/// Human-readable text of a report. Each fix is printed once, under the
+/// first problem it fixes; when the caller's modes are root's (as root, or
+/// a host where privileges change nothing) they are listed once.
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
+    let mut fixes_shown: Vec<&str> = Vec::new();
     for c in &report.checks {
         let tag = match c.status {
             Status::Pass => "ok  ",
@@ -246,11 +281,19 @@ pub fn render(report: &Report) -> String {
             Status::Info => "info",
         };
         s.push_str(&format!("[{tag}] {}: {}\n", c.name, c.detail));
-        if let Some(fix) = &c.fix {
+        if let Some(fix) = &c.fix
+            && !fixes_shown.contains(&fix.as_str())
+        {
+            fixes_shown.push(fix);
             s.push_str(&format!("       fix: {fix}\n"));
         }
     }
-    for (title, modes) in [("you", &report.modes), ("root", &report.modes_as_root)] {
+    let sections: &[(&str, &Vec<ModeAvailability>)] = if report.modes == report.modes_as_root {
+        &[("you and for root", &report.modes)]
+    } else {
+        &[("you", &report.modes), ("root", &report.modes_as_root)]
+    };
+    for &(title, modes) in sections {
         s.push_str(&format!("\nmodes for {title}:\n"));
         for m in modes {
             let mark = if m.available { "yes" } else { "no " };
@@ -311,10 +354,48 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_drop_host_and_firewalld_are_warned_about_with_the_commands_to_run() {
+        use crate::bridge::firewall::hostfw::HostFirewall;
+        let drop = host_firewall_check(Some(&HostFirewall::ForwardDrop));
+        assert_eq!(drop.status, Status::Warn);
+        assert!(drop.fix.as_deref().unwrap().contains("iptables -I FORWARD 1 -i BR"), "{drop:?}");
+        let fwd = host_firewall_check(Some(&HostFirewall::Firewalld));
+        assert!(fwd.fix.as_deref().unwrap().contains("firewall-cmd --permanent --zone=trusted --add-interface=BR"));
+        assert_eq!(host_firewall_check(Some(&HostFirewall::Open)).status, Status::Pass);
+        assert_eq!(host_firewall_check(None).status, Status::Info);
+    }
+
+    #[test]
     fn healthy_host_is_networked_and_renders_every_check() {
         let r = report(&rootless());
         assert!(r.networked);
         let text = render(&r);
         assert!(text.contains("[ok  ] user namespaces") && text.contains("modes for root:"), "{text}");
+    }
+
+    #[test]
+    fn as_root_the_modes_are_listed_once() {
+        let mut caps = rootless();
+        caps.euid = 0;
+        caps.cap_net_admin = true;
+        caps.cap_sys_admin = true;
+        let text = render(&report(&caps));
+        assert_eq!(text.matches("modes for").count(), 1, "{text}");
+        assert!(text.contains("modes for you and for root:"), "{text}");
+    }
+
+    #[test]
+    fn every_fix_is_printed_once_and_no_debug_values() {
+        let mut caps = rootless();
+        caps.tun.problem =
+            Some(TunProblem::NotPermitted { path: "/dev/net/tun".into(), uid: 1000, mode: 0o600, owner: 0 });
+        caps.container = vec![ContainerHint::DockerEnv, ContainerHint::EnvVar { value: "podman".into() }];
+        let text = render(&report(&caps));
+        assert_eq!(text.matches("chmod 0666").count(), 1, "{text}");
+        assert!(text.contains("running inside a container (docker: /.dockerenv, container=podman)"), "{text}");
+        assert!(!text.contains("DockerEnv") && !text.contains("{ value"), "{text}");
+        for line in text.lines().filter(|l| l.trim_start().starts_with("fix:")) {
+            assert_eq!(text.matches(line.trim()).count(), 1, "fix printed twice: {line}\n{text}");
+        }
     }
 }

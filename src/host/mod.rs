@@ -4,6 +4,7 @@
 
 pub mod diagnose;
 pub mod doctor;
+pub mod nsaddr;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;

@@ -139,6 +139,9 @@ pub struct ProbeRoots {
     pub path_env: Option<OsString>,
     /// Where slow probe results are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Whether the cache may be written (false: read-only commands such as
+    /// `doctor` and `plan` read it but never create or update it).
+    pub cache_writable: bool,
     /// Effective uid.
     pub euid: u32,
     /// Real uid (whose subordinate ids newuidmap grants).
@@ -151,20 +154,32 @@ pub struct ProbeRoots {
 
 impl ProbeRoots {
     /// The real host for this process: `/proc` from `paths`, `/etc`, `/`,
-    /// `/dev/net/tun`, `$PATH`, and a cache in `<run_dir>/probe-cache`.
+    /// `/dev/net/tun`, `$PATH`, and a cache in `<run_dir>/probe-cache`. The
+    /// cache is used only when the run directory already exists and is
+    /// private to the caller: a refused or missing one gets nothing written
+    /// into it (the run creates it, checked, and the next run caches).
     pub fn current(paths: &Paths) -> Self {
+        let euid = nix::unistd::geteuid().as_raw();
+        let usable = crate::state::safefs::check_private_dir(&paths.run_dir, euid).is_ok();
         Self {
             proc_root: paths.proc_root.clone(),
             etc_root: PathBuf::from("/etc"),
             fs_root: PathBuf::from("/"),
             dev_tun: PathBuf::from("/dev/net/tun"),
             path_env: std::env::var_os("PATH"),
-            cache_dir: Some(paths.run_dir.join("probe-cache")),
-            euid: nix::unistd::geteuid().as_raw(),
+            cache_dir: usable.then(|| paths.run_dir.join("probe-cache")),
+            cache_writable: true,
+            euid,
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             tun_check: TunCheck::Open,
         }
+    }
+
+    /// [`ProbeRoots::current`] for a command that only reads: the cache is
+    /// read when present, never written.
+    pub fn read_only(paths: &Paths) -> Self {
+        Self { cache_writable: false, ..Self::current(paths) }
     }
 }
 
@@ -289,6 +304,18 @@ pub enum ContainerHint {
     },
 }
 
+impl ContainerHint {
+    /// A short human name: `docker: /.dockerenv`, `container=podman`, ...
+    pub fn label(&self) -> String {
+        match self {
+            ContainerHint::DockerEnv => "docker: /.dockerenv".to_owned(),
+            ContainerHint::ContainerEnv => "podman: /run/.containerenv".to_owned(),
+            ContainerHint::EnvVar { value } => format!("container={value}"),
+            ContainerHint::Cgroup { runtime } => format!("{runtime} cgroup"),
+        }
+    }
+}
+
 /// Everything [`crate::flow::select`] needs to know about the host, as plain data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostCaps {
@@ -369,7 +396,9 @@ impl HostCaps {
 /// The features of the pasta binary at `path`, from the probe cache when it
 /// is fresh (one probe per binary, not one per run).
 pub fn pasta_features(roots: &ProbeRoots, path: &Path) -> Result<features::PastaFeatures, String> {
-    helpers::cached(roots.cache_dir.as_deref(), "pasta", path, || features::probe(path).map_err(|e| helpers::chain(&e)))
+    helpers::cached(roots.cache_dir.as_deref(), roots.cache_writable, "pasta", path, || {
+        features::probe(path).map_err(|e| helpers::chain(&e))
+    })
 }
 
 fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
@@ -382,21 +411,23 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
     let path_env = roots.path_env.as_deref();
     let pasta = match features::find_pasta(path_env) {
         None => Helper::Missing,
-        Some(path) => helpers::cached(cache, "pasta", &path, || features::probe(&path).map_err(|e| helpers::chain(&e)))
-            .map_or_else(
-                |error| Helper::Broken { path: path.clone(), error },
-                |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
-            ),
+        Some(path) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
+            features::probe(&path).map_err(|e| helpers::chain(&e))
+        })
+        .map_or_else(
+            |error| Helper::Broken { path: path.clone(), error },
+            |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
+        ),
     };
     let slirp4netns = match find_on_path(path_env, "slirp4netns") {
         None => Helper::Missing,
-        Some(path) => {
-            helpers::cached(cache, "slirp4netns", &path, || helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e)))
-                .map_or_else(
-                    |error| Helper::Broken { path: path.clone(), error },
-                    |features| Helper::Found { path: path.clone(), features },
-                )
-        }
+        Some(path) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
+            helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e))
+        })
+        .map_or_else(
+            |error| Helper::Broken { path: path.clone(), error },
+            |features| Helper::Found { path: path.clone(), features },
+        ),
     };
     HostCaps {
         euid: roots.euid,

@@ -109,6 +109,7 @@ impl Fake {
             dev_tun: self.path("dev/net/tun"),
             path_env: Some(self.path("bin").into_os_string()),
             cache_dir: None,
+            cache_writable: true,
             euid: ALICE,
             uid: ALICE,
             gid: ALICE,
@@ -301,6 +302,34 @@ fn cache_is_reused_until_the_binary_changes_and_survives_corruption() {
     assert_eq!(fake.runs("pasta"), 2, "a changed binary is probed again");
     let leftovers: Vec<_> = fs::read_dir(&cache).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_read_only_probe_reads_the_cache_and_never_writes_it() {
+    let fake = Fake::new();
+    let cache = fake.path("cache");
+    let read_only = ProbeRoots { cache_dir: Some(cache.clone()), cache_writable: false, ..fake.roots() };
+    HostCaps::probe(&read_only);
+    assert!(!cache.exists(), "a read-only probe created the cache");
+    HostCaps::probe(&ProbeRoots { cache_writable: true, ..read_only.clone() });
+    let runs = fake.runs("pasta");
+    HostCaps::probe(&read_only);
+    assert_eq!(fake.runs("pasta"), runs, "a read-only probe still reads the cache");
+}
+
+#[test]
+fn the_cache_lives_only_in_an_existing_private_run_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Paths::from_env(&crate::state::paths::PathEnv::current());
+    paths.run_dir = tmp.path().join("missing");
+    assert_eq!(ProbeRoots::current(&paths).cache_dir, None, "a missing run dir gets no cache");
+    let open = tmp.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    paths.run_dir = open.clone();
+    assert_eq!(ProbeRoots::current(&paths).cache_dir, None, "a run dir others may write is refused");
+    fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    assert_eq!(ProbeRoots::current(&paths).cache_dir, Some(open.join("probe-cache")));
 }
 
 #[test]

@@ -1,8 +1,21 @@
-//! Process identity that survives pid reuse: a pid plus its start time
-//! (field 22 of `/proc/<pid>/stat`, in clock ticks since boot).
+//! Process identity that survives pid reuse and pid namespaces: a pid, its
+//! start time (field 22 of `/proc/<pid>/stat`, in clock ticks since boot)
+//! and the pid namespace the pid is numbered in.
+//!
+//! A run's processes live in a PID namespace of their own, so a
+//! pelagos-net started inside a run records pids that mean nothing outside
+//! it, and the host's pids mean nothing inside. An id from another pid
+//! namespace is never used as a pid here ([`ProcessId::is_here`]) and
+//! counts as alive unless its death can be proven: from the initial pid
+//! namespace, which sees every process, a namespace without a process is
+//! gone, and so is every process of it.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+/// The inode of the initial pid namespace (the kernel's `PROC_PID_INIT_INO`).
+const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
 
 /// A process named by pid and start time, so a recycled pid is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -11,6 +24,15 @@ pub struct ProcessId {
     pub pid: u32,
     /// Start time in clock ticks since boot.
     pub start_time: u64,
+    /// The pid namespace (its inode) the pid is numbered in; `None` when
+    /// unknown (records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
+}
+
+/// The pid namespace in which the pids under `proc_root` are numbered.
+pub fn pid_namespace(proc_root: &Path) -> Option<u64> {
+    std::fs::metadata(proc_root.join("self/ns/pid")).ok().map(|m| m.ino())
 }
 
 impl ProcessId {
@@ -19,18 +41,50 @@ impl ProcessId {
         let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))?;
         let start_time =
             parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat line"))?;
-        Ok(Self { pid, start_time })
+        Ok(Self { pid, start_time, pid_ns: pid_namespace(proc_root) })
+    }
+
+    /// An id known only by its pid (the start time could not be read).
+    pub fn unread(pid: u32) -> Self {
+        Self { pid, start_time: 0, pid_ns: None }
+    }
+
+    /// Whether the pid is numbered in the pid namespace of `proc_root`, so
+    /// it may be signalled or looked up there (true when unknown).
+    pub fn is_here(&self, proc_root: &Path) -> bool {
+        match (self.pid_ns, pid_namespace(proc_root)) {
+            (Some(ours), Some(here)) => ours == here,
+            _ => true,
+        }
     }
 
     /// Whether this exact process still runs (same pid, same start time).
     /// A zombie is dead: it holds nothing but its exit status, and in a
-    /// container whose init does not reap, it may never go away.
+    /// container whose init does not reap, it may never go away. An id of
+    /// another pid namespace is alive while that namespace has a process,
+    /// and always when this is not the initial pid namespace (see the
+    /// module docs).
     pub fn is_alive(&self, proc_root: &Path) -> bool {
+        if !self.is_here(proc_root) {
+            return self.pid_ns.is_some_and(|ns| namespace_lives(proc_root, ns));
+        }
         let Ok(stat) = std::fs::read_to_string(proc_root.join(self.pid.to_string()).join("stat")) else {
             return false;
         };
         parse_start_time(&stat) == Some(self.start_time) && parse_state(&stat) != Some('Z')
     }
+}
+
+/// Whether pid namespace `ns` may still have processes: provably not only
+/// when `proc_root` is the initial namespace's and no process is in `ns`.
+fn namespace_lives(proc_root: &Path, ns: u64) -> bool {
+    if pid_namespace(proc_root) != Some(INITIAL_PID_NS) {
+        return true;
+    }
+    let Ok(dir) = std::fs::read_dir(proc_root) else { return true };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .any(|e| std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns))
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name
@@ -83,8 +137,57 @@ mod tests {
     #[test]
     fn own_process_is_alive_and_a_wrong_start_time_is_not() {
         let me = ProcessId::of(Path::new("/proc"), std::process::id()).expect("read own stat");
-        assert!(me.is_alive(Path::new("/proc")));
+        assert!(me.is_alive(Path::new("/proc")) && me.is_here(Path::new("/proc")));
         let other = ProcessId { start_time: me.start_time + 1, ..me };
         assert!(!other.is_alive(Path::new("/proc")));
+    }
+
+    #[test]
+    fn an_id_of_another_pid_namespace_is_never_here_and_dead_once_its_namespace_is_gone() {
+        let proc = Path::new("/proc");
+        let me = ProcessId::of(proc, std::process::id()).unwrap();
+        assert_eq!(me.pid_ns, pid_namespace(proc));
+        // No namespace has inode 1: provably gone from the initial one.
+        let foreign = ProcessId { pid_ns: Some(1), ..me };
+        assert!(!foreign.is_here(proc));
+        assert_eq!(foreign.is_alive(proc), pid_namespace(proc) != Some(INITIAL_PID_NS));
+        // Records written before the namespace was kept are judged as before.
+        let unknown = ProcessId { pid_ns: None, ..me };
+        assert!(unknown.is_here(proc) && unknown.is_alive(proc));
+    }
+
+    #[test]
+    fn a_live_process_of_another_pid_namespace_counts_as_alive() {
+        if !nix::unistd::geteuid().is_root() || pid_namespace(Path::new("/proc")) != Some(INITIAL_PID_NS) {
+            eprintln!("SKIP: needs root in the initial pid namespace to make a pid namespace");
+            return;
+        }
+        let mut child = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let proc = Path::new("/proc");
+        // `unshare` forks `sleep` as pid 1 of the new namespace.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let ns = loop {
+            let own = std::fs::metadata(format!("/proc/{}/ns/pid", child.id())).unwrap().ino();
+            let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
+            let inner =
+                kids.split_whitespace().next().and_then(|k| std::fs::metadata(format!("/proc/{k}/ns/pid")).ok());
+            if let Some(m) = inner.filter(|m| m.ino() != own) {
+                break m.ino();
+            }
+            assert!(std::time::Instant::now() < deadline, "no process in a new pid namespace");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let inside = ProcessId { pid: 1, start_time: 0, pid_ns: Some(ns) };
+        assert!(inside.is_alive(proc) && !inside.is_here(proc));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while inside.is_alive(proc) {
+            assert!(std::time::Instant::now() < deadline, "the namespace outlived its processes");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -9,6 +9,7 @@
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, connect, recv, send, socket,
@@ -26,13 +27,18 @@ pub enum Kind {
     UdpBound,
 }
 
-/// A bound socket: its local address and inode.
+/// A bound socket: its local address, inode and owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound {
     /// Local address and port.
     pub local: SocketAddr,
     /// Socket inode.
     pub inode: u64,
+    /// The uid that created it, as seen from the caller's user namespace.
+    pub uid: u32,
+    /// An IPv6 socket with `IPV6_V6ONLY` (an IPv6 wildcard without it holds
+    /// the IPv4 port too); false for IPv4 sockets.
+    pub v6only: bool,
 }
 
 /// Every socket of `kind`, IPv4 and IPv6, in the calling thread's namespace.
@@ -79,9 +85,14 @@ fn dump(kind: Kind, family: u8, out: &mut Vec<Bound>) -> io::Result<()> {
                 }
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let id = &r.header.socket_id;
+                    // The kernel reports it for every listening or
+                    // unconnected IPv6 socket.
+                    let v6only = r.nlas.iter().any(|n| matches!(n, Nla::SkV6Only(true)));
                     out.push(Bound {
                         local: SocketAddr::new(id.source_address, id.source_port),
                         inode: u64::from(r.header.inode),
+                        uid: r.header.uid,
+                        v6only,
                     });
                 }
                 _ => {}
@@ -110,5 +121,37 @@ mod tests {
         assert_eq!(found.inode, ino(tcp.as_raw_fd()));
         let udps = bound(Kind::UdpBound).unwrap();
         assert!(udps.iter().any(|b| b.local == udp.local_addr().unwrap() && b.inode == ino(udp.as_raw_fd())));
+    }
+
+    #[test]
+    fn owners_and_the_v6only_flag_are_reported() {
+        let me = nix::unistd::geteuid().as_raw();
+        let dual = std::net::TcpListener::bind("[::]:0");
+        let v6only = v6only_listener();
+        let listening = bound(Kind::TcpListening).unwrap();
+        if let Ok(dual) = dual {
+            let found = listening.iter().find(|b| b.local == dual.local_addr().unwrap()).expect("dual-stack listener");
+            assert_eq!((found.uid, found.v6only), (me, false));
+        }
+        if let Some((fd, addr)) = v6only {
+            let found = listening.iter().find(|b| b.local == addr).expect("v6only listener");
+            assert_eq!((found.uid, found.v6only), (me, true));
+            drop(fd);
+        }
+    }
+
+    /// A listening `[::1]:0` socket with `IPV6_V6ONLY`, when IPv6 works here.
+    fn v6only_listener() -> Option<(std::os::fd::OwnedFd, SocketAddr)> {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, bind, getsockname, listen, setsockopt, socket,
+            sockopt,
+        };
+        let fd = socket(AddressFamily::Inet6, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).ok()?;
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).ok()?;
+        bind(fd.as_raw_fd(), &SockaddrIn6::from(std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 0, 0, 0)))
+            .ok()?;
+        listen(&fd, Backlog::new(1).ok()?).ok()?;
+        let addr: SockaddrIn6 = getsockname(fd.as_raw_fd()).ok()?;
+        Some((fd, SocketAddr::V6(std::net::SocketAddrV6::new(addr.ip(), addr.port(), 0, 0))))
     }
 }

@@ -1,5 +1,6 @@
 //! [`NetworkConfig`]: what network a container asks for, as plain data.
 
+use super::helper_opts::{self, HelperOptsError, SlirpOptions};
 use super::mode::NetworkMode;
 use super::port::PortMapping;
 
@@ -17,6 +18,11 @@ pub struct NetworkConfig {
     /// Who forwards the published ports (`--port-driver`).
     #[serde(default)]
     pub port_driver: super::driver::PortDriver,
+    /// Extra options for the helper of `mode` (`pasta:OPTS`: pasta's own
+    /// argv tokens; `slirp4netns:OPTS`: podman's `KEY=VALUE` items), used
+    /// only when `mode` is the mode that runs. See [`super::helper_opts`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helper_options: Vec<String>,
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
     #[serde(default, skip_serializing_if = "crate::dns::DnsOptions::is_empty")]
     pub dns: crate::dns::DnsOptions,
@@ -30,8 +36,26 @@ impl NetworkConfig {
             ports: Vec::new(),
             host_loopback_ports: Vec::new(),
             port_driver: Default::default(),
+            helper_options: Vec::new(),
             dns: Default::default(),
         }
+    }
+
+    /// pasta's extra argv when `running` is pasta and the options were given for it.
+    pub fn pasta_extra(&self, running: &NetworkMode) -> Result<Vec<String>, HelperOptsError> {
+        if self.mode != NetworkMode::Pasta || *running != NetworkMode::Pasta || self.helper_options.is_empty() {
+            return Ok(Vec::new());
+        }
+        helper_opts::check_pasta(&self.helper_options)?;
+        Ok(self.helper_options.clone())
+    }
+
+    /// slirp4netns's extra options when `running` is slirp4netns and they were given for it.
+    pub fn slirp_extra(&self, running: &NetworkMode) -> Result<SlirpOptions, HelperOptsError> {
+        if self.mode != NetworkMode::Slirp4netns || *running != NetworkMode::Slirp4netns {
+            return Ok(SlirpOptions::default());
+        }
+        helper_opts::slirp(&self.helper_options)
     }
 }
 

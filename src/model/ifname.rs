@@ -9,8 +9,9 @@ use std::fmt;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
-/// Longest network name.
-pub const NETWORK_NAME_MAX: usize = 32;
+/// Longest network name (podman sets none; this keeps the lease and lock
+/// file names and the nftables table name `pelagos-NAME` short).
+pub const NETWORK_NAME_MAX: usize = 64;
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +35,7 @@ pub enum NameError {
         max: usize,
     },
     /// A character that is not allowed.
-    #[error("{kind} name '{name}' contains {what}; use lowercase letters, digits, '-', '_' and '.'")]
+    #[error("{kind} name '{name}' contains {what}; use letters, digits, '-', '_' and '.'")]
     BadChar {
         /// What kind of name.
         kind: &'static str,
@@ -80,8 +81,10 @@ fn check(kind: &'static str, s: &str, max: usize, allowed: impl Fn(char) -> bool
     Ok(())
 }
 
-/// A network name: `[a-z0-9][a-z0-9_.-]*`, at most 32 bytes, never `..`
-/// (safe as a file name and in nft table names).
+/// A network name, by podman's rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most
+/// 64 bytes. Safe as a file name (no `/`, never `.` or `..` as a whole, since
+/// the first character is alphanumeric) and inside an nftables table name;
+/// interface names are derived from it ([`NetworkName::derived_bridge`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct NetworkName(String);
@@ -89,12 +92,7 @@ pub struct NetworkName(String);
 impl NetworkName {
     /// Validate `s`.
     pub fn new(s: &str) -> Result<Self, NameError> {
-        check("network", s, NETWORK_NAME_MAX, |c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-        })?;
-        if s.contains("..") {
-            return Err(NameError::BadChar { kind: "network", name: s.into(), what: "'..'".into() });
-        }
+        check("network", s, NETWORK_NAME_MAX, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))?;
         Ok(Self(s.to_owned()))
     }
 
@@ -105,7 +103,8 @@ impl NetworkName {
 
     /// Bridge name for this network: the name itself for the default
     /// network, `pn-<name>` when that fits in 15 bytes, otherwise `pn-`
-    /// plus a stable hash of the name.
+    /// plus a stable hash of the name. Interface names are case-sensitive,
+    /// so `Web` and `web` get distinct bridges.
     pub fn derived_bridge(&self) -> IfName {
         if self.0 == crate::bridge::network::DEFAULT_NETWORK {
             return IfName(crate::bridge::network::BRIDGE_NAME.to_owned());
@@ -204,7 +203,7 @@ mod tests {
 
     #[test]
     fn network_names_that_are_safe_are_accepted() {
-        for ok in ["pelagos0", "web", "a", "my-net_2.test", "0abc"] {
+        for ok in ["pelagos0", "web", "a", "my-net_2.test", "0abc", "Web", "MyNet", "a..b", &"x".repeat(64)] {
             assert!(NetworkName::new(ok).is_ok(), "{ok}");
         }
     }
@@ -216,12 +215,13 @@ mod tests {
             ("../etc", "'.'"),
             ("a/b", "'/'"),
             ("-rf", "must start"),
-            ("a..b", "'..'"),
+            (".hidden", "must start"),
+            ("_x", "must start"),
             ("nul\0", "NUL"),
-            ("Web", "'W'"),
+            ("a:b", "':'"),
             ("café", "non-ASCII"),
             ("with space", "whitespace"),
-            (&"x".repeat(33), "limit is 32"),
+            (&"x".repeat(65), "limit is 64"),
         ];
         for (name, want) in cases {
             let err = NetworkName::new(name).unwrap_err().to_string();
@@ -246,6 +246,8 @@ mod tests {
         let long = NetworkName::new("a-very-long-network-name").unwrap().derived_bridge();
         assert!(long.as_str().len() <= IFNAME_MAX && long.as_str().starts_with("pn-"), "{long}");
         assert_ne!(long, NetworkName::new("a-very-long-network-name2").unwrap().derived_bridge());
+        let upper = NetworkName::new("Web").unwrap().derived_bridge();
+        assert_eq!(upper.as_str(), "pn-Web");
     }
 
     #[test]

@@ -18,14 +18,48 @@ pub fn next_free(
     used: &BTreeSet<Ipv4Addr>,
     last: Option<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
-    let first = u32::from(subnet.first_host());
-    let last_host = u32::from(subnet.last_host());
-    let count = last_host.checked_sub(first)? + 1;
-    let start = match last {
-        Some(a) if subnet.contains(a) && u32::from(a) >= first && u32::from(a) < last_host => u32::from(a) + 1,
+    candidates(subnet, gateway, last).find(|a| !used.contains(a))
+}
+
+/// Every assignable address of `subnet` in allocation order: round-robin
+/// from the one after `last` (or from the start), wrapping around, the
+/// gateway left out. A caller that cannot see the whole used-set at once
+/// (one lease file per address) takes the first it can claim.
+pub fn candidates(subnet: Ipv4Net, gateway: Ipv4Addr, last: Option<Ipv4Addr>) -> impl Iterator<Item = Ipv4Addr> {
+    candidates_in(subnet, None, gateway, last)
+}
+
+/// [`candidates`] limited to `range` (when given) within `subnet`.
+pub fn candidates_in(
+    subnet: Ipv4Net,
+    range: Option<Ipv4Net>,
+    gateway: Ipv4Addr,
+    last: Option<Ipv4Addr>,
+) -> impl Iterator<Item = Ipv4Addr> {
+    let mut first = u32::from(subnet.first_host());
+    let mut last_host = u32::from(subnet.last_host());
+    if let Some(r) = range {
+        first = first.max(u32::from(r.addr()));
+        last_host = last_host.min(u32::from(r.broadcast()));
+    }
+    let count = last_host.checked_sub(first).map_or(0, |n| n + 1);
+    let start = match last.map(u32::from) {
+        Some(a) if a >= first && a < last_host => a + 1,
         _ => first,
     };
-    (0..count).map(|i| Ipv4Addr::from(first + (start - first + i) % count)).find(|a| *a != gateway && !used.contains(a))
+    (0..count).map(move |i| Ipv4Addr::from(first + (start - first + i) % count)).filter(move |a| *a != gateway)
+}
+
+/// [`next_free`] limited to the addresses of `range` (podman's
+/// `--ip-range`) that are usable hosts of `subnet`.
+pub fn next_free_in(
+    subnet: Ipv4Net,
+    range: Ipv4Net,
+    gateway: Ipv4Addr,
+    used: &BTreeSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
+    candidates_in(subnet, Some(range), gateway, last).find(|a| !used.contains(a))
 }
 
 /// Whether `addr` may be leased in `subnet`: a usable host address that is
@@ -57,6 +91,25 @@ pub fn free_subnet(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net]) -> Option<Ipv4N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_range_limits_allocation_and_wraps_inside_it() {
+        let subnet: Ipv4Net = "10.1.0.0/24".parse().unwrap();
+        let range: Ipv4Net = "10.1.0.252/30".parse().unwrap();
+        let gw: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        let mut used = BTreeSet::new();
+        let a = next_free_in(subnet, range, gw, &used, None).unwrap();
+        assert_eq!(a.to_string(), "10.1.0.252");
+        used.insert(a);
+        let b = next_free_in(subnet, range, gw, &used, Some(a)).unwrap();
+        assert_eq!(b.to_string(), "10.1.0.253");
+        used.insert(b);
+        // .255 is the subnet's broadcast: never handed out.
+        let c = next_free_in(subnet, range, gw, &used, Some(b)).unwrap();
+        assert_eq!(c.to_string(), "10.1.0.254");
+        used.insert(c);
+        assert_eq!(next_free_in(subnet, range, gw, &used, Some(c)), None);
+    }
     use proptest::prelude::*;
 
     fn net(s: &str) -> Ipv4Net {

@@ -5,8 +5,10 @@
 //! parsers be table-tested and fuzzed.
 
 pub mod cidr;
+pub mod cidr6;
 pub mod config;
 pub mod driver;
+pub mod helper_opts;
 pub mod ifname;
 pub mod ipam;
 pub mod mode;

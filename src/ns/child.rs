@@ -1,16 +1,25 @@
-//! The namespace child: a raw `fork` whose child enters fresh namespaces,
-//! reports back, and then waits for the parent's word before it `exec`s.
+//! The namespace child: a raw `clone` whose child is born in fresh
+//! namespaces (or joins the run's network namespace), reports back, and
+//! then waits for the parent's word before it starts the command.
 //!
-//! Why a raw fork and not `std::process::Command`: `Command::spawn` blocks
-//! until the child `exec`s, so a child cannot wait on us before `exec` (see
-//! the crate docs). Here the child tells us when its namespaces exist, we
-//! make the network ready, and only then let it run the command.
+//! Why not `std::process::Command`: `Command::spawn` blocks until the child
+//! `exec`s, so a child cannot wait on us before `exec` (see the crate
+//! docs). Here the child tells us when its namespaces exist, we make the
+//! network ready, and only then let it run the command.
 //!
-//! Everything the child does after `fork` is async-signal-safe: raw
-//! syscalls on buffers prepared by the parent, no allocation, no locks, so a
-//! multithreaded caller (a runtime, a test harness) can use it safely.
-//! `unshare(CLONE_NEWUSER)` needs a single-threaded process, which the
-//! forked child always is.
+//! The child is the init (PID 1) of a PID namespace of its own, so the run
+//! owns its whole process tree: the command runs as its child (PID 2), and
+//! whatever the command starts, `setsid` and double-fork included, cannot
+//! outlive the run, since the kernel kills a PID namespace's processes when
+//! its init exits (see [`super::init`] for what init does, and when).
+//! A mount namespace comes with it, for a procfs that shows the run's own
+//! processes. Rootless, the clone creates the user namespace too (the PID
+//! and mount namespaces belong to it), so it works from a multithreaded
+//! caller, where `unshare(CLONE_NEWUSER)` would fail.
+//!
+//! Everything the child does is async-signal-safe: raw syscalls on buffers
+//! prepared by the parent, no allocation, no locks, so a multithreaded
+//! caller (a runtime, a test harness) can use it safely.
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -20,6 +29,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+
+use super::init::{self, Prepared};
 
 /// Which namespaces the child enters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +71,16 @@ pub enum ChildStage {
     Exec = 7,
     /// Name resolution: the run's resolv.conf and hosts, DNS routing.
     Dns = 8,
+    /// Forking the command's process from the namespace's init.
+    StartCommand = 9,
 }
 
 impl ChildStage {
     fn from_u8(v: u8) -> Option<Self> {
         use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns].into_iter().find(|s| *s as u8 == v)
+        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand]
+            .into_iter()
+            .find(|s| *s as u8 == v)
     }
 }
 
@@ -80,6 +95,7 @@ impl std::fmt::Display for ChildStage {
             Self::Loopback => "bring up lo",
             Self::Exec => "execute the command",
             Self::Dns => "set up name resolution",
+            Self::StartCommand => "start the command's process",
         })
     }
 }
@@ -135,14 +151,39 @@ pub struct ChildSpec {
     /// Signal mask the command should start with (the caller's original mask).
     pub sigmask: nix::sys::signal::SigSet,
     /// Name resolution set up inside the namespaces before exec (mounts
-    /// in a private mount namespace, DNS routing).
+    /// in the child's mount namespace, DNS routing).
     pub dns: Option<crate::dns::inside::NsDns>,
 }
 
+/// Signals the parent passes on to the command (through the namespace's
+/// init, which waits for them with SIGCHLD).
+pub const FORWARDED_SIGNALS: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
 /// Byte the parent sends to let the child exec.
-const GO: u8 = b'G';
-/// Size of a child report: stage byte, detail byte, 2 padding bytes, errno as i32.
-const REPORT_LEN: usize = 8;
+pub(super) const GO: u8 = b'G';
+/// Size of a child report: stage byte, detail byte, 2 padding bytes, errno
+/// as i32. A "ready" report has stage 0; its errno, when not 0, says why
+/// the namespace has no procfs of its own.
+pub(super) const REPORT_LEN: usize = 8;
+
+/// A report read from the child.
+enum Report {
+    /// Namespaces exist and `lo` is up; the errno of a failed private
+    /// `/proc` mount, or 0.
+    Ready(i32),
+    /// A step failed.
+    Failed(ChildStage, Errno),
+    /// The pipe closed: the command was exec'd, or the child died.
+    Closed,
+}
 
 /// A forked child sitting in its new namespaces, waiting for [`NsChild::release`].
 #[derive(Debug)]
@@ -195,17 +236,6 @@ pub enum ExecOutcome {
     Failed(Errno),
 }
 
-struct Prepared {
-    argv_ptrs: Vec<*const libc::c_char>,
-    setgroups: CString,
-    uid_map_path: CString,
-    gid_map_path: CString,
-    uid_map: Vec<u8>,
-    gid_map: Vec<u8>,
-    /// `CLONE_NEWNS` when the child needs a mount namespace of its own.
-    mount_ns: libc::c_int,
-}
-
 fn cpath(p: &Path) -> CString {
     use std::os::unix::ffi::OsStrExt;
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
@@ -216,8 +246,8 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd), UsernsError> {
 }
 
 impl NsChild {
-    /// Fork the child. It enters its namespaces, brings `lo` up, and blocks.
-    /// Call [`NsChild::wait_ready`] next.
+    /// Clone the child. It is born in its namespaces, brings `lo` up, and
+    /// blocks. Call [`NsChild::wait_ready`] next.
     pub fn spawn(spec: &ChildSpec) -> Result<Self, UsernsError> {
         let mut argv_ptrs: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
@@ -234,29 +264,34 @@ impl NsChild {
             gid_map_path: cpath(&spec.proc_root.join("self/gid_map")),
             uid_map,
             gid_map,
-            mount_ns: if spec.dns.as_ref().is_some_and(|d| d.needs_mount_ns()) { libc::CLONE_NEWNS } else { 0 },
+            proc_dir: cpath(&spec.proc_root),
+            signals: init_signals(),
         };
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
-        let parent = nix::unistd::getpid();
-
+        let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD;
+        let flags = match spec.ns {
+            NsKind::UserAndNet { .. } => flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
+            NsKind::NetOnly => flags | libc::CLONE_NEWNET,
+            NsKind::JoinNet(_) => flags,
+        };
         // SAFETY: the child branch only calls async-signal-safe functions
         // (raw syscalls on memory prepared above) and leaves with `_exit` or
         // `execv`; it never returns into Rust code of the parent.
-        match unsafe { nix::unistd::fork() } {
-            Err(e) => Err(UsernsError::Fork(e)),
-            Ok(nix::unistd::ForkResult::Child) => {
-                drop(report_rx);
-                drop(go_tx);
-                child_main(spec, &prep, parent.as_raw(), report_tx.as_raw_fd(), go_rx.as_raw_fd())
-            }
-            Ok(nix::unistd::ForkResult::Parent { child }) => {
-                drop(report_tx);
-                drop(go_rx);
-                let dns_targets = DnsTargets::of(spec);
-                Ok(Self { pid: child, report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets })
-            }
+        let pid = unsafe { init::clone_process(flags as libc::c_ulong) };
+        if pid < 0 {
+            // The namespaces could not be created: the same step as unshare(2).
+            return Err(UsernsError::ChildFailed { stage: ChildStage::Unshare, errno: Errno::last() });
         }
+        if pid == 0 {
+            drop(report_rx);
+            drop(go_tx);
+            init::child_main(spec, &prep, report_tx.as_raw_fd(), go_rx.as_raw_fd())
+        }
+        drop(report_tx);
+        drop(go_rx);
+        let dns_targets = DnsTargets::of(spec);
+        Ok(Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets })
     }
 
     /// The child's pid.
@@ -267,32 +302,37 @@ impl NsChild {
     /// Wait until the child's namespaces exist and `lo` is up.
     pub fn wait_ready(&mut self) -> Result<(), UsernsError> {
         match self.read_report()? {
-            Some(None) => Ok(()),
-            Some(Some((ChildStage::Dns, errno))) => {
+            Report::Ready(0) => Ok(()),
+            Report::Ready(errno) => {
+                log::warn!(
+                    "could not give the namespace a /proc of its own ({}): `ps` and /proc inside show the host's processes",
+                    Errno::from_raw(errno).desc()
+                );
+                Ok(())
+            }
+            Report::Failed(ChildStage::Dns, errno) => {
                 let step = crate::dns::inside::DnsStep::from_u8(self.detail).ok_or(UsernsError::ChildVanished)?;
                 Err(UsernsError::DnsFailed { step, target: self.dns_targets.get(step), errno })
             }
-            Some(Some((stage, errno))) => Err(UsernsError::ChildFailed { stage, errno }),
-            None => Err(UsernsError::ChildVanished),
+            Report::Failed(stage, errno) => Err(UsernsError::ChildFailed { stage, errno }),
+            Report::Closed => Err(UsernsError::ChildVanished),
         }
     }
 
-    /// Let the child exec the command, and learn whether the exec worked.
+    /// Let the child start the command, and learn whether the exec worked.
     pub fn release(&mut self) -> Result<ExecOutcome, UsernsError> {
         let go = self.go_tx.take().ok_or(UsernsError::ChildVanished)?;
         nix::unistd::write(&go, &[GO]).map_err(|e| UsernsError::Pipe(e.into()))?;
         drop(go);
         match self.read_report()? {
-            None => Ok(ExecOutcome::Running),
-            Some(Some((ChildStage::Exec, errno))) => Ok(ExecOutcome::Failed(errno)),
-            Some(Some((stage, errno))) => Err(UsernsError::ChildFailed { stage, errno }),
-            Some(None) => Err(UsernsError::ChildVanished),
+            Report::Closed => Ok(ExecOutcome::Running),
+            Report::Failed(ChildStage::Exec, errno) => Ok(ExecOutcome::Failed(errno)),
+            Report::Failed(stage, errno) => Err(UsernsError::ChildFailed { stage, errno }),
+            Report::Ready(_) => Err(UsernsError::ChildVanished),
         }
     }
 
-    /// `Ok(None)` on EOF; `Ok(Some(None))` for "ready"; `Ok(Some(Some(..)))` for a failure.
-    #[allow(clippy::type_complexity)]
-    fn read_report(&mut self) -> Result<Option<Option<(ChildStage, Errno)>>, UsernsError> {
+    fn read_report(&mut self) -> Result<Report, UsernsError> {
         let mut buf = [0u8; REPORT_LEN];
         let mut got = 0;
         while got < REPORT_LEN {
@@ -304,21 +344,23 @@ impl NsChild {
             }
         }
         if got == 0 {
-            return Ok(None);
+            return Ok(Report::Closed);
         }
         if got < REPORT_LEN {
             return Err(UsernsError::ChildVanished);
         }
-        if buf[0] == 0 {
-            return Ok(Some(None));
-        }
+        let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
         self.detail = buf[1];
-        let errno = Errno::from_raw(i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]));
+        if buf[0] == 0 {
+            return Ok(Report::Ready(errno));
+        }
         let stage = ChildStage::from_u8(buf[0]).ok_or(UsernsError::ChildVanished)?;
-        Ok(Some(Some((stage, errno))))
+        Ok(Report::Failed(stage, Errno::from_raw(errno)))
     }
 
-    /// Send a signal to the child (ignoring "already gone").
+    /// Send a signal to the child, the namespace's init, which passes it
+    /// on to the command (ignoring "already gone"). SIGKILL ends the whole
+    /// run's process tree.
     pub fn signal(&self, sig: Signal) {
         if !self.reaped {
             let _ = kill(self.pid, sig);
@@ -366,120 +408,13 @@ impl Drop for NsChild {
     }
 }
 
-// ---- everything below runs in the forked child: async-signal-safe only ----
-
-fn report(fd: RawFd, stage: u8, errno: i32) {
-    report_detail(fd, stage, 0, errno);
-}
-
-fn report_detail(fd: RawFd, stage: u8, detail: u8, errno: i32) {
-    let mut buf = [0u8; REPORT_LEN];
-    buf[0] = stage;
-    buf[1] = detail;
-    buf[4..8].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: writes our stack buffer to a pipe fd we own; result ignored on purpose
-    // (nothing else can be done in the child).
-    unsafe { libc::write(fd, buf.as_ptr().cast(), REPORT_LEN) };
-}
-
-fn fail(fd: RawFd, stage: ChildStage) -> ! {
-    report(fd, stage as u8, Errno::last_raw());
-    // SAFETY: `_exit` is async-signal-safe and never returns.
-    unsafe { libc::_exit(125) }
-}
-
-fn write_file(path: &CString, data: &[u8]) -> bool {
-    // SAFETY: `path` is a valid NUL-terminated string prepared before fork.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return false;
+/// The set the namespace's init blocks and waits for: the forwarded
+/// signals and SIGCHLD.
+fn init_signals() -> libc::sigset_t {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in FORWARDED_SIGNALS {
+        set.add(sig);
     }
-    // SAFETY: `fd` is the descriptor opened above; `data` is valid for its length.
-    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-    let saved = Errno::last_raw();
-    // SAFETY: closing the descriptor opened above, exactly once.
-    unsafe { libc::close(fd) };
-    Errno::set_raw(saved);
-    n == data.len() as isize
-}
-
-fn child_main(spec: &ChildSpec, prep: &Prepared, parent: libc::pid_t, tx: RawFd, rx: RawFd) -> ! {
-    // SAFETY: prctl with constant arguments; getppid has no preconditions.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            fail(tx, ChildStage::DeathSignal);
-        }
-        if libc::getppid() != parent {
-            libc::_exit(125);
-        }
-    }
-    let entered = match spec.ns {
-        // SAFETY: unshare(2) with constant flags in a single-threaded child.
-        NsKind::UserAndNet { .. } => unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | prep.mount_ns) },
-        // SAFETY: as above.
-        NsKind::NetOnly => unsafe { libc::unshare(libc::CLONE_NEWNET | prep.mount_ns) },
-        // SAFETY: setns(2) on an fd the parent keeps open across the fork,
-        // then unshare(2) with constant flags.
-        NsKind::JoinNet(fd) => unsafe {
-            match libc::setns(fd, libc::CLONE_NEWNET) {
-                0 if prep.mount_ns != 0 => libc::unshare(prep.mount_ns),
-                rc => rc,
-            }
-        },
-    };
-    if entered != 0 {
-        fail(tx, ChildStage::Unshare);
-    }
-    if let NsKind::UserAndNet { .. } = spec.ns {
-        if !write_file(&prep.setgroups, b"deny") {
-            fail(tx, ChildStage::SetGroups);
-        }
-        if !write_file(&prep.uid_map_path, &prep.uid_map) {
-            fail(tx, ChildStage::UidMap);
-        }
-        if !write_file(&prep.gid_map_path, &prep.gid_map) {
-            fail(tx, ChildStage::GidMap);
-        }
-    }
-    if let Err(e) = crate::ns::loopback::bring_up_loopback() {
-        report(tx, ChildStage::Loopback as u8, e.errno() as i32);
-        // SAFETY: `_exit` is async-signal-safe.
-        unsafe { libc::_exit(125) };
-    }
-    if let Some(dns) = &spec.dns
-        && let Err((step, errno)) = dns.apply()
-    {
-        report_detail(tx, ChildStage::Dns as u8, step as u8, errno);
-        // SAFETY: `_exit` is async-signal-safe.
-        unsafe { libc::_exit(125) };
-    }
-    report(tx, 0, 0);
-
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reads one byte into our stack variable from a pipe fd we own.
-        let n = unsafe { libc::read(rx, (&mut byte as *mut u8).cast(), 1) };
-        if n == 1 && byte == GO {
-            break;
-        }
-        if n < 0 && Errno::last() == Errno::EINTR {
-            continue;
-        }
-        // EOF or anything else: the parent gave up; leave quietly.
-        // SAFETY: `_exit` is async-signal-safe.
-        unsafe { libc::_exit(125) };
-    }
-    // SAFETY: restore the caller's signal mask and default SIGPIPE (Rust
-    // ignores it, and ignored dispositions survive exec), then exec with
-    // pointers prepared before fork. Only async-signal-safe calls.
-    unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, spec.sigmask.as_ref(), std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::close(rx);
-        libc::execv(spec.program.as_ptr(), prep.argv_ptrs.as_ptr());
-    }
-    let errno = Errno::last_raw();
-    report(tx, ChildStage::Exec as u8, errno);
-    // SAFETY: `_exit` is async-signal-safe.
-    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+    set.add(Signal::SIGCHLD);
+    *set.as_ref()
 }

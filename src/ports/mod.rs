@@ -5,4 +5,5 @@
 pub mod builtin;
 pub mod exposure;
 pub mod nsfactory;
+pub mod precheck;
 pub mod relay;

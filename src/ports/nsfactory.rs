@@ -143,8 +143,7 @@ impl SocketFactory {
         }
         drop(theirs);
         let pid = Pid::from_raw(pid);
-        let id = ProcessId::of(proc_root, pid.as_raw() as u32)
-            .unwrap_or(ProcessId { pid: pid.as_raw() as u32, start_time: 0 });
+        let id = ProcessId::of(proc_root, pid.as_raw() as u32).unwrap_or(ProcessId::unread(pid.as_raw() as u32));
         let mut factory = Self { ctl: ours, pid, id, pools: Vec::new() };
         // The first message says whether the namespaces were entered.
         let mut hello = Reply::default();

@@ -44,7 +44,8 @@ pub fn steps(record: &RunRecord, paths: &Paths) -> Vec<Step> {
     let mut out = Vec::new();
     let factory = record.forwarder.as_ref().and_then(|f| f.factory);
     for p in [record.helper.as_ref().map(|h| h.process), factory, record.child].into_iter().flatten() {
-        if p.is_alive(proc_root) {
+        // A pid of another pid namespace means another process here.
+        if p.is_here(proc_root) && p.is_alive(proc_root) {
             out.push(Step::Kill(p));
         }
     }
@@ -86,7 +87,17 @@ pub enum Step {
 
 /// Find dead runs and remove what they left (nothing is removed with `dry_run`).
 pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
-    let store = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let store = if dry_run {
+        // Only looking: a state directory that does not exist holds nothing
+        // to collect, and is not created.
+        match Store::open_existing(&paths.run_dir, euid)? {
+            Some(store) => store,
+            None => return Ok(GcReport::default()),
+        }
+    } else {
+        Store::open(&paths.run_dir, euid)?
+    };
     let mut report = GcReport::default();
     for entry in store.records()? {
         let record = match entry {
@@ -131,6 +142,13 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
         }
     }
     leftovers::sweep(paths, dry_run, &mut report.actions);
+    // CNI attachments have no owner process (the container runtime owns
+    // their lifecycle): listed as live, left to the CNI DEL and GC verbs.
+    if let Ok(records) = crate::cni::record::CniStore::new(&paths.run_dir).list(None) {
+        report.live.extend(
+            records.into_iter().flatten().map(|r| format!("cni:{}/{}/{}", r.network, r.container_id, r.ifname)),
+        );
+    }
     Ok(report)
 }
 
@@ -218,7 +236,7 @@ mod tests {
     }
 
     fn dead() -> ProcessId {
-        ProcessId { pid: u32::MAX - 1, start_time: 1 }
+        ProcessId { pid: u32::MAX - 1, start_time: 1, pid_ns: None }
     }
 
     #[test]

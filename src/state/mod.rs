@@ -3,5 +3,6 @@
 
 pub mod gc;
 pub mod paths;
+pub mod runs;
 pub mod safefs;
 pub mod store;

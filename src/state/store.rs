@@ -161,6 +161,21 @@ impl Store {
         Ok(Self { runs })
     }
 
+    /// Open the state directory `run_dir` for `euid` without creating
+    /// anything: `None` when it (or its `runs/`) does not exist; an unsafe
+    /// one is refused as by [`Store::open`].
+    pub fn open_existing(run_dir: &Path, euid: u32) -> Result<Option<Self>, StoreError> {
+        let runs = run_dir.join("runs");
+        for dir in [run_dir, runs.as_path()] {
+            match fs::symlink_metadata(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                _ => crate::state::safefs::check_private_dir(dir, euid)
+                    .map_err(|e| StoreError::UnsafeDir { path: dir.to_owned(), why: e.to_string() })?,
+            }
+        }
+        Ok(Some(Self { runs }))
+    }
+
     fn record_path(&self, id: &str) -> PathBuf {
         self.runs.join(format!("{id}.json"))
     }
@@ -255,12 +270,12 @@ mod tests {
     fn record(id: &str) -> RunRecord {
         RunRecord {
             id: id.into(),
-            owner: ProcessId { pid: 1, start_time: 2 },
+            owner: ProcessId { pid: 1, start_time: 2, pid_ns: None },
             mode: NetworkMode::Pasta,
             child: None,
             helper: Some(HelperRecord {
                 kind: crate::flow::run::HelperKind::Pasta,
-                process: ProcessId { pid: 3, start_time: 4 },
+                process: ProcessId { pid: 3, start_time: 4, pid_ns: None },
             }),
             netns_path: None,
             ports: vec![],

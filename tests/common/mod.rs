@@ -17,6 +17,7 @@
 pub mod dns;
 pub mod fwdrig;
 pub mod running;
+pub mod schema;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the

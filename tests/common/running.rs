@@ -28,6 +28,21 @@ impl Running {
     }
 }
 
+/// Start `pelagos-net ARGS` in the background and return once its command
+/// printed its first line, `ready`; panic with the run's output otherwise.
+pub fn start_ready(topo: &Topology, env: &Env, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    if line != "ready\n" {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("the run did not start: {line:?} {}", super::describe(&out));
+    }
+    child
+}
+
 /// Kills a child with SIGKILL if it still runs after a deadline, so a hung
 /// command fails its test (killed, with its output) instead of stalling the
 /// suite. Dropping the guard disarms it.

@@ -207,10 +207,10 @@ impl NftContext {
 }
 
 impl Drop for NftContext {
-    /// Frees the context under the global lock, but lets the last close of
-    /// its netfilter socket happen after the lock is released: that close
-    /// waits for the kernel to free deleted rules and elements (an RCU grace
-    /// period, 10-15 ms), which must not stall every other context.
+    /// Frees the context under the global lock, but hands the last close of
+    /// its netfilter socket to [`super::closer`]: a close soon after a
+    /// deletion waits for the kernel to free deleted rules and elements (an
+    /// RCU grace period, 10-15 ms) and blocks every other commit meanwhile.
     fn drop(&mut self) {
         let guard = lock();
         let held: Vec<std::os::fd::OwnedFd> = self
@@ -228,7 +228,10 @@ impl Drop for NftContext {
         // exactly once, here.
         unsafe { (self.api.ctx_free)(self.ctx.as_ptr()) };
         drop(guard);
-        drop(held);
+        if !held.is_empty() {
+            let fds = held.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+            super::closer::defer(fds, Box::new(held));
+        }
     }
 }
 

@@ -1,18 +1,28 @@
 //! NAT and port forwarding for bridge networks, with nftables, in-process.
 //!
 //! Owns one nftables table per bridge network, `table ip pelagos-<network>`,
-//! and nothing else: it never reads, flushes or edits another table, so it
+//! and nothing else: it never flushes or edits another table, so it
 //! coexists with the host's own firewall, docker's and podman's. It never
-//! spawns `nft`: scripts go to libnftables ([`ffi::NftContext`]) in the
-//! calling process, so publishing a port costs one netlink transaction, not a
-//! fork+exec per container.
+//! spawns `nft`. A network's table is built from script text run through
+//! libnftables ([`ffi::NftContext`]) in the calling process, once per
+//! network; a container's forwards are one raw nfnetlink transaction
+//! ([`nfnl`]), with no libnftables load and no ruleset fetch, so an attach
+//! costs the same with 1 or 200 containers.
 //!
 //! # Shape
 //!
 //! - [`script`] is pure: it turns a [`NetworkRules`] or a list of [`Forward`]s
-//!   into nft script text, golden-tested without root.
-//! - [`Firewall`] is the thin shell that runs those scripts, one transaction
-//!   each, in the network namespace it was created in.
+//!   into nft script text, golden-tested without root. The table carries a
+//!   version in its comment ([`TABLE_VERSION`]).
+//! - [`nfnl`] is pure: the nfnetlink messages of the per-container path
+//!   (map elements, one table's version, one chain's policy), golden-tested.
+//! - [`Firewall`] is the thin shell that runs both, in the network namespace
+//!   it was created in; a table built by another version is rebuilt, its
+//!   forwards kept, in one transaction.
+//! - [`closer`] closes netfilter sockets where no caller waits for the
+//!   kernel's grace period.
+//! - [`hostfw`] deals with the host's own firewall (iptables `FORWARD DROP`,
+//!   firewalld).
 //! - [`sysctl`] writes the two per-namespace knobs the rules rely on
 //!   (`ip_forward`, and `route_localnet` on the bridge).
 //!
@@ -44,11 +54,20 @@
 //!   routes such packets out of a non-loopback interface when
 //!   `route_localnet` is on for it, hence [`enable_route_localnet`].
 //!
-//! IPv4 only; nothing here filters (no `forward` chain): an accept in one
-//! base chain cannot override a drop in another table, so a host firewall
-//! that drops forwarded traffic must be configured by its owner.
+//! Dual-stack networks also get `table ip6 pelagos-<network>` ([`ipv6`]):
+//! NAT66 for egress and the same isolation, no IPv6 port forwards. Our
+//! `isolation` chain only drops (between pelagos networks,
+//! and all but published-port traffic of an internal network): an accept in
+//! one base chain cannot override a drop in another table, so a host whose
+//! iptables `FORWARD` chain drops by default gets accept rules for our
+//! bridges there ([`hostfw`]).
 
+pub mod closer;
 pub mod ffi;
+pub mod hostfw;
+pub mod ipv6;
+pub mod nfnl;
+mod nfsock;
 pub mod script;
 mod shell;
 pub mod sysctl;
@@ -60,9 +79,12 @@ use crate::model::cidr::Ipv4Net;
 use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
-pub use script::{add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script};
-pub use shell::Firewall;
-pub use sysctl::{enable_ip_forward, enable_route_localnet};
+pub use ipv6::Network6Rules;
+pub use script::{
+    TABLE_VERSION, add_forwards_script, delete_table_script, remove_forwards_script, table_name, table_script,
+};
+pub use shell::{Firewall, TableState};
+pub use sysctl::{enable_ip_forward, enable_ipv6_forward, enable_route_localnet};
 
 /// What a bridge network's table implements.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +99,12 @@ pub struct NetworkRules {
     /// The bridge's own address in `subnet`: the source of hairpin and
     /// loopback-originated connections as containers see them.
     pub gateway: Ipv4Addr,
-    /// Whether egress from the subnet is masqueraded behind the host. A
-    /// network without masquerade is internal: its bridge forwards nothing
-    /// but published-port traffic.
+    /// Whether egress from the subnet is masqueraded behind the host.
     pub masquerade: bool,
+    /// An internal network's bridge forwards nothing but published-port
+    /// traffic; any other network forwards (masqueraded or routed as is),
+    /// but never to another pelagos network's bridge.
+    pub internal: bool,
 }
 
 /// One published port (callers expand ranges into one `Forward` per port).
@@ -97,6 +121,24 @@ pub struct Forward {
     pub container_ip: Ipv4Addr,
     /// Port inside the container.
     pub container_port: u16,
+}
+
+/// A forward from plain values, for the unit tests of this module's parts.
+#[cfg(test)]
+pub(crate) fn test_forward(
+    host_ip: Option<[u8; 4]>,
+    host_port: u16,
+    proto: PortProto,
+    ip: [u8; 4],
+    port: u16,
+) -> Forward {
+    Forward {
+        host_ip: host_ip.map(Ipv4Addr::from),
+        host_port,
+        proto,
+        container_ip: Ipv4Addr::from(ip),
+        container_port: port,
+    }
 }
 
 /// Errors of the firewall module.

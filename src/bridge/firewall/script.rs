@@ -27,6 +27,16 @@ use std::fmt::Write as _;
 use super::{Forward, NetworkRules};
 use crate::model::port::PortProto;
 
+/// The version of the table layout [`table_script`] builds, carried in the
+/// table's comment ([`table_comment`]). A table with another comment (or
+/// none: tables of versions before 2) is rebuilt, its forwards kept.
+pub const TABLE_VERSION: u32 = 2;
+
+/// The comment that marks a table built by this version of [`table_script`].
+pub fn table_comment() -> String {
+    format!("pelagos-net table v{TABLE_VERSION}")
+}
+
 /// The nftables table of network `net`: `pelagos-<net>`.
 pub fn table_name(net: &str) -> String {
     format!("pelagos-{net}")
@@ -37,11 +47,7 @@ pub fn table_name(net: &str) -> String {
 const MAPS: [(PortProto, bool); 4] =
     [(PortProto::Tcp, true), (PortProto::Tcp, false), (PortProto::Udp, true), (PortProto::Udp, false)];
 
-/// Name of the map holding forwards of `proto`, keyed by address and port
-/// (`by_addr`) or by port alone.
-fn map_name(proto: PortProto, by_addr: bool) -> String {
-    format!("fwd_{}_{}", proto.as_str(), if by_addr { "addr" } else { "any" })
-}
+use super::nfnl::map_name;
 
 /// An idempotent script that creates network `net`'s table, or brings an
 /// existing one's rules up to date while keeping its map elements.
@@ -53,7 +59,7 @@ pub fn table_script(net: &NetworkRules) -> String {
         s.push_str(&text);
         s.push('\n');
     };
-    line(format!("add table {t}"));
+    line(format!("add table {t} {{ comment \"{}\"; }}", table_comment()));
     for (proto, by_addr) in MAPS {
         let key = if by_addr { "ipv4_addr . inet_service" } else { "inet_service" };
         let name = map_name(proto, by_addr);
@@ -87,7 +93,7 @@ pub fn table_script(net: &NetworkRules) -> String {
     // (`pelagos0`, `pn-*`) unless it was DNATed to a published port; an
     // internal network forwards nothing but published-port traffic.
     let guard = format!("iifname \"{bridge}\" oifname != \"{bridge}\" ct status != dnat");
-    if net.masquerade {
+    if !net.internal {
         line(format!("add rule {t} isolation {guard} oifname \"pelagos0\" drop"));
         line(format!("add rule {t} isolation {guard} oifname \"pn-*\" drop"));
     } else {
@@ -137,6 +143,15 @@ pub fn remove_forwards_script(net: &str, fwds: &[Forward]) -> String {
         .collect()
 }
 
+/// One transaction replacing network `net`'s table (built by another
+/// version) with the current layout, keeping the forwards `fwds` it held.
+pub fn rebuild_script(net: &NetworkRules, fwds: &[Forward]) -> String {
+    let mut s = delete_table_script(&net.name);
+    s.push_str(&table_script(net));
+    s.push_str(&add_forwards_script(&net.name, fwds));
+    s
+}
+
 /// A script deleting network `net`'s table, succeeding when it is absent.
 pub fn delete_table_script(net: &str) -> String {
     let t = table_name(net);
@@ -155,20 +170,13 @@ mod tests {
             bridge: "pelagos0".into(),
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             masquerade,
+            internal: !masquerade,
         }
     }
 
-    fn fwd(host_ip: Option<[u8; 4]>, host_port: u16, proto: PortProto, ip: [u8; 4], port: u16) -> Forward {
-        Forward {
-            host_ip: host_ip.map(Ipv4Addr::from),
-            host_port,
-            proto,
-            container_ip: Ipv4Addr::from(ip),
-            container_port: port,
-        }
-    }
+    use crate::bridge::firewall::test_forward as fwd;
 
-    const GOLDEN_TABLE: &str = r#"add table ip pelagos-web
+    const GOLDEN_TABLE: &str = r#"add table ip pelagos-web { comment "pelagos-net table v2"; }
 add map ip pelagos-web fwd_tcp_addr { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
 add map ip pelagos-web fwd_tcp_any { type inet_service : ipv4_addr . inet_service; }
 add map ip pelagos-web fwd_udp_addr { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
@@ -259,6 +267,17 @@ delete element ip pelagos-web fwd_udp_addr { 10.78.0.2 . 53 : 10.77.0.3 . 5353 }
     fn forwards_scripts_are_empty_for_no_forwards() {
         assert_eq!(add_forwards_script("web", &[]), "");
         assert_eq!(remove_forwards_script("web", &[]), "");
+    }
+
+    #[test]
+    fn a_rebuild_deletes_recreates_and_refills_in_one_script() {
+        let fwds = [fwd(None, 8080, PortProto::Tcp, [10, 77, 0, 2], 80)];
+        let s = rebuild_script(&rules(true), &fwds);
+        assert!(
+            s.starts_with("add table ip pelagos-web\ndelete table ip pelagos-web\nadd table ip pelagos-web { comment"),
+            "{s}"
+        );
+        assert!(s.ends_with("add element ip pelagos-web fwd_tcp_any { 8080 : 10.77.0.2 . 80 }\n"), "{s}");
     }
 
     #[test]

@@ -16,6 +16,14 @@ pub fn enable_ip_forward(proc_root: &Path) -> Result<(), FirewallError> {
     write_one(proc_root.join("sys/net/ipv4/ip_forward"))
 }
 
+/// Turns on IPv6 forwarding (`<proc_root>/sys/net/ipv6/conf/all/forwarding`)
+/// for dual-stack networks. As with docker, a host that takes its own IPv6
+/// default route from router advertisements then needs `accept_ra=2` on that
+/// interface, since a forwarding host ignores them otherwise.
+pub fn enable_ipv6_forward(proc_root: &Path) -> Result<(), FirewallError> {
+    write_one(proc_root.join("sys/net/ipv6/conf/all/forwarding"))
+}
+
 /// Lets the kernel route packets with a loopback source out of `bridge`
 /// (`<proc_root>/sys/net/ipv4/conf/<bridge>/route_localnet`), which a
 /// published port reached at `127.0.0.1` needs: after DNAT such a packet

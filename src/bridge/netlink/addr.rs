@@ -1,10 +1,10 @@
-//! IPv4 addresses: add, list.
+//! IP addresses: add (IPv4 and IPv6), list (IPv4).
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{AddrInfo, Netlink, NetlinkError};
 use crate::model::cidr::Ipv4Net;
@@ -45,6 +45,23 @@ impl Netlink {
         let err = |source| NetlinkError::AddAddress { ifindex, addr, prefix, source };
         let msg = new_address(ifindex, addr, prefix).ok_or_else(|| err(Errno::EINVAL.into()))?;
         self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL).map(drop).map_err(err)
+    }
+
+    /// Add `addr/prefix` to link `ifindex` without duplicate address
+    /// detection (`nodad`, as `ip addr add ... nodad`): the address is
+    /// ours by construction and usable at once, not after DAD's ~1 s.
+    /// `EEXIST` when the link has it already.
+    pub fn add_address6(&mut self, ifindex: u32, addr: Ipv6Addr, prefix: u8) -> Result<(), NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix;
+        msg.header.index = ifindex;
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+            .map_err(|source| NetlinkError::AddAddress6 { ifindex, addr, prefix, source })
     }
 
     /// Every IPv4 address in this namespace.

@@ -3,7 +3,8 @@
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as Info, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo as Info, LinkMessage,
 };
 use nix::errno::Errno;
 use std::io;
@@ -93,10 +94,28 @@ impl Netlink {
         peer_netns: BorrowedFd<'_>,
         master: Option<u32>,
     ) -> Result<u32, NetlinkError> {
+        self.create_veth_mtu(host, peer, peer_netns, master, None)
+    }
+
+    /// [`Self::create_veth`] with both ends' MTU set in the same request.
+    pub fn create_veth_mtu(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+        master: Option<u32>,
+        mtu: Option<u32>,
+    ) -> Result<u32, NetlinkError> {
         let mut peer_msg = named(peer);
+        if let Some(mtu) = mtu {
+            peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         // The borrow keeps the namespace fd open for the whole request.
         peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
         let mut msg = named(host);
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
         if let Some(master) = master {
             msg.attributes.push(LinkAttribute::Controller(master));
         }
@@ -126,6 +145,54 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop).map_err(|source| NetlinkError::SetMaster {
             ifindex,
             master,
+            source,
+        })
+    }
+
+    /// Turn hairpin mode on for bridge port `ifindex` (frames may leave by
+    /// the port they came in on: a container reaching itself through a
+    /// published port of the host).
+    pub fn set_hairpin(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            Info::PortKind(InfoPortKind::Bridge),
+            Info::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        ]));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+            .map_err(|source| NetlinkError::SetUp { ifindex, source })
+    }
+
+    /// The hardware address and MTU of link `name`, or `None` if there is none.
+    pub fn link_mac_mtu(&mut self, name: &str) -> Result<Option<([u8; 6], u32)>, NetlinkError> {
+        match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => {
+                    let mut mac = [0u8; 6];
+                    let mut mtu = 0;
+                    for attr in link.attributes {
+                        match attr {
+                            LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(&a),
+                            LinkAttribute::Mtu(m) => mtu = m,
+                            _ => {}
+                        }
+                    }
+                    Some((mac, mtu))
+                }
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(source) => Err(NetlinkError::LinkIndex { name: name.to_owned(), source }),
+        }
+    }
+
+    /// Set the MTU of link `ifindex`.
+    pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop).map_err(|source| NetlinkError::SetMtu {
+            ifindex,
+            mtu,
             source,
         })
     }

@@ -106,6 +106,17 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Setting a link's MTU failed.
+    #[error("set mtu of link {ifindex} to {mtu}")]
+    SetMtu {
+        /// Link index.
+        ifindex: u32,
+        /// The MTU.
+        mtu: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Adding an IPv4 address failed.
     #[error("add address {addr}/{prefix} to link {ifindex}")]
     AddAddress {
@@ -115,6 +126,28 @@ pub enum NetlinkError {
         addr: Ipv4Addr,
         /// Prefix length.
         prefix: u8,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Adding an IPv6 address failed.
+    #[error("add address {addr}/{prefix} to link {ifindex}")]
+    AddAddress6 {
+        /// Link index.
+        ifindex: u32,
+        /// Address.
+        addr: std::net::Ipv6Addr,
+        /// Prefix length.
+        prefix: u8,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Adding the IPv6 default route failed.
+    #[error("add default route via {gateway}")]
+    AddDefaultRoute6 {
+        /// Gateway.
+        gateway: std::net::Ipv6Addr,
         /// Cause.
         #[source]
         source: io::Error,
@@ -197,7 +230,10 @@ impl NetlinkError {
             | Self::CreateVeth { source, .. }
             | Self::SetUp { source, .. }
             | Self::SetMaster { source, .. }
+            | Self::SetMtu { source, .. }
             | Self::AddAddress { source, .. }
+            | Self::AddAddress6 { source, .. }
+            | Self::AddDefaultRoute6 { source, .. }
             | Self::AddDefaultRoute { source, .. }
             | Self::DeleteLink { source, .. }
             | Self::ListLinks { source }

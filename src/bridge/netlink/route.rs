@@ -1,11 +1,11 @@
-//! IPv4 routes: add the default route, list the main table.
+//! Routes: add the IPv4 and IPv6 default routes, list the IPv4 main table.
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{Netlink, NetlinkError, RouteInfo};
 use crate::model::cidr::Ipv4Net;
@@ -13,16 +13,16 @@ use crate::model::cidr::Ipv4Net;
 const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
 /// The `RTM_NEWROUTE` message for `default via gateway` in the main table,
-/// as `ip route add default via GATEWAY` sends it.
-fn default_route(gateway: Ipv4Addr) -> RouteMessage {
+/// as `ip route add default via GATEWAY` (or `ip -6 ...`) sends it.
+fn default_route(family: AddressFamily, gateway: RouteAddress) -> RouteMessage {
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
+    msg.header.address_family = family;
     msg.header.destination_prefix_length = 0;
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
     msg.header.protocol = RouteProtocol::Boot;
     msg.header.scope = RouteScope::Universe;
     msg.header.kind = RouteType::Unicast;
-    msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    msg.attributes.push(RouteAttribute::Gateway(gateway));
     msg
 }
 
@@ -57,9 +57,32 @@ impl Netlink {
     /// kernel picks the output link whose subnet holds `gateway`, so that
     /// link must be up with its address first (else `ENETUNREACH`).
     pub fn add_default_route(&mut self, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
-        self.request(RouteNetlinkMessage::NewRoute(default_route(gateway)), NLM_F_CREATE | NLM_F_EXCL)
+        let msg = default_route(AddressFamily::Inet, RouteAddress::Inet(gateway));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|source| NetlinkError::AddDefaultRoute { gateway, source })
+    }
+
+    /// Networks the host already has: the networks of its addresses and the
+    /// destinations of its routes (the default route excluded). A new
+    /// network's subnet must overlap none of them.
+    pub fn host_networks(&mut self) -> Result<Vec<crate::model::cidr::Ipv4Net>, NetlinkError> {
+        let mut nets: Vec<crate::model::cidr::Ipv4Net> = self
+            .ipv4_addresses()?
+            .into_iter()
+            .filter_map(|a| crate::model::cidr::Ipv4Net::truncating(a.address, a.prefix).ok())
+            .collect();
+        nets.extend(self.ipv4_routes()?.into_iter().map(|r| r.destination).filter(|d| d.prefix() > 0));
+        Ok(nets)
+    }
+
+    /// Add the IPv6 default route via `gateway` (on-link through the
+    /// subnet route of the link's address) to the main table.
+    pub fn add_default_route6(&mut self, gateway: Ipv6Addr) -> Result<(), NetlinkError> {
+        let msg = default_route(AddressFamily::Inet6, RouteAddress::Inet6(gateway));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+            .map_err(|source| NetlinkError::AddDefaultRoute6 { gateway, source })
     }
 
     /// Every IPv4 route of the main table.
@@ -86,7 +109,7 @@ mod tests {
     fn default_route_reads_back_as_main_table_default_via_gateway() {
         let gateway = Ipv4Addr::new(10, 88, 0, 1);
 
-        let info = main_table_route(default_route(gateway)).unwrap();
+        let info = main_table_route(default_route(AddressFamily::Inet, RouteAddress::Inet(gateway))).unwrap();
 
         assert_eq!(info.destination, "0.0.0.0/0".parse().unwrap());
         assert_eq!(info.gateway, Some(gateway));
@@ -95,7 +118,7 @@ mod tests {
 
     #[test]
     fn route_of_local_table_is_left_out() {
-        let mut msg = default_route(Ipv4Addr::new(10, 0, 0, 1));
+        let mut msg = default_route(AddressFamily::Inet, RouteAddress::Inet(Ipv4Addr::new(10, 0, 0, 1)));
         msg.header.table = 255;
 
         assert!(main_table_route(msg).is_none());
@@ -103,7 +126,7 @@ mod tests {
 
     #[test]
     fn table_attribute_overrides_header_table() {
-        let mut msg = default_route(Ipv4Addr::new(10, 0, 0, 1));
+        let mut msg = default_route(AddressFamily::Inet, RouteAddress::Inet(Ipv4Addr::new(10, 0, 0, 1)));
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.attributes.push(RouteAttribute::Table(1000 + 254));
 

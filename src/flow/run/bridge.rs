@@ -22,6 +22,9 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let name = network.map_or(DEFAULT_NETWORK, |n| n.as_str());
     let def = load_network_def(&opts.paths.config_dir, name).map_err(RunError::Network)?;
     let ports = resolve_ephemeral(&opts.network.ports)?;
+    // DNAT holds no socket: without this a host server's port, or another
+    // run's, would be taken over silently. Held until the record is written.
+    let port_claim = crate::ports::precheck::claim(&opts.paths, &ports)?;
     crate::ports::exposure::warn_all_interfaces(&ports);
     let mode = crate::model::mode::NetworkMode::Bridge(network.cloned());
     let driver = super::choose_port_driver(&mode, opts.network.port_driver, &ports, None)?;
@@ -34,13 +37,13 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     let signals = SignalGuard::new()?;
     let id = new_run_id();
     let proc_root = &opts.paths.proc_root;
-    let owner =
-        ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId { pid: std::process::id(), start_time: 0 });
+    let owner = ProcessId::of(proc_root, std::process::id()).unwrap_or(ProcessId::unread(std::process::id()));
     let req = AttachRequest { paths: &opts.paths, def: &def, id: &id, ports: &dnat_ports, ip: opts.ip, owner };
     if let Err(e) = crate::state::gc::gc(&opts.paths, false) {
         log::debug!("gc before setup: {e}");
     }
     let setup = setup_bridge_network(&req).map_err(RunError::Bridge)?;
+    drop(port_claim);
     log::info!("container {id} on network {name}: {} in {}", setup.address, setup.netns_path().display());
 
     let spec = ChildSpec {
@@ -85,7 +88,9 @@ pub(super) fn run_bridge(opts: &RunOptions, network: Option<&NetworkName>) -> Re
     if let Err(e) = complete_record(&opts.paths.run_dir, &id, child_id, forwarder) {
         log::debug!("record the command and port relay of {id}: {e}");
     }
-    if let Err(e) = super::start_command(&mut child, opts, &ports) {
+    let ready =
+        super::Ready { id: &id, mode: &mode, ports: &ports, pid: child.pid(), bridge_address: Some(setup.address) };
+    if let Err(e) = super::start_command(&mut child, opts, &ready) {
         // Listeners close before the namespace they relay into goes.
         if let Some(r) = relay {
             r.stop();

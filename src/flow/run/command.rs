@@ -1,8 +1,7 @@
 //! The command of a run: resolving it before anything is created, and
 //! releasing the waiting child to exec it once the network is ready.
 
-use super::{RunError, RunOptions, RunReport};
-use crate::model::port::PortMapping;
+use super::{Ready, RunError, RunOptions, RunReport};
 use crate::ns::child::{ExecOutcome, NsChild};
 use nix::errno::Errno;
 use std::ffi::{CString, OsString};
@@ -43,11 +42,11 @@ pub(super) fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, Ru
     Err(RunError::Exec { command: program.display().to_string(), errno })
 }
 
-/// Announce the ports, let the child exec, and learn whether it could. On
+/// Tell the ready hook, let the child exec, and learn whether it could. On
 /// failure the child is killed and reaped; the caller tears the rest down.
-pub(super) fn start_command(child: &mut NsChild, opts: &RunOptions, ports: &[PortMapping]) -> Result<(), RunError> {
-    if let Some(on_ready) = opts.on_ready {
-        on_ready(ports);
+pub(super) fn start_command(child: &mut NsChild, opts: &RunOptions, ready: &Ready<'_>) -> Result<(), RunError> {
+    if let Some(hook) = &opts.on_ready {
+        (hook.0)(ready);
     }
     let err = match child.release() {
         Ok(ExecOutcome::Running) => return Ok(()),

@@ -34,9 +34,24 @@ pub enum RunError {
         "pasta not found on PATH: install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` (Fedora) or your distribution's passt package, or choose `--network loopback`"
     )]
     PastaMissing,
-    /// The tun device is unusable.
-    #[error(transparent)]
-    Tun(#[from] TunProblem),
+    /// The pasta build cannot keep the host's loopback out of reach.
+    #[error(
+        "pasta at {} cannot keep the host's loopback private: its --help lacks --no-map-gw, so every service on the host's 127.0.0.1 would be reachable from inside through the gateway address; install passt 2021 or later, or choose --network slirp4netns",
+        path.display()
+    )]
+    PastaExposesHostLoopback {
+        /// The pasta binary.
+        path: std::path::PathBuf,
+    },
+    /// The tun device is unusable for the helper that needs it.
+    #[error("{helper} needs the tun device to create its tap device: {problem}")]
+    Tun {
+        /// `pasta` or `slirp4netns`.
+        helper: &'static str,
+        /// What is wrong with the device.
+        #[source]
+        problem: TunProblem,
+    },
     /// The namespaces could not be created.
     #[error("cannot create the namespace ({stage}): {errno}. {hint}")]
     Namespaces {
@@ -50,6 +65,10 @@ pub enum RunError {
     /// The namespace child failed otherwise.
     #[error(transparent)]
     Child(#[from] UsernsError),
+    /// A published port is taken (by another run or a host process), or
+    /// published twice.
+    #[error(transparent)]
+    PortCheck(#[from] crate::ports::precheck::PortCheckError),
     /// Ephemeral port resolution failed.
     #[error(transparent)]
     Ports(#[from] PortError),
@@ -65,6 +84,9 @@ pub enum RunError {
     /// Signal handling could not be set up.
     #[error("set up signal forwarding")]
     Signals(#[source] Errno),
+    /// `--network pasta:OPTS` or `slirp4netns:OPTS` was refused.
+    #[error(transparent)]
+    HelperOptions(#[from] crate::model::helper_opts::HelperOptsError),
     /// The mode is not supported by `run` (yet).
     #[error("network mode {0} is not supported by run")]
     UnsupportedMode(NetworkMode),

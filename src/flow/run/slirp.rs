@@ -35,13 +35,14 @@ pub(super) fn start(
     rootless: bool,
     api_socket: PathBuf,
     ports: &[PortMapping],
+    options: &crate::model::helper_opts::SlirpOptions,
     proc_root: &Path,
     timeout: Duration,
     cancel: &mut dyn FnMut() -> bool,
 ) -> Result<SlirpSetup, RunError> {
     let ns = |kind: &str| proc_root.join(child.to_string()).join("ns").join(kind);
     let target = SlirpTarget { netns: ns("net"), userns: rootless.then(|| ns("user")) };
-    let plan = SlirpPlan::new(target, api_socket);
+    let plan = SlirpPlan::new(target, api_socket).with_options(options);
     let cfg = SlirpNetworkConfig { program, launcher: &[], plan: &plan, ports, proc_root, timeout };
     Ok(setup_slirp_network(&cfg, cancel)?)
 }

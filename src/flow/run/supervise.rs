@@ -4,23 +4,17 @@
 
 use super::Helper;
 use super::RunError;
-use crate::ns::child::NsChild;
+use crate::ns::child::{FORWARDED_SIGNALS, NsChild};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::WaitStatus;
 use std::time::Duration;
 
-/// Signals forwarded to the command.
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
+/// How long the command gets to exit after a SIGTERM or SIGINT sent to
+/// pelagos-net before everything in the run is killed (docker's stop
+/// timeout).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Blocks the forwarded signals (and SIGCHLD) for this thread while alive,
 /// reading them from a signalfd; restores the old mask on drop.
@@ -32,7 +26,7 @@ pub(super) struct SignalGuard {
 impl SignalGuard {
     pub(super) fn new() -> Result<Self, RunError> {
         let mut set = SigSet::empty();
-        for s in FORWARDED {
+        for s in FORWARDED_SIGNALS {
             set.add(s);
         }
         set.add(Signal::SIGCHLD);
@@ -63,11 +57,14 @@ impl Drop for SignalGuard {
 }
 
 /// Forward signals and wait for the command. Returns its exit code and
-/// whether pasta died meanwhile.
+/// whether pasta died meanwhile. A command still running [`STOP_GRACE`]
+/// after a SIGTERM or SIGINT sent to us is killed with everything else in
+/// the run (the namespace's init gets SIGKILL).
 pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: Option<&mut Helper>) -> (i32, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut pasta_died = false;
+    let mut stop_by: Option<std::time::Instant> = None;
     loop {
         match child.try_wait() {
             Ok(Some(WaitStatus::Exited(_, code))) => return (code, pasta_died),
@@ -86,8 +83,18 @@ pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: 
                 crate::helpers::pasta::process::describe(status)
             );
         }
+        let timeout = match stop_by.map(|t| t.saturating_duration_since(std::time::Instant::now())) {
+            Some(left) if left.is_zero() => {
+                log::warn!("the command did not exit within {STOP_GRACE:?} of being told to stop; killing the run");
+                child.signal(Signal::SIGKILL);
+                stop_by = None;
+                PollTimeout::NONE
+            }
+            Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
         let mut fds = [PollFd::new(signals.fd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -97,6 +104,9 @@ pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: 
             // group); forward only what was sent to us alone.
             if sig != Signal::SIGCHLD && info.ssi_code != libc::SI_KERNEL {
                 child.signal(sig);
+                if matches!(sig, Signal::SIGTERM | Signal::SIGINT) && stop_by.is_none() {
+                    stop_by = Some(std::time::Instant::now() + STOP_GRACE);
+                }
             }
         }
     }

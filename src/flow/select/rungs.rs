@@ -5,13 +5,22 @@ use std::fmt::Write as _;
 
 use super::{Mode, Needs, Rung};
 use crate::helpers::pasta::features::TapBugs;
-use crate::host::diagnose::TunProblem;
 use crate::host::probe::{ContainerHint, HostCaps};
 
 /// Long options pelagos-net's pasta argv always uses (`-t`/`-u`/`-T`/`-U`
-/// are listed by their long names).
-const PASTA_OPTIONS: &[&str] =
-    &["--config-net", "--foreground", "--stderr", "--netns", "--tcp-ports", "--udp-ports", "--tcp-ns", "--udp-ns"];
+/// are listed by their long names; `--no-map-gw` keeps the host's loopback
+/// out of reach).
+const PASTA_OPTIONS: &[&str] = &[
+    "--config-net",
+    "--foreground",
+    "--stderr",
+    "--no-map-gw",
+    "--netns",
+    "--tcp-ports",
+    "--udp-ports",
+    "--tcp-ns",
+    "--udp-ns",
+];
 /// Long options the slirp4netns backend's argv uses ([`crate::helpers::slirp::args`]),
 /// `--userns-path` aside (rootless only).
 const SLIRP_OPTIONS: &[&str] =
@@ -221,27 +230,14 @@ fn netns_blocker(caps: &HostCaps) -> Option<Blocker> {
 
 fn tun_blocker(caps: &HostCaps) -> Option<Blocker> {
     let problem = caps.tun.problem.as_ref()?;
-    let path = caps.tun.path.display();
-    let fix = match (problem, container_label(caps)) {
-        (TunProblem::Missing { .. }, Some(label)) => {
-            Some(format!("inside a container ({label}): start it with `--device {path}`"))
-        }
-        (TunProblem::Missing { .. }, None) => Some("`sudo modprobe tun`".to_owned()),
-        (TunProblem::NotPermitted { .. }, _) => Some(format!("`sudo chmod 0666 {path}`")),
-        (TunProblem::Other { .. }, _) => None,
-    };
-    Some(Blocker::new(problem.to_string(), fix))
+    // The reason without the fix: the fix is the blocker's own field, and
+    // printing it in both doubled it.
+    Some(Blocker::new(problem.summary(), problem.fix(container_label(caps).as_deref())))
 }
 
 /// A short name for the first container hint.
 fn container_label(caps: &HostCaps) -> Option<String> {
-    let label = match caps.container.first()? {
-        ContainerHint::DockerEnv => "docker: /.dockerenv".to_owned(),
-        ContainerHint::ContainerEnv => "podman: /run/.containerenv".to_owned(),
-        ContainerHint::EnvVar { value } => format!("container={value}"),
-        ContainerHint::Cgroup { runtime } => format!("{runtime} cgroup"),
-    };
-    Some(label)
+    caps.container.first().map(ContainerHint::label)
 }
 
 /// `"mode: why"` per distinct reason, modes with the same reason grouped

@@ -9,6 +9,15 @@
 //! pasta's default `auto` (which scans for and forwards every bound port, and
 //! slows start-up), and pasta stays in the foreground logging to stderr so the
 //! process owner can capture its messages and its exit.
+//!
+//! The host's loopback stays out of reach: pasta's default maps the
+//! namespace's gateway address to the host's `127.0.0.1`/`::1`, which hands
+//! every service bound to the host's loopback (databases, admin consoles,
+//! IDE and docker sockets) to whatever runs inside. `--no-map-gw` turns
+//! that off, so the gateway is the real gateway; the only doors onto the
+//! host's loopback are the ports the caller names ([`PastaPlan::host_loopback_ports`],
+//! pasta's `-T`). Every pasta build since 2021 has the option
+//! ([`NO_MAP_GW`]); a build whose `--help` lacks it is refused before it runs.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -41,6 +50,9 @@ pub struct PastaPlan {
     /// the caller passes `Some(0)` when running as root on a build that
     /// supports `--runas`.
     pub runas: Option<u32>,
+    /// The user's own options (`--network pasta:OPTS`), appended last;
+    /// checked against the pinned ones by [`crate::model::helper_opts`].
+    pub extra: Vec<OsString>,
     /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
     /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
     pub dns_forward: Option<std::net::Ipv4Addr>,
@@ -70,16 +82,20 @@ pub enum ArgsError {
     ZeroLoopbackPort,
 }
 
+/// The option that keeps the host's loopback out of the namespace's reach
+/// (pasta would otherwise map the gateway address to it).
+pub const NO_MAP_GW: &str = "--no-map-gw";
+
 /// The arguments after the program name for running pasta as `plan` says.
 ///
-/// Order: `--config-net --foreground --stderr`, then `-t` and `-u` (one per
+/// Order: `--config-net --foreground --stderr --no-map-gw`, then `-t` and `-u` (one per
 /// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
 /// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
-/// PATH` and `--runas UID` when given.
+/// PATH` and `--runas UID` when given, then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     let mut argv: Vec<OsString> =
-        ["--config-net", "--foreground", "--stderr"].into_iter().map(OsString::from).collect();
+        ["--config-net", "--foreground", "--stderr", NO_MAP_GW].into_iter().map(OsString::from).collect();
     for (flag, proto) in [("-t", PortProto::Tcp), ("-u", PortProto::Udp)] {
         let specs = plan.ports.iter().filter(|m| m.proto == proto).map(forward_spec).collect::<Result<Vec<_>, _>>()?;
         if specs.is_empty() {
@@ -101,6 +117,7 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
     if let Some(uid) = plan.runas {
         push_pair(&mut argv, "--runas", uid.to_string());
     }
+    argv.extend(plan.extra.iter().cloned());
     Ok(argv)
 }
 
@@ -197,6 +214,7 @@ mod tests {
             ports,
             host_loopback_ports: vec![],
             runas: None,
+            extra: vec![],
             dns_forward: None,
         }
     }
@@ -208,7 +226,7 @@ mod tests {
 
     /// The fixed head, then `middle`, then the rootless namespace options.
     fn expected(middle: &[&str]) -> Vec<String> {
-        let head = ["--config-net", "--foreground", "--stderr"];
+        let head = ["--config-net", "--foreground", "--stderr", "--no-map-gw"];
         head.iter().chain(middle).chain(&ROOTLESS_TAIL).map(|s| s.to_string()).collect()
     }
 
@@ -270,6 +288,7 @@ mod tests {
             "--config-net",
             "--foreground",
             "--stderr",
+            "--no-map-gw",
             "-t",
             "8080:80",
             "-u",
@@ -315,6 +334,22 @@ mod tests {
         let err = build_argv(&rootless(vec![bad])).unwrap_err();
 
         assert_eq!(err.to_string(), "port mapping [::1]:8000-8001:80-90/udp maps 2 host ports to 11 container ports");
+    }
+
+    /// Regression: pasta's default mapped the gateway address to the host's
+    /// loopback, so every service on the host's 127.0.0.1 was reachable
+    /// from inside without `--host-port`.
+    #[test]
+    fn every_argv_keeps_the_host_loopback_unmapped_with_an_option_debians_build_has() {
+        let debian = crate::helpers::pasta::features::parse_help(include_str!(
+            "../../../tests/fixtures/pasta-help-2023-03-09.txt"
+        ));
+        let root = PastaPlan { target: PastaTarget { netns: "/run/netns/x".into(), userns: None }, ..rootless(vec![]) };
+        for plan in [rootless(vec![]), rootless(vec![tcp(8080, 80)]), root] {
+            let argv = argv(&plan);
+            assert_eq!(argv.iter().filter(|a| *a == NO_MAP_GW).count(), 1, "{argv:?}");
+        }
+        assert!(debian.contains(NO_MAP_GW));
     }
 
     #[test]

@@ -67,12 +67,24 @@ pub struct SlirpPlan {
     pub mtu: u32,
     /// Whether the host's loopback is reachable through the gateway.
     pub host_loopback: HostLoopback,
+    /// Further flags from `--network slirp4netns:OPTS` (see
+    /// [`crate::model::helper_opts::slirp`]), before the positional arguments.
+    pub extra: Vec<OsString>,
 }
 
 impl SlirpPlan {
     /// A plan with podman's defaults: MTU 65520, host loopback blocked.
     pub fn new(target: SlirpTarget, api_socket: PathBuf) -> Self {
-        Self { target, api_socket, mtu: DEFAULT_MTU, host_loopback: HostLoopback::Blocked }
+        Self { target, api_socket, mtu: DEFAULT_MTU, host_loopback: HostLoopback::Blocked, extra: Vec::new() }
+    }
+
+    /// Apply `--network slirp4netns:OPTS`.
+    pub fn with_options(mut self, opts: &crate::model::helper_opts::SlirpOptions) -> Self {
+        if let Some(mtu) = opts.mtu {
+            self.mtu = mtu;
+        }
+        self.extra = opts.args.iter().map(OsString::from).collect();
+        self
     }
 }
 
@@ -150,6 +162,7 @@ pub fn build_argv(plan: &SlirpPlan, fds: SlirpFds) -> Result<Vec<OsString>, Slir
     if let Some(userns) = &plan.target.userns {
         argv.push(joined("--userns-path=", userns.as_os_str()));
     }
+    argv.extend(plan.extra.iter().cloned());
     argv.push("--netns-type=path".into());
     argv.push(plan.target.netns.clone().into_os_string());
     argv.push(TAP_NAME.into());

@@ -80,8 +80,8 @@ struct CacheEntry<T> {
 
 /// `run()`'s result for `binary`, from `<dir>/<name>.json` when that file
 /// matches the binary's path, size, mtime and inode; otherwise run it and,
-/// on success, rewrite the file. `dir = None` always runs.
-pub(super) fn cached<T, F>(dir: Option<&Path>, name: &str, binary: &Path, run: F) -> Result<T, String>
+/// on success, rewrite the file (when `writable`). `dir = None` always runs.
+pub(super) fn cached<T, F>(dir: Option<&Path>, writable: bool, name: &str, binary: &Path, run: F) -> Result<T, String>
 where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, String>,
@@ -109,6 +109,9 @@ where
         ino: meta.ino(),
         features,
     };
+    if !writable {
+        return Ok(entry.features);
+    }
     if let Err(e) = write_atomic(dir, &file, &entry) {
         log::debug!("{}", chain(&e));
     }
@@ -121,7 +124,12 @@ fn write_atomic<T: Serialize>(dir: &Path, file: &Path, value: &T) -> Result<(), 
         let path = path.to_owned();
         move |source| ProbeError::CacheWrite { path, source }
     };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail(dir))?;
+    // Never recursive: the parent (the run directory) was checked to exist
+    // and be ours; nothing is created above it.
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(fail(dir)(e)),
+        _ => {}
+    }
     let tmp = file.with_extension(format!("json.{}.tmp", std::process::id()));
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| fail(file)(io::Error::from(e)))?;
     let written = fs::OpenOptions::new()

@@ -10,6 +10,7 @@ pub(crate) const PASTA_MODERN: &[&str] = &[
     "--config-net",
     "--foreground",
     "--stderr",
+    "--no-map-gw",
     "--netns",
     "--tcp-ports",
     "--udp-ports",

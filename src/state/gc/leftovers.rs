@@ -59,19 +59,26 @@ pub(super) fn sweep(paths: &Paths, dry_run: bool, report: &mut Vec<Action>) {
     };
     for network in networks {
         match leases.sweep(&network, &paths.proc_root, dry_run) {
-            Ok((dead, tmp)) => {
-                for (addr, lease) in dead {
+            Ok(sweep) => {
+                for (addr, lease) in sweep.dead {
                     report.push(Action {
                         run: lease.id,
                         what: format!("lease {addr} on {network} (owner died before recording it)"),
                         error: None,
                     });
                 }
-                if tmp {
+                if sweep.temp_files > 0 {
                     report.push(Action {
                         run: network.clone(),
-                        what: format!("half-written lease table of {network}"),
+                        what: format!("half-written lease of {network}"),
                         error: None,
+                    });
+                }
+                for path in sweep.corrupt {
+                    report.push(Action {
+                        run: network.clone(),
+                        what: format!("corrupted lease file {}", path.display()),
+                        error: Some("delete it when no container of this network runs".into()),
                     });
                 }
             }

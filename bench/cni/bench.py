@@ -1,0 +1,170 @@
+#!/usr/bin/python3
+"""pelagos-net-cni against the reference CNI plugins, side by side in one run.
+
+Run by bench/cni/run inside a sandbox (a new network and mount namespace
+with a private tmpfs on /run). Every plugin is run as libcni runs it: the
+CNI_* environment, the exec config on stdin, timed from spawn to exit with
+its stdout read. Container namespaces are made beforehand and not timed
+(the runtime's job). Ours and the reference alternate container by
+container, so load changes hit both alike.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+OURS = sys.argv[1]
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+N = 8 if QUICK else 40
+SCALE = 30 if QUICK else 200
+REF = "/usr/lib/cni"
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_PATH": REF}
+
+
+def call(binary, cmd, cid, ns, conf):
+    env = dict(ENV, CNI_COMMAND=cmd, CNI_CONTAINERID=cid, CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0")
+    t = time.perf_counter()
+    p = subprocess.run([binary], input=json.dumps(conf).encode(), env=env, capture_output=True)
+    dt = (time.perf_counter() - t) * 1e3
+    if p.returncode != 0:
+        sys.exit(f"{binary} {cmd} {cid} failed: {p.stdout.decode()} {p.stderr.decode()}")
+    return dt, (json.loads(p.stdout) if p.stdout.strip() else None)
+
+
+def ns(name):
+    subprocess.run(["ip", "netns", "add", name], check=True)
+
+
+def del_ns(name):
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def ours_conf(name, subnet, port=None):
+    c = {"cniVersion": "1.0.0", "name": name, "type": "pelagos-net", "subnet": subnet,
+         "runDir": "/run/st/run", "configDir": "/run/st/cfg"}
+    if port:
+        c["runtimeConfig"] = {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
+    return c
+
+
+def ref_bridge_conf(prev=None):
+    c = {"cniVersion": "1.0.0", "name": "refnet", "type": "bridge", "bridge": "cni0", "isGateway": True,
+         "ipMasq": True, "hairpinMode": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}],
+                  "dataDir": "/run/st/ipam"}}
+    if prev:
+        c["prevResult"] = prev
+    return c
+
+
+def portmap_conf(prev, port):
+    return {"cniVersion": "1.0.0", "name": "refnet", "type": "portmap", "snat": True,
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev}
+
+
+def ref_add(cid, n, port=None):
+    t1, res = call(f"{REF}/bridge", "ADD", cid, n, ref_bridge_conf())
+    t2 = 0.0
+    if port:
+        t2, res = call(f"{REF}/portmap", "ADD", cid, n, portmap_conf(res, port))
+    return t1 + t2, res
+
+
+def ref_del(cid, n, final, port=None):
+    t = 0.0
+    if port:
+        t += call(f"{REF}/portmap", "DEL", cid, n, portmap_conf(final, port))[0]
+    t += call(f"{REF}/bridge", "DEL", cid, n, ref_bridge_conf(final))[0]
+    return t
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def p90(xs):
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * 0.9))]
+
+
+def pair(with_port):
+    rows = {"ours_add": [], "ours_del": [], "ref_add": [], "ref_del": []}
+    for i in range(N + 2):
+        port = 20000 + i if with_port else None
+        a, b = f"o{i}{'p' if with_port else ''}", f"r{i}{'p' if with_port else ''}"
+        ns(a)
+        ns(b)
+        order = [0, 1] if i % 2 == 0 else [1, 0]
+        for who in order:
+            if who == 0:
+                ta, _ = call(OURS, "ADD", a, a, ours_conf("bench", "10.70.0.0/16", port))
+                td, _ = call(OURS, "DEL", a, a, ours_conf("bench", "10.70.0.0/16", port))
+                key = "ours"
+            else:
+                ta, res = ref_add(b, b, port)
+                td = ref_del(b, b, res, port)
+                key = "ref"
+            if i >= 2:
+                rows[f"{key}_add"].append(ta)
+                rows[f"{key}_del"].append(td)
+        del_ns(a)
+        del_ns(b)
+    return rows
+
+
+def scale():
+    adds = []
+    for i in range(SCALE):
+        n = f"s{i}"
+        ns(n)
+        adds.append(call(OURS, "ADD", n, n, ours_conf("scale", "10.71.0.0/16", 30000 + i))[0])
+    dels = []
+    for i in range(SCALE):
+        n = f"s{i}"
+        dels.append(call(OURS, "DEL", n, n, ours_conf("scale", "10.71.0.0/16", 30000 + i))[0])
+        del_ns(n)
+    return adds, dels
+
+
+def main():
+    t0 = time.time()
+    plain = pair(False)
+    port = pair(True)
+    adds, dels = scale()
+    first, last = med(adds[:10]), med(adds[-10:])
+    rows = []
+
+    def row(what, ours, peer, peer_name, goal, limit):
+        ratio = ours / peer if peer else None
+        ok = ratio is not None and ratio <= limit
+        rows.append((what, f"{ours:.2f} ms", f"{peer:.2f} ms" if peer else "", peer_name,
+                     f"{ratio:.3f}x" if ratio else "", goal, "PASS" if ok else "MISS"))
+
+    row("ADD, no ports", med(plain["ours_add"]), med(plain["ref_add"]), "bridge+host-local", "<= 0.1x", 0.1)
+    row("DEL, no ports", med(plain["ours_del"]), med(plain["ref_del"]), "bridge+host-local", "(info)", 1e9)
+    row("ADD, 1 port", med(port["ours_add"]), med(port["ref_add"]), "bridge -> portmap", "<= 0.1x", 0.1)
+    row("DEL, 1 port", med(port["ours_del"]), med(port["ref_del"]), "portmap+bridge DEL", "<= 0.02x", 0.02)
+    rows.append((f"ADD #1 vs #{SCALE} (1 port)", f"{first:.2f} -> {last:.2f} ms", "", "medians of first/last 10",
+                 f"{last / first:.2f}x", "<= 1.2x", "PASS" if last / first <= 1.2 else "MISS"))
+    widths = [max(len(str(r[i])) for r in rows + [HEAD]) for i in range(len(HEAD))]
+    for r in [HEAD] + [tuple("-" * w for w in widths)] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    passed = sum(1 for r in rows if r[-1] == "PASS")
+    print(f"{passed} PASS, {len(rows) - passed} MISS")
+    print("details (median / p90 ms):")
+    for name, d in (("no ports", plain), ("1 port", port)):
+        for k, v in d.items():
+            print(f"  {name:8} {k:9} {med(v):7.2f} / {p90(v):7.2f}  n={len(v)}")
+    print(f"  scale: ADD medians per {max(1, SCALE // 10)}: "
+          + " ".join(f"{med(adds[i:i + max(1, SCALE // 10)]):.2f}" for i in range(0, SCALE, max(1, SCALE // 10)))
+          + f"; DEL with {SCALE} live (median of first 10) {med(dels[:10]):.2f} ms")
+    print(f"  measuring took {time.time() - t0:.0f} s")
+
+
+HEAD = ("measurement", "ours", "peer", "peer is", "ratio", "goal", "result")
+
+if __name__ == "__main__":
+    main()
