@@ -285,6 +285,94 @@ def bench_exit(env, n):
 
 
 # --------------------------------------------------------------------------
+# 5. attach -> ready, on a namespace that exists already
+
+
+def holder(env):
+    """A namespace someone else made: `unshare -Urn sleep` as the user.
+    Returns the process once it is in its own network namespace."""
+    p = env.spawn(["unshare", "--user", "--map-root-user", "--net", "sleep", "300"])
+    env.tracker.add(p.pid)
+    ours = os.stat("/proc/self/ns/net").st_ino
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        try:
+            if os.stat(f"/proc/{p.pid}/ns/net").st_ino != ours:
+                return p
+        except OSError:
+            pass
+        if p.poll() is not None:
+            break
+        time.sleep(0.001)
+    raise BenchError(f"unshare -Urn sleep did not enter a namespace\n{env.log_tail()}")
+
+
+def attach_ours(env, pid, port):
+    """pelagos-net attach (returns once the route is in and the port held);
+    the time to its exit, then detach (not timed)."""
+    argv = [env.bin, "--run-dir", env.run_dir, "--netns-dir", env.netns_dir, "attach",
+            "--netns", f"/proc/{pid}/ns/net", "--network", "pasta", "--port-driver", "pasta",
+            "-p", f"{LOOPBACK}:{port}:{NS_PORT}"]
+    t0 = time.perf_counter()
+    p = env.spawn(argv, stdout=subprocess.PIPE)
+    rc = wait_exit(p, 10)
+    t1 = time.perf_counter()
+    out = p.stdout.read().decode().strip()
+    p.stdout.close()
+    if rc != 0 or not out:
+        raise BenchError(f"{' '.join(argv)} exited {rc}\n{env.log_tail()}")
+    for child in descendants(os.getpid()):
+        env.tracker.add(child)
+    d = env.spawn([env.bin, "--run-dir", env.run_dir, "--netns-dir", env.netns_dir, "detach", out])
+    if wait_exit(d, 10) != 0:
+        raise BenchError(f"detach {out} failed\n{env.log_tail()}")
+    reap_all()
+    return (t1 - t0) * 1e3
+
+
+def attach_bare(env, pid, port):
+    """Bare pasta joining the same kind of namespace (`pasta PID`): its
+    parent exits once the namespace is configured and the port bound (it
+    daemonizes then); the time to that exit, then pasta is stopped."""
+    pidfile = os.path.join(env.run_dir, f"bare-pasta-{port}.pid")  # the user may write there
+    argv = [env.pasta, "--config-net", "-t", f"{LOOPBACK}/{port}:{NS_PORT}", *PASTA_NOFWD, "-P", pidfile, str(pid)]
+    t0 = time.perf_counter()
+    p = env.spawn(argv)
+    rc = wait_exit(p, 10)
+    t1 = time.perf_counter()
+    try:
+        with open(pidfile) as f:
+            daemon = int(f.read().strip())
+        env.tracker.add(daemon)
+        kill(daemon, signal.SIGTERM)
+        os.unlink(pidfile)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"bare pasta left no pid file ({e})\n{env.log_tail()}")
+    if rc != 0:
+        raise BenchError(f"{' '.join(argv)} exited {rc}\n{env.log_tail()}")
+    reap_all()
+    return (t1 - t0) * 1e3
+
+
+def bench_attach(env, n):
+    """Each attach gets a fresh namespace made the same way, created before
+    the clock starts; ours and bare pasta alternate which goes first."""
+    samples = {"ours": [], "peer": []}
+    for i in range(n + 1):
+        for k in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
+            h = holder(env)
+            try:
+                ms = (attach_ours if k == "ours" else attach_bare)(env, h.pid, env.port())
+            finally:
+                kill(h.pid, signal.SIGKILL)
+                wait_exit(h, 5)
+                reap_all()
+            if i > 0:  # the first pair is a warm-up
+                samples[k].append(ms)
+    return {k: {"p50": median(v), "p90": pct(v, 90), "min": min(v), "n": len(v)} for k, v in samples.items()}
+
+
+# --------------------------------------------------------------------------
 # 4. data path
 
 
@@ -545,6 +633,11 @@ def render(results, meta):
         row("  direct loopback: MiB/s", dl["mib_s"], None, "", "{:.0f}")
         row("  direct loopback: RTT p50 (us)", dl["rtt_p50_us"], None, "", "{:.1f}")
         row("  direct: connect+echo+close (us)", dl["conn_echo_p50_us"], None, "", "{:.1f}")
+    at = results.get("attach")
+    if at:
+        o, p = at["ours"], at["peer"]
+        row("5 attach->ready p50 (ms)", o["p50"], p["p50"], "bare pasta PID", "{:.1f}", "ratio <= 1.10", o["p50"] / p["p50"] <= 1.1)
+        row("  attach->ready p90 (ms)", o["p90"], p["p90"], "bare pasta PID", "{:.1f}")
 
     head = ("metric", "ours", "peer", "peer is", "ratio", "goal", "result")
     out = [meta, ""] + table(head, rows, left=(0, 3, 5))
@@ -590,7 +683,7 @@ def fs_type(path):
 def main():
     ap = arg_parser()
     ap.add_argument("--pasta", default="pasta")
-    ap.add_argument("--only", default="startup,launch,exit,data")
+    ap.add_argument("--only", default="startup,launch,exit,data,attach")
     a = ap.parse_args()
     if a.cleanup:
         return cleanup_mode(a)
@@ -606,6 +699,7 @@ def main():
         "bytes": (64 if q else 256) << 20,
         "rtt": 300 if q else 2400,
         "conn": 60 if q else 480,
+        "attach": 6 if q else 40,
     }
     env = Env(a)
     only = set(a.only.split(","))
@@ -617,23 +711,27 @@ def main():
         f"{a.label + chr(10) if a.label else ''}"
         f"run dir {a.run_dir} ({fs_type(a.run_dir)})\n"
         f"iterations: startup {n['startup']}x each, launch {n['launch']}x each, exit {n['exit']}x each, "
-        f"data {n['rounds']} rounds x {n['bytes'] >> 20} MiB, {n['rtt']} round trips, {n['conn']} connects"
+        f"data {n['rounds']} rounds x {n['bytes'] >> 20} MiB, {n['rtt']} round trips, {n['conn']} connects, "
+        f"attach {n['attach']}x each"
         f" ({'pinned: client on CPU 0, everything else on CPU 1' if pinned() else 'not pinned'})"
     )
 
     def measure():
         if "startup" in only:
-            print("[1/4] start-up ...", file=sys.stderr, flush=True)
+            print("[1/5] start-up ...", file=sys.stderr, flush=True)
             results["startup"] = bench_startup(env, n["startup"])
         if "launch" in only:
-            print("[2/4] launch -> first echo ...", file=sys.stderr, flush=True)
+            print("[2/5] launch -> first echo ...", file=sys.stderr, flush=True)
             results["launch"] = bench_launch(env, n["launch"])
         if "exit" in only:
-            print("[3/4] command exit -> pelagos-net exit ...", file=sys.stderr, flush=True)
+            print("[3/5] command exit -> pelagos-net exit ...", file=sys.stderr, flush=True)
             results["exit"] = bench_exit(env, n["exit"])
         if "data" in only:
-            print("[4/4] data path ...", file=sys.stderr, flush=True)
+            print("[4/5] data path ...", file=sys.stderr, flush=True)
             results["data"] = bench_data(env, n["rounds"], n["bytes"], n["rtt"], n["conn"])
+        if "attach" in only:
+            print("[5/5] attach -> ready ...", file=sys.stderr, flush=True)
+            results["attach"] = bench_attach(env, n["attach"])
         return results
 
     return measure_and_report(a, env, meta, measure, render)

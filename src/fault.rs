@@ -26,6 +26,31 @@ pub fn point(name: &'static str) {
 #[inline(always)]
 pub fn point(_name: &'static str) {}
 
+/// The crash point before a setup step `op` (traced as `step.<op>`), so a
+/// test can compare the steps a run executed with those `plan` printed.
+#[cfg(feature = "fault-injection")]
+pub fn step(op: &'static str) {
+    imp::point_named(&format!("step.{op}"));
+}
+
+/// A step's crash point; compiled to nothing without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn step(_op: &'static str) {}
+
+/// Stop counting and tracing in this process: called first thing in a
+/// forked process that runs on its own (a relay holder), whose points would
+/// otherwise be numbered as if its parent passed them.
+#[cfg(feature = "fault-injection")]
+pub fn forked() {
+    imp::disable();
+}
+
+/// Stop counting in this process; nothing to do without the feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn forked() {}
+
 /// Whether this build carries fault points.
 pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
@@ -42,6 +67,11 @@ mod imp {
     }
 
     static HITS: AtomicU64 = AtomicU64::new(0);
+    static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    pub(super) fn disable() {
+        OFF.store(true, Ordering::SeqCst);
+    }
 
     fn config() -> &'static Config {
         static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -52,6 +82,13 @@ mod imp {
     }
 
     pub(super) fn point(name: &'static str) {
+        point_named(name);
+    }
+
+    pub(super) fn point_named(name: &str) {
+        if OFF.load(Ordering::SeqCst) {
+            return;
+        }
         let cfg = config();
         if cfg.at.is_none() && cfg.trace.is_none() {
             return;

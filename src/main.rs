@@ -1,7 +1,5 @@
-//! The `pelagos-net` binary: everything lives in [`cli`].
-
-mod cli;
+//! The `pelagos-net` binary: everything lives in the library's command line module.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    pelagos_net::cli::main()
 }

@@ -6,11 +6,12 @@ mod common;
 use common::{Env, Tier, Topology, in_netns};
 use pelagos_net::bridge::lease::LeaseStore;
 use pelagos_net::bridge::network::{NetworkRequest, bootstrap_default_network, ensure_network};
-use pelagos_net::bridge::{
-    AttachRequest, attach_network_to_netns, setup_bridge_network, teardown_network, teardown_secondary_network,
-};
 use pelagos_net::host::procfs::ProcessId;
 use pelagos_net::state::paths::Paths;
+use pelagos_net::state::record::Resource;
+use pelagos_net::{
+    AttachRequest, attach_network_to_netns, setup_bridge_network, teardown_network, teardown_secondary_network,
+};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -62,8 +63,16 @@ fn thirty_two_concurrent_attaches_get_distinct_addresses_and_release_them() {
     assert_eq!(host_links(&topo).matches(": pv").count(), 32);
     // Every record parses and names its own, distinct address.
     let store = pelagos_net::state::store::Store::open(&p.run_dir, 0).unwrap();
-    let recorded: BTreeSet<Ipv4Addr> =
-        store.records().unwrap().into_iter().map(|r| r.unwrap().bridge.unwrap().address).collect();
+    let recorded: BTreeSet<Ipv4Addr> = store
+        .records()
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.unwrap().resources)
+        .filter_map(|res| match res {
+            Resource::Lease { address, .. } => Some(address),
+            _ => None,
+        })
+        .collect();
     assert_eq!(recorded, addrs, "records and leases disagree");
     let host = topo.host.clone();
     let errors: Vec<String> = in_netns(&host, move || {

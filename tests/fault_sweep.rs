@@ -317,7 +317,7 @@ fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
     // The netns name is recorded before it is created; teardown stops pasta
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
-    assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "teardown.netns-removed"));
+    assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "undo.netns"));
 }
 
 #[test]
@@ -332,10 +332,10 @@ fn root_bridge_run_killed_at_every_step_leaves_nothing_after_gc() {
     let steps = sweep.run("root bridge", &args, &no_reset);
     // Recorded before created; torn down rules first, then links (the
     // netns), then the lease.
-    assert!(position(&steps, "bridge.recorded") < position(&steps, "bridge.netns"));
+    assert!(position(&steps, "run.record-written") < position(&steps, "netns.mount-point"));
     let teardown = |s| position(&steps, s);
-    assert!(teardown("bridge.teardown.forwards-removed") < teardown("bridge.teardown.netns-removed"));
-    assert!(teardown("bridge.teardown.netns-removed") < teardown("bridge.teardown.lease-released"));
+    assert!(teardown("undo.forwards") < teardown("undo.netns"));
+    assert!(teardown("undo.netns") < teardown("undo.lease"));
 }
 
 #[test]
@@ -407,4 +407,80 @@ fn root_network_rm_killed_at_every_step_is_finished_by_rm_again() {
     let order = |s| position(&steps, s);
     assert!(order("network.rm.table-deleted") < order("network.rm.removed"), "{steps:?}");
     sweep.report("root network rm", &steps);
+}
+
+/// Detach every attachment recorded (a fault after an attach committed
+/// leaves a whole, live attachment: that is a success, not a leak).
+fn detach_all(s: &mut Sweep<'_>) {
+    for entry in fs::read_dir(s.topo.run_dir.join("runs")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+            let id = id.to_owned();
+            s.ok(&["detach", &id]);
+        }
+    }
+}
+
+/// Sweep `attach` (killed at every step, then gc: the host is as before, or
+/// the attachment is whole and detaches cleanly) and `detach` (killed at
+/// every step, then gc finishes it) on a namespace someone else made.
+fn attach_sweep(tier: Tier, label: &str) {
+    let Some(env) = tier.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let ns = common::namespace::Namespace::new(&topo, &env);
+    let mut sweep = Sweep::new(&env, &topo);
+    let args = ["attach", "--netns", &ns.path, "--network", "pasta", "-p", "127.0.0.1::80"];
+    // Warm up twice (the state directories persist, and the probe cache is
+    // written once the run directory exists), then the host without the attachment.
+    for _ in 0..2 {
+        sweep.ok(&args);
+        detach_all(&mut sweep);
+    }
+    sweep.ok(&["gc"]);
+    let before = quiet_snapshot(&topo);
+    let steps = sweep.trace(&args);
+    assert!(position(&steps, "step.write_record") < position(&steps, "helper.recorded"));
+    assert!(
+        position(&steps, "helper.recorded") < position(&steps, "step.await_ready"),
+        "pasta is recorded before it runs"
+    );
+    detach_all(&mut sweep);
+    settle(&topo, &before).expect("attach + detach leaves nothing behind");
+    sweep.fault_every_step(&args, &steps, &before, &|_| {}, &|s, _| detach_all(s));
+    sweep.report(&format!("{label} attach"), &steps);
+
+    // detach: a fresh attachment each time, killed at every step of its
+    // detach; gc finishes a detach that had begun, `detach` again one that
+    // had not (its attachment is whole and alive).
+    let mut sweep = Sweep::new(&env, &topo);
+    let attach_id = |s: &mut Sweep<'_>| s.ok(&args).trim().to_owned();
+    let id = attach_id(&mut sweep);
+    let detach_steps = sweep.trace(&["detach", &id]);
+    settle(&topo, &before).expect("detach leaves nothing behind");
+    sweep.tally.steps = detach_steps.len();
+    for iter in 0..iterations() {
+        for n in 1..=detach_steps.len() {
+            let id = attach_id(&mut sweep);
+            sweep.fault_then_gc(&["detach", &id], n);
+            detach_all(&mut sweep);
+            if let Err(diff) = settle(&topo, &before) {
+                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", detach_steps[n - 1]));
+            }
+        }
+    }
+    assert!(position(&detach_steps, "detach.marked") < position(&detach_steps, "undo.process"));
+    sweep.report(&format!("{label} detach"), &detach_steps);
+}
+
+#[test]
+fn rootless_attach_and_detach_killed_at_every_step_leave_nothing_after_gc() {
+    attach_sweep(Tier::Rootless, "rootless");
+}
+
+#[test]
+fn root_attach_and_detach_killed_at_every_step_leave_nothing_after_gc() {
+    attach_sweep(Tier::Root, "root");
 }

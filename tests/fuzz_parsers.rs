@@ -14,7 +14,8 @@ use pelagos_net::model::cidr::Ipv4Net;
 use pelagos_net::model::ifname::{IfName, NetworkName};
 use pelagos_net::model::mode::NetworkMode;
 use pelagos_net::model::port::PortMapping;
-use pelagos_net::state::store::{RunRecord, Store};
+use pelagos_net::state::record::Record;
+use pelagos_net::state::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::io::Write;
@@ -130,12 +131,16 @@ fn names_with_path_or_option_tricks_are_refused_with_the_reason() {
 /// Valid JSON of each state format, to mutate.
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let def = serde_json::to_vec_pretty(&default_network_def()).unwrap();
-    let record = br#"{"id":"0123456789ab","owner":{"pid":1,"start_time":2},"mode":"bridge:pelagos0","child":null,
-        "helper":null,"netns_path":"/run/netns/pelagos-0123456789ab","ports":["8080:80/tcp"],
-        "bridge":{"network":"pelagos0","veth":"pv0123456789ab","address":"10.90.0.2","forwards":1},"selection":null}"#
+    let record = br#"{"format":2,"id":"0123456789ab","kind":"run","owner":{"pid":1,"start_time":2},"phase":"ready",
+        "anchor":{"by":"owner"},"mode":"bridge:pelagos0","ports":["8080:80/tcp"],"selection":null,"resources":[
+        {"kind":"lease","network":"pelagos0","address":"10.90.0.2","holder":"0123456789ab"},
+        {"kind":"netns_name","path":"/run/netns/pelagos-0123456789ab"},
+        {"kind":"forwards","network":"pelagos0","forwards":[{"host_ip":null,"host_port":8080,"proto":"tcp",
+         "container_ip":"10.90.0.2","container_port":80}]},
+        {"kind":"process","role":"command","process":{"pid":3,"start_time":4}}]}"#
         .to_vec();
     let lease = br#"{"id":"a","owner":{"pid":1,"start_time":2},"cni":true}"#.to_vec();
-    serde_json::from_slice::<RunRecord>(&record).expect("the record sample is valid");
+    serde_json::from_slice::<Record>(&record).expect("the record sample is valid");
     serde_json::from_slice::<Lease>(&lease).expect("the lease sample is valid");
     vec![("definition", def), ("record", record), ("lease", lease)]
 }
@@ -163,7 +168,7 @@ fn state_json_of_any_shape_never_panics() {
             if let Ok(def) = serde_json::from_slice::<NetworkDef>(&bytes) {
                 prop_assert!(safe(def.name.as_str(), 32) && safe(def.bridge.as_str(), 15));
             }
-            let _ = serde_json::from_slice::<RunRecord>(&bytes);
+            let _ = serde_json::from_slice::<Record>(&bytes);
             let _ = serde_json::from_slice::<Lease>(&bytes);
         }
         Ok(())

@@ -247,7 +247,8 @@ fn factory_pid(topo: &Topology) -> Option<u32> {
     for entry in runs.flatten() {
         let text = std::fs::read_to_string(entry.path()).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        if let Some(pid) = json["forwarder"]["factory"]["pid"].as_u64() {
+        let resources = json["resources"].as_array().cloned().unwrap_or_default();
+        if let Some(pid) = resources.iter().find_map(|r| r["factory"]["pid"].as_u64()) {
             return Some(pid as u32);
         }
     }

@@ -25,11 +25,12 @@ mod common;
 
 use common::{Env, Tier, in_netns_path};
 use pelagos_net::helpers::slirp::api::SlirpApiError;
-use pelagos_net::helpers::slirp::args::{HostLoopback, SlirpPlan, SlirpTarget};
+use pelagos_net::helpers::slirp::args::{HostLoopback, SlirpPlan};
 use pelagos_net::helpers::slirp::setup::{
     SlirpNetworkConfig, SlirpSetup, SlirpSetupError, setup_slirp_network, teardown_slirp_network,
 };
 use pelagos_net::model::port::PortMapping;
+use pelagos_net::model::target::NsTarget;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -152,7 +153,7 @@ fn start(
 ) -> Result<SlirpSetup, SlirpSetupError> {
     let ports: Vec<PortMapping> = ports.iter().map(|p| p.parse().unwrap()).collect();
     let mut plan =
-        SlirpPlan::new(SlirpTarget { netns: target.ns("net"), userns: Some(target.ns("user")) }, topo.api_socket());
+        SlirpPlan::new(NsTarget { netns: target.ns("net"), userns: Some(target.ns("user")) }, topo.api_socket());
     plan.host_loopback = lo;
     let launcher = topo.launcher(ctx);
     let cfg = SlirpNetworkConfig {
@@ -162,6 +163,7 @@ fn start(
         ports: &ports,
         proc_root: Path::new("/proc"),
         timeout: Duration::from_secs(10),
+        inherit: &[],
     };
     let setup = setup_slirp_network(&cfg, &mut || false)?;
     eprintln!("slirp4netns configured after {:?}, ready after {:?}", setup.configured_after, setup.ready_after);

@@ -283,15 +283,18 @@ impl LeaseStore {
     }
 
     /// Under the network's lock: remove temp files a crash left, and release
-    /// (unless `dry_run`) every lease whose owner is dead. CNI leases are
-    /// left to the CNI verbs. A lease is written with its owner's pid and
+    /// (unless `dry_run`) every lease whose owner is dead, unless a live
+    /// record holds it (`live`: an attachment outlives the process that
+    /// leased for it). CNI leases are left to the CNI verbs. A lease is written with its owner's pid and
     /// start time in the same atomic step that allocates it, so a crash
     /// between leasing and recording the run leaves nothing this cannot find.
-    pub fn sweep(&self, network: &str, proc_root: &Path, dry_run: bool) -> Result<Sweep, LeaseError> {
+    pub fn sweep(&self, network: &str, proc_root: &Path, dry_run: bool, live: &[String]) -> Result<Sweep, LeaseError> {
         let (_lock, dir) = self.lock_network(network)?;
         let (leases, corrupt, temps) = read_all(&dir)?;
-        let dead: Vec<(Ipv4Addr, Lease)> =
-            leases.into_iter().filter(|(_, l)| !l.cni && !l.owner.is_alive(proc_root)).collect();
+        let dead: Vec<(Ipv4Addr, Lease)> = leases
+            .into_iter()
+            .filter(|(_, l)| !l.cni && !l.owner.is_alive(proc_root) && !live.contains(&l.id))
+            .collect();
         if !dry_run {
             for (addr, _) in &dead {
                 let path = dir.join(addr.to_string());
@@ -466,7 +469,7 @@ mod tests {
         let a = store.allocate_lease(&def, &cni, None).unwrap();
         store.allocate(&def, "gone", dead, None).unwrap();
         fs::write(tmp.path().join("leases/pelagos0/.tmp-1"), "{").unwrap();
-        let sweep = store.sweep("pelagos0", Path::new("/proc"), false).unwrap();
+        let sweep = store.sweep("pelagos0", Path::new("/proc"), false, &[]).unwrap();
         assert_eq!(sweep.dead.iter().map(|(_, l)| l.id.as_str()).collect::<Vec<_>>(), ["gone"]);
         assert_eq!(sweep.temp_files, 1);
         assert_eq!(store.leases("pelagos0").unwrap().keys().copied().collect::<Vec<_>>(), [a]);

@@ -17,8 +17,9 @@ use crate::host::procfs::ProcessId;
 use crate::model::cidr::Ipv4Net;
 use crate::model::ifname::NetworkName;
 use crate::state::paths::Paths;
+use crate::state::store::Store;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Errors of managing networks.
 #[derive(Debug, thiserror::Error)]
@@ -78,19 +79,6 @@ pub struct Attachment {
 
 fn describe(users: &[Attachment]) -> String {
     users.iter().map(|a| format!("{} ({})", a.id, a.address)).collect::<Vec<_>>().join(", ")
-}
-
-/// What to do with runs attached to a network being removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InUse {
-    /// Refuse ([`ManageError::InUse`]).
-    Refuse,
-    /// Stop them (SIGTERM to the run's owner, which tears its attachment
-    /// down; SIGKILL after `grace`), then remove.
-    Stop {
-        /// How long the runs get to stop before SIGKILL.
-        grace: Duration,
-    },
 }
 
 fn nl_err(op: &str) -> impl FnOnce(NetlinkError) -> ManageError + '_ {
@@ -153,31 +141,41 @@ fn check_host_ipv6(paths: &Paths, def: &NetworkDef) -> Result<(), NetworkError> 
     Ok(())
 }
 
-/// The runs attached to network `name` (live leases: of a live owner, or
-/// of a CNI attachment, which the container runtime owns), creating nothing.
+/// The runs attached to network `name` (live leases: of a live owner, of
+/// a CNI attachment, which the container runtime owns, or of a live
+/// record: an attachment that outlives the process that set it up),
+/// creating nothing.
 pub fn attachments(paths: &Paths, name: &str) -> Result<Vec<Attachment>, ManageError> {
     let leases = LeaseStore::new(&paths.run_dir).peek(name)?;
+    let store = Store::open_existing(&paths.run_dir, nix::unistd::geteuid().as_raw()).ok().flatten();
+    let recorded_alive = |id: &str| {
+        store.as_ref().and_then(|s| s.record(id).ok()).is_some_and(|r| r.alive(&paths.proc_root))
+    };
     Ok(leases
         .into_iter()
-        .filter(|(_, l)| l.cni || l.owner.is_alive(&paths.proc_root))
+        .filter(|(_, l)| l.cni || l.owner.is_alive(&paths.proc_root) || recorded_alive(&l.id))
         .map(|(address, l)| Attachment { id: l.id, address, owner: l.owner })
         .collect())
 }
 
-/// Remove network `name`: its bridge, firewall table, lease files and
-/// definition. Attached runs are refused or stopped per `in_use`.
-pub fn remove_network(paths: &Paths, name: &NetworkName, in_use: InUse) -> Result<(), ManageError> {
+/// The definition of network `name` if it may be removed: it exists and
+/// is not the default network.
+pub fn removable(paths: &Paths, name: &NetworkName) -> Result<NetworkDef, ManageError> {
     if name.as_str() == DEFAULT_NETWORK {
         return Err(ManageError::IsDefault(name.to_string()));
     }
+    Ok(NetworkStore::new(&paths.config_dir).load(name)?)
+}
+
+/// Remove network `name`: its bridge, firewall table, lease files and
+/// definition. Refused while anything is attached ([`ManageError::InUse`];
+/// `flow::network` stops the attached runs first for a forced removal).
+pub fn remove_network(paths: &Paths, name: &NetworkName) -> Result<(), ManageError> {
+    let def = removable(paths, name)?;
     let store = NetworkStore::new(&paths.config_dir);
-    let def = store.load(name)?;
     let users = attachments(paths, name.as_str())?;
     if !users.is_empty() {
-        match in_use {
-            InUse::Refuse => return Err(ManageError::InUse { network: name.to_string(), users }),
-            InUse::Stop { grace } => stop_runs(paths, name.as_str(), &users, grace)?,
-        }
+        return Err(ManageError::InUse { network: name.to_string(), users });
     }
     crate::fault::point("network.rm.checked");
     let leases = LeaseStore::new(&paths.run_dir);
@@ -192,40 +190,6 @@ pub fn remove_network(paths: &Paths, name: &NetworkName, in_use: InUse) -> Resul
     leases.remove_files(name.as_str())?;
     store.remove(name)?;
     crate::fault::point("network.rm.removed");
-    Ok(())
-}
-
-/// SIGTERM every attached run's owner, SIGKILL those left after `grace`,
-/// then collect what the killed ones left (`gc`).
-fn stop_runs(paths: &Paths, network: &str, users: &[Attachment], grace: Duration) -> Result<(), ManageError> {
-    use nix::sys::signal::{Signal, kill};
-    let pid = |a: &Attachment| nix::unistd::Pid::from_raw(a.owner.pid as i32);
-    // An owner in another pid namespace (a run started inside a run) has a
-    // pid that names another process here: never signalled.
-    let here = |a: &&Attachment| a.owner.is_here(&paths.proc_root);
-    for a in users.iter().filter(here) {
-        let _ = kill(pid(a), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    let alive = || users.iter().filter(|a| a.owner.is_alive(&paths.proc_root)).cloned().collect::<Vec<_>>();
-    while !alive().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left = alive();
-    for a in left.iter().filter(here) {
-        let _ = kill(pid(a), Signal::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !alive().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left = alive();
-    if !left.is_empty() {
-        return Err(ManageError::StopTimedOut { network: network.to_owned(), users: left, waited: grace });
-    }
-    if let Err(e) = crate::state::gc::gc(paths, false) {
-        log::warn!("collecting the stopped runs of network {network}: {e}");
-    }
     Ok(())
 }
 
@@ -277,7 +241,7 @@ pub fn unused_networks(paths: &Paths) -> Result<Vec<NetworkName>, ManageError> {
 pub fn prune_networks(paths: &Paths) -> Result<PruneReport, ManageError> {
     let mut report = PruneReport::default();
     for name in unused_networks(paths)? {
-        match remove_network(paths, &name, InUse::Refuse) {
+        match remove_network(paths, &name) {
             Ok(()) => report.removed.push(name),
             Err(e) => report.failed.push((name, e)),
         }

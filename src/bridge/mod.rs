@@ -2,15 +2,18 @@
 //! bridge shared with the other containers of its network, NATed to the
 //! outside, reachable through published ports.
 //!
-//! Owns one container's attachment: lease, named netns, veth pair (the peer
-//! created directly inside the netns, never moved), addresses and routes
-//! over rtnetlink, and its forwards in the network's nftables table. The
-//! bridge and the table are created on first use, under a per-network lock.
+//! Owns the pieces of one container's attachment, which the setup pipeline
+//! ([`crate::flow`]) runs as steps: the network's bridge and nftables table
+//! ([`ensure_bridge`], created on first use under a per-network lock), the
+//! lease ([`lease`]), the veth pair (the peer created directly inside the
+//! namespace, never moved) and its address and route ([`configure_container_end`])
+//! over rtnetlink, the forwards in the network's table ([`firewall`]).
 //! Never runs `ip` or `nft`.
 //!
-//! Teardown removes firewall elements first, then the netns (which takes
-//! the veth pair with it: the kernel destroys them asynchronously, so the
-//! caller does not wait ~30 ms for it), then the lease and the record;
+//! The pipeline's teardown removes the forwards first, then the netns it
+//! created (which takes the veth pair with it: the kernel destroys them
+//! asynchronously, so the caller does not wait ~30 ms for it) or the veth it
+//! put into a namespace someone else made, then the lease and the record;
 //! every step runs even when an earlier one fails.
 
 pub mod firewall;
@@ -19,24 +22,18 @@ pub mod manage;
 pub mod netlink;
 pub mod network;
 pub mod plan;
-mod secondary;
-
-pub use secondary::{SecondaryAttachment, attach_network_to_netns, teardown_secondary_network};
 
 use crate::bridge::lease::{LeaseError, LeaseStore};
 use crate::bridge::netlink::{Netlink, NetlinkError};
 use crate::bridge::network::NetworkDef;
-use crate::host::procfs::ProcessId;
 use crate::model::ifname::IfName;
-use crate::model::port::PortMapping;
-use crate::ns::netns::{self, NetNs, NetnsError};
+use crate::ns::netns::NetnsError;
 use crate::state::paths::Paths;
-use crate::state::store::{BridgeRecord, RunRecord, Store, StoreError};
-use firewall::{Firewall, FirewallError, Forward};
-use plan::{BridgePlan, PlanError};
+use crate::state::store::StoreError;
+use firewall::{Firewall, FirewallError};
+use plan::PlanError;
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
 
 /// Errors of bridge networking, named for the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,54 +81,6 @@ pub enum BridgeError {
     /// The record could not be written or removed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Every error of a teardown (all steps were attempted).
-#[derive(Debug, thiserror::Error)]
-#[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-pub struct TeardownErrors(pub Vec<BridgeError>);
-
-/// Runtime state from setting up bridge networking; needed for teardown.
-#[derive(Debug)]
-pub struct NetworkSetup {
-    /// Container id.
-    pub id: String,
-    /// The network.
-    pub def: NetworkDef,
-    /// The container's named netns.
-    pub netns: NetNs,
-    /// Host end of the veth pair.
-    pub veth_host: IfName,
-    /// Container address.
-    pub address: Ipv4Addr,
-    /// Installed forwards.
-    pub forwards: Vec<Forward>,
-    run_dir: PathBuf,
-    record: bool,
-}
-
-impl NetworkSetup {
-    /// The named netns path (for `setns` in the child, or `ip netns exec`).
-    pub fn netns_path(&self) -> &std::path::Path {
-        &self.netns.path
-    }
-}
-
-/// What one attach asks for.
-#[derive(Debug, Clone)]
-pub struct AttachRequest<'a> {
-    /// State roots.
-    pub paths: &'a Paths,
-    /// The network.
-    pub def: &'a NetworkDef,
-    /// Container id (hex, at most 12 characters are used in link names).
-    pub id: &'a str,
-    /// Published ports, host ports resolved.
-    pub ports: &'a [PortMapping],
-    /// A requested address (`--ip`).
-    pub ip: Option<Ipv4Addr>,
-    /// Owner of the lease and record (normally the calling process).
-    pub owner: ProcessId,
 }
 
 /// Make sure the network's bridge (with its address, up) and nftables
@@ -213,105 +162,6 @@ fn ensure_bridge6(
     Ok(())
 }
 
-/// Set up full bridge networking for a container in a new named netns
-/// `pelagos-<id>`. Call before forking the container; its child joins the
-/// namespace with `setns` on [`NetworkSetup::netns_path`].
-pub fn setup_bridge_network(req: &AttachRequest<'_>) -> Result<NetworkSetup, BridgeError> {
-    let leases = LeaseStore::new(&req.paths.run_dir);
-    let store = Store::open(&req.paths.run_dir, nix::unistd::geteuid().as_raw())?;
-    crate::fault::point("bridge.begin");
-    let address = leases.allocate(req.def, req.id, req.owner, req.ip)?;
-    crate::fault::point("bridge.leased");
-    let plan = match plan::plan(req.def, req.id, address, req.ports) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = leases.release(req.def.name.as_str(), address, req.id);
-            return Err(e.into());
-        }
-    };
-    let mut record = RunRecord {
-        id: req.id.to_owned(),
-        owner: req.owner,
-        mode: crate::model::mode::NetworkMode::Bridge(Some(req.def.name.clone())),
-        child: None,
-        helper: None,
-        netns_path: Some(req.paths.netns_dir.join(&plan.ns_name)),
-        ports: req.ports.to_vec(),
-        bridge: Some(BridgeRecord {
-            network: req.def.name.to_string(),
-            veth: plan.veth_host.to_string(),
-            address,
-            forwards: plan.forwards.len(),
-        }),
-        selection: None,
-        forwarder: None,
-    };
-    if let Err(e) = store.write_record(&record) {
-        let _ = leases.release(req.def.name.as_str(), address, req.id);
-        return Err(e.into());
-    }
-    crate::fault::point("bridge.recorded");
-    match apply(req, &plan) {
-        Ok(netns) => Ok(NetworkSetup {
-            id: req.id.to_owned(),
-            def: req.def.clone(),
-            netns,
-            veth_host: plan.veth_host,
-            address,
-            forwards: plan.forwards,
-            run_dir: req.paths.run_dir.clone(),
-            record: true,
-        }),
-        Err(e) => {
-            // Undo whatever part exists; each step tolerates "already gone".
-            let _ = Firewall::new().and_then(|mut fw| fw.remove_forwards(req.def.name.as_str(), &plan.forwards));
-            let _ = netns::remove_named(&req.paths.netns_dir.join(&plan.ns_name));
-            let _ = leases.release(req.def.name.as_str(), address, req.id);
-            record.bridge = None;
-            let _ = store.remove_record(req.id);
-            Err(e)
-        }
-    }
-}
-
-fn apply(req: &AttachRequest<'_>, plan: &BridgePlan) -> Result<NetNs, BridgeError> {
-    let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: req.id.to_owned(), source };
-    let mut host = Netlink::open().map_err(link_err("open netlink"))?;
-    let mut fw = Firewall::new()?;
-    let bridge = ensure_bridge(req.paths, req.def, &mut host, &mut fw)?;
-    crate::fault::point("bridge.network-ready");
-    let ns = netns::create_named(&req.paths.netns_dir, &plan.ns_name)?;
-    crate::fault::point("bridge.netns");
-    let veth = host
-        .create_veth(plan.veth_host.as_str(), plan.peer.as_str(), ns.fd(), Some(bridge))
-        .map_err(link_err("create veth"))?;
-    crate::fault::point("bridge.veth");
-    if let Some(mtu) = plan.mtu {
-        host.set_mtu(veth, mtu).map_err(link_err("set the host veth's mtu"))?;
-    }
-    host.set_up(veth).map_err(link_err("set host veth up"))?;
-    configure_peer(&ns, plan, req.id)?;
-    crate::fault::point("bridge.peer-configured");
-    if !plan.forwards.is_empty() {
-        fw.add_forwards(req.def.name.as_str(), &plan.forwards)?;
-        crate::fault::point("bridge.forwards");
-    }
-    Ok(ns)
-}
-
-/// Address, up and (for a primary network) default route on the container end.
-fn configure_peer(ns: &NetNs, plan: &BridgePlan, id: &str) -> Result<(), BridgeError> {
-    let end = ContainerEnd {
-        name: &plan.peer,
-        address: plan.address,
-        prefix: plan.prefix,
-        gateway: plan.gateway,
-        mtu: plan.mtu,
-        v6: plan.v6.as_ref(),
-    };
-    configure_container_end(ns.fd(), &end, id)
-}
-
 /// The container end of a veth pair, as an attach configures it.
 #[derive(Debug, Clone, Copy)]
 pub struct ContainerEnd<'a> {
@@ -366,50 +216,4 @@ pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>
         inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
     Ok(())
-}
-
-/// Remove the container's veth pair and named network namespace, its
-/// forwards and its lease. Rules go first, then the netns (which destroys
-/// the veth pair once no process holds the namespace; the kernel finishes
-/// that in the background), then the lease and the record. Every step
-/// runs; all errors come back together.
-pub fn teardown_network(setup: NetworkSetup) -> Result<(), TeardownErrors> {
-    let mut errors = Vec::new();
-    let net = setup.def.name.to_string();
-    crate::fault::point("bridge.teardown.begin");
-    if !setup.forwards.is_empty() {
-        match Firewall::new() {
-            Ok(mut fw) => {
-                if let Err(e) = fw.remove_forwards(&net, &setup.forwards) {
-                    errors.push(e.into());
-                }
-                // Its socket is closed later, off this path (see
-                // `firewall::closer`).
-                drop(fw);
-            }
-            Err(e) => errors.push(e.into()),
-        }
-    }
-    crate::fault::point("bridge.teardown.forwards-removed");
-    let path = setup.netns.path.clone();
-    drop(setup.netns);
-    if let Err(e) = netns::remove_named(&path) {
-        errors.push(e.into());
-    }
-    crate::fault::point("bridge.teardown.netns-removed");
-    if let Err(e) = LeaseStore::new(&setup.run_dir).release(&net, setup.address, &setup.id) {
-        errors.push(e.into());
-    }
-    crate::fault::point("bridge.teardown.lease-released");
-    if setup.record {
-        match Store::open(&setup.run_dir, nix::unistd::geteuid().as_raw()) {
-            Ok(store) => {
-                if let Err(e) = store.remove_record(&setup.id) {
-                    errors.push(e.into());
-                }
-            }
-            Err(e) => errors.push(e.into()),
-        }
-    }
-    if errors.is_empty() { Ok(()) } else { Err(TeardownErrors(errors)) }
 }

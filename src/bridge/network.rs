@@ -467,13 +467,14 @@ pub fn default_network_def() -> NetworkDef {
     }
 }
 
-/// Load a network definition by name.
-pub fn load_network_def(config_dir: &Path, name: &str) -> Result<NetworkDef, NetworkError> {
+/// A network definition by name, read-only: the default network's is not
+/// written when missing (what `plan` reads).
+pub fn peek_network_def(config_dir: &Path, name: &str) -> Result<NetworkDef, NetworkError> {
     let name = NetworkName::new(name)?;
-    if name.as_str() == DEFAULT_NETWORK {
-        return bootstrap_default_network(config_dir);
+    match NetworkStore::new(config_dir).load(&name) {
+        Err(NetworkError::NotFound(_)) if name.as_str() == DEFAULT_NETWORK => Ok(default_network_def()),
+        other => other,
     }
-    NetworkStore::new(config_dir).load(&name)
 }
 
 /// Load the default network, writing its definition on first use.
@@ -561,14 +562,14 @@ mod tests {
     fn definitions_persist_and_duplicates_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let def = ensure_network(tmp.path(), &req("web", Some("10.5.0.0/24")), &[]).unwrap();
-        assert_eq!(load_network_def(tmp.path(), "web").unwrap(), def);
+        assert_eq!(peek_network_def(tmp.path(), "web").unwrap(), def);
         let store = NetworkStore::new(tmp.path());
         assert!(matches!(store.create(&def), Err(NetworkError::Exists(_))));
         assert_eq!(bootstrap_default_network(tmp.path()).unwrap(), default_network_def());
         let names: Vec<String> = store.list().unwrap().into_iter().map(|d| d.name.to_string()).collect();
         assert_eq!(names, ["pelagos0", "web"]);
         store.remove(&def.name).unwrap();
-        assert!(matches!(load_network_def(tmp.path(), "web"), Err(NetworkError::NotFound(_))));
+        assert!(matches!(peek_network_def(tmp.path(), "web"), Err(NetworkError::NotFound(_))));
     }
 
     #[test]
@@ -634,7 +635,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("networks")).unwrap();
         fs::write(tmp.path().join("networks/web.json"), "{").unwrap();
-        let err = load_network_def(tmp.path(), "web").unwrap_err();
+        let err = peek_network_def(tmp.path(), "web").unwrap_err();
         assert!(err.to_string().contains("networks/web.json is corrupted"), "{err}");
     }
 }

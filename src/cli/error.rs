@@ -60,18 +60,15 @@ impl CliError {
     }
 }
 
-/// `err` and its sources joined with ": ", skipping a source whose text the
-/// message already contains.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+pub use crate::flow::error_chain;
+
+/// `message`, and the hint on the lines after it (each `  fix: HINT`, as
+/// the selection's fixes were always printed).
+pub fn with_hint(message: &str, hint: Option<String>) -> String {
+    let mut text = message.to_owned();
+    for line in hint.iter().flat_map(|h| h.lines()) {
+        text.push_str("\n  fix: ");
+        text.push_str(line);
     }
     text
 }

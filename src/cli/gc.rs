@@ -2,7 +2,7 @@
 
 use super::error::{CliError, Exit};
 use super::{Context, output};
-use pelagos_net::state::gc::gc;
+use crate::flow::gc::gc;
 
 /// Options of `gc`.
 #[derive(Debug, clap::Args)]

@@ -11,6 +11,7 @@
 //! `pelagos-net: error: …`; usage errors (clap's and the ones a subcommand
 //! finds itself with [`CliError::usage`]) exit 125 naming the flag or value.
 
+mod attach;
 mod completions;
 mod doctor;
 mod error;
@@ -25,9 +26,9 @@ mod ps;
 mod run;
 mod status;
 
+use crate::state::paths::{PathEnv, Paths};
 use clap::{Parser, Subcommand};
 use error::{CliError, EXIT_USAGE, Exit};
-use pelagos_net::state::paths::{PathEnv, Paths};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,6 +78,11 @@ enum Command {
     /// Manage bridge networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Network a namespace someone else made (`/proc/PID/ns/net`, `/run/netns/NAME`)
+    /// and leave it networked until `detach`, or until the namespace is gone and `gc` runs.
+    Attach(attach::Args),
+    /// Undo an attachment (the id `attach` printed).
+    Detach(attach::DetachArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(completions::Args),
     /// Print the manual page (or write every page into a directory).
@@ -117,6 +123,8 @@ fn dispatch(command: Command, ctx: &Context) -> Result<Exit, CliError> {
         Command::Ps(args) => ps::run_cmd(args, ctx),
         Command::Port(args) => port::run_cmd(args, ctx),
         Command::Network(cmd) => network::run_cmd(cmd, ctx),
+        Command::Attach(args) => attach::run_cmd(args, ctx),
+        Command::Detach(args) => attach::detach_cmd(args, ctx),
         Command::Completions(args) => completions::run_cmd(args, ctx),
         Command::Man(args) => man::run_cmd(args, ctx),
     }
@@ -145,7 +153,7 @@ pub fn main() -> ExitCode {
     };
     // A socket that removed forwards must not make this exit wait for the
     // kernel's grace period (see `firewall::closer`).
-    pelagos_net::bridge::firewall::closer::detach_pending();
+    crate::bridge::firewall::closer::detach_pending();
     code
 }
 

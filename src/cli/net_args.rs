@@ -7,15 +7,15 @@
 
 use super::error::CliError;
 use super::{Context, output};
-use pelagos_net::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
-use pelagos_net::dns::DnsOptions;
-use pelagos_net::flow::select::Fallback;
-use pelagos_net::model::config::NetworkConfig;
-use pelagos_net::model::driver::PortDriver;
-use pelagos_net::model::helper_opts;
-use pelagos_net::model::ifname::NetworkName;
-use pelagos_net::model::mode::{ModeError, NetworkMode};
-use pelagos_net::model::port::PortMapping;
+use crate::bridge::network::{DEFAULT_NETWORK, NetworkError, NetworkStore};
+use crate::dns::DnsOptions;
+use crate::flow::select::Fallback;
+use crate::model::config::NetworkConfig;
+use crate::model::driver::PortDriver;
+use crate::model::helper_opts;
+use crate::model::ifname::NetworkName;
+use crate::model::mode::{ModeError, NetworkMode};
+use crate::model::port::PortMapping;
 
 /// `--network` as typed, before a bare name is looked up.
 #[derive(Debug, Clone)]
@@ -26,15 +26,24 @@ pub enum NetworkArg {
     Named(NetworkName),
 }
 
+/// A refused helper option and what to use instead, on one line (clap
+/// prints a value parser's error as it is).
+fn opts_error(e: helper_opts::HelperOptsError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
+}
+
 fn parse_network(s: &str) -> Result<NetworkArg, String> {
     if let Some(opts) = s.strip_prefix("pasta:") {
-        let tokens = helper_opts::split("pasta", opts).map_err(|e| e.to_string())?;
-        helper_opts::check_pasta(&tokens).map_err(|e| e.to_string())?;
+        let tokens = helper_opts::split("pasta", opts).map_err(opts_error)?;
+        helper_opts::check_pasta(&tokens).map_err(opts_error)?;
         return Ok(NetworkArg::Mode(NetworkMode::Pasta, tokens));
     }
     if let Some(opts) = s.strip_prefix("slirp4netns:") {
-        let items = helper_opts::split("slirp4netns", opts).map_err(|e| e.to_string())?;
-        helper_opts::slirp(&items).map_err(|e| e.to_string())?;
+        let items = helper_opts::split("slirp4netns", opts).map_err(opts_error)?;
+        helper_opts::slirp(&items).map_err(opts_error)?;
         return Ok(NetworkArg::Mode(NetworkMode::Slirp4netns, items));
     }
     match s.parse::<NetworkMode>() {
@@ -102,7 +111,7 @@ impl NetArgs {
     /// error naming the flag and the value, and options the mode cannot
     /// honour warned about (refused under `--fallback strict`).
     pub fn config(&self, ctx: &Context) -> Result<NetworkConfig, CliError> {
-        if let Some(dup) = pelagos_net::ports::precheck::duplicate(&self.publish) {
+        if let Some(dup) = crate::ports::precheck::duplicate(&self.publish) {
             return Err(CliError::usage(dup.to_string()));
         }
         let (mode, helper_options) = match &self.network {

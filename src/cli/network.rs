@@ -1,13 +1,14 @@
 //! `pelagos-net network ...`: named bridge networks, as podman's
-//! `network` subcommands. Thin over [`pelagos_net::bridge::manage`].
+//! `network` subcommands. Thin over [`crate::bridge::manage`].
 
 use super::error::{CliError, EXIT_USAGE, Exit, error_chain};
 use super::{Context, output};
-use pelagos_net::bridge::manage::{self, InUse, ManageError};
-use pelagos_net::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
-use pelagos_net::model::cidr::Ipv4Net;
-use pelagos_net::model::cidr6::Ipv6Net;
-use pelagos_net::model::ifname::NetworkName;
+use crate::bridge::manage::{self, ManageError};
+use crate::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
+use crate::flow::network::InUse;
+use crate::model::cidr::Ipv4Net;
+use crate::model::cidr6::Ipv6Net;
+use crate::model::ifname::NetworkName;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -102,9 +103,9 @@ pub enum Subnet {
 
 fn parse_subnet(s: &str) -> Result<Subnet, String> {
     if s.contains(':') {
-        s.parse().map(Subnet::V6).map_err(|e: pelagos_net::model::cidr6::Cidr6Error| e.to_string())
+        s.parse().map(Subnet::V6).map_err(|e: crate::model::cidr6::Cidr6Error| e.to_string())
     } else {
-        s.parse().map(Subnet::V4).map_err(|e: pelagos_net::model::cidr::CidrError| e.to_string())
+        s.parse().map(Subnet::V4).map_err(|e: crate::model::cidr::CidrError| e.to_string())
     }
 }
 
@@ -215,7 +216,7 @@ pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, CliError> {
             let in_use = if force { InUse::Stop { grace: Duration::from_secs(time) } } else { InUse::Refuse };
             let mut worst = 0;
             for name in &names {
-                match manage::remove_network(&ctx.paths, name, in_use) {
+                match crate::flow::network::remove_network(&ctx.paths, name, in_use) {
                     Ok(()) => output::outln(name.as_str())?,
                     Err(e) => {
                         worst = worst.max(code_of(&e));

@@ -3,9 +3,10 @@
 use super::error::{CliError, Exit, error_chain};
 use super::net_args::NetArgs;
 use super::{Context, output};
-use pelagos_net::flow::plan::{PlanError, plan, render};
-use pelagos_net::host::probe::{HostCaps, ProbeRoots};
+use crate::flow::plan::{json, render};
+use crate::flow::run::{RunOptions, plan_run};
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// Options of `plan`.
 #[derive(Debug, clap::Args)]
@@ -22,18 +23,20 @@ pub struct Args {
 
 /// Print the plan.
 pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
-    let caps = HostCaps::probe(&ProbeRoots::read_only(&ctx.paths));
-    let plan = plan(&args.net.config(ctx)?, args.net.fallback, &caps, &ctx.paths.config_dir).map_err(|e| {
-        let mut message = error_chain(&e);
-        if let PlanError::Select(s) = &e {
-            for fix in s.fixes() {
-                message.push_str(&format!("\n  fix: {fix}"));
-            }
-        }
-        CliError::usage(message)
-    })?;
+    let opts = RunOptions {
+        network: args.net.config(ctx)?,
+        command: Vec::new(),
+        paths: ctx.paths.clone(),
+        pasta: None,
+        ready_timeout: std::time::Duration::from_secs(10),
+        tun_path: PathBuf::from("/dev/net/tun"),
+        fallback: args.net.fallback,
+        ip: None,
+        on_ready: None,
+    };
+    let plan = plan_run(&opts).map_err(|e| CliError::usage(super::error::with_hint(&error_chain(&e), e.hint())))?;
     if args.json {
-        output::json(&output::versioned(&plan)?)?
+        output::json(&output::versioned(&json(&plan))?)?
     } else {
         output::out(&render(&plan))?
     }

@@ -4,7 +4,7 @@
 use super::error::{CliError, Exit};
 use super::ps::{PortEntry, port_entries};
 use super::{Context, output};
-use pelagos_net::state::runs::find_runs;
+use crate::state::runs::find_runs;
 
 /// Options of `port`.
 #[derive(Debug, clap::Args)]

@@ -2,8 +2,8 @@
 
 use super::error::{CliError, Exit};
 use super::{Context, output};
-use pelagos_net::model::port::{PortMapping, PortProto};
-use pelagos_net::state::runs::{RunSummary, live_runs};
+use crate::model::port::{PortMapping, PortProto};
+use crate::state::runs::{RunSummary, live_runs};
 use std::net::IpAddr;
 
 /// Options of `ps`.

@@ -5,9 +5,9 @@ use super::net_args::NetArgs;
 use super::ps::port_entries;
 use super::status::StatusSink;
 use super::{Context, output};
-use pelagos_net::flow::run::{Ready, ReadyHook, RunOptions, run};
-use pelagos_net::host::nsaddr::namespace_addresses;
-use pelagos_net::model::mode::NetworkMode;
+use crate::flow::run::{Ready, ReadyHook, RunOptions, run};
+use crate::host::nsaddr::namespace_addresses;
+use crate::model::mode::NetworkMode;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -116,7 +116,8 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
             "schema_version": output::SCHEMA_VERSION, "event": "exit", "id": id, "exit_code": code, "error": error,
         }));
     }
-    let report = result.map_err(|e| CliError::new(e.exit_code(), error_chain(&e)))?;
+    let report =
+        result.map_err(|e| CliError::new(e.exit_code(), super::error::with_hint(&error_chain(&e), e.hint())))?;
     if let Some(ready) = report.ready_after {
         log::info!("network ready after {:.1} ms", ready.as_secs_f64() * 1e3);
     }

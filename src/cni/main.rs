@@ -21,6 +21,6 @@ fn main() {
     drop(out);
     // Sockets that removed forwards are closed after this process is gone,
     // so the runtime does not wait for the kernel's grace period.
-    pelagos_net::bridge::firewall::closer::detach_pending();
+    pelagos_net::cni::detach_pending();
     std::process::exit(outcome.status);
 }

@@ -66,6 +66,14 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Close, in a process of their own, the firewall sockets that removed
+/// forwards and delete the veth pairs DEL queued (call it last, right
+/// before exit: the plugin then exits without waiting for the kernel's
+/// grace period).
+pub fn detach_pending() {
+    crate::bridge::firewall::closer::detach_pending();
+}
+
 /// One plugin call: `env` looks up the `CNI_*` variables, `stdin` is the
 /// configuration.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {

@@ -14,7 +14,8 @@ use super::host::HostFiles;
 use super::hosts::HostsEntry;
 use super::inside::{NsDns, PrepareError};
 use super::options::DnsOptions;
-use crate::ports::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
+use crate::model::target::NsTarget;
+use crate::ports::nsfactory::{FactoryError, SocketFactory};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -140,7 +141,7 @@ impl PreparedDns {
     /// namespace child must have added the address to its `lo` by then).
     pub fn start_forwarder(
         &mut self,
-        target: Option<FactoryTarget<'_>>,
+        target: Option<&NsTarget>,
         proc_root: &Path,
     ) -> Result<Option<Forwarder>, DnsSetupError> {
         let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
@@ -148,7 +149,7 @@ impl PreparedDns {
         let listeners = match (fwd.listen, self.gateway.take(), target) {
             (Listen::Gateway(_), Some(l), _) => l,
             (Listen::InNamespace(addr), _, Some(target)) => {
-                let mut factory = SocketFactory::spawn(&target, proc_root).map_err(DnsSetupError::Factory)?;
+                let mut factory = SocketFactory::spawn(target, proc_root).map_err(DnsSetupError::Factory)?;
                 let mut socket = |ty| {
                     factory.socket(libc::AF_INET, ty, 0).map_err(|e| DnsSetupError::Factory(FactoryError::Request(e)))
                 };

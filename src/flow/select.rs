@@ -98,17 +98,20 @@ impl Serialize for Mode {
     }
 }
 
-impl From<NetworkMode> for Requested {
-    /// `auto` lets the ladder choose; any other mode is asked for explicitly.
-    fn from(mode: NetworkMode) -> Self {
-        Requested::Explicit(match mode {
-            NetworkMode::Auto => return Requested::Auto,
+impl Requested {
+    /// `auto` lets the ladder choose; any other mode is asked for
+    /// explicitly. `None` for `ns:PATH`, which has no ladder: the namespace
+    /// is used as it is.
+    pub fn of(mode: &NetworkMode) -> Option<Self> {
+        Some(Requested::Explicit(match mode {
+            NetworkMode::Auto => return Some(Requested::Auto),
             NetworkMode::Host => Mode::Host,
             NetworkMode::Loopback => Mode::Loopback,
             NetworkMode::Pasta => Mode::Pasta,
             NetworkMode::Slirp4netns => Mode::Slirp4netns,
-            NetworkMode::Bridge(name) => Mode::Bridge(name),
-        })
+            NetworkMode::Bridge(name) => Mode::Bridge(name.clone()),
+            NetworkMode::Ns(_) => return None,
+        }))
     }
 }
 
@@ -168,6 +171,34 @@ pub struct Needs {
     /// publish what a mode cannot (ranges and IPv6 under slirp4netns, any
     /// port in loopback mode, IPv6 on a bridge).
     pub native_ports_only: bool,
+    /// The namespace exists already (an attachment): what it takes to
+    /// create one does not count against a mode.
+    pub existing_namespace: bool,
+}
+
+/// What a network must provide, from its configuration.
+pub fn needs_for(network: &crate::model::config::NetworkConfig) -> Needs {
+    use crate::model::driver::PortDriver;
+    use crate::model::port::PortProto;
+    let ports = &network.ports;
+    Needs {
+        egress: true,
+        published_ports: !ports.is_empty(),
+        container_to_container: matches!(network.mode, NetworkMode::Bridge(_)),
+        named_network: match &network.mode {
+            NetworkMode::Bridge(name) => name.clone(),
+            _ => None,
+        },
+        host_loopback: !network.host_loopback_ports.is_empty(),
+        native_ports_only: !matches!(network.port_driver, PortDriver::Auto | PortDriver::Builtin),
+        ports: PortFeatures {
+            host_ip_binding: ports.iter().any(|m| m.host_ip.is_some()),
+            ranges: ports.iter().any(|m| m.container.len() > 1),
+            udp: ports.iter().any(|m| m.proto == PortProto::Udp),
+            ipv6: ports.iter().any(|m| matches!(m.host_ip, Some(std::net::IpAddr::V6(_)))),
+        },
+        existing_namespace: false,
+    }
 }
 
 /// What to do when the request cannot be met in full.
@@ -292,7 +323,7 @@ struct Rung {
 
 impl Rung {
     fn assess(mode: Mode, needs: &Needs, caps: &HostCaps) -> Self {
-        Self { blockers: rungs::blockers(&mode, caps), shortfalls: rungs::shortfalls(&mode, needs), mode }
+        Self { blockers: rungs::blockers(&mode, needs, caps), shortfalls: rungs::shortfalls(&mode, needs), mode }
     }
 
     fn usable(&self) -> bool {

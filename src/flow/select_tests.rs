@@ -320,11 +320,12 @@ fn modes_convert_to_and_from_the_spec() {
         NetworkMode::Slirp4netns,
         NetworkMode::Bridge(Some(web())),
     ] {
-        match Requested::from(mode.clone()) {
-            Requested::Explicit(m) => assert_eq!(m.to_network_mode(), mode),
-            Requested::Auto => panic!("{mode} is explicit"),
+        match Requested::of(&mode) {
+            Some(Requested::Explicit(m)) => assert_eq!(m.to_network_mode(), mode),
+            other => panic!("{mode} is explicit: {other:?}"),
         }
     }
-    assert_eq!(Requested::from(NetworkMode::Auto), Requested::Auto);
+    assert_eq!(Requested::of(&NetworkMode::Auto), Some(Requested::Auto));
+    assert_eq!(Requested::of(&NetworkMode::Ns("/run/netns/x".into())), None, "ns:PATH has no ladder");
     assert_eq!(Mode::Slirp4netns.to_string(), "slirp4netns");
 }

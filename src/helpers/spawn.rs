@@ -1,7 +1,9 @@
 //! What every helper process (pasta, slirp4netns) needs: between `fork` and
 //! `exec`, to die with its owner and to start with no signal blocked; once
 //! started, [`HelperChild`]: its pid and start time, its output drained into
-//! one bounded buffer, and a drop that never leaves it running or unreaped.
+//! one bounded buffer (or, for a helper that outlives its owner, written to
+//! a log file; see [`super::detached`]), and a drop that never leaves it
+//! running or unreaped unless it was released to run on.
 
 use crate::helpers::pasta::output::{OutputBuf, SharedOutput, drain};
 use crate::host::procfs::ProcessId;
@@ -35,14 +37,63 @@ pub(crate) fn helper_child_setup() -> io::Result<()> {
     Ok(())
 }
 
+/// Clear close-on-exec on `fds`, so the helper keeps them (namespaces it
+/// opens as `/proc/self/fd/N`). Async-signal-safe, for `pre_exec`.
+pub(crate) fn inherit_fds(fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        // SAFETY: fcntl(2) on a descriptor number; no memory is touched.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A started helper with its output drains. Dropping it kills the helper if
-/// it still runs and reaps it on a background thread, without blocking.
+/// it still runs and reaps it on a background thread, without blocking
+/// (unless it was [released](HelperChild::release)).
 #[derive(Debug)]
 pub(crate) struct HelperChild {
-    child: Child,
+    child: Proc,
     id: ProcessId,
     output: SharedOutput,
     drains: Vec<JoinHandle<()>>,
+    log: Option<std::path::PathBuf>,
+    released: bool,
+}
+
+/// The helper process: spawned through `Command`, or forked by
+/// [`super::detached::spawn_gated`].
+#[derive(Debug)]
+enum Proc {
+    Std(Child),
+    Raw { pid: nix::unistd::Pid, status: Option<ExitStatus> },
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Std(c) => c.id(),
+            Self::Raw { pid, .. } => pid.as_raw() as u32,
+        }
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Self::Std(c) => c.try_wait().ok().flatten(),
+            Self::Raw { status: Some(s), .. } => Some(*s),
+            Self::Raw { pid, status } => {
+                let mut raw = 0;
+                // SAFETY: waitpid on our own child with a status int on this stack frame.
+                let got = unsafe { libc::waitpid(pid.as_raw(), &mut raw, libc::WNOHANG) };
+                if got == pid.as_raw() {
+                    *status = Some(ExitStatus::from_raw(raw));
+                }
+                *status
+            }
+        }
+    }
 }
 
 impl HelperChild {
@@ -53,7 +104,14 @@ impl HelperChild {
         let pid = child.id();
         let id = ProcessId::of(proc_root, pid).unwrap_or(ProcessId::unread(pid));
         // From here on, an early return drops `helper`, which stops it.
-        let mut helper = Self { child, id, output: Arc::new(Mutex::new(OutputBuf::default())), drains: Vec::new() };
+        let mut helper = Self {
+            child: Proc::Std(child),
+            id,
+            output: Arc::new(Mutex::new(OutputBuf::default())),
+            drains: Vec::new(),
+            log: None,
+            released: false,
+        };
         if let Some(out) = stdout {
             helper.drains.push(drain(out, helper.output.clone())?);
         }
@@ -63,6 +121,14 @@ impl HelperChild {
         Ok(helper)
     }
 
+    /// Takes over a helper forked by [`super::detached::spawn_gated`],
+    /// whose output goes to `log`.
+    pub(crate) fn start_detached(pid: u32, id: ProcessId, log: std::path::PathBuf) -> Self {
+        let child = Proc::Raw { pid: nix::unistd::Pid::from_raw(pid as i32), status: None };
+        let output = Arc::new(Mutex::new(OutputBuf::default()));
+        Self { child, id, output, drains: Vec::new(), log: Some(log), released: false }
+    }
+
     /// pid and start time.
     pub(crate) fn id(&self) -> ProcessId {
         self.id
@@ -70,18 +136,36 @@ impl HelperChild {
 
     /// Exit status if the helper has already exited (and is now reaped).
     pub(crate) fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.try_wait()
     }
 
     /// Output so far.
     pub(crate) fn output(&self) -> String {
-        self.output.lock().map(|b| b.text()).unwrap_or_default()
+        match &self.log {
+            Some(path) => super::detached::read_log(path).unwrap_or_default(),
+            None => self.output.lock().map(|b| b.text()).unwrap_or_default(),
+        }
     }
 
     /// Sends `sig` (best effort; the helper is not reaped yet, so its pid
     /// is still its own).
     pub(crate) fn signal(&self, sig: Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.pid() as i32), sig);
+    }
+
+    /// Let it run on after this handle is gone (a detached helper): it is
+    /// reaped on a background thread if it exits while this process lives.
+    pub(crate) fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
+        if self.try_exit().is_none() {
+            let _ = std::thread::Builder::new().name("helper-reap".into()).spawn(move || {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            });
+        }
     }
 
     /// Waits up to `grace` for the helper to exit.
@@ -123,11 +207,14 @@ impl HelperChild {
     /// Kills the helper if it still runs and reaps it on a background
     /// thread (its tap teardown takes tens of milliseconds). Never blocks.
     pub(crate) fn abandon(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        if self.released {
+            return;
         }
-        if let Ok(None) = self.child.try_wait() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if self.child.try_wait().is_none() {
+            self.signal(Signal::SIGKILL);
+        }
+        if self.child.try_wait().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
             let _ = std::thread::Builder::new().name("helper-reap".into()).spawn(move || {
                 let _ = nix::sys::wait::waitpid(pid, None);
             });

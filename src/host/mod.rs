@@ -1,10 +1,11 @@
 //! Facts about the host: what it can run (probe), why something fails
-//! (diagnose, doctor), and what its processes and sockets are (procfs,
-//! procnet, sock_diag). Reads only; never changes the host.
+//! (diagnose; `flow::doctor` reports them with the mode ladder), and what
+//! its processes and sockets are (procfs, procnet, sock_diag). Reads only;
+//! never changes the host.
 
 pub mod diagnose;
-pub mod doctor;
 pub mod nsaddr;
+pub mod path;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;

@@ -52,56 +52,17 @@ use crate::helpers::pasta::features::{self, PastaFeatures, TapBugs};
 use crate::host::diagnose::{TunProblem, UsernsKnobs};
 use crate::state::paths::Paths;
 
-pub use helpers::find_on_path;
-pub use parse::{IdRange, SlirpFeatures, parse_slirp_help, parse_slirp_version};
+pub use crate::helpers::slirp::features::SlirpFeatures;
+pub use parse::IdRange;
 
 /// Bit of `CAP_NET_ADMIN` in `CapEff`.
 const CAP_NET_ADMIN: u32 = 12;
 /// Bit of `CAP_SYS_ADMIN` in `CapEff`.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// Why one slow probe (running slirp4netns) or a cache write failed.
-/// Kept as text in [`Helper::Broken`]; cache failures are only logged.
+/// Why writing the probe cache failed (only logged: a probe never fails).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The binary could not be started.
-    #[error("failed to run {} {arg}", path.display())]
-    Spawn {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Waiting for it or reading its output failed.
-    #[error("failed to collect the output of {} {arg}", path.display())]
-    Collect {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It did not exit within [`features::PROBE_TIMEOUT`] and was killed.
-    #[error("{} {arg} did not exit within {timeout:?}", path.display())]
-    TimedOut {
-        /// Binary that was run.
-        path: PathBuf,
-        /// The option it was run with.
-        arg: &'static str,
-        /// The deadline that passed.
-        timeout: std::time::Duration,
-    },
-    /// Its output does not look like slirp4netns.
-    #[error("{} does not identify as slirp4netns (no version line, no --configure in --help)", path.display())]
-    NotSlirp {
-        /// Binary that was run.
-        path: PathBuf,
-    },
     /// The cache file could not be written.
     #[error("failed to write probe cache {}", path.display())]
     CacheWrite {
@@ -137,6 +98,8 @@ pub struct ProbeRoots {
     pub dev_tun: PathBuf,
     /// The `PATH` helpers are looked up on.
     pub path_env: Option<OsString>,
+    /// The pasta binary to probe instead of the one on `PATH`.
+    pub pasta: Option<PathBuf>,
     /// Where slow probe results are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Whether the cache may be written (false: read-only commands such as
@@ -167,6 +130,7 @@ impl ProbeRoots {
             fs_root: PathBuf::from("/"),
             dev_tun: PathBuf::from("/dev/net/tun"),
             path_env: std::env::var_os("PATH"),
+            pasta: None,
             cache_dir: usable.then(|| paths.run_dir.join("probe-cache")),
             cache_writable: true,
             euid,
@@ -193,10 +157,28 @@ pub struct TunStatus {
     pub problem: Option<TunProblem>,
 }
 
+/// Which parts of the host a probe looks at. A run asks only what its
+/// plan reads: an explicit mode needs who we are and, for a helper mode,
+/// the helper and the tun device; `auto` and fallback policies need all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeScope {
+    /// Who we are: uids, capabilities, user namespace, seccomp.
+    Identity,
+    /// Identity, pasta, the tun device and the default routes.
+    Pasta,
+    /// Identity, slirp4netns and the tun device.
+    Slirp4netns,
+    /// Everything.
+    Full,
+}
+
 /// A helper binary: absent, present but unusable, or probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Helper<F> {
+    /// Not looked at (outside the probe's [`ProbeScope`]).
+    NotProbed,
     /// Not found on `PATH`.
     Missing,
     /// Found, but running it for its version or options failed.
@@ -219,7 +201,7 @@ impl<F> Helper<F> {
     /// The binary's path, when one was found.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Self::Missing => None,
+            Self::Missing | Self::NotProbed => None,
             Self::Broken { path, .. } | Self::Found { path, .. } => Some(path),
         }
     }
@@ -228,7 +210,7 @@ impl<F> Helper<F> {
     pub fn features(&self) -> Option<&F> {
         match self {
             Self::Found { features, .. } => Some(features),
-            Self::Missing | Self::Broken { .. } => None,
+            Self::Missing | Self::NotProbed | Self::Broken { .. } => None,
         }
     }
 }
@@ -362,12 +344,18 @@ pub struct HostCaps {
 impl HostCaps {
     /// Probe the host under `roots`, reusing cached helper probes.
     pub fn probe(roots: &ProbeRoots) -> Self {
-        probe_with(roots, roots.cache_dir.as_deref())
+        probe_with(roots, roots.cache_dir.as_deref(), ProbeScope::Full)
+    }
+
+    /// Probe what `scope` covers, reusing cached helper probes; what it
+    /// leaves out reads as not probed (helpers) or empty.
+    pub fn probe_scoped(roots: &ProbeRoots, scope: ProbeScope) -> Self {
+        probe_with(roots, roots.cache_dir.as_deref(), scope)
     }
 
     /// Probe without reading or writing the cache.
     pub fn probe_uncached(roots: &ProbeRoots) -> Self {
-        probe_with(roots, None)
+        probe_with(roots, None, ProbeScope::Full)
     }
 
     /// Why a user namespace cannot be created here (the fix included), or
@@ -401,33 +389,51 @@ pub fn pasta_features(roots: &ProbeRoots, path: &Path) -> Result<features::Pasta
     })
 }
 
-fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
+fn find_helper(path_env: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
+    crate::host::path::find_executable(path_env, name.as_ref(), crate::host::path::Entries::Absolute)
+}
+
+fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> HostCaps {
     let proc = &roots.proc_root;
     let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+    let full = scope == ProbeScope::Full;
     let status = read(proc.join("self/status"));
     let cap_eff = parse::cap_eff(&status).unwrap_or(0);
-    let user = parse::user_name(&read(roots.etc_root.join("passwd")), roots.uid);
-    let ids = |file: &str| parse::subid_ranges(&read(roots.etc_root.join(file)), user.as_deref(), roots.uid);
-    let path_env = roots.path_env.as_deref();
-    let pasta = match features::find_pasta(path_env) {
-        None => Helper::Missing,
-        Some(path) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
-            features::probe(&path).map_err(|e| helpers::chain(&e))
-        })
-        .map_or_else(
-            |error| Helper::Broken { path: path.clone(), error },
-            |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
-        ),
+    let user = if full { parse::user_name(&read(roots.etc_root.join("passwd")), roots.uid) } else { None };
+    let ids = |file: &str| match full {
+        true => parse::subid_ranges(&read(roots.etc_root.join(file)), user.as_deref(), roots.uid),
+        false => Vec::new(),
     };
-    let slirp4netns = match find_on_path(path_env, "slirp4netns") {
-        None => Helper::Missing,
-        Some(path) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
-            helpers::probe_slirp(&path).map_err(|e| helpers::chain(&e))
+    let path_env = roots.path_env.as_deref();
+    let pasta =
+        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| find_helper(path_env, "pasta"))) {
+            (false, _) => Helper::NotProbed,
+            (true, None) => Helper::Missing,
+            (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
+                features::probe(&path).map_err(|e| helpers::chain(&e))
+            })
+            .map_or_else(
+                |error| Helper::Broken { path: path.clone(), error },
+                |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
+            ),
+        };
+    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_helper(path_env, "slirp4netns")) {
+        (false, _) => Helper::NotProbed,
+        (true, None) => Helper::Missing,
+        (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
+            crate::helpers::slirp::features::probe(&path).map_err(|e| helpers::chain(&e))
         })
         .map_or_else(
             |error| Helper::Broken { path: path.clone(), error },
             |features| Helper::Found { path: path.clone(), features },
         ),
+    };
+    // pasta copies the host's routes: it needs a default route, and one of
+    // each family to serve that family.
+    let routes = matches!(scope, ProbeScope::Full | ProbeScope::Pasta);
+    let tun_problem = match scope {
+        ProbeScope::Identity => None,
+        _ => helpers::tun_problem(roots).err(),
     };
     HostCaps {
         euid: roots.euid,
@@ -435,23 +441,24 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>) -> HostCaps {
         cap_net_admin: cap_eff & (1 << CAP_NET_ADMIN) != 0,
         cap_sys_admin: cap_eff & (1 << CAP_SYS_ADMIN) != 0,
         in_userns: fs::read_to_string(proc.join("self/uid_map")).is_ok_and(|m| !parse::is_identity_map(&m)),
-        netns_is_own: helpers::netns_is_own(proc),
+        netns_is_own: if full { helpers::netns_is_own(proc) } else { None },
         seccomp_filter: parse::seccomp_mode(&status) == Some(2),
-        userns_knobs: UsernsKnobs::read(proc),
+        userns_knobs: if full { UsernsKnobs::read(proc) } else { UsernsKnobs::default() },
         subuid: ids("subuid"),
         subgid: ids("subgid"),
-        newuidmap: find_on_path(path_env, "newuidmap"),
-        newgidmap: find_on_path(path_env, "newgidmap"),
-        tun: TunStatus { path: roots.dev_tun.clone(), problem: helpers::tun_problem(roots).err() },
+        newuidmap: if full { find_helper(path_env, "newuidmap") } else { None },
+        newgidmap: if full { find_helper(path_env, "newgidmap") } else { None },
+        tun: TunStatus { path: roots.dev_tun.clone(), problem: tun_problem },
         pasta,
         slirp4netns,
-        nftables: helpers::nft_evidence(proc),
+        nftables: if full { helpers::nft_evidence(proc) } else { NftEvidence::NotFound },
         default_route: DefaultRoute {
-            ipv4: crate::host::procnet::read_routes(proc, None)
-                .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
-            ipv6: parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
+            ipv4: routes
+                && crate::host::procnet::read_routes(proc, None)
+                    .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
+            ipv6: routes && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
-        container: helpers::container_hints(roots),
+        container: if full { helpers::container_hints(roots) } else { Vec::new() },
     }
 }
 

@@ -108,6 +108,7 @@ impl Fake {
             fs_root: self.dir.path().to_owned(),
             dev_tun: self.path("dev/net/tun"),
             path_env: Some(self.path("bin").into_os_string()),
+            pasta: None,
             cache_dir: None,
             cache_writable: true,
             euid: ALICE,
@@ -140,12 +141,33 @@ fn healthy_fake_host_is_read_in_full() {
     assert_eq!(pasta.features.version, PastaVersion::Unknown);
     assert!(pasta.features.has("--config-net") && pasta.tcp_tap_bugs.any());
     let slirp = caps.slirp4netns.features().expect("slirp4netns probed");
-    assert_eq!(slirp.version.as_deref(), Some("1.2.0"));
+    assert_eq!(slirp.version.map(|v| v.to_string()).as_deref(), Some("1.2.0"));
     assert_eq!((slirp.libslirp.as_deref(), slirp.config_version_max), (Some("4.7.0"), Some(4)));
     assert!(slirp.has("--api-socket") && slirp.has("--netns-type") && slirp.has("userns-path"));
     assert_eq!(caps.nftables, NftEvidence::NetfilterPresent);
     assert_eq!(caps.default_route, DefaultRoute { ipv4: true, ipv6: false });
     assert!(!caps.in_container());
+}
+
+#[test]
+fn a_scoped_probe_reads_what_its_scope_covers_as_the_full_probe_does() {
+    let fake = Fake::new();
+    let full = fake.probe();
+    let scoped = |scope| HostCaps::probe_scoped(&fake.roots(), scope);
+
+    let pasta = scoped(ProbeScope::Pasta);
+    assert_eq!((&pasta.pasta, &pasta.tun, pasta.default_route), (&full.pasta, &full.tun, full.default_route));
+    assert_eq!(pasta.slirp4netns, Helper::NotProbed);
+    let slirp = scoped(ProbeScope::Slirp4netns);
+    assert_eq!((&slirp.slirp4netns, &slirp.tun), (&full.slirp4netns, &full.tun));
+    assert_eq!((&slirp.pasta, slirp.default_route), (&Helper::NotProbed, DefaultRoute::default()));
+    let who = scoped(ProbeScope::Identity);
+    assert_eq!(
+        (who.euid, who.uid, who.cap_net_admin, who.cap_sys_admin),
+        (full.euid, full.uid, full.cap_net_admin, full.cap_sys_admin)
+    );
+    assert_eq!((&who.pasta, &who.slirp4netns), (&Helper::NotProbed, &Helper::NotProbed));
+    assert_eq!(scoped(ProbeScope::Full), full);
 }
 
 #[test]
@@ -268,11 +290,12 @@ fn uid_map_identity_is_exactly_the_initial_map() {
 
 #[test]
 fn slirp_help_lists_exactly_its_long_options() {
-    let got: Vec<String> = parse_slirp_help(SLIRP_HELP).into_iter().collect();
+    let got: Vec<String> = crate::helpers::slirp::features::parse_help(SLIRP_HELP).into_iter().collect();
     let want = "--api-socket --configure --disable-host-loopback --enable-ipv6 --exit-fd --help --mtu \
         --netns-type --ready-fd --userns-path";
     assert_eq!(got.join(" "), want);
-    assert_eq!(parse_slirp_version(SLIRP_VERSION).as_deref(), Some("1.2.0"));
+    let version = crate::helpers::slirp::features::parse_version(SLIRP_VERSION);
+    assert_eq!(version.map(|v| v.to_string()).as_deref(), Some("1.2.0"));
 }
 
 #[test]
@@ -351,7 +374,13 @@ fn host_caps_serialize_for_json_output() {
 fn probe_timing_on_this_host_cached_vs_uncached() {
     let paths = Paths::from_env(&crate::state::paths::PathEnv::current());
     let mut roots = ProbeRoots::current(&paths);
-    if features::find_pasta(roots.path_env.as_deref()).is_none() {
+    if crate::host::path::find_executable(
+        roots.path_env.as_deref(),
+        "pasta".as_ref(),
+        crate::host::path::Entries::Absolute,
+    )
+    .is_none()
+    {
         eprintln!("SKIP probe_timing_on_this_host_cached_vs_uncached: pasta is not installed on this host");
         return;
     }

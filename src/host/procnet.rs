@@ -217,6 +217,19 @@ pub fn read_sockets(proc_root: &Path, pid: Option<u32>, kind: SockKind) -> Resul
     parse_sockets_at(&text, kind, &path)
 }
 
+/// [`read_routes`] of the calling thread's network namespace
+/// (`<proc_root>/thread-self/net/route`), for a thread that joined one.
+pub fn read_routes_of_thread(proc_root: &Path) -> Result<Vec<RouteEntry>, ProcNetError> {
+    let path = proc_root.join("thread-self/net/route");
+    parse_route_at(&read_text(&path)?, &path)
+}
+
+/// [`read_sockets`] of the calling thread's network namespace.
+pub fn read_sockets_of_thread(proc_root: &Path, kind: SockKind) -> Result<Vec<SocketEntry>, ProcNetError> {
+    let path = proc_root.join("thread-self/net").join(kind.file_name());
+    parse_sockets_at(&read_text(&path)?, kind, &path)
+}
+
 fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
     let who = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
     proc_root.join(who).join("net").join(name)

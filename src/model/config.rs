@@ -20,7 +20,7 @@ pub struct NetworkConfig {
     pub port_driver: super::driver::PortDriver,
     /// Extra options for the helper of `mode` (`pasta:OPTS`: pasta's own
     /// argv tokens; `slirp4netns:OPTS`: podman's `KEY=VALUE` items), used
-    /// only when `mode` is the mode that runs. See [`super::helper_opts`].
+    /// only when `mode` is the mode that runs. See `model::helper_opts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub helper_options: Vec<String>,
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.

@@ -112,7 +112,7 @@ pub struct DriverChoice {
 
 /// A driver that the mode cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("port driver {driver} does not work with --network {mode}: use {valid}")]
+#[error("port driver {driver} does not work with network mode {mode}: use {valid}")]
 pub struct DriverMismatch {
     /// Asked for.
     pub driver: PortDriver,

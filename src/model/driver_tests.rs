@@ -69,7 +69,7 @@ fn a_driver_of_another_mode_is_refused_naming_what_works() {
 
     assert_eq!(
         err.to_string(),
-        "port driver pasta does not work with --network slirp4netns: use auto, builtin or slirp4netns"
+        "port driver pasta does not work with network mode slirp4netns: use auto, builtin or slirp4netns"
     );
     let err = choose_driver(&NetworkMode::Loopback, PortDriver::Nftables, &ports(&["80"]), OLD_PASTA).unwrap_err();
     assert!(err.to_string().ends_with("use auto or builtin"), "{err}");

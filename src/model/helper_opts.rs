@@ -14,13 +14,14 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelperOptsError {
     /// `pasta:` or `slirp4netns:` with nothing after it.
+    // Only the command line's `--network helper:OPTS` parser meets it.
     #[error("'{helper}:' needs options after the colon (or use --network {helper})")]
     Empty {
         /// The helper.
         helper: &'static str,
     },
     /// A pasta option pelagos-net sets itself.
-    #[error("pasta option {option} is set by pelagos-net{}", hint_text(.hint))]
+    #[error("pasta option {option} is set by pelagos-net")]
     PastaPinned {
         /// The option as given.
         option: String,
@@ -44,8 +45,10 @@ pub enum HelperOptsError {
     SlirpPinned {
         /// The key.
         key: String,
-        /// Why and what to use instead.
+        /// Why.
         why: &'static str,
+        /// What to use instead.
+        hint: Option<&'static str>,
     },
     /// A slirp4netns value of the wrong kind.
     #[error("slirp4netns option '{item}': {why}")]
@@ -57,19 +60,25 @@ pub enum HelperOptsError {
     },
 }
 
-fn hint_text(hint: &Option<&'static str>) -> String {
-    hint.map(|h| format!("; use {h}")).unwrap_or_default()
+impl HelperOptsError {
+    /// What to use instead, in the command line's terms.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::PastaPinned { hint, .. } | Self::SlirpPinned { hint, .. } => hint.map(|h| format!("use {h}")),
+            _ => None,
+        }
+    }
 }
 
 /// pasta options pelagos-net pins, each with what to use instead (if any).
 const PASTA_PINNED: &[(&[&str], Option<&str>)] = &[
-    (&["-t", "--tcp-ports", "-u", "--udp-ports"], Some("-p/--publish")),
-    (&["-T", "--tcp-ns"], Some("--host-port")),
+    (&["-t", "--tcp-ports", "-u", "--udp-ports"], Some("`-p/--publish`")),
+    (&["-T", "--tcp-ns"], Some("`--host-port`")),
     (&["-U", "--udp-ns"], None),
     (&["--config-net", "-f", "--foreground", "-e", "--stderr", "-l", "--log-file", "-q", "--quiet"], None),
     (&["--netns", "--userns", "--netns-only", "--runas", "-P", "--pid", "-F", "--fd", "-s", "--socket"], None),
-    (&["--no-map-gw", "--map-gw", "--map-host-loopback", "--map-guest-addr"], Some("--host-port")),
-    (&["--dns-forward"], Some("--dns")),
+    (&["--no-map-gw", "--map-gw", "--map-host-loopback", "--map-guest-addr"], Some("`--host-port`")),
+    (&["--dns-forward"], Some("`--dns`")),
     (&["-h", "--help", "--version"], None),
 ];
 
@@ -140,7 +149,7 @@ pub fn slirp(items: &[String]) -> Result<SlirpOptions, HelperOptsError> {
             return Err(HelperOptsError::SlirpUnknown { item: item.clone() });
         };
         let flag = |on: bool, flag: &str| on.then(|| flag.to_owned());
-        let pinned = |why| Err(HelperOptsError::SlirpPinned { key: key.to_owned(), why });
+        let pinned = |why, hint| Err(HelperOptsError::SlirpPinned { key: key.to_owned(), why, hint });
         let arg = match key {
             "mtu" => {
                 let mtu: u32 = value
@@ -162,9 +171,11 @@ pub fn slirp(items: &[String]) -> Result<SlirpOptions, HelperOptsError> {
                 })?;
                 Some(format!("--{}={value}", key.replace('_', "-")))
             }
-            "allow_host_loopback" => return pinned("the host's loopback stays private; use --host-port with pasta"),
-            "port_handler" => return pinned("use --port-driver"),
-            "cidr" => return pinned("the namespace is 10.0.2.0/24, which readiness and forwards rely on"),
+            "allow_host_loopback" => {
+                return pinned("the host's loopback stays private", Some("`--host-port` with pasta"));
+            }
+            "port_handler" => return pinned("the port driver forwards published ports", Some("`--port-driver`")),
+            "cidr" => return pinned("the namespace is 10.0.2.0/24, which readiness and forwards rely on", None),
             _ => return Err(HelperOptsError::SlirpUnknown { item: item.clone() }),
         };
         out.args.extend(arg);
@@ -186,9 +197,11 @@ mod tests {
             assert_eq!(check_pasta(&v(ok)), Ok(()), "{ok:?}");
         }
         let err = check_pasta(&v(&["-t", "80"])).unwrap_err().to_string();
-        assert_eq!(err, "pasta option -t is set by pelagos-net; use -p/--publish");
-        let err = check_pasta(&v(&["--map-gw"])).unwrap_err().to_string();
-        assert!(err.contains("--map-gw") && err.contains("--host-port"), "{err}");
+        assert_eq!(err, "pasta option -t is set by pelagos-net");
+        let err = check_pasta(&v(&["-t", "80"])).unwrap_err();
+        assert_eq!(err.hint().as_deref(), Some("use `-p/--publish`"));
+        let err = check_pasta(&v(&["--map-gw"])).unwrap_err();
+        assert!(err.to_string().contains("--map-gw") && err.hint().unwrap().contains("--host-port"), "{err}");
         assert!(check_pasta(&v(&["-4f"])).unwrap_err().to_string().contains("option -f"));
         assert!(check_pasta(&v(&["--netns=/x"])).unwrap_err().to_string().contains("--netns"));
         let err = check_pasta(&v(&["--mtu", "1500", "sh"])).unwrap_err().to_string();
@@ -204,7 +217,7 @@ mod tests {
         assert_eq!(opts.args, ["--enable-ipv6", "--outbound-addr=192.0.2.7"]);
         for (bad, want) in [
             ("allow_host_loopback=true", "set by pelagos-net"),
-            ("port_handler=slirp4netns", "--port-driver"),
+            ("port_handler=slirp4netns", "port driver"),
             ("cidr=10.1.0.0/24", "10.0.2.0/24"),
             ("mtu=big", "expected a number"),
             ("mtu=65522", "68 to 65521"),

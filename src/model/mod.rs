@@ -13,3 +13,4 @@ pub mod ifname;
 pub mod ipam;
 pub mod mode;
 pub mod port;
+pub mod target;

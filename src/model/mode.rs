@@ -33,13 +33,17 @@ pub enum NetworkMode {
     /// A named namespace on a Linux bridge (`bridge` for the default
     /// network `pelagos0`, `bridge:NAME` for another). Needs CAP_NET_ADMIN.
     Bridge(Option<super::ifname::NetworkName>),
+    /// An existing network namespace, used as it is (`ns:PATH`, podman's
+    /// spelling): `/proc/<pid>/ns/net` or a bind mount such as
+    /// `/run/netns/NAME`. The path must be absolute.
+    Ns(std::path::PathBuf),
 }
 
 impl NetworkMode {
     /// Every name [`FromStr`] accepts, aliases included, in the order error
     /// messages and help text list them.
     pub const ACCEPTED_NAMES: &'static [&'static str] =
-        &["auto", "host", "loopback", "none", "pasta", "slirp4netns", "bridge", "bridge:NAME"];
+        &["auto", "host", "loopback", "none", "pasta", "slirp4netns", "bridge", "bridge:NAME", "ns:PATH"];
 }
 
 /// Why a network mode name was rejected.
@@ -62,6 +66,12 @@ pub enum ModeError {
         /// Why the name is invalid.
         source: super::ifname::NameError,
     },
+    /// `ns:PATH` with a path that is not absolute.
+    #[error("invalid namespace in '{spec}': the path must be absolute")]
+    RelativeNs {
+        /// The mode as given.
+        spec: String,
+    },
 }
 
 impl fmt::Display for NetworkMode {
@@ -75,6 +85,7 @@ impl fmt::Display for NetworkMode {
             NetworkMode::Auto => f.write_str("auto"),
             NetworkMode::Bridge(None) => f.write_str("bridge"),
             NetworkMode::Bridge(Some(name)) => write!(f, "bridge:{name}"),
+            NetworkMode::Ns(path) => write!(f, "ns:{}", path.display()),
         }
     }
 }
@@ -90,12 +101,20 @@ impl FromStr for NetworkMode {
             "slirp4netns" => Ok(NetworkMode::Slirp4netns),
             "auto" => Ok(NetworkMode::Auto),
             "bridge" => Ok(NetworkMode::Bridge(None)),
-            _ => match s.strip_prefix("bridge:") {
-                Some(name) => super::ifname::NetworkName::new(name)
-                    .map(|n| NetworkMode::Bridge(Some(n)))
-                    .map_err(|source| ModeError::BadNetwork { spec: s.to_owned(), source }),
-                None => Err(ModeError::Unknown { name: s.to_owned() }),
-            },
+            _ => {
+                if let Some(path) = s.strip_prefix("ns:") {
+                    return match path.starts_with('/') {
+                        true => Ok(NetworkMode::Ns(path.into())),
+                        false => Err(ModeError::RelativeNs { spec: s.to_owned() }),
+                    };
+                }
+                match s.strip_prefix("bridge:") {
+                    Some(name) => super::ifname::NetworkName::new(name)
+                        .map(|n| NetworkMode::Bridge(Some(n)))
+                        .map_err(|source| ModeError::BadNetwork { spec: s.to_owned(), source }),
+                    None => Err(ModeError::Unknown { name: s.to_owned() }),
+                }
+            }
         }
     }
 }
@@ -127,6 +146,7 @@ mod tests {
             ("pasta", NetworkMode::Pasta, "pasta"),
             ("bridge", NetworkMode::Bridge(None), "bridge"),
             ("bridge:web", NetworkMode::Bridge(Some("web".parse().unwrap())), "bridge:web"),
+            ("ns:/proc/42/ns/net", NetworkMode::Ns("/proc/42/ns/net".into()), "ns:/proc/42/ns/net"),
         ];
         for (name, want, canonical) in table {
             assert_eq!(name.parse::<NetworkMode>(), Ok(want.clone()), "{name}");
@@ -137,11 +157,13 @@ mod tests {
     #[test]
     fn mode_accepted_names_all_parse() {
         for name in NetworkMode::ACCEPTED_NAMES {
-            let name = name.replace("NAME", "web");
+            let name = name.replace("NAME", "web").replace("PATH", "/run/netns/x");
             assert!(name.parse::<NetworkMode>().is_ok(), "{name}");
         }
         let err = "bridge:../x".parse::<NetworkMode>().unwrap_err().to_string();
         assert!(err.contains("invalid network in 'bridge:../x'"), "{err}");
+        let err = "ns:run/netns/x".parse::<NetworkMode>().unwrap_err().to_string();
+        assert!(err.contains("must be absolute"), "{err}");
     }
 
     #[test]

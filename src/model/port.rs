@@ -52,6 +52,23 @@ pub enum PortProto {
     Udp,
 }
 
+/// One published port forwarded to one container address (kernel DNAT on a
+/// bridge network); callers expand ranges into one `Forward` per port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Forward {
+    /// Host address the port is published on; `None` means every local
+    /// address, `127.0.0.1` included.
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    /// Host port.
+    pub host_port: u16,
+    /// Protocol.
+    pub proto: PortProto,
+    /// Container address (in the network's subnet).
+    pub container_ip: std::net::Ipv4Addr,
+    /// Port inside the container.
+    pub container_port: u16,
+}
+
 /// An inclusive, non-empty range of non-zero ports (`8000-8010`, or a single port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRange {
@@ -214,7 +231,7 @@ impl FromStr for PortProto {
     type Err = PortSpecError;
 
     /// `tcp` or `udp`, case-insensitive; anything else (including the empty
-    /// string) is [`PortSpecError::UnknownProto`].
+    /// string) is an unknown-protocol error.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("tcp") {
             Ok(PortProto::Tcp)

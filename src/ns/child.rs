@@ -45,10 +45,29 @@ pub enum NsKind {
     },
     /// New network namespace only (the caller has CAP_SYS_ADMIN).
     NetOnly,
-    /// Join an existing network namespace through this open fd (bridge
-    /// mode: the namespace was configured before the fork). The fd must
+    /// Join an existing network namespace through these open fds (a bridge
+    /// run's named netns, configured before the clone; `ns:PATH`), entering
+    /// its user namespace first when one is given (rootless). The fds must
     /// stay open until [`NsChild::wait_ready`] returns.
-    JoinNet(RawFd),
+    ///
+    /// With a user namespace to enter, the clone creates no namespace (an
+    /// unprivileged caller may create PID and mount namespaces only inside
+    /// a user namespace of its own, and the child joins an existing one
+    /// instead): the command then shares the caller's PID namespace, and
+    /// what it leaves behind at its exit is not stopped.
+    Join {
+        /// The user namespace to enter first.
+        userns: Option<RawFd>,
+        /// The network namespace.
+        netns: RawFd,
+    },
+}
+
+impl NsKind {
+    /// Whether the child is the init of a PID namespace of its own.
+    pub fn owns_pid_ns(&self) -> bool {
+        !matches!(self, Self::Join { userns: Some(_), .. })
+    }
 }
 
 /// Step of the child's setup that failed, as reported through the pipe.
@@ -255,7 +274,7 @@ impl NsChild {
             NsKind::UserAndNet { uid, gid } => {
                 (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
             }
-            NsKind::NetOnly | NsKind::JoinNet(_) => (Vec::new(), Vec::new()),
+            NsKind::NetOnly | NsKind::Join { .. } => (Vec::new(), Vec::new()),
         };
         let prep = Prepared {
             argv_ptrs,
@@ -266,6 +285,7 @@ impl NsChild {
             gid_map,
             proc_dir: cpath(&spec.proc_root),
             signals: init_signals(),
+            own_pid_ns: spec.ns.owns_pid_ns(),
         };
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
@@ -273,7 +293,8 @@ impl NsChild {
         let flags = match spec.ns {
             NsKind::UserAndNet { .. } => flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
             NsKind::NetOnly => flags | libc::CLONE_NEWNET,
-            NsKind::JoinNet(_) => flags,
+            NsKind::Join { userns: None, .. } => flags,
+            NsKind::Join { userns: Some(_), .. } => libc::SIGCHLD,
         };
         // SAFETY: the child branch only calls async-signal-safe functions
         // (raw syscalls on memory prepared above) and leaves with `_exit` or

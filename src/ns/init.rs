@@ -18,6 +18,7 @@
 //! by `execv` (in the command's process).
 
 use super::child::{ChildSpec, ChildStage, GO, NsKind, REPORT_LEN};
+
 use nix::errno::Errno;
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -49,6 +50,12 @@ pub(super) struct Prepared {
     /// The signals init waits for (forwarded ones and SIGCHLD), blocked
     /// from the start so none is lost or acted on by default.
     pub signals: libc::sigset_t,
+    /// The child is the init of a PID namespace of its own (not when it
+    /// joins a user namespace: see [`NsKind::Join`]); otherwise it mounts
+    /// no procfs and becomes the command itself (`kill(-1)`, which stops
+    /// what a command left, reaches only a namespace's processes from its
+    /// init).
+    pub own_pid_ns: bool,
 }
 
 fn report(fd: RawFd, stage: u8, errno: i32) {
@@ -99,8 +106,11 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
         libc::sigprocmask(libc::SIG_BLOCK, &prep.signals, std::ptr::null_mut());
     }
     enter(spec, prep, tx);
-    let note = private_proc(prep);
-    if let Err(e) = crate::ns::loopback::bring_up_loopback() {
+    let note = if prep.own_pid_ns { private_proc(prep) } else { 0 };
+    // A joined namespace is used as it is (a bridge run's netns has `lo` up already).
+    if !matches!(spec.ns, NsKind::Join { .. })
+        && let Err(e) = crate::ns::loopback::bring_up_loopback()
+    {
         fail(tx, ChildStage::Loopback, e.errno() as i32);
     }
     if let Some(dns) = &spec.dns
@@ -112,6 +122,10 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
     }
     report(tx, 0, note);
     wait_for_go(rx);
+    if !prep.own_pid_ns {
+        // No PID namespace to be the init of: the child becomes the command.
+        exec_command(spec, prep, tx);
+    }
     // SAFETY: a raw fork (see the module docs); both sides only make
     // async-signal-safe calls afterwards.
     let command = unsafe { raw_fork() };
@@ -131,13 +145,27 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
     unsafe { libc::_exit(code) }
 }
 
-/// Join the network namespace (bridge) or write the id maps (rootless);
-/// the clone itself created the rest.
+/// Join the network namespace (bridge, `ns:PATH`; its user namespace
+/// first, then a mount namespace of that user namespace's, when one is
+/// given) or write the id maps (rootless); the clone itself created the rest.
 fn enter(spec: &ChildSpec, prep: &Prepared, tx: RawFd) {
     match spec.ns {
-        NsKind::JoinNet(fd) => {
-            // SAFETY: setns(2) on an fd the parent keeps open until we report.
-            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        NsKind::Join { userns, netns } => {
+            // SAFETY: setns(2) on fds the parent keeps open until we report
+            // (a user namespace can be entered: the child is
+            // single-threaded and shares no fs state), unshare(2) with a
+            // constant flag.
+            let joined = unsafe {
+                match userns {
+                    Some(fd) if libc::setns(fd, libc::CLONE_NEWUSER) != 0 => -1,
+                    Some(_) => match libc::setns(netns, libc::CLONE_NEWNET) {
+                        0 => libc::unshare(libc::CLONE_NEWNS),
+                        rc => rc,
+                    },
+                    None => libc::setns(netns, libc::CLONE_NEWNET),
+                }
+            };
+            if joined != 0 {
                 fail(tx, ChildStage::Unshare, Errno::last_raw());
             }
         }

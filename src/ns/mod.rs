@@ -6,3 +6,4 @@ pub mod child;
 pub mod init;
 pub mod loopback;
 pub mod netns;
+pub mod target;

@@ -118,15 +118,15 @@ fn create_mount_point(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
     Ok(path)
 }
 
-/// Give the network namespace of `pid` the name `name` under `dir`, the
-/// equivalent of `ip netns attach NAME PID`. Returns the new path.
-pub fn attach_named(dir: &Path, name: &str, proc_root: &Path, pid: u32) -> Result<PathBuf, NetnsError> {
+/// Give the network namespace file `source_path` (a `/proc/<pid>/ns/net`,
+/// or `/proc/<pid>/fd/<n>` of an open namespace) the name `name` under
+/// `dir`. Returns the new path.
+pub fn bind_named(dir: &Path, name: &str, source_path: &Path) -> Result<PathBuf, NetnsError> {
     let path = create_mount_point(dir, name)?;
     crate::fault::point("netns.mount-point");
-    let source_path = proc_root.join(pid.to_string()).join("ns/net");
-    if let Err(source) = mount(Some(&source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+    if let Err(source) = mount(Some(source_path), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
         let _ = fs::remove_file(&path);
-        return Err(NetnsError::Bind { source_path, path, source });
+        return Err(NetnsError::Bind { source_path: source_path.to_owned(), path, source });
     }
     crate::fault::point("netns.bound");
     Ok(path)
@@ -146,7 +146,7 @@ pub fn remove_named(path: &Path) -> Result<(), NetnsError> {
     }
 }
 
-/// A named network namespace created by [`create_named`]: its path and an
+/// A named network namespace created by `create_named`: its path and an
 /// open fd (for `setns` and for netlink sockets inside it).
 #[derive(Debug)]
 pub struct NetNs {

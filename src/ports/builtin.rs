@@ -28,7 +28,9 @@
 
 use crate::bridge::netlink::{IpFamily, Netlink, NetlinkError};
 use crate::host::procfs::ProcessId;
-use crate::ports::nsfactory::{FactoryError, FactoryTarget, SocketFactory};
+use crate::model::port::PortMapping;
+use crate::model::target::NsTarget;
+use crate::ports::nsfactory::{FactoryError, SocketFactory};
 use crate::ports::relay::{
     Forwarder, ForwarderConfig, ForwarderReport, JoinNetns, Listener, PortfwdError, SocketSource, Targets,
 };
@@ -83,12 +85,12 @@ enum Inside {
 impl Inside {
     fn open(cfg: &BuiltinPortsConfig<'_>) -> Result<Self, BuiltinPortsError> {
         if cfg.target.userns.is_none() && nix::unistd::geteuid().is_root() {
-            let path = cfg.target.netns;
+            let path = &cfg.target.netns;
             let fd = std::fs::File::open(path)
                 .map_err(|source| BuiltinPortsError::OpenNetns { path: path.to_owned(), source })?;
             return Ok(Self::Join(fd.into()));
         }
-        Ok(Self::Factory(SocketFactory::spawn(&cfg.target, cfg.proc_root)?))
+        Ok(Self::Factory(SocketFactory::spawn(cfg.target, cfg.proc_root)?))
     }
 
     fn netlink(&mut self) -> Result<Netlink, BuiltinPortsError> {
@@ -139,7 +141,7 @@ impl Inside {
 #[derive(Debug)]
 pub struct BuiltinPortsConfig<'a> {
     /// The namespaces to relay into.
-    pub target: FactoryTarget<'a>,
+    pub target: &'a NsTarget,
     /// `/proc`.
     pub proc_root: &'a Path,
     /// Keep TCP client source addresses (see the module docs).
@@ -260,6 +262,44 @@ fn family_routing(netlink: &mut Netlink, family: IpFamily) -> Result<(), Routing
 /// retried setup may meet its own earlier routing) already has it.
 fn ignore_exists(e: NetlinkError) -> Result<(), NetlinkError> {
     if e.is_exists() { Ok(()) } else { Err(e) }
+}
+
+/// [`bind_listeners`], retrying for a moment a port that the exiting pasta
+/// of a run that just ended still holds
+/// (`helpers::pasta::setup::PORT_RELEASE_GRACE`).
+pub fn bind_listeners_with_grace(ports: &[PortMapping]) -> Result<Vec<Listener>, PortfwdError> {
+    let deadline = std::time::Instant::now() + crate::helpers::pasta::setup::PORT_RELEASE_GRACE;
+    loop {
+        match bind_listeners(ports) {
+            Err(PortfwdError::PortInUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => {
+                for l in other.iter().flatten() {
+                    log::debug!("listening on {} ({:?}) for container port {}", l.local, l.proto, l.container_port);
+                }
+                return other;
+            }
+        }
+    }
+}
+
+/// `ADDR:PORT/PROTO` of each listener, as records and logs show them.
+pub fn describe_listeners(listeners: &[Listener]) -> Vec<String> {
+    listeners.iter().map(|l| format!("{}/{}", l.local, l.proto)).collect()
+}
+
+/// Each relayed TCP connection holds six descriptors (two sockets, two
+/// pipes); lift the soft limit to the hard one, as servers do. Call it
+/// after the command's process is forked, which keeps the usual limit.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        log::debug!("raise the open-file limit from {soft} to {hard}: {e}");
+    }
 }
 
 /// Stop the relay and the factory.

@@ -5,7 +5,7 @@
 //! interfaces, as docker and podman do: anyone who can reach the host can
 //! reach the command. That stays the default (it is what people expect from
 //! `-p`), but a run says so once, naming the ports and the local form.
-//! Pure apart from [`warn_all_interfaces`], which only logs.
+//! Pure: the plan carries the warning and the caller prints it.
 
 use crate::model::port::PortMapping;
 
@@ -20,13 +20,6 @@ pub fn all_interfaces_warning(ports: &[PortMapping]) -> Option<String> {
          to publish on loopback only, give the host address, e.g. -p {local}",
         list.join(", ")
     ))
-}
-
-/// Log [`all_interfaces_warning`] (once per call; `run` calls it once).
-pub fn warn_all_interfaces(ports: &[PortMapping]) {
-    if let Some(w) = all_interfaces_warning(ports) {
-        log::warn!("{w}");
-    }
 }
 
 #[cfg(test)]

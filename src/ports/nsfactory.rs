@@ -24,6 +24,7 @@
 //! dies, however it dies.
 
 use crate::host::procfs::ProcessId;
+use crate::model::target::NsTarget;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
@@ -68,15 +69,6 @@ pub enum FactoryError {
     Request(#[source] io::Error),
 }
 
-/// The namespaces the factory joins.
-#[derive(Debug)]
-pub struct FactoryTarget<'a> {
-    /// The user namespace to join first (rootless runs).
-    pub userns: Option<&'a Path>,
-    /// The network namespace.
-    pub netns: &'a Path,
-}
-
 /// One request, as sent over the pair.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -114,14 +106,14 @@ fn last_err() -> io::Error {
 
 impl SocketFactory {
     /// Fork the factory and wait until it has entered `target`.
-    pub fn spawn(target: &FactoryTarget<'_>, proc_root: &Path) -> Result<Self, FactoryError> {
+    pub fn spawn(target: &NsTarget, proc_root: &Path) -> Result<Self, FactoryError> {
         let open = |path: &Path| {
             std::fs::File::open(path)
                 .map(OwnedFd::from)
                 .map_err(|source| FactoryError::OpenNamespace { path: path.to_owned(), source })
         };
-        let userns = target.userns.map(open).transpose()?;
-        let netns = open(target.netns)?;
+        let userns = target.userns.as_deref().map(open).transpose()?;
+        let netns = open(&target.netns)?;
         let mut pair = [0 as RawFd; 2];
         // SAFETY: socketpair writes two fds into `pair`, which we own at once.
         let rc =

@@ -174,7 +174,7 @@ fn lock_runs(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PortCheckEr
 
 fn check_records(store: &Store, proc_root: &Path, ports: &[PortMapping]) -> Result<(), PortCheckError> {
     for record in store.records()?.into_iter().flatten() {
-        if !record.owner.is_alive(proc_root) {
+        if !record.alive(proc_root) {
             continue;
         }
         for theirs in &record.ports {

@@ -30,6 +30,11 @@ pub struct PathEnv {
     pub xdg_config_home: Option<OsString>,
     /// `$HOME`.
     pub home: Option<OsString>,
+    /// `$PELAGOS_NET_RUN_DIR`, `$PELAGOS_NET_CONFIG_DIR`,
+    /// `$PELAGOS_NET_NETNS_DIR`: the roots the command line's
+    /// `--run-dir`, `--config-dir` and `--netns-dir` default to, honoured
+    /// by the library too, so a runtime and `pelagos-net gc` agree.
+    pub overrides: [Option<OsString>; 3],
 }
 
 impl PathEnv {
@@ -40,6 +45,8 @@ impl PathEnv {
             xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()),
             xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()),
             home: std::env::var_os("HOME").filter(|v| !v.is_empty()),
+            overrides: ["PELAGOS_NET_RUN_DIR", "PELAGOS_NET_CONFIG_DIR", "PELAGOS_NET_NETNS_DIR"]
+                .map(|name| std::env::var_os(name).filter(|v| !v.is_empty())),
         }
     }
 }
@@ -66,7 +73,13 @@ impl Paths {
             };
             (run, config)
         };
-        Self { run_dir, config_dir, netns_dir: PathBuf::from("/run/netns"), proc_root: PathBuf::from("/proc") }
+        let [run, config, netns] = env.overrides.clone().map(|o| o.map(PathBuf::from));
+        Self {
+            run_dir: run.unwrap_or(run_dir),
+            config_dir: config.unwrap_or(config_dir),
+            netns_dir: netns.unwrap_or_else(|| PathBuf::from("/run/netns")),
+            proc_root: PathBuf::from("/proc"),
+        }
     }
 
     /// Directory of run records.
@@ -78,6 +91,12 @@ impl Paths {
     /// `gc` when the run died).
     pub fn slirp_api_socket(&self, id: &str) -> PathBuf {
         self.run_dir.join(format!("slirp-{id}.sock"))
+    }
+
+    /// The output file of a helper (`pasta`, `slirp4netns`) of attachment
+    /// `id` that outlives its starter (removed by detach or `gc`).
+    pub fn helper_log(&self, id: &str, helper: &str) -> PathBuf {
+        self.run_dir.join(format!("{helper}-{id}.log"))
     }
 
     /// `<proc>/<pid>/<rest>`.
@@ -104,9 +123,17 @@ mod tests {
             xdg_runtime_dir: Some("/run/user/1000".into()),
             xdg_config_home: Some("/home/u/.cfg".into()),
             home: Some("/home/u".into()),
+            ..Default::default()
         });
         assert_eq!(p.run_dir, PathBuf::from("/run/user/1000/pelagos-net"));
         assert_eq!(p.config_dir, PathBuf::from("/home/u/.cfg/pelagos-net"));
+    }
+
+    #[test]
+    fn the_command_line_s_environment_overrides_every_root() {
+        let env = PathEnv { euid: 0, overrides: [Some("/r".into()), None, Some("/n".into())], ..Default::default() };
+        let p = Paths::from_env(&env);
+        assert_eq!((p.run_dir, p.config_dir, p.netns_dir), ("/r".into(), "/var/lib/pelagos-net".into(), "/n".into()));
     }
 
     #[test]

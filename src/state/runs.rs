@@ -1,11 +1,12 @@
-//! Live runs as `ps` and `port` show them: a stable summary read from the
-//! run records, so the CLI and other tools never parse record files (whose
-//! format follows the flow) themselves.
+//! Live runs and attachments as `ps` and `port` show them: a stable summary
+//! read from the records, so the CLI and other tools never parse record
+//! files (whose format follows the flow) themselves.
 
 use crate::host::procfs::ProcessId;
 use crate::model::port::PortMapping;
 use crate::state::paths::Paths;
-use crate::state::store::{RunRecord, Store, StoreError};
+use crate::state::record::{ProcessRole, Record, RecordKind};
+use crate::state::store::{Store, StoreError};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -16,6 +17,8 @@ pub struct RunSummary {
     pub id: String,
     /// Network mode (`pasta`, `bridge:web`, ...).
     pub mode: String,
+    /// `run`, or `attachment` (a namespace someone else made, networked by `attach`).
+    pub kind: &'static str,
     /// The pelagos-net process that owns the run.
     pub owner_pid: u32,
     /// The command's process (it holds the namespace), once started.
@@ -33,10 +36,17 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    fn of(record: &RunRecord, proc_root: &Path) -> Self {
-        // The recorded child is the run's init; the command is its child.
-        let init = record.child.filter(|c| c.is_here(proc_root) && c.is_alive(proc_root)).map(|c| c.pid);
-        let pid = init.map(|i| first_child(proc_root, i).unwrap_or(i));
+    fn of(record: &Record, proc_root: &Path) -> Self {
+        let holder = record.target.as_ref().and(match &record.anchor {
+            crate::state::record::Anchor::Namespace { process, .. } => *process,
+            crate::state::record::Anchor::Owner => None,
+        });
+        // A run's recorded child is its init; the command is the init's child.
+        let init = record.processes(ProcessRole::Command).next();
+        let pid = match init.filter(|c| c.is_here(proc_root) && c.is_alive(proc_root)) {
+            Some(i) => Some(first_child(proc_root, i.pid).unwrap_or(i.pid)),
+            None => holder.filter(|h| h.is_here(proc_root) && h.is_alive(proc_root)).map(|h| h.pid),
+        };
         let command = pid
             .and_then(|p| std::fs::read(proc_root.join(p.to_string()).join("cmdline")).ok())
             .map(|raw| {
@@ -49,10 +59,14 @@ impl RunSummary {
         Self {
             id: record.id.clone(),
             mode: record.mode.to_string(),
+            kind: match record.kind {
+                RecordKind::Run => "run",
+                RecordKind::Attachment => "attachment",
+            },
             owner_pid: record.owner.pid,
             pid,
-            network: record.bridge.as_ref().map(|b| b.network.clone()),
-            address: record.bridge.as_ref().map(|b| b.address),
+            network: record.lease().map(|(n, _)| n.to_owned()),
+            address: record.lease().map(|(_, a)| a),
             ports: record.ports.clone(),
             started: started_at(proc_root, record.owner),
             command,
@@ -75,7 +89,7 @@ fn started_at(proc_root: &Path, p: ProcessId) -> Option<u64> {
     (hz > 0).then(|| btime + p.start_time / hz as u64)
 }
 
-/// Every live run (owner alive), sorted by id; creates nothing. Records
+/// Every live run and attachment, sorted by id; creates nothing. Records
 /// that cannot be read are skipped (`gc` reports them).
 pub fn live_runs(paths: &Paths) -> Result<Vec<RunSummary>, StoreError> {
     let Some(store) = Store::open_existing(&paths.run_dir, nix::unistd::geteuid().as_raw())? else {
@@ -85,7 +99,7 @@ pub fn live_runs(paths: &Paths) -> Result<Vec<RunSummary>, StoreError> {
         .records()?
         .into_iter()
         .flatten()
-        .filter(|r| r.owner.is_alive(&paths.proc_root))
+        .filter(|r| r.alive(&paths.proc_root))
         .map(|r| RunSummary::of(&r, &paths.proc_root))
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -48,9 +48,10 @@ pub fn is_refusal(err: &io::Error) -> bool {
     err.get_ref().is_some_and(|inner| inner.is::<SafeFsError>())
 }
 
-/// Read a whole regular file without following a symlink at its last component.
-pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = fs::OpenOptions::new()
+/// Open a regular file for reading without following a symlink at its
+/// last component.
+pub fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
@@ -58,6 +59,12 @@ pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     if !file.metadata()?.is_file() {
         return Err(refused(SafeFsError::NotRegular));
     }
+    Ok(file)
+}
+
+/// Read a whole regular file without following a symlink at its last component.
+pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = open_nofollow(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)

@@ -6,9 +6,7 @@
 //! Records are JSON, written atomically (temp file + rename). A corrupted
 //! record is an error naming the file, never a panic.
 
-use crate::host::procfs::ProcessId;
-use crate::model::mode::NetworkMode;
-use crate::model::port::PortMapping;
+use crate::state::record::{RECORD_FORMAT, Record};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -61,6 +59,14 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record of another layout (written by another version).
+    #[error("record {path} has layout {found}, not {RECORD_FORMAT} (delete it to repair)")]
+    OtherFormat {
+        /// Record file.
+        path: PathBuf,
+        /// Its layout version.
+        found: u32,
+    },
     /// A record could not be removed.
     #[error("remove record {path}")]
     RemoveRecord {
@@ -70,80 +76,6 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-}
-
-/// Everything one `run` created, keyed by its id.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RunRecord {
-    /// Random id of this run (hex).
-    pub id: String,
-    /// The pelagos-net process that owns these resources.
-    pub owner: ProcessId,
-    /// Network mode of the run.
-    pub mode: NetworkMode,
-    /// The command's process (the namespace holder), once forked.
-    pub child: Option<ProcessId>,
-    /// The network helper (pasta or slirp4netns), once ready.
-    #[serde(default)]
-    pub helper: Option<HelperRecord>,
-    /// A netns bind mount created for the run (root pasta mode).
-    pub netns_path: Option<PathBuf>,
-    /// Published ports, host side resolved.
-    pub ports: Vec<PortMapping>,
-    /// Bridge attachment, for bridge mode.
-    #[serde(default)]
-    pub bridge: Option<BridgeRecord>,
-    /// How the mode was chosen (`auto` or `--fallback`), degraded or not.
-    #[serde(default)]
-    pub selection: Option<Selection>,
-    /// The builtin port driver, once relaying.
-    #[serde(default)]
-    pub forwarder: Option<ForwarderRecord>,
-}
-
-/// A run's builtin port driver: its listeners live in the owner and close
-/// with it; the socket factory is a separate process `gc` may have to stop.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ForwarderRecord {
-    /// The socket factory inside the namespace (rootless runs; as root the
-    /// relay thread joins the namespace and there is no such process).
-    #[serde(default)]
-    pub factory: Option<ProcessId>,
-    /// Listening addresses (`ADDR:PORT/PROTO`).
-    pub listeners: Vec<String>,
-}
-
-/// The selection ladder's verdict, as recorded for a run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Selection {
-    /// Why this mode.
-    pub reason: String,
-    /// The run falls short of what was asked.
-    pub degraded: bool,
-    /// The warning printed, if any.
-    pub warning: Option<String>,
-}
-
-/// A run's network helper process.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HelperRecord {
-    /// Which helper.
-    pub kind: crate::flow::run::HelperKind,
-    /// Its pid and start time.
-    pub process: ProcessId,
-}
-
-/// What a bridge attachment created besides the netns.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BridgeRecord {
-    /// Network name.
-    pub network: String,
-    /// Host end of the veth pair.
-    pub veth: String,
-    /// Leased address.
-    pub address: std::net::Ipv4Addr,
-    /// Number of forward elements in the network's nftables table.
-    pub forwards: usize,
 }
 
 /// The runtime state directory.
@@ -181,7 +113,7 @@ impl Store {
     }
 
     /// Write (or replace) a record atomically.
-    pub fn write_record(&self, record: &RunRecord) -> Result<(), StoreError> {
+    pub fn write_record(&self, record: &Record) -> Result<(), StoreError> {
         let path = self.record_path(&record.id);
         let tmp = self.runs.join(format!(".{}.{}.tmp", record.id, std::process::id()));
         let err = |source| StoreError::WriteRecord { path: path.clone(), source };
@@ -199,12 +131,12 @@ impl Store {
     }
 
     /// One run's record.
-    pub fn record(&self, id: &str) -> Result<RunRecord, StoreError> {
+    pub fn record(&self, id: &str) -> Result<Record, StoreError> {
         read_record(&self.record_path(id))
     }
 
     /// Every record in the directory, each parsed or its error.
-    pub fn records(&self) -> Result<Vec<Result<RunRecord, StoreError>>, StoreError> {
+    pub fn records(&self) -> Result<Vec<Result<Record, StoreError>>, StoreError> {
         let read_dir =
             fs::read_dir(&self.runs).map_err(|source| StoreError::ReadRecord { path: self.runs.clone(), source })?;
         let mut out = Vec::new();
@@ -233,10 +165,20 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<
     fs::rename(tmp, path)
 }
 
-fn read_record(path: &Path) -> Result<RunRecord, StoreError> {
+fn read_record(path: &Path) -> Result<Record, StoreError> {
     let bytes = crate::state::safefs::read_nofollow(path)
         .map_err(|source| StoreError::ReadRecord { path: path.to_owned(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptRecord { path: path.to_owned(), source })
+    #[derive(serde::Deserialize)]
+    struct Layout {
+        #[serde(default)]
+        format: u32,
+    }
+    let corrupt = |source| StoreError::CorruptRecord { path: path.to_owned(), source };
+    let layout: Layout = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if layout.format != RECORD_FORMAT {
+        return Err(StoreError::OtherFormat { path: path.to_owned(), found: layout.format });
+    }
+    serde_json::from_slice(&bytes).map_err(corrupt)
 }
 
 /// Create `dir` (mode 0700) if missing; refuse a symlink, a non-directory,
@@ -267,22 +209,17 @@ pub fn new_run_id() -> String {
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> RunRecord {
-        RunRecord {
-            id: id.into(),
-            owner: ProcessId { pid: 1, start_time: 2, pid_ns: None },
-            mode: NetworkMode::Pasta,
-            child: None,
-            helper: Some(HelperRecord {
-                kind: crate::flow::run::HelperKind::Pasta,
-                process: ProcessId { pid: 3, start_time: 4, pid_ns: None },
-            }),
-            netns_path: None,
-            ports: vec![],
-            bridge: None,
-            selection: None,
-            forwarder: None,
-        }
+    fn record(id: &str) -> Record {
+        use crate::host::procfs::ProcessId;
+        use crate::state::record::{ProcessRole, RecordKind, Resource};
+        let mut r = Record::new(
+            id.into(),
+            RecordKind::Run,
+            ProcessId { pid: 1, start_time: 2, pid_ns: None },
+            crate::model::mode::NetworkMode::Pasta,
+        );
+        r.resources.push(Resource::Process { role: ProcessRole::Pasta, process: ProcessId { pid: 3, start_time: 4, pid_ns: None } });
+        r
     }
 
     #[test]
@@ -304,6 +241,16 @@ mod tests {
         fs::write(tmp.path().join("runs/bad.json"), b"{\"id\": ").unwrap();
         let err = store.records().unwrap().pop().unwrap().unwrap_err();
         assert!(err.to_string().contains("bad.json"), "{err}");
+    }
+
+    #[test]
+    fn a_record_of_another_layout_is_refused_naming_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), nix::unistd::geteuid().as_raw()).unwrap();
+        fs::write(tmp.path().join("runs/old.json"), br#"{"id":"old","owner":{"pid":1,"start_time":2}}"#).unwrap();
+        let err = store.records().unwrap().pop().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::OtherFormat { found: 0, .. }), "{err}");
+        assert!(err.to_string().contains("old.json"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod dns;
 pub mod fwdrig;
+pub mod namespace;
 pub mod running;
 pub mod schema;
 

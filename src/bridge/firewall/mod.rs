@@ -76,7 +76,6 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::model::cidr::Ipv4Net;
-use crate::model::port::PortProto;
 
 pub use ffi::{NftContext, NftError};
 pub use ipv6::Network6Rules;
@@ -107,28 +106,14 @@ pub struct NetworkRules {
     pub internal: bool,
 }
 
-/// One published port (callers expand ranges into one `Forward` per port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Forward {
-    /// Host address the port is published on; `None` means every local
-    /// address, `127.0.0.1` included.
-    pub host_ip: Option<Ipv4Addr>,
-    /// Host port.
-    pub host_port: u16,
-    /// Protocol.
-    pub proto: PortProto,
-    /// Container address (in the network's subnet).
-    pub container_ip: Ipv4Addr,
-    /// Port inside the container.
-    pub container_port: u16,
-}
+pub use crate::model::port::Forward;
 
 /// A forward from plain values, for the unit tests of this module's parts.
 #[cfg(test)]
 pub(crate) fn test_forward(
     host_ip: Option<[u8; 4]>,
     host_port: u16,
-    proto: PortProto,
+    proto: crate::model::port::PortProto,
     ip: [u8; 4],
     port: u16,
 ) -> Forward {

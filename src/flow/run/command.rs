@@ -1,8 +1,9 @@
 //! The command of a run: resolving it before anything is created, and
 //! releasing the waiting child to exec it once the network is ready.
 
-use super::{Ready, RunError, RunOptions, RunReport};
-use crate::ns::child::{ExecOutcome, NsChild};
+use super::{RunError, RunOptions, RunReport};
+use crate::flow::exec::Exec;
+use crate::ns::child::ExecOutcome;
 use nix::errno::Errno;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -10,14 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Find `cmd` like execvp would: as given when it has a `/`, else on PATH.
 pub fn resolve_command(cmd: &std::ffi::OsStr, path_env: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    if cmd.as_bytes().contains(&b'/') {
-        return Some(PathBuf::from(cmd));
-    }
-    let path_env = path_env?;
-    std::env::split_paths(path_env).map(|dir| dir.join(cmd)).find(|candidate| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    crate::host::path::find_executable(path_env, cmd, crate::host::path::Entries::All)
 }
 
 pub(super) fn cstring(bytes: &[u8]) -> CString {
@@ -42,11 +36,19 @@ pub(super) fn run_host(program: &Path, argv: &[CString]) -> Result<RunReport, Ru
     Err(RunError::Exec { command: program.display().to_string(), errno })
 }
 
-/// Tell the ready hook, let the child exec, and learn whether it could. On
+/// Announce the ports, let the child exec, and learn whether it could. On
 /// failure the child is killed and reaped; the caller tears the rest down.
-pub(super) fn start_command(child: &mut NsChild, opts: &RunOptions, ready: &Ready<'_>) -> Result<(), RunError> {
+pub(super) fn start_command(exec: &mut Exec, opts: &RunOptions) -> Result<(), RunError> {
+    let Some(child) = exec.child.as_mut() else { return Err(RunError::NoCommand) };
     if let Some(hook) = &opts.on_ready {
-        (hook.0)(ready);
+        let ready = super::Ready {
+            id: &exec.record.id,
+            mode: &exec.plan.mode,
+            ports: &exec.ports,
+            pid: child.pid(),
+            bridge_address: exec.lease,
+        };
+        (hook.0)(&ready);
     }
     let err = match child.release() {
         Ok(ExecOutcome::Running) => return Ok(()),

@@ -2,8 +2,8 @@
 //! pelagos-net supervises, forwarded to the command, and used to cancel a
 //! setup that is still waiting for the network.
 
-use super::Helper;
 use super::RunError;
+use crate::flow::exec::LiveHelper;
 use crate::ns::child::{FORWARDED_SIGNALS, NsChild};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -60,7 +60,11 @@ impl Drop for SignalGuard {
 /// whether pasta died meanwhile. A command still running [`STOP_GRACE`]
 /// after a SIGTERM or SIGINT sent to us is killed with everything else in
 /// the run (the namespace's init gets SIGKILL).
-pub(super) fn supervise(child: &mut NsChild, signals: &SignalGuard, mut helper: Option<&mut Helper>) -> (i32, bool) {
+pub(super) fn supervise(
+    child: &mut NsChild,
+    signals: &SignalGuard,
+    mut helper: Option<&mut LiveHelper>,
+) -> (i32, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut pasta_died = false;

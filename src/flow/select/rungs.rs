@@ -42,8 +42,10 @@ impl Blocker {
 }
 
 /// Everything that stops `mode` from running on this host; empty when it can.
-pub(super) fn blockers(mode: &Mode, caps: &HostCaps) -> Vec<Blocker> {
+pub(super) fn blockers(mode: &Mode, needs: &Needs, caps: &HostCaps) -> Vec<Blocker> {
     let mut out = Vec::new();
+    // Creating a namespace does not count against a mode when it exists.
+    let netns_blocker = |caps: &HostCaps| if needs.existing_namespace { None } else { netns_blocker(caps) };
     match mode {
         Mode::Host => {}
         Mode::Loopback => out.extend(netns_blocker(caps)),
@@ -143,16 +145,16 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
                 out.push("loopback has no egress".to_owned());
             }
             if needs.published_ports && needs.native_ports_only {
-                out.push("loopback has no port forwarding of its own (use --port-driver builtin)".to_owned());
+                out.push("loopback has no port forwarding of its own (the builtin port driver has)".to_owned());
             }
             if needs.host_loopback {
-                out.push("loopback cannot reach the host's 127.0.0.1 (--host-port)".to_owned());
+                out.push("loopback cannot reach ports of the host's 127.0.0.1".to_owned());
             }
         }
         Mode::Pasta => {}
         Mode::Slirp4netns => {
             if needs.host_loopback {
-                out.push("slirp4netns cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
+                out.push("slirp4netns cannot give the namespace ports of the host's 127.0.0.1".to_owned());
             }
             let can = crate::helpers::slirp::api::supported_port_features();
             if native_ports.is_some_and(|p| p.ranges) && !can.ranges {
@@ -172,11 +174,11 @@ pub(super) fn shortfalls(mode: &Mode, needs: &Needs) -> Vec<String> {
         }
         Mode::Bridge(_) => {
             if needs.host_loopback {
-                out.push("bridge networks cannot give the namespace the host's 127.0.0.1 (--host-port)".to_owned());
+                out.push("bridge networks cannot give the namespace ports of the host's 127.0.0.1".to_owned());
             }
             if native_ports.is_some_and(|p| p.ipv6) {
                 out.push(
-                    "bridge networks are IPv4-only and cannot DNAT IPv6 ports (use --port-driver builtin)".to_owned(),
+                    "bridge networks are IPv4-only and cannot DNAT IPv6 ports (the builtin port driver can)".to_owned(),
                 );
             }
         }

@@ -21,25 +21,15 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use crate::model::port::{PortMapping, PortProto, PortRange};
-
-/// The namespaces pasta attaches to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PastaTarget {
-    /// Network namespace file, e.g. `/proc/<pid>/ns/net`.
-    pub netns: PathBuf,
-    /// User namespace owning `netns` (rootless runs); `None` when running as
-    /// root, in which case pasta implies `--netns-only`.
-    pub userns: Option<PathBuf>,
-}
+use crate::model::target::NsTarget;
 
 /// Everything that decides pasta's arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PastaPlan {
     /// Where pasta attaches.
-    pub target: PastaTarget,
+    pub target: NsTarget,
     /// Published ports, host side to namespace side; host ports must already
     /// be resolved (the caller picks ephemeral ports before building argv).
     pub ports: Vec<PortMapping>,
@@ -51,7 +41,7 @@ pub struct PastaPlan {
     /// supports `--runas`.
     pub runas: Option<u32>,
     /// The user's own options (`--network pasta:OPTS`), appended last;
-    /// checked against the pinned ones by [`crate::model::helper_opts`].
+    /// checked against the pinned ones (`model::helper_opts`).
     pub extra: Vec<OsString>,
     /// `--dns-forward ADDR`: DNS queries the namespace sends to `ADDR` go to
     /// the host's resolver (see [`crate::dns::decide`](mod@crate::dns::decide)).
@@ -210,7 +200,7 @@ mod tests {
 
     fn rootless(ports: Vec<PortMapping>) -> PastaPlan {
         PastaPlan {
-            target: PastaTarget { netns: "/proc/42/ns/net".into(), userns: Some("/proc/42/ns/user".into()) },
+            target: NsTarget { netns: "/proc/42/ns/net".into(), userns: Some("/proc/42/ns/user".into()) },
             ports,
             host_loopback_ports: vec![],
             runas: None,
@@ -279,7 +269,7 @@ mod tests {
     #[test]
     fn root_plan_has_no_userns_and_runs_as_given_uid() {
         let plan = PastaPlan {
-            target: PastaTarget { netns: "/run/netns/pelagos-x".into(), userns: None },
+            target: NsTarget { netns: "/run/netns/pelagos-x".into(), userns: None },
             runas: Some(0),
             ..rootless(vec![tcp(8080, 80)])
         };
@@ -344,7 +334,7 @@ mod tests {
         let debian = crate::helpers::pasta::features::parse_help(include_str!(
             "../../../tests/fixtures/pasta-help-2023-03-09.txt"
         ));
-        let root = PastaPlan { target: PastaTarget { netns: "/run/netns/x".into(), userns: None }, ..rootless(vec![]) };
+        let root = PastaPlan { target: NsTarget { netns: "/run/netns/x".into(), userns: None }, ..rootless(vec![]) };
         for plan in [rootless(vec![]), rootless(vec![tcp(8080, 80)]), root] {
             let argv = argv(&plan);
             assert_eq!(argv.iter().filter(|a| *a == NO_MAP_GW).count(), 1, "{argv:?}");
@@ -363,7 +353,7 @@ mod tests {
     fn non_utf8_namespace_path_is_passed_through_unchanged() {
         use std::os::unix::ffi::OsStrExt;
         let odd = std::ffi::OsStr::from_bytes(b"/run/netns/\xffodd");
-        let plan = PastaPlan { target: PastaTarget { netns: odd.into(), userns: None }, ..rootless(vec![]) };
+        let plan = PastaPlan { target: NsTarget { netns: odd.into(), userns: None }, ..rootless(vec![]) };
 
         let argv = build_argv(&plan).unwrap();
 

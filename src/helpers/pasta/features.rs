@@ -3,17 +3,15 @@
 //!
 //! Parsing is pure ([`parse_version`], [`parse_help`],
 //! [`PastaFeatures::from_outputs`]); [`probe`] is the thin shell that runs the
-//! binary twice, and [`find_pasta`] looks it up on a `PATH` without forking.
+//! binary twice (finding it is [`crate::host::path`]'s job).
 //!
 //! Options are detected from `--help` rather than guessed from the version,
 //! because distributions build pasta from git snapshots or tarballs that print
 //! `pasta unknown version` (Debian 12's 2023-03-09 build does).
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -71,7 +69,7 @@ pub struct PastaFeatures {
     pub options: BTreeSet<String>,
 }
 
-/// Why probing a pasta binary failed.
+/// Why probing a helper binary (pasta, slirp4netns) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureProbeError {
     /// The binary could not be started.
@@ -119,6 +117,12 @@ pub enum FeatureProbeError {
     /// `--help` does not define `--netns`, without which we cannot use it.
     #[error("{} --help does not list --netns; is it pasta?", path.display())]
     NotPasta {
+        /// Binary that was run.
+        path: PathBuf,
+    },
+    /// Neither a version line nor `--configure` in `--help`.
+    #[error("{} does not identify as slirp4netns (no version line, no --configure in --help)", path.display())]
+    NotSlirp {
         /// Binary that was run.
         path: PathBuf,
     },
@@ -359,20 +363,10 @@ pub(crate) fn run_captured(path: &Path, arg: &'static str) -> Result<Captured, F
     Ok(Captured { status: status?, stdout: out.map_err(collect)?, stderr: err.map_err(collect)? })
 }
 
-/// The first executable file named `pasta` in the directories of `path_env`
-/// (a `PATH` value). Relative and empty entries are skipped: resolving them
-/// against the current directory would let any directory we `cd` into choose
-/// the helper. Nothing is spawned.
-pub fn find_pasta(path_env: Option<&OsStr>) -> Option<PathBuf> {
-    std::env::split_paths(path_env?)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("pasta"))
-        .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
-/// True when [`find_pasta`] finds pasta on this process's `PATH`.
+/// True when pasta is on this process's `PATH` (absolute directories only).
 pub fn is_pasta_available() -> bool {
-    find_pasta(std::env::var_os("PATH").as_deref()).is_some()
+    use crate::host::path::{Entries, find_executable};
+    find_executable(std::env::var_os("PATH").as_deref(), "pasta".as_ref(), Entries::Absolute).is_some()
 }
 
 #[cfg(test)]

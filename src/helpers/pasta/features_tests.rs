@@ -1,6 +1,5 @@
 //! Tests of `features`.
 use super::*;
-use std::fs;
 
 const DEBIAN_HELP: &str = include_str!("../../../tests/fixtures/pasta-help-2023-03-09.txt");
 
@@ -109,44 +108,6 @@ fn features_round_trip_through_json() {
     let json = serde_json::to_string(&f).unwrap();
 
     assert_eq!(serde_json::from_str::<PastaFeatures>(&json).unwrap(), f);
-}
-
-fn write_file(path: &Path, mode: u32) {
-    fs::write(path, "#!/bin/sh\n").unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-#[test]
-fn find_pasta_picks_first_executable_file_on_path() {
-    let tmp = tempfile::tempdir().unwrap();
-    let [plain, dir_named, good, later] = ["plain", "dir", "good", "later"].map(|d| tmp.path().join(d));
-    for dir in [&plain, &dir_named, &good, &later] {
-        fs::create_dir(dir).unwrap();
-    }
-    write_file(&plain.join("pasta"), 0o644);
-    fs::create_dir(dir_named.join("pasta")).unwrap();
-    write_file(&good.join("pasta"), 0o700);
-    write_file(&later.join("pasta"), 0o755);
-    let path = std::env::join_paths([&plain, &dir_named, &tmp.path().join("missing"), &good, &later]).unwrap();
-
-    assert_eq!(find_pasta(Some(&path)), Some(good.join("pasta")));
-    assert_eq!(find_pasta(Some(plain.as_os_str())), None);
-    assert_eq!(find_pasta(None), None);
-}
-
-#[test]
-fn find_pasta_skips_relative_and_empty_entries() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_file(&tmp.path().join("pasta"), 0o755);
-    let relative = relative_to_cwd(tmp.path());
-
-    assert_eq!(find_pasta(Some(OsStr::new(&format!(":{relative}:")))), None);
-}
-
-/// `tmp` spelled relative to the current directory (`../../tmp/...`).
-fn relative_to_cwd(tmp: &Path) -> String {
-    let depth = std::env::current_dir().unwrap().components().count() - 1;
-    format!("{}{}", "../".repeat(depth), tmp.strip_prefix("/").unwrap().display())
 }
 
 #[test]

@@ -7,12 +7,13 @@
 //! and stderr are drained into one bounded buffer. pasta in PID/netns mode
 //! does not exit when its target dies, so it is always stopped explicitly.
 
-use super::ready::{self, Expectation, HostPort, Missing};
+use super::ready::{self, Expectation, HostPort, Missing, NsView};
 use crate::helpers::spawn::HelperChild;
 use crate::host::procfs::ProcessId;
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -62,10 +63,10 @@ pub enum PastaError {
     #[error("cancelled while waiting for the network")]
     Cancelled,
     /// `/proc` could not be read while checking readiness.
-    #[error("inspect namespace of pid {pid} through /proc")]
+    #[error("inspect the namespace ({ns}) through /proc")]
     Observe {
-        /// Process whose namespace was inspected.
-        pid: u32,
+        /// The namespace inspected.
+        ns: String,
         /// Cause.
         #[source]
         source: io::Error,
@@ -114,17 +115,46 @@ pub struct PastaReport {
 
 impl PastaProcess {
     /// Start `program` with `args` (as built by `args::build_argv`).
-    pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path) -> Result<Self, PastaError> {
+    /// `inherit` names descriptors (above 2) pasta keeps, for namespace
+    /// paths of the form `/proc/self/fd/N`.
+    pub fn spawn(program: &Path, args: &[OsString], proc_root: &Path, inherit: &[RawFd]) -> Result<Self, PastaError> {
         let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let inherit = inherit.to_vec();
         // SAFETY: the closure runs between fork and exec and only calls
-        // `helper_child_setup`, which is async-signal-safe.
+        // `helper_child_setup` and fcntl(2), which are async-signal-safe; it
+        // allocates nothing (the list was copied before the fork).
         unsafe {
-            cmd.pre_exec(crate::helpers::spawn::helper_child_setup);
+            cmd.pre_exec(move || {
+                crate::helpers::spawn::helper_child_setup()?;
+                crate::helpers::spawn::inherit_fds(&inherit)
+            });
         }
         let child = cmd.spawn().map_err(spawn_err)?;
         Ok(Self { helper: HelperChild::start(child, proc_root).map_err(spawn_err)? })
+    }
+
+    /// Start `program` with `args` so that it outlives this process: in a
+    /// session of its own, its output in `detach.log`, recorded through
+    /// `detach.record` before it runs.
+    pub fn spawn_detached(
+        program: &Path,
+        args: &[OsString],
+        proc_root: &Path,
+        inherit: &[RawFd],
+        detach: crate::helpers::detached::Detach<'_>,
+    ) -> Result<Self, PastaError> {
+        let spawn_err = |source| PastaError::Spawn { program: program.to_owned(), source };
+        let (pid, id) =
+            crate::helpers::detached::spawn_gated(program, args, detach.log, inherit, proc_root, detach.record)
+                .map_err(spawn_err)?;
+        Ok(Self { helper: HelperChild::start_detached(pid, id, detach.log.to_owned()) })
+    }
+
+    /// Let pasta run on when this handle goes (it outlives this process).
+    pub fn release(mut self) {
+        self.helper.release();
     }
 
     /// pid and start time.
@@ -166,7 +196,7 @@ impl PastaProcess {
     pub fn wait_ready(
         &mut self,
         proc_root: &Path,
-        ns_pid: u32,
+        ns: NsView<'_>,
         base: &ready::Baseline,
         want: &Expectation,
         timeout: Duration,
@@ -191,8 +221,8 @@ impl PastaProcess {
                 self.helper.wait_output_closed(Instant::now() + LAST_WORDS);
                 return Err(PastaError::PortsInUse { ports: base.occupied.clone(), output: self.output() });
             }
-            let seen = ready::observe(proc_root, ns_pid, base, want)
-                .map_err(|source| PastaError::Observe { pid: ns_pid, source })?;
+            let seen = ready::observe(proc_root, ns, base, want)
+                .map_err(|source| PastaError::Observe { ns: ns.to_string(), source })?;
             let missing = ready::missing(want, &seen);
             if missing.is_empty() {
                 return Ok(start.elapsed());

@@ -162,27 +162,82 @@ pub fn baseline(proc_root: &Path, want: &Expectation) -> io::Result<Baseline> {
     Ok(Baseline { inodes: socks.iter().map(|s| s.inode).collect(), occupied })
 }
 
-/// Read the current state: the namespace through `/proc/<ns_pid>/net`, the
-/// host side through the calling thread's `/proc/self/net`.
-pub fn observe(proc_root: &Path, ns_pid: u32, base: &Baseline, want: &Expectation) -> io::Result<Observation> {
-    let mut seen = Observation::default();
-    if want.default_route {
-        let routes = procnet::read_routes(proc_root, Some(ns_pid)).map_err(io::Error::other)?;
-        seen.default_route = procnet::has_default_route(&routes);
+/// Where readiness is read inside the namespace.
+#[derive(Debug, Clone, Copy)]
+pub enum NsView<'a> {
+    /// `/proc/<pid>/net` of a process inside it.
+    Process(u32),
+    /// `/proc/thread-self/net` of a short-lived thread that joins it (a
+    /// caller that may `setns`, for a namespace no known process is in).
+    Netns(std::os::fd::BorrowedFd<'a>),
+}
+
+impl std::fmt::Display for NsView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Process(pid) => write!(f, "pid {pid}"),
+            Self::Netns(fd) => write!(f, "namespace fd {}", std::os::fd::AsRawFd::as_raw_fd(fd)),
+        }
     }
+}
+
+/// What the namespace shows: its default route, and (when asked) its
+/// listening TCP ports.
+fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<(bool, HashSet<u16>)> {
+    let read = |thread: bool| -> io::Result<(bool, HashSet<u16>)> {
+        let pid = match ns {
+            NsView::Process(pid) => Some(pid),
+            NsView::Netns(_) => None,
+        };
+        let mut route = false;
+        if want.default_route {
+            let routes = match (thread, pid) {
+                (false, Some(pid)) => procnet::read_routes(proc_root, Some(pid)),
+                _ => procnet::read_routes_of_thread(proc_root),
+            };
+            route = procnet::has_default_route(&routes.map_err(io::Error::other)?);
+        }
+        let mut ports = HashSet::new();
+        if !want.ns_tcp_ports.is_empty() {
+            for kind in [SockKind::Tcp, SockKind::Tcp6] {
+                let socks = match (thread, pid) {
+                    (false, Some(pid)) => procnet::read_sockets(proc_root, Some(pid), kind),
+                    _ => procnet::read_sockets_of_thread(proc_root, kind),
+                };
+                ports.extend(
+                    socks
+                        .map_err(io::Error::other)?
+                        .iter()
+                        .filter(|s| procnet::is_listening_tcp(s))
+                        .map(|s| s.local.port()),
+                );
+            }
+        }
+        Ok((route, ports))
+    };
+    match ns {
+        NsView::Process(_) => read(false),
+        NsView::Netns(fd) => std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                    read(true)
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
+}
+
+/// Read the current state: the namespace through `ns`, the host side
+/// through the calling thread's namespace.
+pub fn observe(proc_root: &Path, ns: NsView<'_>, base: &Baseline, want: &Expectation) -> io::Result<Observation> {
+    let (default_route, ns_tcp_ports) = inside(proc_root, ns, want)?;
+    let mut seen = Observation { default_route, ns_tcp_ports, ..Observation::default() };
     let socks = host_sockets(proc_root, want)?;
     for hp in &want.host_ports {
         if socks.iter().any(|s| !base.inodes.contains(&s.inode) && socket_matches(s, hp)) {
             seen.host_ports.insert(*hp);
-        }
-    }
-    if !want.ns_tcp_ports.is_empty() {
-        for kind in [SockKind::Tcp, SockKind::Tcp6] {
-            for s in procnet::read_sockets(proc_root, Some(ns_pid), kind).map_err(io::Error::other)? {
-                if procnet::is_listening_tcp(&s) {
-                    seen.ns_tcp_ports.insert(s.local.port());
-                }
-            }
         }
     }
     Ok(seen)

@@ -1,9 +1,11 @@
 //! The library entry points for pasta mode: [`setup_pasta_network`] and
-//! [`teardown_pasta_network`].
+//! [`teardown_pasta_network`], and the two halves the setup pipeline runs
+//! as separate steps: [`spawn_pasta`] (recorded as soon as it has a pid)
+//! and [`PastaStart::wait_ready`].
 
 use super::args::{PastaPlan, build_argv};
 use super::process::{PastaError, PastaProcess, PastaReport};
-use super::ready::{self, Expectation, HostPort};
+use super::ready::{self, Baseline, Expectation, HostPort, NsView};
 use crate::host::procfs::ProcessId;
 use crate::model::port::PortMapping;
 use std::ffi::OsString;
@@ -28,12 +30,14 @@ pub struct PastaNetworkConfig<'a> {
     pub program: &'a Path,
     /// Namespace paths, ports, privileges.
     pub plan: &'a PastaPlan,
-    /// A process inside the target network namespace (its `/proc/<pid>/net` is read).
-    pub ns_pid: u32,
+    /// Where readiness is read inside the target namespace.
+    pub ns: NsView<'a>,
     /// procfs root.
     pub proc_root: &'a Path,
     /// How long to wait for readiness.
     pub timeout: Duration,
+    /// Descriptors pasta inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// A running pasta that made a namespace ready; hand it to
@@ -62,6 +66,11 @@ impl PastaSetup {
     pub fn output(&self) -> String {
         self.process.output()
     }
+
+    /// Let pasta run on when this handle goes (a pasta that outlives this process).
+    pub fn release(self) {
+        self.process.release();
+    }
 }
 
 /// What must be true of the namespace before its command starts.
@@ -84,9 +93,65 @@ pub fn setup_pasta_network(
     cfg: &PastaNetworkConfig<'_>,
     cancel: &mut dyn FnMut() -> bool,
 ) -> Result<PastaSetup, PastaSetupError> {
+    spawn_pasta(cfg, cancel, None)?.wait_ready(cfg, cancel)
+}
+
+/// A pasta spawned and not yet known to be ready.
+#[derive(Debug)]
+pub struct PastaStart {
+    process: PastaProcess,
+    argv: Vec<OsString>,
+    base: Baseline,
+    want: Expectation,
+}
+
+impl PastaStart {
+    /// pasta's pid and start time, for the record.
+    pub fn pasta_id(&self) -> ProcessId {
+        self.process.id()
+    }
+
+    /// Let pasta run on when this handle goes.
+    pub fn release(self) {
+        self.process.release();
+    }
+
+    /// Stop it before it was ready (SIGTERM, then SIGKILL after `grace`).
+    pub fn stop(self, grace: Duration) -> PastaReport {
+        self.process.stop(grace)
+    }
+
+    /// Wait until the namespace is ready (see [`setup_pasta_network`]); on
+    /// failure pasta is stopped and its output is part of the error.
+    pub fn wait_ready(
+        mut self,
+        cfg: &PastaNetworkConfig<'_>,
+        cancel: &mut dyn FnMut() -> bool,
+    ) -> Result<PastaSetup, PastaSetupError> {
+        match self.process.wait_ready(cfg.proc_root, cfg.ns, &self.base, &self.want, cfg.timeout, cancel) {
+            Ok(ready_after) => {
+                crate::fault::point("pasta.ready");
+                Ok(PastaSetup { process: self.process, argv: self.argv, ready_after })
+            }
+            Err(e) => {
+                let _ = self.process.stop(Duration::from_millis(200));
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Take the baseline of host sockets and spawn pasta (the first half of
+/// [`setup_pasta_network`]); with `detach`, a pasta that outlives this
+/// process (see `helpers::detached`).
+pub fn spawn_pasta(
+    cfg: &PastaNetworkConfig<'_>,
+    cancel: &mut dyn FnMut() -> bool,
+    detach: Option<crate::helpers::detached::Detach<'_>>,
+) -> Result<PastaStart, PastaSetupError> {
     let argv = build_argv(cfg.plan)?;
     let want = expectation(&cfg.plan.ports, &cfg.plan.host_loopback_ports);
-    let observe_err = |source| PastaError::Observe { pid: cfg.ns_pid, source };
+    let observe_err = |source| PastaError::Observe { ns: cfg.ns.to_string(), source };
     let mut base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
     // A port still held by the exiting pasta of a run that just ended frees
     // within milliseconds, or more on a loaded machine (teardown does not
@@ -97,18 +162,12 @@ pub fn setup_pasta_network(
         std::thread::sleep(Duration::from_millis(5));
         base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
     }
-    let mut process = PastaProcess::spawn(cfg.program, &argv, cfg.proc_root)?;
+    let process = match detach {
+        None => PastaProcess::spawn(cfg.program, &argv, cfg.proc_root, cfg.inherit)?,
+        Some(d) => PastaProcess::spawn_detached(cfg.program, &argv, cfg.proc_root, cfg.inherit, d)?,
+    };
     crate::fault::point("pasta.spawned");
-    match process.wait_ready(cfg.proc_root, cfg.ns_pid, &base, &want, cfg.timeout, cancel) {
-        Ok(ready_after) => {
-            crate::fault::point("pasta.ready");
-            Ok(PastaSetup { process, argv, ready_after })
-        }
-        Err(e) => {
-            let _ = process.stop(Duration::from_millis(200));
-            Err(e.into())
-        }
-    }
+    Ok(PastaStart { process, argv, base, want })
 }
 
 /// How long setup waits for a requested host port to be released (by the

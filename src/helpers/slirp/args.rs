@@ -17,6 +17,8 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use crate::model::target::NsTarget;
+
 /// podman's MTU for slirp4netns (slirp4netns defaults to 1500, which costs
 /// throughput; 65521 is its maximum).
 pub const DEFAULT_MTU: u32 = 65520;
@@ -47,20 +49,11 @@ pub enum HostLoopback {
     Allowed,
 }
 
-/// The namespaces slirp4netns attaches to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlirpTarget {
-    /// Network namespace file, e.g. `/proc/<pid>/ns/net` or `/run/netns/NAME`.
-    pub netns: PathBuf,
-    /// User namespace owning `netns` (rootless runs), joined first.
-    pub userns: Option<PathBuf>,
-}
-
 /// Everything that decides slirp4netns's arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlirpPlan {
     /// Where slirp4netns attaches.
-    pub target: SlirpTarget,
+    pub target: NsTarget,
     /// Path of the API socket (for port forwards); absolute, and removed on teardown.
     pub api_socket: PathBuf,
     /// MTU of the tap device.
@@ -74,7 +67,7 @@ pub struct SlirpPlan {
 
 impl SlirpPlan {
     /// A plan with podman's defaults: MTU 65520, host loopback blocked.
-    pub fn new(target: SlirpTarget, api_socket: PathBuf) -> Self {
+    pub fn new(target: NsTarget, api_socket: PathBuf) -> Self {
         Self { target, api_socket, mtu: DEFAULT_MTU, host_loopback: HostLoopback::Blocked, extra: Vec::new() }
     }
 
@@ -93,8 +86,9 @@ impl SlirpPlan {
 pub struct SlirpFds {
     /// slirp4netns writes `1` here once the tap and the API socket are set up.
     pub ready: RawFd,
-    /// slirp4netns exits when this becomes readable (its writer closed).
-    pub exit: RawFd,
+    /// slirp4netns exits when this becomes readable (its writer closed);
+    /// `None` for a slirp4netns that outlives its starter (stopped by signal).
+    pub exit: Option<RawFd>,
 }
 
 /// Why a plan could not be turned into arguments.
@@ -147,8 +141,10 @@ pub fn build_argv(plan: &SlirpPlan, fds: SlirpFds) -> Result<Vec<OsString>, Slir
     if len > MAX_SOCKET_PATH {
         return Err(SlirpArgsError::ApiSocketTooLong { path: socket.clone(), len });
     }
-    for (flag, fd) in [("exit-fd", fds.exit), ("ready-fd", fds.ready)] {
-        if fd < 3 {
+    for (flag, fd) in [("exit-fd", fds.exit), ("ready-fd", Some(fds.ready))] {
+        if let Some(fd) = fd
+            && fd < 3
+        {
             return Err(SlirpArgsError::BadFd { flag, fd });
         }
     }
@@ -156,7 +152,9 @@ pub fn build_argv(plan: &SlirpPlan, fds: SlirpFds) -> Result<Vec<OsString>, Slir
     if plan.host_loopback == HostLoopback::Blocked {
         argv.push("--disable-host-loopback".into());
     }
-    argv.push(format!("--exit-fd={}", fds.exit).into());
+    if let Some(exit) = fds.exit {
+        argv.push(format!("--exit-fd={exit}").into());
+    }
     argv.push(format!("--ready-fd={}", fds.ready).into());
     argv.push(joined("--api-socket=", socket.as_os_str()));
     if let Some(userns) = &plan.target.userns {
@@ -179,11 +177,11 @@ fn joined(flag: &str, value: &OsStr) -> OsString {
 mod tests {
     use super::*;
 
-    const FDS: SlirpFds = SlirpFds { ready: 5, exit: 4 };
+    const FDS: SlirpFds = SlirpFds { ready: 5, exit: Some(4) };
 
     fn rootless_plan() -> SlirpPlan {
         SlirpPlan::new(
-            SlirpTarget { netns: "/proc/42/ns/net".into(), userns: Some("/proc/42/ns/user".into()) },
+            NsTarget { netns: "/proc/42/ns/net".into(), userns: Some("/proc/42/ns/user".into()) },
             "/run/user/1000/pelagos-net/slirp-abc.sock".into(),
         )
     }
@@ -215,7 +213,7 @@ mod tests {
     #[test]
     fn root_plan_with_host_loopback_allowed_matches_the_golden_argv() {
         let mut plan = rootless_plan();
-        plan.target = SlirpTarget { netns: "/run/netns/pelagos-x".into(), userns: None };
+        plan.target = NsTarget { netns: "/run/netns/pelagos-x".into(), userns: None };
         plan.host_loopback = HostLoopback::Allowed;
         plan.mtu = 1500;
         let argv = build_argv(&plan, FDS).unwrap();
@@ -268,7 +266,7 @@ mod tests {
 
     #[test]
     fn stdio_descriptors_are_refused() {
-        let err = build_argv(&rootless_plan(), SlirpFds { ready: 1, exit: 4 }).unwrap_err();
+        let err = build_argv(&rootless_plan(), SlirpFds { ready: 1, exit: Some(4) }).unwrap_err();
         assert_eq!(err.to_string(), "descriptor 1 for --ready-fd must be 3 or above");
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! This module owns: building slirp4netns's argument vector as data
 //! ([`args`], pure and golden-tested), finding the binary and its version
-//! ([`probe`]), spawning it with a ready pipe and an exit pipe
+//! ([`features`]), spawning it with a ready pipe and an exit pipe
 //! ([`process`]), publishing ports through its JSON API socket and saying
 //! which port mappings it can express ([`api`]), and the entry points that
 //! tie these together ([`setup`]).
@@ -40,6 +40,6 @@
 
 pub mod api;
 pub mod args;
-pub mod probe;
+pub mod features;
 pub mod process;
 pub mod setup;

@@ -116,6 +116,8 @@ pub struct SlirpCommand<'a> {
     pub plan: &'a SlirpPlan,
     /// procfs root.
     pub proc_root: &'a Path,
+    /// Descriptors slirp4netns inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// A running slirp4netns with its output drains and its two pipes.
@@ -126,6 +128,7 @@ pub struct SlirpProcess {
     exit_tx: Option<OwnedFd>,
     api_socket: PathBuf,
     socket_removed: bool,
+    released: bool,
 }
 
 /// What slirp4netns left behind when stopped.
@@ -162,7 +165,9 @@ impl SlirpProcess {
         let (exit_rx, exit_tx) = pipe("exit")?;
         let ready_tx = above_stdio(ready_tx, "ready")?;
         let exit_rx = above_stdio(exit_rx, "exit")?;
-        let fds = SlirpFds { ready: ready_tx.as_raw_fd(), exit: exit_rx.as_raw_fd() };
+        let (ready_fd, exit_fd) = (ready_tx.as_raw_fd(), exit_rx.as_raw_fd());
+        let inherit = cmd.inherit.to_vec();
+        let fds = SlirpFds { ready: ready_fd, exit: Some(exit_fd) };
         let argv = build_argv(cmd.plan, fds)?;
         let mut command = match cmd.launcher.split_first() {
             Some((first, rest)) => {
@@ -181,12 +186,8 @@ impl SlirpProcess {
         unsafe {
             command.pre_exec(move || {
                 crate::helpers::spawn::helper_child_setup()?;
-                for fd in [fds.ready, fds.exit] {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
+                crate::helpers::spawn::inherit_fds(&[ready_fd, exit_fd])?;
+                crate::helpers::spawn::inherit_fds(&inherit)
             });
         }
         let child = command.spawn().map_err(spawn_err)?;
@@ -199,8 +200,43 @@ impl SlirpProcess {
             exit_tx: Some(exit_tx),
             api_socket: cmd.plan.api_socket.clone(),
             socket_removed: false,
+            released: false,
         };
         Ok((process, argv))
+    }
+
+    /// Start slirp4netns so that it outlives this process: no exit pipe (it
+    /// is stopped by signal), in a session of its own, its output in
+    /// `detach.log`, recorded through `detach.record` before it runs.
+    pub fn spawn_detached(
+        cmd: &SlirpCommand<'_>,
+        detach: crate::helpers::detached::Detach<'_>,
+    ) -> Result<(Self, Vec<OsString>), SlirpError> {
+        let (ready_rx, ready_tx) = pipe("ready")?;
+        let ready_tx = above_stdio(ready_tx, "ready")?;
+        let argv = build_argv(cmd.plan, SlirpFds { ready: ready_tx.as_raw_fd(), exit: None })?;
+        let spawn_err = |source| SlirpError::Spawn { program: cmd.program.to_owned(), source };
+        let mut keep = vec![ready_tx.as_raw_fd()];
+        keep.extend_from_slice(cmd.inherit);
+        let (pid, id) =
+            crate::helpers::detached::spawn_gated(cmd.program, &argv, detach.log, &keep, cmd.proc_root, detach.record)
+                .map_err(spawn_err)?;
+        drop(ready_tx);
+        let process = Self {
+            helper: HelperChild::start_detached(pid, id, detach.log.to_owned()),
+            ready_rx: Some(ready_rx),
+            exit_tx: None,
+            api_socket: cmd.plan.api_socket.clone(),
+            socket_removed: false,
+            released: false,
+        };
+        Ok((process, argv))
+    }
+
+    /// Let slirp4netns run on when this handle goes (it outlives this process).
+    pub fn release(mut self) {
+        self.released = true;
+        self.ready_rx = None;
     }
 
     /// pid and start time.
@@ -304,6 +340,11 @@ impl Drop for SlirpProcess {
     /// Best effort, never blocks: close the exit pipe, kill slirp4netns if
     /// still running, reap it on a background thread, remove its socket.
     fn drop(&mut self) {
+        if self.released {
+            // It runs on, with its socket.
+            self.helper.release();
+            return;
+        }
         drop(self.exit_tx.take());
         self.helper.abandon();
         if !self.socket_removed {

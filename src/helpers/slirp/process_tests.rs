@@ -3,7 +3,7 @@
 //! arguments as its positional parameters.
 
 use super::*;
-use crate::helpers::slirp::args::SlirpTarget;
+use crate::model::target::NsTarget;
 
 /// Finds `--ready-fd=N` and `--exit-fd=N` among the arguments, then runs `body`
 /// (which uses them through `/proc/self/fd`: dash redirects only fds 0-9).
@@ -16,13 +16,14 @@ fn fake(body: &str) -> Vec<OsString> {
 /// Spawn the fake with `body` and wait for its ready signal.
 fn run(body: &str, timeout: Duration) -> (SlirpProcess, Vec<OsString>, Option<SlirpError>) {
     let dir = tempfile::tempdir().unwrap();
-    let plan = SlirpPlan::new(SlirpTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
+    let plan = SlirpPlan::new(NsTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
     let launcher = fake(body);
     let cmd = SlirpCommand {
         program: Path::new("/nonexistent/slirp4netns"),
         launcher: &launcher,
         plan: &plan,
         proc_root: Path::new("/proc"),
+        inherit: &[],
     };
     let (mut process, argv) = SlirpProcess::spawn(&cmd).expect("spawn the fake");
     let err = process.wait_ready(timeout, &mut || false).err();
@@ -69,13 +70,14 @@ fn anything_but_1_on_the_ready_pipe_is_an_error() {
 #[test]
 fn a_missing_launcher_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = SlirpPlan::new(SlirpTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
+    let plan = SlirpPlan::new(NsTarget { netns: "/proc/1/ns/net".into(), userns: None }, dir.path().join("s.sock"));
     let launcher = [OsString::from("/nonexistent/launcher")];
     let cmd = SlirpCommand {
         program: Path::new("/usr/bin/slirp4netns"),
         launcher: &launcher,
         plan: &plan,
         proc_root: Path::new("/proc"),
+        inherit: &[],
     };
     let err = SlirpProcess::spawn(&cmd).unwrap_err();
     assert_eq!(err.to_string(), "start /nonexistent/launcher");

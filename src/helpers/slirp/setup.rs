@@ -96,6 +96,8 @@ pub struct SlirpNetworkConfig<'a> {
     pub proc_root: &'a Path,
     /// How long to wait for readiness.
     pub timeout: Duration,
+    /// Descriptors slirp4netns inherits (namespaces given as `/proc/self/fd/N`).
+    pub inherit: &'a [std::os::fd::RawFd],
 }
 
 /// One port slirp4netns publishes.
@@ -140,6 +142,11 @@ impl SlirpSetup {
         self.process.output()
     }
 
+    /// Let slirp4netns run on when this handle goes (it outlives this process).
+    pub fn release(self) {
+        self.process.release();
+    }
+
     /// A client of its API socket, to change forwards while it runs.
     pub fn api(&self) -> ApiClient {
         ApiClient::new(self.process.api_socket())
@@ -154,28 +161,84 @@ pub fn setup_slirp_network(
     cfg: &SlirpNetworkConfig<'_>,
     cancel: &mut dyn FnMut() -> bool,
 ) -> Result<SlirpSetup, SlirpSetupError> {
+    spawn_slirp(cfg, None)?.wait_ready(cfg, cancel)
+}
+
+/// A slirp4netns spawned and not yet known to be ready.
+#[derive(Debug)]
+pub struct SlirpStart {
+    process: SlirpProcess,
+    argv: Vec<OsString>,
+    forwards: Vec<HostFwd>,
+    start: Instant,
+}
+
+/// Check the ports and the socket path and spawn slirp4netns (the first
+/// half of [`setup_slirp_network`]); with `detach`, a slirp4netns that
+/// outlives this process (see `helpers::detached`).
+pub fn spawn_slirp(
+    cfg: &SlirpNetworkConfig<'_>,
+    detach: Option<crate::helpers::detached::Detach<'_>>,
+) -> Result<SlirpStart, SlirpSetupError> {
     let forwards = forwards_for(cfg.ports, cfg.plan.host_loopback).map_err(SlirpSetupError::Ports)?;
     let socket = &cfg.plan.api_socket;
     if std::fs::symlink_metadata(socket).is_ok_and(|m| !m.file_type().is_socket()) {
         return Err(SlirpSetupError::ApiSocketPathTaken { path: socket.clone() });
     }
     let start = Instant::now();
-    let command =
-        SlirpCommand { program: cfg.program, launcher: cfg.launcher, plan: cfg.plan, proc_root: cfg.proc_root };
-    let (mut process, argv) = SlirpProcess::spawn(&command)?;
+    let command = SlirpCommand {
+        program: cfg.program,
+        launcher: cfg.launcher,
+        plan: cfg.plan,
+        proc_root: cfg.proc_root,
+        inherit: cfg.inherit,
+    };
+    let (process, argv) = match detach {
+        None => SlirpProcess::spawn(&command)?,
+        Some(d) => SlirpProcess::spawn_detached(&command, d)?,
+    };
     crate::fault::point("slirp4netns.spawned");
-    let result = process.wait_ready(cfg.timeout, cancel).map_err(SlirpSetupError::from).and_then(|_| {
-        let configured_after = start.elapsed();
-        publish(&process, cfg, &forwards, start, cancel).map(|published| (configured_after, published))
-    });
-    match result {
-        Ok((configured_after, published)) => {
-            crate::fault::point("slirp4netns.ready");
-            Ok(SlirpSetup { process, argv, published, configured_after, ready_after: start.elapsed() })
-        }
-        Err(e) => {
-            let _ = process.stop(Duration::from_millis(200));
-            Err(e)
+    Ok(SlirpStart { process, argv, forwards, start })
+}
+
+impl SlirpStart {
+    /// slirp4netns's pid and start time, for the record.
+    pub fn slirp_id(&self) -> ProcessId {
+        self.process.id()
+    }
+
+    /// Let slirp4netns run on when this handle goes.
+    pub fn release(self) {
+        self.process.release();
+    }
+
+    /// Stop it before it was ready.
+    pub fn stop(self, grace: Duration) -> SlirpReport {
+        self.process.stop(grace)
+    }
+
+    /// Wait for the ready signal and publish the ports (see
+    /// [`setup_slirp_network`]); on failure slirp4netns is stopped.
+    pub fn wait_ready(
+        mut self,
+        cfg: &SlirpNetworkConfig<'_>,
+        cancel: &mut dyn FnMut() -> bool,
+    ) -> Result<SlirpSetup, SlirpSetupError> {
+        let (process, start) = (&mut self.process, self.start);
+        let result = process.wait_ready(cfg.timeout, cancel).map_err(SlirpSetupError::from).and_then(|_| {
+            let configured_after = start.elapsed();
+            publish(process, cfg, &self.forwards, start, cancel).map(|published| (configured_after, published))
+        });
+        match result {
+            Ok((configured_after, published)) => {
+                crate::fault::point("slirp4netns.ready");
+                let ready_after = start.elapsed();
+                Ok(SlirpSetup { process: self.process, argv: self.argv, published, configured_after, ready_after })
+            }
+            Err(e) => {
+                let _ = self.process.stop(Duration::from_millis(200));
+                Err(e)
+            }
         }
     }
 }

@@ -2,32 +2,21 @@
 //! their features, and the `NS_GET_USERNS` check. Plus serde adaptors for
 //! types of other modules that do not derive `Serialize`.
 
-use std::ffi::OsStr;
 use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{ContainerHint, NftEvidence, ProbeError, ProbeRoots, SlirpFeatures, TunCheck};
+use super::{ContainerHint, NftEvidence, ProbeError, ProbeRoots, TunCheck};
 use crate::host::diagnose::{self, TunProblem, UsernsKnobs};
 
 /// Bumped whenever the cached shape changes; other values are ignored.
 const CACHE_FORMAT: u32 = 1;
-
-/// The first executable file `name` in the absolute directories of
-/// `path_env` (relative and empty entries are skipped, as in
-/// [`crate::helpers::pasta::features::find_pasta`]). Nothing is spawned.
-pub fn find_on_path(path_env: Option<&OsStr>, name: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_env?)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(name))
-        .find(|c| c.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
 
 /// An error and its causes, `": "`-joined.
 pub(super) fn chain(err: &dyn std::error::Error) -> String {
@@ -39,32 +28,6 @@ pub(super) fn chain(err: &dyn std::error::Error) -> String {
         cause = e.source();
     }
     text
-}
-
-/// Run `slirp4netns --version` and `--help` and parse them.
-pub(super) fn probe_slirp(path: &Path) -> Result<SlirpFeatures, ProbeError> {
-    let version = run_captured(path, "--version")?;
-    let help = run_captured(path, "--help")?;
-    let features = SlirpFeatures::from_outputs(&version, &help);
-    if features.version.is_none() && !features.has("--configure") {
-        return Err(ProbeError::NotSlirp { path: path.to_owned() });
-    }
-    Ok(features)
-}
-
-/// Run `path arg` within the probe deadline; stdout and stderr, concatenated.
-/// The exit status is ignored: the text decides.
-fn run_captured(path: &Path, arg: &'static str) -> Result<String, ProbeError> {
-    use crate::helpers::pasta::features::FeatureProbeError as F;
-    match crate::helpers::pasta::features::run_captured(path, arg) {
-        Ok(c) => Ok(format!("{}\n{}", c.stdout, c.stderr)),
-        Err(F::Spawn { source, .. }) => Err(ProbeError::Spawn { path: path.to_owned(), arg, source }),
-        Err(F::TimedOut { timeout, .. }) => Err(ProbeError::TimedOut { path: path.to_owned(), arg, timeout }),
-        Err(F::Collect { source, .. }) => Err(ProbeError::Collect { path: path.to_owned(), arg, source }),
-        Err(other) => {
-            Err(ProbeError::Collect { path: path.to_owned(), arg, source: io::Error::other(other.to_string()) })
-        }
-    }
 }
 
 /// One cache file: the key of the binary it describes, and the result.

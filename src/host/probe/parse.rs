@@ -1,10 +1,9 @@
 //! Pure parsers for the text the probe reads: `/proc/self/status`,
 //! `uid_map`, `/etc/sub[ug]id`, `/etc/passwd`, `ipv6_route`, pid 1's cgroup
-//! and environment, `/proc/modules`, and slirp4netns's `--version`/`--help`.
+//! and environment, `/proc/modules` (the helpers' own output is parsed in
+//! [`crate::helpers`]).
 
-use std::collections::BTreeSet;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Route flag `RTF_UP`.
 const RTF_UP: u32 = 0x0001;
@@ -22,63 +21,6 @@ pub struct IdRange {
     pub start: u32,
     /// Number of ids.
     pub count: u32,
-}
-
-/// What one slirp4netns binary is and supports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct SlirpFeatures {
-    /// From `slirp4netns version 1.2.0`.
-    pub version: Option<String>,
-    /// From `commit: ...`.
-    pub commit: Option<String>,
-    /// From `libslirp: 4.7.0`.
-    pub libslirp: Option<String>,
-    /// From `SLIRP_CONFIG_VERSION_MAX: 4`; 3 or more is needed to forward IPv6.
-    pub config_version_max: Option<u32>,
-    /// Long options (with `--`) that `--help` defines.
-    pub options: BTreeSet<String>,
-}
-
-impl SlirpFeatures {
-    /// Features from the output of `--version` and `--help`.
-    pub fn from_outputs(version_text: &str, help_text: &str) -> Self {
-        let field =
-            |key: &str| version_text.lines().find_map(|l| l.trim().strip_prefix(key)).map(|v| v.trim().to_owned());
-        Self {
-            version: field("slirp4netns version"),
-            commit: field("commit:"),
-            libslirp: field("libslirp:"),
-            config_version_max: field("SLIRP_CONFIG_VERSION_MAX:").and_then(|v| v.parse().ok()),
-            options: parse_slirp_help(help_text),
-        }
-    }
-
-    /// True when `--help` defines `opt` (`"--api-socket"` or `"api-socket"`).
-    pub fn has(&self, opt: &str) -> bool {
-        let name = opt.strip_prefix("--").unwrap_or(opt);
-        self.options.contains(&format!("--{name}"))
-    }
-}
-
-/// Long options defined by slirp4netns `--help`: lines starting (after
-/// optional indentation) with `-x, --long[=ARG]` or `--long[=ARG]`.
-pub fn parse_slirp_help(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|line| {
-            let mut tokens = line.split_whitespace();
-            let first = tokens.next()?;
-            let long =
-                if first.len() == 3 && first.starts_with('-') && first.ends_with(',') { tokens.next()? } else { first };
-            let name: String =
-                long.strip_prefix("--")?.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-            (!name.is_empty()).then(|| format!("--{name}"))
-        })
-        .collect()
-}
-
-/// The version line of `slirp4netns --version`, if the text has one.
-pub fn parse_slirp_version(text: &str) -> Option<String> {
-    SlirpFeatures::from_outputs(text, "").version
 }
 
 /// The `CapEff:` mask of a `/proc/<pid>/status` text.

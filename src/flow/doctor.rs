@@ -90,7 +90,9 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
     let install_pasta =
         "install passt: `sudo apt-get install passt` (Debian/Ubuntu) or `sudo dnf install passt` (Fedora)";
     out.push(match &caps.pasta {
-        Helper::Missing => check("pasta", Status::Fail, "not found on PATH", Some(install_pasta.into())),
+        Helper::Missing | Helper::NotProbed => {
+            check("pasta", Status::Fail, "not found on PATH", Some(install_pasta.into()))
+        }
         Helper::Broken { path, error } => check(
             "pasta",
             Status::Fail,
@@ -131,10 +133,14 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         Helper::Found { path, features } => check(
             "slirp4netns",
             Status::Pass,
-            format!("{} (version {})", path.display(), features.version.as_deref().unwrap_or("unknown")),
+            format!(
+                "{} (version {})",
+                path.display(),
+                features.version.map_or_else(|| "unknown".into(), |v| v.to_string())
+            ),
             None,
         ),
-        Helper::Missing => check(
+        Helper::Missing | Helper::NotProbed => check(
             "slirp4netns",
             Status::Info,
             "not installed (a fallback when pasta is unusable)",

@@ -28,7 +28,7 @@ use pelagos_net::bridge::firewall::{self, Firewall};
 use pelagos_net::bridge::lease::LeaseStore;
 use pelagos_net::bridge::netlink::Netlink;
 use pelagos_net::bridge::network::NetworkDef;
-use pelagos_net::bridge::{AttachRequest, NetworkSetup, ensure_bridge, plan, setup_bridge_network, teardown_network};
+use pelagos_net::bridge::{ensure_bridge, plan};
 use pelagos_net::host::procfs::ProcessId;
 use pelagos_net::model::cidr::Ipv4Net;
 use pelagos_net::model::ifname::NetworkName;
@@ -36,7 +36,9 @@ use pelagos_net::model::mode::NetworkMode;
 use pelagos_net::model::port::PortMapping;
 use pelagos_net::ns::netns;
 use pelagos_net::state::paths::Paths;
-use pelagos_net::state::store::{RunRecord, Store};
+use pelagos_net::state::record::{RECORD_FORMAT, Record};
+use pelagos_net::state::store::Store;
+use pelagos_net::{AttachRequest, NetworkSetup, setup_bridge_network, teardown_network};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::os::fd::AsFd;
@@ -229,20 +231,21 @@ impl Agent {
     /// The run record setup_bridge_network writes, built through serde so
     /// that fields this example does not know about take their defaults.
     /// `None` (and a warning) if the record type changed incompatibly.
-    fn record(&self, def: &NetworkDef, id: &str, p: &plan::BridgePlan, ports: &[PortMapping]) -> Option<RunRecord> {
+    fn record(&self, def: &NetworkDef, id: &str, p: &plan::BridgePlan, ports: &[PortMapping]) -> Option<Record> {
         let value = serde_json::json!({
+            "format": RECORD_FORMAT,
             "id": id,
+            "kind": "attachment",
             "owner": self.owner,
+            "phase": "ready",
+            "anchor": { "by": "owner" },
             "mode": NetworkMode::Bridge(Some(def.name.clone())),
-            "child": null,
-            "netns_path": self.paths.netns_dir.join(&p.ns_name),
             "ports": ports,
-            "bridge": {
-                "network": def.name.to_string(),
-                "veth": p.veth_host.to_string(),
-                "address": p.address,
-                "forwards": p.forwards.len(),
-            },
+            "resources": [
+                { "kind": "lease", "network": def.name.to_string(), "address": p.address, "holder": id },
+                { "kind": "netns_name", "path": self.paths.netns_dir.join(&p.ns_name) },
+                { "kind": "forwards", "network": def.name.to_string(), "forwards": p.forwards },
+            ],
         });
         serde_json::from_value(value)
             .inspect_err(|err| eprintln!("bench_bridge: cannot build a run record ({err}); profile skips that step"))

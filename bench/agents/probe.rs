@@ -35,13 +35,21 @@ fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let n = if quick { 5 } else { 30 };
     let tmp = std::env::temp_dir().join(format!("pelagos-bench-probe-{}", std::process::id()));
+    // The cache is written only into a run directory that exists (and is
+    // private), as pelagos-net's own run directory.
+    std::fs::create_dir_all(&tmp).expect("create the probe's run directory");
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod 0700");
     let mut paths = Paths::from_env(&PathEnv::current());
     paths.run_dir = tmp.clone();
     let roots = ProbeRoots::current(&paths);
     let chosen = decide(&roots, true); // fills the cache
     let uncached = time(n, || decide(&roots, false));
     let cached = time(n * 10, || decide(&roots, true));
-    let pasta = pelagos_net::helpers::pasta::features::find_pasta(std::env::var_os("PATH").as_deref());
+    let pasta = pelagos_net::host::path::find_executable(
+        std::env::var_os("PATH").as_deref(),
+        "pasta".as_ref(),
+        pelagos_net::host::path::Entries::Absolute,
+    );
     let spawn = pasta.as_ref().map(|p| time(n, || std::process::Command::new(p).arg("--version").output()));
     let _ = std::fs::remove_dir_all(&tmp);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

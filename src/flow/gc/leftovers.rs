@@ -45,8 +45,9 @@ fn stale_tmp_files(dir: &Path, proc_root: &Path, dry_run: bool, report: &mut Vec
     }
 }
 
-/// Sweep temp files (runs, network definitions) and dead leases.
-pub(super) fn sweep(paths: &Paths, dry_run: bool, report: &mut Vec<Action>) {
+/// Sweep temp files (runs, network definitions) and the leases of dead
+/// owners, except those of the `live` records (attachments).
+pub(super) fn sweep(paths: &Paths, dry_run: bool, live: &[String], report: &mut Vec<Action>) {
     stale_tmp_files(&paths.runs_dir(), &paths.proc_root, dry_run, report);
     stale_tmp_files(&paths.config_dir.join("networks"), &paths.proc_root, dry_run, report);
     let leases = LeaseStore::new(&paths.run_dir);
@@ -58,7 +59,7 @@ pub(super) fn sweep(paths: &Paths, dry_run: bool, report: &mut Vec<Action>) {
         }
     };
     for network in networks {
-        match leases.sweep(&network, &paths.proc_root, dry_run) {
+        match leases.sweep(&network, &paths.proc_root, dry_run, live) {
             Ok(sweep) => {
                 for (addr, lease) in sweep.dead {
                     report.push(Action {

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 pub enum PortError {
     /// A container port range without host ports: there is no sensible
     /// contiguous ephemeral range to pick.
-    #[error("publishing the range {0} needs explicit host ports (e.g. -p 8000-8010:{0})")]
+    #[error("publishing the range {0} needs explicit host ports")]
     EphemeralRange(PortRange),
     /// Binding port 0 to learn a free port failed.
     #[error("find a free host port on {addr}")]

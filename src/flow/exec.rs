@@ -1,0 +1,312 @@
+//! The executor: carries out a plan's steps in order, appending what each
+//! creates to the record as it goes, and tears it all down through the one
+//! undo function ([`super::undo`]) when asked or when a step fails.
+//!
+//! The executor holds the live half of what the record names: the forked
+//! child, the helper process with its output, the relay thread, open
+//! namespace files. Undo uses them when they are there (a helper stopped by
+//! its owner hands back its output) and the record's data otherwise (gc
+//! after a crash, detach from another process).
+
+mod bridge;
+mod helper;
+mod holder;
+mod ns;
+mod relay;
+
+pub(crate) use helper::LiveHelper;
+
+use super::RunError;
+use super::plan::Plan;
+use super::steps::{NsRef, Step};
+use super::undo::{self, Live};
+use crate::host::procfs::ProcessId;
+use crate::model::port::PortMapping;
+use crate::model::target::NsTarget;
+use crate::ns::child::NsChild;
+use crate::ns::netns::NetNs;
+use crate::ns::target::OpenTarget;
+use crate::ports::relay::Listener;
+use crate::state::paths::Paths;
+use crate::state::record::{Phase, Record, RecordKind, Resource, Selection};
+use crate::state::store::{Store, new_run_id};
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The command a run's child executes once released.
+#[derive(Debug)]
+pub(crate) struct ChildCommand {
+    /// Resolved program path.
+    pub program: CString,
+    /// argv, `argv[0]` included.
+    pub argv: Vec<CString>,
+    /// The signal mask it starts with (the caller's own).
+    pub sigmask: nix::sys::signal::SigSet,
+}
+
+/// A setup in progress: the plan, the record, and everything live.
+pub(crate) struct Exec {
+    pub plan: Plan,
+    pub paths: Paths,
+    pub timeout: Duration,
+    pub(crate) store: Option<Store>,
+    pub record: Record,
+    pub live: Live,
+    /// Published ports, host ports picked.
+    pub ports: Vec<PortMapping>,
+    pub listeners: Option<Vec<Listener>>,
+    pub child: Option<NsChild>,
+    pub command: Option<ChildCommand>,
+    pub given: Option<OpenTarget>,
+    pub named: Option<NetNs>,
+    pub lease: Option<Ipv4Addr>,
+    pub ready_after: Option<Duration>,
+    pending: Option<helper::Pending>,
+    pub(crate) bridge: bridge::BridgeState,
+    /// Name resolution, once prepared.
+    pub dns: Option<crate::dns::PreparedDns>,
+    /// The published ports' check, held until the record is written.
+    claim: Option<crate::ports::precheck::PortClaim>,
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exec").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+impl Exec {
+    /// A setup of `plan` under `paths`, recorded as a `kind` under a fresh id.
+    pub fn new(plan: Plan, paths: &Paths, kind: RecordKind, timeout: Duration) -> Self {
+        let me = std::process::id();
+        let owner = ProcessId::of(&paths.proc_root, me).unwrap_or(ProcessId::unread(me));
+        Self::with_id(plan, paths, kind, timeout, new_run_id(), owner)
+    }
+
+    /// As [`Exec::new`], with the record's id and owner given.
+    pub fn with_id(
+        plan: Plan,
+        paths: &Paths,
+        kind: RecordKind,
+        timeout: Duration,
+        id: String,
+        owner: ProcessId,
+    ) -> Self {
+        let mut record = Record::new(id, kind, owner, plan.mode.clone());
+        record.ports = plan.ports.clone();
+        record.selection = plan.decision.as_ref().map(|d| Selection {
+            reason: d.reason.clone(),
+            degraded: d.degraded,
+            warning: d.warning.clone(),
+        });
+        Self {
+            paths: paths.clone(),
+            timeout,
+            store: None,
+            record,
+            live: Live::default(),
+            ports: plan.ports.clone(),
+            plan,
+            listeners: None,
+            child: None,
+            command: None,
+            given: None,
+            named: None,
+            lease: None,
+            ready_after: None,
+            pending: None,
+            bridge: bridge::BridgeState::default(),
+            dns: None,
+            claim: None,
+        }
+    }
+
+    /// The record's id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Carry out one step.
+    pub fn run(&mut self, step: &Step, cancel: &mut dyn FnMut() -> bool) -> Result<(), RunError> {
+        crate::fault::step(step.op());
+        match step {
+            Step::PickHostPorts => {
+                self.ports = crate::ports::ephemeral::resolve_ephemeral(&self.ports)?;
+                self.record.ports = self.ports.clone();
+                Ok(())
+            }
+            Step::ClaimPorts => {
+                self.claim = Some(crate::ports::precheck::claim(&self.paths, &self.ports)?);
+                Ok(())
+            }
+            Step::BindListeners => relay::bind(self),
+            Step::PrepareDns => self.prepare_dns(),
+            Step::WriteRecord => {
+                self.open_record()?;
+                // The ports are on record: other setups' checks see them.
+                self.claim = None;
+                Ok(())
+            }
+            Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
+            Step::EnsureNetwork { .. } => bridge::ensure(self),
+            Step::CreateNetns => ns::create_named(self),
+            Step::ForkChild { ns } => ns::fork_child(self, *ns),
+            Step::NameNetns { of } => ns::name(self, *of),
+            Step::CreateVeth { into, .. } => bridge::veth(self, *into),
+            Step::ConfigureAddress { .. } => bridge::address(self),
+            Step::InstallForwards { .. } => bridge::forwards(self),
+            Step::SpawnHelper { helper, target } => {
+                self.pending = Some(helper::spawn(self, *helper, *target, cancel)?);
+                Ok(())
+            }
+            Step::AwaitReady { .. } => match self.pending.take() {
+                Some(pending) => helper::await_ready(self, pending, cancel),
+                None => Ok(()),
+            },
+            Step::StartDns => self.start_dns(),
+            Step::StartRelay { target, detached, .. } => relay::start(self, *target, *detached),
+            Step::Commit => self.set_phase(Phase::Ready),
+            // The command is the caller's business (it holds the signals).
+            Step::ExecCommand | Step::ExecInPlace => Ok(()),
+        }
+    }
+
+    /// Every step ran: let go of what only the setup needed.
+    pub fn done(&mut self) {
+        self.bridge.close();
+    }
+
+    /// `prepare_dns`: read the host's files, bind a bridge forwarder's
+    /// sockets, prepare the child's part; what cannot be met fails here.
+    fn prepare_dns(&mut self) -> Result<(), RunError> {
+        let Some((mode, options)) = &self.plan.dns_request else { return Ok(()) };
+        let mode = match (mode, &self.plan.network) {
+            (crate::dns::ModeDns::Bridge { .. }, Some(def)) => {
+                crate::dns::ModeDns::Bridge { gateway: def.gateway, listening: true }
+            }
+            (mode, _) => *mode,
+        };
+        let req =
+            crate::dns::DnsSetupRequest { mode, options, own: None, etc: std::path::Path::new(crate::dns::setup::ETC) };
+        let prepared = crate::dns::prepare(&req)?;
+        log::info!("name resolution: {}", prepared.plan.resolver);
+        self.dns = Some(prepared);
+        Ok(())
+    }
+
+    /// `start_dns`: the forwarder the plan asks for (its sockets inside the
+    /// namespace come from a socket factory that joins the child's).
+    fn start_dns(&mut self) -> Result<(), RunError> {
+        let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
+        let Some(dns) = self.dns.as_mut() else { return Ok(()) };
+        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root)?;
+        self.add(Resource::Dns)
+    }
+
+    /// Open the state directory, clean what dead owners left (the cheap gc;
+    /// a failure never stops the setup), and write the record.
+    fn open_record(&mut self) -> Result<(), RunError> {
+        let store = Store::open(&self.paths.run_dir, nix::unistd::geteuid().as_raw())?;
+        match super::gc::gc(&self.paths, false) {
+            Ok(report) if !report.actions.is_empty() => {
+                log::info!("cleaned {} leftovers of dead runs", report.actions.len())
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("gc before setup: {e}"),
+        }
+        crate::fault::point("run.before-record");
+        store.write_record(&self.record)?;
+        crate::fault::point("run.record-written");
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// Append `resource` to the record and write it (when one is kept).
+    pub fn add(&mut self, resource: Resource) -> Result<(), RunError> {
+        self.record.resources.push(resource);
+        self.write()
+    }
+
+    /// Write the record as it is now (when one is kept).
+    pub fn write(&self) -> Result<(), RunError> {
+        if let Some(store) = &self.store {
+            store.write_record(&self.record)?;
+        }
+        Ok(())
+    }
+
+    /// Move the record to `phase`.
+    pub fn set_phase(&mut self, phase: Phase) -> Result<(), RunError> {
+        self.record.phase = phase;
+        self.write()
+    }
+
+    /// The namespace files of `ns`, for helpers and the relay.
+    pub fn target(&self, ns: NsRef) -> NsTarget {
+        let proc_root = &self.paths.proc_root;
+        match ns {
+            NsRef::Child => {
+                let pid = self.child.as_ref().map_or(0, NsChild::pid);
+                NsTarget::of_process(proc_root, pid, !nix::unistd::geteuid().is_root())
+            }
+            NsRef::Named => NsTarget::netns_only(self.named.as_ref().map(|n| n.path.clone()).unwrap_or_default()),
+            NsRef::Given => self.given.as_ref().map_or_else(|| NsTarget::netns_only(""), |g| g.paths(proc_root)),
+        }
+    }
+
+    /// Undo everything recorded, newest first, collecting every error.
+    /// Returns the helper's output, when one ran.
+    pub fn teardown(&mut self) -> (Option<String>, Vec<RunError>) {
+        crate::fault::point("teardown.begin");
+        self.bridge.close();
+        if self.store.is_some() {
+            let _ = self.set_phase(Phase::Teardown);
+        }
+        // A helper spawned but not yet ready is stopped with the rest.
+        if let Some(pending) = self.pending.take() {
+            self.live.helper = Some(pending.into_live());
+        }
+        self.live.child = self.child.take();
+        let env = undo::Env { paths: &self.paths };
+        let mut output = None;
+        let mut errors = Vec::new();
+        for resource in self.record.resources.iter().rev() {
+            match undo::undo(resource, &env, &mut self.live) {
+                Ok(Some(out)) => output = Some(out),
+                Ok(None) => {}
+                Err(e) => errors.push(RunError::Undo(e)),
+            }
+        }
+        // Open namespace files close here, before the record goes.
+        self.named = None;
+        if let Some(store) = self.store.take()
+            && let Err(e) = store.remove_record(&self.record.id)
+        {
+            errors.push(e.into());
+        }
+        (output, errors)
+    }
+
+    /// Let go of everything live without undoing it: what was started runs
+    /// on (a detached attachment) and its record stays for `detach` or `gc`.
+    pub fn release(&mut self) {
+        self.bridge.close();
+        if let Some(helper) = self.live.helper.take() {
+            helper.release();
+        }
+        self.store = None;
+    }
+
+    /// Tear down after a failed step; the step's error comes first.
+    pub fn fail(&mut self, err: RunError) -> RunError {
+        let (_, errors) = self.teardown();
+        if errors.is_empty() {
+            err
+        } else {
+            let mut all = vec![err];
+            all.extend(errors);
+            RunError::Teardown(all)
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Bridge steps: lease, the network's bridge and table, the veth pair and
+//! its address, the forwards. Recorded before they exist (the lease in the
+//! same atomic write that allocates it, with its owner).
+
+use super::Exec;
+use crate::bridge::firewall::Firewall;
+use crate::bridge::lease::LeaseStore;
+use crate::bridge::netlink::Netlink;
+use crate::bridge::network::NetworkDef;
+use crate::bridge::{BridgeError, ContainerEnd, configure_container_end, ensure_bridge};
+use crate::flow::RunError;
+use crate::flow::steps::NsRef;
+use crate::model::ifname::{IfName, veth_name};
+use crate::ns::netns::NetNs;
+use crate::ns::target::OpenTarget;
+use crate::state::record::Resource;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+
+/// What the bridge steps share within one setup: one rtnetlink socket and
+/// one nftables context for the host side, the bridge's index, the peer.
+#[derive(Default)]
+pub(crate) struct BridgeState {
+    host: Option<Netlink>,
+    fw: Option<Firewall>,
+    bridge: Option<u32>,
+    peer: Option<(IfName, bool)>,
+}
+
+fn def(exec: &Exec) -> Result<NetworkDef, RunError> {
+    exec.plan.network.clone().ok_or(RunError::NoNetwork)
+}
+
+fn link_err(exec: &Exec, op: &'static str) -> impl FnOnce(crate::bridge::netlink::NetlinkError) -> RunError {
+    let id = exec.id().to_owned();
+    move |source| RunError::Bridge(BridgeError::Link { op, id, source })
+}
+
+/// `lease_address`: the lease file records its holder and owner in the
+/// write that allocates it; the record names it right after. The default
+/// network's definition is written on its first use (planning only read it).
+pub(super) fn lease(exec: &mut Exec, network: &str, requested: Option<Ipv4Addr>) -> Result<(), RunError> {
+    let def = def(exec)?;
+    if def.name.as_str() == crate::bridge::network::DEFAULT_NETWORK {
+        crate::bridge::network::bootstrap_default_network(&exec.paths.config_dir).map_err(RunError::Network)?;
+    }
+    let holder = exec.id().to_owned();
+    crate::fault::point("bridge.begin");
+    let leases = LeaseStore::new(&exec.paths.run_dir);
+    let address =
+        leases.allocate(&def, &holder, exec.record.owner, requested).map_err(|e| RunError::Bridge(e.into()))?;
+    crate::fault::point("bridge.leased");
+    exec.lease = Some(address);
+    exec.add(Resource::Lease { network: network.to_owned(), address, holder })
+}
+
+/// `ensure_network`.
+pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
+    let def = def(exec)?;
+    let mut host = Netlink::open().map_err(link_err(exec, "open netlink"))?;
+    let mut fw = Firewall::new().map_err(|e| RunError::Bridge(e.into()))?;
+    let index = ensure_bridge(&exec.paths, &def, &mut host, &mut fw).map_err(RunError::Bridge)?;
+    crate::fault::point("bridge.network-ready");
+    exec.bridge = BridgeState { host: Some(host), fw: Some(fw), bridge: Some(index), peer: None };
+    Ok(())
+}
+
+/// The namespace the veth's peer goes into.
+fn ns_fd<'a>(given: &'a Option<OpenTarget>, named: &'a Option<NetNs>, into: NsRef) -> Option<BorrowedFd<'a>> {
+    match into {
+        NsRef::Given => given.as_ref().map(|g| g.netns_fd()),
+        _ => named.as_ref().map(|n| n.fd()),
+    }
+}
+
+/// `eth0`, or the first `ethN` free in a namespace someone else made; and
+/// whether that namespace has a default route already (then it keeps it).
+fn peer_name(ns: BorrowedFd<'_>, fresh: bool) -> Result<(IfName, bool), crate::bridge::netlink::NetlinkError> {
+    let eth = |n: u32| IfName::new(&format!("eth{n}")).expect("valid interface name");
+    if fresh {
+        return Ok((eth(0), false));
+    }
+    let mut inside = Netlink::open_in(ns)?;
+    let mut n = 0;
+    while inside.link_index(eth(n).as_str())?.is_some() {
+        n += 1;
+    }
+    let routed = inside.ipv4_routes()?.iter().any(|r| r.destination.prefix() == 0);
+    Ok((eth(n), routed))
+}
+
+/// `create_veth`: the host end on the bridge, the peer created directly
+/// inside the namespace. In a namespace someone else made the pair is
+/// recorded (it outlives the setup's own names); in one this setup made it
+/// goes with the namespace.
+pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
+    let host_name = veth_name(exec.id());
+    let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
+    let (peer, routed) = peer_name(ns, into != NsRef::Given).map_err(link_err(exec, "inspect the namespace"))?;
+    if into == NsRef::Given {
+        exec.add(Resource::Veth { name: host_name.to_string() })?;
+    }
+    crate::fault::point("bridge.netns");
+    let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
+    let (Some(host), Some(bridge)) = (exec.bridge.host.as_mut(), exec.bridge.bridge) else {
+        return Err(RunError::NoNetwork);
+    };
+    let id = exec.record.id.clone();
+    let err = |op: &'static str| {
+        let id = id.clone();
+        move |source| RunError::Bridge(BridgeError::Link { op, id, source })
+    };
+    let index = host.create_veth(host_name.as_str(), peer.as_str(), ns, Some(bridge)).map_err(err("create veth"))?;
+    crate::fault::point("bridge.veth");
+    if let Some(mtu) = exec.plan.network.as_ref().and_then(|d| d.options.mtu) {
+        host.set_mtu(index, mtu).map_err(err("set the host veth's mtu"))?;
+    }
+    host.set_up(index).map_err(err("set host veth up"))?;
+    exec.bridge.peer = Some((peer, routed));
+    Ok(())
+}
+
+/// `configure_address`: address, up, and the default route unless the
+/// namespace already has one (a second network attached to it).
+pub(super) fn address(exec: &mut Exec) -> Result<(), RunError> {
+    let def = def(exec)?;
+    let (Some((name, routed)), Some(address)) = (exec.bridge.peer.clone(), exec.lease) else {
+        return Err(RunError::NoNetwork);
+    };
+    let v6 = crate::bridge::plan::Plan6::of(&def, address, !routed);
+    let end = ContainerEnd {
+        name: &name,
+        address,
+        prefix: def.subnet.prefix(),
+        gateway: (!routed).then_some(def.gateway),
+        mtu: def.options.mtu,
+        v6: v6.as_ref(),
+    };
+    let into = if exec.given.is_some() { NsRef::Given } else { NsRef::Named };
+    let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
+    configure_container_end(ns, &end, exec.id()).map_err(RunError::Bridge)?;
+    crate::fault::point("bridge.peer-configured");
+    Ok(())
+}
+
+/// `install_forwards`: recorded (the exact elements) before they are added.
+pub(super) fn forwards(exec: &mut Exec) -> Result<(), RunError> {
+    let def = def(exec)?;
+    let address = exec.lease.ok_or(RunError::NoNetwork)?;
+    let forwards = crate::bridge::plan::forwards(address, &exec.ports).map_err(|e| RunError::Bridge(e.into()))?;
+    let network = def.name.to_string();
+    exec.add(Resource::Forwards { network: network.clone(), forwards: forwards.clone() })?;
+    let fw = match exec.bridge.fw.as_mut() {
+        Some(fw) => fw,
+        None => exec.bridge.fw.insert(Firewall::new().map_err(|e| RunError::Bridge(e.into()))?),
+    };
+    fw.add_forwards(&network, &forwards).map_err(|e| RunError::Bridge(e.into()))?;
+    crate::fault::point("bridge.forwards");
+    Ok(())
+}
+
+impl BridgeState {
+    /// The name of the veth's end inside the namespace, once created.
+    pub(crate) fn peer(&self) -> Option<&IfName> {
+        self.peer.as_ref().map(|(name, _)| name)
+    }
+
+    /// Let go of the host-side handles (a firewall context's socket is
+    /// closed off this path, see [`crate::bridge::firewall`]).
+    pub(crate) fn close(&mut self) {
+        self.host = None;
+        self.fw = None;
+    }
+}

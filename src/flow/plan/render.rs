@@ -1,0 +1,211 @@
+//! A plan as text for people: the decision, the port driver, then each
+//! step in words with what it concerns (names, scripts, argv). Reads the
+//! same [`Plan`] `--json` prints, so the two cannot disagree.
+
+use super::Plan;
+use crate::bridge::firewall::{add_forwards_script, table_script};
+use crate::bridge::plan::{forwards, rules_for};
+use crate::flow::steps::{ChildNs, Helper, Inside, NsRef, Step};
+use crate::model::driver::ChosenDriver;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// A plan as JSON: every field of [`Plan`], the typed steps as `pipeline`,
+/// and `steps`, the same steps in words.
+pub fn json(plan: &Plan) -> serde_json::Value {
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    value["steps"] = plan.steps.iter().map(|s| serde_json::Value::String(describe(plan, s))).collect();
+    value
+}
+
+/// Human-readable text of a plan.
+pub fn render(plan: &Plan) -> String {
+    let mut s = format!("mode: {}\n", plan.mode);
+    if let Some(d) = &plan.decision {
+        let _ = writeln!(s, "why: {}", d.reason);
+        for r in &d.rejected {
+            let _ = writeln!(s, "  passed over {}: {}", r.mode, r.reason);
+        }
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    if let Some(p) = &plan.port_support {
+        let _ = writeln!(s, "ports: {p}");
+    }
+    if plan.port_driver.driver != ChosenDriver::None {
+        let _ = writeln!(s, "port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
+    }
+    s.push_str("steps:\n");
+    for (i, step) in plan.steps.iter().enumerate() {
+        let _ = writeln!(s, "  {}. {}", i + 1, describe(plan, step));
+    }
+    if let Some(argv) = &plan.helper_argv {
+        let _ = writeln!(s, "helper: {}", argv.join(" "));
+    }
+    if let Some(dns) = &plan.dns {
+        let _ = writeln!(s, "dns: {}", dns.resolver);
+        if let Some(text) = &dns.resolv_conf {
+            let _ = writeln!(s, "resolv.conf:\n{}", indent(text));
+        }
+        if dns.hosts.is_some() {
+            s.push_str("hosts: the host's /etc/hosts, plus:\n");
+            for e in &dns.hosts_added {
+                let _ = writeln!(s, "    {}\t{}", e.ip, e.names.join(" "));
+            }
+        }
+    }
+    s
+}
+
+/// What the child does for name resolution, in words (after it entered its namespaces).
+fn dns_in_child(plan: &Plan) -> String {
+    let Some(dns) = &plan.dns else { return String::new() };
+    let mut text = String::new();
+    let files: Vec<&str> = [(dns.resolv_conf.is_some(), "/etc/resolv.conf"), (dns.hosts.is_some(), "/etc/hosts")]
+        .into_iter()
+        .filter_map(|(has, path)| has.then_some(path))
+        .collect();
+    if !files.is_empty() {
+        let _ = write!(
+            text,
+            "; it unshares a mount namespace and mounts the run's files over {} (the host's are untouched)",
+            files.join(" and ")
+        );
+    }
+    if let Some(crate::dns::decide::Listen::InNamespace(a)) = dns.forwarder.as_ref().map(|f| f.listen) {
+        let _ = write!(text, "; it adds {a}/32 to lo for the DNS forwarder");
+    }
+    if let Some(a) = dns.tcp_fail_fast {
+        let _ = write!(text, "; it adds a rule: TCP to {a}:53 is unreachable (fails at once instead of hanging)");
+    }
+    text
+}
+
+fn ns_text(ns: NsRef) -> &'static str {
+    ns.netns_text()
+}
+
+fn list(ports: &[crate::model::port::PortMapping]) -> String {
+    ports.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// One step in words.
+fn describe(plan: &Plan, step: &Step) -> String {
+    let def = plan.network.as_ref();
+    match step {
+        Step::PickHostPorts => {
+            let open: Vec<_> = plan.ports.iter().filter(|m| m.host.is_none()).cloned().collect();
+            format!("pick free host ports for {}", list(&open))
+        }
+        Step::ClaimPorts => format!(
+            "check that no live run publishes and no host socket holds {} (held until the record is written)",
+            list(&plan.ports)
+        ),
+        Step::BindListeners => format!("bind the host listeners of {} in this namespace", list(&plan.ports)),
+        Step::WriteRecord => {
+            "write the record (<run dir>/runs/<id>.json); everything created from here on is recorded \
+                              before or as it is created"
+                .into()
+        }
+        Step::LeaseAddress { network, requested } => match (requested, def) {
+            (Some(ip), _) => format!("lease {ip} on {network} under a file lock"),
+            (None, Some(d)) => format!("lease the next free address of {network} ({}) under a file lock", d.subnet),
+            (None, None) => format!("lease the next free address of {network} under a file lock"),
+        },
+        Step::EnsureNetwork { network } => match def {
+            Some(d) => format!(
+                "ensure bridge {} with {}/{} up; ip_forward on; nftables table ip pelagos-{network}:\n{}",
+                d.bridge,
+                d.gateway,
+                d.subnet.prefix(),
+                indent(&table_script(&rules_for(d)))
+            ),
+            None => format!("ensure the bridge and nftables table of {network}"),
+        },
+        Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
+        Step::ForkChild { ns } => {
+            let enter = match ns {
+                ChildNs::NewUserAndNet => {
+                    "it unshares a user and a network namespace, maps your uid to root inside, brings lo up \
+                     (ioctl SIOCSIFFLAGS)"
+                        .to_owned()
+                }
+                ChildNs::NewNet => "it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS)".to_owned(),
+                ChildNs::Join { ns } => format!("it joins {} with setns", ns_text(*ns)),
+            };
+            format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
+        }
+        Step::PrepareDns => "read the host's resolv.conf and hosts and prepare the run's (a bridge forwarder's \
+                             sockets are bound now)"
+            .into(),
+        Step::StartDns => match &plan.dns {
+            Some(dns) => format!("start the DNS forwarder: {}", dns.resolver),
+            None => "start the DNS forwarder".into(),
+        },
+        Step::NameNetns { of } => {
+            format!("name the namespace /run/netns/pelagos-<id> (a bind mount of {})", ns_text(*of))
+        }
+        Step::CreateVeth { network, into } => {
+            let bridge = def.map_or_else(|| network.clone(), |d| d.bridge.to_string());
+            format!("create veth pv<id> on {bridge} with its peer eth0 created inside {}", ns_text(*into))
+        }
+        Step::ConfigureAddress { .. } => match def {
+            Some(d) => format!("eth0: address <leased>/{}, up, default route via {}", d.subnet.prefix(), d.gateway),
+            None => "eth0: address <leased>, up, default route via the gateway".into(),
+        },
+        Step::InstallForwards { network } => {
+            let resolved: Vec<_> = plan.ports.iter().filter(|m| m.host.is_some()).cloned().collect();
+            match forwards(Ipv4Addr::UNSPECIFIED, &resolved) {
+                Ok(f) if !f.is_empty() => format!(
+                    "add forwards (one transaction):\n{}",
+                    indent(&add_forwards_script(network, &f).replace("0.0.0.0 .", "<leased> ."))
+                ),
+                _ => format!("add the published ports to the maps of table ip pelagos-{network}"),
+            }
+        }
+        Step::SpawnHelper { helper, target } => {
+            let forwards = if plan.builtin() || plan.ports.is_empty() { " (no port forwards)" } else { "" };
+            format!("start {} against {}{forwards}", helper.name(), ns_text(*target))
+        }
+        Step::AwaitReady { helper: Helper::Pasta } => {
+            let ports = if plan.builtin() { "" } else { ", every published host port" };
+            format!("wait for the default route{ports} and every --host-port listener")
+        }
+        Step::AwaitReady { helper: Helper::Slirp4netns } => {
+            let mut text = "wait for slirp4netns's ready-fd".to_owned();
+            if !plan.builtin() {
+                for m in &plan.ports {
+                    let _ = write!(text, "; add_hostfwd through the API socket: {m}");
+                }
+            }
+            text
+        }
+        Step::StartRelay { target, inside, detached } => {
+            let how = match inside {
+                Inside::Factory => "with a socket factory forked into the user and network namespace",
+                Inside::Join => "which joins the namespace",
+            };
+            let proc = if *detached { "in a relay process of its own" } else { "in this process" };
+            let routing = if plan.mode == crate::model::mode::NetworkMode::Loopback {
+                "no routed address inside, so servers see every client as 127.0.0.1".to_owned()
+            } else {
+                format!(
+                    "route marked packets (fwmark {:#x}) to a local table and set tcp_fwmark_accept, so TCP servers \
+                     see client source addresses",
+                    crate::ports::builtin::SOURCE_MARK
+                )
+            };
+            format!("start the relay thread {proc} {how}, into {} (epoll, splice); {routing}", ns_text(*target))
+        }
+        Step::Commit => "mark the attachment ready: it lives until detached or until its namespace is gone".into(),
+        Step::ExecCommand => {
+            "release the child to exec the command; forward signals; tear down in reverse at exit".into()
+        }
+        Step::ExecInPlace => "exec the command in the caller's namespaces (no isolation)".into(),
+    }
+}

@@ -1,0 +1,207 @@
+//! The one undo function: every teardown (a run ending, a setup failing,
+//! `detach`, `gc` after a crash, a runtime's detach) walks a record's
+//! resources newest first through `undo`.
+//!
+//! Each undo tolerates "already gone", so undoing a resource that was
+//! recorded but never created, or twice, does nothing the second time.
+//! When the process undoing is the one that created a resource, `Live`
+//! holds its handle and undo uses it (a helper stopped gently hands back its
+//! output; the relay thread is joined); otherwise the record's data is
+//! enough (a process is stopped by pid and start time).
+
+use super::exec::LiveHelper;
+use crate::bridge::firewall::Firewall;
+use crate::bridge::lease::LeaseStore;
+use crate::bridge::netlink::Netlink;
+use crate::host::procfs::ProcessId;
+use crate::ns::child::NsChild;
+use crate::ports::builtin::{BuiltinPorts, stop_builtin_ports};
+use crate::state::paths::Paths;
+use crate::state::record::{ProcessRole, Resource};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why undoing one resource failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    /// A process could not be stopped.
+    #[error("stop {role} (pid {pid})")]
+    Stop {
+        /// What it is.
+        role: &'static str,
+        /// Its pid.
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stopping the helper left something behind (its socket).
+    #[error(transparent)]
+    Slirp(#[from] crate::helpers::slirp::process::SlirpError),
+    /// The named netns could not be removed.
+    #[error(transparent)]
+    Netns(#[from] crate::ns::netns::NetnsError),
+    /// The lease could not be released.
+    #[error(transparent)]
+    Lease(#[from] crate::bridge::lease::LeaseError),
+    /// The forwards could not be removed.
+    #[error(transparent)]
+    Firewall(#[from] crate::bridge::firewall::FirewallError),
+    /// The veth pair could not be removed.
+    #[error("remove veth {name}")]
+    Veth {
+        /// Host end.
+        name: String,
+        /// Cause.
+        #[source]
+        source: crate::bridge::netlink::NetlinkError,
+    },
+    /// A file could not be removed.
+    #[error("remove {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Handles of what the undoing process itself runs.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// The command's child.
+    pub child: Option<NsChild>,
+    /// The network helper.
+    pub helper: Option<LiveHelper>,
+    /// The relay.
+    pub relay: Option<BuiltinPorts>,
+    /// The DNS forwarder.
+    pub dns: Option<crate::dns::forwarder::Forwarder>,
+}
+
+/// What undo needs besides the resource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Env<'a> {
+    /// State roots (`/proc`, the run directory).
+    pub paths: &'a Paths,
+}
+
+/// How long a helper stopped by pid gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Undo one resource. Returns a helper's output when it stopped one of
+/// its own (or read a detached helper's log).
+pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Result<Option<String>, UndoError> {
+    crate::fault::point(undo_point(resource));
+    match resource {
+        Resource::Process { role, process } => stop(*role, *process, env, live),
+        Resource::NetnsName { path } => Ok(crate::ns::netns::remove_named(path).map(|_| None)?),
+        Resource::Lease { network, address, holder } => {
+            Ok(LeaseStore::new(&env.paths.run_dir).release(network, *address, holder).map(|_| None)?)
+        }
+        Resource::Veth { name } => remove_veth(name).map(|_| None),
+        Resource::Forwards { network, forwards } => {
+            // Its socket is closed off this path (see the firewall's closer).
+            Firewall::new()?.remove_forwards(network, forwards)?;
+            Ok(None)
+        }
+        Resource::File { path } => remove_file(path).map(|_| None),
+        Resource::Log { path, .. } => {
+            let text = crate::helpers::detached::read_log(path);
+            remove_file(path)?;
+            Ok(text)
+        }
+        Resource::Dns => {
+            if let Some(forwarder) = live.dns.take() {
+                log::debug!("dns forwarder stopped: {:?}", forwarder.stop());
+            }
+            Ok(None)
+        }
+        Resource::Relay { factory, .. } => {
+            match live.relay.take() {
+                // Listeners close first: no new connection is accepted into
+                // a namespace that is going away; the factory stops with it.
+                Some(ports) => log::debug!("builtin port driver stopped: {:?}", stop_builtin_ports(ports)),
+                None => {
+                    if let Some(f) = factory {
+                        kill_process(ProcessRole::Relay.name(), *f, env, Duration::ZERO)?;
+                    }
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The fault point before undoing `resource`.
+fn undo_point(resource: &Resource) -> &'static str {
+    match resource {
+        Resource::Process { role: ProcessRole::Command, .. } => "undo.command",
+        Resource::Process { .. } => "undo.process",
+        Resource::NetnsName { .. } => "undo.netns",
+        Resource::Lease { .. } => "undo.lease",
+        Resource::Veth { .. } => "undo.veth",
+        Resource::Forwards { .. } => "undo.forwards",
+        Resource::File { .. } | Resource::Log { .. } => "undo.file",
+        Resource::Relay { .. } => "undo.relay",
+        Resource::Dns => "undo.dns",
+    }
+}
+
+/// Stop a process: ours (the live child or helper), or by pid and start
+/// time (SIGTERM, then SIGKILL after a grace, for helpers; SIGKILL for the
+/// command, which only a crashed owner leaves behind).
+fn stop(role: ProcessRole, process: ProcessId, env: &Env<'_>, live: &mut Live) -> Result<Option<String>, UndoError> {
+    if role == ProcessRole::Command
+        && let Some(mut child) = live.child.take()
+    {
+        if child.pid() == process.pid {
+            child.kill_and_reap();
+            return Ok(None);
+        }
+        live.child = Some(child);
+    }
+    if let Some(helper) = live.helper.take() {
+        if helper.id() == process {
+            let (output, mut errors) = helper.stop();
+            crate::fault::point("teardown.helper-stopped");
+            return match errors.pop() {
+                Some(e) => Err(e.into()),
+                None => Ok(Some(output)),
+            };
+        }
+        live.helper = Some(helper);
+    }
+    let grace = if role == ProcessRole::Command { Duration::ZERO } else { STOP_GRACE };
+    kill_process(role.name(), process, env, grace).map(|_| None)
+}
+
+fn kill_process(role: &'static str, process: ProcessId, env: &Env<'_>, grace: Duration) -> Result<(), UndoError> {
+    crate::helpers::detached::stop_process(process, &env.paths.proc_root, grace).map_err(|source| UndoError::Stop {
+        role,
+        pid: process.pid,
+        source,
+    })
+}
+
+fn remove_veth(name: &str) -> Result<(), UndoError> {
+    let err = |source| UndoError::Veth { name: name.to_owned(), source };
+    let mut host = Netlink::open().map_err(err)?;
+    match host.link_index(name).map_err(err)? {
+        Some(index) => match host.delete_link(index) {
+            Ok(()) => Ok(()),
+            // Gone meanwhile (its namespace died and took it).
+            Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => Ok(()),
+            Err(e) => Err(err(e)),
+        },
+        None => Ok(()),
+    }
+}
+
+fn remove_file(path: &std::path::Path) -> Result<(), UndoError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UndoError::File { path: path.to_owned(), source: e }),
+        _ => Ok(()),
+    }
+}
