@@ -339,6 +339,8 @@ pub struct HostCaps {
     pub default_route: DefaultRoute,
     /// Signs of running in a container; empty when none.
     pub container: Vec<ContainerHint>,
+    /// The kernel's release (`<proc>/sys/kernel/osrelease`), when readable.
+    pub kernel_release: Option<String>,
 }
 
 impl HostCaps {
@@ -459,6 +461,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             ipv6: routes && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
         container: if full { helpers::container_hints(roots) } else { Vec::new() },
+        kernel_release: fs::read_to_string(proc.join("sys/kernel/osrelease")).ok().map(|r| r.trim().to_string()),
     }
 }
 

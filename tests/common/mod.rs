@@ -88,6 +88,17 @@ pub fn skip(tier: &str, why: &str) {
     eprintln!("SKIP [{tier}]: {why}");
 }
 
+/// What the running kernel lacks of the features pelagos-net needs, each
+/// with the release that brought it (empty on Linux 5.10 and later; see
+/// `pelagos_net::host::kernel`).
+pub fn kernel_lacks() -> Vec<String> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    pelagos_net::host::kernel::missing(&release)
+        .iter()
+        .map(|f| format!("{} needs Linux {} or later ({})", f.name, f.since, f.used_for))
+        .collect()
+}
+
 pub fn which(prog: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(prog)).find(|p| p.is_file())
 }
@@ -119,6 +130,12 @@ impl Tier {
                 self.label(),
                 "the integration harness needs root to build throwaway namespaces (run scripts/test-all with sudo)",
             );
+            return None;
+        }
+        let lacks = kernel_lacks();
+        if !lacks.is_empty() {
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            skip(self.label(), &format!("this kernel (Linux {}) is too old: {}", release.trim(), lacks.join("; ")));
             return None;
         }
         if which("pasta").is_none() {
