@@ -161,15 +161,14 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
             Some("configure the host's network (a default route), or use --network loopback".into()),
         )
     });
-    out.push(if caps.nftables.usable() {
-        check("nftables", Status::Pass, "nf_tables available (bridge NAT and published ports)", None)
-    } else {
-        check(
+    out.push(match caps.nftables.problem() {
+        None => check("nftables", Status::Pass, "nf_tables available (bridge NAT and published ports)", None),
+        Some(problem) => check(
             "nftables",
             Status::Warn,
-            "nf_tables not found: bridge networks need it for NAT and published ports",
-            Some("`sudo modprobe nf_tables` (and install nftables)".into()),
-        )
+            format!("{}: bridge networks need it for NAT and published ports", problem.reason),
+            Some(problem.fix.into()),
+        ),
     });
     let subids = !caps.subuid.is_empty() && caps.newuidmap.is_some();
     out.push(check(
