@@ -14,6 +14,7 @@ mod holder;
 mod ns;
 mod relay;
 
+pub(crate) use bridge::BridgeWants;
 pub(crate) use helper::LiveHelper;
 
 use super::RunError;
@@ -68,6 +69,12 @@ pub(crate) struct Exec {
     pub dns: Option<crate::dns::PreparedDns>,
     /// The published ports' check, held until the record is written.
     claim: Option<crate::ports::precheck::PortClaim>,
+    /// Clean what dead runs left before writing the record (the cheap
+    /// gc); off for a caller that lives for one call and is timed per
+    /// container (the CNI plugin: the runtime's `GC` verb does that).
+    pub gc_first: bool,
+    /// Undo defers veth deletions to the exiting process's child.
+    pub defer_links: bool,
 }
 
 impl std::fmt::Debug for Exec {
@@ -119,6 +126,8 @@ impl Exec {
             bridge: bridge::BridgeState::default(),
             dns: None,
             claim: None,
+            gc_first: true,
+            defer_links: false,
         }
     }
 
@@ -149,6 +158,7 @@ impl Exec {
                 Ok(())
             }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
+            Step::UseAddress { .. } => bridge::delegated(self),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
             Step::CreateNetns => ns::create_named(self),
             Step::ForkChild { ns } => ns::fork_child(self, *ns),
@@ -170,6 +180,18 @@ impl Exec {
             // The command is the caller's business (it holds the signals).
             Step::ExecCommand | Step::ExecInPlace => Ok(()),
         }
+    }
+
+    /// Run every step of the plan in order; a failed step tears down what
+    /// the earlier ones made and comes back first among the errors.
+    pub fn run_steps(&mut self) -> Result<(), RunError> {
+        let steps = self.plan.steps.clone();
+        for step in &steps {
+            if let Err(e) = self.run(step, &mut || false) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
     }
 
     /// Every step ran: let go of what only the setup needed.
@@ -208,12 +230,12 @@ impl Exec {
     /// a failure never stops the setup), and write the record.
     fn open_record(&mut self) -> Result<(), RunError> {
         let store = Store::open(&self.paths.run_dir, nix::unistd::geteuid().as_raw())?;
-        match super::gc::gc(&self.paths, false) {
-            Ok(report) if !report.actions.is_empty() => {
+        match self.gc_first.then(|| super::gc::gc(&self.paths, false)) {
+            Some(Ok(report)) if !report.actions.is_empty() => {
                 log::info!("cleaned {} leftovers of dead runs", report.actions.len())
             }
-            Ok(_) => {}
-            Err(e) => log::debug!("gc before setup: {e}"),
+            Some(Err(e)) => log::debug!("gc before setup: {e}"),
+            _ => {}
         }
         crate::fault::point("run.before-record");
         store.write_record(&self.record)?;
@@ -268,7 +290,7 @@ impl Exec {
             self.live.helper = Some(pending.into_live());
         }
         self.live.child = self.child.take();
-        let env = undo::Env { paths: &self.paths };
+        let env = undo::Env { paths: &self.paths, defer_links: self.defer_links };
         let mut output = None;
         let mut errors = Vec::new();
         for resource in self.record.resources.iter().rev() {

@@ -50,6 +50,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         Resource::NetnsName { path } => format!("netns {}", path.display()),
         Resource::Lease { network, address, .. } => format!("lease {address} on {network}"),
         Resource::Veth { name } => format!("veth {name}"),
+        Resource::Ipam { address, plugin, .. } => format!("address {address} of IPAM plugin {}", plugin.display()),
         Resource::Forwards { network, forwards } => {
             format!("{} forwards in table ip pelagos-{network}", forwards.len())
         }
@@ -69,7 +70,18 @@ pub(crate) fn undo_record(
     dry_run: bool,
     actions: &mut Vec<Action>,
 ) -> Option<String> {
-    let env = undo::Env { paths };
+    undo_record_in(record, undo::Env::new(paths), store, dry_run, actions)
+}
+
+/// [`undo_record`] with the undo environment given.
+pub(crate) fn undo_record_in(
+    record: &Record,
+    env: undo::Env<'_>,
+    store: &Store,
+    dry_run: bool,
+    actions: &mut Vec<Action>,
+) -> Option<String> {
+    let paths = env.paths;
     let mut live = Live::default();
     let mut output = None;
     for resource in record.resources.iter().rev() {
@@ -147,13 +159,6 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     }
     let live: Vec<String> = report.live.clone();
     leftovers::sweep(paths, dry_run, &live, &mut report.actions);
-    // CNI attachments have no owner process (the container runtime owns
-    // their lifecycle): listed as live, left to the CNI DEL and GC verbs.
-    if let Ok(records) = crate::cni::record::CniStore::new(&paths.run_dir).list(None) {
-        report.live.extend(
-            records.into_iter().flatten().map(|r| format!("cni:{}/{}/{}", r.network, r.container_id, r.ifname)),
-        );
-    }
     Ok(report)
 }
 

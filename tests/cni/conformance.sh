@@ -99,15 +99,15 @@ chain_other() {
 }
 
 normalize() { # MACs and our veth's name vary
-    jq -S -c '.interfaces |= map(.mac = "MAC" | if (.name | test("^pc[0-9a-f]{12}$")) then .name = "VETH" else . end)'
+    jq -S -c '.interfaces |= map(.mac = "MAC" | if (.name | test("^pv[0-9a-f]{12}$")) then .name = "VETH" else . end)'
 }
 
 leftovers() { # what a network's attachments could leave: veths, leases, records, forwards
     local net=$1
     {
-        ip -o link show | grep -o ' pc[0-9a-f]\{12\}' || true
+        ip -o link show | grep -o ' pv[0-9a-f]\{12\}' || true
         find /run/st/run/leases/"$net" -type f ! -name .last 2>/dev/null || true
-        find /run/st/run/cni/"$net" -type f 2>/dev/null || true
+        grep -l "\"bridge:$net\"" /run/st/run/runs/*.json 2>/dev/null || true
         nft -j list map ip "pelagos-$net" fwd_tcp_any 2>/dev/null | jq -c '.nftables[] | .map.elem // empty' || true
     } | tr -d ' '
 }
@@ -149,18 +149,36 @@ section_protocol() {
     # GC keeps the listed attachment and removes the other.
     cni ADD keep eth0 /run/netns/c1 pelagos-net <<<"$c" >/dev/null
     if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
-        local gcout
-        gcout=$("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns gc --json)
+        local gcout psout kid cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns)
+        psout=$("${cli[@]}" ps --json)
+        kid=$(jq -r '.[] | select(.kind == "cni" and .container == "keep/eth0") | .id' <<<"$psout")
+        check "pelagos-net ps lists the CNI attachment with its network and address" \
+            bash -c "jq -e '.[] | select(.id == \"$kid\" and .network == \"conf\" and (.address | startswith(\"10.55.0.\")) and .mode == \"bridge:conf\")' <<<'$psout'"
+        gcout=$("${cli[@]}" gc --json)
         check "plain pelagos-net gc lists the CNI attachment as live and removes nothing of it" \
-            bash -c "jq -e '(.live | index(\"cni:conf/keep/eth0\")) and ([.actions[] | select(.run == \"keep\")] | length == 0)' <<<'$gcout' && ip -n c1 link show eth0"
+            bash -c "[[ -n '$kid' ]] && jq -e '(.live | index(\"$kid\")) and ([.actions[] | select(.run == \"$kid\")] | length == 0)' <<<'$gcout' && ip -n c1 link show eth0"
+        # The CLI attaching to the same named network shares its leases;
+        # the CNI GC leaves the CLI's attachment alone.
+        ip netns add c4
+        local cliatt
+        cliatt=$("${cli[@]}" attach --network bridge:conf --netns /run/netns/c4 --json)
+        check "a CLI attach to the same network gets another address of its subnet" \
+            bash -c "ip -n c4 -4 -o addr show eth0 | grep -q 10.55.0. && ! ip -n c4 -4 -o addr show eth0 | grep -q \"\$(ip -n c1 -4 -o addr show eth0 | grep -o '10.55.0.[0-9]*/')\""
     fi
     ip netns add c3
     cni ADD stale eth0 /run/netns/c3 pelagos-net <<<"$c" >/dev/null
     local gc
     gc=$(jq -c '. + {"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}' <<<"$c")
     check "GC exits 0" cni GC "" "" "" pelagos-net <<<"$gc"
-    check "GC removed the stale attachment's veth and lease, kept the listed one" \
-        eventually bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq 1 ]]"
+    local leases=1
+    [[ -n ${PELAGOS_NET_CLI:-} ]] && leases=2
+    check "GC removed the stale attachment's veth and lease, kept the listed one (and the CLI's)" \
+        eventually bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq $leases ]]"
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        check "the CLI's attachment survived the CNI GC" ip -n c4 link show eth0
+        "${cli[@]}" detach "$(jq -r .id <<<"$cliatt")" >/dev/null
+        ip netns del c4
+    fi
     check "STATUS exits 0" cni STATUS "" "" "" pelagos-net <<<"$c"
     check "GC with no valid attachment leaves nothing" cni GC "" "" "" pelagos-net <<<"$(jq -c '. + {"cni.dev/valid-attachments": []}' <<<"$c")"
     nothing_left conf
@@ -292,7 +310,7 @@ section_bad_input() {
     cni ADD full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)" >/dev/null
     expect_code "a full subnet" 11 "$(conf tiny 10.62.0.0/30)" ADD full2 eth1 /run/netns/b2
     check "a refused ADD created nothing (one veth and lease per successful ADD only)" \
-        eventually bash -c "[[ \$(ip -o link show | grep -c ' pc') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
+        eventually bash -c "[[ \$(ip -o link show | grep -c ' pv') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
     cni DEL first eth0 /run/netns/b1 pelagos-net <<<"$(conf taken 10.60.0.0/24)"
     cni DEL full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)"
     nothing_left taken
