@@ -16,7 +16,9 @@ use super::ipam;
 use super::record::attachment_id;
 use super::spec::{CniError, Code, Params};
 use crate::flow::gc::{Action, undo_record_in};
+use crate::bridge::lease::LeaseStore;
 use crate::flow::undo::Env;
+use crate::model::mode::NetworkMode;
 use crate::state::paths::Paths;
 use crate::state::record::{Phase, Record};
 use crate::state::store::{Store, StoreError};
@@ -24,14 +26,24 @@ use crate::state::store::{Store, StoreError};
 /// Undo `record` (marked as being torn down by this process first), every
 /// step attempted; all errors come back together.
 pub(super) fn undo(paths: &Paths, store: &Store, mut record: Record) -> Result<(), CniError> {
+    let unfinished = record.phase == Phase::Setup;
     record.phase = Phase::Teardown;
     record.owner = me();
     store.write_record(&record).map_err(host)?;
     crate::fault::point("cni.del.marked");
     let mut actions: Vec<Action> = Vec::new();
     undo_record_in(&record, Env { paths, defer_links: true }, store, false, &mut actions);
-    let errors: Vec<String> =
+    let mut errors: Vec<String> =
         actions.into_iter().filter_map(|a| a.error.map(|e| format!("{}: {e}", a.what))).collect();
+    // An ADD killed between writing its lease and recording it: the lease
+    // names this attachment as its holder.
+    if let (true, NetworkMode::Bridge(Some(net))) = (unfinished, &record.mode) {
+        let leases = LeaseStore::new(&paths.run_dir);
+        let released = leases.remove_stale_temps(net.as_str()).and_then(|_| leases.release_holder(net.as_str(), &record.id));
+        if let Err(e) = released {
+            errors.push(super::error_chain(&e));
+        }
+    }
     if errors.is_empty() {
         return Ok(());
     }
