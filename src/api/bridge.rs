@@ -70,7 +70,6 @@ impl NetworkSetup {
     }
 }
 
-
 /// Plan `req` for `target` and run every step under `req.id`.
 fn run_all(req: &AttachRequest<'_>, target: TargetKind, given: Option<OpenTarget>) -> Result<Exec, Error> {
     let AttachRequest { paths, def, id, ports, ip, owner } = *req;

@@ -111,7 +111,11 @@ pub(super) fn me() -> ProcessId {
 /// The state directory (created when missing).
 pub(super) fn store(paths: &Paths) -> Result<Store, CniError> {
     Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw()).map_err(|e| {
-        CniError::new(Code::IoFailure, format!("state directory {} is unusable", paths.run_dir.display()), e.to_string())
+        CniError::new(
+            Code::IoFailure,
+            format!("state directory {} is unusable", paths.run_dir.display()),
+            e.to_string(),
+        )
     })
 }
 
@@ -139,7 +143,11 @@ fn address(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
             let undo = || drop(ipam::exec(plugin, "DEL", params, stdin));
             let Some(ip) = res.ips.first() else {
                 undo();
-                return Err(CniError::new(Code::InvalidNetworkConfig, format!("IPAM plugin {plugin} gave no IPv4 address"), ""));
+                return Err(CniError::new(
+                    Code::InvalidNetworkConfig,
+                    format!("IPAM plugin {plugin} gave no IPv4 address"),
+                    "",
+                ));
             };
             let subnet = Ipv4Net::truncating(ip.address, ip.prefix).map_err(host)?;
             let gateway = ip.gateway.unwrap_or_else(|| subnet.first_host());
@@ -168,9 +176,10 @@ fn plan_add(
     let mut network = NetworkConfig::new(NetworkMode::Bridge(Some(a.def.name.clone())));
     network.ports = conf.ports.clone();
     network.port_driver = PortDriver::Nftables;
-    let ip = params.args.get("IP").map(|s| s.parse::<Ipv4Addr>()).transpose().map_err(|e| {
-        CniError::new(Code::InvalidEnvironment, "CNI_ARGS IP is not an IPv4 address", e.to_string())
-    })?;
+    let ip =
+        params.args.get("IP").map(|s| s.parse::<Ipv4Addr>()).transpose().map_err(|e| {
+            CniError::new(Code::InvalidEnvironment, "CNI_ARGS IP is not an IPv4 address", e.to_string())
+        })?;
     let req = Request {
         network,
         fallback: None,
@@ -228,8 +237,7 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
     let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, TIMEOUT, id, me());
     exec.gc_first = false;
     exec.defer_links = true;
-    exec.record.anchor =
-        Anchor::Runtime { container_id: params.container_id.clone(), ifname: params.ifname.clone() };
+    exec.record.anchor = Anchor::Runtime { container_id: params.container_id.clone(), ifname: params.ifname.clone() };
     exec.record.target = Some(target.record());
     exec.given = Some(target);
     let Addressed { def, delegated, plugin, dns } = addressed;
@@ -245,7 +253,9 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
     };
     if let Err(e) = exec.run_steps() {
         // The address was never recorded: the plugin's DEL is ours to run.
-        if exec.bridge.wants.delegated.is_some() && let Some(plugin) = &plugin {
+        if exec.bridge.wants.delegated.is_some()
+            && let Some(plugin) = &plugin
+        {
             let _ = ipam::exec(plugin, "DEL", params, stdin);
         }
         return Err(run_err(e));

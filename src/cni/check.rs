@@ -72,7 +72,10 @@ pub fn check(params: &Params, conf: &NetConf, paths: &Paths) -> Result<(), CniEr
         if let Resource::Forwards { network, forwards } = res {
             let have = Firewall::new().and_then(|mut fw| fw.forwards(network)).map_err(host)?;
             if let Some(missing) = forwards.iter().find(|f| !have.contains(f)) {
-                return Err(failed(format!("published port {} is missing from the network's table", missing.host_port)));
+                return Err(failed(format!(
+                    "published port {} is missing from the network's table",
+                    missing.host_port
+                )));
             }
         }
     }

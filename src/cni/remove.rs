@@ -15,8 +15,8 @@ use super::config::{Addressing, NetConf};
 use super::ipam;
 use super::record::attachment_id;
 use super::spec::{CniError, Code, Params};
-use crate::flow::gc::{Action, undo_record_in};
 use crate::bridge::lease::LeaseStore;
+use crate::flow::gc::{Action, undo_record_in};
 use crate::flow::undo::Env;
 use crate::model::mode::NetworkMode;
 use crate::state::paths::Paths;
@@ -39,7 +39,8 @@ pub(super) fn undo(paths: &Paths, store: &Store, mut record: Record) -> Result<(
     // names this attachment as its holder.
     if let (true, NetworkMode::Bridge(Some(net))) = (unfinished, &record.mode) {
         let leases = LeaseStore::new(&paths.run_dir);
-        let released = leases.remove_stale_temps(net.as_str()).and_then(|_| leases.release_holder(net.as_str(), &record.id));
+        let released =
+            leases.remove_stale_temps(net.as_str()).and_then(|_| leases.release_holder(net.as_str(), &record.id));
         if let Err(e) = released {
             errors.push(super::error_chain(&e));
         }

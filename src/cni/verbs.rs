@@ -53,7 +53,9 @@ pub fn gc(_params: &Params, conf: &NetConf, paths: &Paths, _stdin: &[u8]) -> Res
         }
     }
     match crate::flow::gc::gc(paths, false) {
-        Ok(report) => errors.extend(report.actions.into_iter().filter_map(|a| a.error.map(|e| format!("{}: {e}", a.what)))),
+        Ok(report) => {
+            errors.extend(report.actions.into_iter().filter_map(|a| a.error.map(|e| format!("{}: {e}", a.what))))
+        }
         Err(e) => errors.push(super::error_chain(&e)),
     }
     if let Err(e) = stray_veths(paths, net, &named) {
