@@ -69,9 +69,10 @@ pub(crate) struct Exec {
     pub dns: Option<crate::dns::PreparedDns>,
     /// The published ports' check, held until the record is written.
     claim: Option<crate::ports::precheck::PortClaim>,
-    /// Clean what dead runs left before writing the record (the cheap
-    /// gc); off for a caller that lives for one call and is timed per
-    /// container (the CNI plugin: the runtime's `GC` verb does that).
+    /// Clean what dead runs left before writing the record (the cheap gc,
+    /// when due: see `gc::gc_if_due`); off for a caller that lives for one
+    /// call and is timed per container (the CNI plugin: the runtime's `GC`
+    /// verb does that).
     pub gc_first: bool,
     /// Undo defers veth deletions to the exiting process's child.
     pub defer_links: bool,
@@ -230,7 +231,7 @@ impl Exec {
     /// a failure never stops the setup), and write the record.
     fn open_record(&mut self) -> Result<(), RunError> {
         let store = Store::open(&self.paths.run_dir, nix::unistd::geteuid().as_raw())?;
-        match self.gc_first.then(|| super::gc::gc(&self.paths, false)) {
+        match self.gc_first.then(|| super::gc::gc_if_due(&self.paths)).flatten() {
             Some(Ok(report)) if !report.actions.is_empty() => {
                 log::info!("cleaned {} leftovers of dead runs", report.actions.len())
             }

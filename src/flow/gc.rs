@@ -103,6 +103,40 @@ pub(crate) fn undo_record_in(
     output
 }
 
+/// How often, at most, a setup runs the cheap gc before writing its
+/// record (per state directory).
+pub const SETUP_GC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The gc a setup runs before writing its record, when due: at most once
+/// per [`SETUP_GC_EVERY`] per state directory, told by the modification
+/// time of `<run>/gc.stamp`. A pass reads every record, which at hundreds
+/// of live containers would be most of an attach's own time; leftovers of
+/// dead runs wait at most that long (or for `pelagos-net gc`). `None` when
+/// not due.
+pub(crate) fn gc_if_due(paths: &Paths) -> Option<Result<GcReport, StoreError>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stamp = paths.run_dir.join("gc.stamp");
+    let now = std::time::SystemTime::now();
+    let fresh = std::fs::symlink_metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age < SETUP_GC_EVERY));
+    if fresh {
+        return None;
+    }
+    let touched = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&stamp)
+        .and_then(|f| f.set_modified(now));
+    if let Err(e) = touched {
+        log::debug!("gc stamp {}: {e}", stamp.display());
+    }
+    Some(gc(paths, false))
+}
+
 /// Find dead records and undo them (nothing is removed with `dry_run`).
 pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     let euid = nix::unistd::geteuid().as_raw();
