@@ -374,6 +374,18 @@ section_forward_drop() {
     check "a container still reaches the upstream (masqueraded) with FORWARD DROP" \
         bash -c "ip netns exec w1 socat -T2 - TCP:10.64.0.1:9000 </dev/null | grep -q upstream"
     kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        local cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns)
+        local planned=/run/st/plan.out
+        "${cli[@]}" plan --network bridge:fwd --json -- true >"$planned"
+        check "plan names the FORWARD DROP policy and the iptables rules the setup inserts" \
+            jq -e '.warnings | any(contains("FORWARD policy is DROP") and contains("iptables -I FORWARD 1 -i pn-fwd"))' "$planned"
+        nft add table inet firewalld
+        "${cli[@]}" plan --network bridge:fwd -- true >"$planned"
+        check "plan names firewalld and the command that lets the bridge forward" \
+            bash -c "grep -q 'firewalld is active' $planned && grep -q 'firewall-cmd --permanent --zone=trusted --add-interface=pn-fwd' $planned"
+        nft delete table inet firewalld
+    fi
     cni DEL w1 eth0 /run/netns/w1 pelagos-net <<<"$c"
     nothing_left fwd
     ip netns del w1; ip netns del up1
