@@ -239,6 +239,13 @@ impl Exec {
             _ => {}
         }
         crate::fault::point("run.before-record");
+        // The port index first: an entry never lacks while its record exists.
+        if !self.record.ports.is_empty() {
+            let index = crate::state::port_index::PortIndex::new(&self.paths.run_dir);
+            index.add(&self.record.id, &self.record.ports).map_err(|source| {
+                crate::state::store::StoreError::WriteRecord { path: self.paths.run_dir.join("ports"), source }
+            })?;
+        }
         store.write_record(&self.record)?;
         crate::fault::point("run.record-written");
         self.store = Some(store);
@@ -303,10 +310,11 @@ impl Exec {
         }
         // Open namespace files close here, before the record goes.
         self.named = None;
-        if let Some(store) = self.store.take()
-            && let Err(e) = store.remove_record(&self.record.id)
-        {
-            errors.push(e.into());
+        if let Some(store) = self.store.take() {
+            if let Err(e) = store.remove_record(&self.record.id) {
+                errors.push(e.into());
+            }
+            super::gc::forget_ports(&self.paths, &self.record);
         }
         (output, errors)
     }

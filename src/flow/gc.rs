@@ -99,8 +99,22 @@ pub(crate) fn undo_record_in(
         actions.push(Action { run: record.id.clone(), what, error });
     }
     let error = if dry_run { None } else { store.remove_record(&record.id).err().map(|e| e.to_string()) };
+    if !dry_run {
+        forget_ports(paths, record);
+    }
     actions.push(Action { run: record.id.clone(), what: "record".into(), error });
     output
+}
+
+/// Remove the port index entries of `record` (after the record: an entry
+/// may outlive its record, never the other way round); a failure leaves
+/// entries `gc` sweeps later.
+pub(crate) fn forget_ports(paths: &Paths, record: &Record) {
+    if !record.ports.is_empty()
+        && let Err(e) = crate::state::port_index::PortIndex::new(&paths.run_dir).forget(&record.id, &record.ports)
+    {
+        log::debug!("port index of {}: {e}", record.id);
+    }
 }
 
 /// How often, at most, a setup runs the cheap gc before writing its
@@ -193,6 +207,7 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
     }
     let live: Vec<String> = report.live.clone();
     leftovers::sweep(paths, dry_run, &live, &mut report.actions);
+    leftovers::port_index(paths, &store, dry_run, &mut report.actions);
     Ok(report)
 }
 

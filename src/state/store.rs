@@ -150,34 +150,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The published ports of every readable record, by id: only the
-    /// `ports` field is decoded (records that cannot be read are skipped:
-    /// `gc` reports them).
-    pub fn published(&self) -> Result<Vec<(String, Vec<crate::model::port::PortMapping>)>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct Ports {
-            #[serde(default)]
-            format: u32,
-            #[serde(default)]
-            ports: Vec<crate::model::port::PortMapping>,
-        }
-        let read_dir =
-            fs::read_dir(&self.runs).map_err(|source| StoreError::ReadRecord { path: self.runs.clone(), source })?;
-        let mut out = Vec::new();
-        for entry in read_dir.flatten() {
-            let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
-            let Ok(bytes) = crate::state::safefs::read_nofollow(&entry.path()) else { continue };
-            match serde_json::from_slice::<Ports>(&bytes) {
-                Ok(p) if p.format == RECORD_FORMAT && !p.ports.is_empty() => out.push((id.to_owned(), p.ports)),
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Write `bytes` to `tmp` (0600, never through a symlink) and rename it
 /// over `path`, so readers see the old content or the new, never a mix.
 pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -8,7 +8,7 @@
 #
 #   tests/cni/conformance.sh PLUGIN_BINARY [SECTION...]
 #
-# Sections: protocol chains concurrency bad-input fault-sweep forward-drop
+# Sections: protocol chains concurrency bad-input ports fault-sweep forward-drop
 # (all by default). Needs root, iproute2, jq, socat, nft, and Debian's
 # containernetworking-plugins (/usr/lib/cni) and iptables for the chains.
 #
@@ -26,7 +26,7 @@ if [[ ${PELAGOS_CNI_SANDBOX:-} != 1 ]]; then
 fi
 
 BIN=$(readlink -f "$1"); shift
-SECTIONS=${*:-protocol chains concurrency bad-input fault-sweep forward-drop}
+SECTIONS=${*:-protocol chains concurrency bad-input ports fault-sweep forward-drop}
 REF=/usr/lib/cni
 mount -t tmpfs -o mode=0755 pelagos-cni-conformance /run
 mkdir -p /run/netns /run/st /run/bin
@@ -108,6 +108,7 @@ leftovers() { # what a network's attachments could leave: veths, leases, records
         ip -o link show | grep -o ' pv[0-9a-f]\{12\}' || true
         find /run/st/run/leases/"$net" -type f ! -name .last 2>/dev/null || true
         grep -l "\"bridge:$net\"" /run/st/run/runs/*.json 2>/dev/null || true
+        find /run/st/run/ports -type f 2>/dev/null || true
         nft -j list map ip "pelagos-$net" fwd_tcp_any 2>/dev/null | jq -c '.nftables[] | .map.elem // empty' || true
     } | tr -d ' '
 }
@@ -317,6 +318,51 @@ section_bad_input() {
     nothing_left tiny
     ip link del hostnet
     ip netns del b1; ip netns del b2
+}
+
+expect_msg() { # what code text stdin-config container netns: ADD refused with code and text in msg
+    local what=$1 code=$2 text=$3 conf=$4 out status
+    out=$(cni ADD "$5" eth0 "$6" pelagos-net <<<"$conf")
+    status=$?
+    if [[ $status -ne 0 ]] && jq -e --argjson c "$code" --arg t "$text" '.code == $c and (.msg | contains($t))' <<<"$out" >/dev/null 2>&1; then
+        ok "$what -> code $code"
+    else
+        notok "$what -> code $code naming \"$text\" (status $status: $out)"
+    fi
+}
+
+section_ports() {
+    echo "# published ports go through the same check as the CLI's: taken ones are refused"
+    local pm='"runtimeConfig":{"portMappings":[{"hostPort":PORT,"containerPort":80,"protocol":"tcp"}]}'
+    ip netns add q1; ip netns add q2; ip netns add q3
+    cni ADD q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")" >/dev/null
+    expect_msg "a host port another container of the network publishes" 7 "already published" \
+        "$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+    expect_msg "a host port a container of another network publishes" 7 "already published" \
+        "$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+    socat TCP-LISTEN:18101,reuseaddr,fork SYSTEM:true &
+    local srv=$!
+    eventually bash -c "ss -ltn | grep -q ':18101 '"
+    expect_msg "a host port a host process listens on" 7 "port in use" \
+        "$(conf pa 10.66.0.0/24 "${pm/PORT/18101}")" q2 /run/netns/q2
+    kill "$srv"; wait "$srv" 2>/dev/null
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        local cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns) att
+        att=$("${cli[@]}" attach --network bridge:pa -p 18102:80 --netns /run/netns/q3 --json)
+        expect_msg "a host port a CLI attachment publishes" 7 "already published" \
+            "$(conf pb 10.67.0.0/24 "${pm/PORT/18102}")" q2 /run/netns/q2
+        local out
+        out=$("${cli[@]}" attach --network bridge:pb -p 18100:80 --netns /run/netns/q2 2>&1)
+        check "the CLI refuses a host port a CNI attachment publishes" bash -c "grep -q 'already published' <<<\"\$1\"" _ "$out"
+        "${cli[@]}" detach "$(jq -r .id <<<"$att")" >/dev/null
+    fi
+    check "a refused ADD created nothing" bash -c "! ip -n q2 link show eth0 && [[ \$(ls /run/st/run/leases/pb 2>/dev/null | wc -l) -eq 0 ]]"
+    cni DEL q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")"
+    check "DEL frees the port for the next ADD" cni ADD q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")"
+    cni DEL q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")"
+    nothing_left pa
+    nothing_left pb
+    ip netns del q1; ip netns del q2; ip netns del q3
 }
 
 section_fault_sweep() {
