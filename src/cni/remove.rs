@@ -20,6 +20,7 @@ use crate::flow::gc::{Action, undo_record_in};
 use crate::flow::undo::Env;
 use crate::model::mode::NetworkMode;
 use crate::state::paths::Paths;
+use crate::state::port_index::PortIndex;
 use crate::state::record::{Phase, Record};
 use crate::state::store::{Store, StoreError};
 
@@ -62,6 +63,8 @@ pub fn del(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
         // it, which created nothing but, with a delegated IPAM plugin,
         // maybe an address (its DEL is idempotent).
         Err(StoreError::ReadRecord { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            // A DEL that died after removing the record left its ports' index.
+            PortIndex::new(&paths.run_dir).forget_id(&id).map_err(host)?;
             match &conf.addressing {
                 Addressing::Delegate { plugin } => ipam::exec(plugin, "DEL", params, stdin).map(drop),
                 Addressing::Leases { .. } => Ok(()),

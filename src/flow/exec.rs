@@ -239,14 +239,17 @@ impl Exec {
             _ => {}
         }
         crate::fault::point("run.before-record");
-        // The port index first: an entry never lacks while its record exists.
+        store.write_record(&self.record)?;
+        // Then the port index, still under the port check's lock: an entry
+        // never exists without its record.
         if !self.record.ports.is_empty() {
             let index = crate::state::port_index::PortIndex::new(&self.paths.run_dir);
-            index.add(&self.record.id, &self.record.ports).map_err(|source| {
-                crate::state::store::StoreError::WriteRecord { path: self.paths.run_dir.join("ports"), source }
-            })?;
+            if let Err(source) = index.add(&self.record.id, &self.record.ports) {
+                self.store = Some(store);
+                let path = self.paths.run_dir.join("ports");
+                return Err(crate::state::store::StoreError::WriteRecord { path, source }.into());
+            }
         }
-        store.write_record(&self.record)?;
         crate::fault::point("run.record-written");
         self.store = Some(store);
         Ok(())

@@ -7,10 +7,12 @@
 //! read.
 //!
 //! The index only narrows the search; the records stay the truth. Entries
-//! are written before their record (under the runs directory's lock the
-//! port check holds) and removed after it, so an entry may name a record
-//! that is gone or dead, never the other way round: readers skip such an
-//! entry and [`PortIndex::forget`] or `gc` removes it.
+//! are written right after their record, under the runs directory's lock
+//! the port check holds (so no check runs in between; a setup killed in
+//! between left a dead record, which holds no port), and removed after it:
+//! an entry may name a record that is gone, never the other way round.
+//! Readers skip such an entry; a repeated undo ([`PortIndex::forget_id`])
+//! or `gc` removes it.
 
 use crate::model::port::PortMapping;
 use std::fs;
@@ -60,15 +62,18 @@ impl PortIndex {
 
     /// Remove what [`PortIndex::add`] wrote for `id` (what is missing is fine).
     pub fn forget(&self, id: &str, ports: &[PortMapping]) -> io::Result<()> {
-        for slot in ports.iter().flat_map(slots) {
-            match fs::remove_file(self.dir.join(&slot).join(id)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            // An empty directory goes too; one still in use stays.
-            let _ = fs::remove_dir(self.dir.join(slot));
-        }
-        Ok(())
+        ports.iter().flat_map(slots).try_for_each(|slot| self.remove_entry(&slot, id))
+    }
+
+    /// Remove every entry of `id`, whatever ports it published (its record
+    /// is gone: a teardown that died between removing it and its entries).
+    pub fn forget_id(&self, id: &str) -> io::Result<()> {
+        let Ok(slots) = fs::read_dir(&self.dir) else { return Ok(()) };
+        slots
+            .flatten()
+            .map(|s| s.file_name().to_string_lossy().into_owned())
+            .filter(|slot| self.dir.join(slot).join(id).exists())
+            .try_for_each(|slot| self.remove_entry(&slot, id))
     }
 
     /// The ids of records that may publish a port of `ports`: those
@@ -86,8 +91,8 @@ impl PortIndex {
     }
 
     /// Every (slot, id) entry older than `age`, for `gc`'s sweep of
-    /// entries whose record is gone (a setup writes its entries an instant
-    /// before its record: a young entry may be one of those).
+    /// entries whose record is gone (a young one may belong to a setup of
+    /// the same id, a CNI attachment's, writing its record again).
     pub fn older_than(&self, age: std::time::Duration) -> Vec<(String, String)> {
         let now = std::time::SystemTime::now();
         let old = |slot: &str, id: &str| {
@@ -108,7 +113,8 @@ impl PortIndex {
             .collect()
     }
 
-    /// Remove one entry (and its directory when empty).
+    /// Remove one entry (missing is fine), and its directory when that
+    /// was the last one (a directory still in use stays).
     pub fn remove_entry(&self, slot: &str, id: &str) -> io::Result<()> {
         match fs::remove_file(self.dir.join(slot).join(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

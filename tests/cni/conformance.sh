@@ -335,31 +335,31 @@ section_ports() {
     echo "# published ports go through the same check as the CLI's: taken ones are refused"
     local pm='"runtimeConfig":{"portMappings":[{"hostPort":PORT,"containerPort":80,"protocol":"tcp"}]}'
     ip netns add q1; ip netns add q2; ip netns add q3
-    cni ADD q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")" >/dev/null
+    cni ADD q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")" >/dev/null
     expect_msg "a host port another container of the network publishes" 7 "already published" \
-        "$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+        "$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
     expect_msg "a host port a container of another network publishes" 7 "already published" \
-        "$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+        "$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
     socat TCP-LISTEN:18101,reuseaddr,fork SYSTEM:true &
     local srv=$!
     eventually bash -c "ss -ltn | grep -q ':18101 '"
     expect_msg "a host port a host process listens on" 7 "port in use" \
-        "$(conf pa 10.66.0.0/24 "${pm/PORT/18101}")" q2 /run/netns/q2
+        "$(conf pa 10.68.0.0/24 "${pm/PORT/18101}")" q2 /run/netns/q2
     kill "$srv"; wait "$srv" 2>/dev/null
     if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
         local cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns) att
         att=$("${cli[@]}" attach --network bridge:pa -p 18102:80 --netns /run/netns/q3 --json)
         expect_msg "a host port a CLI attachment publishes" 7 "already published" \
-            "$(conf pb 10.67.0.0/24 "${pm/PORT/18102}")" q2 /run/netns/q2
+            "$(conf pb 10.69.0.0/24 "${pm/PORT/18102}")" q2 /run/netns/q2
         local out
         out=$("${cli[@]}" attach --network bridge:pb -p 18100:80 --netns /run/netns/q2 2>&1)
         check "the CLI refuses a host port a CNI attachment publishes" bash -c "grep -q 'already published' <<<\"\$1\"" _ "$out"
         "${cli[@]}" detach "$(jq -r .id <<<"$att")" >/dev/null
     fi
     check "a refused ADD created nothing" bash -c "! ip -n q2 link show eth0 && [[ \$(ls /run/st/run/leases/pb 2>/dev/null | wc -l) -eq 0 ]]"
-    cni DEL q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.66.0.0/24 "${pm/PORT/18100}")"
-    check "DEL frees the port for the next ADD" cni ADD q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")"
-    cni DEL q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.67.0.0/24 "${pm/PORT/18100}")"
+    cni DEL q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")"
+    check "DEL frees the port for the next ADD" cni ADD q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")"
+    cni DEL q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")"
     nothing_left pa
     nothing_left pb
     ip netns del q1; ip netns del q2; ip netns del q3

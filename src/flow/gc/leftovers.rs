@@ -92,10 +92,10 @@ pub(super) fn sweep(paths: &Paths, dry_run: bool, live: &[String], report: &mut 
     }
 }
 
-/// Port index entries whose record is gone (a setup killed between writing
-/// its entries and its record, a teardown killed between removing its
-/// record and its entries). Young entries are left alone: a setup writes
-/// its entries an instant before its record.
+/// Port index entries whose record is gone (a teardown killed between
+/// removing its record and its entries). Young entries are left alone: one
+/// may belong to a setup of the same id (a CNI attachment's) that is
+/// writing its record again.
 pub(super) fn port_index(paths: &Paths, store: &crate::state::store::Store, dry_run: bool, report: &mut Vec<Action>) {
     use crate::state::store::StoreError;
     let index = crate::state::port_index::PortIndex::new(&paths.run_dir);
