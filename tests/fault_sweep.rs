@@ -280,44 +280,62 @@ fn position(steps: &[String], name: &str) -> usize {
     steps.iter().position(|s| s == name).unwrap_or_else(|| panic!("step {name} missing from {steps:?}"))
 }
 
-/// Sweep `run --network MODE` with a published port (the builtin port
+/// Sweep `run --network MODE EXTRA` with a published port (the builtin port
 /// driver, on old pasta builds and under slirp4netns) in `tier`; returns
 /// the steps for tier-specific order checks.
-fn helper_sweep(tier: Tier, mode: &str, label: &str) -> Option<Vec<String>> {
+fn helper_sweep(tier: Tier, mode: &str, label: &str, extra: &[&str]) -> Option<Vec<String>> {
     let env = tier.require()?;
     if !feature_enabled() {
         return None;
     }
     let topo = Topology::new(&env);
     let mut sweep = Sweep::new(&env, &topo);
-    let args = ["run", "--network", mode, "-p", "127.0.0.1::80", "--", "true"];
+    let mut args = vec!["run", "--network", mode, "-p", "127.0.0.1::80"];
+    args.extend_from_slice(extra);
+    args.extend(["--", "true"]);
     let steps = sweep.run(label, &args, &no_reset);
     assert!(position(&steps, "run.record-written") < position(&steps, &format!("{mode}.spawned")));
     assert!(position(&steps, &format!("{mode}.ready")) < position(&steps, "run.helper-recorded"));
     Some(steps)
 }
 
-fn pasta_sweep(tier: Tier, label: &str) -> Option<Vec<String>> {
-    helper_sweep(tier, "pasta", label)
-}
-
 #[test]
 fn rootless_slirp4netns_run_killed_at_every_step_leaves_nothing_after_gc() {
-    helper_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns");
+    helper_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns", &[]);
 }
 
 #[test]
 fn rootless_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    pasta_sweep(Tier::Rootless, "rootless pasta");
+    helper_sweep(Tier::Rootless, "pasta", "rootless pasta", &[]);
 }
 
 #[test]
 fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    let Some(steps) = pasta_sweep(Tier::Root, "root pasta") else { return };
+    let Some(steps) = helper_sweep(Tier::Root, "pasta", "root pasta", &[]) else { return };
     // The netns name is recorded before it is created; teardown stops pasta
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
     assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "undo.netns"));
+}
+
+/// With the accelerator: its supervisor is recorded once it runs, stopped
+/// first at teardown; killed anywhere, gc leaves nothing.
+fn accel_sweep(tier: Tier, mode: &str, label: &str) {
+    let Some(steps) = helper_sweep(tier, mode, label, &["--accel", "socket"]) else { return };
+    assert!(position(&steps, "step.prepare_accel") < position(&steps, "step.fork_child"), "{steps:?}");
+    assert!(position(&steps, "step.exec_command") < position(&steps, "step.start_accel"), "{steps:?}");
+    assert!(position(&steps, "accel.recorded") < position(&steps, "undo.accel"), "{steps:?}");
+    assert!(position(&steps, "undo.accel") < position(&steps, "undo.relay"), "stopped before the relay: {steps:?}");
+}
+
+#[test]
+fn rootless_slirp4netns_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns --accel socket");
+}
+
+#[test]
+fn root_pasta_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Root, "pasta", "root pasta --accel socket");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 mod common;
 
 use common::running::{Running, eventually};
-use common::{Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
+use common::{Accel, Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -471,8 +471,10 @@ fn bridge_with_builtin_driver_keeps_client_addresses(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator asked for: where it runs, a
+// server takes its published TCP listener over from the relay.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         builtin_driver_is_correct_on_both_client_paths,
@@ -487,7 +489,7 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         builtin_driver_is_correct_on_both_client_paths,

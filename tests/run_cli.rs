@@ -6,7 +6,7 @@
 mod common;
 
 use common::running::{Running, Watchdog, eventually};
-use common::{Env, Tier, Topology, describe, port};
+use common::{Accel, Env, Tier, Topology, describe, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Stdio;
@@ -481,8 +481,10 @@ fn pasta_starts_with_no_signal_blocked(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator asked for: with the filter in
+// place, ports, egress, exit codes and signals behave the same.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         loopback_mode_sees_only_lo_and_it_is_up,
@@ -503,7 +505,7 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         loopback_mode_sees_only_lo_and_it_is_up,

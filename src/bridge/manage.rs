@@ -72,6 +72,9 @@ pub struct Attachment {
     pub id: String,
     /// Leased address.
     pub address: Ipv4Addr,
+    /// The name it goes by on the network (`--name`), from its record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The pelagos-net process that owns the run.
     #[serde(skip)]
     pub owner: ProcessId,
@@ -148,13 +151,15 @@ fn check_host_ipv6(paths: &Paths, def: &NetworkDef) -> Result<(), NetworkError> 
 pub fn attachments(paths: &Paths, name: &str) -> Result<Vec<Attachment>, ManageError> {
     let leases = LeaseStore::new(&paths.run_dir).peek(name)?;
     let store = Store::open_existing(&paths.run_dir, nix::unistd::geteuid().as_raw()).ok().flatten();
-    let recorded_alive = |id: &str| {
-        store.as_ref().and_then(|s| s.record(id).ok()).is_some_and(|r| r.alive(&paths.proc_root))
-    };
+    let record = |id: &str| store.as_ref().and_then(|s| s.record(id).ok());
+    let recorded_alive = |id: &str| record(id).is_some_and(|r| r.alive(&paths.proc_root));
     Ok(leases
         .into_iter()
         .filter(|(_, l)| l.cni || l.owner.is_alive(&paths.proc_root) || recorded_alive(&l.id))
-        .map(|(address, l)| Attachment { id: l.id, address, owner: l.owner })
+        .map(|(address, l)| {
+            let name = record(&l.id).and_then(|r| r.name).map(String::from);
+            Attachment { id: l.id, address, name, owner: l.owner }
+        })
         .collect())
 }
 

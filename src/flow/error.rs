@@ -44,6 +44,9 @@ pub enum RunError {
     /// published twice.
     #[error(transparent)]
     PortCheck(#[from] crate::ports::precheck::PortCheckError),
+    /// `--name` is taken on the network, or the names could not be checked.
+    #[error(transparent)]
+    Name(#[from] crate::dns::names::NameClaimError),
     /// Ephemeral port resolution failed.
     #[error(transparent)]
     Ports(#[from] PortError),

@@ -8,6 +8,7 @@
 //! its owner hands back its output) and the record's data otherwise (gc
 //! after a crash, detach from another process).
 
+mod accel;
 mod bridge;
 mod helper;
 mod holder;
@@ -76,6 +77,13 @@ pub(crate) struct Exec {
     pub gc_first: bool,
     /// Undo defers veth deletions to the exiting process's child.
     pub defer_links: bool,
+    /// The accelerator's hook for the command's process (`prepare_accel`,
+    /// taken by `fork_child`).
+    pub accel_hook: Option<crate::accel::child::ChildHook>,
+    /// The accelerator, prepared and not yet started.
+    accel: Option<accel::Pending>,
+    /// The TCP listeners the relay took, for servers to take over.
+    pub tcp_listeners: Vec<crate::accel::ingress::Held>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -102,6 +110,7 @@ impl Exec {
         owner: ProcessId,
     ) -> Self {
         let mut record = Record::new(id, kind, owner, plan.mode.clone());
+        record.name = plan.name.clone();
         record.ports = plan.ports.clone();
         record.selection = plan.decision.as_ref().map(|d| Selection {
             reason: d.reason.clone(),
@@ -126,6 +135,9 @@ impl Exec {
             pending: None,
             bridge: bridge::BridgeState::default(),
             dns: None,
+            accel_hook: None,
+            accel: None,
+            tcp_listeners: Vec::new(),
             claim: None,
             gc_first: true,
             defer_links: false,
@@ -150,6 +162,16 @@ impl Exec {
                 self.claim = Some(crate::ports::precheck::claim(&self.paths, &self.ports)?);
                 Ok(())
             }
+            Step::ClaimName { network, name } => {
+                // One lock for ports and name: a second flock of the
+                // directory from this process would wait for the first.
+                if self.claim.is_none() {
+                    self.claim = Some(crate::ports::precheck::lock_runs_dir(&self.paths)?);
+                }
+                let paths = &self.paths;
+                crate::dns::names::check_name(&paths.run_dir, &paths.proc_root, network, name, &self.record.id)?;
+                Ok(())
+            }
             Step::BindListeners => relay::bind(self),
             Step::PrepareDns => self.prepare_dns(),
             Step::WriteRecord => {
@@ -162,7 +184,10 @@ impl Exec {
             Step::UseAddress { .. } => bridge::delegated(self),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
             Step::CreateNetns => ns::create_named(self),
-            Step::ForkChild { ns } => ns::fork_child(self, *ns),
+            Step::ForkChild { ns } => {
+                self.own_hosts_entry()?;
+                ns::fork_child(self, *ns)
+            }
             Step::NameNetns { of } => ns::name(self, *of),
             Step::CreateVeth { into, .. } => bridge::veth(self, *into),
             Step::ConfigureAddress { .. } => bridge::address(self),
@@ -177,6 +202,8 @@ impl Exec {
             },
             Step::StartDns => self.start_dns(),
             Step::StartRelay { target, detached, .. } => relay::start(self, *target, *detached),
+            Step::PrepareAccel { lock, listeners } => accel::prepare(self, *lock, *listeners),
+            Step::StartAccel => accel::start(self),
             Step::Commit => self.set_phase(Phase::Ready),
             // The command is the caller's business (it holds the signals).
             Step::ExecCommand | Step::ExecInPlace => Ok(()),
@@ -223,8 +250,33 @@ impl Exec {
     fn start_dns(&mut self) -> Result<(), RunError> {
         let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
         let Some(dns) = self.dns.as_mut() else { return Ok(()) };
-        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root)?;
+        // A bridge network's forwarder answers the network's names (unless
+        // the network was created with --disable-dns).
+        let names = self
+            .plan
+            .network
+            .as_ref()
+            .filter(|def| !def.options.disable_dns)
+            .map(|def| crate::dns::names::NamesScope::of_network(def, &self.paths));
+        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root, names)?;
         self.add(Resource::Dns)
+    }
+
+    /// The run's own line in its hosts file: its name (if any) and its id,
+    /// for its address on a bridge network, slirp4netns's fixed guest
+    /// address, or `127.0.1.1` (a local address, as Debian names its host)
+    /// in a namespace whose address only its helper knows.
+    fn own_hosts_entry(&mut self) -> Result<(), RunError> {
+        let Some(dns) = self.dns.as_mut() else { return Ok(()) };
+        let ip = match (self.lease, &self.plan.mode) {
+            (Some(lease), _) => lease,
+            (None, crate::model::mode::NetworkMode::Slirp4netns) => crate::helpers::slirp::args::GUEST_ADDR,
+            (None, _) => Ipv4Addr::new(127, 0, 1, 1),
+        };
+        let mut names: Vec<String> = self.record.name.iter().map(ToString::to_string).collect();
+        names.push(self.record.id.clone());
+        dns.set_own(&crate::dns::hosts::HostsEntry { ip: ip.into(), names })?;
+        Ok(())
     }
 
     /// Open the state directory, clean what dead owners left (the cheap gc;

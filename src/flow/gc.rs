@@ -56,7 +56,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         }
         Resource::File { path } | Resource::Log { path, .. } => format!("file {}", path.display()),
         Resource::Relay { factory: Some(f), .. } if f.is_alive(proc_root) => format!("socket factory {}", f.pid),
-        Resource::Relay { .. } | Resource::Dns => return None,
+        Resource::Relay { .. } | Resource::Dns | Resource::Accel => return None,
     })
 }
 

@@ -14,10 +14,12 @@
 //! namespace is ready, and the end (the command released, or the
 //! attachment committed).
 
+pub(crate) mod accel;
 mod dns;
 mod refusal;
 mod render;
 
+pub use accel::AccelPlan;
 pub use refusal::Refusal;
 pub use render::{json, render};
 
@@ -146,6 +148,9 @@ pub struct Plan {
     /// generated files (`None` for a namespace the setup does not run a
     /// command in).
     pub dns: Option<crate::dns::DnsPlan>,
+    /// The name the run goes by on its network (`--name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<crate::model::run_name::RunName>,
     /// What the name resolution steps need: the mode's facts and the options.
     #[serde(skip)]
     pub dns_request: Option<(crate::dns::ModeDns, crate::dns::DnsOptions)>,
@@ -155,6 +160,9 @@ pub struct Plan {
     /// slirp4netns's extra options (`slirp4netns:OPTS`).
     #[serde(skip)]
     pub slirp_options: crate::model::helper_opts::SlirpOptions,
+    /// What `--accel` gives the run (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<AccelPlan>,
 }
 
 fn display<S: serde::Serializer>(mode: &NetworkMode, s: S) -> Result<S::Ok, S::Error> {
@@ -240,6 +248,8 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     driver.check(&input)?;
     let dns_request = dns::request(&input)?;
     let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
+    let accel = accel::plan(&input);
+    let (prepare_accel, start_accel) = accel.as_ref().and_then(AccelPlan::steps).unzip();
     let mut steps = Vec::new();
     if cfg.ports.iter().any(|m| m.host.is_none()) {
         steps.push(Step::PickHostPorts);
@@ -247,12 +257,16 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if !cfg.ports.is_empty() {
         steps.push(Step::ClaimPorts);
     }
+    if let (Some(name), Some(def)) = (&cfg.name, &def) {
+        steps.push(Step::ClaimName { network: def.name.to_string(), name: name.clone() });
+    }
     if input.builtin {
         steps.push(Step::BindListeners);
     }
     if dns.as_ref().is_some_and(dns::prepares) {
         steps.push(Step::PrepareDns);
     }
+    steps.extend(prepare_accel);
     if needs_record(&input) {
         steps.push(Step::WriteRecord);
     }
@@ -271,11 +285,13 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         (_, false, TargetKind::Given(_)) => steps.push(Step::Commit),
         (_, false, _) => {}
     }
+    steps.extend(start_accel);
     let helper = driver.helper(&input, dns.as_ref().and_then(|d| d.pasta_forward));
     let mut warnings: Vec<String> = decision.iter().filter_map(|d| d.warning.clone()).collect();
     warnings.extend(crate::ports::exposure::all_interfaces_warning(&cfg.ports));
     warnings.extend(driver.warnings(&input));
     warnings.extend(dns.iter().flat_map(|d| d.warnings.iter().cloned()));
+    warnings.extend(accel.iter().filter_map(|a| a.reason.as_ref()).map(|why| format!("accelerator off: {why}")));
     Ok(Plan {
         helper_program: helper.as_ref().map(|h| h.0.clone()),
         helper_argv: helper.map(|h| h.1),
@@ -292,8 +308,10 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         lifetime: req.lifetime,
         dns,
         dns_request,
+        name: cfg.name.clone(),
         pasta_extra,
         slirp_options,
+        accel,
     })
 }
 

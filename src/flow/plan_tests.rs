@@ -327,3 +327,18 @@ fn every_step_round_trips_through_json() {
         assert_eq!(&serde_json::from_value::<Step>(json.clone()).unwrap(), step, "{json}");
     }
 }
+
+#[test]
+fn a_named_bridge_run_claims_its_name_before_the_record_and_a_named_pasta_run_has_nothing_to_claim() {
+    let mut c = cfg("bridge", &["8080:80"]);
+    c.name = Some(crate::model::run_name::RunName::new("db").unwrap());
+    let p = run_plan(c.clone(), &root()).unwrap();
+    let o = ops(&p);
+    let at = |op: &str| o.iter().position(|x| *x == op).unwrap_or_else(|| panic!("{op} missing: {o:?}"));
+    assert!(at("claim_ports") < at("claim_name") && at("claim_name") < at("write_record"), "{o:?}");
+    assert_eq!(p.name, c.name);
+    assert!(render(&p).contains("no live run on network pelagos0 goes by the name db"), "{}", render(&p));
+    c.mode = NetworkMode::Pasta;
+    let p = run_plan(c, &rootless()).unwrap();
+    assert!(!ops(&p).contains(&"claim_name"), "{:?}", ops(&p));
+}

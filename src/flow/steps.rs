@@ -103,6 +103,16 @@ pub enum Step {
     /// until the record (with the ports) is written, so two setups cannot
     /// both pass.
     ClaimPorts,
+    /// Check that no live run on the shared network goes by the setup's
+    /// `--name`; like [`Step::ClaimPorts`], the check holds the runs
+    /// directory's lock until the record (with the name) is written, so
+    /// two setups cannot both take a name.
+    ClaimName {
+        /// Network name.
+        network: String,
+        /// The name.
+        name: crate::model::run_name::RunName,
+    },
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
@@ -188,6 +198,21 @@ pub enum Step {
         /// In a process of its own that outlives this one (attachments).
         detached: bool,
     },
+    /// Prepare the accelerator (`--accel socket`): the socket pair over
+    /// which the command's process, right before `exec`, hands the
+    /// supervisor the listener of the seccomp filter it installs.
+    PrepareAccel {
+        /// How switched sockets are confined.
+        lock: crate::accel::switch::Lock,
+        /// Servers take their published TCP listeners over (the filter
+        /// intercepts `bind` and `listen` too).
+        listeners: bool,
+    },
+    /// Once the command runs: take the filter's listener and start the
+    /// supervisor (a thread of this process) that switches the command's
+    /// sockets; the command's process refusing the filter leaves one line
+    /// and the normal path.
+    StartAccel,
     /// Mark the attachment ready: from now on it lives as long as its namespace.
     Commit,
     /// Let the child execute the command.
@@ -202,6 +227,7 @@ impl Step {
         match self {
             Self::PickHostPorts => "pick_host_ports",
             Self::ClaimPorts => "claim_ports",
+            Self::ClaimName { .. } => "claim_name",
             Self::BindListeners => "bind_listeners",
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",
@@ -218,6 +244,8 @@ impl Step {
             Self::AwaitReady { .. } => "await_ready",
             Self::StartDns => "start_dns",
             Self::StartRelay { .. } => "start_relay",
+            Self::PrepareAccel { .. } => "prepare_accel",
+            Self::StartAccel => "start_accel",
             Self::Commit => "commit",
             Self::ExecCommand => "exec_command",
             Self::ExecInPlace => "exec_in_place",

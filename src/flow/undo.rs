@@ -86,6 +86,8 @@ pub(crate) struct Live {
     pub relay: Option<BuiltinPorts>,
     /// The DNS forwarder.
     pub dns: Option<crate::dns::forwarder::Forwarder>,
+    /// The accelerator's supervisor.
+    pub accel: Option<crate::accel::supervisor::Supervisor>,
 }
 
 /// What undo needs besides the resource.
@@ -145,6 +147,14 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             }
             Ok(None)
         }
+        Resource::Accel => {
+            // First (it is recorded after the relay): it may be asking the
+            // relay for a listener.
+            if let Some(supervisor) = live.accel.take() {
+                log::info!("accelerator: {}", supervisor.stop());
+            }
+            Ok(None)
+        }
         Resource::Relay { factory, .. } => {
             match live.relay.take() {
                 // Listeners close first: no new connection is accepted into
@@ -173,6 +183,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",
         Resource::Dns => "undo.dns",
+        Resource::Accel => "undo.accel",
     }
 }
 

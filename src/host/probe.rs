@@ -339,6 +339,10 @@ pub struct HostCaps {
     pub default_route: DefaultRoute,
     /// Signs of running in a container; empty when none.
     pub container: Vec<ContainerHint>,
+    /// The accelerator, probed only for a setup that asks for it
+    /// ([`crate::accel::probe::offer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<crate::accel::probe::Offer>,
 }
 
 impl HostCaps {
@@ -464,6 +468,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             ipv6: routes && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
         container: if full { helpers::container_hints(roots) } else { Vec::new() },
+        accel: None,
     }
 }
 

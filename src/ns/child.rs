@@ -92,12 +92,14 @@ pub enum ChildStage {
     Dns = 8,
     /// Forking the command's process from the namespace's init.
     StartCommand = 9,
+    /// Handing the accelerator's notification listener to the parent.
+    Accelerator = 10,
 }
 
 impl ChildStage {
     fn from_u8(v: u8) -> Option<Self> {
         use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand]
+        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand, Accelerator]
             .into_iter()
             .find(|s| *s as u8 == v)
     }
@@ -115,6 +117,7 @@ impl std::fmt::Display for ChildStage {
             Self::Exec => "execute the command",
             Self::Dns => "set up name resolution",
             Self::StartCommand => "start the command's process",
+            Self::Accelerator => "hand over the accelerator's notification listener",
         })
     }
 }
@@ -172,6 +175,9 @@ pub struct ChildSpec {
     /// Name resolution set up inside the namespaces before exec (mounts
     /// in the child's mount namespace, DNS routing).
     pub dns: Option<crate::dns::inside::NsDns>,
+    /// The accelerator's filter, installed in the command's process right
+    /// before `exec` (see [`crate::accel::child`]).
+    pub accel: Option<crate::accel::child::ChildHook>,
 }
 
 /// Signals the parent passes on to the command (through the namespace's

@@ -232,7 +232,7 @@ fn wait_for_go(rx: RawFd) {
 ///
 /// # Safety
 /// The caller's child may only make async-signal-safe calls.
-unsafe fn raw_fork() -> libc::pid_t {
+pub(crate) unsafe fn raw_fork() -> libc::pid_t {
     // SAFETY: clone(2) with only SIGCHLD and no new stack is fork(2); the
     // zero arguments (stack, tid pointers, tls) are unused.
     unsafe { clone_process(libc::SIGCHLD as libc::c_ulong) }
@@ -261,6 +261,16 @@ fn exec_command(spec: &ChildSpec, prep: &Prepared, tx: RawFd) -> ! {
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, spec.sigmask.as_ref(), std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // Last before exec: from here on the command's connects wait for the
+    // supervisor.
+    if let Some(hook) = &spec.accel
+        && let Err(e) = hook.install()
+    {
+        fail(tx, ChildStage::Accelerator, e as i32);
+    }
+    // SAFETY: only async-signal-safe calls on memory prepared before the clone.
+    unsafe {
         libc::execv(spec.program.as_ptr(), prep.argv_ptrs.as_ptr());
     }
     let errno = Errno::last_raw();

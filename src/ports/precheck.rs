@@ -167,6 +167,13 @@ pub fn claim(paths: &Paths, ports: &[PortMapping]) -> Result<PortClaim, PortChec
     Ok(PortClaim { _lock: Some(lock) })
 }
 
+/// The runs directory's lock alone, for a setup that checks something
+/// else against the records (a name) and publishes no port.
+pub fn lock_runs_dir(paths: &Paths) -> Result<PortClaim, PortCheckError> {
+    Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
+    Ok(PortClaim { _lock: Some(lock_runs(&paths.runs_dir())?) })
+}
+
 fn lock_runs(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PortCheckError> {
     let err = |source| PortCheckError::Lock { path: dir.to_owned(), source };
     let file = std::fs::File::open(dir).map_err(err)?;

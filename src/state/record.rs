@@ -15,6 +15,7 @@
 use crate::host::procfs::ProcessId;
 use crate::model::mode::NetworkMode;
 use crate::model::port::{Forward, PortMapping};
+use crate::model::run_name::RunName;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,10 @@ pub struct Record {
     pub anchor: Anchor,
     /// The network mode.
     pub mode: NetworkMode,
+    /// The name it goes by on its network (`--name`), which other runs on
+    /// the network resolve (as they resolve its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<RunName>,
     /// The namespace networked, when it existed before (attach, `ns:PATH`).
     #[serde(default)]
     pub target: Option<TargetRecord>,
@@ -247,6 +252,10 @@ pub enum Resource {
         /// The network configuration of the `ADD`.
         config: String,
     },
+    /// The accelerator's supervisor (a thread of the process that owns the
+    /// run; when it is gone, the command's intercepted calls fail with
+    /// `ENOSYS` and its switched sockets stay as they are).
+    Accel,
     /// The builtin port driver: listeners on the host (closed with the
     /// process holding them) and the socket factory inside the namespace
     /// (rootless; it exits when the relay closes its control socket).
@@ -309,6 +318,18 @@ impl Record {
         }
     }
 
+    /// The shared network it is on, by name: its lease's, or (before the
+    /// lease) the bridge network its mode names. `None` for a mode whose
+    /// network is its own (pasta, slirp4netns, loopback, host, `ns:`).
+    pub fn network(&self) -> Option<&str> {
+        match (self.lease(), &self.mode) {
+            (Some((network, _)), _) => Some(network),
+            (None, NetworkMode::Bridge(Some(name))) => Some(name.as_str()),
+            (None, NetworkMode::Bridge(None)) => Some(crate::bridge::network::DEFAULT_NETWORK),
+            (None, _) => None,
+        }
+    }
+
     /// A new record in the [`Phase::Setup`] phase, with nothing created yet.
     pub fn new(id: String, kind: RecordKind, owner: ProcessId, mode: NetworkMode) -> Self {
         Self {
@@ -319,6 +340,7 @@ impl Record {
             phase: Phase::Setup,
             anchor: Anchor::Owner,
             mode,
+            name: None,
             target: None,
             ports: Vec::new(),
             selection: None,

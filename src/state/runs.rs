@@ -15,6 +15,8 @@ use std::path::Path;
 pub struct RunSummary {
     /// Run id.
     pub id: String,
+    /// The name it goes by on its network (`--name`).
+    pub name: Option<String>,
     /// Network mode (`pasta`, `bridge:web`, ...).
     pub mode: String,
     /// `run`, `attachment` (a namespace someone else made, networked by
@@ -62,6 +64,7 @@ impl RunSummary {
             .unwrap_or_default();
         Self {
             id: record.id.clone(),
+            name: record.name.as_ref().map(ToString::to_string),
             mode: record.mode.to_string(),
             kind: match record.kind {
                 RecordKind::Run => "run",

@@ -19,12 +19,19 @@ pub mod fwdrig;
 pub mod namespace;
 pub mod running;
 pub mod schema;
+pub mod seccomp;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
-/// tier can run (see [`Tier::require`]).
+/// tier can run (see [`Tier::require`]). `tier_tests!(rootless +
+/// rootless_accel, ...)` runs every scenario once more with the accelerator
+/// asked for ([`Accel`], which the test file imports).
 #[allow(unused_macros)]
 macro_rules! tier_tests {
+    ($tier_mod:ident + $accel_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
+        tier_tests!($tier_mod, $tier, [$($name),*]);
+        tier_tests!($accel_mod, super::Accel($tier), [$($name),*]);
+    };
     ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
         mod $tier_mod {
             $(
@@ -143,7 +150,7 @@ impl Tier {
             skip(self.label(), &why);
             return None;
         }
-        Some(Env { tier: self, user, bin: shared_binary() })
+        Some(Env { tier: self, user, bin: shared_binary(), accel: false })
     }
 }
 
@@ -218,6 +225,22 @@ pub struct Env {
     pub tier: Tier,
     pub user: Option<TestUser>,
     pub bin: PathBuf,
+    /// Every `pelagos-net` of the test runs with `--accel socket`
+    /// (`PELAGOS_NET_ACCEL`), where the mode and the host allow it.
+    pub accel: bool,
+}
+
+/// A tier whose runs ask for the accelerator: `tier_tests!(rootless_accel,
+/// super::Accel(super::Tier::Rootless), [...])` runs the same scenarios
+/// with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Accel(pub Tier);
+
+impl Accel {
+    /// The tier's environment, with the accelerator asked for.
+    pub fn require(self) -> Option<Env> {
+        self.0.require().map(|env| Env { accel: true, ..env })
+    }
 }
 
 /// The throwaway host namespace's own (non-loopback) address.
@@ -324,6 +347,9 @@ impl Topology {
             .env("LANG", "C.UTF-8");
         if let Some(u) = &env.user {
             cmd.env("HOME", "/tmp").env("USER", &u.name);
+        }
+        if env.accel {
+            cmd.env("PELAGOS_NET_ACCEL", "socket");
         }
         cmd.stdin(Stdio::null());
         // The command gets default signal dispositions, as from a terminal,

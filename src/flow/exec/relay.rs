@@ -24,6 +24,11 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, detached: bool) -> Result<()
     }
     raise_fd_limit();
     let described = describe_listeners(&listeners);
+    exec.tcp_listeners = listeners
+        .iter()
+        .filter(|l| l.proto == crate::model::port::PortProto::Tcp)
+        .map(|l| crate::accel::ingress::Held { local: l.local, container_port: l.container_port })
+        .collect();
     let ns = exec.target(target);
     let cfg = BuiltinPortsConfig { target: &ns, proc_root: &exec.paths.proc_root, preserve_source: true };
     let ports = start_builtin_ports(listeners, &cfg)?;

@@ -36,6 +36,9 @@ pub fn render(plan: &Plan) -> String {
     if plan.port_driver.driver != ChosenDriver::None {
         let _ = writeln!(s, "port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
     }
+    if let Some(a) = plan.accel.as_ref().filter(|a| a.on) {
+        let _ = writeln!(s, "{}", a.line(super::accel::relays_tcp(plan.builtin(), &plan.ports)));
+    }
     s.push_str("steps:\n");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(s, "  {}. {}", i + 1, describe(plan, step));
@@ -102,6 +105,10 @@ fn describe(plan: &Plan, step: &Step) -> String {
             let open: Vec<_> = plan.ports.iter().filter(|m| m.host.is_none()).cloned().collect();
             format!("pick free host ports for {}", list(&open))
         }
+        Step::ClaimName { network, name } => format!(
+            "check that no live run on network {network} goes by the name {name} (holding the runs directory's \
+             lock until the record, with the name, is written)"
+        ),
         Step::ClaimPorts => format!(
             "check that no live run publishes and no host socket holds {} (held until the record is written)",
             list(&plan.ports)
@@ -205,6 +212,20 @@ fn describe(plan: &Plan, step: &Step) -> String {
             };
             format!("start the relay thread {proc} {how}, into {} (epoll, splice); {routing}", ns_text(*target))
         }
+        Step::PrepareAccel { lock, listeners } => format!(
+            "prepare the accelerator: a socket pair over which the command's process hands over the listener \
+             of the seccomp filter it installs right before exec (intercepting connect{}); switched sockets \
+             locked {}",
+            if *listeners { ", bind and listen" } else { "" },
+            match lock {
+                crate::accel::switch::Lock::Peer => "to their peer",
+                crate::accel::switch::Lock::Device => "to their route's device",
+            }
+        ),
+        Step::StartAccel => "take the filter's listener and start the accelerator's supervisor (a thread of this \
+                             process): TCP connections leaving through the helper get sockets of this namespace \
+                             instead; a refused filter leaves one warning and the normal path"
+            .into(),
         Step::Commit => "mark the attachment ready: it lives until detached or until its namespace is gone".into(),
         Step::ExecCommand => {
             "release the child to exec the command; forward signals; tear down in reverse at exit".into()

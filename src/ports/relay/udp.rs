@@ -95,7 +95,8 @@ impl Relay {
     pub(super) fn on_udp_listener(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.udp_buf);
         for _ in 0..BATCH {
-            let (n, client, to) = match sys::recv_datagram(self.listeners[i].fd.as_fd(), &mut buf) {
+            let Some(fd) = &self.listeners[i].fd else { break };
+            let (n, client, to) = match sys::recv_datagram(fd.as_fd(), &mut buf) {
                 Ok(sys::Datagram { len, from: Some(client), to }) => (len, client, to),
                 Ok(_) => continue,
                 Err(Errno::EAGAIN) => break,
@@ -266,7 +267,8 @@ impl Relay {
                     flow.answered = true;
                     flow.kept = Vec::new();
                 }
-                match sys::send_datagram(listener.fd.as_fd(), &buf[..n], flow.client, flow.local) {
+                let Some(fd) = &listener.fd else { break };
+                match sys::send_datagram(fd.as_fd(), &buf[..n], flow.client, flow.local) {
                     Ok(sent) => self.counters.bytes_from_container.fetch_add(sent as u64, Ordering::Relaxed),
                     Err(_) => self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed),
                 };
