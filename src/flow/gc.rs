@@ -118,17 +118,27 @@ pub(crate) fn forget_ports(paths: &Paths, record: &Record) {
 }
 
 /// How often, at most, a setup runs the cheap gc before writing its
-/// record (per state directory).
+/// record (per state directory) once there are more than
+/// [`SETUP_GC_ALWAYS_UP_TO`] records.
 pub const SETUP_GC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The gc a setup runs before writing its record, when due: at most once
-/// per [`SETUP_GC_EVERY`] per state directory, told by the modification
-/// time of `<run>/gc.stamp`. A pass reads every record, which at hundreds
-/// of live containers would be most of an attach's own time; leftovers of
-/// dead runs wait at most that long (or for `pelagos-net gc`). `None` when
-/// not due.
+/// Up to this many records, every setup runs the cheap gc (a pass costs
+/// less than the lease).
+pub const SETUP_GC_ALWAYS_UP_TO: usize = 32;
+
+/// The gc a setup runs before writing its record, when due: always while
+/// the state directory holds at most [`SETUP_GC_ALWAYS_UP_TO`] records,
+/// beyond that at most once per [`SETUP_GC_EVERY`], told by the
+/// modification time of `<run>/gc.stamp`. A pass reads every record, which
+/// at hundreds of live containers would be most of an attach's own time;
+/// leftovers of dead runs then wait at most that long (or for
+/// `pelagos-net gc`). `None` when not due.
 pub(crate) fn gc_if_due(paths: &Paths) -> Option<Result<GcReport, StoreError>> {
     use std::os::unix::fs::OpenOptionsExt;
+    let few = std::fs::read_dir(paths.runs_dir()).map_or(true, |d| d.take(SETUP_GC_ALWAYS_UP_TO + 1).count() <= SETUP_GC_ALWAYS_UP_TO);
+    if few {
+        return Some(gc(paths, false));
+    }
     let stamp = paths.run_dir.join("gc.stamp");
     let now = std::time::SystemTime::now();
     let fresh = std::fs::symlink_metadata(&stamp)
