@@ -1,7 +1,7 @@
 //! How a CNI attachment is named in the state the CLI shares.
 //!
 //! A CNI attachment is an ordinary record of the runtime directory
-//! (`<run>/runs/<id>.json`, [`crate::state::record::Record`]), written and
+//! (`<run>/runs/<id>.json`, a `state::record::Record`), written and
 //! undone by the same steps as `pelagos-net attach`: `ps` lists it,
 //! `inspect` shows it, `gc` sees it. Two things set it apart:
 //!
@@ -12,7 +12,7 @@
 //!   attachment alone.
 //! - Decision (liveness): it has no owner process (the plugin exits after
 //!   every call and the container runtime owns the lifecycle), so it is
-//!   anchored to the runtime ([`crate::state::record::Anchor::Runtime`]):
+//!   anchored to the runtime (`Anchor::Runtime`):
 //!   plain `pelagos-net gc` leaves a ready one alone; CNI `DEL` undoes it,
 //!   and CNI `GC` every one the runtime's list of valid attachments leaves
 //!   out. An `ADD` killed half-way leaves a record in its setup phase whose
