@@ -409,8 +409,11 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
         false => Vec::new(),
     };
     let path_env = roots.path_env.as_deref();
+    // A helper out of scope is not even looked up (a PATH walk per helper).
+    let probe_pasta = full || scope == ProbeScope::Pasta;
+    let pasta_path = probe_pasta.then(|| roots.pasta.clone().or_else(|| find_helper(path_env, "pasta")));
     let pasta =
-        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| find_helper(path_env, "pasta"))) {
+        match (probe_pasta, pasta_path.flatten()) {
             (false, _) => Helper::NotProbed,
             (true, None) => Helper::Missing,
             (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
@@ -421,7 +424,9 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
                 |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
             ),
         };
-    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_helper(path_env, "slirp4netns")) {
+    let probe_slirp = full || scope == ProbeScope::Slirp4netns;
+    let slirp_path = probe_slirp.then(|| find_helper(path_env, "slirp4netns")).flatten();
+    let slirp4netns = match (probe_slirp, slirp_path) {
         (false, _) => Helper::NotProbed,
         (true, None) => Helper::Missing,
         (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
