@@ -184,7 +184,7 @@ pub mod api;
 pub mod cli;
 pub mod cni;
 pub mod dns;
-internal!(bridge, fault, flow, helpers, host, model, ns, ports, state);
+internal!(accel, bridge, fault, flow, helpers, holder, host, model, ns, ports, state);
 
 pub use api::{
     AttachRequest, Attachment, Error, ErrorKind, Lifetime, Network, NetworkOptions, NetworkSetup, Prepared,
@@ -209,6 +209,7 @@ pub use model::driver::PortDriver;
 pub use model::ifname::{IfName, NetworkName};
 pub use model::mode::NetworkMode;
 pub use model::port::{Forward, PortMapping, PortProto};
+pub use model::run_name::{RunName, RunNameError};
 pub use model::target::NsTarget;
 pub use ns::loopback::bring_up_loopback;
 pub use ns::netns::NetNs;

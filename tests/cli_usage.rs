@@ -56,9 +56,9 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn unknown_option_before_the_command_is_a_usage_error_naming_it() {
     let sb = Sandbox::new();
-    let (code, _, err) = sb.run(&["run", "--network", "host", "--name", "db", "--", "true"]);
+    let (code, _, err) = sb.run(&["run", "--network", "host", "--label", "db", "--", "true"]);
     assert_eq!(code, Some(125), "{err}");
-    assert!(err.starts_with("pelagos-net: error: unexpected argument '--name'"), "{err}");
+    assert!(err.starts_with("pelagos-net: error: unexpected argument '--label'"), "{err}");
     sb.assert_untouched("a refused run");
 }
 
@@ -251,6 +251,9 @@ fn json_documents_match_their_published_schemas() {
         let plan = json_of(&sb, &["plan", "--network", network, "--json", "--", "true"]);
         assert_valid("plan.schema.json", &plan);
     }
+    let accel = json_of(&sb, &["plan", "--network", "slirp4netns", "--accel", "socket", "--json", "--", "true"]);
+    assert!(accel["accel"].is_object(), "{accel}");
+    assert_valid("plan.schema.json", &accel);
     let (code, _, err) = sb.run(&["network", "create", "Web2", "--subnet", "10.251.7.0/24", "--label", "k=v"]);
     assert_eq!(code, Some(0), "{err}");
     assert_each_valid("network.schema.json", &json_of(&sb, &["network", "ls", "--json"]));

@@ -48,7 +48,7 @@ fn example(env: &Env) -> PathBuf {
     copy
 }
 
-fn get_page(host: &str, port: u16) -> String {
+fn get_page(host: &str, port: u16) -> Result<String, String> {
     in_netns(host, move || {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -60,8 +60,8 @@ fn get_page(host: &str, port: u16) -> String {
                 Ok(page)
             });
             match got {
-                Ok(page) if page.contains("200") => return page,
-                _ if Instant::now() > deadline => panic!("no page on 127.0.0.1:{port}: {got:?}"),
+                Ok(page) if page.contains("200") => return Ok(page),
+                _ if Instant::now() > deadline => return Err(format!("no page on 127.0.0.1:{port}: {got:?}")),
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -81,8 +81,14 @@ fn the_example_runtime_serves_a_page_through_its_published_port(env: Env) {
     cmd.env("PELAGOS_NET_RUN_DIR", &topo.run_dir).env("PELAGOS_NET_NETNS_DIR", &topo.netns_dir);
     cmd.env("PELAGOS_NET_CONFIG_DIR", &topo.config_dir);
     cmd.env("HOME", "/tmp").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let page = get_page(&topo.host, port);
+    let mut child = cmd.spawn().unwrap();
+    let page = match get_page(&topo.host, port) {
+        Ok(page) => page,
+        Err(why) => {
+            let _ = child.kill();
+            panic!("{why}; the runtime: {}", describe(&child.wait_with_output().unwrap()))
+        }
+    };
     assert!(page.contains("hello from the example runtime"), "{page}");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "the runtime exits with its command's status: {}", describe(&out));

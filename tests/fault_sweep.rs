@@ -95,6 +95,15 @@ fn snapshot(topo: &Topology) -> Snapshot {
     let mut live_leases = Vec::new();
     let leases = pelagos_net::bridge::lease::LeaseStore::new(&topo.run_dir);
     for net in leases.networks().unwrap_or_default() {
+        // Another user's lease directory (the rootless tier) is not ours
+        // to lock: its lease files are listed instead.
+        let owned = fs::metadata(leases.network_dir(&net)).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw());
+        if !owned {
+            let dir = leases.network_dir(&net);
+            let files = fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+            live_leases.extend(files.unwrap_or_default().iter().map(|f| format!("{net}: {}", f.to_string_lossy())));
+            continue;
+        }
         let table = leases.leases(&net).unwrap_or_else(|e| panic!("leases of {net} do not parse: {e}"));
         live_leases.extend(table.iter().map(|(a, l)| format!("{net}: {a} {}", l.id)));
     }
@@ -280,44 +289,62 @@ fn position(steps: &[String], name: &str) -> usize {
     steps.iter().position(|s| s == name).unwrap_or_else(|| panic!("step {name} missing from {steps:?}"))
 }
 
-/// Sweep `run --network MODE` with a published port (the builtin port
+/// Sweep `run --network MODE EXTRA` with a published port (the builtin port
 /// driver, on old pasta builds and under slirp4netns) in `tier`; returns
 /// the steps for tier-specific order checks.
-fn helper_sweep(tier: Tier, mode: &str, label: &str) -> Option<Vec<String>> {
+fn helper_sweep(tier: Tier, mode: &str, label: &str, extra: &[&str]) -> Option<Vec<String>> {
     let env = tier.require()?;
     if !feature_enabled() {
         return None;
     }
     let topo = Topology::new(&env);
     let mut sweep = Sweep::new(&env, &topo);
-    let args = ["run", "--network", mode, "-p", "127.0.0.1::80", "--", "true"];
+    let mut args = vec!["run", "--network", mode, "-p", "127.0.0.1::80"];
+    args.extend_from_slice(extra);
+    args.extend(["--", "true"]);
     let steps = sweep.run(label, &args, &no_reset);
     assert!(position(&steps, "run.record-written") < position(&steps, &format!("{mode}.spawned")));
     assert!(position(&steps, &format!("{mode}.ready")) < position(&steps, "run.helper-recorded"));
     Some(steps)
 }
 
-fn pasta_sweep(tier: Tier, label: &str) -> Option<Vec<String>> {
-    helper_sweep(tier, "pasta", label)
-}
-
 #[test]
 fn rootless_slirp4netns_run_killed_at_every_step_leaves_nothing_after_gc() {
-    helper_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns");
+    helper_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns", &[]);
 }
 
 #[test]
 fn rootless_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    pasta_sweep(Tier::Rootless, "rootless pasta");
+    helper_sweep(Tier::Rootless, "pasta", "rootless pasta", &[]);
 }
 
 #[test]
 fn root_pasta_run_killed_at_every_step_leaves_nothing_after_gc() {
-    let Some(steps) = pasta_sweep(Tier::Root, "root pasta") else { return };
+    let Some(steps) = helper_sweep(Tier::Root, "pasta", "root pasta", &[]) else { return };
     // The netns name is recorded before it is created; teardown stops pasta
     // before removing the name.
     assert!(position(&steps, "run.netns-recorded") < position(&steps, "netns.mount-point"));
     assert!(position(&steps, "teardown.helper-stopped") < position(&steps, "undo.netns"));
+}
+
+/// With the accelerator: its supervisor is recorded once it runs, stopped
+/// first at teardown; killed anywhere, gc leaves nothing.
+fn accel_sweep(tier: Tier, mode: &str, label: &str) {
+    let Some(steps) = helper_sweep(tier, mode, label, &["--accel", "socket"]) else { return };
+    assert!(position(&steps, "step.prepare_accel") < position(&steps, "step.fork_child"), "{steps:?}");
+    assert!(position(&steps, "step.exec_command") < position(&steps, "step.start_accel"), "{steps:?}");
+    assert!(position(&steps, "accel.recorded") < position(&steps, "undo.accel"), "{steps:?}");
+    assert!(position(&steps, "undo.accel") < position(&steps, "undo.relay"), "stopped before the relay: {steps:?}");
+}
+
+#[test]
+fn rootless_slirp4netns_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Rootless, "slirp4netns", "rootless slirp4netns --accel socket");
+}
+
+#[test]
+fn root_pasta_run_with_the_accelerator_killed_at_every_step_leaves_nothing_after_gc() {
+    accel_sweep(Tier::Root, "pasta", "root pasta --accel socket");
 }
 
 #[test]
@@ -336,6 +363,26 @@ fn root_bridge_run_killed_at_every_step_leaves_nothing_after_gc() {
     let teardown = |s| position(&steps, s);
     assert!(teardown("undo.forwards") < teardown("undo.netns"));
     assert!(teardown("undo.netns") < teardown("undo.lease"));
+}
+
+#[test]
+fn rootless_shared_network_run_killed_at_every_step_leaves_nothing_after_gc() {
+    let Some(env) = Tier::Rootless.require() else { return };
+    if !feature_enabled() {
+        return;
+    }
+    let topo = Topology::new(&env);
+    let mut sweep = Sweep::new(&env, &topo);
+    sweep.ok(&["network", "create", "web"]);
+    let args = ["run", "--network", "web", "-p", "127.0.0.1::80", "--", "true"];
+    // Every run starts the user's network holder and stops it when it
+    // leaves: a crash at any step, then gc, leaves no holder process.
+    let steps = sweep.run("rootless shared network", &args, &no_reset);
+    let at = |s| position(&steps, s);
+    assert!(at("run.record-written") < at("holder.start"));
+    assert!(at("holder.started") < at("step.attach_in_holder"));
+    assert!(at("holder.attached") < at("undo.holder"));
+    assert!(at("undo.command") < at("holder.stop"));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 #[macro_use]
 mod common;
 
-use common::{Env, Tier, Topology, describe, port};
+use common::{Accel, Env, Tier, Topology, describe, port};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
@@ -167,8 +167,10 @@ fn slirp4netns_run_cannot_reach_host_loopback_services(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator: a switched socket reaches no
+// more of the host's loopback than the helper does.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         pasta_run_cannot_reach_host_loopback_services_without_host_port,
@@ -177,7 +179,7 @@ tier_tests!(
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         pasta_run_cannot_reach_host_loopback_services_without_host_port,

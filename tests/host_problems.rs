@@ -67,40 +67,14 @@ fn tun_device_closed_to_the_user_is_explained_with_the_fix() {
 /// writes to `user.max_user_namespaces` even from root, so the filter is the
 /// real way to take user namespaces away here.
 fn forbid_user_namespaces(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    const fn stmt(code: u16, k: u32) -> libc::sock_filter {
-        libc::sock_filter { code, jt: 0, jf: 0, k }
-    }
-    const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-        libc::sock_filter { code, jt, jf, k }
-    }
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    // seccomp_data: nr at 0, arch at 4, args[0] at 16 (low 32 bits on little endian).
-    let filter = [
-        stmt(LD_W_ABS, 0),
-        jump(JEQ_K, libc::SYS_unshare as u32, 1, 0),
-        jump(JEQ_K, libc::SYS_clone as u32, 0, 3),
-        stmt(LD_W_ABS, 16),
-        jump(JSET_K, libc::CLONE_NEWUSER as u32, 0, 1),
-        stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    // SAFETY: between fork and exec we only call prctl/seccomp with a filter
-    // that lives on this closure's stack for the duration of the call.
-    unsafe {
-        cmd.pre_exec(move || {
-            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let newuser = libc::CLONE_NEWUSER as u32;
+    common::seccomp::refuse(
+        cmd,
+        &[
+            common::seccomp::Refuse { nr: libc::SYS_unshare, arg: 0, mask: newuser },
+            common::seccomp::Refuse { nr: libc::SYS_clone, arg: 0, mask: newuser },
+        ],
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ struct Case {
     driver: &'static str,
     fallback: Option<&'static str>,
     host_port: bool,
+    accel: bool,
 }
 
 const PORTS: [&str; 6] =
@@ -45,6 +46,9 @@ impl Case {
         if self.host_port {
             out.extend(["--host-port".to_owned(), (base + 7).to_string()]);
         }
+        if self.accel {
+            out.extend(["--accel".to_owned(), "socket".to_owned()]);
+        }
         out
     }
 }
@@ -58,11 +62,13 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::sample::select(vec!["auto", "auto", "auto", "auto", "builtin", "pasta", "slirp4netns", "nftables"]),
         proptest::sample::select(vec![None, None, Some("strict"), Some("warn"), Some("allow")]),
         proptest::bool::weighted(0.2),
+        // The accelerator's steps (or its one warning) come from the same planner.
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(mode, mut ports, driver, fallback, host_port)| {
+        .prop_map(|(mode, mut ports, driver, fallback, host_port, accel)| {
             ports.sort_unstable();
             ports.dedup();
-            Case { mode, ports, driver, fallback, host_port }
+            Case { mode, ports, driver, fallback, host_port, accel }
         })
 }
 

@@ -1,15 +1,16 @@
 //! A published port is the run's alone: bridge mode (kernel DNAT, which
 //! holds no socket) refuses a port a host server holds and a port another
 //! run publishes, with the clear errors every mode gives, and the host
-//! server keeps its clients. Root tier, real bridges and nftables, inside
-//! a throwaway host namespace.
+//! server keeps its clients; while it lives, the run holds its ports with
+//! sockets of its own, so no other program binds them. Root tier, real
+//! bridges and nftables, inside a throwaway host namespace.
 
 mod common;
 
 use common::running::{Watchdog, start_ready};
 use common::{HOST_ADDR, Tier, Topology, describe, port};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -109,5 +110,54 @@ fn a_port_another_run_publishes_is_refused_naming_that_run() {
     // Once the first run is gone, the port is free again.
     let out = topo.cli(&env, &["run", "--network", "bridge", "-p", &other, "--", "true"]).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+    topo.assert_clean();
+}
+
+/// What binding each of a run's published ports does in the host namespace:
+/// TCP on `0.0.0.0` (with `SO_REUSEADDR`, as std sets it) and on a
+/// dual-stack `[::]`, UDP on `0.0.0.0`.
+fn binds(topo: &Topology, tcp: u16, udp: u16) -> Vec<std::io::Result<()>> {
+    topo.in_host(move || {
+        vec![
+            TcpListener::bind(("0.0.0.0", tcp)).map(drop),
+            TcpListener::bind(("::", tcp)).map(drop),
+            UdpSocket::bind(("0.0.0.0", udp)).map(drop),
+        ]
+    })
+}
+
+/// A bridge run's ports were DNAT elements only: another program could
+/// bind them while the run lived (and never see a client), and a run of
+/// another runtime directory (another user's, whose records are elsewhere)
+/// found them free. Now the run holds them with sockets until it ends.
+#[test]
+fn a_bridge_run_holds_its_ports_against_other_programs_and_other_run_dirs() {
+    let Some(env) = Tier::Root.require() else { return };
+    let topo = Topology::new(&env);
+    let (tcp, udp) = (port(28400), port(28600));
+    let (p_tcp, p_udp) = (format!("{tcp}:8000"), format!("{udp}:5353/udp"));
+    let run = start_ready(
+        &topo,
+        &env,
+        &["run", "--network", "bridge", "-p", &p_tcp, "-p", &p_udp, "--", "sh", "-c", "echo ready; exec sleep 60"],
+    );
+    for (what, bound) in ["tcp 0.0.0.0", "tcp [::] (dual-stack)", "udp 0.0.0.0"].iter().zip(binds(&topo, tcp, udp)) {
+        let err = bound.expect_err(&format!("{what} bound a port the bridge run publishes"));
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{what}: {err}");
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let spec = format!("{tcp}:80");
+    let out = topo
+        .cli_with_run_dir(&env, elsewhere.path(), &["run", "--network", "loopback", "-p", &spec, "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(stderr.contains(&format!("host port {tcp}/tcp: port in use by pelagos-net")), "{stderr}");
+    let out = stop(run);
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", describe(&out));
+    for (what, bound) in ["tcp 0.0.0.0", "tcp [::]", "udp 0.0.0.0"].iter().zip(binds(&topo, tcp, udp)) {
+        bound.unwrap_or_else(|e| panic!("{what}: the port stayed held after the run ended: {e}"));
+    }
     topo.assert_clean();
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::running::{Running, eventually};
-use common::{Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
+use common::{Accel, Env, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -395,6 +395,53 @@ while True:
 /// through the builtin driver and is seen with its own address.
 fn ipv6_client_address_is_kept(env: Env) {
     let topo = Topology::new(&env);
+    let seen = ipv6_peer_seen(&topo, &env, None);
+    assert_eq!(seen, "fd00:231::1", "the server saw {seen} for an IPv6 upstream client");
+    topo.assert_clean();
+}
+
+/// pasta, with each netlink request it sends while configuring the
+/// namespace delayed by 300 ms (strace's syscall delay injection): the
+/// namespace gets its IPv6 address and route well after its IPv4 route.
+/// strace runs as a grandchild (`-D`), so pasta keeps the pid it was
+/// spawned with and is stopped as usual.
+const SLOW_PASTA: &str = r#"#!/bin/sh
+case " $* " in
+*" --config-net "*) exec strace -D -f -qq -o /dev/null -e trace=sendto -e inject=sendto:delay_enter=300000 "$REAL_PASTA" "$@" ;;
+esac
+exec "$REAL_PASTA" "$@"
+"#;
+
+/// Regression for a flake of `ipv6_client_address_is_kept` (the server once
+/// saw ::1): readiness waited for the IPv4 default route only, which pasta
+/// adds before it configures IPv6, so on a loaded machine the relay read
+/// the namespace's addresses before its IPv6 one existed and relayed IPv6
+/// clients from ::1 (and the command started without IPv6). A pasta slowed
+/// down between its netlink requests made that happen every time.
+fn ipv6_client_address_is_kept_when_pasta_configures_ipv6_late(env: Env) {
+    let (Some(strace), Some(pasta)) = (common::which("strace"), common::which("pasta")) else {
+        common::skip(env.tier.label(), "strace is needed to slow pasta down (apt-get install strace)");
+        return;
+    };
+    let topo = Topology::new(&env);
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = bin.path().join("pasta");
+    std::fs::write(
+        &wrapper,
+        SLOW_PASTA.replace("$REAL_PASTA", &path_str(&pasta)).replace("strace", &path_str(&strace)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let seen = ipv6_peer_seen(&topo, &env, Some(bin.path()));
+    assert_eq!(seen, "fd00:231::1", "the server saw {seen} for an IPv6 upstream client");
+    topo.assert_clean();
+}
+
+/// The address the server of a builtin-driver pasta run sees for a client
+/// connecting from the upstream's IPv6 address; `pasta_dir` goes first on
+/// the run's `PATH`.
+fn ipv6_peer_seen(topo: &Topology, env: &Env, pasta_dir: Option<&Path>) -> String {
     topo.add_ipv6();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -417,14 +464,18 @@ fn ipv6_client_address_is_kept(env: Env) {
         &ctr_s,
         &ready_s,
     ];
-    let run = Running::start(&topo, &env, &args);
+    let mut cmd = topo.cli(env, &args);
+    if let Some(first) = pasta_dir {
+        cmd.env("PATH", format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", path_str(first)));
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let run = Running { child };
     eventually(15, || if ready.exists() { Ok(()) } else { Err(std::io::Error::other("server not ready")) });
     let addr: SocketAddr = format!("[fd00:231::2]:{host}").parse().unwrap();
-    let seen = client(&topo, ClientPath::Upstream, move || peer_seen(addr));
-    assert_eq!(seen, "fd00:231::1", "the server saw {seen} for an IPv6 upstream client");
+    let seen = client(topo, ClientPath::Upstream, move || peer_seen(addr));
     let out = run.stop();
     assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
-    topo.assert_clean();
+    seen
 }
 
 /// The command starts with the open-file limit it would have had: the
@@ -471,8 +522,10 @@ fn bridge_with_builtin_driver_keeps_client_addresses(env: Env) {
     topo.assert_clean();
 }
 
+// Both tiers run again with the accelerator asked for: where it runs, a
+// server takes its published TCP listener over from the relay.
 tier_tests!(
-    rootless,
+    rootless + rootless_accel,
     super::Tier::Rootless,
     [
         builtin_driver_is_correct_on_both_client_paths,
@@ -483,11 +536,12 @@ tier_tests!(
         killed_owner_leaves_nothing_gc_cannot_remove,
         command_keeps_its_open_file_limit,
         ipv6_client_address_is_kept,
+        ipv6_client_address_is_kept_when_pasta_configures_ipv6_late,
     ]
 );
 
 tier_tests!(
-    root,
+    root + root_accel,
     super::Tier::Root,
     [
         builtin_driver_is_correct_on_both_client_paths,
@@ -495,5 +549,6 @@ tier_tests!(
         killed_owner_leaves_nothing_gc_cannot_remove,
         bridge_with_builtin_driver_keeps_client_addresses,
         ipv6_client_address_is_kept,
+        ipv6_client_address_is_kept_when_pasta_configures_ipv6_late,
     ]
 );

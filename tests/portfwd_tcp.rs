@@ -319,3 +319,37 @@ fn connections_beyond_the_limit_are_reset() {
     drop(first);
     server.join().unwrap();
 }
+
+/// A listener released to a server (the accelerator's ingress) leaves the
+/// relay: its next client waits in its backlog for the server's accept,
+/// while connections relayed before are unaffected. Releasing what the
+/// relay does not hold gives nothing.
+#[test]
+fn a_released_listener_is_no_longer_relayed() {
+    let _shared = shared();
+    let Some(rig) = Rig::new(&["127.0.0.1:8080:80", "127.0.0.1:8081:81/udp"], ForwarderConfig::default()) else {
+        return;
+    };
+    let server = rig.serve("0.0.0.0:80", 1, |mut s| {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let mut relayed = rig.connect(ClientPath::Loopback, 8080);
+    let releaser = rig.fwd().releaser();
+    assert!(releaser.release("127.0.0.1:8081".parse().unwrap()).is_none(), "a UDP listener is never released");
+    assert!(releaser.release("127.0.0.1:9999".parse().unwrap()).is_none());
+    let listener = TcpListener::from(releaser.release("127.0.0.1:8080".parse().unwrap()).expect("released"));
+    assert!(releaser.release("127.0.0.1:8080".parse().unwrap()).is_none(), "released once");
+    relayed.write_all(b"before").unwrap();
+    relayed.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(server.join().unwrap(), vec![b"before".to_vec()], "the relayed connection goes on");
+    let mut direct = rig.connect(ClientPath::Loopback, 8080);
+    listener.set_nonblocking(false).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    direct.write_all(b"after").unwrap();
+    let mut buf = [0u8; 5];
+    accepted.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after");
+    assert_eq!(rig.fwd().stats().tcp_accepted, 1, "only the first client was relayed");
+}

@@ -1,8 +1,9 @@
 //! The builtin port driver's relay for UDP, against real sockets in real
 //! namespaces: request and response from both client paths with one flow
 //! per client and idle expiry, replies from the address the client sent to,
-//! an IPv6 listener in front of an IPv4-only server, and datagrams refused
-//! inside the container namespace.
+//! an IPv6 listener in front of an IPv4-only server, datagrams refused
+//! inside the container namespace, and a server that binds after its
+//! client started sending.
 //!
 //! The rig (a throwaway topology plus a "container" namespace, see
 //! `tests/common/fwdrig.rs`) binds listeners in the host namespace, the relay
@@ -13,7 +14,7 @@
 mod common;
 
 use common::fwdrig::{BOTH, ClientPath, Rig, shared, wait_for};
-use common::{in_netns, ip};
+use common::{in_netns, ip, wait_ipv6_usable};
 use pelagos_net::ports::relay::ForwarderConfig;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -62,6 +63,10 @@ fn udp_reply_comes_from_the_address_the_client_sent_to() {
     let Some(rig) = Rig::new(&["5353:53/udp"], ForwarderConfig::default()) else { return };
     // A second IPv6 address on the host, besides ::1.
     ip(&["-n", &rig.topo.host, "addr", "add", "fd00:5::2/128", "dev", "lo", "nodad"]);
+    // Regression: sent before the address's local route existed, the
+    // datagram was lost and the test waited 5 s for a reply (1 run in 8
+    // with the suite's load).
+    wait_ipv6_usable(&rig.topo.host);
     // Dual-stack: IPv4 flows arrive as mapped addresses.
     let echo = rig.udp_echo("[::]:53", 2);
     // Connected client sockets accept datagrams from the connected address
@@ -114,4 +119,28 @@ fn udp_datagrams_refused_inside_the_namespace_are_counted() {
     sock.send_to(b"anyone?", to).unwrap();
     wait_for("the refused datagram to be counted", Duration::from_secs(5), || rig.fwd().stats().udp_dropped >= 1);
     assert_eq!(rig.fwd().stats().bytes_from_container, 0);
+}
+
+/// Regression: a client that starts sending before the server binds (the
+/// run's command still starting, as a slow machine makes likely) was
+/// refused on 127.0.0.1, then on [::1], and its flow stayed on [::1] for as
+/// long as the client kept sending: the server that bound 127.0.0.1 a
+/// moment later was never reached (a test saw no echo in 10 s of pings).
+#[test]
+fn udp_server_that_binds_after_the_first_datagram_is_reached() {
+    let _shared = shared();
+    let Some(rig) = Rig::new(&["127.0.0.1:5353:53/udp"], ForwarderConfig::default()) else { return };
+    let (sock, to) = rig.udp_client(ClientPath::Loopback, 5353);
+    sock.send_to(b"anyone?", to).unwrap();
+    wait_for("the early datagram to be refused by both loopbacks", Duration::from_secs(5), || {
+        rig.fwd().stats().udp_dropped >= 1
+    });
+    let echo = rig.udp_echo("0.0.0.0:53", 1);
+    sock.send_to(b"now?", to).unwrap();
+    let mut buf = [0; 1500];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("the server that bound late was not reached: {e} ({:?})", rig.fwd().stats()));
+    assert_eq!((from, &buf[..n]), (to, &b"now?"[..]));
+    echo.join().unwrap();
 }

@@ -45,6 +45,8 @@ from benchlib import (
 )
 
 NAME = "www.bench.test"
+# A run's name on the bridge network, answered by the gateway forwarder itself.
+RUN_NAME = "bench-db"
 GOAL_QUERY = 1.5
 GOAL_STARTUP = 1.30
 
@@ -123,6 +125,8 @@ class Bench:
             argv, root = client + ["127.0.0.53", str(n), NAME], False
         elif path == "bridge":
             argv, root = self.root_run(["--network", "bridge", "--"] + client + ["auto", str(n), NAME]), True
+        elif path == "names":
+            argv, root = self.root_run(["--network", "bridge", "--"] + client + ["auto", str(n), RUN_NAME]), True
         elif path == "forwarder":
             argv = self.user_run(["--network", "pasta", "--dns", "127.0.0.54", "--"] + client + ["auto", str(n), NAME])
             root = False
@@ -135,6 +139,33 @@ class Bench:
         if p.returncode != 0:
             raise BenchError(f"{path}: query client failed (status {p.returncode})")
         return json.loads(out)["us"]
+
+    def start_named(self):
+        """A run named RUN_NAME on the bridge network, for the names path;
+        returns once its name resolves."""
+        argv = self.root_run(["--network", "bridge", "--name", RUN_NAME, "--", "sleep", "3600"])
+        p = self.spawn_root(argv, subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                self.queries("names", 1)
+                return p
+            except BenchError:
+                if p.poll() is not None:
+                    raise BenchError(f"the named run exited (status {p.returncode})")
+                time.sleep(0.1)
+        raise BenchError(f"{RUN_NAME} never resolved")
+
+    def path_queries(self, path, n):
+        """One round on one path; the names path with its named run alive
+        for the round only (reap_all between rounds kills what is left)."""
+        if path != "names":
+            return self.queries(path, n)
+        named = self.start_named()
+        try:
+            return self.queries(path, n)
+        finally:
+            named.terminate()
+            wait_exit(named, 30)
 
     def startup(self, which):
         """Spawn to reaped, milliseconds."""
@@ -160,6 +191,7 @@ PATHS = [
     ("slirp4netns", "slirp4netns: 10.0.2.3 (libslirp)"),
     ("bridge", "bridge: 10.90.0.1 (our forwarder, root)"),
     ("forwarder", "pasta --dns 127.0.0.54 (our forwarder in the netns)"),
+    ("names", "bridge: a run's name (our forwarder's own table)"),
 ]
 STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
             ("unshare", "unshare -Urn true")]
@@ -169,7 +201,7 @@ def bench(b, n):
     res = {"queries": {p: [] for p, _ in PATHS}, "startup": {s: [] for s, _ in STARTUPS}}
     for _ in range(n["rounds"]):
         for path, _ in PATHS:
-            res["queries"][path].extend(b.queries(path, n["queries"]))
+            res["queries"][path].extend(b.path_queries(path, n["queries"]))
         reap_all()
     for _ in range(n["startups"]):
         for which, _ in STARTUPS:
@@ -193,6 +225,8 @@ def render(res, meta):
             rows.append([label, f"{p50:.0f}", f"{p90:.0f}", f"{r50:.2f}", f"{r90:.2f}", f"<= {GOAL_QUERY}",
                          verdict(r50 <= GOAL_QUERY)])
     lines += table(["path", "p50", "p90", "x p50", "x p90", "goal (p50)", ""], rows, {0})
+    lines.append(f"a run's name against a forwarded query through the same bridge forwarder: "
+                 f"x{median(q['names']) / median(q['bridge']):.2f} (p50)")
     lines += ["", "run start-up, milliseconds, spawn to reaped"]
     s = res["startup"]
     peer = median(s["unshare"])

@@ -108,7 +108,7 @@ impl Network {
     fn host(&self, req: &Request) -> HostCaps {
         let mut roots = ProbeRoots::current(&self.paths);
         roots.pasta = self.pasta.clone();
-        HostCaps::probe_scoped(&roots, probe_scope(req))
+        HostCaps::probe_scoped(&roots, probe_scope(req, nix::unistd::geteuid().as_raw()))
     }
 
     /// What [`Network::prepare`] networks: a named netns it creates for a

@@ -48,6 +48,9 @@ pub struct NetworkOptions {
     /// Name resolution options (refused for a namespace someone else made,
     /// which keeps its own resolver).
     pub dns: crate::dns::DnsOptions,
+    /// The name the container goes by on its network (other runs on a
+    /// shared network resolve it).
+    pub name: Option<crate::model::run_name::RunName>,
 }
 
 impl Default for NetworkOptions {
@@ -70,6 +73,7 @@ impl NetworkOptions {
             ready_timeout: Duration::from_secs(10),
             helper_options: Vec::new(),
             dns: Default::default(),
+            name: None,
         }
     }
 
@@ -88,6 +92,12 @@ impl NetworkOptions {
     /// Choose who forwards the published ports.
     pub fn port_driver(mut self, driver: PortDriver) -> Self {
         self.port_driver = driver;
+        self
+    }
+
+    /// The name the container goes by on its network.
+    pub fn name(mut self, name: crate::model::run_name::RunName) -> Self {
+        self.name = Some(name);
         self
     }
 
@@ -122,6 +132,7 @@ impl NetworkOptions {
         cfg.port_driver = self.port_driver;
         cfg.helper_options = self.helper_options.clone();
         cfg.dns = self.dns.clone();
+        cfg.name = self.name.clone();
         cfg
     }
 }

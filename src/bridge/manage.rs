@@ -27,6 +27,9 @@ pub enum ManageError {
     /// Reading or writing definitions failed, or a definition was refused.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The network could not be removed from the user's network holder.
+    #[error(transparent)]
+    Rootless(Box<dyn std::error::Error + Send + Sync>),
     /// The lease table could not be read or removed.
     #[error(transparent)]
     Lease(#[from] LeaseError),
@@ -72,6 +75,9 @@ pub struct Attachment {
     pub id: String,
     /// Leased address.
     pub address: Ipv4Addr,
+    /// The name it goes by on the network (`--name`), from its record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The pelagos-net process that owns the run.
     #[serde(skip)]
     pub owner: ProcessId,
@@ -148,13 +154,15 @@ fn check_host_ipv6(paths: &Paths, def: &NetworkDef) -> Result<(), NetworkError> 
 pub fn attachments(paths: &Paths, name: &str) -> Result<Vec<Attachment>, ManageError> {
     let leases = LeaseStore::new(&paths.run_dir).peek(name)?;
     let store = Store::open_existing(&paths.run_dir, nix::unistd::geteuid().as_raw()).ok().flatten();
-    let recorded_alive = |id: &str| {
-        store.as_ref().and_then(|s| s.record(id).ok()).is_some_and(|r| r.alive(&paths.proc_root))
-    };
+    let record = |id: &str| store.as_ref().and_then(|s| s.record(id).ok());
+    let recorded_alive = |id: &str| record(id).is_some_and(|r| r.alive(&paths.proc_root));
     Ok(leases
         .into_iter()
         .filter(|(_, l)| l.cni || l.owner.is_alive(&paths.proc_root) || recorded_alive(&l.id))
-        .map(|(address, l)| Attachment { id: l.id, address, owner: l.owner })
+        .map(|(address, l)| {
+            let name = record(&l.id).and_then(|r| r.name).map(String::from);
+            Attachment { id: l.id, address, name, owner: l.owner }
+        })
         .collect())
 }
 
@@ -171,6 +179,15 @@ pub fn removable(paths: &Paths, name: &NetworkName) -> Result<NetworkDef, Manage
 /// definition. Refused while anything is attached ([`ManageError::InUse`];
 /// `flow::network` stops the attached runs first for a forced removal).
 pub fn remove_network(paths: &Paths, name: &NetworkName) -> Result<(), ManageError> {
+    remove_network_with(paths, name, &remove_host_side)
+}
+
+/// How a network's bridge and table are removed: from the host (root), or
+/// from wherever its networks live (a rootless user's network holder).
+pub type RemoveSide<'a> = &'a dyn Fn(&Paths, &NetworkDef) -> Result<(), ManageError>;
+
+/// [`remove_network`], the bridge and table removed by `side`.
+pub fn remove_network_with(paths: &Paths, name: &NetworkName, side: RemoveSide<'_>) -> Result<(), ManageError> {
     let def = removable(paths, name)?;
     let store = NetworkStore::new(&paths.config_dir);
     let users = attachments(paths, name.as_str())?;
@@ -186,7 +203,7 @@ pub fn remove_network(paths: &Paths, name: &NetworkName) -> Result<(), ManageErr
     if !users.is_empty() {
         return Err(ManageError::InUse { network: name.to_string(), users });
     }
-    remove_host_side(paths, &def)?;
+    side(paths, &def)?;
     leases.remove_files(name.as_str())?;
     store.remove(name)?;
     crate::fault::point("network.rm.removed");
@@ -194,7 +211,7 @@ pub fn remove_network(paths: &Paths, name: &NetworkName) -> Result<(), ManageErr
 }
 
 /// Delete the bridge and the firewall table of `def` (absent ones are fine).
-fn remove_host_side(paths: &Paths, def: &NetworkDef) -> Result<(), ManageError> {
+pub fn remove_host_side(paths: &Paths, def: &NetworkDef) -> Result<(), ManageError> {
     let mut nl = Netlink::open().map_err(nl_err("open netlink"))?;
     let op = format!("delete bridge {}", def.bridge);
     if let Some(index) = nl.link_index(def.bridge.as_str()).map_err(nl_err(&op))? {
@@ -238,10 +255,10 @@ pub fn unused_networks(paths: &Paths) -> Result<Vec<NetworkName>, ManageError> {
 
 /// Remove every network without attached runs, except the default one;
 /// one failure does not stop the others.
-pub fn prune_networks(paths: &Paths) -> Result<PruneReport, ManageError> {
+pub fn prune_networks(paths: &Paths, side: RemoveSide<'_>) -> Result<PruneReport, ManageError> {
     let mut report = PruneReport::default();
     for name in unused_networks(paths)? {
-        match remove_network(paths, &name) {
+        match remove_network_with(paths, &name, side) {
             Ok(()) => report.removed.push(name),
             Err(e) => report.failed.push((name, e)),
         }

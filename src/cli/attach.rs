@@ -80,6 +80,7 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
     opts.ip = args.ip;
     opts.helper_options = net.helper_options;
     opts.dns = net.dns;
+    opts.name = net.name;
     let target = Target::Paths { netns: &args.netns, userns: args.userns.as_deref() };
     let attachment = Network::with_paths(ctx.paths.clone()).attach(&opts, target).map_err(|e| fail(&e))?;
     let written = if args.json {

@@ -24,6 +24,10 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
         .filter(|_| caps.cap_net_admin)
         .map(|mut fw| crate::bridge::firewall::hostfw::probe(&mut fw));
     report.checks.push(crate::flow::doctor::host_firewall_check(found.as_ref()));
+    if caps.euid != 0 {
+        report.checks.push(crate::flow::doctor::holder_check(&ctx.paths, &caps));
+    }
+    report.checks.push(crate::accel::probe::doctor_check(&crate::accel::probe::offer(&ctx.paths.proc_root)));
     let etc = std::path::Path::new(crate::dns::setup::ETC);
     let dns = crate::dns::doctor::diagnose(&crate::dns::host::HostFiles::read(etc), etc, &caps);
     if args.json {

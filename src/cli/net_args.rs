@@ -16,6 +16,7 @@ use crate::model::helper_opts;
 use crate::model::ifname::NetworkName;
 use crate::model::mode::{ModeError, NetworkMode};
 use crate::model::port::PortMapping;
+use crate::model::run_name::RunName;
 
 /// `--network` as typed, before a bare name is looked up.
 #[derive(Debug, Clone)]
@@ -103,6 +104,24 @@ pub struct NetArgs {
     /// be `host-gateway`, the host as seen from the run.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_host: Vec<String>,
+    /// `socket`: TCP at the host's speed (pasta and slirp4netns runs). The
+    /// command runs under a seccomp filter; each TCP connect to where the
+    /// helper would take it gets a socket made in your own network namespace
+    /// (locked to the peer that was checked, so it reaches exactly what the
+    /// run reaches through the helper, never the host's loopback), and a
+    /// server binding a published TCP port gets the host's listener (no
+    /// relay, real client addresses). Loopback, the namespace's own
+    /// addresses, UDP and unix sockets stay inside. no_new_privs is not set:
+    /// setuid programs inside behave as without it. When the kernel or an
+    /// existing seccomp filter refuses, the run goes on without it and says
+    /// why. `off` (default): the helper carries everything.
+    #[arg(long, default_value = "off", env = "PELAGOS_NET_ACCEL", value_name = "MODE")]
+    pub accel: crate::accel::AccelMode,
+    /// Name the run goes by: other runs on the same network resolve it (and
+    /// its id) to its address; it is in the command's /etc/hosts. One DNS
+    /// label; unique among the network's live runs.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 impl NetArgs {
@@ -127,6 +146,8 @@ impl NetArgs {
             port_driver: self.port_driver,
             helper_options,
             dns,
+            accel: self.accel,
+            name: self.name.as_deref().map(RunName::new).transpose().map_err(|e| CliError::usage(e.to_string()))?,
         };
         for ignored in ignored_options(&config) {
             if self.fallback == Some(Fallback::Strict) {
@@ -159,6 +180,13 @@ fn ignored_options(config: &NetworkConfig) -> Vec<String> {
         out.push(
             "-p/--publish is ignored with --network host: the command shares the host's network, so its own \
              listening sockets are already the host's"
+                .to_owned(),
+        );
+    }
+    if config.mode == NetworkMode::Host && config.name.is_some() {
+        out.push(
+            "--name is ignored with --network host: the command runs in the host's namespaces, with the host's \
+             names, and is not recorded"
                 .to_owned(),
         );
     }

@@ -303,7 +303,7 @@ fn prune(ctx: &Context, force: bool) -> Result<Exit, CliError> {
     if !force && !confirm(&unused)? {
         return Ok(Exit::SUCCESS);
     }
-    let report = manage::prune_networks(&ctx.paths).map_err(fail)?;
+    let report = manage::prune_networks(&ctx.paths, crate::flow::network::side()).map_err(fail)?;
     for name in &report.removed {
         output::outln(name.as_str())?;
     }

@@ -78,12 +78,16 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
             output::outln(&r.id)?;
         }
     } else {
-        output::outln(&format!("{:<12}  {:<16} {:<8} {:<15} {:<30} COMMAND", "ID", "MODE", "PID", "ADDRESS", "PORTS"))?;
+        output::outln(&format!(
+            "{:<12}  {:<16} {:<16} {:<8} {:<15} {:<30} COMMAND",
+            "ID", "NAME", "MODE", "PID", "ADDRESS", "PORTS"
+        ))?;
         for r in &runs {
             let ports: Vec<String> = r.ports.iter().map(ToString::to_string).collect();
             let line = format!(
-                "{:<12}  {:<16} {:<8} {:<15} {:<30} {}",
+                "{:<12}  {:<16} {:<16} {:<8} {:<15} {:<30} {}",
                 r.id,
+                r.name.as_deref().unwrap_or("-"),
                 r.mode,
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.address.map_or("-".into(), |a| a.to_string()),

@@ -178,7 +178,21 @@ impl fmt::Display for Resolver {
                     Listen::Gateway(_) => "on the network's gateway",
                     Listen::InNamespace(_) => "inside the namespace",
                 };
-                write!(f, "{}, a forwarder of pelagos-net {place}, to {} (UDP and TCP)", listen.addr(), ups.join(", "))
+                write!(
+                    f,
+                    "{}, a forwarder of pelagos-net {place}, to {} (UDP and TCP)",
+                    listen.addr(),
+                    ups.join(", ")
+                )?;
+                if let Listen::Gateway(_) = listen {
+                    write!(
+                        f,
+                        "; it answers the network's run names and ids itself (bare and under {}), to the \
+                         network's addresses only",
+                        super::names::NAMES_DOMAIN
+                    )?;
+                }
+                Ok(())
             }
             Self::Direct { servers } => {
                 let s: Vec<String> = servers.iter().map(IpAddr::to_string).collect();
@@ -272,11 +286,16 @@ pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
     let servers = resolvers(req, &mut plan);
     if let Some(servers) = servers {
         let host = req.host.resolv.cloned().unwrap_or_default();
-        let conf = ResolvConf {
-            nameservers: servers,
-            search: opts.search.clone().unwrap_or(host.search),
-            options: opts.options.clone().unwrap_or(host.options),
-        };
+        let mut search = opts.search.clone().unwrap_or(host.search);
+        // A network's names are served with the forwarder on its gateway:
+        // their domain first, answered at once (see `names`).
+        let names = super::names::NAMES_DOMAIN;
+        if matches!(plan.forwarder.as_ref().map(|f| f.listen), Some(Listen::Gateway(_)))
+            && !search.iter().any(|s| s == names)
+        {
+            search.insert(0, names.to_owned());
+        }
+        let conf = ResolvConf { nameservers: servers, search, options: opts.options.clone().unwrap_or(host.options) };
         plan.resolv_conf = Some(conf.render(&[format!("resolver: {}", plan.resolver)]));
     } else {
         plan.warnings.push(format!("name resolution: {}", plan.resolver));

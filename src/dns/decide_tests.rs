@@ -188,3 +188,22 @@ fn bridge_without_its_forwarder_uses_the_reachable_resolvers_and_says_which_are_
     let plan = plan_for(mode, Some(STUB), &DnsOptions::default()).unwrap();
     assert_eq!(plan.resolver, Resolver::NoneConfigured);
 }
+
+#[test]
+fn a_bridge_run_searches_the_names_domain_first_and_other_modes_do_not() {
+    let plan = plan_for(BRIDGE, Some(STUB), &DnsOptions::default()).unwrap();
+    assert!(plan.resolv_conf.as_deref().unwrap().contains("search dns.pelagos corp.test\n"), "{plan:?}");
+    assert!(plan.resolver.to_string().contains("answers the network's run names and ids"), "{}", plan.resolver);
+    let plan = plan_for(PASTA_OLD, Some(STUB), &DnsOptions::default()).unwrap();
+    assert!(plan.resolv_conf.as_deref().unwrap().contains("search corp.test\n"), "{plan:?}");
+}
+
+#[test]
+fn the_runs_own_name_and_id_follow_the_host_file() {
+    let own = HostsEntry { ip: ip("10.90.0.5"), names: vec!["db".into(), "0123456789ab".into()] };
+    let conf = ResolvConf::parse(STUB);
+    let host = HostDns { resolv: Some(&conf), hosts: Some(HOSTS), address: None };
+    let plan = decide(&DnsRequest { mode: BRIDGE, host, options: &DnsOptions::default(), own: Some(&own) }).unwrap();
+    let hosts = plan.hosts.unwrap();
+    assert!(hosts.contains("127.0.0.1\tlocalhost\n# added by pelagos-net\n10.90.0.5\tdb 0123456789ab\n"), "{hosts}");
+}

@@ -29,6 +29,7 @@ pub mod forwarder;
 pub mod host;
 pub mod hosts;
 pub mod inside;
+pub mod names;
 pub mod options;
 pub mod proto;
 pub mod resolvconf;

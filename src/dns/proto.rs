@@ -15,6 +15,8 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 /// Class IN.
 pub const CLASS_IN: u16 = 1;
+/// Response code: no such name.
+pub const RCODE_NXDOMAIN: u8 = 3;
 /// Response code: server failure.
 pub const RCODE_SERVFAIL: u8 = 2;
 /// Response code: refused.

@@ -9,10 +9,11 @@
 //! asks for, if any; stopping it is dropping it.
 
 use super::decide::{DecideError, DnsPlan, DnsRequest, HostDns, Listen, ModeDns, decide};
-use super::forwarder::{DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Listeners};
+use super::forwarder::{DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
 use super::host::HostFiles;
 use super::hosts::HostsEntry;
 use super::inside::{NsDns, PrepareError};
+use super::names::NamesScope;
 use super::options::DnsOptions;
 use crate::model::target::NsTarget;
 use crate::ports::nsfactory::{FactoryError, SocketFactory};
@@ -57,6 +58,10 @@ pub struct DnsSetupRequest<'a> {
     pub own: Option<&'a HostsEntry>,
     /// The host's `/etc`.
     pub etc: &'a Path,
+    /// A bridge network's gateway is in another namespace (a rootless
+    /// network's holder): its listeners are made there and handed in
+    /// ([`PreparedDns::set_gateway`]), not bound here.
+    pub gateway_elsewhere: bool,
 }
 
 /// The plan, with what carrying it out needs.
@@ -68,6 +73,17 @@ pub struct PreparedDns {
     pub inside: Option<NsDns>,
     /// The bridge forwarder's sockets, bound in [`prepare`].
     gateway: Option<Listeners>,
+    /// What deciding again needs, once the run's own address is known.
+    again: Option<Again>,
+}
+
+/// The inputs of a decision, kept to decide again with the run's own entry.
+#[derive(Debug)]
+struct Again {
+    mode: ModeDns,
+    options: DnsOptions,
+    files: HostFiles,
+    etc: PathBuf,
 }
 
 /// Decide and prepare. Creates nothing outside this process.
@@ -77,12 +93,16 @@ pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> 
     let keeps_files = matches!(req.mode, ModeDns::Host | ModeDns::Loopback) && req.options.add_hosts.is_empty();
     if keeps_files {
         let plan = decide(&DnsRequest { mode: req.mode, host: HostDns::default(), options: req.options, own: None })?;
-        return Ok(PreparedDns { plan, inside: None, gateway: None });
+        return Ok(PreparedDns { plan, inside: None, gateway: None, again: None });
     }
     let files = HostFiles::read(req.etc);
     let mut mode = req.mode;
     let mut gateway = None;
-    if let ModeDns::Bridge { gateway: gw, listening } = &mut mode {
+    if let ModeDns::Bridge { listening, .. } = &mut mode
+        && req.gateway_elsewhere
+    {
+        *listening = true;
+    } else if let ModeDns::Bridge { gateway: gw, listening } = &mut mode {
         match Listeners::bind(SocketAddr::new(IpAddr::V4(*gw), DNS_PORT)) {
             Ok(l) => {
                 gateway = Some(l);
@@ -106,8 +126,16 @@ pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> 
     if plan.forwarder.as_ref().is_none_or(|f| !matches!(f.listen, Listen::Gateway(_))) {
         gateway = None;
     }
-    let resolv_path = req.etc.join("resolv.conf");
-    let hosts_path = req.etc.join("hosts");
+    let inside = inside_for(&plan, &files, req.etc)?;
+    let again = Again { mode, options: req.options.clone(), files, etc: req.etc.to_owned() };
+    Ok(PreparedDns { plan, inside, gateway, again: Some(again) })
+}
+
+/// The namespace child's part of `plan`: the files to mount over the
+/// host's paths, the forwarder's address on `lo`, the TCP rule.
+fn inside_for(plan: &DnsPlan, files: &HostFiles, etc: &Path) -> Result<Option<NsDns>, DnsSetupError> {
+    let resolv_path = etc.join("resolv.conf");
+    let hosts_path = etc.join("hosts");
     let mut mounts: Vec<(&Path, &str)> = Vec::new();
     if let Some(text) = &plan.resolv_conf {
         if files.resolv.path_exists() {
@@ -127,25 +155,65 @@ pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> 
         Listen::InNamespace(a) => Some(a),
         Listen::Gateway(_) => None,
     });
-    let inside = if mounts.is_empty() && lo_addr.is_none() && plan.tcp_fail_fast.is_none() {
-        None
-    } else {
-        Some(NsDns::prepare(&mounts, lo_addr, plan.tcp_fail_fast)?)
-    };
-    Ok(PreparedDns { plan, inside, gateway })
+    if mounts.is_empty() && lo_addr.is_none() && plan.tcp_fail_fast.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(NsDns::prepare(&mounts, lo_addr, plan.tcp_fail_fast)?))
 }
 
 impl PreparedDns {
+    /// The gateway forwarder's listeners, made in the namespace that holds
+    /// the gateway (see [`DnsSetupRequest::gateway_elsewhere`]).
+    pub fn set_gateway(&mut self, listeners: Listeners) {
+        self.gateway = Some(listeners);
+    }
+
+    /// Where the forwarder listens on a network's gateway, when it does.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        match self.plan.forwarder.as_ref()?.listen {
+            Listen::Gateway(gw) => Some(SocketAddr::new(IpAddr::V4(gw), DNS_PORT)),
+            Listen::InNamespace(_) => None,
+        }
+    }
+
+    /// Put the run's own entry (its name and id, once its address is known)
+    /// in the hosts file the command gets; before the namespace child is
+    /// forked. Nothing changes when the run gets no hosts file of ours.
+    pub fn set_own(&mut self, own: &HostsEntry) -> Result<(), DnsSetupError> {
+        let Some(again) = &self.again else { return Ok(()) };
+        if self.plan.hosts.is_none() {
+            return Ok(());
+        }
+        let host = HostDns {
+            resolv: again.files.resolv.conf(),
+            hosts: again.files.hosts.as_deref(),
+            address: match again.mode {
+                ModeDns::Slirp4netns => super::host::default_source_address(),
+                _ => None,
+            },
+        };
+        let plan = decide(&DnsRequest { mode: again.mode, host, options: &again.options, own: Some(own) })?;
+        self.inside = inside_for(&plan, &again.files, &again.etc)?;
+        self.plan = plan;
+        Ok(())
+    }
+
     /// Start the forwarder the plan asks for. An in-namespace forwarder
     /// gets its sockets from a socket factory that joins `target` (the
     /// namespace child must have added the address to its `lo` by then).
+    /// A forwarder on a network's gateway answers the names of `names`
+    /// (the network's runs, [`super::names`]).
     pub fn start_forwarder(
         &mut self,
         target: Option<&NsTarget>,
         proc_root: &Path,
+        names: Option<NamesScope>,
     ) -> Result<Option<Forwarder>, DnsSetupError> {
         let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
-        let cfg = ForwarderConfig::forward_to(&fwd.upstreams);
+        let cfg = match (fwd.listen, names) {
+            (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default()),
+            _ => ForwarderConfig::forward_to(&fwd.upstreams),
+        };
         let listeners = match (fwd.listen, self.gateway.take(), target) {
             (Listen::Gateway(_), Some(l), _) => l,
             (Listen::InNamespace(addr), _, Some(target)) => {

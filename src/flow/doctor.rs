@@ -238,6 +238,13 @@ fn kernel_check(release: Option<&str>) -> Check {
     )
 }
 
+/// The user's network holder of rootless bridge networks (reads its state).
+pub fn holder_check(paths: &crate::state::paths::Paths, caps: &HostCaps) -> Check {
+    let helpers = caps.newuidmap.clone().zip(caps.newgidmap.clone());
+    let mapping = crate::holder::idmap::IdMapping::choose(caps.uid, caps.uid, &caps.subuid, &caps.subgid, helpers);
+    check("network holder", Status::Info, crate::holder::usage::describe(paths, &mapping), None)
+}
+
 /// What `--port-driver auto` does with published ports on this host.
 fn port_driver_check(caps: &HostCaps) -> Check {
     let detail = match caps.pasta.features() {
@@ -408,7 +415,8 @@ mod tests {
         let r = report(&rootless());
         assert!(r.networked);
         let text = render(&r);
-        assert!(text.contains("[ok  ] user namespaces") && text.contains("modes for root:"), "{text}");
+        // A rootless user has every mode root has (bridge networks in the user's holder).
+        assert!(text.contains("[ok  ] user namespaces") && text.contains("modes for you and for root:"), "{text}");
     }
 
     #[test]

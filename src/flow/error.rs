@@ -44,6 +44,9 @@ pub enum RunError {
     /// published twice.
     #[error(transparent)]
     PortCheck(#[from] crate::ports::precheck::PortCheckError),
+    /// `--name` is taken on the network, or the names could not be checked.
+    #[error(transparent)]
+    Name(#[from] crate::dns::names::NameClaimError),
     /// Ephemeral port resolution failed.
     #[error(transparent)]
     Ports(#[from] PortError),
@@ -125,9 +128,18 @@ pub enum RunError {
     /// The relay process failed to start.
     #[error("start the relay process: {0}")]
     Holder(String),
+    /// The user's network holder (rootless shared networks) failed.
+    #[error(transparent)]
+    SharedNetwork(Box<crate::holder::HolderError>),
     /// Several teardown steps failed.
     #[error("teardown failed: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<RunError>),
+}
+
+impl From<crate::holder::HolderError> for RunError {
+    fn from(e: crate::holder::HolderError) -> Self {
+        Self::SharedNetwork(Box::new(e))
+    }
 }
 
 impl RunError {

@@ -8,12 +8,15 @@
 //! its owner hands back its output) and the record's data otherwise (gc
 //! after a crash, detach from another process).
 
+mod accel;
 mod bridge;
 mod helper;
 mod holder;
 mod ns;
 mod relay;
+mod shared;
 
+pub(crate) use bridge::BridgeWants;
 pub(crate) use helper::LiveHelper;
 
 use super::RunError;
@@ -56,6 +59,8 @@ pub(crate) struct Exec {
     /// Published ports, host ports picked.
     pub ports: Vec<PortMapping>,
     pub listeners: Option<Vec<Listener>>,
+    /// Sockets holding the published ports that DNAT forwards (`hold_ports`).
+    held: Vec<Listener>,
     pub child: Option<NsChild>,
     pub command: Option<ChildCommand>,
     pub given: Option<OpenTarget>,
@@ -68,6 +73,22 @@ pub(crate) struct Exec {
     pub dns: Option<crate::dns::PreparedDns>,
     /// The published ports' check, held until the record is written.
     claim: Option<crate::ports::precheck::PortClaim>,
+    /// The user's network holder, once found or started (rootless shared networks).
+    pub holder: Option<crate::holder::HolderState>,
+    /// Clean what dead runs left before writing the record (the cheap gc,
+    /// when due: see `gc::gc_if_due`); off for a caller that lives for one
+    /// call and is timed per container (the CNI plugin: the runtime's `GC`
+    /// verb does that).
+    pub gc_first: bool,
+    /// Undo defers veth deletions to the exiting process's child.
+    pub defer_links: bool,
+    /// The accelerator's hook for the command's process (`prepare_accel`,
+    /// taken by `fork_child`).
+    pub accel_hook: Option<crate::accel::child::ChildHook>,
+    /// The accelerator, prepared and not yet started.
+    accel: Option<accel::Pending>,
+    /// The TCP listeners the relay took, for servers to take over.
+    pub tcp_listeners: Vec<crate::accel::ingress::Held>,
 }
 
 impl std::fmt::Debug for Exec {
@@ -94,6 +115,7 @@ impl Exec {
         owner: ProcessId,
     ) -> Self {
         let mut record = Record::new(id, kind, owner, plan.mode.clone());
+        record.name = plan.name.clone();
         record.ports = plan.ports.clone();
         record.selection = plan.decision.as_ref().map(|d| Selection {
             reason: d.reason.clone(),
@@ -109,6 +131,7 @@ impl Exec {
             ports: plan.ports.clone(),
             plan,
             listeners: None,
+            held: Vec::new(),
             child: None,
             command: None,
             given: None,
@@ -118,7 +141,13 @@ impl Exec {
             pending: None,
             bridge: bridge::BridgeState::default(),
             dns: None,
+            accel_hook: None,
+            accel: None,
+            tcp_listeners: Vec::new(),
             claim: None,
+            holder: None,
+            gc_first: true,
+            defer_links: false,
         }
     }
 
@@ -140,7 +169,21 @@ impl Exec {
                 self.claim = Some(crate::ports::precheck::claim(&self.paths, &self.ports)?);
                 Ok(())
             }
+            Step::ClaimName { network, name } => {
+                // One lock for ports and name: a second flock of the
+                // directory from this process would wait for the first.
+                if self.claim.is_none() {
+                    self.claim = Some(crate::ports::precheck::lock_runs_dir(&self.paths)?);
+                }
+                let paths = &self.paths;
+                crate::dns::names::check_name(&paths.run_dir, &paths.proc_root, network, name, &self.record.id)?;
+                Ok(())
+            }
             Step::BindListeners => relay::bind(self),
+            Step::HoldPorts => {
+                self.held = relay::hold(&self.ports)?;
+                Ok(())
+            }
             Step::PrepareDns => self.prepare_dns(),
             Step::WriteRecord => {
                 self.open_record()?;
@@ -149,9 +192,15 @@ impl Exec {
                 Ok(())
             }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
+            Step::UseAddress { .. } => bridge::delegated(self),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
+            Step::EnsureHolder => shared::ensure(self),
+            Step::AttachInHolder { .. } => shared::attach(self),
             Step::CreateNetns => ns::create_named(self),
-            Step::ForkChild { ns } => ns::fork_child(self, *ns),
+            Step::ForkChild { ns } => {
+                self.own_hosts_entry()?;
+                ns::fork_child(self, *ns)
+            }
             Step::NameNetns { of } => ns::name(self, *of),
             Step::CreateVeth { into, .. } => bridge::veth(self, *into),
             Step::ConfigureAddress { .. } => bridge::address(self),
@@ -166,10 +215,24 @@ impl Exec {
             },
             Step::StartDns => self.start_dns(),
             Step::StartRelay { target, detached, .. } => relay::start(self, *target, *detached),
+            Step::PrepareAccel { lock, listeners } => accel::prepare(self, *lock, *listeners),
+            Step::StartAccel => accel::start(self),
             Step::Commit => self.set_phase(Phase::Ready),
             // The command is the caller's business (it holds the signals).
             Step::ExecCommand | Step::ExecInPlace => Ok(()),
         }
+    }
+
+    /// Run every step of the plan in order; a failed step tears down what
+    /// the earlier ones made and comes back first among the errors.
+    pub fn run_steps(&mut self) -> Result<(), RunError> {
+        let steps = self.plan.steps.clone();
+        for step in &steps {
+            if let Err(e) = self.run(step, &mut || false) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
     }
 
     /// Every step ran: let go of what only the setup needed.
@@ -187,8 +250,13 @@ impl Exec {
             }
             (mode, _) => *mode,
         };
-        let req =
-            crate::dns::DnsSetupRequest { mode, options, own: None, etc: std::path::Path::new(crate::dns::setup::ETC) };
+        let req = crate::dns::DnsSetupRequest {
+            mode,
+            options,
+            own: None,
+            etc: std::path::Path::new(crate::dns::setup::ETC),
+            gateway_elsewhere: self.plan.steps.contains(&Step::EnsureHolder),
+        };
         let prepared = crate::dns::prepare(&req)?;
         log::info!("name resolution: {}", prepared.plan.resolver);
         self.dns = Some(prepared);
@@ -200,23 +268,58 @@ impl Exec {
     fn start_dns(&mut self) -> Result<(), RunError> {
         let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
         let Some(dns) = self.dns.as_mut() else { return Ok(()) };
-        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root)?;
+        // A bridge network's forwarder answers the network's names (unless
+        // the network was created with --disable-dns).
+        let names = self
+            .plan
+            .network
+            .as_ref()
+            .filter(|def| !def.options.disable_dns)
+            .map(|def| crate::dns::names::NamesScope::of_network(def, &self.paths));
+        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root, names)?;
         self.add(Resource::Dns)
+    }
+
+    /// The run's own line in its hosts file: its name (if any) and its id,
+    /// for its address on a bridge network, slirp4netns's fixed guest
+    /// address, or `127.0.1.1` (a local address, as Debian names its host)
+    /// in a namespace whose address only its helper knows.
+    fn own_hosts_entry(&mut self) -> Result<(), RunError> {
+        let Some(dns) = self.dns.as_mut() else { return Ok(()) };
+        let ip = match (self.lease, &self.plan.mode) {
+            (Some(lease), _) => lease,
+            (None, crate::model::mode::NetworkMode::Slirp4netns) => crate::helpers::slirp::args::GUEST_ADDR,
+            (None, _) => Ipv4Addr::new(127, 0, 1, 1),
+        };
+        let mut names: Vec<String> = self.record.name.iter().map(ToString::to_string).collect();
+        names.push(self.record.id.clone());
+        dns.set_own(&crate::dns::hosts::HostsEntry { ip: ip.into(), names })?;
+        Ok(())
     }
 
     /// Open the state directory, clean what dead owners left (the cheap gc;
     /// a failure never stops the setup), and write the record.
     fn open_record(&mut self) -> Result<(), RunError> {
         let store = Store::open(&self.paths.run_dir, nix::unistd::geteuid().as_raw())?;
-        match super::gc::gc(&self.paths, false) {
-            Ok(report) if !report.actions.is_empty() => {
+        match self.gc_first.then(|| super::gc::gc_if_due(&self.paths)).flatten() {
+            Some(Ok(report)) if !report.actions.is_empty() => {
                 log::info!("cleaned {} leftovers of dead runs", report.actions.len())
             }
-            Ok(_) => {}
-            Err(e) => log::debug!("gc before setup: {e}"),
+            Some(Err(e)) => log::debug!("gc before setup: {e}"),
+            _ => {}
         }
         crate::fault::point("run.before-record");
         store.write_record(&self.record)?;
+        // Then the port index, still under the port check's lock: an entry
+        // never exists without its record.
+        if !self.record.ports.is_empty() {
+            let index = crate::state::port_index::PortIndex::new(&self.paths.run_dir);
+            if let Err(source) = index.add(&self.record.id, &self.record.ports) {
+                self.store = Some(store);
+                let path = self.paths.run_dir.join("ports");
+                return Err(crate::state::store::StoreError::WriteRecord { path, source }.into());
+            }
+        }
         crate::fault::point("run.record-written");
         self.store = Some(store);
         Ok(())
@@ -268,7 +371,7 @@ impl Exec {
             self.live.helper = Some(pending.into_live());
         }
         self.live.child = self.child.take();
-        let env = undo::Env { paths: &self.paths };
+        let env = undo::Env { paths: &self.paths, defer_links: self.defer_links };
         let mut output = None;
         let mut errors = Vec::new();
         for resource in self.record.resources.iter().rev() {
@@ -278,12 +381,15 @@ impl Exec {
                 Err(e) => errors.push(RunError::Undo(e)),
             }
         }
-        // Open namespace files close here, before the record goes.
+        // Open namespace files close here, before the record goes; the
+        // published ports are let go once nothing forwards them any more.
         self.named = None;
-        if let Some(store) = self.store.take()
-            && let Err(e) = store.remove_record(&self.record.id)
-        {
-            errors.push(e.into());
+        self.held.clear();
+        if let Some(store) = self.store.take() {
+            if let Err(e) = store.remove_record(&self.record.id) {
+                errors.push(e.into());
+            }
+            super::gc::forget_ports(&self.paths, &self.record);
         }
         (output, errors)
     }

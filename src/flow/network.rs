@@ -40,7 +40,26 @@ pub fn remove_network(paths: &Paths, name: &NetworkName, in_use: InUse) -> Resul
             stop_users(paths, name.as_str(), &users, grace)?;
         }
     }
-    manage::remove_network(paths, name)
+    manage::remove_network_with(paths, name, side())
+}
+
+/// Where this caller's networks live: the host (root) or the user's
+/// network holder, where a network's bridge and table exist only while
+/// the holder runs.
+pub fn side() -> manage::RemoveSide<'static> {
+    if nix::unistd::geteuid().is_root() { &manage::remove_host_side } else { &remove_in_holder }
+}
+
+fn remove_in_holder(paths: &Paths, def: &crate::bridge::network::NetworkDef) -> Result<(), ManageError> {
+    let dir = crate::holder::HolderDir::new(&paths.run_dir);
+    let boxed = |e: crate::holder::HolderError| ManageError::Rootless(Box::new(e));
+    let _lock = dir.lock().map_err(boxed)?;
+    match dir.read().map_err(boxed)? {
+        Some(state) if state.alive(&paths.proc_root) => {
+            crate::holder::network::remove(paths, &state, def).map_err(boxed)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Detach the attachments among `users`, stop the runs, collect what the

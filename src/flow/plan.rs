@@ -14,10 +14,12 @@
 //! namespace is ready, and the end (the command released, or the
 //! attachment committed).
 
+pub(crate) mod accel;
 mod dns;
 mod refusal;
 mod render;
 
+pub use accel::AccelPlan;
 pub use refusal::Refusal;
 pub use render::{json, render};
 
@@ -146,6 +148,9 @@ pub struct Plan {
     /// generated files (`None` for a namespace the setup does not run a
     /// command in).
     pub dns: Option<crate::dns::DnsPlan>,
+    /// The name the run goes by on its network (`--name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<crate::model::run_name::RunName>,
     /// What the name resolution steps need: the mode's facts and the options.
     #[serde(skip)]
     pub dns_request: Option<(crate::dns::ModeDns, crate::dns::DnsOptions)>,
@@ -155,6 +160,9 @@ pub struct Plan {
     /// slirp4netns's extra options (`slirp4netns:OPTS`).
     #[serde(skip)]
     pub slirp_options: crate::model::helper_opts::SlirpOptions,
+    /// What `--accel` gives the run (`None` when not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<AccelPlan>,
 }
 
 fn display<S: serde::Serializer>(mode: &NetworkMode, s: S) -> Result<S::Ok, S::Error> {
@@ -195,13 +203,29 @@ impl Lookups for SystemLookups<'_> {
     }
 }
 
+/// The lookups of a setup on one network known beforehand (a runtime's
+/// call, a CNI `ADD`: name resolution is the runtime's, no command runs).
+#[derive(Debug, Clone, Copy)]
+pub struct OneNetwork<'a>(pub &'a NetworkDef);
+
+impl Lookups for OneNetwork<'_> {
+    fn network(&self, _: &str) -> Result<NetworkDef, NetworkError> {
+        Ok(self.0.clone())
+    }
+
+    fn etc(&self) -> &Path {
+        Path::new(crate::dns::setup::ETC)
+    }
+}
+
 /// Plan `req` on the host `host` describes, with `lookups` for network
 /// definitions and the host's name resolution files.
 pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Plan, Refusal> {
     let decision = decide(req, host)?;
     let mode = decision.as_ref().map_or_else(|| req.network.mode.clone(), |d| d.mode.to_network_mode());
     let cfg = &req.network;
-    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, DriverFacts { pasta: pasta_build(host) })?;
+    let facts = DriverFacts { pasta: pasta_build(host), rootless_bridge: host.euid != 0 };
+    let port_driver = choose_driver(&mode, cfg.port_driver, &cfg.ports, facts)?;
     let def = match &mode {
         NetworkMode::Bridge(name) => {
             Some(lookups.network(name.as_ref().map_or(DEFAULT_NETWORK, |n| n.as_str())).map_err(Refusal::Network)?)
@@ -221,10 +245,12 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         slirp_options: &slirp_options,
     };
     check_common(&input)?;
-    let driver = modes::driver(&mode);
+    let driver = modes::driver(&mode, host);
     driver.check(&input)?;
     let dns_request = dns::request(&input)?;
     let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
+    let accel = accel::plan(&input);
+    let (prepare_accel, start_accel) = accel.as_ref().and_then(AccelPlan::steps).unzip();
     let mut steps = Vec::new();
     if cfg.ports.iter().any(|m| m.host.is_none()) {
         steps.push(Step::PickHostPorts);
@@ -232,12 +258,19 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if !cfg.ports.is_empty() {
         steps.push(Step::ClaimPorts);
     }
+    if driver.holds_ports(&input) {
+        steps.push(Step::HoldPorts);
+    }
+    if let (Some(name), Some(def)) = (&cfg.name, &def) {
+        steps.push(Step::ClaimName { network: def.name.to_string(), name: name.clone() });
+    }
     if input.builtin {
         steps.push(Step::BindListeners);
     }
     if dns.as_ref().is_some_and(dns::prepares) {
         steps.push(Step::PrepareDns);
     }
+    steps.extend(prepare_accel);
     if needs_record(&input) {
         steps.push(Step::WriteRecord);
     }
@@ -256,11 +289,13 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         (_, false, TargetKind::Given(_)) => steps.push(Step::Commit),
         (_, false, _) => {}
     }
+    steps.extend(start_accel);
     let helper = driver.helper(&input, dns.as_ref().and_then(|d| d.pasta_forward));
     let mut warnings: Vec<String> = decision.iter().filter_map(|d| d.warning.clone()).collect();
     warnings.extend(crate::ports::exposure::all_interfaces_warning(&cfg.ports));
     warnings.extend(driver.warnings(&input));
     warnings.extend(dns.iter().flat_map(|d| d.warnings.iter().cloned()));
+    warnings.extend(accel.iter().filter_map(|a| a.reason.as_ref()).map(|why| format!("accelerator off: {why}")));
     Ok(Plan {
         helper_program: helper.as_ref().map(|h| h.0.clone()),
         helper_argv: helper.map(|h| h.1),
@@ -277,18 +312,23 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         lifetime: req.lifetime,
         dns,
         dns_request,
+        name: cfg.name.clone(),
         pasta_extra,
         slirp_options,
+        accel,
     })
 }
 
-/// What of the host [`plan`] reads for `req`: an explicit mode without a
-/// fallback policy needs who the caller is and its helper (with the tun
-/// device); the ladder needs everything.
-pub fn probe_scope(req: &Request) -> ProbeScope {
+/// What of the host [`plan`] reads for `req` from a caller of effective
+/// uid `euid`: an explicit mode without a fallback policy needs who the
+/// caller is and its helper (with the tun device; pasta for a rootless
+/// bridge network's holder); the ladder needs everything.
+pub fn probe_scope(req: &Request, euid: u32) -> ProbeScope {
     match (&req.network.mode, req.fallback) {
         (NetworkMode::Pasta, None) => ProbeScope::Pasta,
         (NetworkMode::Slirp4netns, None) => ProbeScope::Slirp4netns,
+        // A rootless bridge network needs pasta for its holder.
+        (NetworkMode::Bridge(_), None) if euid != 0 => ProbeScope::Pasta,
         (NetworkMode::Host | NetworkMode::Loopback | NetworkMode::Bridge(_) | NetworkMode::Ns(_), None) => {
             ProbeScope::Identity
         }

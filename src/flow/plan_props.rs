@@ -131,6 +131,7 @@ fn records_something(step: &Step) -> bool {
     matches!(
         step,
         Step::LeaseAddress { .. }
+            | Step::UseAddress { .. }
             | Step::CreateNetns
             | Step::NameNetns { .. }
             | Step::CreateVeth { .. }
@@ -158,6 +159,13 @@ fn check_well_formed(req: &Request, host: &HostCaps, p: &Plan) -> Result<(), Tes
     let relays = s.iter().filter(|x| matches!(x, Step::StartRelay { .. })).count();
     prop_assert_eq!(relays, usize::from(p.builtin()), "the relay iff the builtin driver: {:?}", s);
     prop_assert_eq!(s.contains(&Step::BindListeners), p.builtin());
+    let dnat = matches!(p.mode, NetworkMode::Bridge(_)) && !p.builtin() && !req.network.ports.is_empty();
+    prop_assert_eq!(
+        s.contains(&Step::HoldPorts),
+        dnat && req.lifetime == crate::flow::plan::Lifetime::Owner,
+        "DNAT'd ports held while their owner lives: {:?}",
+        s
+    );
     prop_assert_eq!(s.contains(&Step::PickHostPorts), req.network.ports.iter().any(|m| m.host.is_none()));
     let last = s.last();
     match (&req.target, req.command, &p.mode) {
@@ -195,7 +203,7 @@ proptest! {
     fn plans_read_only_their_probe_scope_and_are_carried_out_recorded(req in request(), which in 0usize..7) {
         let host = &hosts()[which];
         let full = plan(&req, host, &super::tests::NETS);
-        let scoped = plan(&req, &garbled(host, probe_scope(&req)), &super::tests::NETS);
+        let scoped = plan(&req, &garbled(host, probe_scope(&req, host.euid)), &super::tests::NETS);
         prop_assert_eq!(outcome(&full), outcome(&scoped), "{:?} planned differently with only its scope", req);
         if let Ok(p) = &full {
             check_well_formed(&req, host, p)?;

@@ -166,14 +166,16 @@ fn a_plain_loopback_run_writes_no_record_and_a_relayed_one_does() {
 }
 
 #[test]
-fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
+fn bridge_plan_shows_the_table_and_forward_scripts_as_root() {
     let p = run_plan(cfg("bridge", &["8080:80"]), &root()).unwrap();
     let text = render(&p);
     assert!(text.contains("add table ip pelagos-pelagos0") && text.contains("8080 : <leased> . 80"), "{text}");
+    assert!(text.contains("hold 8080:80/tcp with sockets of this process"), "{text}");
     assert_eq!(
         ops(&p),
         [
             "claim_ports",
+            "hold_ports",
             "prepare_dns",
             "write_record",
             "lease_address",
@@ -187,10 +189,35 @@ fn bridge_plan_shows_the_table_and_forward_scripts_and_needs_root() {
             "exec_command"
         ]
     );
-    let err = run_plan(cfg("bridge", &[]), &rootless()).unwrap_err();
-    assert!(matches!(err, Refusal::BridgeNeedsRoot), "{err}");
     let err = run_plan(cfg("bridge:nope", &[]), &root()).unwrap_err();
     assert!(matches!(err, Refusal::Network(_)), "{err}");
+}
+
+#[test]
+fn a_rootless_bridge_run_joins_the_network_holder_and_relays_its_ports() {
+    let p = run_plan(cfg("bridge", &["8080:80"]), &rootless()).unwrap();
+    assert_eq!(
+        ops(&p),
+        [
+            "claim_ports",
+            "bind_listeners",
+            "prepare_dns",
+            "write_record",
+            "ensure_holder",
+            "lease_address",
+            "fork_child",
+            "attach_in_holder",
+            "start_dns",
+            "start_relay",
+            "exec_command"
+        ]
+    );
+    assert!(p.builtin(), "{:?}", p.port_driver);
+    let text = render(&p);
+    assert!(text.contains("network holder") && text.contains("mtu 65520"), "{text}");
+    assert!(text.contains("--netns /proc/<holder>/ns/net --userns /proc/<holder>/ns/user"), "{text}");
+    let err = plan(&attach(cfg("bridge", &[]), true, false), &rootless(), &NETS).unwrap_err();
+    assert!(matches!(err, Refusal::HolderNeedsRun), "{err}");
 }
 
 #[test]
@@ -326,4 +353,19 @@ fn every_step_round_trips_through_json() {
         let json = serde_json::to_value(step).unwrap();
         assert_eq!(&serde_json::from_value::<Step>(json.clone()).unwrap(), step, "{json}");
     }
+}
+
+#[test]
+fn a_named_bridge_run_claims_its_name_before_the_record_and_a_named_pasta_run_has_nothing_to_claim() {
+    let mut c = cfg("bridge", &["8080:80"]);
+    c.name = Some(crate::model::run_name::RunName::new("db").unwrap());
+    let p = run_plan(c.clone(), &root()).unwrap();
+    let o = ops(&p);
+    let at = |op: &str| o.iter().position(|x| *x == op).unwrap_or_else(|| panic!("{op} missing: {o:?}"));
+    assert!(at("claim_ports") < at("claim_name") && at("claim_name") < at("write_record"), "{o:?}");
+    assert_eq!(p.name, c.name);
+    assert!(render(&p).contains("no live run on network pelagos0 goes by the name db"), "{}", render(&p));
+    c.mode = NetworkMode::Pasta;
+    let p = run_plan(c, &rootless()).unwrap();
+    assert!(!ops(&p).contains(&"claim_name"), "{:?}", ops(&p));
 }

@@ -7,7 +7,9 @@
 //! 3. Block the signals we forward, then execute the steps: the namespace
 //!    child is forked (it enters its namespaces, brings `lo` up and waits),
 //!    the helper is started against it and awaited, the relay started.
-//! 4. Release the child, which execs the command; forward signals; wait.
+//! 4. Release the child, which execs the command (the steps after
+//!    `exec_command`, the accelerator's supervisor, start now); forward
+//!    signals; wait.
 //! 5. Undo everything recorded, collecting every error, and return the
 //!    command's status (128+N when killed by signal N).
 //!
@@ -141,13 +143,36 @@ pub(crate) fn announce(plan: &Plan) {
     log::info!("port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
 }
 
+/// What of the host a run's plan reads: the probe's scope, and the
+/// accelerator when the run asks for it.
+fn probe_host(opts: &RunOptions, req: &Request) -> HostCaps {
+    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
+    let mut host = HostCaps::probe_scoped(&roots, probe_scope(req, nix::unistd::geteuid().as_raw()));
+    if !req.network.accel.is_off() {
+        host.accel = Some(crate::accel::probe::offer(&opts.paths.proc_root));
+    }
+    host
+}
+
 /// The plan `run` would execute for `opts`, touching nothing (a default
 /// network's definition is not written).
 pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
     let (req, _given) = request(opts)?;
-    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
-    Ok(plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?)
+    let host = probe_host(opts, &req);
+    let mut planned = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
+    planned.warnings.extend(host_firewall_warning(&planned, &host));
+    Ok(planned)
+}
+
+/// For a bridge network: what the host's own firewall (iptables FORWARD
+/// DROP, firewalld) means for it, as `doctor` reports it. Looked at only
+/// with CAP_NET_ADMIN (the setup needs it anyway); `plan` alone asks, a
+/// setup handles it itself.
+fn host_firewall_warning(planned: &Plan, host: &HostCaps) -> Option<String> {
+    let def = planned.network.as_ref().filter(|_| host.cap_net_admin)?;
+    let mut fw = crate::bridge::firewall::Firewall::new().ok()?;
+    let found = crate::bridge::firewall::hostfw::probe(&mut fw);
+    crate::bridge::firewall::hostfw::plan_warning(&found, def.name.as_str(), def.bridge.as_str())
 }
 
 /// Run the command per `opts`. `Err` means the command never started
@@ -155,8 +180,7 @@ pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let (program, argv) = prepare_command(&opts.command)?;
     let (req, given) = request(opts)?;
-    let roots = probe_roots(&opts.paths, opts.pasta.as_ref(), &opts.tun_path);
-    let host = HostCaps::probe_scoped(&roots, probe_scope(&req));
+    let host = probe_host(opts, &req);
     let plan = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
     announce(&plan);
     if plan.steps == [Step::ExecInPlace] {
@@ -171,15 +195,19 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     exec.given = given;
     let mut cancel = || signals.pending_termination().is_some();
     for step in &steps {
-        if let Err(e) = exec.run(step, &mut cancel) {
+        let done = exec.run(step, &mut cancel).and_then(|()| match step {
+            Step::ExecCommand => {
+                exec.done();
+                start_command(&mut exec, opts)?;
+                crate::fault::point("run.command-started");
+                Ok(())
+            }
+            _ => Ok(()),
+        });
+        if let Err(e) = done {
             return Err(exec.fail(e));
         }
     }
-    exec.done();
-    if let Err(e) = start_command(&mut exec, opts) {
-        return Err(exec.fail(e));
-    }
-    crate::fault::point("run.command-started");
     let (exit_code, helper_died) = match exec.child.as_mut() {
         Some(child) => supervise(child, &signals, exec.live.helper.as_mut()),
         None => (125, false),

@@ -52,6 +52,10 @@ pub enum ChildNs {
         /// Which.
         ns: NsRef,
     },
+    /// New network (and PID, mount) namespaces inside the user namespace
+    /// of the user's network holder (rootless shared networks), so the
+    /// holder may put a veth pair into them.
+    InHolder,
 }
 
 /// A network helper process.
@@ -103,9 +107,24 @@ pub enum Step {
     /// until the record (with the ports) is written, so two setups cannot
     /// both pass.
     ClaimPorts,
+    /// Check that no live run on the shared network goes by the setup's
+    /// `--name`; like [`Step::ClaimPorts`], the check holds the runs
+    /// directory's lock until the record (with the name) is written, so
+    /// two setups cannot both take a name.
+    ClaimName {
+        /// Network name.
+        network: String,
+        /// The name.
+        name: crate::model::run_name::RunName,
+    },
     /// Bind the published host ports (builtin driver), before anything else
     /// exists, so a taken port fails first and cheaply.
     BindListeners,
+    /// Hold the published host ports with sockets of this process while the
+    /// setup lives (kernel DNAT forwards them and holds nothing): no other
+    /// program can bind them meanwhile, and every other setup's check sees
+    /// them as in use, whatever runtime directory it records in.
+    HoldPorts,
     /// Prepare name resolution before anything exists: read the host's
     /// files, bind a bridge forwarder's sockets, prepare the child's mounts.
     PrepareDns,
@@ -118,9 +137,27 @@ pub enum Step {
         /// The address asked for.
         requested: Option<Ipv4Addr>,
     },
+    /// Use the address a delegated IPAM plugin gave (a CNI config's
+    /// `ipam`), recorded so that undoing runs the plugin's `DEL`.
+    UseAddress {
+        /// Network name.
+        network: String,
+        /// The IPAM plugin.
+        plugin: String,
+    },
     /// Make sure the network's bridge (address, up), nftables table and
     /// forwarding sysctls exist. Idempotent; they persist with the network.
     EnsureNetwork {
+        /// Network name.
+        network: String,
+    },
+    /// Make sure the user's network holder runs (start it on first use,
+    /// replace a dead one) and record that this setup uses it.
+    EnsureHolder,
+    /// Inside the holder (a forked helper that joined it): the network's
+    /// bridge and nftables table, a veth pair into the child's namespace,
+    /// its address and default route.
+    AttachInHolder {
         /// Network name.
         network: String,
     },
@@ -180,6 +217,21 @@ pub enum Step {
         /// In a process of its own that outlives this one (attachments).
         detached: bool,
     },
+    /// Prepare the accelerator (`--accel socket`): the socket pair over
+    /// which the command's process, right before `exec`, hands the
+    /// supervisor the listener of the seccomp filter it installs.
+    PrepareAccel {
+        /// How switched sockets are confined.
+        lock: crate::accel::switch::Lock,
+        /// Servers take their published TCP listeners over (the filter
+        /// intercepts `bind` and `listen` too).
+        listeners: bool,
+    },
+    /// Once the command runs: take the filter's listener and start the
+    /// supervisor (a thread of this process) that switches the command's
+    /// sockets; the command's process refusing the filter leaves one line
+    /// and the normal path.
+    StartAccel,
     /// Mark the attachment ready: from now on it lives as long as its namespace.
     Commit,
     /// Let the child execute the command.
@@ -194,11 +246,16 @@ impl Step {
         match self {
             Self::PickHostPorts => "pick_host_ports",
             Self::ClaimPorts => "claim_ports",
+            Self::ClaimName { .. } => "claim_name",
             Self::BindListeners => "bind_listeners",
+            Self::HoldPorts => "hold_ports",
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",
             Self::LeaseAddress { .. } => "lease_address",
+            Self::UseAddress { .. } => "use_address",
             Self::EnsureNetwork { .. } => "ensure_network",
+            Self::EnsureHolder => "ensure_holder",
+            Self::AttachInHolder { .. } => "attach_in_holder",
             Self::CreateNetns => "create_netns",
             Self::ForkChild { .. } => "fork_child",
             Self::NameNetns { .. } => "name_netns",
@@ -209,6 +266,8 @@ impl Step {
             Self::AwaitReady { .. } => "await_ready",
             Self::StartDns => "start_dns",
             Self::StartRelay { .. } => "start_relay",
+            Self::PrepareAccel { .. } => "prepare_accel",
+            Self::StartAccel => "start_accel",
             Self::Commit => "commit",
             Self::ExecCommand => "exec_command",
             Self::ExecInPlace => "exec_in_place",

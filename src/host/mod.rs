@@ -10,4 +10,5 @@ pub mod path;
 pub mod probe;
 pub mod procfs;
 pub mod procnet;
+pub mod procnet6;
 pub mod sockdiag;

@@ -42,7 +42,7 @@
 
 mod helpers;
 mod nft;
-mod parse;
+pub(crate) mod parse;
 #[cfg(test)]
 pub(crate) mod test_hosts;
 
@@ -342,6 +342,10 @@ pub struct HostCaps {
     pub container: Vec<ContainerHint>,
     /// The kernel's release (`<proc>/sys/kernel/osrelease`), when readable.
     pub kernel_release: Option<String>,
+    /// The accelerator, probed only for a setup that asks for it
+    /// ([`crate::accel::probe::offer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<crate::accel::probe::Offer>,
 }
 
 impl HostCaps {
@@ -408,8 +412,11 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
         false => Vec::new(),
     };
     let path_env = roots.path_env.as_deref();
+    // A helper out of scope is not even looked up (a PATH walk per helper).
+    let probe_pasta = full || scope == ProbeScope::Pasta;
+    let pasta_path = probe_pasta.then(|| roots.pasta.clone().or_else(|| find_helper(path_env, "pasta")));
     let pasta =
-        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| find_helper(path_env, "pasta"))) {
+        match (probe_pasta, pasta_path.flatten()) {
             (false, _) => Helper::NotProbed,
             (true, None) => Helper::Missing,
             (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
@@ -420,7 +427,9 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
                 |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
             ),
         };
-    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_helper(path_env, "slirp4netns")) {
+    let probe_slirp = full || scope == ProbeScope::Slirp4netns;
+    let slirp_path = probe_slirp.then(|| find_helper(path_env, "slirp4netns")).flatten();
+    let slirp4netns = match (probe_slirp, slirp_path) {
         (false, _) => Helper::NotProbed,
         (true, None) => Helper::Missing,
         (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
@@ -460,10 +469,11 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             ipv4: routes
                 && crate::host::procnet::read_routes(proc, None)
                     .is_ok_and(|r| crate::host::procnet::has_default_route(&r)),
-            ipv6: routes && parse::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
+            ipv6: routes && crate::host::procnet6::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
         container: if full { helpers::container_hints(roots) } else { Vec::new() },
         kernel_release,
+        accel: None,
     }
 }
 

@@ -230,12 +230,12 @@ pub fn read_sockets_of_thread(proc_root: &Path, kind: SockKind) -> Result<Vec<So
     parse_sockets_at(&read_text(&path)?, kind, &path)
 }
 
-fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
+pub(crate) fn net_file(proc_root: &Path, pid: Option<u32>, name: &str) -> PathBuf {
     let who = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
     proc_root.join(who).join("net").join(name)
 }
 
-fn read_text(path: &Path) -> Result<String, ProcNetError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ProcNetError> {
     fs::read_to_string(path).map_err(|source| ProcNetError::Read { path: path.to_owned(), source })
 }
 

@@ -138,6 +138,10 @@ pub enum PastaBuild {
 pub struct DriverFacts {
     /// The pasta build.
     pub pasta: PastaBuild,
+    /// A bridge network is rootless: it lives in the user's network holder,
+    /// where kernel DNAT cannot reach from the host, so the builtin driver
+    /// publishes its ports.
+    pub rootless_bridge: bool,
 }
 
 fn native_name(mode: &NetworkMode) -> Option<&'static str> {
@@ -165,7 +169,7 @@ pub fn choose_driver(
     ports: &[PortMapping],
     facts: DriverFacts,
 ) -> Result<DriverChoice, DriverMismatch> {
-    let native = native_driver(mode);
+    let native = native_driver(mode).filter(|_| !(facts.rootless_bridge && matches!(mode, NetworkMode::Bridge(_))));
     if requested != PortDriver::Auto && requested != PortDriver::Builtin && Some(requested) != native {
         let valid = match native {
             Some(n) => format!("auto, builtin or {n}"),
@@ -211,6 +215,11 @@ pub fn choose_driver(
             ChosenDriver::Builtin,
             "the builtin driver keeps client source addresses and serves ranges, host-IP binds, IPv6 and loopback UDP, \
              which slirp4netns cannot",
+        ),
+        NetworkMode::Bridge(_) if facts.rootless_bridge => choice(
+            ChosenDriver::Builtin,
+            "a rootless network lives in your network holder, out of the host's reach for kernel DNAT; the builtin \
+             driver publishes into the container and keeps the client's address",
         ),
         NetworkMode::Bridge(_) if ports.iter().any(|m| m.host_ip.is_some_and(|ip| ip.is_ipv6())) => choice(
             ChosenDriver::Builtin,

@@ -4,8 +4,8 @@ fn ports(specs: &[&str]) -> Vec<PortMapping> {
     specs.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-const OLD_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Broken };
-const NEW_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Fixed };
+const OLD_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Broken, rootless_bridge: false };
+const NEW_PASTA: DriverFacts = DriverFacts { pasta: PastaBuild::Fixed, rootless_bridge: false };
 
 fn chosen(mode: NetworkMode, driver: PortDriver, specs: &[&str], facts: DriverFacts) -> (ChosenDriver, String) {
     let c = choose_driver(&mode, driver, &ports(specs), facts).unwrap();
@@ -87,7 +87,7 @@ fn driver_names_parse_and_print_back() {
 
 #[test]
 fn an_unidentified_pasta_build_is_relayed_and_the_reason_says_so() {
-    let facts = DriverFacts { pasta: PastaBuild::Unknown };
+    let facts = DriverFacts { pasta: PastaBuild::Unknown, rootless_bridge: false };
     let c = choose_driver(&NetworkMode::Pasta, PortDriver::Auto, &ports(&["8080:80"]), facts).unwrap();
 
     assert_eq!(c.driver, ChosenDriver::Builtin);

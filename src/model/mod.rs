@@ -13,4 +13,5 @@ pub mod ifname;
 pub mod ipam;
 pub mod mode;
 pub mod port;
+pub mod run_name;
 pub mod target;

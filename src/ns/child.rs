@@ -61,6 +61,19 @@ pub enum NsKind {
         /// The network namespace.
         netns: RawFd,
     },
+    /// Join an existing user namespace (the user's holder of rootless
+    /// shared networks), then create network, PID and mount namespaces
+    /// inside it: the new network namespace belongs to that user
+    /// namespace, so whoever holds it may put a veth pair into it. The fd
+    /// must stay open until [`NsChild::spawn`] returns.
+    ///
+    /// Joining a user namespace needs a single-threaded process, and the
+    /// child must still be ours to wait for: a plain fork joins it and
+    /// clones the real child as our child (`CLONE_PARENT`), then exits.
+    InUserNs {
+        /// The user namespace.
+        userns: RawFd,
+    },
 }
 
 impl NsKind {
@@ -92,12 +105,14 @@ pub enum ChildStage {
     Dns = 8,
     /// Forking the command's process from the namespace's init.
     StartCommand = 9,
+    /// Handing the accelerator's notification listener to the parent.
+    Accelerator = 10,
 }
 
 impl ChildStage {
     fn from_u8(v: u8) -> Option<Self> {
         use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand]
+        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand, Accelerator]
             .into_iter()
             .find(|s| *s as u8 == v)
     }
@@ -115,6 +130,7 @@ impl std::fmt::Display for ChildStage {
             Self::Exec => "execute the command",
             Self::Dns => "set up name resolution",
             Self::StartCommand => "start the command's process",
+            Self::Accelerator => "hand over the accelerator's notification listener",
         })
     }
 }
@@ -172,6 +188,9 @@ pub struct ChildSpec {
     /// Name resolution set up inside the namespaces before exec (mounts
     /// in the child's mount namespace, DNS routing).
     pub dns: Option<crate::dns::inside::NsDns>,
+    /// The accelerator's filter, installed in the command's process right
+    /// before `exec` (see [`crate::accel::child`]).
+    pub accel: Option<crate::accel::child::ChildHook>,
 }
 
 /// Signals the parent passes on to the command (through the namespace's
@@ -274,7 +293,7 @@ impl NsChild {
             NsKind::UserAndNet { uid, gid } => {
                 (format!("0 {uid} 1\n").into_bytes(), format!("0 {gid} 1\n").into_bytes())
             }
-            NsKind::NetOnly | NsKind::Join { .. } => (Vec::new(), Vec::new()),
+            NsKind::NetOnly | NsKind::Join { .. } | NsKind::InUserNs { .. } => (Vec::new(), Vec::new()),
         };
         let prep = Prepared {
             argv_ptrs,
@@ -294,8 +313,10 @@ impl NsChild {
             NsKind::UserAndNet { .. } => flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
             NsKind::NetOnly => flags | libc::CLONE_NEWNET,
             NsKind::Join { userns: None, .. } => flags,
-            NsKind::Join { userns: Some(_), .. } => libc::SIGCHLD,
+            NsKind::Join { userns: Some(_), .. } | NsKind::InUserNs { .. } => libc::SIGCHLD,
         };
+        // The intermediate of `InUserNs` tells the real child's pid here.
+        let (pid_rx, pid_tx) = pipe_pair()?;
         // SAFETY: the child branch only calls async-signal-safe functions
         // (raw syscalls on memory prepared above) and leaves with `_exit` or
         // `execv`; it never returns into Rust code of the parent.
@@ -307,12 +328,50 @@ impl NsChild {
         if pid == 0 {
             drop(report_rx);
             drop(go_tx);
-            init::child_main(spec, &prep, report_tx.as_raw_fd(), go_rx.as_raw_fd())
+            drop(pid_rx);
+            let (tx, rx) = (report_tx.as_raw_fd(), go_rx.as_raw_fd());
+            match spec.ns {
+                NsKind::InUserNs { userns } => init::join_user_and_clone(spec, &prep, tx, rx, userns, pid_tx.as_raw_fd()),
+                _ => init::child_main(spec, &prep, tx, rx),
+            }
         }
         drop(report_tx);
         drop(go_rx);
+        drop(pid_tx);
         let dns_targets = DnsTargets::of(spec);
-        Ok(Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets })
+        let mut child =
+            Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets };
+        if let NsKind::InUserNs { .. } = spec.ns {
+            child.adopt_grandchild(pid_rx)?;
+        }
+        Ok(child)
+    }
+
+    /// `InUserNs`: reap the intermediate and take over the child it
+    /// cloned as ours, or learn why it could not.
+    fn adopt_grandchild(&mut self, pid_rx: OwnedFd) -> Result<(), UsernsError> {
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(&pid_rx, &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(UsernsError::Pipe(e.into())),
+            }
+        }
+        let intermediate = self.pid;
+        while let Err(Errno::EINTR) = waitpid(intermediate, None) {}
+        if got == buf.len() {
+            self.pid = Pid::from_raw(i32::from_ne_bytes(buf));
+            return Ok(());
+        }
+        self.reaped = true;
+        self.go_tx = None;
+        match self.read_report()? {
+            Report::Failed(stage, errno) => Err(UsernsError::ChildFailed { stage, errno }),
+            _ => Err(UsernsError::ChildVanished),
+        }
     }
 
     /// The child's pid.

@@ -145,6 +145,44 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
     unsafe { libc::_exit(code) }
 }
 
+/// The intermediate of [`NsKind::InUserNs`]: join the user namespace (a
+/// fork is single-threaded, so it may), clone the real child into new
+/// network, PID and mount namespaces of it as a child of our parent
+/// (`CLONE_PARENT`, so the parent waits for it as for any namespace child),
+/// tell the parent its pid on `pid_tx`, and exit.
+pub(super) fn join_user_and_clone(
+    spec: &ChildSpec,
+    prep: &Prepared,
+    tx: RawFd,
+    rx: RawFd,
+    userns: RawFd,
+    pid_tx: RawFd,
+) -> ! {
+    // SAFETY: setns(2) on a descriptor the parent keeps open until we
+    // report; this process is a fresh single-threaded fork.
+    if unsafe { libc::setns(userns, libc::CLONE_NEWUSER) } != 0 {
+        fail(tx, ChildStage::Unshare, Errno::last_raw());
+    }
+    let flags = libc::CLONE_PARENT | libc::CLONE_NEWPID | libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::SIGCHLD;
+    // SAFETY: the child runs `child_main`, which only makes
+    // async-signal-safe calls and never returns.
+    let pid = unsafe { clone_process(flags as libc::c_ulong) };
+    if pid < 0 {
+        fail(tx, ChildStage::Unshare, Errno::last_raw());
+    }
+    if pid == 0 {
+        // SAFETY: closing the pid pipe, which is the intermediate's alone.
+        unsafe { libc::close(pid_tx) };
+        child_main(spec, prep, tx, rx);
+    }
+    let bytes = pid.to_ne_bytes();
+    // SAFETY: writes our stack buffer to a pipe fd we own, then leaves.
+    unsafe {
+        libc::write(pid_tx, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(0)
+    }
+}
+
 /// Join the network namespace (bridge, `ns:PATH`; its user namespace
 /// first, then a mount namespace of that user namespace's, when one is
 /// given) or write the id maps (rootless); the clone itself created the rest.
@@ -180,7 +218,7 @@ fn enter(spec: &ChildSpec, prep: &Prepared, tx: RawFd) {
                 fail(tx, ChildStage::GidMap, Errno::last_raw());
             }
         }
-        NsKind::NetOnly => {}
+        NsKind::NetOnly | NsKind::InUserNs { .. } => {}
     }
 }
 
@@ -232,7 +270,7 @@ fn wait_for_go(rx: RawFd) {
 ///
 /// # Safety
 /// The caller's child may only make async-signal-safe calls.
-unsafe fn raw_fork() -> libc::pid_t {
+pub(crate) unsafe fn raw_fork() -> libc::pid_t {
     // SAFETY: clone(2) with only SIGCHLD and no new stack is fork(2); the
     // zero arguments (stack, tid pointers, tls) are unused.
     unsafe { clone_process(libc::SIGCHLD as libc::c_ulong) }
@@ -261,6 +299,16 @@ fn exec_command(spec: &ChildSpec, prep: &Prepared, tx: RawFd) -> ! {
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, spec.sigmask.as_ref(), std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // Last before exec: from here on the command's connects wait for the
+    // supervisor.
+    if let Some(hook) = &spec.accel
+        && let Err(e) = hook.install()
+    {
+        fail(tx, ChildStage::Accelerator, e as i32);
+    }
+    // SAFETY: only async-signal-safe calls on memory prepared before the clone.
+    unsafe {
         libc::execv(spec.program.as_ptr(), prep.argv_ptrs.as_ptr());
     }
     let errno = Errno::last_raw();

@@ -15,6 +15,7 @@
 use crate::host::procfs::ProcessId;
 use crate::model::mode::NetworkMode;
 use crate::model::port::{Forward, PortMapping};
+use crate::model::run_name::RunName;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,10 @@ pub struct Record {
     pub anchor: Anchor,
     /// The network mode.
     pub mode: NetworkMode,
+    /// The name it goes by on its network (`--name`), which other runs on
+    /// the network resolve (as they resolve its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<RunName>,
     /// The namespace networked, when it existed before (attach, `ns:PATH`).
     #[serde(default)]
     pub target: Option<TargetRecord>,
@@ -92,6 +97,15 @@ pub enum Anchor {
         /// The bind mount that was given.
         #[serde(default)]
         mount: Option<MountAnchor>,
+    },
+    /// A container runtime, through the CNI plugin: the attachment lives
+    /// until the runtime's `DEL`, or a `GC` whose valid list leaves it out
+    /// (the plugin exits after every call; plain `gc` leaves it alone).
+    Runtime {
+        /// `CNI_CONTAINERID`.
+        container_id: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
     },
 }
 
@@ -225,6 +239,29 @@ pub enum Resource {
     /// The DNS forwarder (a thread of the process that owns the run; its
     /// sockets close with it).
     Dns,
+    /// The user's holder of rootless networks is in use by this record
+    /// (`id`): undoing it stops the holder when no other live record uses it.
+    Holder {
+        /// The record's id.
+        id: String,
+    },
+    /// An address a delegated IPAM plugin gave (CNI `ipam`): undone by
+    /// running the plugin's `DEL` with the environment and configuration
+    /// of the `ADD`.
+    Ipam {
+        /// The plugin's binary.
+        plugin: PathBuf,
+        /// The address.
+        address: Ipv4Addr,
+        /// `CNI_*` variables of the `ADD` (name, value).
+        env: Vec<(String, String)>,
+        /// The network configuration of the `ADD`.
+        config: String,
+    },
+    /// The accelerator's supervisor (a thread of the process that owns the
+    /// run; when it is gone, the command's intercepted calls fail with
+    /// `ENOSYS` and its switched sockets stay as they are).
+    Accel,
     /// The builtin port driver: listeners on the host (closed with the
     /// process holding them) and the socket factory inside the namespace
     /// (rootless; it exits when the relay closes its control socket).
@@ -243,6 +280,7 @@ impl Anchor {
     pub fn alive(&self, proc_root: &Path) -> Option<bool> {
         match self {
             Anchor::Owner => None,
+            Anchor::Runtime { .. } => Some(true),
             Anchor::Namespace { process, mount } => {
                 let process_ok = process.is_none_or(|p| p.is_alive(proc_root));
                 let mount_ok = mount.as_ref().is_none_or(|m| NsId::of(&m.path).is_ok_and(|id| id == m.ns));
@@ -263,12 +301,39 @@ impl Record {
         }
     }
 
-    /// The leased address on a bridge network, with the network's name.
+    /// The leased address on a bridge network, with the network's name
+    /// (an address a delegated IPAM plugin gave counts).
     pub fn lease(&self) -> Option<(&str, Ipv4Addr)> {
+        let network = match &self.mode {
+            NetworkMode::Bridge(Some(n)) => n.as_str(),
+            _ => crate::bridge::network::DEFAULT_NETWORK,
+        };
         self.resources.iter().find_map(|r| match r {
             Resource::Lease { network, address, .. } => Some((network.as_str(), *address)),
+            Resource::Ipam { address, .. } => Some((network, *address)),
             _ => None,
         })
+    }
+
+    /// The CNI attachment it is (container id, ifname), when a runtime
+    /// made it through the CNI plugin.
+    pub fn cni(&self) -> Option<(&str, &str)> {
+        match &self.anchor {
+            Anchor::Runtime { container_id, ifname } => Some((container_id, ifname)),
+            _ => None,
+        }
+    }
+
+    /// The shared network it is on, by name: its lease's, or (before the
+    /// lease) the bridge network its mode names. `None` for a mode whose
+    /// network is its own (pasta, slirp4netns, loopback, host, `ns:`).
+    pub fn network(&self) -> Option<&str> {
+        match (self.lease(), &self.mode) {
+            (Some((network, _)), _) => Some(network),
+            (None, NetworkMode::Bridge(Some(name))) => Some(name.as_str()),
+            (None, NetworkMode::Bridge(None)) => Some(crate::bridge::network::DEFAULT_NETWORK),
+            (None, _) => None,
+        }
     }
 
     /// A new record in the [`Phase::Setup`] phase, with nothing created yet.
@@ -281,6 +346,7 @@ impl Record {
             phase: Phase::Setup,
             anchor: Anchor::Owner,
             mode,
+            name: None,
             target: None,
             ports: Vec::new(),
             selection: None,

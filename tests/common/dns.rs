@@ -193,6 +193,13 @@ pub fn run(topo: &Topology, env: &Env, etc: &Etc, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Exits 0 when no name given resolves, 1 (naming it) otherwise.
+pub const NONE_RESOLVE: &str = r#"import socket,sys
+for n in sys.argv[1:]:
+    try: print('resolved', n, socket.gethostbyname(n)); sys.exit(1)
+    except socket.gaierror: pass
+"#;
+
 /// The addresses `getent ahostsv4 NAME` printed (one per address).
 pub fn addresses(stdout: &str) -> Vec<String> {
     let mut out: Vec<String> = stdout

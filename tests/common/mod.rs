@@ -19,12 +19,19 @@ pub mod fwdrig;
 pub mod namespace;
 pub mod running;
 pub mod schema;
+pub mod seccomp;
 
 /// One `#[test]` per scenario and tier: `tier_tests!(rootless,
 /// super::Tier::Rootless, [scenario, ...])` runs `scenario(env)` when the
-/// tier can run (see [`Tier::require`]).
+/// tier can run (see [`Tier::require`]). `tier_tests!(rootless +
+/// rootless_accel, ...)` runs every scenario once more with the accelerator
+/// asked for ([`Accel`], which the test file imports).
 #[allow(unused_macros)]
 macro_rules! tier_tests {
+    ($tier_mod:ident + $accel_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
+        tier_tests!($tier_mod, $tier, [$($name),*]);
+        tier_tests!($accel_mod, super::Accel($tier), [$($name),*]);
+    };
     ($tier_mod:ident, $tier:expr, [$($name:ident),* $(,)?]) => {
         mod $tier_mod {
             $(
@@ -116,7 +123,7 @@ fn lookup_user(name: &str) -> Option<TestUser> {
 }
 
 impl Tier {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Tier::Rootless => "rootless",
             Tier::Root => "root",
@@ -168,7 +175,7 @@ impl Tier {
             skip(self.label(), &why);
             return None;
         }
-        Some(Env { tier: self, user, bin: shared_binary() })
+        Some(Env { tier: self, user, bin: shared_binary(), accel: false })
     }
 }
 
@@ -243,6 +250,22 @@ pub struct Env {
     pub tier: Tier,
     pub user: Option<TestUser>,
     pub bin: PathBuf,
+    /// Every `pelagos-net` of the test runs with `--accel socket`
+    /// (`PELAGOS_NET_ACCEL`), where the mode and the host allow it.
+    pub accel: bool,
+}
+
+/// A tier whose runs ask for the accelerator: `tier_tests!(rootless_accel,
+/// super::Accel(super::Tier::Rootless), [...])` runs the same scenarios
+/// with it.
+#[derive(Debug, Clone, Copy)]
+pub struct Accel(pub Tier);
+
+impl Accel {
+    /// The tier's environment, with the accelerator asked for.
+    pub fn require(self) -> Option<Env> {
+        self.0.require().map(|env| Env { accel: true, ..env })
+    }
 }
 
 /// The throwaway host namespace's own (non-loopback) address.
@@ -300,9 +323,13 @@ impl Topology {
         let netns_dir = tmp.path().join("netns");
         let config_dir = tmp.path().join("config");
         if let Some(u) = &env.user {
-            fs::create_dir(&run_dir).unwrap();
-            nix::unistd::chown(&run_dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
-            fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o700)).unwrap();
+            // The user's own directories, as a real user has them (its
+            // network definitions are written to the configuration one).
+            for dir in [&run_dir, &config_dir] {
+                fs::create_dir(dir).unwrap();
+                nix::unistd::chown(dir, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+            }
         }
         Self { host, upstream, run_dir, netns_dir, config_dir, veths: (vh, vu), _tmp: tmp }
     }
@@ -318,6 +345,8 @@ impl Topology {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"]);
         }
         ip(&["-n", &self.host, "-6", "route", "add", "default", "via", "fd00:231::1"]);
+        wait_ipv6_usable(&self.host);
+        wait_ipv6_usable(&self.upstream);
     }
 
     /// `pelagos-net ARGS` inside the host namespace, as the tier's user.
@@ -328,6 +357,16 @@ impl Topology {
     /// [`Topology::cli`] with `wrapper` (a command that execs the rest, run
     /// as root) between `ip netns exec` and the switch to the tier's user.
     pub fn cli_wrapped(&self, env: &Env, wrapper: &[std::ffi::OsString], args: &[&str]) -> Command {
+        self.cli_in(env, wrapper, &self.run_dir, args)
+    }
+
+    /// [`Topology::cli`] recording under `run_dir` instead of the
+    /// topology's own (another user's runs, as a run sees them).
+    pub fn cli_with_run_dir(&self, env: &Env, run_dir: &Path, args: &[&str]) -> Command {
+        self.cli_in(env, &[], run_dir, args)
+    }
+
+    fn cli_in(&self, env: &Env, wrapper: &[std::ffi::OsString], run_dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(which("ip").expect("ip"));
         cmd.args(["netns", "exec", &self.host]);
         cmd.args(wrapper);
@@ -341,7 +380,7 @@ impl Topology {
             ]);
         }
         cmd.arg(&env.bin);
-        cmd.arg("--run-dir").arg(&self.run_dir).arg("--netns-dir").arg(&self.netns_dir);
+        cmd.arg("--run-dir").arg(run_dir).arg("--netns-dir").arg(&self.netns_dir);
         cmd.arg("--config-dir").arg(&self.config_dir);
         cmd.args(args);
         cmd.env_clear()
@@ -349,6 +388,9 @@ impl Topology {
             .env("LANG", "C.UTF-8");
         if let Some(u) = &env.user {
             cmd.env("HOME", "/tmp").env("USER", &u.name);
+        }
+        if env.accel {
+            cmd.env("PELAGOS_NET_ACCEL", "socket");
         }
         cmd.stdin(Stdio::null());
         // The command gets default signal dispositions, as from a terminal,
@@ -429,6 +471,22 @@ impl Drop for Topology {
 /// Run `f` on a fresh thread that has joined the named netns.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     in_netns_path(Path::new("/run/netns").join(name), f)
+}
+
+/// Wait until every global IPv6 address of namespace `name` can be used:
+/// `ip addr add` returns before the kernel's address work (run even for
+/// `nodad`, on a workqueue) inserts the address's `local` route, and a
+/// packet sent to it meanwhile is lost.
+pub fn wait_ipv6_usable(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = in_netns(name, || pelagos_net::host::procnet6::read_ipv6_state(Path::new("/proc"), None));
+        match state {
+            Ok(s) if s.unusable.is_empty() => return,
+            other => assert!(Instant::now() < deadline, "IPv6 addresses of {name} never became usable: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Run `f` on a fresh thread that has joined the network namespace at

@@ -31,8 +31,17 @@ impl Running {
 /// Start `pelagos-net ARGS` in the background and return once its command
 /// printed its first line, `ready`; panic with the run's output otherwise.
 pub fn start_ready(topo: &Topology, env: &Env, args: &[&str]) -> std::process::Child {
+    spawn_ready(topo.cli(env, args))
+}
+
+/// [`start_ready`] of a command made otherwise (a wrapped one), as a [`Running`].
+pub fn running_ready(cmd: std::process::Command) -> Running {
+    Running { child: spawn_ready(cmd) }
+}
+
+fn spawn_ready(mut cmd: std::process::Command) -> std::process::Child {
     use std::io::BufRead;
-    let mut child = topo.cli(env, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     if line != "ready\n" {

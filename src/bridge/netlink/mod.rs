@@ -191,6 +191,15 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Asking for the route to an address failed.
+    #[error("get the route to {destination}")]
+    GetRoute {
+        /// The address.
+        destination: std::net::IpAddr,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Adding a policy rule failed.
     #[error("add rule fwmark {mark:#x} lookup {table}")]
     AddRule {
@@ -239,6 +248,7 @@ impl NetlinkError {
             | Self::ListLinks { source }
             | Self::ListAddresses { source }
             | Self::ListRoutes { source }
+            | Self::GetRoute { source, .. }
             | Self::ListAllAddresses { source }
             | Self::AddRule { source, .. }
             | Self::AddLocalRoute { source, .. } => source,
@@ -277,6 +287,15 @@ pub struct RouteInfo {
     pub gateway: Option<Ipv4Addr>,
     /// Output interface index.
     pub oif: Option<u32>,
+}
+
+/// Where the kernel sends packets to one address (`ip route get`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTo {
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// Whether the address is this host's own (delivered locally).
+    pub local: bool,
 }
 
 /// One link (network interface).

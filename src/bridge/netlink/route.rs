@@ -7,7 +7,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{Netlink, NetlinkError, RouteInfo};
+use super::{Netlink, NetlinkError, RouteInfo, RouteTo};
 use crate::model::cidr::Ipv4Net;
 
 const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -83,6 +83,29 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|source| NetlinkError::AddDefaultRoute6 { gateway, source })
+    }
+
+    /// Where packets to `destination` go, as `ip route get` says.
+    pub fn route_to(&mut self, destination: std::net::IpAddr) -> Result<RouteTo, NetlinkError> {
+        let mut query = RouteMessage::default();
+        let (family, addr, len) = match destination {
+            std::net::IpAddr::V4(v4) => (AddressFamily::Inet, RouteAddress::Inet(v4), 32),
+            std::net::IpAddr::V6(v6) => (AddressFamily::Inet6, RouteAddress::Inet6(v6), 128),
+        };
+        query.header.address_family = family;
+        query.header.destination_prefix_length = len;
+        query.attributes.push(RouteAttribute::Destination(addr));
+        let replies = self
+            .request(RouteNetlinkMessage::GetRoute(query), 0)
+            .map_err(|source| NetlinkError::GetRoute { destination, source })?;
+        let route = replies.into_iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewRoute(msg) => Some(msg),
+            _ => None,
+        });
+        Ok(route.map_or(RouteTo { oif: None, local: false }, |msg| RouteTo {
+            oif: msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }),
+            local: msg.header.kind == RouteType::Local,
+        }))
     }
 
     /// Every IPv4 route of the main table.

@@ -5,7 +5,8 @@
 
 use super::tcp::Conns;
 use super::udp::Pending;
-use super::{ForwarderConfig, ForwarderError, ForwarderStats, Listeners, new_socket};
+use super::{ForwarderConfig, ForwarderError, ForwarderStats, Listeners, LocalAnswer, new_socket};
+use crate::dns::proto;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -160,6 +161,19 @@ impl Loop {
             self.tcp_expire(now);
         }
         self.stats
+    }
+
+    /// The reply from the local table to `client`'s `query` for `name`,
+    /// or `None` to forward it.
+    pub(super) fn local_reply(&mut self, query: &[u8], client: std::net::IpAddr, name: &str) -> Option<Vec<u8>> {
+        let reply = match self.cfg.names.answer(client, name) {
+            LocalAnswer::Forward => return None,
+            LocalAnswer::Addresses(addrs) => proto::address_reply(query, &addrs, self.cfg.local_ttl),
+            LocalAnswer::NoSuchName => proto::error_reply(query, proto::RCODE_NXDOMAIN),
+        };
+        self.stats.local_answers += 1;
+        // An unparsable question was filtered before; an empty reply is dropped.
+        Some(reply.unwrap_or_default())
     }
 
     /// A fresh random 16-bit query ID (xorshift64*; seeded from the kernel).

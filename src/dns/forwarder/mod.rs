@@ -34,11 +34,36 @@ mod udp;
 /// The port DNS uses.
 pub const DNS_PORT: u16 = 53;
 
+/// What the local table says of a name asked by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalAnswer {
+    /// These addresses (the reply carries those of the question's type:
+    /// none of that type is an empty, NOERROR answer).
+    Addresses(Vec<IpAddr>),
+    /// No such name, answered at once (NXDOMAIN): a name in a domain the
+    /// table is the authority for.
+    NoSuchName,
+    /// Not a local name: ask upstream.
+    Forward,
+}
+
 /// Names the forwarder answers itself.
 pub trait LocalNames: Send + Sync + 'static {
     /// The addresses of `name` (lowercase, without the final dot), or `None`
     /// to forward the query upstream.
     fn lookup(&self, name: &str) -> Option<Vec<IpAddr>>;
+
+    /// The answer to `client` for `name` (lowercase, without the final
+    /// dot). By default [`LocalNames::lookup`]'s, the same for every client;
+    /// a table may answer per client (a network's names only to the
+    /// network's own addresses) or refuse a name at once.
+    fn answer(&self, client: IpAddr, name: &str) -> LocalAnswer {
+        let _ = client;
+        match self.lookup(name) {
+            Some(addrs) => LocalAnswer::Addresses(addrs),
+            None => LocalAnswer::Forward,
+        }
+    }
 }
 
 /// No local names: forward everything.

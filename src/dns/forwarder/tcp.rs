@@ -32,6 +32,8 @@ struct Upstream {
 pub(super) struct Conn {
     gen_: u32,
     client: TcpStream,
+    /// The client's address (local names are answered per client).
+    peer: std::net::IpAddr,
     input: Vec<u8>,
     output: Vec<u8>,
     client_eof: bool,
@@ -134,7 +136,7 @@ impl Loop {
     /// Accept every waiting client (closing those over the limit).
     pub(super) fn accept(&mut self) {
         loop {
-            let (sock, _) = match self.tcp.accept() {
+            let (sock, peer) = match self.tcp.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,
@@ -147,6 +149,7 @@ impl Loop {
             let (index, gen_) = self.conns.insert(|gen_| Conn {
                 gen_,
                 client: sock,
+                peer: peer.ip(),
                 input: Vec::new(),
                 output: Vec::new(),
                 client_eof: false,
@@ -194,6 +197,7 @@ impl Loop {
             if c.query.is_some() || !c.output.is_empty() {
                 return;
             }
+            let client = c.peer;
             let Some(msg) = take_frame(&mut c.input) else {
                 if c.client_eof {
                     self.close(index, gen_);
@@ -203,9 +207,7 @@ impl Loop {
             let question = proto::question(&msg).filter(|_| proto::is_query(&msg));
             let Some(question) = question else { return self.close(index, gen_) };
             self.stats.tcp_queries += 1;
-            if let Some(addrs) = self.cfg.names.lookup(&question.name) {
-                self.stats.local_answers += 1;
-                let reply = proto::address_reply(&msg, &addrs, self.cfg.local_ttl).unwrap_or_default();
+            if let Some(reply) = self.local_reply(&msg, client, &question.name) {
                 if let Some(c) = self.conns.get(index, gen_) {
                     c.output = frame(&reply);
                 }

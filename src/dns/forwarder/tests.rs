@@ -192,3 +192,42 @@ fn tcp_clients_beyond_the_limit_are_closed_at_once() {
     drop(first);
     assert!(fwd.stop().tcp_refused >= 1);
 }
+
+/// Answers `db` only to 127.0.0.1 and refuses everything under `local.test`.
+struct PerClient;
+
+impl LocalNames for PerClient {
+    fn lookup(&self, _name: &str) -> Option<Vec<IpAddr>> {
+        None
+    }
+
+    fn answer(&self, client: IpAddr, name: &str) -> LocalAnswer {
+        match name {
+            "db" if client == IpAddr::V4(Ipv4Addr::LOCALHOST) => LocalAnswer::Addresses(vec![[10, 90, 0, 5].into()]),
+            n if n.ends_with("local.test") => LocalAnswer::NoSuchName,
+            _ => LocalAnswer::Forward,
+        }
+    }
+}
+
+#[test]
+fn a_table_answers_per_client_and_refuses_its_own_domain_at_once_over_udp_and_tcp() {
+    let up = upstream(Ipv4Addr::new(198, 51, 100, 1), false);
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let cfg = ForwarderConfig { upstreams: vec![up.addr], names: Arc::new(PerClient), local_ttl: 0, limits: fast() };
+    let fwd = Forwarder::start(listeners, cfg).unwrap();
+    assert_eq!(a_record(&ask_udp(&fwd, &query("db", 1))), Ipv4Addr::new(10, 90, 0, 5));
+    let reply = ask_udp(&fwd, &query("x.local.test", 2));
+    assert_eq!(proto::rcode(&reply), Some(proto::RCODE_NXDOMAIN));
+    let mut s = TcpStream::connect(fwd.local_addr()).unwrap();
+    assert_eq!(a_record(&ask_tcp(&mut s, &query("db", 3))), Ipv4Addr::new(10, 90, 0, 5));
+    assert_eq!(proto::rcode(&ask_tcp(&mut s, &query("y.local.test", 4))), Some(proto::RCODE_NXDOMAIN));
+    // Another client (127.0.0.2) is not given the name: it goes upstream.
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    other.send_to(&query("db", 5), fwd.local_addr()).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = other.recv_from(&mut buf).unwrap();
+    assert_eq!(a_record(&buf[..n]), Ipv4Addr::new(198, 51, 100, 1));
+    assert_eq!(up.udp_seen.load(Ordering::SeqCst), 1);
+}

@@ -72,11 +72,8 @@ impl Loop {
             return;
         };
         self.stats.udp_queries += 1;
-        if let Some(addrs) = self.cfg.names.lookup(&question.name) {
-            self.stats.local_answers += 1;
-            if let Some(reply) = proto::address_reply(msg, &addrs, self.cfg.local_ttl) {
-                let _ = self.udp.send_to(&reply, from);
-            }
+        if let Some(reply) = self.local_reply(msg, from.ip(), &question.name) {
+            let _ = self.udp.send_to(&reply, from);
             return;
         }
         if self.pending.by_id.len() >= self.cfg.limits.max_pending || self.cfg.upstreams.is_empty() {

@@ -38,7 +38,13 @@ pub(super) fn name(exec: &mut Exec, of: NsRef) -> Result<(), RunError> {
 /// run's processes), brings `lo` up and waits; recorded once it reports.
 pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
     let Some(cmd) = exec.command.take() else { return Err(RunError::NoCommand) };
+    // Open until the child is spawned: its helper joins this user namespace.
+    let holder_userns = match ns {
+        ChildNs::InHolder => Some(super::shared::holder_userns(exec)?),
+        _ => None,
+    };
     let kind = match ns {
+        ChildNs::InHolder => NsKind::InUserNs { userns: holder_userns.as_ref().map_or(-1, |f| f.as_raw_fd()) },
         ChildNs::NewUserAndNet => {
             NsKind::UserAndNet { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
         }
@@ -59,6 +65,9 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
         proc_root: exec.paths.proc_root.clone(),
         sigmask: cmd.sigmask,
         dns: exec.dns.as_mut().and_then(|d| d.inside.take()),
+        // Only the command's process keeps its end of the pair (ours goes
+        // with `spec`): an early death reads as end-of-file.
+        accel: exec.accel_hook.take(),
     };
     let proc_root = exec.paths.proc_root.clone();
     let mut child = NsChild::spawn(&spec).map_err(|e| namespace_error(e, &proc_root))?;

@@ -6,7 +6,7 @@
 
 use super::{Input, ModeDriver, refuse_host_loopback};
 use crate::bridge::plan::forwards;
-use crate::flow::plan::{Refusal, TargetKind};
+use crate::flow::plan::{Lifetime, Refusal, TargetKind};
 use crate::flow::steps::{ChildNs, NsRef, Step};
 use crate::model::port::PortMapping;
 use std::net::Ipv4Addr;
@@ -47,6 +47,13 @@ impl ModeDriver for Bridge {
             steps.push(Step::ForkChild { ns: ChildNs::Join { ns: NsRef::Named } });
         }
         steps
+    }
+
+    /// DNAT holds no socket: a run holds its ports itself. An attachment
+    /// left behind has no process to hold them; the live record still
+    /// refuses them to other setups of the same runtime directory.
+    fn holds_ports(&self, input: &Input<'_>) -> bool {
+        !input.builtin && input.req.lifetime == Lifetime::Owner && !input.req.network.ports.is_empty()
     }
 
     fn relay_target(&self, input: &Input<'_>) -> NsRef {

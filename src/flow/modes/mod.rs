@@ -6,6 +6,7 @@
 //! holds only what is particular to it.
 
 mod bridge;
+mod holder;
 mod host;
 mod loopback;
 mod ns;
@@ -88,6 +89,13 @@ pub(crate) trait ModeDriver {
     /// up to a namespace whose network is ready.
     fn steps(&self, input: &Input<'_>) -> Vec<Step>;
 
+    /// The published ports are forwarded by something that holds no host
+    /// socket (kernel DNAT), so the setup holds them itself
+    /// ([`Step::HoldPorts`]) while it lives.
+    fn holds_ports(&self, _input: &Input<'_>) -> bool {
+        false
+    }
+
     /// Where the builtin relay relays to.
     fn relay_target(&self, input: &Input<'_>) -> NsRef {
         input.ns()
@@ -116,8 +124,9 @@ pub(crate) trait ModeDriver {
 }
 
 /// The mode's planner.
-pub(crate) fn driver(mode: &NetworkMode) -> &'static dyn ModeDriver {
+pub(crate) fn driver(mode: &NetworkMode, host: &HostCaps) -> &'static dyn ModeDriver {
     match mode {
+        NetworkMode::Bridge(_) if host.euid != 0 => &holder::Holder,
         NetworkMode::Host => &host::Host,
         NetworkMode::Loopback | NetworkMode::Auto => &loopback::Loopback,
         NetworkMode::Pasta => &pasta::Pasta,

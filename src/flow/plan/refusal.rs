@@ -98,6 +98,12 @@ pub enum Refusal {
     /// The bridge network's definition could not be read.
     #[error(transparent)]
     Network(NetworkError),
+    /// A rootless network joined by something other than a run.
+    #[error(
+        "a rootless network is joined by runs only: their namespaces are made inside your network holder, \
+         which a namespace made elsewhere is not"
+    )]
+    HolderNeedsRun,
 }
 
 impl From<SelectError> for Refusal {
@@ -111,6 +117,7 @@ impl Refusal {
     pub fn hint(&self) -> Option<String> {
         let text = match self {
             Self::Select(e) if !e.fixes().is_empty() => e.fixes().join("\n"),
+            Self::HolderNeedsRun => "run the command with `pelagos-net run --network bridge:NAME -- CMD`".into(),
             Self::PastaMissing => {
                 "install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` \
                                    (Fedora) or your distribution's passt package, or choose `--network loopback`"

@@ -36,6 +36,9 @@ pub fn render(plan: &Plan) -> String {
     if plan.port_driver.driver != ChosenDriver::None {
         let _ = writeln!(s, "port driver: {} ({})", plan.port_driver.name, plan.port_driver.reason);
     }
+    if let Some(a) = plan.accel.as_ref().filter(|a| a.on) {
+        let _ = writeln!(s, "{}", a.line(super::accel::relays_tcp(plan.builtin(), &plan.ports)));
+    }
     s.push_str("steps:\n");
     for (i, step) in plan.steps.iter().enumerate() {
         let _ = writeln!(s, "  {}. {}", i + 1, describe(plan, step));
@@ -102,11 +105,20 @@ fn describe(plan: &Plan, step: &Step) -> String {
             let open: Vec<_> = plan.ports.iter().filter(|m| m.host.is_none()).cloned().collect();
             format!("pick free host ports for {}", list(&open))
         }
+        Step::ClaimName { network, name } => format!(
+            "check that no live run on network {network} goes by the name {name} (holding the runs directory's \
+             lock until the record, with the name, is written)"
+        ),
         Step::ClaimPorts => format!(
             "check that no live run publishes and no host socket holds {} (held until the record is written)",
             list(&plan.ports)
         ),
         Step::BindListeners => format!("bind the host listeners of {} in this namespace", list(&plan.ports)),
+        Step::HoldPorts => format!(
+            "hold {} with sockets of this process while the run lives (IPv4; DNAT takes their traffic): nothing \
+             else can bind them",
+            list(&plan.ports)
+        ),
         Step::WriteRecord => {
             "write the record (<run dir>/runs/<id>.json); everything created from here on is recorded \
                               before or as it is created"
@@ -117,6 +129,9 @@ fn describe(plan: &Plan, step: &Step) -> String {
             (None, Some(d)) => format!("lease the next free address of {network} ({}) under a file lock", d.subnet),
             (None, None) => format!("lease the next free address of {network} under a file lock"),
         },
+        Step::UseAddress { network, plugin } => {
+            format!("use the address IPAM plugin {plugin} gave on {network} (its DEL undoes it)")
+        }
         Step::EnsureNetwork { network } => match def {
             Some(d) => format!(
                 "ensure bridge {} with {}/{} up; ip_forward on; nftables table ip pelagos-{network}:\n{}",
@@ -126,6 +141,30 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 indent(&table_script(&rules_for(d)))
             ),
             None => format!("ensure the bridge and nftables table of {network}"),
+        },
+        Step::EnsureHolder => "ensure your network holder runs (<run dir>/holder): a user namespace (your \
+                               subordinate ids through newuidmap when you have them, your uid alone otherwise) \
+                               with a network and a mount namespace, pasta attached to it for egress, both \
+                               supervised; started now if not running, stopped when its last user leaves"
+            .into(),
+        Step::AttachInHolder { network } => match def {
+            Some(d) => format!(
+                "in a helper forked into the holder (setns user, net): ensure bridge {} with {}/{} up \
+                 (mtu {}), ip_forward on, nftables table ip pelagos-{network}:\n{}\n    then a veth pair (peer \
+                 eth0 created in the child's namespace) on it, the leased address, default route via {}{}",
+                d.bridge,
+                d.gateway,
+                d.subnet.prefix(),
+                crate::holder::network::in_holder(d).options.mtu.unwrap_or_default(),
+                indent(&table_script(&rules_for(d))),
+                d.gateway,
+                if plan.dns.as_ref().is_some_and(|x| x.forwarder.is_some()) {
+                    format!("; the name server's sockets on {}:53 are made inside the holder by a socket factory", d.gateway)
+                } else {
+                    String::new()
+                }
+            ),
+            None => format!("attach to {network} inside the network holder"),
         },
         Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
         Step::ForkChild { ns } => {
@@ -137,8 +176,16 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 }
                 ChildNs::NewNet => "it unshares a network namespace, brings lo up (ioctl SIOCSIFFLAGS)".to_owned(),
                 ChildNs::Join { ns } => format!("it joins {} with setns", ns_text(*ns)),
+                ChildNs::InHolder => "a forked helper joins the network holder's user namespace and clones it \
+                                      into new network, PID and mount namespaces there, brings lo up"
+                    .to_owned(),
             };
             format!("fork a child; {enter}{}; it waits", dns_in_child(plan))
+        }
+        Step::PrepareDns if plan.steps.contains(&Step::EnsureHolder) => {
+            "read the host's resolv.conf and hosts and prepare the run's (the network's name server listens \
+             inside the holder: its sockets are made there once the network exists)"
+                .into()
         }
         Step::PrepareDns => "read the host's resolv.conf and hosts and prepare the run's (a bridge forwarder's \
                              sockets are bound now)"
@@ -174,7 +221,7 @@ fn describe(plan: &Plan, step: &Step) -> String {
         }
         Step::AwaitReady { helper: Helper::Pasta } => {
             let ports = if plan.builtin() { "" } else { ", every published host port" };
-            format!("wait for the default route{ports} and every --host-port listener")
+            format!("wait for the default route (and the IPv6 one when the host has one){ports} and every --host-port listener")
         }
         Step::AwaitReady { helper: Helper::Slirp4netns } => {
             let mut text = "wait for slirp4netns's ready-fd".to_owned();
@@ -202,6 +249,20 @@ fn describe(plan: &Plan, step: &Step) -> String {
             };
             format!("start the relay thread {proc} {how}, into {} (epoll, splice); {routing}", ns_text(*target))
         }
+        Step::PrepareAccel { lock, listeners } => format!(
+            "prepare the accelerator: a socket pair over which the command's process hands over the listener \
+             of the seccomp filter it installs right before exec (intercepting connect{}); switched sockets \
+             locked {}",
+            if *listeners { ", bind and listen" } else { "" },
+            match lock {
+                crate::accel::switch::Lock::Peer => "to their peer",
+                crate::accel::switch::Lock::Device => "to their route's device",
+            }
+        ),
+        Step::StartAccel => "take the filter's listener and start the accelerator's supervisor (a thread of this \
+                             process): TCP connections leaving through the helper get sockets of this namespace \
+                             instead; a refused filter leaves one warning and the normal path"
+            .into(),
         Step::Commit => "mark the attachment ready: it lives until detached or until its namespace is gone".into(),
         Step::ExecCommand => {
             "release the child to exec the command; forward signals; tear down in reverse at exit".into()

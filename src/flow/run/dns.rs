@@ -25,7 +25,8 @@ pub(super) fn prepare_for(
         (NetworkMode::Host, _) => ModeDns::Host,
         _ => ModeDns::Loopback,
     };
-    let req = DnsSetupRequest { mode, options: &opts.network.dns, own: None, etc: Path::new(ETC) };
+    let req =
+        DnsSetupRequest { mode, options: &opts.network.dns, own: None, etc: Path::new(ETC), gateway_elsewhere: false };
     let prepared = prepare(&req)?;
     for w in &prepared.plan.warnings {
         log::warn!("{w}");

@@ -108,6 +108,26 @@ pub(super) fn blockers(mode: &Mode, needs: &Needs, caps: &HostCaps) -> Vec<Block
             out.extend(tun_blocker(caps));
             out.extend(netns_blocker(caps));
         }
+        Mode::Bridge(_) if caps.euid != 0 => {
+            // Rootless: the network lives in the user's network holder,
+            // which pasta connects.
+            if caps.pasta.path().is_none() {
+                let install = "install passt (`sudo apt install passt` or `sudo dnf install passt`)";
+                out.push(Blocker::new("a rootless bridge network needs pasta for its holder", install.to_owned()));
+            }
+            if needs.existing_namespace {
+                out.push(Blocker::new(
+                    "a rootless bridge network is joined by runs only (their namespaces are made in its holder)",
+                    "run the command with `pelagos-net run`, or attach as root".to_owned(),
+                ));
+            }
+            out.extend(tun_blocker(caps));
+            out.extend(netns_blocker(caps));
+            if !caps.default_route.any() {
+                let fix = "add a default route (`sudo ip route add default via GATEWAY`)".to_owned();
+                out.push(Blocker::new("the host has no default route, and pasta refuses to start without one", fix));
+            }
+        }
         Mode::Bridge(_) => {
             if !caps.cap_net_admin {
                 out.push(Blocker::new("bridge networks need CAP_NET_ADMIN", "run as root (`sudo`)".to_owned()));

@@ -2,7 +2,12 @@
 //! `/proc` shows, plus the thin reader that gathers it.
 //!
 //! Ready means: a default route exists inside the namespace (pasta adds it
-//! last, after bringing the interface up and assigning the address), every
+//! last, after bringing the interface up and assigning the address), and,
+//! when pasta configures IPv6 (after IPv4: the IPv4 route alone once
+//! released a command, and started the port relay, before the namespace had
+//! its IPv6 address), an IPv6 default route with every global IPv6 address
+//! usable (see [`crate::host::procnet6`]: an address is usable only once the
+//! kernel's address work has run, later still on a loaded machine), every
 //! published host port has a socket that was not there before pasta started
 //! (a listener of someone else on the same port does not count), and every
 //! `--host-port` has a listener on the namespace side.
@@ -40,6 +45,9 @@ impl std::fmt::Display for HostPort {
 pub struct Expectation {
     /// A default route in the namespace.
     pub default_route: bool,
+    /// An IPv6 default route in the namespace (pasta adds it last, after
+    /// the IPv6 address), and every global IPv6 address usable.
+    pub ipv6_default_route: bool,
     /// Host-side sockets pasta must hold.
     pub host_ports: Vec<HostPort>,
     /// Namespace-side TCP listeners pasta must hold (`-T`).
@@ -51,6 +59,10 @@ pub struct Expectation {
 pub struct Observation {
     /// A default route exists in the namespace.
     pub default_route: bool,
+    /// An IPv6 default route exists in the namespace.
+    pub ipv6_default_route: bool,
+    /// Global IPv6 addresses of the namespace not usable yet.
+    pub ipv6_unusable: Vec<std::net::Ipv6Addr>,
     /// Host ports with a socket that is not in the baseline.
     pub host_ports: HashSet<HostPort>,
     /// Namespace-side TCP ports with a listener.
@@ -62,6 +74,10 @@ pub struct Observation {
 pub enum Missing {
     /// No default route in the namespace yet.
     DefaultRoute,
+    /// No IPv6 default route in the namespace yet.
+    Ipv6DefaultRoute,
+    /// An IPv6 address of the namespace is not usable yet.
+    Ipv6Address(std::net::Ipv6Addr),
     /// pasta holds no socket on this host port.
     HostPort(HostPort),
     /// No listener on this namespace-side port.
@@ -72,6 +88,8 @@ impl std::fmt::Display for Missing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::DefaultRoute => f.write_str("default route in the namespace"),
+            Self::Ipv6DefaultRoute => f.write_str("IPv6 default route in the namespace"),
+            Self::Ipv6Address(ip) => write!(f, "IPv6 address {ip} usable in the namespace"),
             Self::HostPort(hp) => write!(f, "host port {hp}"),
             Self::NsPort(port) => write!(f, "namespace-side listener 127.0.0.1:{port}/tcp"),
         }
@@ -83,6 +101,12 @@ pub fn missing(want: &Expectation, seen: &Observation) -> Vec<Missing> {
     let mut out = Vec::new();
     if want.default_route && !seen.default_route {
         out.push(Missing::DefaultRoute);
+    }
+    if want.ipv6_default_route {
+        if !seen.ipv6_default_route {
+            out.push(Missing::Ipv6DefaultRoute);
+        }
+        out.extend(seen.ipv6_unusable.iter().map(|ip| Missing::Ipv6Address(*ip)));
     }
     out.extend(want.host_ports.iter().filter(|hp| !seen.host_ports.contains(hp)).map(|hp| Missing::HostPort(*hp)));
     out.extend(want.ns_tcp_ports.iter().filter(|p| !seen.ns_tcp_ports.contains(p)).map(|p| Missing::NsPort(*p)));
@@ -181,23 +205,28 @@ impl std::fmt::Display for NsView<'_> {
     }
 }
 
-/// What the namespace shows: its default route, and (when asked) its
-/// listening TCP ports.
-fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<(bool, HashSet<u16>)> {
-    let read = |thread: bool| -> io::Result<(bool, HashSet<u16>)> {
+/// What the namespace shows: its default routes, and (when asked) its
+/// listening TCP ports; the host side is left empty.
+fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<Observation> {
+    let read = |thread: bool| -> io::Result<Observation> {
         let pid = match ns {
             NsView::Process(pid) => Some(pid),
             NsView::Netns(_) => None,
         };
-        let mut route = false;
+        let mut seen = Observation::default();
         if want.default_route {
             let routes = match (thread, pid) {
                 (false, Some(pid)) => procnet::read_routes(proc_root, Some(pid)),
                 _ => procnet::read_routes_of_thread(proc_root),
             };
-            route = procnet::has_default_route(&routes.map_err(io::Error::other)?);
+            seen.default_route = procnet::has_default_route(&routes.map_err(io::Error::other)?);
         }
-        let mut ports = HashSet::new();
+        if want.ipv6_default_route {
+            let pid = if thread { None } else { pid };
+            let v6 = crate::host::procnet6::read_ipv6_state(proc_root, pid).map_err(io::Error::other)?;
+            (seen.ipv6_default_route, seen.ipv6_unusable) = (v6.default_route, v6.unusable);
+        }
+        let ports = &mut seen.ns_tcp_ports;
         if !want.ns_tcp_ports.is_empty() {
             for kind in [SockKind::Tcp, SockKind::Tcp6] {
                 let socks = match (thread, pid) {
@@ -213,7 +242,7 @@ fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<(b
                 );
             }
         }
-        Ok((route, ports))
+        Ok(seen)
     };
     match ns {
         NsView::Process(_) => read(false),
@@ -232,8 +261,7 @@ fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<(b
 /// Read the current state: the namespace through `ns`, the host side
 /// through the calling thread's namespace.
 pub fn observe(proc_root: &Path, ns: NsView<'_>, base: &Baseline, want: &Expectation) -> io::Result<Observation> {
-    let (default_route, ns_tcp_ports) = inside(proc_root, ns, want)?;
-    let mut seen = Observation { default_route, ns_tcp_ports, ..Observation::default() };
+    let mut seen = inside(proc_root, ns, want)?;
     let socks = host_sockets(proc_root, want)?;
     for hp in &want.host_ports {
         if socks.iter().any(|s| !base.inodes.contains(&s.inode) && socket_matches(s, hp)) {
@@ -255,6 +283,7 @@ mod tests {
     fn want() -> Expectation {
         Expectation {
             default_route: true,
+            ipv6_default_route: true,
             host_ports: vec![hp(PortProto::Tcp, None, 8080), hp(PortProto::Udp, None, 5353)],
             ns_tcp_ports: vec![9000],
         }
@@ -279,6 +308,7 @@ mod tests {
             m,
             vec![
                 Missing::DefaultRoute,
+                Missing::Ipv6DefaultRoute,
                 Missing::HostPort(w.host_ports[0]),
                 Missing::HostPort(w.host_ports[1]),
                 Missing::NsPort(9000)
@@ -291,10 +321,25 @@ mod tests {
         let w = want();
         let seen = Observation {
             default_route: true,
+            ipv6_default_route: true,
+            ipv6_unusable: vec![],
             host_ports: w.host_ports.iter().copied().collect(),
             ns_tcp_ports: [9000].into(),
         };
         assert!(missing(&w, &seen).is_empty());
+    }
+
+    #[test]
+    fn an_ipv4_route_alone_is_not_ready_when_ipv6_is_expected() {
+        let w = Expectation { default_route: true, ipv6_default_route: true, ..Expectation::default() };
+        let v4_only = Observation { default_route: true, ..Observation::default() };
+
+        assert_eq!(missing(&w, &v4_only), vec![Missing::Ipv6DefaultRoute]);
+        assert!(missing(&Expectation { ipv6_default_route: false, ..w.clone() }, &v4_only).is_empty());
+        let fd2 = "fd00::2".parse().unwrap();
+        let unusable = Observation { ipv6_default_route: true, ipv6_unusable: vec![fd2], ..v4_only };
+        assert_eq!(missing(&w, &unusable), vec![Missing::Ipv6Address(fd2)]);
+        assert_eq!(Missing::Ipv6Address(fd2).to_string(), "IPv6 address fd00::2 usable in the namespace");
     }
 
     #[test]

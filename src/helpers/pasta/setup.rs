@@ -6,8 +6,8 @@
 use super::args::{PastaPlan, build_argv};
 use super::process::{PastaError, PastaProcess, PastaReport};
 use super::ready::{self, Baseline, Expectation, HostPort, NsView};
+use crate::host::probe::DefaultRoute;
 use crate::host::procfs::ProcessId;
-use crate::model::port::PortMapping;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -73,19 +73,40 @@ impl PastaSetup {
     }
 }
 
-/// What must be true of the namespace before its command starts.
-pub fn expectation(ports: &[PortMapping], host_loopback_ports: &[u16]) -> Expectation {
-    let host_ports = ports
+/// What must be true of the namespace before its command starts. pasta
+/// configures IPv6 in the namespace when the host has an IPv6 default route
+/// (`host_routes`, read where pasta runs) and the user's options do not
+/// turn it off; the namespace is ready once that route is there too.
+pub fn expectation(plan: &PastaPlan, host_routes: DefaultRoute) -> Expectation {
+    let host_ports = plan
+        .ports
         .iter()
         .flat_map(|m| {
             m.host.iter().flat_map(|r| r.iter()).map(move |port| HostPort { proto: m.proto, ip: m.host_ip, port })
         })
         .collect();
-    Expectation { default_route: true, host_ports, ns_tcp_ports: host_loopback_ports.to_vec() }
+    let given = |flags: [&str; 2]| plan.extra.iter().any(|o| flags.iter().any(|f| o.as_os_str() == *f));
+    Expectation {
+        default_route: !given(["-6", "--ipv6-only"]),
+        ipv6_default_route: host_routes.ipv6 && !given(["-4", "--ipv4-only"]),
+        host_ports,
+        ns_tcp_ports: plan.host_loopback_ports.clone(),
+    }
+}
+
+/// The default routes of the calling thread's network namespace, the one
+/// pasta is spawned in and copies its configuration from (a family whose
+/// table cannot be read has none).
+fn host_routes(proc_root: &Path) -> DefaultRoute {
+    use crate::host::procnet;
+    DefaultRoute {
+        ipv4: procnet::read_routes_of_thread(proc_root).is_ok_and(|r| procnet::has_default_route(&r)),
+        ipv6: crate::host::procnet6::read_ipv6_default_route_of_thread(proc_root).unwrap_or(false),
+    }
 }
 
 /// Spawn pasta against an already-created namespace and return once the
-/// namespace is really ready: default route present, every published host
+/// namespace is really ready: default routes present, every published host
 /// port held by pasta, every host-loopback port listening inside. A timeout
 /// or an early exit is an error carrying pasta's status and output; pasta is
 /// stopped before the error is returned.
@@ -150,7 +171,7 @@ pub fn spawn_pasta(
     detach: Option<crate::helpers::detached::Detach<'_>>,
 ) -> Result<PastaStart, PastaSetupError> {
     let argv = build_argv(cfg.plan)?;
-    let want = expectation(&cfg.plan.ports, &cfg.plan.host_loopback_ports);
+    let want = expectation(cfg.plan, host_routes(cfg.proc_root));
     let observe_err = |source| PastaError::Observe { ns: cfg.ns.to_string(), source };
     let mut base = ready::baseline(cfg.proc_root, &want).map_err(observe_err)?;
     // A port still held by the exiting pasta of a run that just ended frees
@@ -187,4 +208,46 @@ const TEARDOWN_GRACE: Duration = Duration::from_millis(3);
 /// device; the process is reaped in the background.
 pub fn teardown_pasta_network(setup: PastaSetup) -> PastaReport {
     setup.process.stop(TEARDOWN_GRACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::target::NsTarget;
+
+    fn plan(extra: &[&str]) -> PastaPlan {
+        PastaPlan {
+            target: NsTarget { netns: "/proc/42/ns/net".into(), userns: None },
+            ports: vec!["8080:80".parse().unwrap()],
+            host_loopback_ports: vec![5432],
+            runas: None,
+            extra: extra.iter().map(Into::into).collect(),
+            dns_forward: None,
+        }
+    }
+
+    const DUAL: DefaultRoute = DefaultRoute { ipv4: true, ipv6: true };
+
+    #[test]
+    fn ipv6_route_is_awaited_when_the_host_has_one() {
+        let want = expectation(&plan(&[]), DUAL);
+
+        assert!(want.default_route && want.ipv6_default_route, "{want:?}");
+        assert_eq!(want.host_ports, vec![HostPort { proto: crate::model::port::PortProto::Tcp, ip: None, port: 8080 }]);
+        assert_eq!(want.ns_tcp_ports, vec![5432]);
+    }
+
+    #[test]
+    fn ipv6_route_is_not_awaited_without_one_on_the_host_or_with_ipv4_only() {
+        assert!(!expectation(&plan(&[]), DefaultRoute { ipv6: false, ..DUAL }).ipv6_default_route);
+        assert!(!expectation(&plan(&["-4"]), DUAL).ipv6_default_route);
+        assert!(!expectation(&plan(&["--ipv4-only"]), DUAL).ipv6_default_route);
+    }
+
+    #[test]
+    fn ipv6_only_waits_for_no_ipv4_route() {
+        let want = expectation(&plan(&["--ipv6-only"]), DUAL);
+
+        assert!(!want.default_route && want.ipv6_default_route, "{want:?}");
+    }
 }

@@ -1,14 +1,9 @@
 //! Pure parsers for the text the probe reads: `/proc/self/status`,
-//! `uid_map`, `/etc/sub[ug]id`, `/etc/passwd`, `ipv6_route`, pid 1's cgroup
+//! `uid_map`, `/etc/sub[ug]id`, `/etc/passwd`, pid 1's cgroup
 //! and environment, `/proc/modules` (the helpers' own output is parsed in
 //! [`crate::helpers`]).
 
 use serde::Serialize;
-
-/// Route flag `RTF_UP`.
-const RTF_UP: u32 = 0x0001;
-/// Route flag `RTF_REJECT`: the kernel's unreachable `::/0` on `lo` carries it.
-const RTF_REJECT: u32 = 0x0200;
 
 /// Keywords in pid 1's cgroup path that name a container runtime, in the
 /// order they are reported.
@@ -45,7 +40,7 @@ pub(super) fn is_identity_map(map: &str) -> bool {
 }
 
 /// The name of `uid` in `/etc/passwd` text.
-pub(super) fn user_name(passwd: &str, uid: u32) -> Option<String> {
+pub(crate) fn user_name(passwd: &str, uid: u32) -> Option<String> {
     passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
@@ -56,7 +51,7 @@ pub(super) fn user_name(passwd: &str, uid: u32) -> Option<String> {
 
 /// The ranges of `/etc/subuid`-format text (`owner:start:count`) whose owner
 /// is `name` or the number `uid`. Malformed lines and comments are skipped.
-pub(super) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRange> {
+pub(crate) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRange> {
     let uid = uid.to_string();
     text.lines()
         .filter_map(|line| {
@@ -67,22 +62,6 @@ pub(super) fn subid_ranges(text: &str, name: Option<&str>, uid: u32) -> Vec<IdRa
             (mine && range.count > 0).then_some(range)
         })
         .collect()
-}
-
-/// True when `/proc/net/ipv6_route` text holds an up `::/0` route that is not
-/// a reject route and not on `lo`.
-pub(super) fn has_ipv6_default_route(text: &str) -> bool {
-    text.lines().any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let [dest, plen, _, _, _, _, _, _, flags, iface] = f[..] else { return false };
-        let flags = u32::from_str_radix(flags, 16).unwrap_or(0);
-        dest.bytes().all(|b| b == b'0')
-            && dest.len() == 32
-            && plen == "00"
-            && flags & RTF_UP != 0
-            && flags & RTF_REJECT == 0
-            && iface != "lo"
-    })
 }
 
 /// The first container runtime named in the paths of `/proc/1/cgroup` text.

@@ -11,7 +11,7 @@ use super::listen::Listener;
 use super::pipes::Pipes;
 use super::tcp::Conn;
 use super::udp::Flow;
-use super::{Counters, ForwarderConfig, LoopEnd, PortfwdError, SockFamily, SocketSource, sys};
+use super::{Counters, ForwarderConfig, LoopEnd, PortfwdError, Releases, SockFamily, SocketSource, sys};
 use crate::model::port::PortProto;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -42,6 +42,8 @@ pub(super) struct SlotRef {
 pub(super) enum Token {
     /// The stop eventfd.
     Waker,
+    /// The eventfd of listener release requests.
+    Release,
     /// Listener number.
     Listener(u32),
     /// Client side of a TCP connection.
@@ -65,6 +67,7 @@ impl Token {
             Token::Client(r) => slot(2, r, 0),
             Token::Server(r, attempt) => slot(3, r, attempt),
             Token::Flow(r) => slot(4, r, 0),
+            Token::Release => 5 << 60,
         }
     }
 
@@ -77,6 +80,7 @@ impl Token {
             2 => Some(Token::Client(r)),
             3 => Some(Token::Server(r, attempt)),
             4 => Some(Token::Flow(r)),
+            5 => Some(Token::Release),
             _ => None,
         }
     }
@@ -152,7 +156,8 @@ impl Slab {
 
 /// A listener as the loop keeps it.
 pub(super) struct ListenerState {
-    pub(super) fd: OwnedFd,
+    /// The socket; `None` once released ([`super::ListenerReleaser`]).
+    pub(super) fd: Option<OwnedFd>,
     pub(super) local: SocketAddr,
     pub(super) proto: PortProto,
     pub(super) container_port: u16,
@@ -172,6 +177,7 @@ pub(super) struct Deadline {
 pub(crate) struct Relay {
     pub(super) epoll: Epoll,
     waker: Arc<EventFd>,
+    releases: Arc<Releases>,
     pub(super) listeners: Vec<ListenerState>,
     pub(super) slab: Slab,
     pub(super) source: Box<dyn SocketSource>,
@@ -203,6 +209,9 @@ impl Relay {
         let waker =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(event_loop)?;
         epoll.add(waker.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, Token::Waker.encode())).map_err(event_loop)?;
+        let releases = Arc::new(Releases::new().map_err(event_loop)?);
+        let release_events = EpollEvent::new(EpollFlags::EPOLLIN, Token::Release.encode());
+        epoll.add(releases.wake.as_fd(), release_events).map_err(event_loop)?;
         let mut states = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let register = |source| PortfwdError::Register { addr: l.local, proto: l.proto, source };
@@ -215,7 +224,7 @@ impl Relay {
                 sys::enable_pktinfo(l.fd.as_fd(), SockFamily::of(&l.local)).map_err(register)?;
             }
             states.push(ListenerState {
-                fd: l.fd,
+                fd: Some(l.fd),
                 local: l.local,
                 proto: l.proto,
                 container_port: l.container_port,
@@ -226,6 +235,7 @@ impl Relay {
         Ok(Self {
             epoll,
             waker: Arc::new(waker),
+            releases,
             listeners: states,
             slab: Slab::default(),
             source,
@@ -245,6 +255,11 @@ impl Relay {
         Arc::clone(&self.waker)
     }
 
+    /// Where listener release requests go.
+    pub(crate) fn releases(&self) -> Arc<Releases> {
+        Arc::clone(&self.releases)
+    }
+
     /// Runs until woken, then closes everything.
     pub(crate) fn run(mut self) -> LoopEnd {
         let mut events = vec![EpollEvent::empty(); EVENTS];
@@ -260,6 +275,7 @@ impl Relay {
                 let flags = event.events();
                 match Token::decode(event.data()) {
                     Some(Token::Waker) => stop = true,
+                    Some(Token::Release) => self.on_release(),
                     Some(Token::Listener(i)) => self.on_listener(i as usize),
                     Some(Token::Client(r)) => self.on_client(r, flags),
                     Some(Token::Server(r, attempt)) => self.on_server(r, attempt, flags),
@@ -275,6 +291,20 @@ impl Relay {
         let cpu = sys::thread_cpu();
         self.close_all();
         LoopEnd { cpu, error }
+    }
+
+    /// Answers the release requests: a TCP listener leaves the loop and
+    /// goes to whoever asked (connections it accepted before stay relayed).
+    fn on_release(&mut self) {
+        let _ = self.releases.wake.read();
+        for (addr, reply) in self.releases.take() {
+            let found = self.listeners.iter_mut().find(|l| l.local == addr && l.proto == PortProto::Tcp);
+            let fd = found.and_then(|l| l.fd.take());
+            if let Some(fd) = &fd {
+                let _ = self.epoll.delete(fd);
+            }
+            let _ = reply.send(fd);
+        }
     }
 
     fn on_listener(&mut self, i: usize) {
@@ -312,9 +342,9 @@ impl Relay {
     pub(super) fn pause_accept(&mut self) {
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.proto == PortProto::Tcp {
+            if let (PortProto::Tcp, Some(fd)) = (l.proto, &l.fd) {
                 let mut ev = EpollEvent::new(EpollFlags::empty(), Token::Listener(i as u32).encode());
-                let _ = self.epoll.modify(&l.fd, &mut ev);
+                let _ = self.epoll.modify(fd, &mut ev);
             }
         }
     }
@@ -324,9 +354,9 @@ impl Relay {
             return;
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.proto == PortProto::Tcp {
+            if let (PortProto::Tcp, Some(fd)) = (l.proto, &l.fd) {
                 let mut ev = EpollEvent::new(EpollFlags::EPOLLIN, Token::Listener(i as u32).encode());
-                let _ = self.epoll.modify(&l.fd, &mut ev);
+                let _ = self.epoll.modify(fd, &mut ev);
             }
         }
     }

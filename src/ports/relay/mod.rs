@@ -337,10 +337,54 @@ pub(crate) struct LoopEnd {
     pub(crate) error: Option<PortfwdError>,
 }
 
+/// Requests to release TCP listeners, for the relay thread to answer.
+#[derive(Debug)]
+pub(crate) struct Releases {
+    queue: std::sync::Mutex<Vec<(SocketAddr, std::sync::mpsc::SyncSender<Option<OwnedFd>>)>>,
+    /// Written to wake the relay thread.
+    pub(crate) wake: nix::sys::eventfd::EventFd,
+}
+
+impl Releases {
+    fn new() -> Result<Self, Errno> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Self { queue: std::sync::Mutex::new(Vec::new()), wake })
+    }
+
+    /// The pending requests.
+    pub(crate) fn take(&self) -> Vec<(SocketAddr, std::sync::mpsc::SyncSender<Option<OwnedFd>>)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// Takes TCP listeners away from a running relay, for a server that will
+/// accept on them itself (the accelerator's ingress). Connections the
+/// relay accepted before stay relayed.
+#[derive(Debug, Clone)]
+pub struct ListenerReleaser {
+    releases: Arc<Releases>,
+}
+
+impl ListenerReleaser {
+    /// How long a release waits for the relay thread.
+    const WAIT: Duration = Duration::from_secs(2);
+
+    /// The TCP listener bound to `local`, no longer relayed; `None` when the
+    /// relay has none there (or has stopped).
+    pub fn release(&self, local: SocketAddr) -> Option<OwnedFd> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.releases.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((local, tx));
+        self.releases.wake.write(1).ok()?;
+        rx.recv_timeout(Self::WAIT).ok().flatten()
+    }
+}
+
 /// A running relay thread. Stop it with [`Forwarder::stop`]; dropping it
 /// stops it too.
 #[derive(Debug)]
 pub struct Forwarder {
+    releases: Arc<Releases>,
     waker: Option<Arc<nix::sys::eventfd::EventFd>>,
     thread: Option<JoinHandle<LoopEnd>>,
     counters: Arc<Counters>,
@@ -359,6 +403,7 @@ impl Forwarder {
         let counters = Arc::new(Counters::default());
         let relay = event_loop::Relay::new(listeners, source, cfg, Arc::clone(&counters))?;
         let waker = relay.waker();
+        let releases = relay.releases();
         let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
         let thread = sys::spawn_with_signals_blocked("pelagos-portfwd", move || {
             // SAFETY: gettid has no preconditions.
@@ -367,7 +412,12 @@ impl Forwarder {
         })
         .map_err(|source| PortfwdError::Spawn { source })?;
         let tid = tid_rx.recv().unwrap_or(0);
-        Ok(Self { waker: Some(waker), thread: Some(thread), counters, tid })
+        Ok(Self { releases, waker: Some(waker), thread: Some(thread), counters, tid })
+    }
+
+    /// A handle that takes TCP listeners away from the relay.
+    pub fn releaser(&self) -> ListenerReleaser {
+        ListenerReleaser { releases: Arc::clone(&self.releases) }
     }
 
     /// A snapshot of the counters.

@@ -89,7 +89,8 @@ impl Relay {
     pub(super) fn accept_tcp(&mut self, i: usize) {
         for _ in 0..ACCEPT_BATCH {
             let listener = &self.listeners[i];
-            let (client, peer) = match sys::accept(listener.fd.as_fd()) {
+            let Some(fd) = &listener.fd else { return };
+            let (client, peer) = match sys::accept(fd.as_fd()) {
                 Ok(accepted) => accepted,
                 Err(Errno::EAGAIN) => return,
                 Err(e) if out_of_resources(e) => {

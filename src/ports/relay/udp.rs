@@ -11,6 +11,16 @@
 //! after the move. A refused datagram that is not resent is counted as
 //! dropped.
 //!
+//! A flow refused by both families before it was ever answered is closed:
+//! nothing listens yet (a client usually starts sending before the
+//! command's server has bound), and the client's next datagram opens a new
+//! flow that tries both again. Kept open, the flow would stay on the second
+//! family for good, and a server that binds the first a moment later would
+//! never be reached while the client keeps the flow alive. A refusal only
+//! ever costs the refused datagram: one that finds the refusal pending on
+//! its flow's socket (and so was not sent) is sent on once the refusal is
+//! handled.
+//!
 //! A listener bound to a wildcard address reads every datagram with its
 //! destination (`IP_PKTINFO`, `IPV6_PKTINFO`) and replies from that address:
 //! left to the kernel, the source of a reply follows the route back, and a
@@ -78,6 +88,17 @@ impl Flow {
     }
 }
 
+/// What handling a refusal did to its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRefusal {
+    /// The flow was answered before: it stays on its socket.
+    Stays,
+    /// The flow moved to its second destination.
+    Moved,
+    /// The flow is gone (refused by both destinations, or could not move).
+    Closed,
+}
+
 /// Makes `kept` a copy of `datagram`, or empty when it is too large to keep.
 fn keep(kept: &mut Vec<u8>, datagram: &[u8]) {
     kept.clear();
@@ -95,7 +116,8 @@ impl Relay {
     pub(super) fn on_udp_listener(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.udp_buf);
         for _ in 0..BATCH {
-            let (n, client, to) = match sys::recv_datagram(self.listeners[i].fd.as_fd(), &mut buf) {
+            let Some(fd) = &self.listeners[i].fd else { break };
+            let (n, client, to) = match sys::recv_datagram(fd.as_fd(), &mut buf) {
                 Ok(sys::Datagram { len, from: Some(client), to }) => (len, client, to),
                 Ok(_) => continue,
                 Err(Errno::EAGAIN) => break,
@@ -126,17 +148,28 @@ impl Relay {
         let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return };
         flow.last = Instant::now();
         flow.local = to;
-        if flow.may_move() {
-            keep(&mut flow.kept, datagram);
-        }
-        match sys::send(flow.sock.as_fd(), datagram) {
-            Ok(sent) => {
-                self.counters.bytes_to_container.fetch_add(sent as u64, Ordering::Relaxed);
-            }
-            // An earlier datagram was refused, and this one was not sent.
+        let (listener, client) = (flow.listener, flow.client);
+        match self.send_into(r, datagram) {
+            Ok(()) => {}
+            // An earlier datagram was refused, and this one was not sent:
+            // handle the refusal, then send this one where the client's
+            // flow now goes (a new flow when the refusal closed it).
             Err(Errno::ECONNREFUSED) => {
-                self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
-                if !self.refused(r) {
+                let r = match self.refused(r) {
+                    AfterRefusal::Closed => match self.open_flow(listener, client) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            log::debug!("udp flow for {client}: {e}");
+                            self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                    AfterRefusal::Moved | AfterRefusal::Stays => r,
+                };
+                if let Some(Entry::Flow(flow)) = self.slab.get_mut(r) {
+                    flow.local = to;
+                }
+                if self.send_into(r, datagram).is_err() {
                     self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -144,6 +177,18 @@ impl Relay {
                 self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// One send of `datagram` on flow `r`'s socket; a flow that may still
+    /// move keeps what it sent, to resend if it is refused.
+    fn send_into(&mut self, r: SlotRef, datagram: &[u8]) -> Result<(), Errno> {
+        let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return Err(Errno::EBADF) };
+        let sent = sys::send(flow.sock.as_fd(), datagram)?;
+        if flow.may_move() {
+            keep(&mut flow.kept, datagram);
+        }
+        self.counters.bytes_to_container.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A datagram socket inside the namespace connected to `dest`, its
@@ -183,13 +228,22 @@ impl Relay {
         Ok(r)
     }
 
-    /// The namespace refused a datagram of flow `r`. A flow that may still
-    /// move goes to its second destination and resends its kept datagram;
-    /// true when that datagram was resent.
-    fn refused(&mut self, r: SlotRef) -> bool {
-        let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return false };
-        if !flow.may_move() {
-            return false;
+    /// The namespace refused a datagram of flow `r` (the last one sent,
+    /// as far as it can be known). An answered flow stays where it is; an
+    /// unanswered one moves to its second destination and resends its kept
+    /// datagram, or, refused there too, is closed. The refused datagram is
+    /// counted as dropped unless it was resent.
+    fn refused(&mut self, r: SlotRef) -> AfterRefusal {
+        let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return AfterRefusal::Closed };
+        if flow.answered {
+            self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
+            return AfterRefusal::Stays;
+        }
+        if flow.moved {
+            log::debug!("udp flow for {} refused by both loopbacks; closed until its next datagram", flow.client);
+            self.close_flow(r);
+            self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
+            return AfterRefusal::Closed;
         }
         flow.moved = true;
         let kept = std::mem::take(&mut flow.kept);
@@ -199,24 +253,20 @@ impl Relay {
             Ok(sock) => sock,
             Err(e) => {
                 log::debug!("udp flow to {dest}: {e}");
-                return false;
+                self.close_flow(r);
+                self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
+                return AfterRefusal::Closed;
             }
         };
-        let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return false };
+        let Some(Entry::Flow(flow)) = self.slab.get_mut(r) else { return AfterRefusal::Closed };
         log::debug!("udp flow for {} refused; moved to {dest}", flow.client);
         let old = std::mem::replace(&mut flow.sock, sock);
         // Explicitly: the old socket may still hold events, under the same token.
         let _ = self.epoll.delete(&old);
-        if kept.is_empty() {
-            return false;
+        if kept.is_empty() || self.send_into(r, &kept).is_err() {
+            self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        match sys::send(flow.sock.as_fd(), &kept) {
-            Ok(sent) => {
-                self.counters.bytes_to_container.fetch_add(sent as u64, Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
-        }
+        AfterRefusal::Moved
     }
 
     fn evict_oldest(&mut self, i: usize) {
@@ -266,15 +316,16 @@ impl Relay {
                     flow.answered = true;
                     flow.kept = Vec::new();
                 }
-                match sys::send_datagram(listener.fd.as_fd(), &buf[..n], flow.client, flow.local) {
+                let Some(fd) = &listener.fd else { break };
+                match sys::send_datagram(fd.as_fd(), &buf[..n], flow.client, flow.local) {
                     Ok(sent) => self.counters.bytes_from_container.fetch_add(sent as u64, Ordering::Relaxed),
                     Err(_) => self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed),
                 };
             }
         }
         self.udp_buf = buf;
-        if refused && !self.refused(r) {
-            self.counters.udp_dropped.fetch_add(1, Ordering::Relaxed);
+        if refused {
+            self.refused(r);
         }
     }
 

@@ -1,0 +1,456 @@
+//! Starting the holder, and its supervisor.
+//!
+//! [`start`] forks twice (the supervisor leaves the caller's session and
+//! is nobody's child but init's) and waits for the supervisor's one-line
+//! report. The supervisor forks the holder process (user namespace first,
+//! id maps written from outside, then network and mount namespaces, `lo`
+//! up), keeps its namespaces open, starts pasta against it, writes the
+//! state file and reports. Then it waits for signals: a child that died is
+//! replaced (pasta restarted; a holder process re-created by joining the
+//! namespaces it keeps), SIGTERM stops both and exits, and once a second it
+//! checks whether any live record still uses the holder, stopping when none
+//! does.
+//!
+//! The supervisor stays single-threaded, so it may fork helpers that join
+//! the holder's user namespace.
+
+use super::idmap::IdMapping;
+use super::{HolderDir, HolderError, HolderState};
+use crate::host::procfs::ProcessId;
+use crate::state::paths::Paths;
+use nix::errno::Errno;
+use nix::unistd::{ForkResult, Pid};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What starting a holder needs.
+#[derive(Debug, Clone)]
+pub struct StartConfig {
+    /// State roots (the run directory holds the holder's directory and the records counted).
+    pub paths: Paths,
+    /// The pasta binary.
+    pub pasta: PathBuf,
+    /// How the user namespace maps ids.
+    pub mapping: IdMapping,
+    /// How long the whole start may take.
+    pub timeout: Duration,
+    /// A user namespace to build the holder in instead of a new one: the
+    /// dead holder's, which its runs keep alive (`/proc/<run>/ns/user`), so
+    /// the new holder may give those runs their network back.
+    pub adopt: Option<PathBuf>,
+}
+
+/// Threads of this process (`Threads:` in `/proc/self/status`).
+pub fn threads(proc_root: &Path) -> usize {
+    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Refuse to fork helpers from a multi-threaded process.
+pub fn single_threaded(proc_root: &Path) -> Result<(), HolderError> {
+    match threads(proc_root) {
+        1 => Ok(()),
+        threads => Err(HolderError::Threaded { threads }),
+    }
+}
+
+fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> HolderError {
+    move |source| HolderError::Sys { op, source }
+}
+
+/// Start a holder and its supervisor; returns the state it wrote.
+pub fn start(cfg: &StartConfig) -> Result<HolderState, HolderError> {
+    single_threaded(&cfg.paths.proc_root)?;
+    let dir = HolderDir::new(&cfg.paths.run_dir);
+    dir.create()?;
+    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    // SAFETY: this process is single-threaded (checked above), so the child
+    // may run any code; it never returns into the caller (it leaves with
+    // `_exit` in `detach_and_supervise`).
+    match unsafe { nix::unistd::fork() }.map_err(sys("fork the holder's supervisor"))? {
+        ForkResult::Child => {
+            drop(rx);
+            detach_and_supervise(cfg, tx)
+        }
+        ForkResult::Parent { child } => {
+            drop(tx);
+            reap(child);
+            let report = read_report(rx, cfg.timeout)?;
+            match report.strip_prefix("ok") {
+                Some(_) => dir.read()?.ok_or(HolderError::NotRunning),
+                None => Err(HolderError::Start { reason: report.trim_start_matches("error: ").to_owned() }),
+            }
+        }
+    }
+}
+
+fn reap(pid: Pid) {
+    while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+}
+
+/// The supervisor's report line, or why there is none.
+fn read_report(rx: OwnedFd, timeout: Duration) -> Result<String, HolderError> {
+    let deadline = Instant::now() + timeout;
+    let mut file = File::from(rx);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HolderError::StartTimeout { waited_ms: timeout.as_millis() });
+        }
+        let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&file), nix::poll::PollFlags::POLLIN)];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, ms) {
+            Err(Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Err(sys("wait for the holder")(e)),
+            Ok(_) => {}
+        }
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HolderError::State { path: "holder report pipe".into(), source: e }),
+        }
+        if out.contains(&b'\n') {
+            break;
+        }
+    }
+    if out.is_empty() {
+        return Err(HolderError::Start { reason: "its supervisor exited without a word".into() });
+    }
+    Ok(String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned())
+}
+
+/// In the first child: leave the caller's session and stdio, fork the
+/// supervisor, exit.
+fn detach_and_supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
+    // Its points are not the caller's steps (and it must not die at them).
+    crate::fault::forked();
+    let _ = nix::unistd::setsid();
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2(2) onto the standard descriptors of this process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    close_other_fds(&[tx.as_raw_fd()]);
+    // SAFETY: still single-threaded; the child never returns.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => supervise(cfg, tx),
+        Ok(ForkResult::Parent { .. }) => exit(0),
+        Err(e) => {
+            report(&tx, &format!("error: fork the supervisor: {e}"));
+            exit(1)
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: leaves the process at once, running nothing of the caller's.
+    unsafe { libc::_exit(code) }
+}
+
+/// Close every descriptor above 2 but `keep`.
+fn close_other_fds(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for k in keep.into_iter().filter(|k| *k >= 3) {
+        let k = k as u32;
+        if k > from {
+            // SAFETY: closes descriptor numbers only; nothing in this
+            // process uses them any more (it is a fresh fork).
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+}
+
+fn report(tx: &OwnedFd, line: &str) {
+    let _ = nix::unistd::write(tx, format!("{line}\n").as_bytes());
+}
+
+/// The signals the supervisor waits for.
+fn signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// The supervisor: bring the holder up, report, then watch.
+fn supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
+    let _ = signals().thread_set_mask();
+    let mut sup = match Supervisor::bring_up(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&tx, &format!("error: {}", crate::flow::error_chain(&e)));
+            exit(1)
+        }
+    };
+    report(&tx, "ok");
+    drop(tx);
+    sup.watch()
+}
+
+/// The supervisor's children and the namespaces it keeps.
+struct Supervisor {
+    cfg: StartConfig,
+    dir: HolderDir,
+    holder: Pid,
+    pasta: Option<Child>,
+    /// user, net, mnt of the holder.
+    ns: [File; 3],
+    state: HolderState,
+    restarts: Vec<Instant>,
+}
+
+impl Supervisor {
+    fn bring_up(cfg: &StartConfig) -> Result<Self, HolderError> {
+        let proc_root = &cfg.paths.proc_root;
+        let adopt = match &cfg.adopt {
+            Some(path) => {
+                Some(File::open(path).map_err(|source| HolderError::OpenNamespace { path: path.clone(), source })?)
+            }
+            None => None,
+        };
+        let holder = super::daemon_child::spawn_new(&cfg.mapping, proc_root, adopt.as_ref().map(|f| f.as_raw_fd()))?;
+        drop(adopt);
+        let open = |kind: &str| {
+            let path = proc_root.join(holder.to_string()).join("ns").join(kind);
+            File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })
+        };
+        let ns = [open("user")?, open("net")?, open("mnt")?];
+        let me = std::process::id();
+        let id = |pid: u32| ProcessId::of(proc_root, pid).unwrap_or(ProcessId::unread(pid));
+        let state = HolderState {
+            supervisor: id(me),
+            holder: id(holder.as_raw() as u32),
+            pasta: None,
+            mapping: cfg.mapping.clone(),
+            pasta_restarts: 0,
+            holder_restarts: 0,
+        };
+        let dir = HolderDir::new(&cfg.paths.run_dir);
+        let mut sup = Self { cfg: cfg.clone(), dir, holder, pasta: None, ns, state, restarts: Vec::new() };
+        if let Err(e) = sup.start_pasta(cfg.timeout) {
+            sup.kill_children();
+            return Err(e);
+        }
+        sup.dir.write(&sup.state)?;
+        Ok(sup)
+    }
+
+    /// Start pasta against the holder and wait for its default route there.
+    fn start_pasta(&mut self, timeout: Duration) -> Result<(), HolderError> {
+        let proc_root = self.cfg.paths.proc_root.clone();
+        let pid = self.holder.as_raw() as u32;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.pasta_log())
+            .map_err(|source| HolderError::State { path: self.dir.pasta_log(), source })?;
+        let log2 = log.try_clone().map_err(|source| HolderError::State { path: self.dir.pasta_log(), source })?;
+        let mut cmd = Command::new(&self.cfg.pasta);
+        cmd.args(pasta_argv(&proc_root, pid)).stdin(Stdio::null()).stdout(log).stderr(log2);
+        // SAFETY: between fork and exec the closure calls only prctl(2) and
+        // sigprocmask(2) (`helper_child_setup`), async-signal-safe, no allocation.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, crate::helpers::spawn::helper_child_setup);
+        }
+        let mut child = cmd.spawn().map_err(|source| HolderError::State { path: self.cfg.pasta.clone(), source })?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(200);
+        while !has_default_route(&proc_root, pid) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let out = std::fs::read_to_string(self.dir.pasta_log()).unwrap_or_default();
+                let tail: Vec<&str> = out.lines().rev().take(5).collect();
+                return Err(HolderError::Start {
+                    reason: format!("pasta exited ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / ")),
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HolderError::Start { reason: "pasta did not configure the holder in time".into() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+        self.state.pasta = Some(ProcessId::of(&proc_root, child.id()).unwrap_or(ProcessId::unread(child.id())));
+        self.pasta = Some(child);
+        Ok(())
+    }
+
+    fn kill_children(&mut self) {
+        if let Some(mut p) = self.pasta.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = p.wait();
+        }
+        let _ = nix::sys::signal::kill(self.holder, nix::sys::signal::Signal::SIGKILL);
+        reap(self.holder);
+    }
+
+    /// Wait for signals until stopped.
+    fn watch(&mut self) -> ! {
+        let set = signals();
+        let mut last_check = Instant::now();
+        loop {
+            let sig = wait_signal(&set, Duration::from_secs(1));
+            match sig {
+                Some(libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => self.shutdown(),
+                _ => self.reap_children(),
+            }
+            if last_check.elapsed() >= Duration::from_millis(900) {
+                last_check = Instant::now();
+                self.stop_when_unused();
+            }
+        }
+    }
+
+    /// No live record uses the holder and nobody is starting to: stop
+    /// (under the lock, so no run can count on it meanwhile).
+    fn stop_when_unused(&mut self) {
+        let Some(_lock) = self.dir.try_lock() else { return };
+        if super::usage::in_use(&self.cfg.paths, None) {
+            return;
+        }
+        let _ = self.dir.remove();
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> ! {
+        self.kill_children();
+        if self.dir.read().ok().flatten().is_some_and(|s| s.supervisor == self.state.supervisor) {
+            let _ = self.dir.remove();
+        }
+        exit(0)
+    }
+
+    /// Replace the children that died.
+    fn reap_children(&mut self) {
+        loop {
+            let pid = match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(status) => match status.pid() {
+                    Some(pid) => pid,
+                    None => return,
+                },
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            if pid == self.holder {
+                self.replace_holder();
+            } else if self.pasta.as_ref().is_some_and(|p| p.id() as i32 == pid.as_raw()) {
+                self.pasta = None;
+                self.restart_pasta();
+            }
+        }
+    }
+
+    fn replace_holder(&mut self) {
+        let fds = [self.ns[0].as_raw_fd(), self.ns[1].as_raw_fd(), self.ns[2].as_raw_fd()];
+        match super::daemon_child::spawn_joined(fds) {
+            Ok(pid) => {
+                self.holder = pid;
+                let raw = pid.as_raw() as u32;
+                self.state.holder = ProcessId::of(&self.cfg.paths.proc_root, raw).unwrap_or(ProcessId::unread(raw));
+                self.state.holder_restarts += 1;
+                let _ = self.dir.write(&self.state);
+            }
+            Err(e) => {
+                log::error!("holder: cannot replace the holder process: {e}");
+                self.shutdown()
+            }
+        }
+    }
+
+    fn restart_pasta(&mut self) {
+        self.state.pasta = None;
+        let _ = self.dir.write(&self.state);
+        let now = Instant::now();
+        self.restarts.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+        if self.restarts.len() >= 5 {
+            // pasta keeps dying: give up rather than spin.
+            self.shutdown()
+        }
+        self.restarts.push(now);
+        let timeout = self.cfg.timeout;
+        match self.start_pasta(timeout) {
+            Ok(()) => {
+                self.state.pasta_restarts += 1;
+                let _ = self.dir.write(&self.state);
+            }
+            Err(_) => self.shutdown(),
+        }
+    }
+}
+
+/// Wait at most `timeout` for one of `set` (blocked); the signal or `None`.
+fn wait_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: sigtimedwait(2) reads the set and the timeout we own; no info is asked for.
+    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// pasta's argv for the holder: no ports of its own (the builtin driver
+/// publishes), no host loopback, the holder's namespaces by path.
+pub fn pasta_argv(proc_root: &Path, holder: u32) -> Vec<std::ffi::OsString> {
+    let ns = proc_root.join(holder.to_string()).join("ns");
+    let plan = crate::helpers::pasta::args::PastaPlan {
+        target: crate::model::target::NsTarget { netns: ns.join("net"), userns: Some(ns.join("user")) },
+        ports: Vec::new(),
+        host_loopback_ports: Vec::new(),
+        runas: None,
+        extra: Vec::new(),
+        dns_forward: None,
+    };
+    crate::helpers::pasta::args::build_argv(&plan).expect("an argv without ports builds")
+}
+
+/// Whether the process's network namespace has an IPv4 default route
+/// (`<proc>/<pid>/net/route`: destination and mask 0).
+pub fn has_default_route(proc_root: &Path, pid: u32) -> bool {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("net/route")).unwrap_or_default();
+    default_route_in(&text)
+}
+
+fn default_route_in(route: &str) -> bool {
+    route.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 7 && f[1] == "00000000" && f[7] == "00000000"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_route_is_found_in_proc_net_route() {
+        let hdr = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let with = format!("{hdr}tap0\t00000000\t0100E70A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n");
+        let without = format!("{hdr}tap0\t0000E70A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        assert!(default_route_in(&with));
+        assert!(!default_route_in(&without));
+        assert!(!default_route_in(""));
+    }
+
+    #[test]
+    fn pasta_is_given_the_holder_by_path_and_no_ports() {
+        let argv: Vec<String> =
+            pasta_argv(Path::new("/proc"), 42).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let joined = argv.join(" ");
+        assert!(joined.contains("-t none -u none -T none -U none"), "{joined}");
+        assert!(joined.contains("--netns /proc/42/ns/net --userns /proc/42/ns/user"), "{joined}");
+    }
+}
