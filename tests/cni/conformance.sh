@@ -416,7 +416,7 @@ section_forward_drop() {
     cni ADD w1 eth0 /run/netns/w1 pelagos-net <<<"$c" >/dev/null
     ip netns exec up1 socat TCP-LISTEN:9000,fork,reuseaddr SYSTEM:'echo upstream' &
     local srv=$!
-    sleep 0.3
+    eventually ip netns exec up1 sh -c "ss -Htln 'sport = :9000' | grep -q ."
     check "a container still reaches the upstream (masqueraded) with FORWARD DROP" \
         bash -c "ip netns exec w1 socat -T2 - TCP:10.64.0.1:9000 </dev/null | grep -q upstream"
     kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
