@@ -71,6 +71,11 @@ fn bad_input_gets_the_spec_error_object_and_creates_nothing() {
 }
 
 #[test]
+fn published_ports_taken_by_a_container_a_cli_run_or_a_host_socket_are_refused_with_code_7() {
+    section("ports");
+}
+
+#[test]
 fn add_and_del_killed_at_every_step_leave_nothing_after_del_or_gc() {
     if !pelagos_net::fault::ENABLED {
         eprintln!("SKIP: the fault sweep needs --features fault-injection (scripts/test-all builds with it)");

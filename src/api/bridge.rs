@@ -8,7 +8,7 @@ use super::Error;
 use crate::bridge::network::NetworkDef;
 use crate::flow::RunError;
 use crate::flow::exec::Exec;
-use crate::flow::plan::{Given, Lifetime, Request, TargetKind, plan};
+use crate::flow::plan::{Given, Lifetime, OneNetwork, Request, TargetKind, plan};
 use crate::host::probe::{HostCaps, ProbeRoots, ProbeScope};
 use crate::host::procfs::ProcessId;
 use crate::model::config::NetworkConfig;
@@ -70,20 +70,6 @@ impl NetworkSetup {
     }
 }
 
-/// The lookups of a setup on one known network (name resolution is the
-/// runtime's: no command runs here).
-struct OneNetwork<'a>(&'a NetworkDef);
-
-impl crate::flow::plan::Lookups for OneNetwork<'_> {
-    fn network(&self, _: &str) -> Result<NetworkDef, crate::bridge::network::NetworkError> {
-        Ok(self.0.clone())
-    }
-
-    fn etc(&self) -> &std::path::Path {
-        std::path::Path::new(crate::dns::setup::ETC)
-    }
-}
-
 /// Plan `req` for `target` and run every step under `req.id`.
 fn run_all(req: &AttachRequest<'_>, target: TargetKind, given: Option<OpenTarget>) -> Result<Exec, Error> {
     let AttachRequest { paths, def, id, ports, ip, owner } = *req;
@@ -93,17 +79,12 @@ fn run_all(req: &AttachRequest<'_>, target: TargetKind, given: Option<OpenTarget
     let req = Request { network, fallback: None, ip, target, lifetime: Lifetime::Owner, command: false };
     let host = HostCaps::probe_scoped(&ProbeRoots::current(paths), ProbeScope::Identity);
     let planned = plan(&req, &host, &OneNetwork(def))?;
-    let steps = planned.steps.clone();
     let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, Duration::from_secs(10), id.to_owned(), owner);
     if let Some(t) = given {
         exec.record.target = Some(t.record());
         exec.given = Some(t);
     }
-    for step in &steps {
-        if let Err(e) = exec.run(step, &mut || false) {
-            return Err(exec.fail(e).into());
-        }
-    }
+    exec.run_steps()?;
     exec.done();
     Ok(exec)
 }

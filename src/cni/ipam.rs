@@ -5,7 +5,7 @@
 //! error object comes back on stdout.
 
 use super::result::CniResult;
-use super::spec::{CniError, Code};
+use super::spec::{CniError, Code, Params};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,11 +21,38 @@ pub fn find(plugin: &str, cni_path: &[String]) -> Result<PathBuf, CniError> {
     })
 }
 
+/// The `CNI_*` variables of this call an IPAM plugin gets (recorded with
+/// its address, so that its `DEL` can be run by another process: a later
+/// `DEL` without the record's caller, `GC`, `pelagos-net gc`).
+pub fn env_of(params: &Params) -> Vec<(String, String)> {
+    let args: Vec<String> = params.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    vec![
+        ("CNI_CONTAINERID".into(), params.container_id.clone()),
+        ("CNI_NETNS".into(), params.netns.clone().unwrap_or_default()),
+        ("CNI_IFNAME".into(), params.ifname.clone()),
+        ("CNI_ARGS".into(), args.join(";")),
+        ("CNI_PATH".into(), params.path.join(":")),
+    ]
+}
+
 /// Run the IPAM plugin for `command` (`ADD`, `DEL`, `CHECK`) with the
 /// network configuration `stdin`; the parsed result for ADD.
-pub fn exec(plugin: &str, command: &str, cni_path: &[String], stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
-    let bin = find(plugin, cni_path)?;
-    let mut child = Command::new(&bin)
+pub fn exec(plugin: &str, command: &str, params: &Params, stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
+    let bin = find(plugin, &params.path)?;
+    exec_bin(&bin, command, &env_of(params), stdin)
+}
+
+/// Run the IPAM plugin binary `bin` for `command` with the `CNI_*`
+/// variables `env` and the configuration `stdin`.
+pub fn exec_bin(
+    bin: &std::path::Path,
+    command: &str,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> Result<Option<CniResult>, CniError> {
+    let plugin = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut child = Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -11,18 +11,21 @@
 //! - Pure: [`spec`] (verbs, environment, versions, error codes),
 //!   [`config`] (the network configuration), [`result`] (results in each
 //!   version, `prevResult` parsing).
-//! - Effectful and thin: [`attach`] (ADD, DEL, CHECK on the bridge
-//!   module's steps), [`verbs`] (GC, STATUS), [`ipam`] (delegation to an
-//!   IPAM plugin), [`network`] (which network definition a config means),
-//!   [`record`] (attachment records).
+//! - Effectful and thin: [`attach`] (ADD: the step pipeline of every
+//!   bridge attach), [`remove`] (DEL: the one undo function), [`check`]
+//!   (CHECK), [`verbs`] (GC, STATUS), [`ipam`] (delegation to an IPAM
+//!   plugin), [`network`] (which network definition a config means),
+//!   [`record`] (how an attachment's record is named and kept alive).
 //! - [`run`]: one call from environment and stdin to stdout and exit code;
 //!   the binary is `src/cni/main.rs`.
 //!
 //! # Decisions
 //!
 //! - A CNI network and a CLI network are one implementation: the same
-//!   network definitions, leases, bridge, nftables table and attach steps.
-//!   They are the same network exactly when they have the same name.
+//!   network definitions, leases, bridge, nftables table, planned steps,
+//!   records and undo; `pelagos-net ps`, `inspect` and `gc` see CNI
+//!   attachments. They are the same network exactly when they have the
+//!   same name.
 //! - Chaining: our ADD result names the container interface with its
 //!   `sandbox` and points `ips[].interface` at it, with the subnet's real
 //!   prefix, so the reference `portmap`, `tuning`, `firewall` and
@@ -33,10 +36,12 @@
 //!   attachments to the CNI verbs.
 
 pub mod attach;
+pub mod check;
 pub mod config;
 pub mod ipam;
 pub mod network;
 pub mod record;
+pub mod remove;
 pub mod result;
 pub mod spec;
 pub mod verbs;
@@ -112,8 +117,8 @@ fn dispatch(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String
             let result = attach::add(&params, &conf, &paths, stdin)?;
             Ok(format!("{}\n", result.to_json(&conf.version)))
         }
-        Command::Del => attach::del(&params, &conf, &paths, stdin).map(|()| String::new()),
-        Command::Check => attach::check(&params, &conf, &paths).map(|()| String::new()),
+        Command::Del => remove::del(&params, &conf, &paths, stdin).map(|()| String::new()),
+        Command::Check => check::check(&params, &conf, &paths).map(|()| String::new()),
         Command::Gc => verbs::gc(&params, &conf, &paths, stdin).map(|()| String::new()),
         Command::Status => verbs::status(&params, &conf, &paths).map(|()| String::new()),
         Command::Version => unreachable!("answered above"),

@@ -2,67 +2,63 @@
 //!
 //! GC gets the runtime's list of attachments that are still valid
 //! (`cni.dev/valid-attachments`) and undoes, with DEL's steps, every
-//! attachment of this network it has a record of that is not in the list;
-//! then it releases our leases held by attachments outside the list that
-//! have no record (an ADD killed between leasing and recording), and
-//! removes host ends of veth pairs on the network's bridge that no
-//! remaining record names (an ADD killed before its record was removed by
-//! a DEL that itself died). Never anything of a listed attachment.
+//! attachment of this network that has a record and is not in the list;
+//! then it runs the sweep `pelagos-net gc` runs (records of ADDs killed
+//! half-way, leases whose owner died before recording them, half-written
+//! files), and removes host ends of veth pairs on the network's bridge
+//! that no record names (a setup killed between creating its pair and
+//! recording it cannot happen: the record comes first; these are what a
+//! crashed deletion left). Never anything of a listed attachment, nor of
+//! a live CLI run.
 //!
 //! STATUS answers whether an ADD can succeed now: the state directories
 //! are usable, nftables answers, a delegated IPAM plugin is installed and
 //! our subnet has a free address; otherwise code 50 with the reason.
 
-use super::attach::teardown;
 use super::config::{Addressing, Attachment, NetConf};
-use super::record::{CniStore, lease_id};
 use super::spec::{CniError, Code, Params};
 use crate::bridge::firewall::Firewall;
 use crate::bridge::lease::LeaseStore;
 use crate::bridge::netlink::Netlink;
 use crate::bridge::network::NetworkStore;
+use crate::model::mode::NetworkMode;
 use crate::state::paths::Paths;
+use crate::state::store::Store;
 use std::collections::BTreeSet;
 
 /// GC: see the module docs.
-pub fn gc(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Result<(), CniError> {
+pub fn gc(_params: &Params, conf: &NetConf, paths: &Paths, _stdin: &[u8]) -> Result<(), CniError> {
     let valid: BTreeSet<Attachment> = conf.valid_attachments.clone().unwrap_or_default().into_iter().collect();
-    let is_valid =
-        |cid: &str, ifname: &str| valid.contains(&Attachment { container_id: cid.into(), ifname: ifname.into() });
     let net = conf.name.as_str();
-    let store = CniStore::new(&paths.run_dir);
+    let Some(store) = Store::open_existing(&paths.run_dir, nix::unistd::geteuid().as_raw())
+        .map_err(|e| CniError::new(Code::IoFailure, e.to_string(), ""))?
+    else {
+        return Ok(());
+    };
+    let mode = NetworkMode::Bridge(Some(conf.name.clone()));
     let mut errors = Vec::new();
-    let mut kept = BTreeSet::new();
-    for entry in store.list(Some(net)).map_err(|e| CniError::new(Code::IoFailure, e.to_string(), ""))? {
-        match entry {
-            Ok(r) if is_valid(&r.container_id, &r.ifname) => {
-                kept.insert(r.veth.clone());
-            }
-            Ok(r) => {
-                if let Err(e) = teardown(paths, &r, &params.path, stdin) {
-                    errors.push(e.to_string());
-                }
-            }
-            Err(e) => errors.push(super::error_chain(&e)),
+    let mut named = BTreeSet::new();
+    let records = store.records().map_err(|e| CniError::new(Code::IoFailure, e.to_string(), ""))?;
+    for record in records.into_iter().flatten() {
+        let stale = record.mode == mode
+            && record.cni().is_some_and(|(c, i)| {
+                !valid.contains(&Attachment { container_id: c.to_owned(), ifname: i.to_owned() })
+            });
+        if !stale {
+            named.insert(crate::model::ifname::veth_name(&record.id).to_string());
+            continue;
+        }
+        if let Err(e) = super::remove::undo(paths, &store, record) {
+            errors.push(format!("{}: {}", e.msg, e.details));
         }
     }
-    if matches!(conf.addressing, Addressing::Leases { .. }) {
-        let leases = LeaseStore::new(&paths.run_dir);
-        let held = leases.leases(net).map_err(|e| CniError::new(Code::IoFailure, e.to_string(), ""))?;
-        let valid_ids: BTreeSet<String> = valid.iter().map(|a| lease_id(&a.container_id, &a.ifname)).collect();
-        for (_, lease) in held.into_iter().filter(|(_, l)| l.cni && !valid_ids.contains(&l.id)) {
-            if let Err(e) = leases.release_holder(net, &lease.id) {
-                errors.push(super::error_chain(&e));
-            }
+    match crate::flow::gc::gc(paths, false) {
+        Ok(report) => {
+            errors.extend(report.actions.into_iter().filter_map(|a| a.error.map(|e| format!("{}: {e}", a.what))))
         }
+        Err(e) => errors.push(super::error_chain(&e)),
     }
-    if let Err(e) = store.remove_temps(net, |_| true) {
-        errors.push(super::error_chain(&e));
-    }
-    if let Err(e) = LeaseStore::new(&paths.run_dir).remove_stale_temps(net) {
-        errors.push(super::error_chain(&e));
-    }
-    if let Err(e) = stray_veths(paths, net, &kept) {
+    if let Err(e) = stray_veths(paths, net, &named) {
         errors.push(e);
     }
     if errors.is_empty() {
@@ -72,9 +68,9 @@ pub fn gc(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resul
     }
 }
 
-/// Delete our veths (`pc` + 12 hex digits) on the network's bridge that no
-/// kept record names.
-fn stray_veths(paths: &Paths, net: &str, kept: &BTreeSet<String>) -> Result<(), String> {
+/// Delete veths named as ours (`pv` + 12 hex digits) on the network's
+/// bridge that no remaining record names.
+fn stray_veths(paths: &Paths, net: &str, named: &BTreeSet<String>) -> Result<(), String> {
     let Ok(def) = NetworkStore::new(&paths.config_dir)
         .load(&crate::model::ifname::NetworkName::new(net).map_err(|e| e.to_string())?)
     else {
@@ -84,9 +80,12 @@ fn stray_veths(paths: &Paths, net: &str, kept: &BTreeSet<String>) -> Result<(), 
     let links = nl.links().map_err(|e| e.to_string())?;
     let Some(bridge) = links.iter().find(|l| l.name == def.bridge.as_str()).map(|l| l.index) else { return Ok(()) };
     for l in links.iter().filter(|l| l.master == Some(bridge)) {
-        let ours = l.name.len() == 14 && l.name.starts_with("pc") && l.name[2..].chars().all(|c| c.is_ascii_hexdigit());
-        if ours && !kept.contains(&l.name) {
-            nl.delete_link(l.index).map_err(|e| super::error_chain(&e))?;
+        let ours = l.name.len() == 14 && l.name.starts_with("pv") && l.name[2..].chars().all(|c| c.is_ascii_hexdigit());
+        if ours && !named.contains(&l.name) {
+            match nl.delete_link(l.index) {
+                Err(e) if e.errno() != Some(nix::errno::Errno::ENODEV) => return Err(super::error_chain(&e)),
+                _ => {}
+            }
         }
     }
     Ok(())

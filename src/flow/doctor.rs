@@ -71,6 +71,7 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
         format!("{who}; CAP_NET_ADMIN {}, CAP_SYS_ADMIN {}", yes(caps.cap_net_admin), yes(caps.cap_sys_admin)),
         None,
     ));
+    out.push(kernel_check(caps.kernel_release.as_deref()));
     out.push(match caps.userns_blocker() {
         None => check("user namespaces", Status::Pass, "can be created", None),
         Some(hint) => check("user namespaces", Status::Fail, "cannot be created", Some(hint)),
@@ -160,15 +161,14 @@ pub fn checks(caps: &HostCaps) -> Vec<Check> {
             Some("configure the host's network (a default route), or use --network loopback".into()),
         )
     });
-    out.push(if caps.nftables.usable() {
-        check("nftables", Status::Pass, "nf_tables available (bridge NAT and published ports)", None)
-    } else {
-        check(
+    out.push(match caps.nftables.problem() {
+        None => check("nftables", Status::Pass, "nf_tables available (bridge NAT and published ports)", None),
+        Some(problem) => check(
             "nftables",
             Status::Warn,
-            "nf_tables not found: bridge networks need it for NAT and published ports",
-            Some("`sudo modprobe nf_tables` (and install nftables)".into()),
-        )
+            format!("{}: bridge networks need it for NAT and published ports", problem.reason),
+            Some(problem.fix.into()),
+        ),
     });
     let subids = !caps.subuid.is_empty() && caps.newuidmap.is_some();
     out.push(check(
@@ -216,6 +216,26 @@ pub fn host_firewall_check(found: Option<&crate::bridge::firewall::hostfw::HostF
             Some("for each pelagos bridge BR: `firewall-cmd --permanent --zone=trusted --add-interface=BR && firewall-cmd --reload`".into()),
         ),
     }
+}
+
+/// Whether the kernel has every feature pelagos-net needs
+/// ([`crate::host::kernel::FEATURES`]), and what an older one lacks.
+fn kernel_check(release: Option<&str>) -> Check {
+    use crate::host::kernel;
+    let Some(release) = release else {
+        return check("kernel", Status::Info, "release unknown (no sys/kernel/osrelease)", None);
+    };
+    let missing = kernel::missing(release);
+    if missing.is_empty() {
+        return check("kernel", Status::Pass, format!("Linux {release}"), None);
+    }
+    let lacks: Vec<String> = missing.iter().map(|f| format!("{} (Linux {}: {})", f.name, f.since, f.used_for)).collect();
+    check(
+        "kernel",
+        Status::Warn,
+        format!("Linux {release} lacks {}", lacks.join("; ")),
+        Some(format!("boot Linux {} or later (Debian 11, RHEL 9, Ubuntu 22.04 and newer have it)", kernel::minimum())),
+    )
 }
 
 /// The user's network holder of rootless bridge networks (reads its state).
@@ -376,6 +396,18 @@ mod tests {
         assert!(fwd.fix.as_deref().unwrap().contains("firewall-cmd --permanent --zone=trusted --add-interface=BR"));
         assert_eq!(host_firewall_check(Some(&HostFirewall::Open)).status, Status::Pass);
         assert_eq!(host_firewall_check(None).status, Status::Info);
+    }
+
+    #[test]
+    fn an_old_kernel_is_warned_about_naming_each_missing_feature_and_the_release_to_boot() {
+        let mut caps = rootless();
+        assert_eq!(find(&checks(&caps), "kernel").status, Status::Pass);
+        caps.kernel_release = Some("4.19.0-27-amd64".into());
+        let checks = checks(&caps);
+        let kernel = find(&checks, "kernel");
+        assert_eq!(kernel.status, Status::Warn);
+        assert!(kernel.detail.contains("pidfd (Linux 5.3:") && kernel.detail.contains("nftables table comments (Linux 5.10:"), "{}", kernel.detail);
+        assert_eq!(kernel.fix.as_deref().map(|f| f.starts_with("boot Linux 5.10 or later")), Some(true));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod ns;
 mod relay;
 mod shared;
 
+pub(crate) use bridge::BridgeWants;
 pub(crate) use helper::LiveHelper;
 
 use super::RunError;
@@ -75,6 +76,13 @@ pub(crate) struct Exec {
     claim: Option<crate::ports::precheck::PortClaim>,
     /// The user's network holder, once found or started (rootless shared networks).
     pub holder: Option<crate::holder::HolderState>,
+    /// Clean what dead runs left before writing the record (the cheap gc,
+    /// when due: see `gc::gc_if_due`); off for a caller that lives for one
+    /// call and is timed per container (the CNI plugin: the runtime's `GC`
+    /// verb does that).
+    pub gc_first: bool,
+    /// Undo defers veth deletions to the exiting process's child.
+    pub defer_links: bool,
     /// The accelerator's hook for the command's process (`prepare_accel`,
     /// taken by `fork_child`).
     pub accel_hook: Option<crate::accel::child::ChildHook>,
@@ -139,6 +147,8 @@ impl Exec {
             tcp_listeners: Vec::new(),
             claim: None,
             holder: None,
+            gc_first: true,
+            defer_links: false,
         }
     }
 
@@ -183,6 +193,7 @@ impl Exec {
                 Ok(())
             }
             Step::LeaseAddress { network, requested } => bridge::lease(self, network, *requested),
+            Step::UseAddress { .. } => bridge::delegated(self),
             Step::EnsureNetwork { .. } => bridge::ensure(self),
             Step::EnsureHolder => shared::ensure(self),
             Step::AttachInHolder { .. } => shared::attach(self),
@@ -211,6 +222,18 @@ impl Exec {
             // The command is the caller's business (it holds the signals).
             Step::ExecCommand | Step::ExecInPlace => Ok(()),
         }
+    }
+
+    /// Run every step of the plan in order; a failed step tears down what
+    /// the earlier ones made and comes back first among the errors.
+    pub fn run_steps(&mut self) -> Result<(), RunError> {
+        let steps = self.plan.steps.clone();
+        for step in &steps {
+            if let Err(e) = self.run(step, &mut || false) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
     }
 
     /// Every step ran: let go of what only the setup needed.
@@ -279,15 +302,25 @@ impl Exec {
     /// a failure never stops the setup), and write the record.
     fn open_record(&mut self) -> Result<(), RunError> {
         let store = Store::open(&self.paths.run_dir, nix::unistd::geteuid().as_raw())?;
-        match super::gc::gc(&self.paths, false) {
-            Ok(report) if !report.actions.is_empty() => {
+        match self.gc_first.then(|| super::gc::gc_if_due(&self.paths)).flatten() {
+            Some(Ok(report)) if !report.actions.is_empty() => {
                 log::info!("cleaned {} leftovers of dead runs", report.actions.len())
             }
-            Ok(_) => {}
-            Err(e) => log::debug!("gc before setup: {e}"),
+            Some(Err(e)) => log::debug!("gc before setup: {e}"),
+            _ => {}
         }
         crate::fault::point("run.before-record");
         store.write_record(&self.record)?;
+        // Then the port index, still under the port check's lock: an entry
+        // never exists without its record.
+        if !self.record.ports.is_empty() {
+            let index = crate::state::port_index::PortIndex::new(&self.paths.run_dir);
+            if let Err(source) = index.add(&self.record.id, &self.record.ports) {
+                self.store = Some(store);
+                let path = self.paths.run_dir.join("ports");
+                return Err(crate::state::store::StoreError::WriteRecord { path, source }.into());
+            }
+        }
         crate::fault::point("run.record-written");
         self.store = Some(store);
         Ok(())
@@ -339,7 +372,7 @@ impl Exec {
             self.live.helper = Some(pending.into_live());
         }
         self.live.child = self.child.take();
-        let env = undo::Env { paths: &self.paths };
+        let env = undo::Env { paths: &self.paths, defer_links: self.defer_links };
         let mut output = None;
         let mut errors = Vec::new();
         for resource in self.record.resources.iter().rev() {
@@ -353,10 +386,11 @@ impl Exec {
         // published ports are let go once nothing forwards them any more.
         self.named = None;
         self.held.clear();
-        if let Some(store) = self.store.take()
-            && let Err(e) = store.remove_record(&self.record.id)
-        {
-            errors.push(e.into());
+        if let Some(store) = self.store.take() {
+            if let Err(e) = store.remove_record(&self.record.id) {
+                errors.push(e.into());
+            }
+            super::gc::forget_ports(&self.paths, &self.record);
         }
         (output, errors)
     }

@@ -51,6 +51,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         Resource::Lease { network, address, .. } => format!("lease {address} on {network}"),
         Resource::Veth { name } => format!("veth {name}"),
         Resource::HolderVeth { name } => format!("veth {name} in the network holder"),
+        Resource::Ipam { address, plugin, .. } => format!("address {address} of IPAM plugin {}", plugin.display()),
         Resource::Forwards { network, forwards } => {
             format!("{} forwards in table ip pelagos-{network}", forwards.len())
         }
@@ -71,7 +72,18 @@ pub(crate) fn undo_record(
     dry_run: bool,
     actions: &mut Vec<Action>,
 ) -> Option<String> {
-    let env = undo::Env { paths };
+    undo_record_in(record, undo::Env::new(paths), store, dry_run, actions)
+}
+
+/// [`undo_record`] with the undo environment given.
+pub(crate) fn undo_record_in(
+    record: &Record,
+    env: undo::Env<'_>,
+    store: &Store,
+    dry_run: bool,
+    actions: &mut Vec<Action>,
+) -> Option<String> {
+    let paths = env.paths;
     let mut live = Live::default();
     let mut output = None;
     for resource in record.resources.iter().rev() {
@@ -89,8 +101,66 @@ pub(crate) fn undo_record(
         actions.push(Action { run: record.id.clone(), what, error });
     }
     let error = if dry_run { None } else { store.remove_record(&record.id).err().map(|e| e.to_string()) };
+    if !dry_run {
+        forget_ports(paths, record);
+    }
     actions.push(Action { run: record.id.clone(), what: "record".into(), error });
     output
+}
+
+/// Remove the port index entries of `record` (after the record: an entry
+/// may outlive its record, never the other way round); a failure leaves
+/// entries `gc` sweeps later.
+pub(crate) fn forget_ports(paths: &Paths, record: &Record) {
+    if !record.ports.is_empty()
+        && let Err(e) = crate::state::port_index::PortIndex::new(&paths.run_dir).forget(&record.id, &record.ports)
+    {
+        log::debug!("port index of {}: {e}", record.id);
+    }
+}
+
+/// How often, at most, a setup runs the cheap gc before writing its
+/// record (per state directory) once there are more than
+/// [`SETUP_GC_ALWAYS_UP_TO`] records.
+pub const SETUP_GC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Up to this many records, every setup runs the cheap gc (a pass costs
+/// less than the lease).
+pub const SETUP_GC_ALWAYS_UP_TO: usize = 32;
+
+/// The gc a setup runs before writing its record, when due: always while
+/// the state directory holds at most [`SETUP_GC_ALWAYS_UP_TO`] records,
+/// beyond that at most once per [`SETUP_GC_EVERY`], told by the
+/// modification time of `<run>/gc.stamp`. A pass reads every record, which
+/// at hundreds of live containers would be most of an attach's own time;
+/// leftovers of dead runs then wait at most that long (or for
+/// `pelagos-net gc`). `None` when not due.
+pub(crate) fn gc_if_due(paths: &Paths) -> Option<Result<GcReport, StoreError>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let few = std::fs::read_dir(paths.runs_dir()).map_or(true, |d| d.take(SETUP_GC_ALWAYS_UP_TO + 1).count() <= SETUP_GC_ALWAYS_UP_TO);
+    if few {
+        return Some(gc(paths, false));
+    }
+    let stamp = paths.run_dir.join("gc.stamp");
+    let now = std::time::SystemTime::now();
+    let fresh = std::fs::symlink_metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age < SETUP_GC_EVERY));
+    if fresh {
+        return None;
+    }
+    let touched = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&stamp)
+        .and_then(|f| f.set_modified(now));
+    if let Err(e) = touched {
+        log::debug!("gc stamp {}: {e}", stamp.display());
+    }
+    Some(gc(paths, false))
 }
 
 /// Find dead records and undo them (nothing is removed with `dry_run`).
@@ -158,13 +228,7 @@ pub fn gc(paths: &Paths, dry_run: bool) -> Result<GcReport, StoreError> {
             error: Some(crate::flow::error_chain(&e)),
         }),
     }
-    // CNI attachments have no owner process (the container runtime owns
-    // their lifecycle): listed as live, left to the CNI DEL and GC verbs.
-    if let Ok(records) = crate::cni::record::CniStore::new(&paths.run_dir).list(None) {
-        report.live.extend(
-            records.into_iter().flatten().map(|r| format!("cni:{}/{}/{}", r.network, r.container_id, r.ifname)),
-        );
-    }
+    leftovers::port_index(paths, &store, dry_run, &mut report.actions);
     Ok(report)
 }
 

@@ -203,6 +203,21 @@ impl Lookups for SystemLookups<'_> {
     }
 }
 
+/// The lookups of a setup on one network known beforehand (a runtime's
+/// call, a CNI `ADD`: name resolution is the runtime's, no command runs).
+#[derive(Debug, Clone, Copy)]
+pub struct OneNetwork<'a>(pub &'a NetworkDef);
+
+impl Lookups for OneNetwork<'_> {
+    fn network(&self, _: &str) -> Result<NetworkDef, NetworkError> {
+        Ok(self.0.clone())
+    }
+
+    fn etc(&self) -> &Path {
+        Path::new(crate::dns::setup::ETC)
+    }
+}
+
 /// Plan `req` on the host `host` describes, with `lookups` for network
 /// definitions and the host's name resolution files.
 pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Plan, Refusal> {

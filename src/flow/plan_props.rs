@@ -131,6 +131,7 @@ fn records_something(step: &Step) -> bool {
     matches!(
         step,
         Step::LeaseAddress { .. }
+            | Step::UseAddress { .. }
             | Step::CreateNetns
             | Step::NameNetns { .. }
             | Step::CreateVeth { .. }

@@ -159,7 +159,20 @@ fn probe_host(opts: &RunOptions, req: &Request) -> HostCaps {
 pub fn plan_run(opts: &RunOptions) -> Result<Plan, RunError> {
     let (req, _given) = request(opts)?;
     let host = probe_host(opts, &req);
-    Ok(plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?)
+    let mut planned = plan(&req, &host, &SystemLookups { config_dir: &opts.paths.config_dir })?;
+    planned.warnings.extend(host_firewall_warning(&planned, &host));
+    Ok(planned)
+}
+
+/// For a bridge network: what the host's own firewall (iptables FORWARD
+/// DROP, firewalld) means for it, as `doctor` reports it. Looked at only
+/// with CAP_NET_ADMIN (the setup needs it anyway); `plan` alone asks, a
+/// setup handles it itself.
+fn host_firewall_warning(planned: &Plan, host: &HostCaps) -> Option<String> {
+    let def = planned.network.as_ref().filter(|_| host.cap_net_admin)?;
+    let mut fw = crate::bridge::firewall::Firewall::new().ok()?;
+    let found = crate::bridge::firewall::hostfw::probe(&mut fw);
+    crate::bridge::firewall::hostfw::plan_warning(&found, def.name.as_str(), def.bridge.as_str())
 }
 
 /// Run the command per `opts`. `Err` means the command never started

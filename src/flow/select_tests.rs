@@ -91,7 +91,7 @@ fn hostile_hosts_choose_the_right_mode_for_the_right_reason() {
         ("old slirp, no pasta", with(|c| { c.pasta = Helper::Missing; c.slirp4netns = slirp(&SLIRP_OPTIONS[..4]) }, rootless),
             auto(egress()), Want::Degraded(Mode::Loopback, "lacks --api-socket")),
         ("no nftables, root, c2c", with(|c| c.nftables = NftEvidence::NotFound, root), auto(c2c()),
-            Want::Degraded(Mode::Pasta, "no sign of nftables")),
+            Want::Degraded(Mode::Pasta, "the kernel has no nf_tables")),
         ("root in a userns that does not own its netns, c2c", with(|c| { c.in_userns = true; c.netns_is_own = Some(false) }, root),
             auto(c2c()), Want::Degraded(Mode::Pasta, "parent user namespace")),
         ("rootless already in a userns", with(|c| c.in_userns = true, rootless), auto(egress()),

@@ -137,6 +137,14 @@ pub enum Step {
         /// The address asked for.
         requested: Option<Ipv4Addr>,
     },
+    /// Use the address a delegated IPAM plugin gave (a CNI config's
+    /// `ipam`), recorded so that undoing runs the plugin's `DEL`.
+    UseAddress {
+        /// Network name.
+        network: String,
+        /// The IPAM plugin.
+        plugin: String,
+    },
     /// Make sure the network's bridge (address, up), nftables table and
     /// forwarding sysctls exist. Idempotent; they persist with the network.
     EnsureNetwork {
@@ -244,6 +252,7 @@ impl Step {
             Self::PrepareDns => "prepare_dns",
             Self::WriteRecord => "write_record",
             Self::LeaseAddress { .. } => "lease_address",
+            Self::UseAddress { .. } => "use_address",
             Self::EnsureNetwork { .. } => "ensure_network",
             Self::EnsureHolder => "ensure_holder",
             Self::AttachInHolder { .. } => "attach_in_holder",

@@ -59,6 +59,14 @@ pub enum UndoError {
     /// The network holder could not be released.
     #[error(transparent)]
     Holder(#[from] Box<crate::holder::HolderError>),
+    /// A delegated IPAM plugin's `DEL` failed.
+    #[error("release the address of IPAM plugin {plugin}: {msg}")]
+    Ipam {
+        /// The plugin.
+        plugin: PathBuf,
+        /// Its error.
+        msg: String,
+    },
     /// A file could not be removed.
     #[error("remove {path}")]
     File {
@@ -92,6 +100,16 @@ pub(crate) struct Live {
 pub(crate) struct Env<'a> {
     /// State roots (`/proc`, the run directory).
     pub paths: &'a Paths,
+    /// Leave the deletion of veth pairs to the child the process forks as
+    /// it exits (the CNI plugin: see `closer::defer_link_delete`).
+    pub defer_links: bool,
+}
+
+impl<'a> Env<'a> {
+    /// Undo in the caller's own time.
+    pub fn new(paths: &'a Paths) -> Self {
+        Self { paths, defer_links: false }
+    }
 }
 
 /// How long a helper stopped by pid gets between SIGTERM and SIGKILL.
@@ -107,9 +125,18 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
         Resource::Lease { network, address, holder } => {
             Ok(LeaseStore::new(&env.paths.run_dir).release(network, *address, holder).map(|_| None)?)
         }
+        Resource::Veth { name } if env.defer_links => {
+            defer_veth(name);
+            Ok(None)
+        }
         Resource::Veth { name } => remove_veth(name).map(|_| None),
         Resource::HolderVeth { name } => {
             crate::holder::network::remove_veth(env.paths, name).map_err(Box::new)?;
+            Ok(None)
+        }
+        Resource::Ipam { plugin, env: vars, config, .. } => {
+            crate::cni::ipam::exec_bin(plugin, "DEL", vars, config.as_bytes())
+                .map_err(|e| UndoError::Ipam { plugin: plugin.clone(), msg: format!("{} ({})", e.msg, e.details) })?;
             Ok(None)
         }
         Resource::Forwards { network, forwards } => {
@@ -163,7 +190,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::Process { role: ProcessRole::Command, .. } => "undo.command",
         Resource::Process { .. } => "undo.process",
         Resource::NetnsName { .. } => "undo.netns",
-        Resource::Lease { .. } => "undo.lease",
+        Resource::Lease { .. } | Resource::Ipam { .. } => "undo.lease",
         Resource::Veth { .. } | Resource::HolderVeth { .. } => "undo.veth",
         Resource::Forwards { .. } => "undo.forwards",
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
@@ -221,6 +248,19 @@ fn remove_veth(name: &str) -> Result<(), UndoError> {
             Err(e) => Err(err(e)),
         },
         None => Ok(()),
+    }
+}
+
+/// Queue the deletion of veth `name` for the exiting process's child.
+/// The index is looked up with `if_nametoindex` (an ioctl that does not
+/// take the rtnl lock, which an earlier deletion may still hold), and the
+/// deletion goes by index, so it can never hit a new link of the same name.
+fn defer_veth(name: &str) {
+    let Ok(cname) = std::ffi::CString::new(name) else { return };
+    // SAFETY: a NUL-terminated name; the call only reads it.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index != 0 {
+        crate::bridge::firewall::closer::defer_link_delete(index);
     }
 }
 

@@ -20,12 +20,15 @@
 //!   so tests of a 0600 node use [`TunCheck::FromMode`], which judges the
 //!   mode bits and owner against the injected euid and gid (supplementary
 //!   groups and ACLs are not modelled).
-//! - **nftables is a heuristic** ([`NftEvidence`]): `nf_tables` listed in
-//!   `<proc>/modules`, else `<proc>/net/netfilter/nf_log` (netfilter core,
-//!   from which the kernel autoloads nf_tables on first use). Being root is
-//!   *not* evidence: it says nothing about the kernel, and root is the only
-//!   caller for whom the answer matters. No nft context is created here; the
-//!   bridge path still reports its own failure if the guess is wrong.
+//! - **nftables is read from files** ([`NftEvidence`]): `nf_tables` listed in
+//!   `<proc>/modules`, else in the running kernel's module index
+//!   (`lib/modules/<release>/modules.dep` or `modules.builtin`: it autoloads),
+//!   else, when there is no index to read, `<proc>/net/netfilter/nf_log`
+//!   (netfilter core); and `libnftables.so.1` in the library directories.
+//!   Being root is *not* evidence: it says nothing about the kernel, and root
+//!   is the only caller for whom the answer matters. No nft context is
+//!   created here; the bridge path still reports its own failure if the
+//!   guess is wrong.
 //! - **Whose network namespace?** Inside a user namespace CapEff shows the
 //!   capabilities held *there*. `NS_GET_USERNS` on `<proc>/self/ns/net` (a
 //!   read-only ioctl) tells whether our user namespace owns our network
@@ -38,6 +41,7 @@
 //!   directory.
 
 mod helpers;
+mod nft;
 pub(crate) mod parse;
 #[cfg(test)]
 pub(crate) mod test_hosts;
@@ -237,17 +241,14 @@ impl From<PastaFeatures> for PastaCaps {
 pub enum NftEvidence {
     /// `nf_tables` is listed in `<proc>/modules`.
     ModuleLoaded,
-    /// `<proc>/net/netfilter/nf_log` exists: netfilter is built in.
+    /// The running kernel's module index lists `nf_tables` (it autoloads).
+    ModuleAvailable,
+    /// No module index to read, and `<proc>/net/netfilter/nf_log` exists.
     NetfilterPresent,
-    /// Neither: no sign of netfilter.
+    /// The kernel has no nf_tables (or shows no sign of netfilter at all).
     NotFound,
-}
-
-impl NftEvidence {
-    /// True unless nothing suggests nftables.
-    pub fn usable(self) -> bool {
-        self != Self::NotFound
-    }
+    /// The kernel has it but `libnftables.so.1` is not installed.
+    LibraryMissing,
 }
 
 /// Default routes of our network namespace.
@@ -339,6 +340,8 @@ pub struct HostCaps {
     pub default_route: DefaultRoute,
     /// Signs of running in a container; empty when none.
     pub container: Vec<ContainerHint>,
+    /// The kernel's release (`<proc>/sys/kernel/osrelease`), when readable.
+    pub kernel_release: Option<String>,
     /// The accelerator, probed only for a setup that asks for it
     /// ([`crate::accel::probe::offer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,8 +412,11 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
         false => Vec::new(),
     };
     let path_env = roots.path_env.as_deref();
+    // A helper out of scope is not even looked up (a PATH walk per helper).
+    let probe_pasta = full || scope == ProbeScope::Pasta;
+    let pasta_path = probe_pasta.then(|| roots.pasta.clone().or_else(|| find_helper(path_env, "pasta")));
     let pasta =
-        match (full || scope == ProbeScope::Pasta, roots.pasta.clone().or_else(|| find_helper(path_env, "pasta"))) {
+        match (probe_pasta, pasta_path.flatten()) {
             (false, _) => Helper::NotProbed,
             (true, None) => Helper::Missing,
             (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "pasta", &path, || {
@@ -421,7 +427,9 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
                 |f| Helper::Found { path: path.clone(), features: PastaCaps::from(f) },
             ),
         };
-    let slirp4netns = match (full || scope == ProbeScope::Slirp4netns, find_helper(path_env, "slirp4netns")) {
+    let probe_slirp = full || scope == ProbeScope::Slirp4netns;
+    let slirp_path = probe_slirp.then(|| find_helper(path_env, "slirp4netns")).flatten();
+    let slirp4netns = match (probe_slirp, slirp_path) {
         (false, _) => Helper::NotProbed,
         (true, None) => Helper::Missing,
         (true, Some(path)) => helpers::cached(cache, roots.cache_writable, "slirp4netns", &path, || {
@@ -435,6 +443,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
     // pasta copies the host's routes: it needs a default route, and one of
     // each family to serve that family.
     let routes = matches!(scope, ProbeScope::Full | ProbeScope::Pasta);
+    let kernel_release = fs::read_to_string(proc.join("sys/kernel/osrelease")).ok().map(|r| r.trim().to_string());
     let tun_problem = match scope {
         ProbeScope::Identity => None,
         _ => helpers::tun_problem(roots).err(),
@@ -455,7 +464,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
         tun: TunStatus { path: roots.dev_tun.clone(), problem: tun_problem },
         pasta,
         slirp4netns,
-        nftables: if full { helpers::nft_evidence(proc) } else { NftEvidence::NotFound },
+        nftables: if full { nft::evidence(roots, kernel_release.as_deref()) } else { NftEvidence::NotFound },
         default_route: DefaultRoute {
             ipv4: routes
                 && crate::host::procnet::read_routes(proc, None)
@@ -463,6 +472,7 @@ fn probe_with(roots: &ProbeRoots, cache: Option<&Path>, scope: ProbeScope) -> Ho
             ipv6: routes && crate::host::procnet6::has_ipv6_default_route(&read(proc.join("self/net/ipv6_route"))),
         },
         container: if full { helpers::container_hints(roots) } else { Vec::new() },
+        kernel_release,
         accel: None,
     }
 }

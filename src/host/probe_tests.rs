@@ -29,6 +29,8 @@ const V6_DEFAULT: &str = "00000000000000000000000000000000 00 000000000000000000
 const V6_LO_REJECT: &str = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 \
     00000000000000000000000000000000 ffffffff 00000001 00000001 00200200       lo\n";
 
+const NF_TABLES_DEP: &str = "kernel/net/netfilter/nf_tables.ko.xz: kernel/net/netfilter/nfnetlink.ko.xz\n";
+
 /// A healthy rootless host as a temporary tree; tests break one thing each.
 struct Fake {
     dir: tempfile::TempDir,
@@ -44,6 +46,8 @@ impl Fake {
         fake.write("proc/self/net/route", &format!("{ROUTE_HEADER}{ROUTE_DEFAULT}"));
         fake.write("proc/self/net/ipv6_route", V6_LO_REJECT);
         fake.write("proc/net/netfilter/nf_log", " 2 nf_log_ipv4 (nf_log_ipv4)\n");
+        fake.write("proc/sys/kernel/osrelease", "6.1.0-41-amd64\n");
+        fake.write("usr/lib/x86_64-linux-gnu/libnftables.so.1", "");
         fake.write("proc/1/cgroup", "0::/init.scope\n");
         fake.write("etc/passwd", &format!("root:x:0:0::/root:/bin/sh\nalice:x:{ALICE}:{ALICE}::/home/alice:/bin/sh\n"));
         fake.write("etc/subuid", "# comment\nbob:200000:65536\nalice:100000:65536\nbroken line\n");
@@ -144,7 +148,8 @@ fn healthy_fake_host_is_read_in_full() {
     assert_eq!(slirp.version.map(|v| v.to_string()).as_deref(), Some("1.2.0"));
     assert_eq!((slirp.libslirp.as_deref(), slirp.config_version_max), (Some("4.7.0"), Some(4)));
     assert!(slirp.has("--api-socket") && slirp.has("--netns-type") && slirp.has("userns-path"));
-    assert_eq!(caps.nftables, NftEvidence::NetfilterPresent);
+    assert_eq!(caps.nftables, NftEvidence::NetfilterPresent, "no module index: netfilter's core is the sign");
+    assert_eq!(caps.kernel_release.as_deref(), Some("6.1.0-41-amd64"));
     assert_eq!(caps.default_route, DefaultRoute { ipv4: true, ipv6: false });
     assert!(!caps.in_container());
 }
@@ -202,6 +207,12 @@ fn hostile_fake_hosts_are_reported() {
             |c| c.nftables == NftEvidence::NotFound && !c.nftables.usable()),
         ("nf_tables loaded", |f| f.write("proc/modules", "nf_tables 356352 0 - Live 0x0\n"),
             |c| c.nftables == NftEvidence::ModuleLoaded),
+        ("nf_tables a module", |f| f.write("lib/modules/6.1.0-41-amd64/modules.dep", NF_TABLES_DEP),
+            |c| c.nftables == NftEvidence::ModuleAvailable),
+        ("kernel without nf_tables", |f| f.write("lib/modules/6.1.0-41-amd64/modules.dep", "kernel/net/core/veth.ko.xz:\n"),
+            |c| c.nftables == NftEvidence::NotFound && c.nftables.problem().is_some_and(|p| p.fix.contains("modprobe nf_tables"))),
+        ("no libnftables", |f| fs::remove_file(f.path("usr/lib/x86_64-linux-gnu/libnftables.so.1")).unwrap(),
+            |c| c.nftables == NftEvidence::LibraryMissing && !c.nftables.usable()),
         ("already in userns", |f| f.write("proc/self/uid_map", "         0       4242          1\n"),
             |c| c.in_userns),
         ("root caps", |f| f.write("proc/self/status", "CapEff:\t000001ffffffffff\nSeccomp:\t2\n"),

@@ -35,6 +35,7 @@ use crate::host::procfs::ProcessId;
 use crate::host::sockdiag::{self, Bound, Kind};
 use crate::model::port::{PortMapping, PortProto};
 use crate::state::paths::Paths;
+use crate::state::port_index::PortIndex;
 use crate::state::store::{Store, StoreError};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -161,7 +162,7 @@ pub fn claim(paths: &Paths, ports: &[PortMapping]) -> Result<PortClaim, PortChec
     }
     let store = Store::open(&paths.run_dir, nix::unistd::geteuid().as_raw())?;
     let lock = lock_runs(&paths.runs_dir())?;
-    check_records(&store, &paths.proc_root, ports)?;
+    check_records(&store, paths, ports)?;
     check_sockets(&paths.proc_root, ports)?;
     Ok(PortClaim { _lock: Some(lock) })
 }
@@ -179,9 +180,13 @@ fn lock_runs(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PortCheckEr
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))
 }
 
-fn check_records(store: &Store, proc_root: &Path, ports: &[PortMapping]) -> Result<(), PortCheckError> {
-    for record in store.records()?.into_iter().flatten() {
-        if !record.alive(proc_root) {
+/// Live records publishing one of `ports`: only the records the port
+/// index names for these ports are read (`crate::state::port_index`).
+fn check_records(store: &Store, paths: &Paths, ports: &[PortMapping]) -> Result<(), PortCheckError> {
+    for id in PortIndex::new(&paths.run_dir).candidates(ports) {
+        // Gone, unreadable or dead: not a holder (gc removes the entry).
+        let Ok(record) = store.record(&id) else { continue };
+        if !record.alive(&paths.proc_root) {
             continue;
         }
         for theirs in &record.ports {

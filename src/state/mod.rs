@@ -2,6 +2,7 @@
 //! access, and `gc`, which undoes what dead runs left behind.
 
 pub mod paths;
+pub mod port_index;
 pub mod record;
 pub mod runs;
 pub mod safefs;

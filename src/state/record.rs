@@ -98,6 +98,15 @@ pub enum Anchor {
         #[serde(default)]
         mount: Option<MountAnchor>,
     },
+    /// A container runtime, through the CNI plugin: the attachment lives
+    /// until the runtime's `DEL`, or a `GC` whose valid list leaves it out
+    /// (the plugin exits after every call; plain `gc` leaves it alone).
+    Runtime {
+        /// `CNI_CONTAINERID`.
+        container_id: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
+    },
 }
 
 /// A bind-mounted namespace file, identified by what `stat` shows of it.
@@ -242,6 +251,19 @@ pub enum Resource {
         /// The record's id.
         id: String,
     },
+    /// An address a delegated IPAM plugin gave (CNI `ipam`): undone by
+    /// running the plugin's `DEL` with the environment and configuration
+    /// of the `ADD`.
+    Ipam {
+        /// The plugin's binary.
+        plugin: PathBuf,
+        /// The address.
+        address: Ipv4Addr,
+        /// `CNI_*` variables of the `ADD` (name, value).
+        env: Vec<(String, String)>,
+        /// The network configuration of the `ADD`.
+        config: String,
+    },
     /// The accelerator's supervisor (a thread of the process that owns the
     /// run; when it is gone, the command's intercepted calls fail with
     /// `ENOSYS` and its switched sockets stay as they are).
@@ -264,6 +286,7 @@ impl Anchor {
     pub fn alive(&self, proc_root: &Path) -> Option<bool> {
         match self {
             Anchor::Owner => None,
+            Anchor::Runtime { .. } => Some(true),
             Anchor::Namespace { process, mount } => {
                 let process_ok = process.is_none_or(|p| p.is_alive(proc_root));
                 let mount_ok = mount.as_ref().is_none_or(|m| NsId::of(&m.path).is_ok_and(|id| id == m.ns));
@@ -284,12 +307,27 @@ impl Record {
         }
     }
 
-    /// The leased address on a bridge network, with the network's name.
+    /// The leased address on a bridge network, with the network's name
+    /// (an address a delegated IPAM plugin gave counts).
     pub fn lease(&self) -> Option<(&str, Ipv4Addr)> {
+        let network = match &self.mode {
+            NetworkMode::Bridge(Some(n)) => n.as_str(),
+            _ => crate::bridge::network::DEFAULT_NETWORK,
+        };
         self.resources.iter().find_map(|r| match r {
             Resource::Lease { network, address, .. } => Some((network.as_str(), *address)),
+            Resource::Ipam { address, .. } => Some((network, *address)),
             _ => None,
         })
+    }
+
+    /// The CNI attachment it is (container id, ifname), when a runtime
+    /// made it through the CNI plugin.
+    pub fn cni(&self) -> Option<(&str, &str)> {
+        match &self.anchor {
+            Anchor::Runtime { container_id, ifname } => Some((container_id, ifname)),
+            _ => None,
+        }
     }
 
     /// The shared network it is on, by name: its lease's, or (before the

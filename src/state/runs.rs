@@ -19,8 +19,12 @@ pub struct RunSummary {
     pub name: Option<String>,
     /// Network mode (`pasta`, `bridge:web`, ...).
     pub mode: String,
-    /// `run`, or `attachment` (a namespace someone else made, networked by `attach`).
+    /// `run`, `attachment` (a namespace someone else made, networked by
+    /// `attach`), or `cni` (a container runtime's, through the CNI plugin).
     pub kind: &'static str,
+    /// A CNI attachment's container id and interface (`ID/IFNAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// The pelagos-net process that owns the run.
     pub owner_pid: u32,
     /// The command's process (it holds the namespace), once started.
@@ -41,7 +45,7 @@ impl RunSummary {
     fn of(record: &Record, proc_root: &Path) -> Self {
         let holder = record.target.as_ref().and(match &record.anchor {
             crate::state::record::Anchor::Namespace { process, .. } => *process,
-            crate::state::record::Anchor::Owner => None,
+            crate::state::record::Anchor::Owner | crate::state::record::Anchor::Runtime { .. } => None,
         });
         // A run's recorded child is its init; the command is the init's child.
         let init = record.processes(ProcessRole::Command).next();
@@ -64,8 +68,10 @@ impl RunSummary {
             mode: record.mode.to_string(),
             kind: match record.kind {
                 RecordKind::Run => "run",
+                RecordKind::Attachment if record.cni().is_some() => "cni",
                 RecordKind::Attachment => "attachment",
             },
+            container: record.cni().map(|(c, i)| format!("{c}/{i}")),
             owner_pid: record.owner.pid,
             pid,
             network: record.lease().map(|(n, _)| n.to_owned()),

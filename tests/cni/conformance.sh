@@ -8,7 +8,7 @@
 #
 #   tests/cni/conformance.sh PLUGIN_BINARY [SECTION...]
 #
-# Sections: protocol chains concurrency bad-input fault-sweep forward-drop
+# Sections: protocol chains concurrency bad-input ports fault-sweep forward-drop
 # (all by default). Needs root, iproute2, jq, socat, nft, and Debian's
 # containernetworking-plugins (/usr/lib/cni) and iptables for the chains.
 #
@@ -26,7 +26,7 @@ if [[ ${PELAGOS_CNI_SANDBOX:-} != 1 ]]; then
 fi
 
 BIN=$(readlink -f "$1"); shift
-SECTIONS=${*:-protocol chains concurrency bad-input fault-sweep forward-drop}
+SECTIONS=${*:-protocol chains concurrency bad-input ports fault-sweep forward-drop}
 REF=/usr/lib/cni
 mount -t tmpfs -o mode=0755 pelagos-cni-conformance /run
 mkdir -p /run/netns /run/st /run/bin
@@ -99,15 +99,16 @@ chain_other() {
 }
 
 normalize() { # MACs and our veth's name vary
-    jq -S -c '.interfaces |= map(.mac = "MAC" | if (.name | test("^pc[0-9a-f]{12}$")) then .name = "VETH" else . end)'
+    jq -S -c '.interfaces |= map(.mac = "MAC" | if (.name | test("^pv[0-9a-f]{12}$")) then .name = "VETH" else . end)'
 }
 
 leftovers() { # what a network's attachments could leave: veths, leases, records, forwards
     local net=$1
     {
-        ip -o link show | grep -o ' pc[0-9a-f]\{12\}' || true
+        ip -o link show | grep -o ' pv[0-9a-f]\{12\}' || true
         find /run/st/run/leases/"$net" -type f ! -name .last 2>/dev/null || true
-        find /run/st/run/cni/"$net" -type f 2>/dev/null || true
+        grep -l "\"bridge:$net\"" /run/st/run/runs/*.json 2>/dev/null || true
+        find /run/st/run/ports -type f 2>/dev/null || true
         nft -j list map ip "pelagos-$net" fwd_tcp_any 2>/dev/null | jq -c '.nftables[] | .map.elem // empty' || true
     } | tr -d ' '
 }
@@ -149,18 +150,36 @@ section_protocol() {
     # GC keeps the listed attachment and removes the other.
     cni ADD keep eth0 /run/netns/c1 pelagos-net <<<"$c" >/dev/null
     if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
-        local gcout
-        gcout=$("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns gc --json)
+        local gcout psout kid cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns)
+        psout=$("${cli[@]}" ps --json)
+        kid=$(jq -r '.[] | select(.kind == "cni" and .container == "keep/eth0") | .id' <<<"$psout")
+        check "pelagos-net ps lists the CNI attachment with its network and address" \
+            bash -c "jq -e '.[] | select(.id == \"$kid\" and .network == \"conf\" and (.address | startswith(\"10.55.0.\")) and .mode == \"bridge:conf\")' <<<'$psout'"
+        gcout=$("${cli[@]}" gc --json)
         check "plain pelagos-net gc lists the CNI attachment as live and removes nothing of it" \
-            bash -c "jq -e '(.live | index(\"cni:conf/keep/eth0\")) and ([.actions[] | select(.run == \"keep\")] | length == 0)' <<<'$gcout' && ip -n c1 link show eth0"
+            bash -c "[[ -n '$kid' ]] && jq -e '(.live | index(\"$kid\")) and ([.actions[] | select(.run == \"$kid\")] | length == 0)' <<<'$gcout' && ip -n c1 link show eth0"
+        # The CLI attaching to the same named network shares its leases;
+        # the CNI GC leaves the CLI's attachment alone.
+        ip netns add c4
+        local cliatt
+        cliatt=$("${cli[@]}" attach --network bridge:conf --netns /run/netns/c4 --json)
+        check "a CLI attach to the same network gets another address of its subnet" \
+            bash -c "ip -n c4 -4 -o addr show eth0 | grep -q 10.55.0. && ! ip -n c4 -4 -o addr show eth0 | grep -q \"\$(ip -n c1 -4 -o addr show eth0 | grep -o '10.55.0.[0-9]*/')\""
     fi
     ip netns add c3
     cni ADD stale eth0 /run/netns/c3 pelagos-net <<<"$c" >/dev/null
     local gc
     gc=$(jq -c '. + {"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}' <<<"$c")
     check "GC exits 0" cni GC "" "" "" pelagos-net <<<"$gc"
-    check "GC removed the stale attachment's veth and lease, kept the listed one" \
-        eventually bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq 1 ]]"
+    local leases=1
+    [[ -n ${PELAGOS_NET_CLI:-} ]] && leases=2
+    check "GC removed the stale attachment's veth and lease, kept the listed one (and the CLI's)" \
+        eventually bash -c "! ip -n c3 link show eth0 && ip -n c1 link show eth0 && [[ \$(ls /run/st/run/leases/conf | wc -l) -eq $leases ]]"
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        check "the CLI's attachment survived the CNI GC" ip -n c4 link show eth0
+        "${cli[@]}" detach "$(jq -r .id <<<"$cliatt")" >/dev/null
+        ip netns del c4
+    fi
     check "STATUS exits 0" cni STATUS "" "" "" pelagos-net <<<"$c"
     check "GC with no valid attachment leaves nothing" cni GC "" "" "" pelagos-net <<<"$(jq -c '. + {"cni.dev/valid-attachments": []}' <<<"$c")"
     nothing_left conf
@@ -292,13 +311,58 @@ section_bad_input() {
     cni ADD full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)" >/dev/null
     expect_code "a full subnet" 11 "$(conf tiny 10.62.0.0/30)" ADD full2 eth1 /run/netns/b2
     check "a refused ADD created nothing (one veth and lease per successful ADD only)" \
-        eventually bash -c "[[ \$(ip -o link show | grep -c ' pc') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
+        eventually bash -c "[[ \$(ip -o link show | grep -c ' pv') -eq 2 && \$(ls /run/st/run/leases/taken | wc -l) -eq 1 && ! -e /run/st/cfg/networks/bad.json && ! -e /run/st/cfg/networks/other.json ]]"
     cni DEL first eth0 /run/netns/b1 pelagos-net <<<"$(conf taken 10.60.0.0/24)"
     cni DEL full1 eth0 /run/netns/b2 pelagos-net <<<"$(conf tiny 10.62.0.0/30)"
     nothing_left taken
     nothing_left tiny
     ip link del hostnet
     ip netns del b1; ip netns del b2
+}
+
+expect_msg() { # what code text stdin-config container netns: ADD refused with code and text in msg
+    local what=$1 code=$2 text=$3 conf=$4 out status
+    out=$(cni ADD "$5" eth0 "$6" pelagos-net <<<"$conf")
+    status=$?
+    if [[ $status -ne 0 ]] && jq -e --argjson c "$code" --arg t "$text" '.code == $c and (.msg | contains($t))' <<<"$out" >/dev/null 2>&1; then
+        ok "$what -> code $code"
+    else
+        notok "$what -> code $code naming \"$text\" (status $status: $out)"
+    fi
+}
+
+section_ports() {
+    echo "# published ports go through the same check as the CLI's: taken ones are refused"
+    local pm='"runtimeConfig":{"portMappings":[{"hostPort":PORT,"containerPort":80,"protocol":"tcp"}]}'
+    ip netns add q1; ip netns add q2; ip netns add q3
+    cni ADD q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")" >/dev/null
+    expect_msg "a host port another container of the network publishes" 7 "already published" \
+        "$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+    expect_msg "a host port a container of another network publishes" 7 "already published" \
+        "$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")" q2 /run/netns/q2
+    socat TCP-LISTEN:18101,reuseaddr,fork SYSTEM:true &
+    local srv=$!
+    eventually bash -c "ss -ltn | grep -q ':18101 '"
+    expect_msg "a host port a host process listens on" 7 "port in use" \
+        "$(conf pa 10.68.0.0/24 "${pm/PORT/18101}")" q2 /run/netns/q2
+    kill "$srv"; wait "$srv" 2>/dev/null
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        local cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns) att
+        att=$("${cli[@]}" attach --network bridge:pa -p 18102:80 --netns /run/netns/q3 --json)
+        expect_msg "a host port a CLI attachment publishes" 7 "already published" \
+            "$(conf pb 10.69.0.0/24 "${pm/PORT/18102}")" q2 /run/netns/q2
+        local out
+        out=$("${cli[@]}" attach --network bridge:pb -p 18100:80 --netns /run/netns/q2 2>&1)
+        check "the CLI refuses a host port a CNI attachment publishes" bash -c "grep -q 'already published' <<<\"\$1\"" _ "$out"
+        "${cli[@]}" detach "$(jq -r .id <<<"$att")" >/dev/null
+    fi
+    check "a refused ADD created nothing" bash -c "! ip -n q2 link show eth0 && [[ \$(ls /run/st/run/leases/pb 2>/dev/null | wc -l) -eq 0 ]]"
+    cni DEL q1 eth0 /run/netns/q1 pelagos-net <<<"$(conf pa 10.68.0.0/24 "${pm/PORT/18100}")"
+    check "DEL frees the port for the next ADD" cni ADD q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")"
+    cni DEL q2 eth0 /run/netns/q2 pelagos-net <<<"$(conf pb 10.69.0.0/24 "${pm/PORT/18100}")"
+    nothing_left pa
+    nothing_left pb
+    ip netns del q1; ip netns del q2; ip netns del q3
 }
 
 section_fault_sweep() {
@@ -352,10 +416,22 @@ section_forward_drop() {
     cni ADD w1 eth0 /run/netns/w1 pelagos-net <<<"$c" >/dev/null
     ip netns exec up1 socat TCP-LISTEN:9000,fork,reuseaddr SYSTEM:'echo upstream' &
     local srv=$!
-    sleep 0.3
+    eventually ip netns exec up1 sh -c "ss -Htln 'sport = :9000' | grep -q ."
     check "a container still reaches the upstream (masqueraded) with FORWARD DROP" \
         bash -c "ip netns exec w1 socat -T2 - TCP:10.64.0.1:9000 </dev/null | grep -q upstream"
     kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
+    if [[ -n ${PELAGOS_NET_CLI:-} ]]; then
+        local cli=("$PELAGOS_NET_CLI" --run-dir /run/st/run --config-dir /run/st/cfg --netns-dir /run/netns)
+        local planned=/run/st/plan.out
+        "${cli[@]}" plan --network bridge:fwd --json -- true >"$planned"
+        check "plan names the FORWARD DROP policy and the iptables rules the setup inserts" \
+            jq -e '.warnings | any(contains("FORWARD policy is DROP") and contains("iptables -I FORWARD 1 -i pn-fwd"))' "$planned"
+        nft add table inet firewalld
+        "${cli[@]}" plan --network bridge:fwd -- true >"$planned"
+        check "plan names firewalld and the command that lets the bridge forward" \
+            bash -c "grep -q 'firewalld is active' $planned && grep -q 'firewall-cmd --permanent --zone=trusted --add-interface=pn-fwd' $planned"
+        nft delete table inet firewalld
+    fi
     cni DEL w1 eth0 /run/netns/w1 pelagos-net <<<"$c"
     nothing_left fwd
     ip netns del w1; ip netns del up1

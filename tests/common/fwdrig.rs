@@ -168,6 +168,20 @@ impl Rig {
         stream
     }
 
+    /// Connects and checks that the relay closes or resets the connection
+    /// before any data. On a slow (emulated) machine the reset can arrive
+    /// before connect() returns, which counts too.
+    pub fn assert_turned_away(&self, path: ClientPath, port: u16, what: &str) {
+        let (ns, addr) = self.target(path, port);
+        match in_netns(&ns, move || TcpStream::connect(addr)) {
+            Ok(mut stream) => {
+                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                assert_closed_without_data(&mut stream, what);
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{what}: {e}"),
+        }
+    }
+
     /// A UDP socket bound in the client's namespace, and where to send.
     pub fn udp_client(&self, path: ClientPath, port: u16) -> (UdpSocket, SocketAddr) {
         let (ns, addr) = self.target(path, port);

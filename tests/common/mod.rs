@@ -79,12 +79,31 @@ fn strict() -> bool {
         || std::env::var("PELAGOS_REQUIRE_ALL_TIERS").is_ok_and(|v| v == "1")
 }
 
+/// How many times slower than native this machine runs commands:
+/// `PELAGOS_TEST_TIME_SCALE` (default 1). `vm/run` sets it in an emulated VM,
+/// where a Python server takes seconds to start, so that waits for a command
+/// to come up stretch with it.
+pub fn time_scale() -> u64 {
+    std::env::var("PELAGOS_TEST_TIME_SCALE").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
+}
+
 /// Skip (loudly) or fail (in CI) with `why`.
 pub fn skip(tier: &str, why: &str) {
     if strict() {
         panic!("tier {tier} cannot run and skipping is not allowed in CI: {why}");
     }
     eprintln!("SKIP [{tier}]: {why}");
+}
+
+/// What the running kernel lacks of the features pelagos-net needs, each
+/// with the release that brought it (empty on Linux 5.10 and later; see
+/// `pelagos_net::host::kernel`).
+pub fn kernel_lacks() -> Vec<String> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    pelagos_net::host::kernel::missing(&release)
+        .iter()
+        .map(|f| format!("{} needs Linux {} or later ({})", f.name, f.since, f.used_for))
+        .collect()
 }
 
 pub fn which(prog: &str) -> Option<PathBuf> {
@@ -118,6 +137,12 @@ impl Tier {
                 self.label(),
                 "the integration harness needs root to build throwaway namespaces (run scripts/test-all with sudo)",
             );
+            return None;
+        }
+        let lacks = kernel_lacks();
+        if !lacks.is_empty() {
+            let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            skip(self.label(), &format!("this kernel (Linux {}) is too old: {}", release.trim(), lacks.join("; ")));
             return None;
         }
         if which("pasta").is_none() {

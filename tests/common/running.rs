@@ -90,8 +90,10 @@ impl Drop for Running {
     }
 }
 
-/// Retry `f` until it succeeds or `secs` pass (the command needs a moment to bind).
+/// Retry `f` until it succeeds or `secs` pass (the command needs a moment to
+/// bind), times [`super::time_scale`].
 pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> std::io::Result<T>) -> T {
+    let secs = secs * super::time_scale();
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         match f() {

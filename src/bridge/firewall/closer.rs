@@ -22,6 +22,7 @@
 //! exit does not wait either; the child then closes them and exits. That
 //! child holds nothing else (every other descriptor, stdout included, is
 //! closed first), so whoever reads this process's output sees EOF at once.
+//! The netfilter sockets kept for reuse (`nfsock`) go to that child too.
 
 use std::os::fd::RawFd;
 use std::sync::{Condvar, Mutex};
@@ -121,6 +122,7 @@ fn janitor() {
 pub fn detach_pending() {
     let q = queue();
     let mut keep: Vec<RawFd> = q.items.iter().flat_map(|p| p.fds.iter().copied()).collect();
+    keep.extend(super::nfsock::kept_fds());
     let links: Vec<Vec<u8>> =
         std::mem::take(&mut *LINKS.lock().unwrap_or_else(|p| p.into_inner())).into_iter().map(dellink_msg).collect();
     if keep.is_empty() && links.is_empty() {

@@ -24,7 +24,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// What stands between our bridges and forwarding on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HostFirewall {
     /// Nothing: forwarded traffic is accepted.
     Open,
@@ -32,6 +33,24 @@ pub enum HostFirewall {
     ForwardDrop,
     /// firewalld is active.
     Firewalld,
+}
+
+/// What a plan of a setup on `network` (bridge `bridge`) says about
+/// `found`: what the setup will do about it, or what to run; `None` when
+/// nothing stands in the way. `doctor` says the same of the host.
+pub fn plan_warning(found: &HostFirewall, network: &str, bridge: &str) -> Option<String> {
+    match found {
+        HostFirewall::Open => None,
+        HostFirewall::ForwardDrop => Some(format!(
+            "the host's iptables FORWARD policy is DROP (as docker leaves it): the setup lets bridge {bridge} \
+             through with `{}` (once per network; without iptables, {bridge} forwards nothing)",
+            accept_commands(network, bridge).join(" && ")
+        )),
+        HostFirewall::Firewalld => Some(format!(
+            "firewalld is active: its forward chain may reject traffic of bridge {bridge}; run \
+             `firewall-cmd --permanent --zone=trusted --add-interface={bridge} && firewall-cmd --reload`"
+        )),
+    }
 }
 
 /// Probe the calling thread's namespace (two netlink requests).

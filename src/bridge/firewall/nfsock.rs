@@ -1,18 +1,55 @@
 //! [`NfSocket`]: a raw nfnetlink socket that sends [`super::nfnl`]
 //! requests and collects their replies. Opened with `SOCK_CLOEXEC` in the
-//! calling thread's network namespace; its close is deferred
-//! ([`super::closer`]) so that no caller waits for nf_tables' release work.
+//! calling thread's network namespace.
+//!
+//! Decision: a socket is not closed when dropped but kept for the next
+//! [`NfSocket::open`] in the same namespace (a few namespaces at most; the
+//! oldest is closed through [`super::closer`]). Closing a netfilter socket
+//! flushes nf_tables' pending destroy work under the commit mutex, waiting
+//! out an RCU grace period: a long-lived caller (a runtime tearing down
+//! one container after another) would otherwise have every commit wait
+//! for the close of the previous one's socket. A process about to exit
+//! hands the kept sockets to the closer's child with the rest
+//! ([`super::closer::detach_pending`]).
 
 use super::nfnl::{self, ElemOp, Reply, Request};
 use super::{Forward, NftError};
+use crate::state::record::NsId;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 
 /// A netfilter netlink socket bound to the network namespace it was opened in.
 #[derive(Debug)]
 pub struct NfSocket {
     fd: Option<OwnedFd>,
     seq: u32,
+    /// Its namespace, when known (then it is kept for reuse when dropped).
+    ns: Option<NsId>,
+    /// No transaction was left half-read (a reused socket must hold no
+    /// stale reply).
+    clean: bool,
+}
+
+/// A socket kept for reuse.
+struct Kept {
+    ns: NsId,
+    fd: OwnedFd,
+    seq: u32,
+}
+
+/// Sockets kept for reuse, oldest first.
+static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+/// How many sockets are kept at most.
+const KEEP_MAX: usize = 4;
+
+fn kept() -> std::sync::MutexGuard<'static, Vec<Kept>> {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The descriptors of the kept sockets (for the closer's child).
+pub(super) fn kept_fds() -> Vec<RawFd> {
+    kept().iter().map(|k| k.fd.as_raw_fd()).collect()
 }
 
 fn errno_text(errno: i32) -> String {
@@ -20,15 +57,24 @@ fn errno_text(errno: i32) -> String {
 }
 
 impl NfSocket {
-    /// A socket in the calling thread's network namespace.
+    /// A socket in the calling thread's network namespace: one kept from
+    /// an earlier use there, or a new one.
     pub fn open() -> Result<Self, NftError> {
+        let ns = NsId::of(std::path::Path::new("/proc/thread-self/ns/net")).ok();
+        if let Some(ns) = ns {
+            let mut kept = kept();
+            if let Some(i) = kept.iter().position(|k| k.ns == ns) {
+                let k = kept.remove(i);
+                return Ok(Self { fd: Some(k.fd), seq: k.seq, ns: Some(ns), clean: true });
+            }
+        }
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
             .map_err(|e| NftError { message: format!("cannot open a netfilter netlink socket: {e}") })?;
         // A reply that never comes (a kernel or parsing bug) is an error, not a hang.
         let timeout = nix::sys::time::TimeVal::new(10, 0);
         nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| NftError { message: format!("set a receive timeout on a netfilter socket: {e}") })?;
-        Ok(Self { fd: Some(fd), seq: 1 })
+        Ok(Self { fd: Some(fd), seq: 1, ns, clean: true })
     }
 
     fn fd(&self) -> &OwnedFd {
@@ -38,6 +84,7 @@ impl NfSocket {
     /// Send `req`; return the data replies, or the first error's errno.
     fn transact(&mut self, req: Request) -> Result<Vec<(u16, Vec<u8>)>, i32> {
         self.seq = req.next_seq.max(1);
+        self.clean = false;
         let raw = self.fd().as_raw_fd();
         let mut sent = 0;
         while sent < req.bytes.len() {
@@ -71,6 +118,7 @@ impl NfSocket {
                 }
             }
         }
+        self.clean = true;
         match first_error {
             Some(e) => Err(e),
             None => Ok(data),
@@ -133,8 +181,19 @@ impl NfSocket {
 }
 
 impl Drop for NfSocket {
+    /// Keep the socket for the next use in its namespace; close the oldest
+    /// kept one (or this one, when it cannot be reused) off this path.
     fn drop(&mut self) {
-        if let Some(fd) = self.fd.take() {
+        let Some(fd) = self.fd.take() else { return };
+        let retired = match self.ns.filter(|_| self.clean) {
+            Some(ns) => {
+                let mut kept = kept();
+                kept.push(Kept { ns, fd, seq: self.seq });
+                (kept.len() > KEEP_MAX).then(|| kept.remove(0).fd)
+            }
+            None => Some(fd),
+        };
+        if let Some(fd) = retired {
             let raw = fd.as_raw_fd();
             super::closer::defer(vec![raw], Box::new(fd));
         }

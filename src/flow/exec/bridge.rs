@@ -7,7 +7,7 @@ use crate::bridge::firewall::Firewall;
 use crate::bridge::lease::LeaseStore;
 use crate::bridge::netlink::Netlink;
 use crate::bridge::network::NetworkDef;
-use crate::bridge::{BridgeError, ContainerEnd, configure_container_end, ensure_bridge};
+use crate::bridge::{BridgeError, ContainerEnd, configure_container_end, configure_container_end_with, ensure_bridge};
 use crate::flow::RunError;
 use crate::flow::steps::NsRef;
 use crate::model::ifname::{IfName, veth_name};
@@ -25,6 +25,32 @@ pub(crate) struct BridgeState {
     fw: Option<Firewall>,
     bridge: Option<u32>,
     peer: Option<(IfName, bool)>,
+    /// What the caller asks beyond the plan.
+    pub wants: BridgeWants,
+}
+
+/// What a caller that knows the container's side itself asks of the
+/// bridge steps (the CNI plugin: `CNI_IFNAME`, the config's `mtu`,
+/// `hairpinMode` and `isGateway`, an IPAM plugin's address). The default
+/// is the CLI's: the first free `ethN`, the network's MTU, a default route
+/// unless the namespace has one.
+#[derive(Default)]
+pub(crate) struct BridgeWants {
+    /// The container end's name (it must not exist yet).
+    pub peer: Option<IfName>,
+    /// The MTU of both ends, instead of the network's.
+    pub mtu: Option<u32>,
+    /// Hairpin mode on the host end.
+    pub hairpin: bool,
+    /// Whether the container gets a default route through the gateway.
+    pub default_route: Option<bool>,
+    /// IPv4 only, even on a dual-stack network.
+    pub ipv4_only: bool,
+    /// A netlink socket already open inside the namespace.
+    pub inside: Option<Netlink>,
+    /// The address a delegated IPAM plugin gave, with its record entry
+    /// (for `use_address`).
+    pub delegated: Option<(Ipv4Addr, Resource)>,
 }
 
 fn def(exec: &Exec) -> Result<NetworkDef, RunError> {
@@ -54,6 +80,14 @@ pub(super) fn lease(exec: &mut Exec, network: &str, requested: Option<Ipv4Addr>)
     exec.add(Resource::Lease { network: network.to_owned(), address, holder })
 }
 
+/// `use_address`: the address a delegated IPAM plugin gave; recorded so
+/// that undoing the attachment runs the plugin's `DEL`.
+pub(super) fn delegated(exec: &mut Exec) -> Result<(), RunError> {
+    let (address, resource) = exec.bridge.wants.delegated.take().ok_or(RunError::NoNetwork)?;
+    exec.lease = Some(address);
+    exec.add(resource)
+}
+
 /// `ensure_network`.
 pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
     let def = def(exec)?;
@@ -61,7 +95,9 @@ pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
     let mut fw = Firewall::new().map_err(|e| RunError::Bridge(e.into()))?;
     let index = ensure_bridge(&exec.paths, &def, &mut host, &mut fw).map_err(RunError::Bridge)?;
     crate::fault::point("bridge.network-ready");
-    exec.bridge = BridgeState { host: Some(host), fw: Some(fw), bridge: Some(index), peer: None };
+    exec.bridge.host = Some(host);
+    exec.bridge.fw = Some(fw);
+    exec.bridge.bridge = Some(index);
     Ok(())
 }
 
@@ -75,18 +111,32 @@ fn ns_fd<'a>(given: &'a Option<OpenTarget>, named: &'a Option<NetNs>, into: NsRe
 
 /// `eth0`, or the first `ethN` free in a namespace someone else made; and
 /// whether that namespace has a default route already (then it keeps it).
-fn peer_name(ns: BorrowedFd<'_>, fresh: bool) -> Result<(IfName, bool), crate::bridge::netlink::NetlinkError> {
+/// A caller's name and route choice win.
+fn peer_name(
+    ns: BorrowedFd<'_>,
+    fresh: bool,
+    wants: &mut BridgeWants,
+) -> Result<(IfName, bool), crate::bridge::netlink::NetlinkError> {
     let eth = |n: u32| IfName::new(&format!("eth{n}")).expect("valid interface name");
+    if let (Some(name), Some(route)) = (&wants.peer, wants.default_route) {
+        return Ok((name.clone(), !route));
+    }
     if fresh {
         return Ok((eth(0), false));
     }
-    let mut inside = Netlink::open_in(ns)?;
+    let inside = match wants.inside.as_mut() {
+        Some(nl) => nl,
+        None => wants.inside.insert(Netlink::open_in(ns)?),
+    };
+    let routed = inside.ipv4_routes()?.iter().any(|r| r.destination.prefix() == 0);
+    if let Some(name) = &wants.peer {
+        return Ok((name.clone(), routed || wants.default_route == Some(false)));
+    }
     let mut n = 0;
     while inside.link_index(eth(n).as_str())?.is_some() {
         n += 1;
     }
-    let routed = inside.ipv4_routes()?.iter().any(|r| r.destination.prefix() == 0);
-    Ok((eth(n), routed))
+    Ok((eth(n), routed || wants.default_route == Some(false)))
 }
 
 /// `create_veth`: the host end on the bridge, the peer created directly
@@ -96,12 +146,14 @@ fn peer_name(ns: BorrowedFd<'_>, fresh: bool) -> Result<(IfName, bool), crate::b
 pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
     let host_name = veth_name(exec.id());
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
-    let (peer, routed) = peer_name(ns, into != NsRef::Given).map_err(link_err(exec, "inspect the namespace"))?;
+    let (peer, routed) =
+        peer_name(ns, into != NsRef::Given, &mut exec.bridge.wants).map_err(link_err(exec, "inspect the namespace"))?;
     if into == NsRef::Given {
         exec.add(Resource::Veth { name: host_name.to_string() })?;
     }
     crate::fault::point("bridge.netns");
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
+    let mtu = exec.bridge.wants.mtu.or(exec.plan.network.as_ref().and_then(|d| d.options.mtu));
     let (Some(host), Some(bridge)) = (exec.bridge.host.as_mut(), exec.bridge.bridge) else {
         return Err(RunError::NoNetwork);
     };
@@ -110,12 +162,24 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
         let id = id.clone();
         move |source| RunError::Bridge(BridgeError::Link { op, id, source })
     };
-    let index = host.create_veth(host_name.as_str(), peer.as_str(), ns, Some(bridge)).map_err(err("create veth"))?;
-    crate::fault::point("bridge.veth");
-    if let Some(mtu) = exec.plan.network.as_ref().and_then(|d| d.options.mtu) {
-        host.set_mtu(index, mtu).map_err(err("set the host veth's mtu"))?;
+    let index = match host.create_veth_mtu(host_name.as_str(), peer.as_str(), ns, Some(bridge), mtu) {
+        // An old host end of the same name: named after this record's id,
+        // which no other record has (a killed setup of the same attachment,
+        // or its deletion still under way).
+        Err(e) if e.is_exists() => {
+            if let Some(old) = host.link_index(host_name.as_str()).map_err(err("find the old host end"))? {
+                host.delete_link(old).map_err(err("delete the old host end"))?;
+            }
+            host.create_veth_mtu(host_name.as_str(), peer.as_str(), ns, Some(bridge), mtu)
+        }
+        other => other,
     }
+    .map_err(err("create veth"))?;
+    crate::fault::point("bridge.veth");
     host.set_up(index).map_err(err("set host veth up"))?;
+    if exec.bridge.wants.hairpin {
+        host.set_hairpin(index).map_err(err("set hairpin mode"))?;
+    }
     exec.bridge.peer = Some((peer, routed));
     Ok(())
 }
@@ -127,18 +191,23 @@ pub(super) fn address(exec: &mut Exec) -> Result<(), RunError> {
     let (Some((name, routed)), Some(address)) = (exec.bridge.peer.clone(), exec.lease) else {
         return Err(RunError::NoNetwork);
     };
-    let v6 = crate::bridge::plan::Plan6::of(&def, address, !routed);
+    let v6 = crate::bridge::plan::Plan6::of(&def, address, !routed).filter(|_| !exec.bridge.wants.ipv4_only);
     let end = ContainerEnd {
         name: &name,
         address,
         prefix: def.subnet.prefix(),
         gateway: (!routed).then_some(def.gateway),
-        mtu: def.options.mtu,
+        // Set on both ends when the pair was created.
+        mtu: None,
         v6: v6.as_ref(),
     };
     let into = if exec.given.is_some() { NsRef::Given } else { NsRef::Named };
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
-    configure_container_end(ns, &end, exec.id()).map_err(RunError::Bridge)?;
+    match exec.bridge.wants.inside.as_mut() {
+        Some(inside) => configure_container_end_with(inside, &end, &exec.record.id),
+        None => configure_container_end(ns, &end, exec.id()),
+    }
+    .map_err(RunError::Bridge)?;
     crate::fault::point("bridge.peer-configured");
     Ok(())
 }
@@ -170,5 +239,11 @@ impl BridgeState {
     pub(crate) fn close(&mut self) {
         self.host = None;
         self.fw = None;
+        self.wants.inside = None;
+    }
+
+    /// The host-side rtnetlink socket, while the setup holds it.
+    pub(crate) fn host(&mut self) -> Option<&mut Netlink> {
+        self.host.as_mut()
     }
 }

@@ -27,9 +27,27 @@ fn threads(proc_root: &std::path::Path) -> usize {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
+/// Threads of this process once the short-lived ones are gone: a helper's
+/// reaper or output drain and the netfilter sockets' janitor each end within
+/// moments of their work (`closer::DELAY` for the janitor), later on a slow or
+/// emulated machine. Waits up to [`SETTLE`] for one thread.
+fn settled_threads(proc_root: &std::path::Path) -> usize {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let n = threads(proc_root);
+        if n == 1 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// How long [`settled_threads`] waits.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `start_relay` for an attachment.
 pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) -> Result<(), RunError> {
-    let n = threads(&exec.paths.proc_root);
+    let n = settled_threads(&exec.paths.proc_root);
     if n != 1 {
         return Err(RunError::Threaded { threads: n });
     }

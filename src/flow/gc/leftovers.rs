@@ -92,6 +92,23 @@ pub(super) fn sweep(paths: &Paths, dry_run: bool, live: &[String], report: &mut 
     }
 }
 
+/// Port index entries whose record is gone (a teardown killed between
+/// removing its record and its entries). Young entries are left alone: one
+/// may belong to a setup of the same id (a CNI attachment's) that is
+/// writing its record again.
+pub(super) fn port_index(paths: &Paths, store: &crate::state::store::Store, dry_run: bool, report: &mut Vec<Action>) {
+    use crate::state::store::StoreError;
+    let index = crate::state::port_index::PortIndex::new(&paths.run_dir);
+    for (slot, id) in index.older_than(std::time::Duration::from_secs(10)) {
+        match store.record(&id) {
+            Err(StoreError::ReadRecord { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            _ => continue,
+        }
+        let error = if dry_run { None } else { index.remove_entry(&slot, &id).err().map(|e| e.to_string()) };
+        report.push(Action { run: id, what: format!("port index entry {slot}"), error });
+    }
+}
+
 /// A record path that is a link or not a regular file: remove the entry
 /// itself (never what it points to; the directory is ours and private).
 pub(super) fn planted_record(path: &Path, dry_run: bool) -> Option<Action> {

@@ -129,6 +129,9 @@ fn describe(plan: &Plan, step: &Step) -> String {
             (None, Some(d)) => format!("lease the next free address of {network} ({}) under a file lock", d.subnet),
             (None, None) => format!("lease the next free address of {network} under a file lock"),
         },
+        Step::UseAddress { network, plugin } => {
+            format!("use the address IPAM plugin {plugin} gave on {network} (its DEL undoes it)")
+        }
         Step::EnsureNetwork { network } => match def {
             Some(d) => format!(
                 "ensure bridge {} with {}/{} up; ip_forward on; nftables table ip pelagos-{network}:\n{}",

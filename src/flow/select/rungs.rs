@@ -141,11 +141,8 @@ pub(super) fn blockers(mode: &Mode, needs: &Needs, caps: &HostCaps) -> Vec<Block
                 let reason = "bridge networks need CAP_SYS_ADMIN to mount their named network namespace";
                 out.push(Blocker::new(reason, "run as root (`sudo`)".to_owned()));
             }
-            if !caps.nftables.usable() {
-                out.push(Blocker::new(
-                    "the kernel shows no sign of nftables (no nf_tables in /proc/modules, no /proc/net/netfilter/nf_log)",
-                    "load it: `sudo modprobe nf_tables`".to_owned(),
-                ));
+            if let Some(problem) = caps.nftables.problem() {
+                out.push(Blocker::new(problem.reason, problem.fix.to_owned()));
             }
         }
     }

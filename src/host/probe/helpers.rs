@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{ContainerHint, NftEvidence, ProbeError, ProbeRoots, TunCheck};
+use super::{ContainerHint, ProbeError, ProbeRoots, TunCheck};
 use crate::host::diagnose::{self, TunProblem, UsernsKnobs};
 
 /// Bumped whenever the cached shape changes; other values are ignored.
@@ -179,18 +179,6 @@ pub(super) fn tun_problem(roots: &ProbeRoots) -> Result<(), TunProblem> {
                 Err(TunProblem::NotPermitted { path, uid: roots.euid, mode, owner: meta.uid() })
             }
         }
-    }
-}
-
-/// The nftables heuristic (see the module docs of [`super`]).
-pub(super) fn nft_evidence(proc: &Path) -> NftEvidence {
-    let modules = fs::read_to_string(proc.join("modules")).unwrap_or_default();
-    if super::parse::module_loaded(&modules, "nf_tables") {
-        NftEvidence::ModuleLoaded
-    } else if proc.join("net/netfilter/nf_log").exists() {
-        NftEvidence::NetfilterPresent
-    } else {
-        NftEvidence::NotFound
     }
 }
 

@@ -74,6 +74,7 @@ pub(crate) fn rootless() -> HostCaps {
         nftables: NftEvidence::NetfilterPresent,
         default_route: DefaultRoute { ipv4: true, ipv6: false },
         container: vec![],
+        kernel_release: Some("6.1.0-41-amd64".into()),
         accel: None,
     }
 }

@@ -10,28 +10,37 @@
 //! happens while holding an exclusive `flock` on `<network>.lock`, so
 //! concurrent attaches (threads or processes) keep the round-robin order
 //! and a release never races an allocation of the same address.
+//!
+//! The files themselves (written whole, claimed by a hard link, read back)
+//! are `files`' business.
+
+mod files;
 
 use crate::bridge::network::NetworkDef;
 use crate::host::procfs::ProcessId;
 use crate::model::ipam;
+use files::{claim, create_private_dir, read_all, read_lease, write_new};
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
-    /// Container / run id (for a CNI attachment: `<container id>/<ifname>`).
+    /// The holder: the id of the record (run, attachment, CNI attachment)
+    /// that names the lease.
     pub id: String,
-    /// Owning process (for a CNI attachment: the plugin process that made it).
+    /// The process that made it (for an attachment, a CNI one included,
+    /// that process may be gone while the attachment lives: its record
+    /// keeps the lease).
     pub owner: ProcessId,
-    /// The lease belongs to a CNI attachment, whose lifecycle the container
-    /// runtime owns: `gc` never releases it because its owner process is
-    /// gone (the plugin exits after every call); CNI `DEL` and `GC` do.
+    /// A lease kept whatever its owner process (a library caller's choice):
+    /// `gc` never releases it because its owner is gone; only its holder's
+    /// undo does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cni: bool,
 }
@@ -111,12 +120,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Lea
 const LAST: &str = ".last";
 /// Prefix of temp files (a lease before it is linked to its address).
 const TMP_PREFIX: &str = ".tmp-";
-
-fn create_private_dir(dir: &Path) -> Result<(), LeaseError> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("create", dir))?;
-    crate::state::safefs::check_private_dir(dir, nix::unistd::geteuid().as_raw())
-        .map_err(io_err("use lease directory", dir))
-}
 
 impl LeaseStore {
     /// `<run_dir>/leases`.
@@ -354,154 +357,6 @@ impl LeaseStore {
     }
 }
 
-/// Write `bytes` to a new file `path` (0600, never through a link; an old
-/// temp file of ours is replaced).
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-/// Link the written lease `tmp` to `addr`'s name: `true` when claimed,
-/// `false` when the address is taken.
-fn claim(tmp: &Path, dir: &Path, addr: Ipv4Addr) -> io::Result<bool> {
-    match fs::hard_link(tmp, dir.join(addr.to_string())) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn read_lease(path: &Path) -> Result<Lease, LeaseError> {
-    let bytes = crate::state::safefs::read_nofollow(path).map_err(io_err("read", path))?;
-    serde_json::from_slice(&bytes).map_err(|source| LeaseError::Corrupt { path: path.to_owned(), source })
-}
-
-/// Every lease in `dir`, the lease files that do not parse, and temp files.
-type Listing = (BTreeMap<Ipv4Addr, Lease>, Vec<PathBuf>, Vec<PathBuf>);
-
-fn read_all(dir: &Path) -> Result<Listing, LeaseError> {
-    let mut out: Listing = Default::default();
-    for entry in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(TMP_PREFIX) {
-            out.2.push(entry.path());
-            continue;
-        }
-        let Ok(addr) = name.parse::<Ipv4Addr>() else { continue };
-        match read_lease(&entry.path()) {
-            Ok(l) => {
-                out.0.insert(addr, l);
-            }
-            Err(LeaseError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-            Err(LeaseError::Corrupt { path, .. }) => out.1.push(path),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bridge::network::default_network_def;
-    use std::collections::BTreeSet;
-
-    fn me() -> ProcessId {
-        ProcessId { pid: std::process::id(), start_time: 1, pid_ns: None }
-    }
-
-    #[test]
-    fn addresses_are_distinct_and_released() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let def = default_network_def();
-        let a = store.allocate(&def, "a", me(), None).unwrap();
-        let b = store.allocate(&def, "b", me(), None).unwrap();
-        assert_eq!((a.to_string().as_str(), b.to_string().as_str()), ("10.90.0.2", "10.90.0.3"));
-        store.release("pelagos0", a, "a").unwrap();
-        store.release("pelagos0", a, "a").unwrap();
-        assert_eq!(store.leases("pelagos0").unwrap().len(), 1);
-        let c = store.allocate(&def, "c", me(), None).unwrap();
-        assert_eq!(c.to_string(), "10.90.0.4", "a released address is not reused at once");
-        assert!(tmp.path().join("leases/pelagos0/10.90.0.4").is_file(), "one file per lease");
-    }
-
-    #[test]
-    fn requested_address_is_honoured_or_refused_clearly() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let def = default_network_def();
-        let want: Ipv4Addr = "10.90.0.50".parse().unwrap();
-        assert_eq!(store.allocate(&def, "a", me(), Some(want)).unwrap(), want);
-        let err = store.allocate(&def, "b", me(), Some(want)).unwrap_err();
-        assert_eq!(err.to_string(), "address 10.90.0.50 on network pelagos0 is already leased to a");
-        let err = store.allocate(&def, "b", me(), Some("10.90.0.1".parse().unwrap())).unwrap_err();
-        assert!(matches!(err, LeaseError::NotAssignable { .. }), "{err}");
-    }
-
-    #[test]
-    fn a_full_subnet_is_exhausted_and_leaves_no_temp_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let mut def = default_network_def();
-        def.subnet = "10.90.0.0/30".parse().unwrap();
-        store.allocate(&def, "a", me(), None).unwrap();
-        let err = store.allocate(&def, "b", me(), None).unwrap_err();
-        assert!(matches!(err, LeaseError::Exhausted(_)), "{err}");
-        let names: Vec<_> =
-            fs::read_dir(tmp.path().join("leases/pelagos0")).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert!(!names.iter().any(|n| n.to_string_lossy().starts_with(TMP_PREFIX)), "{names:?}");
-    }
-
-    #[test]
-    fn cni_leases_survive_a_sweep_and_release_by_holder() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let def = default_network_def();
-        let dead = ProcessId { pid: u32::MAX - 1, start_time: 1, pid_ns: None };
-        let cni = Lease { id: "c1/eth0".into(), owner: dead, cni: true };
-        let a = store.allocate_lease(&def, &cni, None).unwrap();
-        store.allocate(&def, "gone", dead, None).unwrap();
-        fs::write(tmp.path().join("leases/pelagos0/.tmp-1"), "{").unwrap();
-        let sweep = store.sweep("pelagos0", Path::new("/proc"), false, &[]).unwrap();
-        assert_eq!(sweep.dead.iter().map(|(_, l)| l.id.as_str()).collect::<Vec<_>>(), ["gone"]);
-        assert_eq!(sweep.temp_files, 1);
-        assert_eq!(store.leases("pelagos0").unwrap().keys().copied().collect::<Vec<_>>(), [a]);
-        assert_eq!(store.release_holder("pelagos0", "c1/eth0").unwrap(), [a]);
-        assert!(store.leases("pelagos0").unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_corrupted_lease_is_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let def = default_network_def();
-        let a = store.allocate(&def, "a", me(), None).unwrap();
-        fs::write(tmp.path().join(format!("leases/pelagos0/{a}")), "{\"id\":").unwrap();
-        let err = store.leases("pelagos0").unwrap_err();
-        assert!(err.to_string().contains(&format!("leases/pelagos0/{a} is corrupted")), "{err}");
-        assert_ne!(store.allocate(&def, "b", me(), None).unwrap(), a, "a corrupted lease still holds its address");
-    }
-
-    #[test]
-    fn concurrent_allocations_never_collide() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = LeaseStore::new(tmp.path());
-        let def = default_network_def();
-        let handles: Vec<_> = (0..32)
-            .map(|i| {
-                let (store, def) = (store.clone(), def.clone());
-                std::thread::spawn(move || store.allocate(&def, &format!("c{i}"), me(), None).unwrap())
-            })
-            .collect();
-        let addrs: BTreeSet<Ipv4Addr> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(addrs.len(), 32);
-        assert_eq!(store.leases("pelagos0").unwrap().len(), 32);
-    }
-}
+mod tests;
