@@ -469,7 +469,6 @@ fn plan_and_doctor_describe_the_holder(env: Env) {
             "lease_address",
             "fork_child",
             "attach_in_holder",
-            "start_dns",
             "exec_command"
         ]
     );

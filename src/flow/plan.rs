@@ -277,7 +277,8 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         steps.push(Step::WriteRecord);
     }
     steps.extend(mode_steps);
-    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) {
+    // A rootless shared network's names are served by the holder, not the run.
+    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) && !in_holder {
         steps.push(Step::StartDns);
     }
     if input.builtin {

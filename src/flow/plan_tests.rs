@@ -207,7 +207,6 @@ fn a_rootless_bridge_run_joins_the_network_holder_and_relays_its_ports() {
             "lease_address",
             "fork_child",
             "attach_in_holder",
-            "start_dns",
             "start_relay",
             "exec_command"
         ]

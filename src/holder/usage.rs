@@ -76,10 +76,12 @@ pub fn describe(paths: &Paths, mapping: &super::idmap::IdMapping) -> String {
     let dir = HolderDir::new(&paths.run_dir);
     match dir.read() {
         Ok(Some(s)) if s.alive(&paths.proc_root) => format!(
-            "running: supervisor {}, holder {}, pasta {} (pasta restarted {} times, holder {} times); maps {}",
+            "running: supervisor {}, holder {}, pasta {}, name server {} (pasta restarted {} times, holder {} \
+             times); maps {}",
             s.supervisor.pid,
             s.holder.pid,
             s.pasta.map_or_else(|| "restarting".to_owned(), |p| p.pid.to_string()),
+            s.names.map_or_else(|| "restarting".to_owned(), |p| p.pid.to_string()),
             s.pasta_restarts,
             s.holder_restarts,
             s.mapping.describe()
