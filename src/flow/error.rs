@@ -92,6 +92,9 @@ pub enum RunError {
     /// Undoing one resource failed.
     #[error(transparent)]
     Undo(crate::flow::undo::UndoError),
+    /// The socket factory for the `--host-port` listeners could not start.
+    #[error("start a socket factory in the namespace for --host-port")]
+    HostLoopbackFactory(#[source] crate::ports::nsfactory::FactoryError),
     /// A host loopback port (`--host-port`) could not be given to the namespace.
     #[error("{op} (--host-port {port})")]
     HostLoopback {

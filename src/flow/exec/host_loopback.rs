@@ -22,11 +22,12 @@ use std::os::fd::AsRawFd;
 /// Listen on each granted port inside the run's namespace and relay to the host's loopback.
 pub(super) fn relay(exec: &mut Exec) -> Result<(), RunError> {
     let ports = exec.plan.host_loopback_ports.clone();
-    let Some(&first) = ports.first() else { return Ok(()) };
+    if ports.is_empty() {
+        return Ok(());
+    }
     let target = exec.target(NsRef::Child);
     let err = |op: &'static str, port: u16| move |source: std::io::Error| RunError::HostLoopback { op, port, source };
-    let mut factory = SocketFactory::spawn(&target, &exec.paths.proc_root)
-        .map_err(|e| err("start a socket factory in the namespace", first)(std::io::Error::other(e)))?;
+    let mut factory = SocketFactory::spawn(&target, &exec.paths.proc_root).map_err(RunError::HostLoopbackFactory)?;
     let mut listeners = Vec::new();
     for port in ports {
         let fd = factory.socket(libc::AF_INET, libc::SOCK_STREAM, 0).map_err(err("make a socket in the namespace", port))?;
