@@ -85,8 +85,11 @@ fn serve(paths: &Paths, holder: Pid, supervisor: Pid) -> Result<(), HolderError>
         let fresh = seen.is_some_and(|(s, at)| Some(s) == stamp && at.elapsed() > Duration::from_millis(50));
         if !fresh {
             seen = stamp.map(|s| (s, Instant::now()));
-            let defs = store.list().unwrap_or_default();
-            sync(&mut served, &defs, paths, &upstreams, &mut factory);
+            // Definitions that cannot be read (one corrupted) change nothing served.
+            match store.list() {
+                Ok(defs) => sync(&mut served, &defs, paths, &upstreams, &mut factory),
+                Err(e) => log::warn!("holder name server: {}", crate::flow::error_chain(&e)),
+            }
             write_served(&dir, supervisor, &served)?;
         }
         std::thread::sleep(POLL);
