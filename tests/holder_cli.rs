@@ -6,6 +6,8 @@
 
 #[macro_use]
 mod common;
+#[path = "holder_cli/gaps.rs"]
+mod gaps;
 
 use common::running::{Running, running_ready};
 use common::{Env, HOST_ADDR, Tier, Topology, UPSTREAM_ADDR, describe, in_netns, port};
@@ -114,7 +116,7 @@ fn assert_all_gone(topo: &Topology, holder_pids: &[u32]) {
 
 fn holder_pids(topo: &Topology) -> Vec<u32> {
     let state = holder_state(topo).expect("the holder runs");
-    ["supervisor", "holder", "pasta"].iter().filter_map(|w| pid_of(&state, w)).collect()
+    ["supervisor", "holder", "pasta", "names"].iter().filter_map(|w| pid_of(&state, w)).collect()
 }
 
 fn two_runs_talk_and_another_network_cannot_reach_them(env: Env) {
@@ -390,6 +392,11 @@ fn sixteen_concurrent_runs_get_distinct_addresses_and_all_names_resolve(env: Env
         .map(|c| {
             let mut line = String::new();
             BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                let mut err = String::new();
+                c.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
+                panic!("a run printed no address: {err}");
+            }
             line.trim().to_owned()
         })
         .collect();
@@ -462,7 +469,6 @@ fn plan_and_doctor_describe_the_holder(env: Env) {
             "lease_address",
             "fork_child",
             "attach_in_holder",
-            "start_dns",
             "exec_command"
         ]
     );

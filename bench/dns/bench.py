@@ -10,7 +10,10 @@ side by side in one run:
    sent by the same client, directly to 127.0.0.53 from the host namespace
    and from inside pelagos-net runs in pasta, slirp4netns and bridge mode
    (and through the forwarder inside the namespace that `--dns` with a
-   second loopback server uses); p50 and p90, ratios against direct;
+   second loopback server uses), and from a run on a rootless shared
+   network (the user's holder serves its names: an upstream name
+   forwarded, and a run's name answered from its table); p50 and p90,
+   ratios against direct;
 2. what the private mount namespace (resolv.conf and hosts mounted over
    /etc) adds to `run` start-up: loopback mode without it and with it
    (`--add-host` forces it), against `unshare -Urn true`.
@@ -47,6 +50,9 @@ from benchlib import (
 NAME = "www.bench.test"
 # A run's name on the bridge network, answered by the gateway forwarder itself.
 RUN_NAME = "bench-db"
+HOLDER_NET = "hb"
+HOLDER_SUBNET = "10.90.1.0/24"
+HOLDER_RUN_NAME = "holder-db"
 GOAL_QUERY = 1.5
 GOAL_STARTUP = 1.30
 
@@ -107,6 +113,26 @@ class Bench:
     def user_run(self, args):
         return [self.a.bin, "--run-dir", self.a.run_dir, "--netns-dir", self.a.netns_dir, "run"] + args
 
+    def holder_cmd(self, args):
+        """A rootless command whose networks live in the user's network holder."""
+        return [self.a.bin, "--run-dir", self.a.run_dir, "--netns-dir", self.a.netns_dir, "--config-dir",
+                self.holder_config()] + args
+
+    def holder_config(self):
+        d = os.path.join(self.a.workdir, "holder-config")
+        if not os.path.isdir(d):
+            os.mkdir(d, 0o700)
+            os.chown(d, self.a.uid, self.a.gid)
+            p = self.env.spawn(self.holder_cmd_raw(d, ["network", "create", "--subnet", HOLDER_SUBNET, HOLDER_NET]))
+            self.env.tracker.add(p.pid)
+            if wait_exit(p, 30) != 0:
+                raise BenchError("network create for the holder paths failed")
+        return d
+
+    def holder_cmd_raw(self, config, args):
+        return [self.a.bin, "--run-dir", self.a.run_dir, "--netns-dir", self.a.netns_dir, "--config-dir",
+                config] + args
+
     def root_run(self, args):
         d = self.a.root_dir
         return [self.a.bin, "--run-dir", f"{d}/run", "--netns-dir", f"{d}/netns", "--config-dir", f"{d}/config",
@@ -127,6 +153,9 @@ class Bench:
             argv, root = self.root_run(["--network", "bridge", "--"] + client + ["auto", str(n), NAME]), True
         elif path == "names":
             argv, root = self.root_run(["--network", "bridge", "--"] + client + ["auto", str(n), RUN_NAME]), True
+        elif path in ("holder", "holder-names"):
+            name = NAME if path == "holder" else HOLDER_RUN_NAME
+            argv, root = self.holder_cmd(["run", "--network", HOLDER_NET, "--"] + client + ["auto", str(n), name]), False
         elif path == "forwarder":
             argv = self.user_run(["--network", "pasta", "--dns", "127.0.0.54", "--"] + client + ["auto", str(n), NAME])
             root = False
@@ -140,14 +169,21 @@ class Bench:
             raise BenchError(f"{path}: query client failed (status {p.returncode})")
         return json.loads(out)["us"]
 
-    def start_named(self):
-        """A run named RUN_NAME on the bridge network, for the names path;
-        returns once its name resolves."""
-        argv = self.root_run(["--network", "bridge", "--name", RUN_NAME, "--", "sleep", "3600"])
-        p = self.spawn_root(argv, subprocess.DEVNULL)
+    def start_named(self, path):
+        """A run named on its network, for the names paths (on the holder
+        network: it keeps the holder warm for both holder paths); returns
+        once its name resolves."""
+        if path == "names":
+            argv = self.root_run(["--network", "bridge", "--name", RUN_NAME, "--", "sleep", "3600"])
+            p = self.spawn_root(argv, subprocess.DEVNULL)
+        else:
+            argv = self.holder_cmd(["run", "--network", HOLDER_NET, "--name", HOLDER_RUN_NAME, "--", "sleep", "3600"])
+            p = self.env.spawn(argv)
+            self.env.tracker.add(p.pid)
+        ask = "names" if path == "names" else "holder-names"
         for _ in range(100):
             try:
-                self.queries("names", 1)
+                self.queries(ask, 1)
                 return p
             except BenchError:
                 if p.poll() is not None:
@@ -158,9 +194,9 @@ class Bench:
     def path_queries(self, path, n):
         """One round on one path; the names path with its named run alive
         for the round only (reap_all between rounds kills what is left)."""
-        if path != "names":
+        if path not in ("names", "holder", "holder-names"):
             return self.queries(path, n)
-        named = self.start_named()
+        named = self.start_named(path)
         try:
             return self.queries(path, n)
         finally:
@@ -192,6 +228,8 @@ PATHS = [
     ("bridge", "bridge: 10.90.0.1 (our forwarder, root)"),
     ("forwarder", "pasta --dns 127.0.0.54 (our forwarder in the netns)"),
     ("names", "bridge: a run's name (our forwarder's own table)"),
+    ("holder", "rootless network: 10.90.1.1 (the holder's name server)"),
+    ("holder-names", "rootless network: a run's name (the holder's table)"),
 ]
 STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
             ("unshare", "unshare -Urn true")]
@@ -227,6 +265,8 @@ def render(res, meta):
     lines += table(["path", "p50", "p90", "x p50", "x p90", "goal (p50)", ""], rows, {0})
     lines.append(f"a run's name against a forwarded query through the same bridge forwarder: "
                  f"x{median(q['names']) / median(q['bridge']):.2f} (p50)")
+    lines.append(f"a run's name on a rootless network against the same on a root bridge: "
+                 f"x{median(q['holder-names']) / median(q['names']):.2f} (p50)")
     lines += ["", "run start-up, milliseconds, spawn to reaped"]
     s = res["startup"]
     peer = median(s["unshare"])

@@ -72,6 +72,11 @@ pub struct HostDns<'a> {
     /// The host's own (non-loopback) IPv4 address, the source of its
     /// default route: what the host alias names in slirp4netns mode.
     pub address: Option<Ipv4Addr>,
+    /// Where the host alias points instead of the mode's usual address,
+    /// when that one is not the host: a rootless shared network's gateway
+    /// is the holder's, and its runs reach the host's loopback ports they
+    /// were granted on their own `127.0.0.1`.
+    pub alias: Option<IpAddr>,
 }
 
 /// What to decide for.
@@ -266,7 +271,7 @@ pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
         forwarder: None,
         warnings: Vec::new(),
     };
-    let alias = host_alias(req.mode, req.host.address);
+    let alias = req.host.alias.or_else(|| host_alias(req.mode, req.host.address));
     match req.mode {
         ModeDns::Host if !opts.is_empty() => return Err(DecideError::HostMode),
         ModeDns::Host => return Ok(plan),

@@ -12,7 +12,8 @@ fn ip(s: &str) -> IpAddr {
 
 fn plan_for(mode: ModeDns, resolv: Option<&str>, opts: &DnsOptions) -> Result<DnsPlan, DecideError> {
     let conf = resolv.map(ResolvConf::parse);
-    let host = HostDns { resolv: conf.as_ref(), hosts: Some(HOSTS), address: Some(Ipv4Addr::new(192, 0, 2, 7)) };
+    let host =
+        HostDns { resolv: conf.as_ref(), hosts: Some(HOSTS), address: Some(Ipv4Addr::new(192, 0, 2, 7)), alias: None };
     decide(&DnsRequest { mode, host, options: opts, own: None })
 }
 
@@ -202,7 +203,7 @@ fn a_bridge_run_searches_the_names_domain_first_and_other_modes_do_not() {
 fn the_runs_own_name_and_id_follow_the_host_file() {
     let own = HostsEntry { ip: ip("10.90.0.5"), names: vec!["db".into(), "0123456789ab".into()] };
     let conf = ResolvConf::parse(STUB);
-    let host = HostDns { resolv: Some(&conf), hosts: Some(HOSTS), address: None };
+    let host = HostDns { resolv: Some(&conf), hosts: Some(HOSTS), address: None, alias: None };
     let plan = decide(&DnsRequest { mode: BRIDGE, host, options: &DnsOptions::default(), own: Some(&own) }).unwrap();
     let hosts = plan.hosts.unwrap();
     assert!(hosts.contains("127.0.0.1\tlocalhost\n# added by pelagos-net\n10.90.0.5\tdb 0123456789ab\n"), "{hosts}");

@@ -45,7 +45,7 @@ pub fn diagnose(files: &HostFiles, etc: &Path, caps: &HostCaps) -> DnsDoctor {
         ("host", ModeDns::Host),
     ];
     let options = DnsOptions::default();
-    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address: None };
+    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address: None, alias: None };
     let modes = modes
         .into_iter()
         .map(|(mode, m)| {

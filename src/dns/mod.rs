@@ -63,7 +63,7 @@ pub fn files_for(
         ModeDns::Slirp4netns => host::default_source_address(),
         _ => None,
     };
-    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address };
+    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address, alias: None };
     decide(&DnsRequest { mode, host, options, own })
 }
 

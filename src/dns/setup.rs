@@ -84,6 +84,14 @@ struct Again {
     options: DnsOptions,
     files: HostFiles,
     etc: PathBuf,
+    alias: Option<IpAddr>,
+}
+
+/// A network whose gateway is elsewhere (the user's holder) is not the
+/// host's: the host alias names the run's own `127.0.0.1`, where the
+/// host's loopback ports it was granted (`--host-port`) are relayed.
+pub fn loopback_alias(gateway_elsewhere: bool) -> Option<IpAddr> {
+    gateway_elsewhere.then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 /// Decide and prepare. Creates nothing outside this process.
@@ -121,13 +129,14 @@ pub fn prepare(req: &DnsSetupRequest<'_>) -> Result<PreparedDns, DnsSetupError> 
         ModeDns::Slirp4netns => super::host::default_source_address(),
         _ => None,
     };
-    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address };
+    let alias = loopback_alias(req.gateway_elsewhere);
+    let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address, alias };
     let plan = decide(&DnsRequest { mode, host, options: req.options, own: req.own })?;
     if plan.forwarder.as_ref().is_none_or(|f| !matches!(f.listen, Listen::Gateway(_))) {
         gateway = None;
     }
     let inside = inside_for(&plan, &files, req.etc)?;
-    let again = Again { mode, options: req.options.clone(), files, etc: req.etc.to_owned() };
+    let again = Again { mode, options: req.options.clone(), files, etc: req.etc.to_owned(), alias };
     Ok(PreparedDns { plan, inside, gateway, again: Some(again) })
 }
 
@@ -191,6 +200,7 @@ impl PreparedDns {
                 ModeDns::Slirp4netns => super::host::default_source_address(),
                 _ => None,
             },
+            alias: again.alias,
         };
         let plan = decide(&DnsRequest { mode: again.mode, host, options: &again.options, own: Some(own) })?;
         self.inside = inside_for(&plan, &again.files, &again.etc)?;

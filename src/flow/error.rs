@@ -92,6 +92,20 @@ pub enum RunError {
     /// Undoing one resource failed.
     #[error(transparent)]
     Undo(crate::flow::undo::UndoError),
+    /// The socket factory for the `--host-port` listeners could not start.
+    #[error("start a socket factory in the namespace for --host-port")]
+    HostLoopbackFactory(#[source] crate::ports::nsfactory::FactoryError),
+    /// A host loopback port (`--host-port`) could not be given to the namespace.
+    #[error("{op} (--host-port {port})")]
+    HostLoopback {
+        /// What was being done.
+        op: &'static str,
+        /// The port.
+        port: u16,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// No attachment has this id.
     #[error("no attachment {0}")]
     UnknownAttachment(String),

@@ -12,6 +12,7 @@ mod accel;
 mod bridge;
 mod helper;
 mod holder;
+mod host_loopback;
 mod ns;
 mod relay;
 mod shared;

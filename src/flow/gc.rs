@@ -50,6 +50,7 @@ fn describe(resource: &Resource, proc_root: &Path) -> Option<String> {
         Resource::NetnsName { path } => format!("netns {}", path.display()),
         Resource::Lease { network, address, .. } => format!("lease {address} on {network}"),
         Resource::Veth { name } => format!("veth {name}"),
+        Resource::HolderVeth { name } => format!("veth {name} in the network holder"),
         Resource::Ipam { address, plugin, .. } => format!("address {address} of IPAM plugin {}", plugin.display()),
         Resource::Forwards { network, forwards } => {
             format!("{} forwards in table ip pelagos-{network}", forwards.len())

@@ -248,7 +248,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     let driver = modes::driver(&mode, host);
     driver.check(&input)?;
     let dns_request = dns::request(&input)?;
-    let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc())).transpose()?;
+    let mode_steps = driver.steps(&input);
+    let in_holder = mode_steps.contains(&Step::EnsureHolder);
+    let dns = dns_request.as_ref().map(|(m, o)| dns::plan(*m, o, lookups.etc(), in_holder)).transpose()?;
     let accel = accel::plan(&input);
     let (prepare_accel, start_accel) = accel.as_ref().and_then(AccelPlan::steps).unzip();
     let mut steps = Vec::new();
@@ -274,8 +276,9 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     if needs_record(&input) {
         steps.push(Step::WriteRecord);
     }
-    steps.extend(driver.steps(&input));
-    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) {
+    steps.extend(mode_steps);
+    // A rootless shared network's names are served by the holder, not the run.
+    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) && !in_holder {
         steps.push(Step::StartDns);
     }
     if input.builtin {

@@ -284,6 +284,8 @@ impl Step {
             Self::CreateVeth { into, .. } => given(into),
             Self::ForkChild { ns: ChildNs::Join { ns } } => given(ns),
             Self::SpawnHelper { target, .. } | Self::StartRelay { target, .. } => given(target),
+            // A run's child is forked before it; an attachment's namespace is the given one.
+            Self::AttachInHolder { .. } => true,
             _ => false,
         }
     }

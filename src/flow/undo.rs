@@ -91,6 +91,8 @@ pub(crate) struct Live {
     pub dns: Option<crate::dns::forwarder::Forwarder>,
     /// The accelerator's supervisor.
     pub accel: Option<crate::accel::supervisor::Supervisor>,
+    /// The relay of the host's loopback ports into a holder network's run.
+    pub host_loopback: Option<crate::ports::relay::Forwarder>,
 }
 
 /// What undo needs besides the resource.
@@ -128,6 +130,10 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
             Ok(None)
         }
         Resource::Veth { name } => remove_veth(name).map(|_| None),
+        Resource::HolderVeth { name } => {
+            crate::holder::network::remove_veth(env.paths, name).map_err(Box::new)?;
+            Ok(None)
+        }
         Resource::Ipam { plugin, env: vars, config, .. } => {
             crate::cni::ipam::exec_bin(plugin, "DEL", vars, config.as_bytes())
                 .map_err(|e| UndoError::Ipam { plugin: plugin.clone(), msg: format!("{} ({})", e.msg, e.details) })?;
@@ -185,7 +191,7 @@ fn undo_point(resource: &Resource) -> &'static str {
         Resource::Process { .. } => "undo.process",
         Resource::NetnsName { .. } => "undo.netns",
         Resource::Lease { .. } | Resource::Ipam { .. } => "undo.lease",
-        Resource::Veth { .. } => "undo.veth",
+        Resource::Veth { .. } | Resource::HolderVeth { .. } => "undo.veth",
         Resource::Forwards { .. } => "undo.forwards",
         Resource::File { .. } | Resource::Log { .. } => "undo.file",
         Resource::Relay { .. } => "undo.relay",

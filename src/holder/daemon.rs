@@ -208,6 +208,8 @@ struct Supervisor {
     dir: HolderDir,
     holder: Pid,
     pasta: Option<Child>,
+    /// The networks' name server ([`super::names`]).
+    names: Option<Pid>,
     /// user, net, mnt of the holder.
     ns: [File; 3],
     state: HolderState,
@@ -239,10 +241,11 @@ impl Supervisor {
             mapping: cfg.mapping.clone(),
             pasta_restarts: 0,
             holder_restarts: 0,
+            names: None,
         };
         let dir = HolderDir::new(&cfg.paths.run_dir);
-        let mut sup = Self { cfg: cfg.clone(), dir, holder, pasta: None, ns, state, restarts: Vec::new() };
-        if let Err(e) = sup.start_pasta(cfg.timeout) {
+        let mut sup = Self { cfg: cfg.clone(), dir, holder, pasta: None, names: None, ns, state, restarts: Vec::new() };
+        if let Err(e) = sup.start_pasta(cfg.timeout).and_then(|()| sup.start_names()) {
             sup.kill_children();
             return Err(e);
         }
@@ -291,7 +294,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Fork the networks' name server.
+    fn start_names(&mut self) -> Result<(), HolderError> {
+        let pid = super::names::spawn(&self.cfg.paths, self.holder)?;
+        let raw = pid.as_raw() as u32;
+        self.names = Some(pid);
+        self.state.names = Some(ProcessId::of(&self.cfg.paths.proc_root, raw).unwrap_or(ProcessId::unread(raw)));
+        Ok(())
+    }
+
     fn kill_children(&mut self) {
+        if let Some(names) = self.names.take() {
+            let _ = nix::sys::signal::kill(names, nix::sys::signal::Signal::SIGKILL);
+            reap(names);
+        }
         if let Some(mut p) = self.pasta.take() {
             let _ = nix::sys::signal::kill(Pid::from_raw(p.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = p.wait();
@@ -349,6 +365,9 @@ impl Supervisor {
             };
             if pid == self.holder {
                 self.replace_holder();
+            } else if self.names == Some(pid) {
+                self.names = None;
+                self.restart_names();
             } else if self.pasta.as_ref().is_some_and(|p| p.id() as i32 == pid.as_raw()) {
                 self.pasta = None;
                 self.restart_pasta();
@@ -373,16 +392,33 @@ impl Supervisor {
         }
     }
 
+    fn restart_names(&mut self) {
+        if !self.may_restart() {
+            self.shutdown()
+        }
+        match self.start_names() {
+            Ok(()) => {
+                let _ = self.dir.write(&self.state);
+            }
+            Err(_) => self.shutdown(),
+        }
+    }
+
+    /// Fewer than five restarts in the last ten seconds (a child that keeps
+    /// dying is given up rather than spun on); counts this one.
+    fn may_restart(&mut self) -> bool {
+        let now = Instant::now();
+        self.restarts.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+        self.restarts.push(now);
+        self.restarts.len() <= 5
+    }
+
     fn restart_pasta(&mut self) {
         self.state.pasta = None;
         let _ = self.dir.write(&self.state);
-        let now = Instant::now();
-        self.restarts.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
-        if self.restarts.len() >= 5 {
-            // pasta keeps dying: give up rather than spin.
+        if !self.may_restart() {
             self.shutdown()
         }
-        self.restarts.push(now);
         let timeout = self.cfg.timeout;
         match self.start_pasta(timeout) {
             Ok(()) => {

@@ -15,11 +15,12 @@
 //! ```text
 //! supervisor (host namespaces, its own session)   [daemon]
 //!   |- holder (pause, in the user/net/mount namespaces; the supervisor keeps their fds)
-//!   `- pasta  (attached to the holder)
+//!   |- pasta  (attached to the holder)
+//!   `- names  (every network's name server on its gateway; sockets made in the holder)  [names]
 //! ```
 //!
-//! The supervisor restarts pasta when it dies (the containers do not
-//! notice) and a holder process that dies (re-joining the namespaces it
+//! The supervisor restarts pasta and the name server when they die (the
+//! containers do not notice) and a holder process that dies (re-joining the namespaces it
 //! keeps open, so no container loses its address). A supervisor that dies
 //! takes both children with it (parent-death signal); the next run or `gc`
 //! finds its state dead and starts a new one.
@@ -37,6 +38,7 @@ pub mod daemon;
 mod daemon_child;
 pub mod idmap;
 pub mod join;
+pub mod names;
 pub mod network;
 pub mod orphans;
 pub mod state;

@@ -102,3 +102,37 @@ pub fn remove(paths: &Paths, state: &HolderState, def: &NetworkDef) -> Result<()
         crate::bridge::manage::remove_host_side(paths, def).map_err(|e| crate::flow::error_chain(&e))
     })
 }
+
+/// Remove the holder's end `name` of an attachment's veth pair (its peer
+/// goes with it). Nothing to do when the holder is not running: its network
+/// namespace took the pair with it.
+pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
+    let Some(state) = super::HolderDir::new(&paths.run_dir).read()? else { return Ok(()) };
+    if !state.alive(&paths.proc_root) {
+        return Ok(());
+    }
+    super::join::inside(&state, &paths.proc_root, "remove the attachment's veth", || {
+        let mut host = Netlink::open().map_err(|e| crate::flow::error_chain(&e))?;
+        match host.link_index(name).map_err(|e| crate::flow::error_chain(&e))? {
+            Some(index) => host.delete_link(index).map_err(|e| crate::flow::error_chain(&e)),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Whether the network namespace `netns` is owned by the user namespace
+/// at `userns` (`NS_GET_USERNS`, compared by device and inode).
+pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor,
+    // owned at once below.
+    let fd = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&netns), NS_GET_USERNS as _) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl just returned this descriptor; nothing else owns it.
+    let owner = std::fs::File::from(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let (a, b) = (owner.metadata()?, std::fs::metadata(userns)?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}

@@ -36,6 +36,9 @@ pub struct HolderState {
     /// How often the holder process was replaced.
     #[serde(default)]
     pub holder_restarts: u32,
+    /// The name server of the holder's networks ([`super::names`]).
+    #[serde(default)]
+    pub names: Option<ProcessId>,
 }
 
 impl HolderState {
@@ -59,6 +62,11 @@ impl HolderDir {
     /// The state file.
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
+    }
+
+    /// Which networks the holder's name server serves ([`super::names`]).
+    pub fn names_file(&self) -> PathBuf {
+        self.dir.join("names")
     }
 
     /// pasta's output.
@@ -128,8 +136,9 @@ impl HolderDir {
         fs::rename(&tmp, &path).map_err(Self::err(&path))
     }
 
-    /// Remove the state file (gone already is fine).
+    /// Remove the state file and the name server's (gone already is fine).
     pub fn remove(&self) -> Result<(), HolderError> {
+        let _ = fs::remove_file(self.names_file());
         let path = self.state_file();
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::err(&path)(e)),

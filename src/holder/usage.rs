@@ -76,10 +76,12 @@ pub fn describe(paths: &Paths, mapping: &super::idmap::IdMapping) -> String {
     let dir = HolderDir::new(&paths.run_dir);
     match dir.read() {
         Ok(Some(s)) if s.alive(&paths.proc_root) => format!(
-            "running: supervisor {}, holder {}, pasta {} (pasta restarted {} times, holder {} times); maps {}",
+            "running: supervisor {}, holder {}, pasta {}, name server {} (pasta restarted {} times, holder {} \
+             times); maps {}",
             s.supervisor.pid,
             s.holder.pid,
             s.pasta.map_or_else(|| "restarting".to_owned(), |p| p.pid.to_string()),
+            s.names.map_or_else(|| "restarting".to_owned(), |p| p.pid.to_string()),
             s.pasta_restarts,
             s.holder_restarts,
             s.mapping.describe()
@@ -155,7 +157,8 @@ pub fn collect(paths: &Paths, dry_run: bool) -> Result<Option<String>, HolderErr
 /// with it) and wait until they are gone; remove the state file.
 fn clear(dir: &HolderDir, proc_root: &Path) -> Result<(), HolderError> {
     if let Some(state) = dir.read()? {
-        let all: Vec<ProcessId> = [Some(state.supervisor), Some(state.holder), state.pasta].into_iter().flatten().collect();
+        let all: Vec<ProcessId> =
+            [Some(state.supervisor), Some(state.holder), state.pasta, state.names].into_iter().flatten().collect();
         signal(&state.supervisor, nix::sys::signal::Signal::SIGTERM, proc_root);
         if !wait_gone(&all, proc_root, Duration::from_secs(3)) {
             for p in &all {

@@ -216,6 +216,12 @@ pub enum Resource {
         /// Host-side interface name.
         name: String,
     },
+    /// The holder's end of a veth pair into a namespace it did not create
+    /// (an attachment to a rootless network), removed from inside the holder.
+    HolderVeth {
+        /// Holder-side interface name.
+        name: String,
+    },
     /// Forward elements in a bridge network's nftables table.
     Forwards {
         /// Network name.

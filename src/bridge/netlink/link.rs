@@ -12,6 +12,19 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::{LinkInfo, Netlink, NetlinkError};
 
+/// A random, locally administered unicast MAC address.
+fn bridge_mac() -> [u8; 6] {
+    use std::io::Read;
+    let mut mac = [0u8; 6];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut mac)).is_err() {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let mixed = (seed as u64) ^ (u64::from(std::process::id()) << 20);
+        mac.copy_from_slice(&mixed.to_le_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 fn named(name: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
@@ -75,6 +88,12 @@ impl Netlink {
     /// Fails with `EEXIST` ([`NetlinkError::is_exists`]) if a link of that name exists.
     pub fn create_bridge(&mut self, name: &str) -> Result<u32, NetlinkError> {
         let mut msg = named(name);
+        // A bridge without an address of its own takes its lowest port's,
+        // and changes it when that port leaves: every container's cached
+        // neighbour entry for the gateway would then point nowhere until it
+        // expires (lookups to the gateway time out). An address set at
+        // creation is kept.
+        msg.attributes.push(LinkAttribute::Address(bridge_mac().to_vec()));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![Info::Kind(InfoKind::Bridge)]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .and_then(|_| self.created_index(name))

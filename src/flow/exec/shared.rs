@@ -48,39 +48,61 @@ pub(super) fn holder_userns(exec: &Exec) -> Result<File, RunError> {
 pub(super) fn attach(exec: &mut Exec) -> Result<(), RunError> {
     let def = in_holder(exec.plan.network.as_ref().ok_or(RunError::NoNetwork)?);
     let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
-    let (Some(child), Some(address)) = (exec.child.as_ref(), exec.lease) else { return Err(RunError::NoNetwork) };
-    let path = exec.paths.proc_pid(child.pid(), "ns/net");
-    let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })?;
-    let veth = veth_name(exec.id());
+    let Some(address) = exec.lease else { return Err(RunError::NoNetwork) };
+    let given = exec.child.is_none();
+    let path = match exec.child.as_ref() {
+        Some(child) => exec.paths.proc_pid(child.pid(), "ns/net"),
+        None => exec.target(crate::flow::steps::NsRef::Given).netns,
+    };
+    let netns = File::open(&path).map_err(|source| HolderError::OpenNamespace { path: path.clone(), source })?;
+    if given {
+        // A namespace someone else made: the holder may put a veth into it
+        // only when its user namespace owns it.
+        let userns = state.ns_path(&exec.paths.proc_root, "user");
+        match crate::holder::network::owned_by(netns.as_fd(), &userns) {
+            Ok(true) => {}
+            Ok(false) => return Err(crate::flow::plan::Refusal::HolderForeignNetns { path }.into()),
+            Err(source) => return Err(HolderError::OpenNamespace { path, source }.into()),
+        }
+    }
+    let id = exec.id().to_owned();
+    let veth = veth_name(&id);
     let peer = IfName::new("eth0").expect("valid interface name");
-    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: exec.id(), replace: false };
+    let spec = AttachSpec { def: &def, veth: &veth, peer: &peer, address, id: &id, replace: false };
     let began = std::time::Instant::now();
+    if given {
+        // Recorded first: a failed attach leaves at most a veth to remove.
+        exec.add(Resource::HolderVeth { name: veth.to_string() })?;
+    }
+    let state = exec.holder.as_ref().ok_or(HolderError::NotRunning)?;
     crate::holder::network::attach(&exec.paths, state, &spec, netns.as_fd())?;
     log::info!("attached to {} in the network holder in {:.2} ms", def.name, began.elapsed().as_secs_f64() * 1e3);
     crate::fault::point("holder.attached");
-    gateway_listeners(exec)
+    names_served(exec)?;
+    super::host_loopback::relay(exec)
 }
 
-/// The network's name server listens on its gateway, inside the holder:
-/// its sockets are made there by a socket factory that joined it, and
-/// bound (this process owns the holder's user namespace, so it may bind
-/// port 53 there) with `SO_REUSEPORT`, beside every other run's of the network.
-fn gateway_listeners(exec: &mut Exec) -> Result<(), RunError> {
-    let (Some(dns), Some(state)) = (exec.dns.as_mut(), exec.holder.as_ref()) else { return Ok(()) };
-    let Some(addr) = dns.gateway_addr() else { return Ok(()) };
-    let proc_root = &exec.paths.proc_root;
-    let target = crate::model::target::NsTarget {
-        netns: state.ns_path(proc_root, "net"),
-        userns: Some(state.ns_path(proc_root, "user")),
+/// The network's names are served on its gateway by the holder's name
+/// server ([`crate::holder::names`]), not by the run (whose sockets would
+/// stay in a dead holder's namespace when the holder is rebuilt): a network
+/// created a moment ago is waited for, so the command's first lookup is answered.
+fn names_served(exec: &mut Exec) -> Result<(), RunError> {
+    let (Some(dns), Some(state), Some(def)) = (exec.dns.as_ref(), exec.holder.as_ref(), exec.plan.network.as_ref())
+    else {
+        return Ok(());
     };
-    let factory_err = |e| RunError::Dns(crate::dns::DnsSetupError::Factory(e));
-    let mut factory = crate::ports::nsfactory::SocketFactory::spawn(&target, proc_root).map_err(factory_err)?;
-    let mut socket = |ty| {
-        factory.socket(libc::AF_INET, ty, 0).map_err(|e| factory_err(crate::ports::nsfactory::FactoryError::Request(e)))
-    };
-    let (udp, tcp) = (socket(libc::SOCK_DGRAM)?, socket(libc::SOCK_STREAM)?);
-    let listeners = crate::dns::forwarder::Listeners::from_sockets(udp, tcp, addr)
-        .map_err(|e| RunError::Dns(crate::dns::DnsSetupError::Forwarder(e)))?;
-    dns.set_gateway(listeners);
-    Ok(())
+    if dns.gateway_addr().is_none() || def.options.disable_dns {
+        return Ok(());
+    }
+    let within = std::time::Duration::from_secs(3);
+    let (network, gateway) = (def.name.as_str(), def.gateway);
+    if crate::holder::names::wait_served(&exec.paths.run_dir, state.supervisor.pid, network, gateway, within) {
+        Ok(())
+    } else {
+        Err(HolderError::Inside {
+            op: "serve the network's names",
+            message: format!("the holder's name server does not serve {network} on {gateway}:53"),
+        }
+        .into())
+    }
 }

@@ -6,7 +6,7 @@
 //! attached to the holder, carries egress; published ports go through the
 //! builtin driver, which keeps the client's address.
 
-use super::{Input, ModeDriver, argv_strings, refuse_host_loopback};
+use super::{Input, ModeDriver, argv_strings};
 use crate::flow::plan::{Refusal, TargetKind};
 use crate::flow::steps::{ChildNs, NsRef, Step};
 use std::path::PathBuf;
@@ -16,10 +16,9 @@ pub(super) struct Holder;
 
 impl ModeDriver for Holder {
     fn check(&self, input: &Input<'_>) -> Result<(), Refusal> {
-        if input.req.target != TargetKind::NewChild {
+        if matches!(input.req.target, TargetKind::Created) {
             return Err(Refusal::HolderNeedsRun);
         }
-        refuse_host_loopback(input)?;
         if input.host.pasta.path().is_none() {
             return Err(Refusal::PastaMissing);
         }
@@ -34,16 +33,19 @@ impl ModeDriver for Holder {
 
     fn steps(&self, input: &Input<'_>) -> Vec<Step> {
         let network = input.network.map_or_else(String::new, |d| d.name.to_string());
-        vec![
-            Step::EnsureHolder,
-            Step::LeaseAddress { network: network.clone(), requested: input.req.ip },
-            Step::ForkChild { ns: ChildNs::InHolder },
-            Step::AttachInHolder { network },
-        ]
+        let mut steps = vec![Step::EnsureHolder, Step::LeaseAddress { network: network.clone(), requested: input.req.ip }];
+        if input.req.target == TargetKind::NewChild {
+            steps.push(Step::ForkChild { ns: ChildNs::InHolder });
+        }
+        steps.push(Step::AttachInHolder { network });
+        steps
     }
 
-    fn relay_target(&self, _input: &Input<'_>) -> NsRef {
-        NsRef::Child
+    fn relay_target(&self, input: &Input<'_>) -> NsRef {
+        match input.req.target {
+            TargetKind::Given(_) => NsRef::Given,
+            _ => NsRef::Child,
+        }
     }
 
     fn helper(&self, input: &Input<'_>, _dns_forward: Option<std::net::Ipv4Addr>) -> Option<(PathBuf, Vec<String>)> {

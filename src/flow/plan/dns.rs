@@ -34,9 +34,21 @@ pub(super) fn request(input: &Input<'_>) -> Result<Option<(ModeDns, DnsOptions)>
     Ok(Some((mode, options.clone())))
 }
 
-/// The decision for `mode` (the host's files read from `etc`).
-pub(super) fn plan(mode: ModeDns, options: &DnsOptions, etc: &Path) -> Result<DnsPlan, Refusal> {
-    crate::dns::files_for(mode, options, None, etc).map_err(Refusal::Dns)
+/// The decision for `mode` (the host's files read from `etc`); a run on a
+/// rootless shared network (`in_holder`) has the host alias on its own
+/// `127.0.0.1`, as its setup decides.
+pub(super) fn plan(mode: ModeDns, options: &DnsOptions, etc: &Path, in_holder: bool) -> Result<DnsPlan, Refusal> {
+    if !in_holder {
+        return crate::dns::files_for(mode, options, None, etc).map_err(Refusal::Dns);
+    }
+    let files = crate::dns::host::HostFiles::read(etc);
+    let host = crate::dns::HostDns {
+        resolv: files.resolv.conf(),
+        hosts: files.hosts.as_deref(),
+        address: None,
+        alias: crate::dns::setup::loopback_alias(true),
+    };
+    crate::dns::decide(&crate::dns::DnsRequest { mode, host, options, own: None }).map_err(Refusal::Dns)
 }
 
 /// Whether the setup prepares anything for it (files for the child, a

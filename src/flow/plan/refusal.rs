@@ -98,12 +98,22 @@ pub enum Refusal {
     /// The bridge network's definition could not be read.
     #[error(transparent)]
     Network(NetworkError),
-    /// A rootless network joined by something other than a run.
+    /// A rootless network joined by something other than a run or an
+    /// attachment (a named netns the setup would create).
     #[error(
-        "a rootless network is joined by runs only: their namespaces are made inside your network holder, \
-         which a namespace made elsewhere is not"
+        "a rootless network is joined by runs and attachments only: their namespaces are owned by your \
+         network holder's user namespace"
     )]
     HolderNeedsRun,
+    /// An attachment to a rootless network whose namespace the holder cannot enter.
+    #[error(
+        "{path}: this network namespace is not owned by your network holder's user namespace, so the \
+         holder cannot put a veth pair into it"
+    )]
+    HolderForeignNetns {
+        /// The namespace.
+        path: std::path::PathBuf,
+    },
 }
 
 impl From<SelectError> for Refusal {
@@ -118,6 +128,11 @@ impl Refusal {
         let text = match self {
             Self::Select(e) if !e.fixes().is_empty() => e.fixes().join("\n"),
             Self::HolderNeedsRun => "run the command with `pelagos-net run --network bridge:NAME -- CMD`".into(),
+            Self::HolderForeignNetns { .. } => "create the namespace inside the holder's user namespace \
+                                                (`nsenter --user=/proc/<holder>/ns/user unshare --net ...`, \
+                                                the holder's pid in `<run dir>/holder/state.json`), or use \
+                                                `pelagos-net run --network bridge:NAME`"
+                .into(),
             Self::PastaMissing => {
                 "install it with `sudo apt-get install passt` (Debian/Ubuntu), `sudo dnf install passt` \
                                    (Fedora) or your distribution's passt package, or choose `--network loopback`"

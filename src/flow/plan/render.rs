@@ -159,11 +159,11 @@ fn describe(plan: &Plan, step: &Step) -> String {
                 indent(&table_script(&rules_for(d))),
                 d.gateway,
                 if plan.dns.as_ref().is_some_and(|x| x.forwarder.is_some()) {
-                    format!("; the name server's sockets on {}:53 are made inside the holder by a socket factory", d.gateway)
+                    format!("; the holder's name server answers the network's names on {}:53", d.gateway)
                 } else {
                     String::new()
                 }
-            ),
+            ) + &host_loopback_text(&plan.host_loopback_ports),
             None => format!("attach to {network} inside the network holder"),
         },
         Step::CreateNetns => "create named netns /run/netns/pelagos-<id> (lo up)".into(),
@@ -269,4 +269,17 @@ fn describe(plan: &Plan, step: &Step) -> String {
         }
         Step::ExecInPlace => "exec the command in the caller's namespaces (no isolation)".into(),
     }
+}
+
+/// A rootless shared network run's `--host-port` ports, as the attach step relays them.
+fn host_loopback_text(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "; then TCP listeners on 127.0.0.1:{{{}}} inside the child's namespace, relayed by this process to the \
+         same ports on the host's 127.0.0.1 (no other host loopback port)",
+        list.join(",")
+    )
 }

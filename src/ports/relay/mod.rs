@@ -74,7 +74,7 @@ mod tcp;
 mod udp;
 
 pub use listen::{Listener, bind_listeners};
-pub use source::{JoinNetns, open_socket};
+pub use source::{Here, JoinNetns, open_socket};
 
 use crate::model::port::PortProto;
 use nix::errno::Errno;

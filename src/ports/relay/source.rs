@@ -52,6 +52,18 @@ impl JoinNetns {
     }
 }
 
+/// A [`SocketSource`] for the namespace the relay thread is in already
+/// (a relay whose listeners were made in another namespace, connecting
+/// here: the host's loopback services a run was granted).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Here;
+
+impl SocketSource for Here {
+    fn socket(&mut self, family: SockFamily, kind: SockKind) -> io::Result<OwnedFd> {
+        open_socket(family, kind)
+    }
+}
+
 impl SocketSource for JoinNetns {
     fn socket(&mut self, family: SockFamily, kind: SockKind) -> io::Result<OwnedFd> {
         let me = std::thread::current().id();
