@@ -307,6 +307,9 @@ impl Supervisor {
         if let Some(names) = self.names.take() {
             let _ = nix::sys::signal::kill(names, nix::sys::signal::Signal::SIGKILL);
             reap(names);
+            // Killed mid-write, it may have left its temp file.
+            let dir = HolderDir::new(&self.cfg.paths.run_dir);
+            let _ = std::fs::remove_file(super::names::temp_file(&dir, names.as_raw() as u32));
         }
         if let Some(mut p) = self.pasta.take() {
             let _ = nix::sys::signal::kill(Pid::from_raw(p.id() as i32), nix::sys::signal::Signal::SIGTERM);

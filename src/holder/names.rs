@@ -150,7 +150,7 @@ fn served_text(supervisor: Pid, served: &BTreeMap<String, Served>) -> String {
 
 fn write_served(dir: &HolderDir, supervisor: Pid, served: &BTreeMap<String, Served>) -> Result<(), HolderError> {
     let path = dir.names_file();
-    let tmp = dir.dir.join(format!(".names.{}", std::process::id()));
+    let tmp = temp_file(dir, std::process::id());
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| HolderError::State { path, source }
@@ -158,6 +158,12 @@ fn write_served(dir: &HolderDir, supervisor: Pid, served: &BTreeMap<String, Serv
     let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
     f.write_all(served_text(supervisor, served).as_bytes()).map_err(err(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(err(&path))
+}
+
+/// The temp file the name server of pid `pid` writes the served file
+/// through (`.names.<pid>.tmp`: what `gc` sweeps of dead writers).
+pub(crate) fn temp_file(dir: &HolderDir, pid: u32) -> std::path::PathBuf {
+    dir.dir.join(format!(".names.{pid}.tmp"))
 }
 
 /// Whether `text` (a served file) says the supervisor `supervisor` serves `network` on `gateway`.

@@ -50,6 +50,7 @@ fn stale_tmp_files(dir: &Path, proc_root: &Path, dry_run: bool, report: &mut Vec
 pub(super) fn sweep(paths: &Paths, dry_run: bool, live: &[String], report: &mut Vec<Action>) {
     stale_tmp_files(&paths.runs_dir(), &paths.proc_root, dry_run, report);
     stale_tmp_files(&paths.config_dir.join("networks"), &paths.proc_root, dry_run, report);
+    stale_tmp_files(&crate::holder::HolderDir::new(&paths.run_dir).dir, &paths.proc_root, dry_run, report);
     let leases = LeaseStore::new(&paths.run_dir);
     let networks = match leases.networks() {
         Ok(n) => n,
