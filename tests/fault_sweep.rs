@@ -207,12 +207,19 @@ impl<'a> Sweep<'a> {
 
     /// Die at `n`, then gc. Returns how the faulted command ended.
     fn fault_then_gc(&mut self, args: &[&str], n: usize) -> std::process::Output {
-        let out = self.cli(args).env(FAULT_AT, n.to_string()).output().unwrap();
+        // Traced as well: a run that ends before step `n` says which steps it took.
+        let took = self.trace_dir.path().join("faulted");
+        fs::write(&took, b"").unwrap();
+        if let Some(u) = &self.env.user {
+            nix::unistd::chown(&took, Some(u.uid.into()), Some(u.gid.into())).unwrap();
+        }
+        let out = self.cli(args).env(FAULT_AT, n.to_string()).env(FAULT_TRACE, &took).output().unwrap();
         if out.status.signal() != Some(9) {
             let ss = Command::new("ip").args(["netns", "exec", &self.topo.host, "ss", "-ltnpa"]).output().unwrap();
             panic!(
-                "step {n} of {args:?} was not reached: {}\nsockets: {}\nprocesses: {:?}",
+                "step {n} of {args:?} was not reached: {}\nsteps it took: {}\nsockets: {}\nprocesses: {:?}",
                 describe(&out),
+                fs::read_to_string(&took).unwrap_or_default().replace('\n', " "),
                 String::from_utf8_lossy(&ss.stdout),
                 snapshot(self.topo).processes
             );
