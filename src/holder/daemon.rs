@@ -44,15 +44,9 @@ pub struct StartConfig {
     pub adopt: Option<PathBuf>,
 }
 
-/// Threads of this process (`Threads:` in `/proc/self/status`).
-pub fn threads(proc_root: &Path) -> usize {
-    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-}
-
 /// Refuse to fork helpers from a multi-threaded process.
 pub fn single_threaded(proc_root: &Path) -> Result<(), HolderError> {
-    match threads(proc_root) {
+    match crate::host::procfs::threads(proc_root) {
         1 => Ok(()),
         threads => Err(HolderError::Threaded { threads }),
     }

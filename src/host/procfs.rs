@@ -30,6 +30,29 @@ pub struct ProcessId {
     pub pid_ns: Option<u64>,
 }
 
+/// Threads of this process (`Threads:` in `<proc>/self/status`; 0 when it
+/// cannot be read).
+pub fn threads(proc_root: &Path) -> usize {
+    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Threads of this process once short-lived ones are gone (a joined
+/// thread is still counted for a moment; a helper's reaper or output
+/// drain and the netfilter sockets' janitor end within moments of their
+/// work, later on a slow or emulated machine): waits up to `within` for
+/// one thread, and returns the count it saw last.
+pub fn settled_threads(proc_root: &Path, within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = threads(proc_root);
+        if n == 1 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The pid namespace in which the pids under `proc_root` are numbered.
 pub fn pid_namespace(proc_root: &Path) -> Option<u64> {
     std::fs::metadata(proc_root.join("self/ns/pid")).ok().map(|m| m.ino())

@@ -21,33 +21,13 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
-/// Threads of this process (`Threads:` in `/proc/self/status`).
-fn threads(proc_root: &std::path::Path) -> usize {
-    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-}
-
-/// Threads of this process once the short-lived ones are gone: a helper's
-/// reaper or output drain and the netfilter sockets' janitor each end within
-/// moments of their work (`closer::DELAY` for the janitor), later on a slow or
-/// emulated machine. Waits up to [`SETTLE`] for one thread.
-fn settled_threads(proc_root: &std::path::Path) -> usize {
-    let deadline = std::time::Instant::now() + SETTLE;
-    loop {
-        let n = threads(proc_root);
-        if n == 1 || std::time::Instant::now() >= deadline {
-            return n;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// How long [`settled_threads`] waits.
+/// How long the relay's fork waits for the process to be single-threaded
+/// (see [`crate::host::procfs::settled_threads`]).
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `start_relay` for an attachment.
 pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) -> Result<(), RunError> {
-    let n = settled_threads(&exec.paths.proc_root);
+    let n = crate::host::procfs::settled_threads(&exec.paths.proc_root, SETTLE);
     if n != 1 {
         return Err(RunError::Threaded { threads: n });
     }
