@@ -37,6 +37,9 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) ->
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunError::Holder(e.to_string()));
     let (report_rx, report_tx) = pipe()?;
     let (go_rx, go_tx) = pipe()?;
+    // The relay says when it no longer dies with us (its parent-death
+    // signal cleared): until then our exit would kill it.
+    let (ack_rx, ack_tx) = pipe()?;
     let parent = nix::unistd::getpid();
     // SAFETY: this process is single-threaded (checked above), so the
     // child may run any code; it leaves with `_exit` and never returns.
@@ -45,12 +48,14 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) ->
         Ok(nix::unistd::ForkResult::Child) => {
             drop(report_rx);
             drop(go_tx);
+            drop(ack_rx);
             let cfg = BuiltinPortsConfig { target: &ns, proc_root: &proc_root, preserve_source: true };
-            holder_main(parent, listeners, &cfg, report_tx, go_rx)
+            holder_main(parent, listeners, &cfg, Handshake { report: report_tx, go: go_rx, ack: ack_tx })
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(report_tx);
             drop(go_rx);
+            drop(ack_tx);
             drop(listeners);
             let pid = child.as_raw() as u32;
             let holder = ProcessId::of(&proc_root, pid).unwrap_or(ProcessId::unread(pid));
@@ -63,7 +68,11 @@ pub(super) fn start(exec: &mut Exec, target: NsRef, listeners: Vec<Listener>) ->
             exec.add(Resource::Process { role: ProcessRole::Relay, process: holder })?;
             crate::fault::point("attach.relay-recorded");
             let mut go = std::fs::File::from(go_tx);
-            go.write_all(b"G").map_err(|e| RunError::Holder(format!("release the relay process: {e}")))
+            go.write_all(b"G").map_err(|e| RunError::Holder(format!("release the relay process: {e}")))?;
+            // One byte, or end of file if it died: either way it no longer
+            // depends on our staying alive.
+            let _ = std::fs::File::from(ack_rx).read(&mut [0u8; 1]);
+            Ok(())
         }
     }
 }
@@ -86,13 +95,18 @@ fn read_report(rx: OwnedFd, proc_root: &std::path::Path) -> Result<Option<Proces
     }
 }
 
-fn holder_main(
-    parent: nix::unistd::Pid,
-    listeners: Vec<Listener>,
-    cfg: &BuiltinPortsConfig<'_>,
+/// The relay process's ends of its pipes to the parent.
+struct Handshake {
+    /// `ok ...` or `err ...`, then closed.
     report: OwnedFd,
+    /// The parent's "go": it has recorded us.
     go: OwnedFd,
-) -> ! {
+    /// Ours: we no longer die with the parent.
+    ack: OwnedFd,
+}
+
+fn holder_main(parent: nix::unistd::Pid, listeners: Vec<Listener>, cfg: &BuiltinPortsConfig<'_>, pipes: Handshake) -> ! {
+    let Handshake { report, go, ack } = pipes;
     crate::fault::forked();
     // SAFETY: plain prctl; getppid has no preconditions.
     let orphaned = unsafe {
@@ -145,6 +159,7 @@ fn holder_main(
         libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
         libc::setsid();
     }
+    let _ = std::fs::File::from(ack).write_all(b"A");
     let _ = stop.wait();
     let _ = stop_builtin_ports(ports);
     exit_now(0)
