@@ -47,6 +47,9 @@ pub(crate) struct ChildCommand {
     pub argv: Vec<CString>,
     /// The signal mask it starts with (the caller's own).
     pub sigmask: nix::sys::signal::SigSet,
+    /// When it starts: at once when nothing happens between the child's
+    /// report and the command (see [`crate::ns::child::Release`]).
+    pub release: crate::ns::child::Release,
 }
 
 /// A setup in progress: the plan, the record, and everything live.

@@ -68,6 +68,7 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
         // Only the command's process keeps its end of the pair (ours goes
         // with `spec`): an early death reads as end-of-file.
         accel: exec.accel_hook.take(),
+        release: cmd.release,
     };
     let proc_root = exec.paths.proc_root.clone();
     let mut child = NsChild::spawn(&spec).map_err(|e| namespace_error(e, &proc_root))?;
