@@ -73,7 +73,7 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
     let proc_root = exec.paths.proc_root.clone();
     let mut child = NsChild::spawn(&spec).map_err(|e| namespace_error(e, &proc_root))?;
     crate::fault::point("run.child-spawned");
-    let id = ProcessId::of(&proc_root, child.pid()).unwrap_or(ProcessId::unread(child.pid()));
+    let id = super::process_id(&exec.plan, &proc_root, child.pid());
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(namespace_error(e, &proc_root));
