@@ -5,7 +5,6 @@ use super::Exec;
 use crate::flow::RunError;
 use crate::flow::steps::{ChildNs, NsRef};
 use crate::host::diagnose::UsernsKnobs;
-use crate::host::procfs::ProcessId;
 use crate::model::ifname::generate_ns_name;
 use crate::ns::child::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use crate::ns::netns::{self, NetNs};
