@@ -320,7 +320,9 @@ impl NsChild {
             proc_dir: cpath(&spec.proc_root),
             signals: init_signals(),
             own_pid_ns: spec.ns.owns_pid_ns(),
-            command_stack: vec![0; init::COMMAND_STACK],
+            // Reserved, not written: only the pages the command's process
+            // touches are faulted in.
+            command_stack: Vec::with_capacity(init::COMMAND_STACK),
         };
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;

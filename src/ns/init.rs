@@ -61,7 +61,8 @@ pub(super) struct Prepared {
     /// what a command left, reaches only a namespace's processes from its
     /// init).
     pub own_pid_ns: bool,
-    /// The stack of the command's process until its `exec`.
+    /// The stack of the command's process until its `exec` (its capacity;
+    /// nothing is written into it before the clone).
     pub command_stack: Vec<u8>,
 }
 
@@ -297,7 +298,8 @@ fn spawn_command(spec: &ChildSpec, prep: &Prepared, tx: RawFd) -> libc::pid_t {
         exec_command(args.spec, args.prep, args.tx)
     }
     let mut args = CommandArgs { spec, prep, tx };
-    let stack = prep.command_stack.as_ptr_range().end as usize & !15;
+    let top = prep.command_stack.as_ptr() as usize + prep.command_stack.capacity();
+    let stack = top & !15;
     // SAFETY: clone(3) with a valid function, the top of a stack the init
     // does not use meanwhile (16-byte aligned), and an argument that lives
     // until the child has exec'd or exited (CLONE_VFORK suspends us until
