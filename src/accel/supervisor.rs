@@ -27,6 +27,7 @@ use super::ingress::{BindRequest, Ingress};
 use super::reach::{self, Reach, Verdict};
 use super::switch::{self, Confine, Failed, Lock, Progress, Templates};
 use super::sys::{self, Answer};
+use super::trace::{Phase, Trace};
 use super::{AccelError, sockaddr};
 use crate::bridge::netlink::Netlink;
 use nix::errno::Errno;
@@ -119,10 +120,14 @@ impl Supervisor {
             cfg,
             tasks: HashMap::new(),
             report: Report::default(),
+            trace: Trace::from_env(),
         };
         let stop = Arc::clone(&waker);
         let thread = crate::ports::relay::sys::spawn_with_signals_blocked("pelagos-accel", move || {
             lp.run(stop.as_fd());
+            if let Some(summary) = lp.trace.summary() {
+                log::info!("accelerator: {summary}");
+            }
             lp.report
         })
         .map_err(AccelError::Spawn)?;
@@ -169,6 +174,8 @@ struct Loop {
     /// The threads that called, by tid.
     tasks: HashMap<u32, Task>,
     report: Report,
+    /// Per-phase timings (`PELAGOS_ACCEL_TRACE=1`).
+    trace: Trace,
 }
 
 impl Loop {
@@ -191,6 +198,7 @@ impl Loop {
                 return;
             }
             if fds[0].revents & libc::POLLIN != 0 {
+                self.trace.begin();
                 self.one();
             } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
                 // Nobody is under the filter any more.
@@ -210,6 +218,7 @@ impl Loop {
                 return;
             }
         };
+        self.trace.mark(Phase::Receive);
         let answer = match i64::from(notif.data.nr) {
             libc::SYS_connect => self.on_connect(&notif),
             libc::SYS_bind => self.on_bind(&notif),
@@ -221,6 +230,8 @@ impl Loop {
         {
             log::debug!("accelerator: answer notification {}: {e}", notif.id);
         }
+        self.trace.mark(Phase::Answer);
+        self.trace.finish();
     }
 
     /// The address argument, read once from the caller's memory.
@@ -255,7 +266,10 @@ impl Loop {
 
     fn on_connect(&mut self, n: &libc::seccomp_notif) -> Answer {
         let Some(dst) = self.address(n) else { return Answer::Continue };
-        match reach::decide(dst, &self.cfg.reach) {
+        self.trace.mark(Phase::Address);
+        let verdict = reach::decide(dst, &self.cfg.reach);
+        self.trace.mark(Phase::Decide);
+        match verdict {
             Verdict::Inside(_) => self.inside(n),
             Verdict::Switch(to) => self.switch(n, dst, to),
             Verdict::OwnServer { to, listener } => {
@@ -284,7 +298,9 @@ impl Loop {
 
     fn switch(&mut self, n: &libc::seccomp_notif, dst: SocketAddr, to: SocketAddr) -> Answer {
         let Some(original) = self.target_socket(n) else { return Answer::Continue };
+        self.trace.mark(Phase::CopyFd);
         let Some(facts) = switch::facts(original.as_fd()) else { return Answer::Continue };
+        self.trace.mark(Phase::Facts);
         if let Err(keep) = switch::eligible(&facts, &dst, self.run, self.here) {
             return match keep {
                 switch::Keep::NotTcp | switch::Keep::Family | switch::Keep::Connected => Answer::Continue,
@@ -295,18 +311,21 @@ impl Loop {
             Ok(c) => c,
             Err(why) => return self.keep(format!("{dst}: {why}")),
         };
-        let (socket, progress) = match switch::connect_switched(original.as_fd(), &facts, to, &self.templates, confine)
-        {
+        self.trace.mark(Phase::Confine);
+        let switched = switch::connect_switched(original.as_fd(), &facts, to, &self.templates, confine, &mut self.trace);
+        let (socket, progress) = match switched {
             Ok(done) => done,
             Err(Failed::Keep(why)) => return self.keep(format!("{dst}: {why}")),
             Err(Failed::Refused(e)) => return Answer::Fail(e),
         };
         let fd = n.data.args[0] as RawFd;
         let cloexec = self.tasks.get(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true);
+        self.trace.mark(Phase::Flags);
         if sys::notif_replace_fd(self.listener.as_fd(), n.id, socket.as_fd(), fd, cloexec).is_err() {
             // The caller is gone or was interrupted; it will ask again.
             return Answer::Continue;
         }
+        self.trace.mark(Phase::AddFd);
         self.report.switched += 1;
         match progress {
             Progress::Connected => Answer::Return(0),

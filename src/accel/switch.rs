@@ -4,6 +4,7 @@
 //! its peer and connected by the supervisor itself to the address the
 //! supervisor checked.
 
+use super::trace::{Phase, Trace};
 use super::{filter, sockopt, sys};
 use crate::ports::relay::sys::socket_addr;
 use nix::errno::Errno;
@@ -219,10 +220,13 @@ pub fn connect_switched(
     to: SocketAddr,
     templates: &Templates,
     confine: Confine,
+    trace: &mut Trace,
 ) -> Result<(OwnedFd, Progress), Failed> {
     let socket = tcp_socket(facts.domain).map_err(|e| Failed::Keep(format!("socket: {e}")))?;
+    trace.mark(Phase::Socket);
     let options = sockopt::changed(&sockopt::read(original, facts.domain), templates.of(facts.domain));
     sockopt::apply(socket.as_fd(), &options).map_err(|(name, e)| Failed::Keep(format!("{name}: {e}")))?;
+    trace.mark(Phase::Options);
     match confine {
         Confine::Peer => sys::attach_locked_filter(socket.as_fd(), &filter::peer_lock(to))
             .map_err(|e| Failed::Keep(format!("lock to the peer: {e}")))?,
@@ -232,6 +236,7 @@ pub fn connect_switched(
                 .map_err(|e| Failed::Keep(format!("bind to interface {index}: {e}")))?
         }
     }
+    trace.mark(Phase::Lock);
     let addr = SockaddrStorage::from(to);
     // SAFETY: connect(2) with an address nix built for its own length.
     let r = unsafe { libc::connect(socket.as_raw_fd(), addr.as_ptr(), addr.len()) };
@@ -240,6 +245,7 @@ pub fn connect_switched(
         Err(Errno::EINPROGRESS) => Progress::InProgress,
         Err(e) => return Err(Failed::Refused(e)),
     };
+    trace.mark(Phase::Connect);
     if facts.status & libc::O_NONBLOCK == 0 {
         let flags = sys::status_flags(socket.as_fd()).map_err(Failed::Refused)?;
         sys::set_status_flags(socket.as_fd(), flags & !libc::O_NONBLOCK).map_err(Failed::Refused)?;
