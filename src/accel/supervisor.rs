@@ -25,7 +25,7 @@
 use super::child::Installed;
 use super::ingress::{BindRequest, Ingress};
 use super::reach::{self, Reach, Verdict};
-use super::switch::{self, Confine, Failed, Lock, Progress, Templates};
+use super::switch::{self, Confine, Failed, Lock, Progress, Spares, Target, Templates};
 use super::sys::{self, Answer};
 use super::trace::{Phase, Trace};
 use super::{AccelError, sockaddr};
@@ -117,6 +117,7 @@ impl Supervisor {
             run: installed.run_netns,
             here,
             templates,
+            spares: Spares::default(),
             cfg,
             tasks: HashMap::new(),
             report: Report::default(),
@@ -170,6 +171,8 @@ struct Loop {
     run: u64,
     here: u64,
     templates: Templates,
+    /// Sockets made ahead for the next switches.
+    spares: Spares,
     cfg: Config,
     /// The threads that called, by tid.
     tasks: HashMap<u32, Task>,
@@ -180,6 +183,7 @@ struct Loop {
 
 impl Loop {
     fn run(&mut self, stop: BorrowedFd<'_>) {
+        self.spares.refill();
         loop {
             let mut fds = [
                 libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -232,6 +236,8 @@ impl Loop {
         }
         self.trace.mark(Phase::Answer);
         self.trace.finish();
+        // Off the caller's path: it runs again already.
+        self.spares.refill();
     }
 
     /// The address argument, read once from the caller's memory.
@@ -312,7 +318,14 @@ impl Loop {
             Err(why) => return self.keep(format!("{dst}: {why}")),
         };
         self.trace.mark(Phase::Confine);
-        let switched = switch::connect_switched(original.as_fd(), &facts, to, &self.templates, confine, &mut self.trace);
+        let socket = match self.spares.take(facts.domain) {
+            Ok(s) => s,
+            Err(e) => return self.keep(format!("{dst}: socket: {e}")),
+        };
+        self.trace.mark(Phase::Socket);
+        let target = Target { to, confine };
+        let switched =
+            switch::connect_switched(socket, original.as_fd(), &facts, target, &self.templates, &mut self.trace);
         let (socket, progress) = match switched {
             Ok(done) => done,
             Err(Failed::Keep(why)) => return self.keep(format!("{dst}: {why}")),

@@ -211,19 +211,59 @@ pub enum Failed {
     Refused(Errno),
 }
 
-/// The switched socket for a command's socket `original` (with `facts`),
-/// connected (or connecting) to `to`, locked to it, blocking or not as the
+/// Where a switched socket connects, and how it is locked there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The checked destination.
+    pub to: SocketAddr,
+    /// Its lock.
+    pub confine: Confine,
+}
+
+/// Fresh sockets of the owner's namespace made ahead, one per family, so
+/// that a switched connect does not wait for `socket(2)`: one is taken,
+/// and made again after the answer is sent.
+#[derive(Debug, Default)]
+pub struct Spares {
+    v4: Option<OwnedFd>,
+    v6: Option<OwnedFd>,
+}
+
+impl Spares {
+    fn slot(&mut self, domain: i32) -> &mut Option<OwnedFd> {
+        if domain == libc::AF_INET6 { &mut self.v6 } else { &mut self.v4 }
+    }
+
+    /// A fresh socket of `domain`: the spare, or a new one.
+    pub fn take(&mut self, domain: i32) -> Result<OwnedFd, Errno> {
+        self.slot(domain).take().map_or_else(|| tcp_socket(domain), Ok)
+    }
+
+    /// Makes the spares that were taken (a family this host lacks stays
+    /// without one).
+    pub fn refill(&mut self) {
+        for domain in [libc::AF_INET, libc::AF_INET6] {
+            let slot = self.slot(domain);
+            if slot.is_none() {
+                *slot = tcp_socket(domain).ok();
+            }
+        }
+    }
+}
+
+/// The switched socket `socket` (fresh, of the owner's namespace) for a
+/// command's socket `original` (with `facts`): carrying its options,
+/// locked, connected (or connecting) to the target, blocking or not as the
 /// original.
 pub fn connect_switched(
+    socket: OwnedFd,
     original: BorrowedFd<'_>,
     facts: &Facts,
-    to: SocketAddr,
+    target: Target,
     templates: &Templates,
-    confine: Confine,
     trace: &mut Trace,
 ) -> Result<(OwnedFd, Progress), Failed> {
-    let socket = tcp_socket(facts.domain).map_err(|e| Failed::Keep(format!("socket: {e}")))?;
-    trace.mark(Phase::Socket);
+    let Target { to, confine } = target;
     let options = sockopt::changed(&sockopt::read(original, facts.domain), templates.of(facts.domain));
     sockopt::apply(socket.as_fd(), &options).map_err(|(name, e)| Failed::Keep(format!("{name}: {e}")))?;
     trace.mark(Phase::Options);
