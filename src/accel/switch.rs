@@ -227,6 +227,8 @@ pub struct Target {
 pub struct Spares {
     v4: Option<OwnedFd>,
     v6: Option<OwnedFd>,
+    /// The families this host refused a socket of: not asked again.
+    refused: Vec<i32>,
 }
 
 impl Spares {
@@ -243,9 +245,13 @@ impl Spares {
     /// without one).
     pub fn refill(&mut self) {
         for domain in [libc::AF_INET, libc::AF_INET6] {
-            let slot = self.slot(domain);
-            if slot.is_none() {
-                *slot = tcp_socket(domain).ok();
+            if self.refused.contains(&domain) || self.slot(domain).is_some() {
+                continue;
+            }
+            match tcp_socket(domain) {
+                Ok(s) => *self.slot(domain) = Some(s),
+                Err(Errno::EAFNOSUPPORT) => self.refused.push(domain),
+                Err(_) => {}
             }
         }
     }
