@@ -63,9 +63,32 @@ enum RunOnly {
     Run(run::Args),
 }
 
-/// Parse the command line: through [`RunCli`] when it starts with `run`.
+/// The global options that take a value (a test checks the list).
+const GLOBAL_VALUES: [&str; 3] = ["--run-dir", "--config-dir", "--netns-dir"];
+
+/// The subcommand of a command line: its first argument after the global
+/// options (`None` when something else comes first, `--help` say).
+fn subcommand_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<std::ffi::OsString> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else { return Some(arg) };
+        let short_v = text.strip_prefix('-').is_some_and(|vs| !vs.is_empty() && vs.bytes().all(|b| b == b'v'));
+        let verbose = text == "--verbose" || short_v;
+        let valued =
+            GLOBAL_VALUES.iter().find(|o| text.strip_prefix(**o).is_some_and(|r| r.is_empty() || r.starts_with('=')));
+        match valued {
+            Some(o) if text.len() == o.len() => drop(args.next()),
+            Some(_) => {}
+            None if verbose => {}
+            None => return Some(arg),
+        }
+    }
+    None
+}
+
+/// Parse the command line: through [`RunCli`] when its subcommand is `run`.
 fn parse() -> Result<Cli, clap::Error> {
-    if std::env::args_os().nth(1).is_some_and(|first| first == "run") {
+    if subcommand_of(std::env::args_os().skip(1)).is_some_and(|sub| sub == "run") {
         let RunCli { global, command: RunOnly::Run(args) } = RunCli::try_parse()?;
         return Ok(Cli { global, command: Command::Run(args) });
     }
@@ -235,8 +258,31 @@ mod tests {
     }
 
     #[test]
+    fn the_subcommand_comes_after_the_global_options() {
+        let sub = |line: &[&str]| subcommand_of(line.iter().map(std::ffi::OsString::from));
+        assert_eq!(sub(&["run", "true"]), Some("run".into()));
+        assert_eq!(sub(&["--run-dir", "/r", "--netns-dir=/n", "-vv", "--verbose", "run", "true"]), Some("run".into()));
+        assert_eq!(sub(&["--run-dir", "run", "ps"]), Some("ps".into()));
+        assert_eq!(sub(&["--help", "run"]), Some("--help".into()));
+        assert_eq!(sub(&["--run-dirx", "run"]), Some("--run-dirx".into()));
+        assert_eq!(sub(&["-v"]), None);
+        let mut cli = clap::Command::new("x");
+        cli = <GlobalArgs as clap::Args>::augment_args(cli);
+        let mut valued: Vec<String> = cli
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        valued.sort();
+        let mut listed = GLOBAL_VALUES.map(String::from).to_vec();
+        listed.sort();
+        assert_eq!(valued, listed);
+    }
+
+    #[test]
     fn runs_own_parser_parses_and_refuses_alike() {
-        let lines: [&[&str]; 5] = [
+        let lines: [&[&str]; 6] = [
+            &["pelagos-net", "--run-dir", "/r", "-v", "--netns-dir=/n", "run", "--network", "loopback", "true"],
             &["pelagos-net", "run", "-v", "--network", "loopback", "-p", "8080:80", "--", "true", "-x"],
             &["pelagos-net", "run", "--run-dir", "/tmp/x", "--dns", "192.0.2.1", "sh"],
             &["pelagos-net", "run", "--bogus", "true"],
