@@ -121,9 +121,14 @@ pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
 }
 
 /// Whether the network namespace `netns` is owned by the user namespace
-/// at `userns` (`NS_GET_USERNS`, compared by device and inode).
+/// at `userns` (compared by device and inode).
 pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::File::from(owner(netns)?);
+    Ok(crate::state::record::NsId::of_file(&owner)? == crate::state::record::NsId::of(userns)?)
+}
+
+/// The user namespace that owns the network namespace `netns` (`NS_GET_USERNS`).
+pub fn owner(netns: BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
     const NS_GET_USERNS: libc::c_ulong = 0xb701;
     // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor,
     // owned at once below.
@@ -132,7 +137,5 @@ pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Res
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the ioctl just returned this descriptor; nothing else owns it.
-    let owner = std::fs::File::from(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    let (a, b) = (owner.metadata()?, std::fs::metadata(userns)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }

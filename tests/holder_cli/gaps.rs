@@ -100,7 +100,7 @@ fn a_run_that_survived_a_rebuilt_holder_resolves_names(env: Env) {
 }
 
 /// For each `host:port` argument, what a TCP connection there reads, or `refused`.
-const TRY_CONNECT: &str = r#"import socket,sys
+pub(super) const TRY_CONNECT: &str = r#"import socket,sys
 out=[]
 for target in sys.argv[1:]:
     h,p=target.rsplit(':',1)
@@ -161,7 +161,7 @@ fn host_port_reaches_the_granted_host_loopback_service_only(env: Env) {
 }
 
 /// A shell command as the test user in the throwaway host namespace.
-fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
+pub(super) fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
     let user = env.user.as_ref().expect("the rootless tier has a user");
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "exec", &topo.host, "setpriv"])
@@ -173,13 +173,13 @@ fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
 
 /// A process in a new network namespace made by `prefix` (a command that
 /// execs the rest), printing its pid; killed on drop.
-struct Netns {
+pub(super) struct Netns {
     child: Child,
-    pid: u32,
+    pub(super) pid: u32,
 }
 
 impl Netns {
-    fn new(topo: &Topology, env: &Env, prefix: &str) -> Self {
+    pub(super) fn new(topo: &Topology, env: &Env, prefix: &str) -> Self {
         let mut child = as_user(topo, env, &format!("exec {prefix} sh -c 'echo $$; exec sleep 120'"))
             .stdout(Stdio::piped())
             .spawn()
@@ -190,19 +190,26 @@ impl Netns {
         Self { child, pid }
     }
 
-    fn path(&self) -> String {
+    pub(super) fn path(&self) -> String {
         format!("/proc/{}/ns/net", self.pid)
     }
 
     /// `script` run by python3 inside the namespace (its user namespace first).
-    fn python(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> Output {
+    pub(super) fn python(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> Output {
+        self.python_cmd(topo, env, script, args).output().unwrap()
+    }
+
+    /// The command [`Netns::python`] runs, to start in the background.
+    pub(super) fn python_cmd(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> std::process::Command {
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let cmd = format!(
-            "nsenter --user=/proc/{pid}/ns/user --net=/proc/{pid}/ns/net --preserve-credentials python3 -c \"$0\" {}",
+            "exec nsenter --user=/proc/{pid}/ns/user --net=/proc/{pid}/ns/net --preserve-credentials python3 -c \"$0\" {}",
             quoted.join(" "),
             pid = self.pid
         );
-        as_user(topo, env, &cmd).arg(script).output().unwrap()
+        let mut cmd = as_user(topo, env, &cmd);
+        cmd.arg(script);
+        cmd
     }
 }
 
@@ -216,14 +223,14 @@ impl Drop for Netns {
 /// Asks the network's name server (argv[1]) for argv[2]'s A record and
 /// prints the address (`none` without an answer). Only known names and
 /// names under the names domain are asked: nothing is forwarded upstream.
-const ASK_GATEWAY: &str = r#"import socket,struct,sys
+pub(super) const ASK_GATEWAY: &str = r#"import socket,struct,sys
 q=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in sys.argv[2].split('.'))+b'\0'+struct.pack('>HH',1,1)
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.sendto(q,(sys.argv[1],53)); r=s.recv(512)
 print(socket.inet_ntoa(r[-4:]) if struct.unpack('>H',r[6:8])[0] else 'none')
 "#;
 
 /// Prints the names of the namespace's interfaces.
-const LINKS: &str = "import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))";
+pub(super) const LINKS: &str = "import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))";
 
 fn attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves(env: Env) {
     if common::which("nsenter").is_none() {
