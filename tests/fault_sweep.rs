@@ -506,6 +506,24 @@ fn attach_sweep(tier: Tier, label: &str) {
     assert!(position(&detach_steps, "detach.marked") < position(&detach_steps, "undo.process"));
 }
 
+/// Every process the attachment `id` recorded runs. One that died before
+/// its detach takes its fault point with it (undo skips a process already
+/// gone), so a detach faulted at the last step would end normally: the
+/// attachment's relay killed by its parent's exit did that (a relay cleared
+/// its parent-death signal after the attach had exited, about 1 detach in 4
+/// sweeps under load).
+fn assert_processes_alive(topo: &Topology, id: &str) {
+    use pelagos_net::state::record::{Record, Resource};
+    let bytes = fs::read(topo.run_dir.join("runs").join(format!("{id}.json"))).unwrap();
+    let record: Record = serde_json::from_slice(&bytes).unwrap();
+    for resource in &record.resources {
+        if let Resource::Process { role, process } = resource {
+            let pid = process.pid;
+            assert!(process.is_alive(Path::new("/proc")), "{role:?} process {pid} of {id} died before its detach");
+        }
+    }
+}
+
 /// The sweeps of [`attach_sweep`] for the attach command `args`, the host
 /// at rest taken by `rest`; returns the steps of attach and of detach.
 fn sweep_attach_and_detach(
@@ -534,7 +552,11 @@ fn sweep_attach_and_detach(
     // detach; gc finishes a detach that had begun, `detach` again one that
     // had not (its attachment is whole and alive).
     let mut sweep = Sweep::new(env, topo);
-    let attach_id = |s: &mut Sweep<'_>| s.ok(args).trim().to_owned();
+    let attach_id = |s: &mut Sweep<'_>| {
+        let id = s.ok(args).trim().to_owned();
+        assert_processes_alive(topo, &id);
+        id
+    };
     let id = attach_id(&mut sweep);
     let detach_steps = sweep.trace(&["detach", &id]);
     settle(topo, &before).expect("detach leaves nothing behind");
