@@ -187,6 +187,11 @@ fn signals() -> nix::sys::signal::SigSet {
 /// The supervisor: bring the holder up, report, then watch.
 fn supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
     let _ = signals().thread_set_mask();
+    // What its children leave when they die (the name server's socket
+    // factory) comes to it, to be reaped, instead of to a pid 1 that may
+    // never reap.
+    // SAFETY: prctl(2) with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut sup = match Supervisor::bring_up(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -340,6 +345,7 @@ impl Supervisor {
 
     fn shutdown(&mut self) -> ! {
         self.kill_children();
+        reap_descendants(Duration::from_secs(2));
         if self.dir.read().ok().flatten().is_some_and(|s| s.supervisor == self.state.supervisor) {
             let _ = self.dir.remove();
         }
@@ -420,6 +426,22 @@ impl Supervisor {
                 let _ = self.dir.write(&self.state);
             }
             Err(_) => self.shutdown(),
+        }
+    }
+}
+
+/// Reap what is left of the supervisor's tree (it is their subreaper),
+/// waiting at most `within` for the last of them to die.
+fn reap_descendants(within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => return,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }
