@@ -160,6 +160,53 @@ fn host_port_reaches_the_granted_host_loopback_service_only(env: Env) {
     assert_all_gone(&topo, &[]);
 }
 
+/// For each `host:port` argument, what a UDP datagram there gets back, or `none`.
+const TRY_UDP: &str = r#"import socket,sys
+out=[]
+for target in sys.argv[1:]:
+    h,p=target.rsplit(':',1)
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.sendto(b'ping',(h,int(p))); out.append(s.recv(100).decode().strip())
+    except OSError: out.append('none')
+print(' '.join(out))
+"#;
+
+/// A UDP service on the throwaway host's 127.0.0.1 that answers with its name.
+fn host_loopback_udp_service(topo: &Topology, base: u16, name: &'static str) -> u16 {
+    let (socket, port) = topo.in_host(move || {
+        (0..50)
+            .map(|_| port(base))
+            .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok().map(|s| (s, p)))
+            .expect("a free UDP port on the host's loopback")
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(name.as_bytes(), peer);
+        }
+    });
+    port
+}
+
+fn host_port_relays_udp_to_the_granted_host_loopback_port_only(env: Env) {
+    let topo = Topology::new(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let granted = host_loopback_udp_service(&topo, 19000, "granted");
+    let other = host_loopback_udp_service(&topo, 19100, "other");
+    let targets =
+        [format!("127.0.0.1:{granted}"), format!("host.pelagos.internal:{granted}"), format!("127.0.0.1:{other}")];
+    let granted_arg = granted.to_string();
+    let mut args = vec!["run", "--network", "web", "--host-port", &granted_arg, "--", "python3", "-c", TRY_UDP];
+    args.extend(targets.iter().map(String::as_str));
+    let out = topo.cli(&env, &args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(words, ["granted", "granted", "none"], "{targets:?}: {}", describe(&out));
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
 /// A shell command as the test user in the throwaway host namespace.
 pub(super) fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
     let user = env.user.as_ref().expect("the rootless tier has a user");
@@ -295,6 +342,7 @@ tier_tests!(
     [
         a_run_that_survived_a_rebuilt_holder_resolves_names,
         host_port_reaches_the_granted_host_loopback_service_only,
+        host_port_relays_udp_to_the_granted_host_loopback_port_only,
         attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves,
     ]
 );
