@@ -49,20 +49,8 @@ impl Attached<'_> {
 }
 
 fn an_attachment_gets_its_address_and_ports_back_when_the_holder_is_rebuilt(env: Env) {
-    if common::which("nsenter").is_none() {
-        common::skip("rootless", "nsenter (util-linux) is needed");
-        return;
-    }
-    let topo = Topology::new(&env);
-    cli_ok(&topo, &env, &["network", "create", "web"]);
     // A run starts the holder; the namespace is made in its user namespace.
-    let first = start(&topo, &env, &["run", "--network", "web", "--", "python3", "-c", GREETER, "80"]);
-    let pids = holder_pids(&topo);
-    let ns = Netns::new(
-        &topo,
-        &env,
-        &format!("nsenter --user=/proc/{}/ns/user --preserve-credentials unshare --net", pids[1]),
-    );
+    let Some((topo, first, _, ns)) = super::gaps::holder_namespace_scene(&env) else { return };
     // Its loopback is its maker's business (attach leaves it alone): up,
     // so the published port's loopback clients are relayed to 127.0.0.1 there.
     let lo_up = format!(
@@ -73,14 +61,7 @@ fn an_attachment_gets_its_address_and_ports_back_when_the_holder_is_rebuilt(env:
     assert!(out.status.success(), "{}", describe(&out));
     let published = port(18500);
     let publish = format!("127.0.0.1:{published}:80");
-    let out = topo
-        .cli(&env, &["attach", "--netns", &ns.path(), "--network", "web", "--name", "side", "-p", &publish, "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", describe(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = report["id"].as_str().unwrap().to_owned();
-    let side = report["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_owned();
+    let (id, side) = super::gaps::attach_side(&topo, &env, &ns, &["-p", &publish]);
     let server = running_ready(ns.python_cmd(&topo, &env, GREETER, &["80"]));
     // Only the attachment uses the holder now: a rebuild must find the dead
     // holder's user namespace through it.

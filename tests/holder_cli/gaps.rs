@@ -279,30 +279,41 @@ print(socket.inet_ntoa(r[-4:]) if struct.unpack('>H',r[6:8])[0] else 'none')
 /// Prints the names of the namespace's interfaces.
 pub(super) const LINKS: &str = "import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))";
 
-fn attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves(env: Env) {
+/// Network `web` with a run `db` (greeting on port 80) that keeps the
+/// holder up, and a network namespace the user made inside the holder's
+/// user namespace; `None` (skipped) without nsenter.
+pub(super) fn holder_namespace_scene(env: &Env) -> Option<(Topology, Running, Vec<u32>, Netns)> {
     if common::which("nsenter").is_none() {
         common::skip("rootless", "nsenter (util-linux) is needed");
-        return;
+        return None;
     }
-    let topo = Topology::new(&env);
-    cli_ok(&topo, &env, &["network", "create", "web"]);
-    let server = start(&topo, &env, &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"]);
+    let topo = Topology::new(env);
+    cli_ok(&topo, env, &["network", "create", "web"]);
+    let server = start(&topo, env, &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"]);
     let pids = holder_pids(&topo);
-    // A namespace made inside the holder's user namespace, by the user.
-    let ns = Netns::new(
-        &topo,
-        &env,
-        &format!("nsenter --user=/proc/{}/ns/user --preserve-credentials unshare --net", pids[1]),
-    );
-    let out = topo
-        .cli(&env, &["attach", "--netns", &ns.path(), "--network", "web", "--name", "side", "--json"])
-        .output()
-        .unwrap();
+    let prefix = format!("nsenter --user=/proc/{}/ns/user --preserve-credentials unshare --net", pids[1]);
+    let ns = Netns::new(&topo, env, &prefix);
+    Some((topo, server, pids, ns))
+}
+
+/// `attach` the namespace `ns` to `web` as `side` (with `extra` options):
+/// the attachment's id and address.
+pub(super) fn attach_side(topo: &Topology, env: &Env, ns: &Netns, extra: &[&str]) -> (String, String) {
+    let path = ns.path();
+    let mut args = vec!["attach", "--netns", &path, "--network", "web", "--name", "side", "--json"];
+    args.extend_from_slice(extra);
+    let out = topo.cli(env, &args).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = report["id"].as_str().unwrap().to_owned();
     let side = report["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_owned();
     assert!(side.starts_with("10.90.1."), "{report}");
+    (id, side)
+}
+
+fn attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves(env: Env) {
+    let Some((topo, server, pids, ns)) = holder_namespace_scene(&env) else { return };
+    let (id, side) = attach_side(&topo, &env, &ns, &[]);
     let out = ns.python(&topo, &env, ASK_GATEWAY, &["10.90.1.1", "db"]);
     let db = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(db.starts_with("10.90.1.") && db != side, "the attached namespace resolves db: {}", describe(&out));
