@@ -3,6 +3,7 @@
 //! namespace, nor in the user's network holder (its links and its nftables
 //! ruleset are part of the snapshot), no lease, no record.
 
+use super::attach::sweep_attach_and_detach;
 use super::*;
 use common::running::Running;
 
