@@ -62,7 +62,7 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
     if spec.replace {
         let mut inside = Netlink::open_in(netns).map_err(link("open netlink in the container's namespace"))?;
         if let Some(index) = inside.link_index(spec.peer.as_str()).map_err(link("find the old container end"))? {
-            inside.delete_link(index).map_err(link("remove the old container end"))?;
+            inside.delete_link_if_present(index).map_err(link("remove the old container end"))?;
         }
     }
     let mut host = Netlink::open().map_err(link("open netlink in the holder"))?;
@@ -114,7 +114,7 @@ pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
     super::join::inside(&state, &paths.proc_root, "remove the attachment's veth", || {
         let mut host = Netlink::open().map_err(|e| crate::flow::error_chain(&e))?;
         match host.link_index(name).map_err(|e| crate::flow::error_chain(&e))? {
-            Some(index) => host.delete_link(index).map_err(|e| crate::flow::error_chain(&e)),
+            Some(index) => host.delete_link_if_present(index).map_err(|e| crate::flow::error_chain(&e)),
             None => Ok(()),
         }
     })
