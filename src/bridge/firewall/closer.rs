@@ -138,7 +138,9 @@ pub fn detach_pending() {
         Ok(nix::unistd::ForkResult::Child) => {
             let mut from: u32 = 0;
             for &fd in &keep {
-                close_range(from, (fd as u32).saturating_sub(1));
+                if fd as u32 > from {
+                    close_range(from, fd as u32 - 1);
+                }
                 from = fd as u32 + 1;
             }
             close_range(from, u32::MAX);
@@ -157,7 +159,9 @@ pub fn detach_pending() {
             let mut byte = [0u8; 1];
             // SAFETY: reading into a local buffer from a descriptor we hold;
             // EOF comes when the parent (the only writer) has exited.
-            while unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } < 0 {}
+            while unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
             // SAFETY: leaves without running destructors; the kernel closes
             // the inherited sockets, by now after the parent is gone.
             unsafe { libc::_exit(0) }
