@@ -188,18 +188,13 @@ def main():
         rows.append((what, f"{ours:.2f} ms", f"{peer:.2f} ms" if peer else "", peer_name,
                      f"{ratio:.3f}x" if ratio else "", goal, "PASS" if ok else "MISS"))
 
-    if plain:
-        row("ADD, no ports", med(plain["ours_add"]), med(plain["ref_add"]), "bridge+host-local", "<= 0.1x", 0.1)
-        row("DEL, no ports: runtime waits", med(plain["ours_del"]), med(plain["ref_del"]), "bridge DEL",
-            "<= 0.02x", 0.02)
-        row("  DEL, no ports: all done", med(plain["ours_gone"]), med(plain["ref_gone"]), "bridge DEL, same",
-            "(info)", 1e9)
-    if port:
-        row("ADD, 1 port", med(port["ours_add"]), med(port["ref_add"]), "bridge -> portmap", "<= 0.1x", 0.1)
-        row("DEL, 1 port: runtime waits", med(port["ours_del"]), med(port["ref_del"]), "portmap+bridge DEL",
-            "<= 0.02x", 0.02)
-        row("  DEL, 1 port: all done", med(port["ours_gone"]), med(port["ref_gone"]), "portmap+bridge, same",
-            "(info)", 1e9)
+    for d, label, peer in ((plain, "no ports", ("bridge+host-local", "bridge DEL")),
+                           (port, "1 port", ("bridge -> portmap", "portmap+bridge DEL"))):
+        if not d:
+            continue
+        row(f"ADD, {label}", med(d["ours_add"]), med(d["ref_add"]), peer[0], "<= 0.1x", 0.1)
+        row(f"DEL, {label}: runtime waits", med(d["ours_del"]), med(d["ref_del"]), peer[1], "<= 0.02x", 0.02)
+        row(f"  DEL, {label}: all done", med(d["ours_gone"]), med(d["ref_gone"]), f"{peer[1]}, same", "(info)", 1e9)
     if adds:
         first, last = med(adds[:10]), med(adds[-10:])
         rows.append((f"ADD #1 vs #{SCALE} (1 port)", f"{first:.2f} -> {last:.2f} ms", "", "medians of first/last 10",
