@@ -1,23 +1,14 @@
 //! `pelagos-net-cni`: the CNI plugin binary (install it as `pelagos-net` in
-//! a CNI bin directory). All logic is in `pelagos_net::cni`.
-//!
-//! Decision: a C `main` (`no_main`). The plugin lives for one call, and
-//! Rust's own start-up (the main thread's stack guard, found by reading
-//! `/proc/self/maps`; an alternate signal stack and SIGSEGV/SIGBUS
-//! handlers; checking that fds 0-2 are open) is a measurable part of it.
-//! It needs none of that: it reads stdin to the end, writes one answer and
-//! exits. SIGPIPE is ignored as Rust's start-up would (a runtime that
-//! closed our stdout gets no answer either way; the work is not cut short).
-
+//! a CNI bin directory). All logic is in `pelagos_net::cni`; the process
+//! starts as `pelagos_net::cli::start` describes.
 #![no_main]
 
 use std::io::{Read, Write};
 
-/// The plugin: stdin and the `CNI_*` variables in, one answer out.
-#[unsafe(no_mangle)]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+pelagos_net::binary_main!(plugin);
+
+/// The plugin's run; returns the exit status.
+fn plugin() -> i32 {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {
@@ -34,7 +25,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     let _ = out.flush();
     drop(out);
     // The answer is out: let go of the runtime's pipes now, so its read
-    // ends at our exit, whenever the child below is scheduled.
+    // ends at our exit, whenever the closer's child is scheduled.
     for fd in 0..=2 {
         // SAFETY: nothing in this process uses fds 0-2 after this point.
         unsafe { libc::close(fd) };
@@ -42,5 +33,5 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     // Sockets that removed forwards are closed after this process is gone,
     // so the runtime does not wait for the kernel's grace period.
     pelagos_net::cni::detach_pending();
-    std::process::exit(outcome.status);
+    outcome.status
 }
