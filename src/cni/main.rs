@@ -1,17 +1,13 @@
 //! `pelagos-net-cni`: the CNI plugin binary (install it as `pelagos-net` in
 //! a CNI bin directory). All logic is in `pelagos_net::cni`; the process
 //! starts as `pelagos_net::cli::start` describes.
-// `cargo test --all-targets` builds a test harness of this file too: it
-// brings its own `main`.
 #![cfg_attr(not(test), no_main)]
 
 use std::io::{Read, Write};
 
-#[cfg(not(test))]
 pelagos_net::binary_main!(plugin);
 
 /// The plugin's run; returns the exit status.
-#[cfg_attr(test, allow(dead_code))]
 fn plugin() -> i32 {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
