@@ -88,3 +88,8 @@ fn add_and_del_killed_at_every_step_leave_nothing_after_del_or_gc() {
 fn add_beside_a_forward_drop_ruleset_still_forwards() {
     section("forward-drop");
 }
+
+#[test]
+fn del_then_an_immediate_add_reuses_address_port_and_id_and_a_lost_deferred_deletion_is_finished() {
+    section("del-reuse");
+}

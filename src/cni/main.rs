@@ -24,6 +24,12 @@ fn plugin() -> i32 {
     let _ = out.write_all(outcome.stdout.as_bytes());
     let _ = out.flush();
     drop(out);
+    // The answer is out: let go of the runtime's pipes now, so its read
+    // ends at our exit, whenever the closer's child is scheduled.
+    for fd in 0..=2 {
+        // SAFETY: nothing in this process uses fds 0-2 after this point.
+        unsafe { libc::close(fd) };
+    }
     // Sockets that removed forwards are closed after this process is gone,
     // so the runtime does not wait for the kernel's grace period.
     pelagos_net::cni::detach_pending();

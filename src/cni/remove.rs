@@ -4,11 +4,17 @@
 //! Idempotent: a missing namespace, container or record is success.
 //!
 //! Decision: the veth pair's deletion is left to the child the plugin
-//! forks as it exits (`closer::defer_link_delete`): the kernel's
-//! `RTM_DELLINK` of a veth waits out RCU grace periods (10-20 ms here),
-//! which would be most of a DEL. The runtime deletes the container's
-//! namespace next anyway; an ADD that meets the old host end of the same
-//! attachment still being deleted removes it itself.
+//! starts as it exits (`closer::defer_link_delete`): the kernel's
+//! `RTM_DELLINK` of a veth waits out RCU grace periods (three expedited
+//! ones and an `rcu_barrier`, 10-25 ms here), which would be nearly all of
+//! a DEL. What the runtime relies on once DEL has exited is released
+//! before it exits: the published ports, the address, the record; and the
+//! host end is cut off its bridge (port disabled), so the old container
+//! end, which keeps the address until the kernel has deleted the pair,
+//! can neither answer for it nor send, and the address may be leased again
+//! at once. An ADD that meets the old host end of the same attachment
+//! still being deleted removes it itself; a repeated DEL or a GC removes a
+//! host end whose deletion never happened (the child killed).
 
 use super::attach::{host, me, store};
 use super::config::{Addressing, NetConf};
@@ -65,6 +71,9 @@ pub fn del(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
         Err(StoreError::ReadRecord { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             // A DEL that died after removing the record left its ports' index.
             PortIndex::new(&paths.run_dir).forget_id(&id).map_err(host)?;
+            // A DEL whose exiting child died before deleting the veth pair
+            // left its host end (cut off its bridge): named after the id.
+            crate::flow::undo::remove_veth(crate::model::ifname::veth_name(&id).as_str()).map_err(host)?;
             match &conf.addressing {
                 Addressing::Delegate { plugin } => ipam::exec(plugin, "DEL", params, stdin).map(drop),
                 Addressing::Leases { .. } => Ok(()),

@@ -125,10 +125,7 @@ pub(crate) fn undo(resource: &Resource, env: &Env<'_>, live: &mut Live) -> Resul
         Resource::Lease { network, address, holder } => {
             Ok(LeaseStore::new(&env.paths.run_dir).release(network, *address, holder).map(|_| None)?)
         }
-        Resource::Veth { name } if env.defer_links => {
-            defer_veth(name);
-            Ok(None)
-        }
+        Resource::Veth { name } if env.defer_links => defer_veth(name).map(|_| None),
         Resource::Veth { name } => remove_veth(name).map(|_| None),
         Resource::HolderVeth { name } => {
             crate::holder::network::remove_veth(env.paths, name).map_err(Box::new)?;
@@ -237,7 +234,7 @@ fn kill_process(role: &'static str, process: ProcessId, env: &Env<'_>, grace: Du
     })
 }
 
-fn remove_veth(name: &str) -> Result<(), UndoError> {
+pub(crate) fn remove_veth(name: &str) -> Result<(), UndoError> {
     let err = |source| UndoError::Veth { name: name.to_owned(), source };
     let mut host = Netlink::open().map_err(err)?;
     match host.link_index(name).map_err(err)? {
@@ -246,16 +243,33 @@ fn remove_veth(name: &str) -> Result<(), UndoError> {
     }
 }
 
-/// Queue the deletion of veth `name` for the exiting process's child.
-/// The index is looked up with `if_nametoindex` (an ioctl that does not
-/// take the rtnl lock, which an earlier deletion may still hold), and the
-/// deletion goes by index, so it can never hit a new link of the same name.
-fn defer_veth(name: &str) {
-    let Ok(cname) = std::ffi::CString::new(name) else { return };
+/// Cut veth `name` off its bridge now and queue its deletion for the
+/// exiting process's child. The index is looked up with `if_nametoindex`
+/// (an ioctl that does not take the rtnl lock, which an earlier deletion
+/// may still hold), and the deletion goes by index, so it can never hit a
+/// new link of the same name. Disabling the bridge port is what makes the
+/// released address safe to lease again at once: until the kernel has
+/// deleted the pair, its container end (which still holds the address)
+/// can neither answer ARP nor send on the bridge. A port that cannot be
+/// disabled is deleted here and now.
+fn defer_veth(name: &str) -> Result<(), UndoError> {
+    let Ok(cname) = std::ffi::CString::new(name) else { return Ok(()) };
     // SAFETY: a NUL-terminated name; the call only reads it.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index != 0 {
-        crate::bridge::firewall::closer::defer_link_delete(index);
+    if index == 0 {
+        return Ok(());
+    }
+    let cut = Netlink::open().and_then(|mut nl| nl.disable_port(index));
+    match cut {
+        Ok(()) => {
+            crate::bridge::firewall::closer::defer_link_delete(index);
+            Ok(())
+        }
+        Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => Ok(()),
+        Err(e) => {
+            log::debug!("cannot disable bridge port {name} ({e}); deleting it now");
+            remove_veth(name)
+        }
     }
 }
 

@@ -26,7 +26,7 @@ if [[ ${PELAGOS_CNI_SANDBOX:-} != 1 ]]; then
 fi
 
 BIN=$(readlink -f "$1"); shift
-SECTIONS=${*:-protocol chains concurrency bad-input ports fault-sweep forward-drop}
+SECTIONS=${*:-protocol chains concurrency bad-input ports fault-sweep forward-drop del-reuse}
 REF=/usr/lib/cni
 mount -t tmpfs -o mode=0755 pelagos-cni-conformance /run
 mkdir -p /run/netns /run/st /run/bin
@@ -435,6 +435,53 @@ section_forward_drop() {
     cni DEL w1 eth0 /run/netns/w1 pelagos-net <<<"$c"
     nothing_left fwd
     ip netns del w1; ip netns del up1
+}
+
+section_del_reuse() {
+    echo "# DEL then an immediate ADD reusing the address, the port, the container id; a deletion that never happened"
+    local c a b
+    c=$(conf reuse 10.66.0.0/24 '"runtimeConfig":{"portMappings":[{"hostPort":18095,"containerPort":80}]}')
+    ip netns add r1; ip netns add r2; ip netns add r3
+    a=$(CNI_ARGS="IP=10.66.0.9" cni ADD ra eth0 /run/netns/r1 pelagos-net <<<"$c")
+    local old
+    old=$(jq -r '.interfaces[1].name' <<<"$a")
+    cni DEL ra eth0 /run/netns/r1 pelagos-net <<<"$c"
+    check "right after DEL the old host end is gone or cut off its bridge (port disabled)" \
+        bash -c "! ip link show $old >/dev/null 2>&1 || bridge -d link show dev $old | grep -q 'state disabled'"
+    b=$(CNI_ARGS="IP=10.66.0.9" cni ADD rb eth0 /run/netns/r2 pelagos-net <<<"$c")
+    check "an ADD right after DEL gets the same address and the same host port" \
+        jq -e '.ips[0].address == "10.66.0.9/24"' <<<"$b"
+    ip netns exec r2 socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo new' &
+    local srv=$!
+    eventually ip netns exec r2 sh -c "ss -Htln 'sport = :80' | grep -q ."
+    check "the reused address reaches the new container, not the old one" \
+        bash -c "socat -T2 - TCP:10.66.0.9:80 </dev/null | grep -q new"
+    check "the reused host port reaches the new container" \
+        bash -c "socat -T2 - TCP:10.66.0.1:18095 </dev/null | grep -q new"
+    kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
+    cni DEL rb eth0 /run/netns/r2 pelagos-net <<<"$c"
+    cni ADD rc eth0 /run/netns/r3 pelagos-net <<<"$c" >/dev/null
+    cni DEL rc eth0 /run/netns/r3 pelagos-net <<<"$c"
+    check "ADD, DEL, ADD of the same container id at once works" cni ADD rc eth0 /run/netns/r3 pelagos-net <<<"$c"
+    check "the container has its interface again" ip -n r3 link show eth0
+    cni DEL rc eth0 /run/netns/r3 pelagos-net <<<"$c"
+    # What a DEL whose exiting child was killed before deleting the pair
+    # leaves: the host end (cut off its bridge) with no record, lease or
+    # forward (made here by removing those files of an attachment).
+    c=$(conf reuse 10.66.0.0/24)
+    local veth gc
+    gc=$(jq -c '.cniVersion = "1.1.0" | . + {"cni.dev/valid-attachments": []}' <<<"$c")
+    for how in DEL GC; do
+        ip netns del r3; ip netns add r3
+        cni ADD rd eth0 /run/netns/r3 pelagos-net <<<"$c" >/dev/null
+        veth=$(ip -o link show master pn-reuse | grep -o 'pv[0-9a-f]\{12\}' | head -1)
+        rm -f /run/st/run/runs/*.json /run/st/run/leases/reuse/10.66.0.*
+        if [[ $how == DEL ]]; then cni DEL rd eth0 /run/netns/r3 pelagos-net <<<"$c"; else cni GC "" "" "" pelagos-net <<<"$gc"; fi
+        check "$how removes a host end left by a deletion that never happened" \
+            bash -c "[[ -n '$veth' ]] && ! ip link show '$veth'"
+    done
+    nothing_left reuse
+    ip netns del r1; ip netns del r2; ip netns del r3
 }
 
 for s in $SECTIONS; do

@@ -17,7 +17,8 @@
 //! [`DELAY`] later, on one janitor thread that exists only while something
 //! is pending: by then the grace period is long over and the close neither
 //! waits nor blocks other commits. A process that is about to exit (the
-//! CLI, the CNI plugin) calls [`detach_pending`]: a forked child inherits
+//! CLI, the CNI plugin) calls [`detach_pending`]: a child (cloned with the
+//! parent's memory, so no page tables are copied) inherits
 //! the pending sockets and holds them until this process is gone, so the
 //! exit does not wait either; the child then closes them and exits. That
 //! child holds nothing else (every other descriptor, stdout included, is
@@ -49,7 +50,7 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue { items: Vec::new(), janitor: fals
 static LINKS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Delete link `ifindex` (of the calling process's namespace) in the child
-/// [`detach_pending`] forks, not on the caller's path: deleting a veth
+/// [`detach_pending`] starts, not on the caller's path: deleting a veth
 /// waits for RCU grace periods in the kernel (10-20 ms here). Only for a
 /// process that calls [`detach_pending`] before it exits (the CNI plugin).
 pub fn defer_link_delete(ifindex: u32) {
@@ -113,7 +114,7 @@ fn janitor() {
     }
 }
 
-/// Before this process exits: hand every pending socket to a forked child
+/// Before this process exits: hand every pending socket to a child
 /// that closes them only after this process is gone (see the module docs),
 /// and let that child delete the links [`defer_link_delete`] queued. Does
 /// nothing when nothing is pending. Call it last, right before exit:
@@ -132,49 +133,97 @@ pub fn detach_pending() {
     use std::os::fd::AsRawFd;
     keep.push(read_end.as_raw_fd());
     keep.sort_unstable();
-    // SAFETY: the child runs only async-signal-safe system calls (close_range,
-    // read, _exit) on memory prepared before the fork; it never returns.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            let mut from: u32 = 0;
-            for &fd in &keep {
-                close_range(from, (fd as u32).saturating_sub(1));
-                from = fd as u32 + 1;
-            }
-            close_range(from, u32::MAX);
-            if !links.is_empty() {
-                // SAFETY: socket/send/close on memory prepared before the fork.
-                unsafe {
-                    let s = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
-                    if s >= 0 {
-                        for m in &links {
-                            libc::send(s, m.as_ptr().cast(), m.len(), 0);
-                        }
-                        libc::close(s);
-                    }
-                }
-            }
-            let mut byte = [0u8; 1];
-            // SAFETY: reading into a local buffer from a descriptor we hold;
-            // EOF comes when the parent (the only writer) has exited.
-            while unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } < 0 {}
-            // SAFETY: leaves without running destructors; the kernel closes
-            // the inherited sockets, by now after the parent is gone.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            // Our copy of the write end lives until we exit.
-            std::mem::forget(write_end);
-        }
-        Err(_) => {}
+    // Shared with the child (same memory): never freed.
+    let job: &'static mut Detached = Box::leak(Box::new(Detached { keep, links, read_end: read_end.as_raw_fd() }));
+    // SAFETY: a fresh anonymous mapping, used only as the child's stack and
+    // never unmapped (it goes with the last of the two processes).
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return;
+    }
+    // SAFETY: the child shares this process's memory (CLONE_VM: no page
+    // tables copied, no copy-on-write faults in the exiting parent) but has
+    // its own descriptor table and stack; it runs `detached` on `job`,
+    // which is leaked, and calls only async-signal-safe system calls.
+    let pid = unsafe {
+        libc::clone(
+            detached,
+            stack.cast::<u8>().add(CHILD_STACK).cast(),
+            libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::from_mut(job).cast(),
+        )
+    };
+    if pid > 0 {
+        // Our copy of the write end lives until we exit.
+        std::mem::forget(write_end);
     }
     drop(q);
+}
+
+/// The child's stack size (it calls a handful of system calls).
+const CHILD_STACK: usize = 64 * 1024;
+
+/// What the child of [`detach_pending`] works on.
+struct Detached {
+    /// Descriptors it keeps (the sockets and `read_end`), sorted.
+    keep: Vec<RawFd>,
+    /// `RTM_DELLINK` requests to send.
+    links: Vec<Vec<u8>>,
+    /// The pipe whose EOF says the parent is gone.
+    read_end: RawFd,
+}
+
+/// The child: close every descriptor but the kept ones, delete the links,
+/// wait until the parent is gone, exit (the kernel closes the sockets).
+/// It shares the parent's memory, errno included: nothing here depends
+/// on errno but the read's retry.
+extern "C" fn detached(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked `Detached` of `detach_pending`.
+    let job = unsafe { &*arg.cast::<Detached>() };
+    let mut from: u32 = 0;
+    for &fd in &job.keep {
+        if fd as u32 > from {
+            close_range(from, fd as u32 - 1);
+        }
+        from = fd as u32 + 1;
+    }
+    close_range(from, u32::MAX);
+    if !job.links.is_empty() {
+        // SAFETY: socket/send/close on memory prepared before the clone.
+        unsafe {
+            let s = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
+            if s >= 0 {
+                for m in &job.links {
+                    libc::send(s, m.as_ptr().cast(), m.len(), 0);
+                }
+                libc::close(s);
+            }
+        }
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reading into a local buffer from a descriptor we hold;
+    // EOF comes when the parent (the only writer) has exited.
+    while unsafe { libc::read(job.read_end, byte.as_mut_ptr().cast(), 1) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+    // SAFETY: leaves without running destructors; the kernel closes
+    // the inherited sockets, by now after the parent is gone.
+    unsafe { libc::_exit(0) }
 }
 
 /// `close_range(first, last, 0)` where `first <= last`.
 fn close_range(first: u32, last: u32) {
     if first <= last {
-        // SAFETY: closes descriptors of this (forked) process only.
+        // SAFETY: closes descriptors of this (child) process only.
         unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
     }
 }

@@ -16,7 +16,17 @@ use std::path::Path;
 pub(super) fn create_named(exec: &mut Exec) -> Result<(), RunError> {
     let name = generate_ns_name(exec.id());
     exec.add(Resource::NetnsName { path: exec.paths.netns_dir.join(&name) })?;
-    exec.named = Some(netns::create_named(&exec.paths.netns_dir, &name)?);
+    // The veth's container end is configured in there next: over a socket
+    // the namespace's maker opened inside (no thread to join it).
+    if exec.plan.steps.iter().any(|s| matches!(s, crate::flow::steps::Step::CreateVeth { .. })) {
+        let (ns, rtnl) = netns::create_named_with_rtnl(&exec.paths.netns_dir, &name)?;
+        exec.named = Some(ns);
+        if exec.bridge.wants.inside.is_none() {
+            exec.bridge.wants.inside = crate::bridge::netlink::Netlink::from_fd(rtnl).ok();
+        }
+    } else {
+        exec.named = Some(netns::create_named(&exec.paths.netns_dir, &name)?);
+    }
     Ok(())
 }
 
