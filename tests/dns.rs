@@ -13,7 +13,9 @@
 #[macro_use]
 mod common;
 
-use common::dns::{BIG_COUNT, BIG_NAME, DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER, addresses, run};
+use common::dns::{
+    BIG_COUNT, BIG_NAME, DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER, addresses, run, run_env,
+};
 use common::{Env, Tier, Topology, describe};
 use std::io::Write;
 use std::net::TcpListener;
@@ -88,6 +90,11 @@ impl Scene {
         run(&self.topo, &self.env, &self.etc, args)
     }
 
+    /// [`Scene::run`] with the answer cache off (`PELAGOS_DNS_CACHE=off`).
+    fn run_no_cache(&self, args: &[&str]) -> std::process::Output {
+        run_env(&self.topo, &self.env, &self.etc, args, &[("PELAGOS_DNS_CACHE", "off")])
+    }
+
     fn finish(self) {
         assert!(common::dns::host_files() == self.host_files, "the host's /etc/resolv.conf or /etc/hosts changed");
         assert_eq!(self.etc.snapshot(), self.before, "a file the test made changed");
@@ -109,8 +116,8 @@ fn stub_on_loopback_resolves_in_every_mode(env: Env) {
         assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}: {}", describe(&out));
         let ns = stdout.lines().next().unwrap_or_default();
         let expected = match mode {
-            "pasta" => "nameserver 169.254.1.1",
-            "slirp4netns" => "nameserver 10.0.2.3",
+            // pelagos-net's caching forwarder inside the namespace.
+            "pasta" | "slirp4netns" => "nameserver 169.254.1.1",
             "bridge" => "nameserver 10.90.0.1",
             _ => ns,
         };
@@ -256,12 +263,16 @@ fn symlinked_chained_and_dangling_resolv_conf(env: Env) {
 
 fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
     let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
-    for mode in modes(&env).into_iter().filter(|m| !matches!(*m, "auto" | "pasta")) {
+    // pelagos-net's forwarders (the default in every mode) carry TCP.
+    for mode in modes(&env) {
         let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
         assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}: {}", describe(&out));
     }
-    // pasta: a build that maps TCP answers in full; one that does not
-    // (Debian 12's) refuses TCP to the forward address at once, never hangs.
+    let out = scene.run_no_cache(&["run", "--network", "slirp4netns", "--", "getent", "ahostsv4", BIG_NAME]);
+    assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "slirp4netns, no cache: {}", describe(&out));
+    // pasta's own forwarder (no cache): a build that maps TCP answers in
+    // full; one that does not (Debian 12's) refuses TCP to the forward
+    // address at once, never hangs.
     let probe = "import socket\ntry:\n  socket.create_connection(('169.254.1.1', 53), 20)\n  print('connected')\nexcept OSError as e:\n  print(e.strerror)";
     // The lookup is timed inside the namespace: the run around it may take
     // seconds on a slow (emulated) machine.
@@ -269,7 +280,7 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         "grep -c 'does not map TCP' /etc/resolv.conf; python3 -c \"{probe}\"; s=$(date +%s%N); \
          n=$(getent ahostsv4 {BIG_NAME} | grep -c STREAM); echo $n; echo $(( ($(date +%s%N) - s) / 1000000 ))"
     );
-    let out = scene.run(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
+    let out = scene.run_no_cache(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = stdout.lines().collect();
     if lines.first() == Some(&"1") {
@@ -279,6 +290,42 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         assert!(ms < 4000, "the lookup took {ms} ms: {}", describe(&out));
     } else {
         assert_eq!(lines.get(2), Some(&BIG_COUNT.to_string().as_str()), "{}", describe(&out));
+    }
+    scene.finish();
+}
+
+/// The answer cache: a repeated query is answered by pelagos-net's
+/// forwarder without asking the resolver again, in every networked mode;
+/// with `PELAGOS_DNS_CACHE=off` every query reaches it, and pasta and
+/// slirp4netns runs use the mode's own forwarder.
+fn repeated_queries_are_cached_and_the_off_switch_asks_every_time(env: Env) {
+    if common::dns::dnsmasq().is_none() {
+        return;
+    }
+    let Some(mut scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[]) else { return };
+    scene.servers.push(DnsServer::start_counting(&scene.topo.host, STUB_ADDR, STUB_ANSWER));
+    let asks = |name: &str| {
+        format!(
+            "head -n 2 /etc/resolv.conf | tail -n 1; for i in 1 2 3; do getent ahostsv4 {name} >/dev/null || exit 9; done"
+        )
+    };
+    for mode in modes(&env).into_iter().filter(|m| *m != "auto") {
+        let cached = format!("cached-{mode}.{DOMAIN}");
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
+        assert!(ok_stdout(&out).contains("caches answers"), "{mode}: {}", describe(&out));
+        assert_eq!(scene.servers[0].queries(&cached), 1, "{mode}: {}", describe(&out));
+
+        let fresh = format!("uncached-{mode}.{DOMAIN}");
+        let out = scene.run_no_cache(&["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
+        let comment = ok_stdout(&out);
+        assert!(!comment.contains("caches answers"), "{mode}: {}", describe(&out));
+        let own = match mode {
+            "pasta" => "which pasta forwards",
+            "slirp4netns" => "slirp4netns's built-in forwarder",
+            _ => "a forwarder of pelagos-net on the network's gateway",
+        };
+        assert!(comment.contains(own), "{mode}: {}", describe(&out));
+        assert_eq!(scene.servers[0].queries(&fresh), 3, "{mode}: {}", describe(&out));
     }
     scene.finish();
 }
@@ -334,6 +381,7 @@ both_tiers!([
     resolver_that_is_the_default_gateway_works,
     symlinked_chained_and_dangling_resolv_conf,
     tcp_only_answers_come_over_tcp_or_fail_at_once,
+    repeated_queries_are_cached_and_the_off_switch_asks_every_time,
     no_resolv_conf_the_run_works_and_says_so,
     bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
 ]);

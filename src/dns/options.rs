@@ -120,6 +120,11 @@ pub struct DnsOptions {
     /// `--add-host` entries, in order.
     #[serde(default)]
     pub add_hosts: Vec<AddHost>,
+    /// No answer cache (`PELAGOS_DNS_CACHE=off`): pelagos-net's forwarders
+    /// keep no answers, and pasta and slirp4netns runs use the mode's own
+    /// forwarder instead of one of pelagos-net's (see [`super::decide`]).
+    #[serde(default)]
+    pub no_cache: bool,
 }
 
 impl DnsOptions {
@@ -148,7 +153,7 @@ impl DnsOptions {
             Some(options.iter().map(|o| parse_option(o)).collect::<Result<_, _>>()?)
         };
         let add_hosts = add_hosts.iter().map(|h| parse_add_host(h)).collect::<Result<_, _>>()?;
-        Ok(Self { servers, search, options, add_hosts })
+        Ok(Self { servers, search, options, add_hosts, no_cache: false })
     }
 
     /// True when the run asks for nothing DNS-related.

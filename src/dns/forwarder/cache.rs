@@ -15,7 +15,7 @@
 //!   the smaller of their SOA's TTL and its MINIMUM field (RFC 2308; no
 //!   SOA: not cached), both capped, and a TTL of 0 is not cached;
 //! - at most [`CacheConfig::max_entries`] answers; a full cache drops the
-//!   expired ones, then the one closest to expiry.
+//!   oldest (first stored), in constant time per answer stored.
 //!
 //! A served answer carries the client's ID, RD bit and question bytes (the
 //! client's own letter case), and every record's TTL counts down: the
@@ -25,7 +25,7 @@
 //! stored.
 
 use crate::dns::proto::{self, HEADER_LEN, Question};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Type OPT (EDNS, RFC 6891): its TTL field holds flags, not a TTL.
@@ -139,12 +139,8 @@ struct Entry {
     /// Its lifetime in whole seconds, and when it was stored.
     lifetime: u32,
     stored: Instant,
-}
-
-impl Entry {
-    fn expires(&self) -> Instant {
-        self.stored + Duration::from_secs(u64::from(self.lifetime))
-    }
+    /// Which store this was (see [`Cache::order`]).
+    serial: u64,
 }
 
 /// The cache.
@@ -152,11 +148,15 @@ impl Entry {
 pub(super) struct Cache {
     cfg: Option<CacheConfig>,
     entries: HashMap<Key, Entry>,
+    /// Keys in the order they were stored, with the store's serial (an
+    /// older pair whose key was stored again since is stale and skipped).
+    order: VecDeque<(Key, u64)>,
+    serial: u64,
 }
 
 impl Cache {
     pub(super) fn new(cfg: CacheConfig) -> Self {
-        Self { cfg: cfg.enabled().then_some(cfg), entries: HashMap::new() }
+        Self { cfg: cfg.enabled().then_some(cfg), entries: HashMap::new(), order: VecDeque::new(), serial: 0 }
     }
 
     pub(super) fn enabled(&self) -> bool {
@@ -193,20 +193,28 @@ impl Cache {
     pub(super) fn put(&mut self, look: Lookup, q: &Question, reply: &[u8], now: Instant) {
         let Some(cfg) = self.cfg else { return };
         let Some((ttls, lifetime)) = cacheable(q, reply, &cfg) else { return };
-        if self.entries.len() >= cfg.max_entries && !self.entries.contains_key(&look.key) {
-            self.make_room(now, cfg.max_entries);
+        if !self.entries.contains_key(&look.key) {
+            while self.entries.len() >= cfg.max_entries && self.drop_oldest() {}
         }
-        self.entries.insert(look.key, Entry { reply: reply.to_vec(), ttls, lifetime, stored: now });
+        self.serial += 1;
+        let serial = self.serial;
+        self.order.push_back((look.key.clone(), serial));
+        self.entries.insert(look.key, Entry { reply: reply.to_vec(), ttls, lifetime, stored: now, serial });
+        if self.order.len() > 2 * cfg.max_entries {
+            let entries = &self.entries;
+            self.order.retain(|(k, s)| entries.get(k).is_some_and(|e| e.serial == *s));
+        }
     }
 
-    fn make_room(&mut self, now: Instant, max: usize) {
-        self.entries.retain(|_, e| e.expires() > now);
-        while self.entries.len() >= max {
-            let Some(k) = self.entries.iter().min_by_key(|(_, e)| e.expires()).map(|(k, _)| k.clone()) else {
-                return;
-            };
-            self.entries.remove(&k);
+    /// Drop the oldest entry still kept; false when none is left.
+    fn drop_oldest(&mut self) -> bool {
+        while let Some((k, serial)) = self.order.pop_front() {
+            if self.entries.get(&k).is_some_and(|e| e.serial == serial) {
+                self.entries.remove(&k);
+                return true;
+            }
         }
+        false
     }
 
     #[cfg(test)]

@@ -168,10 +168,15 @@ fn lifetimes_and_entries_are_capped_and_off_keeps_nothing() {
     assert_eq!(ttls_of(&t.get(&q("a.test"), 0).unwrap()), vec![100]);
     t.put(&q("b.test"), &reply(&q("b.test"), 0, &[a(50)]));
     t.put(&q("c.test"), &reply(&q("c.test"), 0, &[a(70)]));
-    // Full: the one closest to expiry (b) went.
+    // Full: the oldest (a) went.
     assert_eq!(t.cache.len(), 2);
-    assert!(t.get(&q("b.test"), 0).is_none());
-    assert!(t.get(&q("a.test"), 0).is_some() && t.get(&q("c.test"), 0).is_some());
+    assert!(t.get(&q("a.test"), 0).is_none());
+    assert!(t.get(&q("b.test"), 0).is_some() && t.get(&q("c.test"), 0).is_some());
+    // Stored again, an answer is the newest.
+    t.put(&q("b.test"), &reply(&q("b.test"), 0, &[a(50)]));
+    t.put(&q("d.test"), &reply(&q("d.test"), 0, &[a(50)]));
+    assert!(t.get(&q("c.test"), 0).is_none());
+    assert!(t.get(&q("b.test"), 0).is_some() && t.get(&q("d.test"), 0).is_some());
     let mut off = T::new(CacheConfig::OFF);
     off.put(&q("a.test"), &reply(&q("a.test"), 0, &[a(60)]));
     assert!(off.get(&q("a.test"), 0).is_none());
