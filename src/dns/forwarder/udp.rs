@@ -8,7 +8,7 @@ use super::event_loop::Loop;
 use crate::dns::proto::{self, Question, RCODE_REFUSED, RCODE_SERVFAIL};
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Largest datagram.
@@ -143,14 +143,10 @@ impl Loop {
     /// Read every queued upstream reply of one family.
     pub(super) fn udp_replies(&mut self, v6: bool) {
         let mut buf = self.take_buf();
-        loop {
-            let sock: &UdpSocket = match if v6 { &self.up6 } else { &self.up4 } {
-                Some(s) => s,
-                None => break,
-            };
+        while let Some(sock) = if v6 { self.up6.as_ref() } else { self.up4.as_ref() } {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => self.udp_reply(&buf[..n], from),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // WouldBlock (drained) or anything else: the attempt's timer
                 // handles an upstream that never answers.
                 Err(_) => break,
