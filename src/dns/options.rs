@@ -122,7 +122,7 @@ pub struct DnsOptions {
     pub add_hosts: Vec<AddHost>,
     /// No answer cache (`PELAGOS_DNS_CACHE=off`): pelagos-net's forwarders
     /// keep no answers, and pasta and slirp4netns runs use the mode's own
-    /// forwarder instead of one of pelagos-net's (see [`super::decide`]).
+    /// forwarder instead of one of pelagos-net's (see [`super::decide()`]).
     #[serde(default)]
     pub no_cache: bool,
 }
