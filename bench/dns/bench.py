@@ -164,9 +164,9 @@ class Bench:
         return [self.a.bin, "--run-dir", f"{d}/run", "--netns-dir", f"{d}/netns", "--config-dir", f"{d}/config",
                 "run"] + args
 
-    def spawn_root(self, argv, stdout):
+    def spawn_root(self, argv, stdout, env=None):
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=self.env.log, close_fds=True,
-                             env=self.env.env, cwd=self.a.workdir)
+                             env=env or self.env.env, cwd=self.a.workdir)
         self.env.tracker.add(p.pid)
         return p
 
@@ -177,20 +177,26 @@ class Bench:
         # A run's name is answered from a table, never from upstream: no cold query.
         cold = "0" if path in ("names", "holder-names") else "1"
         client = ["/usr/bin/python3", self.me, "--query", "auto", str(n), name, cold]
-        root = path in ("bridge", "names")
+        # The "-own" paths: no answer cache, so pasta and slirp4netns use
+        # their own forwarders (pasta's --dns-forward, libslirp's 10.0.2.3).
+        base = path.removesuffix("-own")
+        extra = {"PELAGOS_DNS_CACHE": "off"} if path.endswith("-own") else {}
+        root = base in ("bridge", "names")
         if path == "direct":
             argv = client[:3] + ["127.0.0.53"] + client[4:]
         elif root:
             argv = self.root_run(["--network", "bridge", "--"] + client)
-        elif path in ("holder", "holder-names"):
+        elif base in ("holder", "holder-names"):
             argv = self.holder_cmd(["run", "--network", HOLDER_NET, "--"] + client)
-        elif path in ("forwarder", "slirp-forwarder"):
-            mode = "pasta" if path == "forwarder" else "slirp4netns"
-            argv = self.user_run(["--network", mode, "--dns", "127.0.0.54", "--"] + client)
         else:
-            argv = self.user_run(["--network", path, "--"] + client)
-        p = self.spawn_root(argv, subprocess.PIPE) if root else self.env.spawn(argv, stdout=subprocess.PIPE)
-        if not root:
+            argv = self.user_run(["--network", base, "--"] + client)
+        env = dict(self.env.env, **extra)
+        if root:
+            p = self.spawn_root(argv, subprocess.PIPE, env)
+        else:
+            p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
+                                 cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=self.env.log, close_fds=True)
             self.env.tracker.add(p.pid)
         out, _ = p.communicate(timeout=120)
         if p.returncode != 0:
@@ -252,13 +258,14 @@ class Bench:
 
 PATHS = [
     ("direct", "direct to the stub 127.0.0.53"),
-    ("pasta", "pasta: 169.254.1.1 (pasta's --dns-forward)"),
-    ("slirp4netns", "slirp4netns: 10.0.2.3 (libslirp)"),
-    ("bridge", "bridge: 10.90.0.1 (our forwarder, root)"),
-    ("forwarder", "pasta --dns 127.0.0.54 (our forwarder in the netns)"),
-    ("slirp-forwarder", "slirp4netns --dns 127.0.0.54 (our forwarder in the netns)"),
+    ("pasta", "pasta: 169.254.1.1 (our caching forwarder in the netns)"),
+    ("slirp4netns", "slirp4netns: 169.254.1.1 (our caching forwarder in the netns)"),
+    ("bridge", "bridge: 10.90.0.1 (our caching forwarder on the gateway, root)"),
+    ("pasta-own", "pasta, cache off: 169.254.1.1 (pasta's --dns-forward)"),
+    ("slirp4netns-own", "slirp4netns, cache off: 10.0.2.3 (libslirp)"),
+    ("bridge-own", "bridge, cache off: 10.90.0.1 (our forwarder, no cache)"),
     ("names", "bridge: a run's name (our forwarder's own table)"),
-    ("holder", "rootless network: 10.90.1.1 (the holder's name server)"),
+    ("holder", "rootless network: 10.90.1.1 (the holder's name server, caching)"),
     ("holder-names", "rootless network: a run's name (the holder's table)"),
 ]
 STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
