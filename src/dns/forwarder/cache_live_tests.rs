@@ -2,6 +2,7 @@
 //! stub resolver on 127.0.0.3 that counts the queries it gets per name.
 
 use super::cache::tests::{reply, soa, with_opt};
+use super::tests::ask_udp as ask;
 use super::*;
 use crate::dns::proto::{self, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A};
 use std::net::Ipv4Addr;
@@ -60,15 +61,6 @@ fn start(stub: &Stub, names: Arc<dyn LocalNames>, cache: CacheConfig) -> Forward
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let cfg = ForwarderConfig { upstreams: vec![stub.addr], names, local_ttl: 0, limits: Limits::default(), cache };
     Forwarder::start(listeners, cfg).unwrap()
-}
-
-fn ask(fwd: &Forwarder, msg: &[u8]) -> Vec<u8> {
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.send_to(msg, fwd.local_addr()).unwrap();
-    let mut buf = [0u8; 4096];
-    let (n, _) = c.recv_from(&mut buf).unwrap();
-    buf[..n].to_vec()
 }
 
 fn q(name: &str, id: u16) -> Vec<u8> {

@@ -72,7 +72,7 @@ fn fast() -> Limits {
     Limits { attempt_timeout: Duration::from_millis(150), ..Limits::default() }
 }
 
-fn ask_udp(fwd: &Forwarder, msg: &[u8]) -> Vec<u8> {
+pub(super) fn ask_udp(fwd: &Forwarder, msg: &[u8]) -> Vec<u8> {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.send_to(msg, fwd.local_addr()).unwrap();
