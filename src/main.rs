@@ -1,5 +1,5 @@
-//! The `pelagos-net` binary: everything lives in the library's command line module.
+//! The `pelagos-net` binary: everything lives in the library's command line
+//! module; the process starts as `pelagos_net::cli::start` describes.
+#![no_main]
 
-fn main() -> std::process::ExitCode {
-    pelagos_net::cli::main()
-}
+pelagos_net::binary_main!(pelagos_net::cli::main);

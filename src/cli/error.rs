@@ -6,8 +6,6 @@
 //! own status. Read-only subcommands use 1 for "the answer is no" (a
 //! network that does not exist, a host that cannot network).
 
-use std::process::ExitCode;
-
 /// Usage errors and failures of pelagos-net itself.
 pub const EXIT_USAGE: i32 = 125;
 
@@ -27,9 +25,10 @@ impl Exit {
     }
 }
 
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e.0.clamp(0, 255) as u8)
+impl Exit {
+    /// The process's exit status (clamped to 0..=255).
+    pub fn status(self) -> i32 {
+        self.0.clamp(0, 255)
     }
 }
 
@@ -106,7 +105,7 @@ mod tests {
 
     #[test]
     fn exit_codes_clamp() {
-        assert_eq!(ExitCode::from(Exit::code(300)), ExitCode::from(255));
-        assert_eq!(ExitCode::from(Exit::code(-1)), ExitCode::from(0));
+        assert_eq!(Exit::code(300).status(), 255);
+        assert_eq!(Exit::code(-1).status(), 0);
     }
 }

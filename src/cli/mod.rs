@@ -24,13 +24,13 @@ mod plan;
 mod port;
 mod ps;
 mod run;
+pub mod start;
 mod status;
 
 use crate::state::paths::{PathEnv, Paths};
 use clap::{Parser, Subcommand};
 use error::{CliError, EXIT_USAGE, Exit};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Rootless-first network namespaces for containers and CI.
 #[derive(Debug, Parser)]
@@ -136,8 +136,9 @@ fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-/// Parse the command line, run the subcommand, print its error once.
-pub fn main() -> ExitCode {
+/// Parse the command line, run the subcommand, print its error once;
+/// returns the exit status.
+pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return parse_failed(&e),
@@ -145,10 +146,10 @@ pub fn main() -> ExitCode {
     output::init_logger(cli.global.verbose);
     let ctx = cli.global.context();
     let code = match dispatch(cli.command, &ctx) {
-        Ok(exit) => exit.into(),
+        Ok(exit) => exit.status(),
         Err(e) => {
             output::error(&e.message);
-            Exit::code(e.code).into()
+            Exit::code(e.code).status()
         }
     };
     // A socket that removed forwards must not make this exit wait for the
@@ -159,22 +160,22 @@ pub fn main() -> ExitCode {
 
 /// `--help` and `--version` print to stdout and succeed; a missing
 /// subcommand prints the help to stderr; every other parse failure is a usage error (exit 125) in the one error style.
-fn parse_failed(e: &clap::Error) -> ExitCode {
+fn parse_failed(e: &clap::Error) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             // Writes to stdout; a closed pipe is not worth reporting.
             let _ = e.print();
-            ExitCode::SUCCESS
+            Exit::SUCCESS.status()
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
             output::error("a subcommand is required");
-            Exit::code(EXIT_USAGE).into()
+            Exit::code(EXIT_USAGE).status()
         }
         _ => {
             output::error(&error::clap_message(e));
-            Exit::code(EXIT_USAGE).into()
+            Exit::code(EXIT_USAGE).status()
         }
     }
 }

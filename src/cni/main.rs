@@ -1,9 +1,14 @@
 //! `pelagos-net-cni`: the CNI plugin binary (install it as `pelagos-net` in
-//! a CNI bin directory). All logic is in `pelagos_net::cni`.
+//! a CNI bin directory). All logic is in `pelagos_net::cni`; the process
+//! starts as `pelagos_net::cli::start` describes.
+#![no_main]
 
 use std::io::{Read, Write};
 
-fn main() {
+pelagos_net::binary_main!(plugin);
+
+/// The plugin's run; returns the exit status.
+fn plugin() -> i32 {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {
@@ -22,5 +27,5 @@ fn main() {
     // Sockets that removed forwards are closed after this process is gone,
     // so the runtime does not wait for the kernel's grace period.
     pelagos_net::cni::detach_pending();
-    std::process::exit(outcome.status);
+    outcome.status
 }
