@@ -7,7 +7,8 @@
 //!
 //! - keyed on the question (name lower-cased, type, class) and the bits of
 //!   the query that change the answer: EDNS present, DO (DNSSEC records
-//!   wanted) and CD (checking disabled);
+//!   wanted), CD (checking disabled) and AD (the client understands the
+//!   authenticated-data bit);
 //! - only NOERROR and NXDOMAIN answers that are not truncated (TC), whose
 //!   question is the one asked, at most [`CacheConfig::max_reply`] bytes;
 //! - for [`CacheConfig::lifetime`]: positive answers the smallest TTL of
@@ -36,6 +37,8 @@ const TYPE_SOA: u16 = 6;
 const FLAG_RD: u8 = 0x01;
 /// CD, in the fourth header byte.
 const FLAG_CD: u8 = 0x10;
+/// AD, in the fourth header byte.
+const FLAG_AD: u8 = 0x20;
 /// DO, in the OPT record's TTL field.
 const EDNS_DO: u32 = 0x8000;
 /// Largest answer a client without EDNS accepts over UDP.
@@ -57,7 +60,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            max_entries: 4096,
+            max_entries: 1024,
             max_ttl: Duration::from_secs(3600),
             max_negative_ttl: Duration::from_secs(300),
             max_reply: 4096,
@@ -98,10 +101,11 @@ pub(super) struct Key {
     name: String,
     qtype: u16,
     qclass: u16,
-    /// EDNS present, DO, CD.
+    /// EDNS present, DO, CD, AD.
     edns: bool,
     dnssec_ok: bool,
     checking_disabled: bool,
+    authentic_data: bool,
 }
 
 /// What a query asks of the cache.
@@ -116,14 +120,15 @@ impl Lookup {
     /// The cache key and UDP size of `query` (whose question is `q`).
     pub(super) fn of(query: &[u8], q: &Question) -> Option<Self> {
         let opt = edns(query, q)?;
-        let cd = query.get(3).is_some_and(|b| b & FLAG_CD != 0);
+        let flag = |f: u8| query.get(3).is_some_and(|b| b & f != 0);
         let key = Key {
             name: q.name.clone(),
             qtype: q.qtype,
             qclass: q.qclass,
             edns: opt.is_some(),
             dnssec_ok: opt.is_some_and(|(_, ttl)| ttl & EDNS_DO != 0),
-            checking_disabled: cd,
+            checking_disabled: flag(FLAG_CD),
+            authentic_data: flag(FLAG_AD),
         };
         let udp_size = opt.map_or(PLAIN_UDP, |(size, _)| usize::from(size).max(PLAIN_UDP));
         Some(Self { key, udp_size })
@@ -172,7 +177,9 @@ impl Cache {
             self.entries.remove(&look.key);
             return None;
         }
-        if e.reply.len() > look.udp_size {
+        // (The same question has the same length: the guard only keeps a
+        // broken invariant from panicking.)
+        if e.reply.len() > look.udp_size || e.reply.len() < q.end || query.len() < q.end {
             return None;
         }
         let mut out = e.reply.clone();

@@ -153,6 +153,9 @@ fn dnssec_ok_edns_and_type_are_kept_apart() {
     assert!(t.get(&plain, 0).is_none());
     assert!(t.get(&edns, 0).is_none());
     assert!(t.get(&test_query("s.example.test", proto::TYPE_AAAA, 1), 0).is_none());
+    let mut ad = dnssec.clone();
+    ad[3] |= FLAG_AD;
+    assert!(t.get(&ad, 0).is_none());
     let got = t.get(&dnssec, 3).unwrap();
     // The OPT record's TTL field (flags) is left alone.
     assert_eq!(ttls_of(&got), vec![57]);
