@@ -90,9 +90,9 @@ impl Scene {
         run(&self.topo, &self.env, &self.etc, args)
     }
 
-    /// [`Scene::run`] with the answer cache off (`PELAGOS_DNS_CACHE=off`).
-    fn run_no_cache(&self, args: &[&str]) -> std::process::Output {
-        run_env(&self.topo, &self.env, &self.etc, args, &[("PELAGOS_DNS_CACHE", "off")])
+    /// [`Scene::run`] with `PELAGOS_DNS_CACHE` set to `cache`.
+    fn run_cache(&self, cache: &str, args: &[&str]) -> std::process::Output {
+        run_env(&self.topo, &self.env, &self.etc, args, &[("PELAGOS_DNS_CACHE", cache)])
     }
 
     fn finish(self) {
@@ -116,8 +116,8 @@ fn stub_on_loopback_resolves_in_every_mode(env: Env) {
         assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}: {}", describe(&out));
         let ns = stdout.lines().next().unwrap_or_default();
         let expected = match mode {
-            // pelagos-net's caching forwarder inside the namespace.
-            "pasta" | "slirp4netns" => "nameserver 169.254.1.1",
+            "pasta" => "nameserver 169.254.1.1",
+            "slirp4netns" => "nameserver 10.0.2.3",
             "bridge" => "nameserver 10.90.0.1",
             _ => ns,
         };
@@ -263,16 +263,17 @@ fn symlinked_chained_and_dangling_resolv_conf(env: Env) {
 
 fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
     let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
-    // pelagos-net's forwarders (the default in every mode) carry TCP.
-    for mode in modes(&env) {
+    for mode in modes(&env).into_iter().filter(|m| !matches!(*m, "auto" | "pasta")) {
         let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
         assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}: {}", describe(&out));
     }
-    let out = scene.run_no_cache(&["run", "--network", "slirp4netns", "--", "getent", "ahostsv4", BIG_NAME]);
-    assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "slirp4netns, no cache: {}", describe(&out));
-    // pasta's own forwarder (no cache): a build that maps TCP answers in
-    // full; one that does not (Debian 12's) refuses TCP to the forward
-    // address at once, never hangs.
+    // pelagos-net's forwarder inside the namespace (PELAGOS_DNS_CACHE=inside) carries TCP on every build.
+    for mode in ["pasta", "slirp4netns"] {
+        let out = scene.run_cache("inside", &["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
+        assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}, inside: {}", describe(&out));
+    }
+    // pasta: a build that maps TCP answers in full; one that does not
+    // (Debian 12's) refuses TCP to the forward address at once, never hangs.
     let probe = "import socket\ntry:\n  socket.create_connection(('169.254.1.1', 53), 20)\n  print('connected')\nexcept OSError as e:\n  print(e.strerror)";
     // The lookup is timed inside the namespace: the run around it may take
     // seconds on a slow (emulated) machine.
@@ -280,7 +281,7 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         "grep -c 'does not map TCP' /etc/resolv.conf; python3 -c \"{probe}\"; s=$(date +%s%N); \
          n=$(getent ahostsv4 {BIG_NAME} | grep -c STREAM); echo $n; echo $(( ($(date +%s%N) - s) / 1000000 ))"
     );
-    let out = scene.run_no_cache(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
+    let out = scene.run(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = stdout.lines().collect();
     if lines.first() == Some(&"1") {
@@ -295,10 +296,11 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
 }
 
 /// The answer cache: a repeated query is answered by pelagos-net's
-/// forwarder without asking the resolver again, in every networked mode;
-/// with `PELAGOS_DNS_CACHE=off` every query reaches it, and pasta and
-/// slirp4netns runs use the mode's own forwarder.
-fn repeated_queries_are_cached_and_the_off_switch_asks_every_time(env: Env) {
+/// forwarder without asking the resolver again: on a bridge network by
+/// default, in pasta and slirp4netns runs with `PELAGOS_DNS_CACHE=inside`
+/// (by default they use the mode's own forwarder, which keeps nothing);
+/// with `PELAGOS_DNS_CACHE=off` every query reaches the resolver.
+fn repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise(env: Env) {
     if common::dns::dnsmasq().is_none() {
         return;
     }
@@ -310,21 +312,23 @@ fn repeated_queries_are_cached_and_the_off_switch_asks_every_time(env: Env) {
         )
     };
     for mode in modes(&env).into_iter().filter(|m| *m != "auto") {
+        // The bridge's gateway forwarder caches by default; pasta and slirp4netns with `inside`.
+        let cache = if mode == "bridge" { "on" } else { "inside" };
         let cached = format!("cached-{mode}.{DOMAIN}");
-        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
+        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
         assert!(ok_stdout(&out).contains("caches answers"), "{mode}: {}", describe(&out));
         assert_eq!(scene.servers[0].queries(&cached), 1, "{mode}: {}", describe(&out));
 
-        let fresh = format!("uncached-{mode}.{DOMAIN}");
-        let out = scene.run_no_cache(&["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
-        let comment = ok_stdout(&out);
-        assert!(!comment.contains("caches answers"), "{mode}: {}", describe(&out));
-        let own = match mode {
-            "pasta" => "which pasta forwards",
-            "slirp4netns" => "slirp4netns's built-in forwarder",
-            _ => "a forwarder of pelagos-net on the network's gateway",
+        // Not kept: pasta and slirp4netns by default (their own forwarders), the bridge with `off`.
+        let (cache, own) = match mode {
+            "pasta" => ("on", "which pasta forwards"),
+            "slirp4netns" => ("on", "slirp4netns's built-in forwarder"),
+            _ => ("off", "a forwarder of pelagos-net on the network's gateway"),
         };
-        assert!(comment.contains(own), "{mode}: {}", describe(&out));
+        let fresh = format!("uncached-{mode}.{DOMAIN}");
+        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
+        let comment = ok_stdout(&out);
+        assert!(!comment.contains("caches answers") && comment.contains(own), "{mode}: {}", describe(&out));
         assert_eq!(scene.servers[0].queries(&fresh), 3, "{mode}: {}", describe(&out));
     }
     scene.finish();
@@ -381,7 +385,7 @@ both_tiers!([
     resolver_that_is_the_default_gateway_works,
     symlinked_chained_and_dangling_resolv_conf,
     tcp_only_answers_come_over_tcp_or_fail_at_once,
-    repeated_queries_are_cached_and_the_off_switch_asks_every_time,
+    repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise,
     no_resolv_conf_the_run_works_and_says_so,
     bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
 ]);

@@ -139,7 +139,7 @@ impl NetArgs {
         };
         let mut dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
             .map_err(|e| CliError::usage(e.to_string()))?;
-        dns.no_cache = !crate::dns::forwarder::CacheConfig::from_env().enabled();
+        dns.cache = crate::dns::options::DnsCache::from_env();
         let config = NetworkConfig {
             mode,
             ports: self.publish.clone(),

@@ -6,21 +6,23 @@
 //!
 //! | mode | resolver | why |
 //! |---|---|---|
-//! | pasta | `169.254.1.1`, where a forwarder of pelagos-net inside the namespace listens, with its upstream sockets on the host (loopback stubs included); it caches answers and carries TCP | the command cannot reach the host's `127.0.0.53`; a repeated query is answered inside the namespace |
-//! | slirp4netns | the same forwarder on `169.254.1.1` | the same |
-//! | pasta, no cache (`PELAGOS_DNS_CACHE=off`) | `169.254.1.1`, which pasta forwards (`--dns-forward`) to the host's first IPv4 nameserver | pasta's sockets live on the host |
-//! | slirp4netns, no cache | its built-in `10.0.2.3`, forwarded by libslirp to the host's first IPv4 nameserver | the same, built in |
+//! | pasta | `169.254.1.1`, which pasta forwards (`--dns-forward`) to the host's first IPv4 nameserver, loopback stubs included | the command cannot reach the host's `127.0.0.53`; pasta's sockets live on the host |
+//! | slirp4netns | its built-in `10.0.2.3`, forwarded by libslirp to the host's first IPv4 nameserver | the same, built in |
+//! | pasta, slirp4netns with `PELAGOS_DNS_CACHE=inside` | `169.254.1.1`, where a caching forwarder of pelagos-net listens inside the namespace, its upstream sockets on the host | a repeated query is answered inside the namespace; TCP on every pasta build |
 //! | bridge (root) | the network's gateway, where pelagos-net runs a forwarder ([`super::forwarder`]) to the host's resolvers | a container on a bridge cannot reach the host's loopback either |
 //! | host | the host's files, untouched | the command shares the host's namespaces |
 //! | loopback | the host's files, untouched | there is no network to resolve over |
 //!
-//! Why our forwarder and not the mode's own when the cache is on: pasta's
-//! and libslirp's forwarders cost one namespace hop per query as ours
-//! does (about 2x a query to a loopback stub, cold, in `bench/dns`), but
-//! keep nothing, so every repeated query pays it again; ours answers a
-//! repeated query inside the namespace (about 1.0x), and carries TCP to the
-//! host's resolver where Debian 12's pasta cannot. It costs a thread and a
-//! socket factory at start-up.
+//! Why the mode's own forwarder by default, and ours only with
+//! `PELAGOS_DNS_CACHE=inside`: pasta's and libslirp's forwarders cost one
+//! namespace hop per query as ours does (about 2x a query to a loopback
+//! stub, cold, in `bench/dns`) but keep nothing, so every repeated query
+//! pays it again; ours answers a repeated query inside the namespace (about
+//! 1.0x) and carries TCP where Debian 12's pasta cannot, but its socket
+//! factory (a fork that joins the namespace) and thread add several
+//! milliseconds to every run's start-up, which a hop of some 15 µs per
+//! query repays only after hundreds of repeated queries (and a host's
+//! stub resolver usually caches already).
 //!
 //! pasta's forward address is link-local (never routed) on purpose: Debian
 //! 12's pasta forwards only UDP to it. A TCP query (the retry after a
@@ -36,7 +38,7 @@
 //! (UDP and TCP).
 
 use super::hosts::{HostsEntry, HostsParts, render_hosts};
-use super::options::{DnsOptions, HostTarget};
+use super::options::{DnsCache, DnsOptions, HostTarget};
 use super::resolvconf::ResolvConf;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -347,7 +349,7 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
                 return bridge_without_forwarder(gateway, &upstreams, plan);
             }
             let listen = Listen::Gateway(gateway);
-            let cache = !req.options.no_cache;
+            let cache = req.options.cache.keeps_answers();
             plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone(), cache };
             plan.forwarder = Some(ForwarderPlan { listen, upstreams, cache });
             return Some(vec![IpAddr::V4(gateway)]);
@@ -372,7 +374,7 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     // A server neither reachable directly nor through the mode's forwarding
     // (another address on the host's loopback; IPv6 under slirp4netns)
     // sends the whole list through a forwarder inside the namespace.
-    let cache = !req.options.no_cache;
+    let cache = req.options.cache.keeps_answers();
     if wanted.iter().any(|ip| !direct(ip) && Some(*ip) != upstream) {
         return Some(in_namespace(plan, wanted, cache));
     }
@@ -384,11 +386,11 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
         }
     }
     let uses_own = servers.contains(&IpAddr::V4(own_addr));
-    // With the cache on, what the mode's own forwarder would carry goes
-    // through ours instead, which keeps answers (and carries TCP on every
-    // pasta build); servers the command reaches directly (`--dns` with a
-    // routable address) stay direct.
-    if uses_own && cache {
+    // `PELAGOS_DNS_CACHE=inside`: what the mode's own forwarder would carry
+    // goes through ours instead, which keeps answers (and carries TCP on
+    // every pasta build); servers the command reaches directly (`--dns`
+    // with a routable address) stay direct.
+    if uses_own && req.options.cache == DnsCache::Inside {
         return Some(in_namespace(plan, wanted, cache));
     }
     plan.resolver = match (req.mode, upstream) {

@@ -86,8 +86,6 @@ mod tests {
         let hosts = plan.hosts.unwrap();
         assert!(hosts.contains("10.88.0.5\tdb\n127.0.0.1 localhost\n"), "{hosts}");
         assert!(hosts.contains("10.88.0.7\tweb\n127.0.0.1\thost.pelagos.internal"), "{hosts}");
-        // With the answer cache (the default), pelagos-net's forwarder inside the namespace.
-        let fwd = plan.forwarder.unwrap();
-        assert_eq!((fwd.listen, fwd.cache), (decide::Listen::InNamespace(decide::FORWARD_ADDR), true));
+        assert_eq!(plan.pasta_forward, Some(decide::FORWARD_ADDR));
     }
 }

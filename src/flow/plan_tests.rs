@@ -10,8 +10,7 @@ fn cfg(mode: &str, ports: &[&str]) -> NetworkConfig {
 }
 
 /// The default network only, and an `/etc` whose resolver any namespace
-/// reaches (pasta and slirp4netns runs still get pelagos-net's caching
-/// forwarder: a `start_dns` step).
+/// reaches (so name resolution changes nothing unless asked).
 pub(super) struct Fixed;
 
 impl Lookups for Fixed {
@@ -72,7 +71,6 @@ fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() 
             "fork_child",
             "spawn_helper",
             "await_ready",
-            "start_dns",
             "start_relay",
             "exec_command"
         ]
@@ -130,32 +128,15 @@ fn explicit_pasta_plans_its_pinned_argv_and_no_selection() {
     assert!(argv.contains("-t 127.0.0.1/8080:80") && argv.contains("-u none") && argv.contains("-T none"), "{argv}");
     assert_eq!(
         ops(&p),
-        [
-            "claim_ports",
-            "prepare_dns",
-            "write_record",
-            "fork_child",
-            "spawn_helper",
-            "await_ready",
-            "start_dns",
-            "exec_command"
-        ]
+        ["claim_ports", "prepare_dns", "write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]
     );
 }
 
 #[test]
 fn root_pasta_names_the_child_namespace_and_keeps_root() {
     let p = run_plan(cfg("pasta", &[]), &root()).unwrap();
-    let steps = [
-        "prepare_dns",
-        "write_record",
-        "fork_child",
-        "name_netns",
-        "spawn_helper",
-        "await_ready",
-        "start_dns",
-        "exec_command",
-    ];
+    let steps =
+        ["prepare_dns", "write_record", "fork_child", "name_netns", "spawn_helper", "await_ready", "exec_command"];
     assert_eq!(ops(&p), steps);
     let argv = p.helper_argv.unwrap().join(" ");
     assert!(argv.ends_with("--netns /run/netns/pelagos-<id> --runas 0"), "{argv}");
