@@ -177,10 +177,11 @@ class Bench:
         # A run's name is answered from a table, never from upstream: no cold query.
         cold = "0" if path in ("names", "holder-names") else "1"
         client = ["/usr/bin/python3", self.me, "--query", "auto", str(n), name, cold]
-        # The "-own" paths: no answer cache, so pasta and slirp4netns use
-        # their own forwarders (pasta's --dns-forward, libslirp's 10.0.2.3).
-        base = path.removesuffix("-own")
-        extra = {"PELAGOS_DNS_CACHE": "off"} if path.endswith("-own") else {}
+        # PELAGOS_DNS_CACHE for the "-inside" paths (our caching forwarder
+        # inside pasta's or slirp4netns's namespace) and "-off" (no cache).
+        base, _, policy = path.partition("-")
+        extra = {"PELAGOS_DNS_CACHE": policy} if policy in ("inside", "off") else {}
+        base = path if path.startswith("holder") else base
         root = base in ("bridge", "names")
         if path == "direct":
             argv = client[:3] + ["127.0.0.53"] + client[4:]
@@ -258,12 +259,12 @@ class Bench:
 
 PATHS = [
     ("direct", "direct to the stub 127.0.0.53"),
-    ("pasta", "pasta: 169.254.1.1 (our caching forwarder in the netns)"),
-    ("slirp4netns", "slirp4netns: 169.254.1.1 (our caching forwarder in the netns)"),
+    ("pasta", "pasta: 169.254.1.1 (pasta's --dns-forward)"),
+    ("slirp4netns", "slirp4netns: 10.0.2.3 (libslirp)"),
     ("bridge", "bridge: 10.90.0.1 (our caching forwarder on the gateway, root)"),
-    ("pasta-own", "pasta, cache off: 169.254.1.1 (pasta's --dns-forward)"),
-    ("slirp4netns-own", "slirp4netns, cache off: 10.0.2.3 (libslirp)"),
-    ("bridge-own", "bridge, cache off: 10.90.0.1 (our forwarder, no cache)"),
+    ("pasta-inside", "pasta, PELAGOS_DNS_CACHE=inside: 169.254.1.1 (our caching forwarder in the netns)"),
+    ("slirp4netns-inside", "slirp4netns, PELAGOS_DNS_CACHE=inside: 169.254.1.1 (ditto)"),
+    ("bridge-off", "bridge, PELAGOS_DNS_CACHE=off: 10.90.0.1 (our forwarder, no cache)"),
     ("names", "bridge: a run's name (our forwarder's own table)"),
     ("holder", "rootless network: 10.90.1.1 (the holder's name server, caching)"),
     ("holder-names", "rootless network: a run's name (the holder's table)"),
