@@ -207,3 +207,36 @@ fn the_off_setting_is_read_from_its_value() {
         assert!(CacheConfig::from_setting(on).enabled(), "{on:?}");
     }
 }
+
+#[test]
+fn arbitrary_replies_and_queries_never_panic_the_cache() {
+    // Mutations of a well-formed query and reply (xorshift, fixed seed):
+    // every outcome is "kept" or "not kept", never a panic.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let query = with_opt(test_query("f.example.test", TYPE_A, 1), 1232, true);
+    let good = reply(&query, RCODE_NXDOMAIN, &[a(60), (1, TYPE_SOA, 60, soa(30)), (2, TYPE_OPT, 0, vec![])]);
+    let mut t = T::new(CacheConfig { max_entries: 8, ..CacheConfig::default() });
+    for _ in 0..20_000 {
+        let mut r = good.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % r.len();
+            r[at] = next() as u8;
+        }
+        r.truncate(r.len() - (next() as usize % 3) * (next() as usize % 8));
+        let mut q = query.clone();
+        let at = HEADER_LEN + (next() as usize) % (q.len() - HEADER_LEN);
+        q[at] = next() as u8;
+        for msg in [&q, &query] {
+            let Some(parsed) = proto::question(msg) else { continue };
+            let Some(look) = Lookup::of(msg, &parsed) else { continue };
+            t.cache.put(look.clone(), &parsed, &r, t.t0);
+            let _ = t.cache.get(&look, msg, &parsed, t.t0 + Duration::from_secs(next() % 90));
+        }
+    }
+}
