@@ -224,7 +224,7 @@ impl PreparedDns {
             (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default()),
             _ => ForwarderConfig::forward_to(&fwd.upstreams),
         };
-        cfg.cache = if fwd.cache { CacheConfig::default() } else { CacheConfig::OFF };
+        cfg.cache = CacheConfig::keeping(fwd.cache);
         let listeners = match (fwd.listen, self.gateway.take(), target) {
             (Listen::Gateway(_), Some(l), _) => l,
             (Listen::InNamespace(addr), _, Some(target)) => {

@@ -115,7 +115,7 @@ fn sync(
             Ok(listeners) => {
                 let scope = NamesScope::of_network(def, paths);
                 let mut cfg = crate::dns::names::config(scope.clone(), upstreams, Limits::default());
-                cfg.cache = CacheConfig::from_env();
+                cfg.cache = CacheConfig::keeping(crate::dns::options::DnsCache::from_env().keeps_answers());
                 match Forwarder::start(listeners, cfg) {
                     Ok(f) => {
                         served.insert(def.name.to_string(), Served { gateway: def.gateway, scope, _forwarder: f });

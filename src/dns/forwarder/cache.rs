@@ -68,7 +68,8 @@ impl Default for CacheConfig {
     }
 }
 
-/// The environment variable that turns the cache off (`0`, `off`, `no`, `false`).
+/// The environment variable that sets the cache policy
+/// ([`DnsCache`](crate::dns::options::DnsCache)).
 pub const CACHE_ENV: &str = "PELAGOS_DNS_CACHE";
 
 impl CacheConfig {
@@ -76,17 +77,9 @@ impl CacheConfig {
     pub const OFF: Self =
         Self { max_entries: 0, max_ttl: Duration::ZERO, max_negative_ttl: Duration::ZERO, max_reply: 0 };
 
-    /// The default, or [`CacheConfig::OFF`] when `value` (of [`CACHE_ENV`]) says off.
-    pub fn from_setting(value: Option<&str>) -> Self {
-        match value.map(|v| v.trim().to_ascii_lowercase()) {
-            Some(v) if matches!(v.as_str(), "0" | "off" | "no" | "false") => Self::OFF,
-            _ => Self::default(),
-        }
-    }
-
-    /// [`CacheConfig::from_setting`] of this process's [`CACHE_ENV`].
-    pub fn from_env() -> Self {
-        Self::from_setting(std::env::var(CACHE_ENV).ok().as_deref())
+    /// The default when `keep` (a policy that keeps answers), else [`CacheConfig::OFF`].
+    pub fn keeping(keep: bool) -> Self {
+        if keep { Self::default() } else { Self::OFF }
     }
 
     /// Whether answers are kept at all.

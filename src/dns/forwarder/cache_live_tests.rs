@@ -148,7 +148,7 @@ fn the_dnssec_ok_bit_keeps_answers_apart() {
 #[test]
 fn with_the_cache_off_every_query_goes_upstream() {
     let stub = Stub::start();
-    let fwd = start(&stub, Arc::new(NoLocalNames), CacheConfig::from_setting(Some("off")));
+    let fwd = start(&stub, Arc::new(NoLocalNames), CacheConfig::OFF);
     for id in 1..=3u16 {
         ask(&fwd, &q("www.example.test", id));
     }

@@ -199,13 +199,17 @@ fn an_answer_larger_than_the_client_accepts_over_udp_is_not_served() {
 }
 
 #[test]
-fn the_off_setting_is_read_from_its_value() {
+fn the_policy_is_read_from_its_setting() {
+    use crate::dns::options::DnsCache;
     for off in ["0", "off", "OFF", " no ", "false"] {
-        assert!(!CacheConfig::from_setting(Some(off)).enabled(), "{off}");
+        assert_eq!(DnsCache::from_setting(Some(off)), DnsCache::Off, "{off}");
+        assert!(!CacheConfig::keeping(DnsCache::from_setting(Some(off)).keeps_answers()).enabled());
     }
     for on in [None, Some("1"), Some("on"), Some("")] {
-        assert!(CacheConfig::from_setting(on).enabled(), "{on:?}");
+        assert_eq!(DnsCache::from_setting(on), DnsCache::On, "{on:?}");
     }
+    assert_eq!(DnsCache::from_setting(Some(" Inside")), DnsCache::Inside);
+    assert!(CacheConfig::keeping(DnsCache::Inside.keeps_answers()).enabled());
 }
 
 #[test]
