@@ -89,7 +89,12 @@ fn slirp4netns_connections_are_switched_and_nothing_more(env: Env) {
     let topo = Topology::new(&env);
     let up = serve(&topo.upstream, &format!("{UPSTREAM_ADDR}:0"), Duration::from_secs(60));
     let secret = serve(&topo.host, "127.0.0.1:0", Duration::from_secs(60));
-    let spec = serde_json::json!({"upstream": [UPSTREAM_ADDR, up.port()], "host_loopback_port": secret.port()});
+    let secret_udp = udp_echo(&topo.host, Duration::from_secs(60));
+    let spec = serde_json::json!({
+        "upstream": [UPSTREAM_ADDR, up.port()],
+        "host_loopback_port": secret.port(),
+        "host_udp_port": secret_udp.port(),
+    });
     let (out, v) = client(&topo, &env, &["--network", "slirp4netns", "--accel", "socket"], &spec);
     let peer = format!("peer={HOST_ADDR}");
     assert_eq!(v["blocking"]["peer"], peer.as_str(), "{v}");
@@ -105,8 +110,42 @@ fn slirp4netns_connections_are_switched_and_nothing_more(env: Env) {
     let device_lock = stderr(&out).contains("bound to its route's device");
     let io_uring = if device_lock { "ENOSYS" } else { "ok" };
     assert_eq!(v["io_uring"], io_uring, "io_uring is refused under the device lock only: {v}");
+    assert_host_loopback_out_of_reach(&v);
     assert!(switched(&out) >= 6, "{}", describe(&out));
     topo.assert_clean();
+}
+
+/// Every route from a switched socket to the host's loopback known to us
+/// stays shut: connected again after a disconnect (the supervisor refuses
+/// a socket of the owner's namespace going where only the namespace
+/// leads), connected by a fast-open `sendto` (no `connect(2)` for the
+/// filter to see: the socket's lock stops it), and UDP (never switched:
+/// the run's own loopback, where nothing listens). io_uring is asserted by
+/// the caller (refused under the device lock, the peer lock holds it
+/// otherwise).
+fn assert_host_loopback_out_of_reach(v: &serde_json::Value) {
+    assert_eq!(v["reconnect_loopback"], "ENETUNREACH", "{v}");
+    assert_eq!(v["fastopen_inside"], "peer=127.0.0.1", "the route exists (fast open works here): {v}");
+    assert_eq!(v["fastopen_loopback"], "timeout", "the lock leaves its SYN unanswered: {v}");
+    let udp = v["udp_loopback"].as_str().unwrap_or_default();
+    assert!(udp == "ECONNREFUSED" || udp == "timeout", "UDP reached the host's loopback ({udp}): {v}");
+}
+
+/// A UDP echo server on the host's 127.0.0.1 in namespace `ns` for `for_how_long`.
+fn udp_echo(ns: &str, for_how_long: Duration) -> SocketAddr {
+    let sock = in_netns(ns, || std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    let local = sock.local_addr().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + for_how_long;
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], peer);
+            }
+        }
+    });
+    local
 }
 
 /// A host that forbids new user-notification filters (pelagos-net itself

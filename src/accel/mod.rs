@@ -93,6 +93,7 @@ pub mod sockopt;
 pub mod supervisor;
 pub mod switch;
 mod sys;
+pub mod trace;
 
 use nix::errno::Errno;
 

@@ -4,6 +4,7 @@
 //! its peer and connected by the supervisor itself to the address the
 //! supervisor checked.
 
+use super::trace::{Phase, Trace};
 use super::{filter, sockopt, sys};
 use crate::ports::relay::sys::socket_addr;
 use nix::errno::Errno;
@@ -210,19 +211,68 @@ pub enum Failed {
     Refused(Errno),
 }
 
-/// The switched socket for a command's socket `original` (with `facts`),
-/// connected (or connecting) to `to`, locked to it, blocking or not as the
+/// Where a switched socket connects, and how it is locked there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The checked destination.
+    pub to: SocketAddr,
+    /// Its lock.
+    pub confine: Confine,
+}
+
+/// Fresh sockets of the owner's namespace made ahead, one per family, so
+/// that a switched connect does not wait for `socket(2)`: one is taken,
+/// and made again after the answer is sent.
+#[derive(Debug, Default)]
+pub struct Spares {
+    v4: Option<OwnedFd>,
+    v6: Option<OwnedFd>,
+    /// The families this host refused a socket of: not asked again.
+    refused: Vec<i32>,
+}
+
+impl Spares {
+    fn slot(&mut self, domain: i32) -> &mut Option<OwnedFd> {
+        if domain == libc::AF_INET6 { &mut self.v6 } else { &mut self.v4 }
+    }
+
+    /// A fresh socket of `domain`: the spare, or a new one.
+    pub fn take(&mut self, domain: i32) -> Result<OwnedFd, Errno> {
+        self.slot(domain).take().map_or_else(|| tcp_socket(domain), Ok)
+    }
+
+    /// Makes the spares that were taken (a family this host lacks stays
+    /// without one).
+    pub fn refill(&mut self) {
+        for domain in [libc::AF_INET, libc::AF_INET6] {
+            if self.refused.contains(&domain) || self.slot(domain).is_some() {
+                continue;
+            }
+            match tcp_socket(domain) {
+                Ok(s) => *self.slot(domain) = Some(s),
+                Err(Errno::EAFNOSUPPORT) => self.refused.push(domain),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The switched socket `socket` (fresh, of the owner's namespace) for a
+/// command's socket `original` (with `facts`): carrying its options,
+/// locked, connected (or connecting) to the target, blocking or not as the
 /// original.
 pub fn connect_switched(
+    socket: OwnedFd,
     original: BorrowedFd<'_>,
     facts: &Facts,
-    to: SocketAddr,
+    target: Target,
     templates: &Templates,
-    confine: Confine,
+    trace: &mut Trace,
 ) -> Result<(OwnedFd, Progress), Failed> {
-    let socket = tcp_socket(facts.domain).map_err(|e| Failed::Keep(format!("socket: {e}")))?;
+    let Target { to, confine } = target;
     let options = sockopt::changed(&sockopt::read(original, facts.domain), templates.of(facts.domain));
     sockopt::apply(socket.as_fd(), &options).map_err(|(name, e)| Failed::Keep(format!("{name}: {e}")))?;
+    trace.mark(Phase::Options);
     match confine {
         Confine::Peer => sys::attach_locked_filter(socket.as_fd(), &filter::peer_lock(to))
             .map_err(|e| Failed::Keep(format!("lock to the peer: {e}")))?,
@@ -232,6 +282,7 @@ pub fn connect_switched(
                 .map_err(|e| Failed::Keep(format!("bind to interface {index}: {e}")))?
         }
     }
+    trace.mark(Phase::Lock);
     let addr = SockaddrStorage::from(to);
     // SAFETY: connect(2) with an address nix built for its own length.
     let r = unsafe { libc::connect(socket.as_raw_fd(), addr.as_ptr(), addr.len()) };
@@ -240,6 +291,7 @@ pub fn connect_switched(
         Err(Errno::EINPROGRESS) => Progress::InProgress,
         Err(e) => return Err(Failed::Refused(e)),
     };
+    trace.mark(Phase::Connect);
     if facts.status & libc::O_NONBLOCK == 0 {
         let flags = sys::status_flags(socket.as_fd()).map_err(Failed::Refused)?;
         sys::set_status_flags(socket.as_fd(), flags & !libc::O_NONBLOCK).map_err(Failed::Refused)?;
