@@ -14,7 +14,11 @@
 //!
 //! `PELAGOS_FAULT_ITERS` (default 3) sets the iterations.
 
+#[path = "fault_sweep/attach.rs"]
+mod attach;
 mod common;
+#[path = "fault_sweep/holder.rs"]
+mod holder;
 
 use common::{Env, Tier, Topology, describe};
 use std::collections::BTreeSet;
@@ -56,6 +60,8 @@ struct Snapshot {
     processes: Vec<String>,
     mounts: Vec<String>,
     world_writable: Vec<String>,
+    /// The links and the nftables ruleset of the user's network holder, when one runs.
+    holder: Vec<String>,
 }
 
 fn sh(args: &[&str]) -> String {
@@ -124,7 +130,8 @@ fn snapshot(topo: &Topology) -> Snapshot {
         .filter(|l| l.contains(&netns_dir))
         .map(str::to_owned)
         .collect();
-    Snapshot { links, ruleset, files, live_leases, processes, mounts, world_writable }
+    let holder = holder::namespace(topo);
+    Snapshot { links, ruleset, files, live_leases, processes, mounts, world_writable, holder }
 }
 
 /// The host once what earlier runs released is really gone (a dead
@@ -461,80 +468,4 @@ fn root_network_rm_killed_at_every_step_is_finished_by_rm_again() {
     let order = |s| position(&steps, s);
     assert!(order("network.rm.table-deleted") < order("network.rm.removed"), "{steps:?}");
     sweep.report("root network rm", &steps);
-}
-
-/// Detach every attachment recorded (a fault after an attach committed
-/// leaves a whole, live attachment: that is a success, not a leak).
-fn detach_all(s: &mut Sweep<'_>) {
-    for entry in fs::read_dir(s.topo.run_dir.join("runs")).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
-            let id = id.to_owned();
-            s.ok(&["detach", &id]);
-        }
-    }
-}
-
-/// Sweep `attach` (killed at every step, then gc: the host is as before, or
-/// the attachment is whole and detaches cleanly) and `detach` (killed at
-/// every step, then gc finishes it) on a namespace someone else made.
-fn attach_sweep(tier: Tier, label: &str) {
-    let Some(env) = tier.require() else { return };
-    if !feature_enabled() {
-        return;
-    }
-    let topo = Topology::new(&env);
-    let ns = common::namespace::Namespace::new(&topo, &env);
-    let mut sweep = Sweep::new(&env, &topo);
-    let args = ["attach", "--netns", &ns.path, "--network", "pasta", "-p", "127.0.0.1::80"];
-    // Warm up twice (the state directories persist, and the probe cache is
-    // written once the run directory exists), then the host without the attachment.
-    for _ in 0..2 {
-        sweep.ok(&args);
-        detach_all(&mut sweep);
-    }
-    sweep.ok(&["gc"]);
-    let before = quiet_snapshot(&topo);
-    let steps = sweep.trace(&args);
-    assert!(position(&steps, "step.write_record") < position(&steps, "helper.recorded"));
-    assert!(
-        position(&steps, "helper.recorded") < position(&steps, "step.await_ready"),
-        "pasta is recorded before it runs"
-    );
-    detach_all(&mut sweep);
-    settle(&topo, &before).expect("attach + detach leaves nothing behind");
-    sweep.fault_every_step(&args, &steps, &before, &|_| {}, &|s, _| detach_all(s));
-    sweep.report(&format!("{label} attach"), &steps);
-
-    // detach: a fresh attachment each time, killed at every step of its
-    // detach; gc finishes a detach that had begun, `detach` again one that
-    // had not (its attachment is whole and alive).
-    let mut sweep = Sweep::new(&env, &topo);
-    let attach_id = |s: &mut Sweep<'_>| s.ok(&args).trim().to_owned();
-    let id = attach_id(&mut sweep);
-    let detach_steps = sweep.trace(&["detach", &id]);
-    settle(&topo, &before).expect("detach leaves nothing behind");
-    sweep.tally.steps = detach_steps.len();
-    for iter in 0..iterations() {
-        for n in 1..=detach_steps.len() {
-            let id = attach_id(&mut sweep);
-            sweep.fault_then_gc(&["detach", &id], n);
-            detach_all(&mut sweep);
-            if let Err(diff) = settle(&topo, &before) {
-                sweep.tally.leaks.push(format!("iteration {iter}, step {n} ({}): {diff}", detach_steps[n - 1]));
-            }
-        }
-    }
-    assert!(position(&detach_steps, "detach.marked") < position(&detach_steps, "undo.process"));
-    sweep.report(&format!("{label} detach"), &detach_steps);
-}
-
-#[test]
-fn rootless_attach_and_detach_killed_at_every_step_leave_nothing_after_gc() {
-    attach_sweep(Tier::Rootless, "rootless");
-}
-
-#[test]
-fn root_attach_and_detach_killed_at_every_step_leave_nothing_after_gc() {
-    attach_sweep(Tier::Root, "root");
 }

@@ -6,6 +6,8 @@
 
 #[macro_use]
 mod common;
+#[path = "holder_cli/attachments.rs"]
+mod attachments;
 #[path = "holder_cli/gaps.rs"]
 mod gaps;
 
@@ -326,7 +328,7 @@ fn a_dead_holder_is_rebuilt_by_gc_and_the_next_run_with_its_runs_reattached(env:
         start(&topo, &env, &["run", "--network", "web", "--ip", "10.90.1.30", "--", "python3", "-c", GREETER, "80"]);
     let first = kill_holder(&topo);
     let gc = cli_ok(&topo, &env, &["gc"]);
-    assert!(gc.contains("rebuilt: 1 runs given their network back"), "{gc}");
+    assert!(gc.contains("rebuilt: 1 runs and 0 attachments given their network back"), "{gc}");
     let second = holder_pids(&topo);
     assert!(second.iter().all(|p| !first.contains(p)), "{first:?} {second:?}");
     let out = client(&topo, &env, "web", "10.90.1.30:80");

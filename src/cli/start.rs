@@ -63,7 +63,9 @@ macro_rules! binary_main {
         #[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
         unsafe extern "C" {}
 
-        /// The process's entry, called by the C runtime.
+        /// The process's entry, called by the C runtime (a test build of
+        /// the binary keeps the test harness's).
+        #[cfg(not(test))]
         #[unsafe(no_mangle)]
         extern "C" fn main(_argc: ::std::ffi::c_int, _argv: *const *const ::std::ffi::c_char) -> ::std::ffi::c_int {
             $crate::cli::start::prepare();
@@ -71,5 +73,7 @@ macro_rules! binary_main {
             let status: i32 = ::std::panic::catch_unwind($body).unwrap_or(101);
             ::std::process::exit(status)
         }
+        #[cfg(test)]
+        const _: fn() -> i32 = $body;
     };
 }

@@ -1,7 +1,7 @@
 //! `pelagos-net-cni`: the CNI plugin binary (install it as `pelagos-net` in
 //! a CNI bin directory). All logic is in `pelagos_net::cni`; the process
 //! starts as `pelagos_net::cli::start` describes.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 use std::io::{Read, Write};
 

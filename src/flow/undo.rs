@@ -241,12 +241,7 @@ fn remove_veth(name: &str) -> Result<(), UndoError> {
     let err = |source| UndoError::Veth { name: name.to_owned(), source };
     let mut host = Netlink::open().map_err(err)?;
     match host.link_index(name).map_err(err)? {
-        Some(index) => match host.delete_link(index) {
-            Ok(()) => Ok(()),
-            // Gone meanwhile (its namespace died and took it).
-            Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => Ok(()),
-            Err(e) => Err(err(e)),
-        },
+        Some(index) => host.delete_link_if_present(index).map_err(err),
         None => Ok(()),
     }
 }

@@ -25,6 +25,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What starting a holder needs.
@@ -39,9 +40,10 @@ pub struct StartConfig {
     /// How long the whole start may take.
     pub timeout: Duration,
     /// A user namespace to build the holder in instead of a new one: the
-    /// dead holder's, which its runs keep alive (`/proc/<run>/ns/user`), so
-    /// the new holder may give those runs their network back.
-    pub adopt: Option<PathBuf>,
+    /// dead holder's, which its runs' and attachments' namespaces keep
+    /// alive (open: an attachment's may be reachable by no path), so the
+    /// new holder may give them their network back.
+    pub adopt: Option<Arc<OwnedFd>>,
 }
 
 /// Refuse to fork helpers from a multi-threaded process.
@@ -132,7 +134,8 @@ fn detach_and_supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    close_other_fds(&[tx.as_raw_fd()]);
+    let adopt = cfg.adopt.as_ref().map(|fd| fd.as_raw_fd());
+    close_other_fds(&[Some(tx.as_raw_fd()), adopt].into_iter().flatten().collect::<Vec<_>>());
     // SAFETY: still single-threaded; the child never returns.
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => supervise(cfg, tx),
@@ -184,6 +187,11 @@ fn signals() -> nix::sys::signal::SigSet {
 /// The supervisor: bring the holder up, report, then watch.
 fn supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
     let _ = signals().thread_set_mask();
+    // What its children leave when they die (the name server's socket
+    // factory) comes to it, to be reaped, instead of to a pid 1 that may
+    // never reap.
+    // SAFETY: prctl(2) with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut sup = match Supervisor::bring_up(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -213,14 +221,8 @@ struct Supervisor {
 impl Supervisor {
     fn bring_up(cfg: &StartConfig) -> Result<Self, HolderError> {
         let proc_root = &cfg.paths.proc_root;
-        let adopt = match &cfg.adopt {
-            Some(path) => {
-                Some(File::open(path).map_err(|source| HolderError::OpenNamespace { path: path.clone(), source })?)
-            }
-            None => None,
-        };
-        let holder = super::daemon_child::spawn_new(&cfg.mapping, proc_root, adopt.as_ref().map(|f| f.as_raw_fd()))?;
-        drop(adopt);
+        let adopt = cfg.adopt.as_ref().map(|fd| fd.as_raw_fd());
+        let holder = super::daemon_child::spawn_new(&cfg.mapping, proc_root, adopt)?;
         let open = |kind: &str| {
             let path = proc_root.join(holder.to_string()).join("ns").join(kind);
             File::open(&path).map_err(|source| HolderError::OpenNamespace { path, source })
@@ -343,6 +345,7 @@ impl Supervisor {
 
     fn shutdown(&mut self) -> ! {
         self.kill_children();
+        reap_descendants(Duration::from_secs(2));
         if self.dir.read().ok().flatten().is_some_and(|s| s.supervisor == self.state.supervisor) {
             let _ = self.dir.remove();
         }
@@ -423,6 +426,22 @@ impl Supervisor {
                 let _ = self.dir.write(&self.state);
             }
             Err(_) => self.shutdown(),
+        }
+    }
+}
+
+/// Reap what is left of the supervisor's tree (it is their subreaper),
+/// waiting at most `within` for the last of them to die.
+fn reap_descendants(within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => return,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }

@@ -62,7 +62,7 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
     if spec.replace {
         let mut inside = Netlink::open_in(netns).map_err(link("open netlink in the container's namespace"))?;
         if let Some(index) = inside.link_index(spec.peer.as_str()).map_err(link("find the old container end"))? {
-            inside.delete_link(index).map_err(link("remove the old container end"))?;
+            inside.delete_link_if_present(index).map_err(link("remove the old container end"))?;
         }
     }
     let mut host = Netlink::open().map_err(link("open netlink in the holder"))?;
@@ -114,16 +114,21 @@ pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
     super::join::inside(&state, &paths.proc_root, "remove the attachment's veth", || {
         let mut host = Netlink::open().map_err(|e| crate::flow::error_chain(&e))?;
         match host.link_index(name).map_err(|e| crate::flow::error_chain(&e))? {
-            Some(index) => host.delete_link(index).map_err(|e| crate::flow::error_chain(&e)),
+            Some(index) => host.delete_link_if_present(index).map_err(|e| crate::flow::error_chain(&e)),
             None => Ok(()),
         }
     })
 }
 
 /// Whether the network namespace `netns` is owned by the user namespace
-/// at `userns` (`NS_GET_USERNS`, compared by device and inode).
+/// at `userns` (compared by device and inode).
 pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::File::from(owner(netns)?);
+    Ok(crate::state::record::NsId::of_file(&owner)? == crate::state::record::NsId::of(userns)?)
+}
+
+/// The user namespace that owns the network namespace `netns` (`NS_GET_USERNS`).
+pub fn owner(netns: BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
     const NS_GET_USERNS: libc::c_ulong = 0xb701;
     // SAFETY: NS_GET_USERNS takes no argument and returns a new descriptor,
     // owned at once below.
@@ -132,7 +137,5 @@ pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Res
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the ioctl just returned this descriptor; nothing else owns it.
-    let owner = std::fs::File::from(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    let (a, b) = (owner.metadata()?, std::fs::metadata(userns)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }

@@ -24,10 +24,9 @@ pub struct Ensured {
     pub started: bool,
     /// The holder's lock.
     pub lock: Flock<File>,
-    /// Runs of a dead holder given their network back in the new one.
-    pub reattached: usize,
-    /// Runs of a dead holder that could not be, with why.
-    pub reattach_failed: Vec<(String, HolderError)>,
+    /// Runs and attachments of a dead holder given their network back in
+    /// the new one, and those that could not be.
+    pub reattached: super::orphans::Reattached,
 }
 
 /// Make sure the user's holder runs: the one running, or a new one (after
@@ -40,18 +39,26 @@ pub fn ensure(cfg: &StartConfig) -> Result<Ensured, HolderError> {
     let proc_root = &cfg.paths.proc_root;
     if let Some(state) = dir.read()? {
         if let Some(state) = settled(&dir, state, proc_root) {
-            return Ok(Ensured { state, started: false, lock, reattached: 0, reattach_failed: Vec::new() });
+            return Ok(Ensured { state, started: false, lock, reattached: Default::default() });
         }
         clear(&dir, proc_root)?;
     }
-    let orphans = super::orphans::find(&cfg.paths);
+    let mut orphans = super::orphans::find(&cfg.paths);
     let mut cfg = cfg.clone();
-    cfg.adopt = orphans.first().map(|o| o.userns.clone());
+    // Their user namespace, open (it may have gone since they were found:
+    // then there is nothing to give back).
+    cfg.adopt = match orphans.first().map(super::orphans::Orphan::open_userns) {
+        Some(Ok(fd)) => Some(std::sync::Arc::new(fd)),
+        _ => {
+            orphans.clear();
+            None
+        }
+    };
     crate::fault::point("holder.start");
     let state = start(&cfg)?;
     crate::fault::point("holder.started");
-    let (reattached, reattach_failed) = super::orphans::reattach(&cfg.paths, &state, &orphans);
-    Ok(Ensured { state, started: true, lock, reattached, reattach_failed })
+    let reattached = super::orphans::reattach(&cfg.paths, &state, &orphans);
+    Ok(Ensured { state, started: true, lock, reattached })
 }
 
 /// A live supervisor's state once its holder process runs (it replaces a
@@ -142,11 +149,13 @@ pub fn collect(paths: &Paths, dry_run: bool) -> Result<Option<String>, HolderErr
     // Runs the dead holder left without a network get it back from a new one.
     let Some(cfg) = super::orphans::rebuild_config(paths) else { return Ok(Some(what.to_owned())) };
     let ensured = ensure(&cfg)?;
+    let back = &ensured.reattached;
     let failed: Vec<String> =
-        ensured.reattach_failed.iter().map(|(id, e)| format!("{id}: {}", crate::flow::error_chain(e))).collect();
+        back.failed.iter().map(|(id, e)| format!("{id}: {}", crate::flow::error_chain(e))).collect();
     Ok(Some(format!(
-        "{what} (rebuilt: {} runs given their network back, {} could not be{}{})",
-        ensured.reattached,
+        "{what} (rebuilt: {} runs and {} attachments given their network back, {} could not be{}{})",
+        back.runs,
+        back.attachments,
         failed.len(),
         if failed.is_empty() { "" } else { ": " },
         failed.join("; ")

@@ -134,6 +134,13 @@ impl NsId {
         let meta = std::fs::metadata(path)?;
         Ok(Self { dev: meta.dev(), ino: meta.ino() })
     }
+
+    /// The identity of the namespace an open nsfs file is.
+    pub fn of_file(file: &std::fs::File) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+    }
 }
 
 /// The namespace a record networks, when it was given rather than made.

@@ -28,29 +28,38 @@ pub struct Namespace {
 impl Namespace {
     pub fn new(topo: &Topology, env: &Env) -> Self {
         match &env.user {
-            Some(u) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", &topo.host, "setpriv"]);
-                cmd.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
-                cmd.args(["unshare", "-Urn", "sleep", "600"]);
-                let holder = cmd.stdin(Stdio::null()).spawn().unwrap();
-                let path = format!("/proc/{}/ns/net", holder.id());
-                // unshare execs sleep once the namespaces exist.
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while std::fs::read_to_string(format!("/proc/{}/comm", holder.id())).unwrap_or_default().trim()
-                    != "sleep"
-                {
-                    assert!(Instant::now() < deadline, "unshare -Urn did not start");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Self { path, holder: Some(holder), name: None, inside: Vec::new() }
-            }
+            Some(_) => Self::held(topo, env, &["unshare", "-Urn", "sleep", "600"]),
             None => {
                 let name = format!("pnt-a{}-{}", std::process::id(), super::port(0));
                 ip(&["netns", "add", &name]);
                 Self { path: format!("/run/netns/{name}"), holder: None, name: Some(name), inside: Vec::new() }
             }
         }
+    }
+
+    /// A network namespace owned by the user namespace `userns` (a file
+    /// under /proc), made by the test user (rootless tier).
+    pub fn in_user_namespace(topo: &Topology, env: &Env, userns: &str) -> Self {
+        let user = format!("--user={userns}");
+        Self::held(topo, env, &["nsenter", &user, "--preserve-credentials", "unshare", "-n", "sleep", "600"])
+    }
+
+    /// A namespace held by `argv` (which ends by exec'ing sleep) as the test user.
+    fn held(topo: &Topology, env: &Env, argv: &[&str]) -> Self {
+        let u = env.user.as_ref().expect("a namespace held by a process is the rootless tier's");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &topo.host, "setpriv"]);
+        cmd.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups", "--"]);
+        cmd.args(argv);
+        let holder = cmd.stdin(Stdio::null()).spawn().unwrap();
+        let path = format!("/proc/{}/ns/net", holder.id());
+        // It execs sleep once the namespaces exist.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{}/comm", holder.id())).unwrap_or_default().trim() != "sleep" {
+            assert!(Instant::now() < deadline, "{argv:?} did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { path, holder: Some(holder), name: None, inside: Vec::new() }
     }
 
     /// `args` inside the namespace (as the test user, rootless).

@@ -100,7 +100,7 @@ fn a_run_that_survived_a_rebuilt_holder_resolves_names(env: Env) {
 }
 
 /// For each `host:port` argument, what a TCP connection there reads, or `refused`.
-const TRY_CONNECT: &str = r#"import socket,sys
+pub(super) const TRY_CONNECT: &str = r#"import socket,sys
 out=[]
 for target in sys.argv[1:]:
     h,p=target.rsplit(':',1)
@@ -160,8 +160,55 @@ fn host_port_reaches_the_granted_host_loopback_service_only(env: Env) {
     assert_all_gone(&topo, &[]);
 }
 
+/// For each `host:port` argument, what a UDP datagram there gets back, or `none`.
+const TRY_UDP: &str = r#"import socket,sys
+out=[]
+for target in sys.argv[1:]:
+    h,p=target.rsplit(':',1)
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.sendto(b'ping',(h,int(p))); out.append(s.recv(100).decode().strip())
+    except OSError: out.append('none')
+print(' '.join(out))
+"#;
+
+/// A UDP service on the throwaway host's 127.0.0.1 that answers with its name.
+fn host_loopback_udp_service(topo: &Topology, base: u16, name: &'static str) -> u16 {
+    let (socket, port) = topo.in_host(move || {
+        (0..50)
+            .map(|_| port(base))
+            .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok().map(|s| (s, p)))
+            .expect("a free UDP port on the host's loopback")
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(name.as_bytes(), peer);
+        }
+    });
+    port
+}
+
+fn host_port_relays_udp_to_the_granted_host_loopback_port_only(env: Env) {
+    let topo = Topology::new(&env);
+    cli_ok(&topo, &env, &["network", "create", "web"]);
+    let granted = host_loopback_udp_service(&topo, 19000, "granted");
+    let other = host_loopback_udp_service(&topo, 19100, "other");
+    let targets =
+        [format!("127.0.0.1:{granted}"), format!("host.pelagos.internal:{granted}"), format!("127.0.0.1:{other}")];
+    let granted_arg = granted.to_string();
+    let mut args = vec!["run", "--network", "web", "--host-port", &granted_arg, "--", "python3", "-c", TRY_UDP];
+    args.extend(targets.iter().map(String::as_str));
+    let out = topo.cli(&env, &args).output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(words, ["granted", "granted", "none"], "{targets:?}: {}", describe(&out));
+    cli_ok(&topo, &env, &["network", "rm", "web"]);
+    assert_all_gone(&topo, &[]);
+}
+
 /// A shell command as the test user in the throwaway host namespace.
-fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
+pub(super) fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
     let user = env.user.as_ref().expect("the rootless tier has a user");
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "exec", &topo.host, "setpriv"])
@@ -173,13 +220,13 @@ fn as_user(topo: &Topology, env: &Env, script: &str) -> std::process::Command {
 
 /// A process in a new network namespace made by `prefix` (a command that
 /// execs the rest), printing its pid; killed on drop.
-struct Netns {
+pub(super) struct Netns {
     child: Child,
-    pid: u32,
+    pub(super) pid: u32,
 }
 
 impl Netns {
-    fn new(topo: &Topology, env: &Env, prefix: &str) -> Self {
+    pub(super) fn new(topo: &Topology, env: &Env, prefix: &str) -> Self {
         let mut child = as_user(topo, env, &format!("exec {prefix} sh -c 'echo $$; exec sleep 120'"))
             .stdout(Stdio::piped())
             .spawn()
@@ -190,19 +237,26 @@ impl Netns {
         Self { child, pid }
     }
 
-    fn path(&self) -> String {
+    pub(super) fn path(&self) -> String {
         format!("/proc/{}/ns/net", self.pid)
     }
 
     /// `script` run by python3 inside the namespace (its user namespace first).
-    fn python(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> Output {
+    pub(super) fn python(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> Output {
+        self.python_cmd(topo, env, script, args).output().unwrap()
+    }
+
+    /// The command [`Netns::python`] runs, to start in the background.
+    pub(super) fn python_cmd(&self, topo: &Topology, env: &Env, script: &str, args: &[&str]) -> std::process::Command {
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let cmd = format!(
-            "nsenter --user=/proc/{pid}/ns/user --net=/proc/{pid}/ns/net --preserve-credentials python3 -c \"$0\" {}",
+            "exec nsenter --user=/proc/{pid}/ns/user --net=/proc/{pid}/ns/net --preserve-credentials python3 -c \"$0\" {}",
             quoted.join(" "),
             pid = self.pid
         );
-        as_user(topo, env, &cmd).arg(script).output().unwrap()
+        let mut cmd = as_user(topo, env, &cmd);
+        cmd.arg(script);
+        cmd
     }
 }
 
@@ -216,39 +270,50 @@ impl Drop for Netns {
 /// Asks the network's name server (argv[1]) for argv[2]'s A record and
 /// prints the address (`none` without an answer). Only known names and
 /// names under the names domain are asked: nothing is forwarded upstream.
-const ASK_GATEWAY: &str = r#"import socket,struct,sys
+pub(super) const ASK_GATEWAY: &str = r#"import socket,struct,sys
 q=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in sys.argv[2].split('.'))+b'\0'+struct.pack('>HH',1,1)
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.sendto(q,(sys.argv[1],53)); r=s.recv(512)
 print(socket.inet_ntoa(r[-4:]) if struct.unpack('>H',r[6:8])[0] else 'none')
 "#;
 
 /// Prints the names of the namespace's interfaces.
-const LINKS: &str = "import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))";
+pub(super) const LINKS: &str = "import socket; print(' '.join(sorted(n for _, n in socket.if_nameindex())))";
 
-fn attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves(env: Env) {
+/// Network `web` with a run `db` (greeting on port 80) that keeps the
+/// holder up, and a network namespace the user made inside the holder's
+/// user namespace; `None` (skipped) without nsenter.
+pub(super) fn holder_namespace_scene(env: &Env) -> Option<(Topology, Running, Vec<u32>, Netns)> {
     if common::which("nsenter").is_none() {
         common::skip("rootless", "nsenter (util-linux) is needed");
-        return;
+        return None;
     }
-    let topo = Topology::new(&env);
-    cli_ok(&topo, &env, &["network", "create", "web"]);
-    let server = start(&topo, &env, &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"]);
+    let topo = Topology::new(env);
+    cli_ok(&topo, env, &["network", "create", "web"]);
+    let server = start(&topo, env, &["run", "--network", "web", "--name", "db", "--", "python3", "-c", GREETER, "80"]);
     let pids = holder_pids(&topo);
-    // A namespace made inside the holder's user namespace, by the user.
-    let ns = Netns::new(
-        &topo,
-        &env,
-        &format!("nsenter --user=/proc/{}/ns/user --preserve-credentials unshare --net", pids[1]),
-    );
-    let out = topo
-        .cli(&env, &["attach", "--netns", &ns.path(), "--network", "web", "--name", "side", "--json"])
-        .output()
-        .unwrap();
+    let prefix = format!("nsenter --user=/proc/{}/ns/user --preserve-credentials unshare --net", pids[1]);
+    let ns = Netns::new(&topo, env, &prefix);
+    Some((topo, server, pids, ns))
+}
+
+/// `attach` the namespace `ns` to `web` as `side` (with `extra` options):
+/// the attachment's id and address.
+pub(super) fn attach_side(topo: &Topology, env: &Env, ns: &Netns, extra: &[&str]) -> (String, String) {
+    let path = ns.path();
+    let mut args = vec!["attach", "--netns", &path, "--network", "web", "--name", "side", "--json"];
+    args.extend_from_slice(extra);
+    let out = topo.cli(env, &args).output().unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = report["id"].as_str().unwrap().to_owned();
     let side = report["addresses"][0].as_str().unwrap().split('/').next().unwrap().to_owned();
     assert!(side.starts_with("10.90.1."), "{report}");
+    (id, side)
+}
+
+fn attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves(env: Env) {
+    let Some((topo, server, pids, ns)) = holder_namespace_scene(&env) else { return };
+    let (id, side) = attach_side(&topo, &env, &ns, &[]);
     let out = ns.python(&topo, &env, ASK_GATEWAY, &["10.90.1.1", "db"]);
     let db = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(db.starts_with("10.90.1.") && db != side, "the attached namespace resolves db: {}", describe(&out));
@@ -288,6 +353,7 @@ tier_tests!(
     [
         a_run_that_survived_a_rebuilt_holder_resolves_names,
         host_port_reaches_the_granted_host_loopback_service_only,
+        host_port_relays_udp_to_the_granted_host_loopback_port_only,
         attach_joins_a_namespace_of_the_holder_by_name_and_detach_leaves,
     ]
 );

@@ -223,6 +223,15 @@ impl Netlink {
             .map_err(|source| NetlinkError::DeleteLink { ifindex, source })
     }
 
+    /// Delete the link `ifindex`; one gone meanwhile (its namespace died
+    /// and took it, as a dead holder's veth peers go) is no error.
+    pub fn delete_link_if_present(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        match self.delete_link(ifindex) {
+            Err(e) if e.errno() == Some(Errno::ENODEV) => Ok(()),
+            done => done,
+        }
+    }
+
     /// Every link of this namespace: index, name, kind, master, up.
     pub fn links(&mut self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let replies = self

@@ -3,11 +3,12 @@
 //!
 //! The holder's pasta is shared by every run of the user and is started
 //! without `-T`, so it opens no door onto the host's loopback. Each run
-//! gets its own doors instead: a TCP listener per granted port on its
-//! namespace's `127.0.0.1`, made there by a socket factory, whose
-//! connections this process (in the host's namespaces) relays to the same
-//! port on the host's `127.0.0.1` with the builtin relay. No other port of
-//! the host's loopback is reachable, and no other run gets these.
+//! gets its own doors instead: a TCP listener and a UDP socket per granted
+//! port on its namespace's `127.0.0.1`, made there by a socket factory,
+//! whose connections and datagrams this process (in the host's namespaces)
+//! relays to the same port on the host's `127.0.0.1` with the builtin
+//! relay. No other port of the host's loopback is reachable, and no other
+//! run gets these.
 
 use super::Exec;
 use crate::flow::RunError;
@@ -38,6 +39,10 @@ pub(super) fn relay(exec: &mut Exec) -> Result<(), RunError> {
         let backlog = Backlog::new(128).expect("a valid backlog");
         listen(&fd, backlog).map_err(|e| err("listen inside the namespace", port)(e.into()))?;
         listeners.push(Listener { fd, local: SocketAddr::V4(local), proto: PortProto::Tcp, container_port: port });
+        let fd = factory.socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(err("make a socket in the namespace", port))?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(local))
+            .map_err(|e| err("bind 127.0.0.1 (UDP) inside the namespace", port)(e.into()))?;
+        listeners.push(Listener { fd, local: SocketAddr::V4(local), proto: PortProto::Udp, container_port: port });
     }
     let relay = Forwarder::start(listeners, Box::new(Here), ForwarderConfig::default()).map_err(RunError::Listen)?;
     log::info!("host loopback ports {:?} relayed into the namespace", exec.plan.host_loopback_ports);

@@ -29,8 +29,8 @@ pub(super) fn ensure(exec: &mut Exec) -> Result<(), RunError> {
         let ms = began.elapsed().as_secs_f64() * 1e3;
         log::info!("started the network holder (pid {}) in {ms:.2} ms", ensured.state.holder.pid);
     }
-    for (id, e) in &ensured.reattach_failed {
-        log::warn!("run {id} could not be given its network back in the new holder: {}", crate::flow::error_chain(e));
+    for (id, e) in &ensured.reattached.failed {
+        log::warn!("{id} could not be given its network back in the new holder: {}", crate::flow::error_chain(e));
     }
     exec.holder = Some(ensured.state);
     Ok(())

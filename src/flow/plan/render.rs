@@ -278,7 +278,7 @@ fn host_loopback_text(ports: &[u16]) -> String {
     }
     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
     format!(
-        "; then TCP listeners on 127.0.0.1:{{{}}} inside the child's namespace, relayed by this process to the \
+        "; then TCP listeners and UDP sockets on 127.0.0.1:{{{}}} inside the child's namespace, relayed by this process to the \
          same ports on the host's 127.0.0.1 (no other host loopback port)",
         list.join(",")
     )

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long pasta, its output closed, is given to finish exiting.
+const REAP_AFTER_CLOSE: Duration = Duration::from_millis(50);
+
 /// Errors of running pasta.
 #[derive(Debug, thiserror::Error)]
 pub enum PastaError {
@@ -183,8 +186,12 @@ impl PastaProcess {
         if self.try_exit().is_none() {
             self.helper.signal(Signal::SIGTERM);
         }
-        self.helper.wait_output_closed(Instant::now() + grace);
-        let status = self.try_exit();
+        let closed = self.helper.wait_output_closed(Instant::now() + grace);
+        // Its output closes as it exits (with its files, the tap device
+        // with them): its exit follows within moments, and it is reaped
+        // here, not on a thread that may die with this process (its zombie
+        // would go to a pid 1 that may never reap it).
+        let status = if closed { self.helper.wait_exit(REAP_AFTER_CLOSE) } else { self.try_exit() };
         self.helper.join_finished_drains();
         let output = self.output();
         // Dropping kills what is left and reaps it in the background.
