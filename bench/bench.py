@@ -147,6 +147,9 @@ def bench_startup(env, n):
     cases = {
         "ours": env.ours("--network", "loopback", "--", "true"),
         "peer": ["unshare", "--user", "--map-root-user", "--net", "true"],
+        # The same isolation as a run (PID and mount namespaces, a /proc of
+        # its own) without any of our work: what G3's peer lacks.
+        "isolated": ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount", "--fork", "--mount-proc", "true"],
         "floor": ["true"],
     }
     samples = {k: [] for k in cases}
@@ -602,6 +605,10 @@ def render(results, meta):
         row("1 startup p50 (ms)", o["p50"], p["p50"], "unshare -Urn", "{:.2f}", "ratio <= 1.30", o["p50"] / p["p50"] <= 1.3)
         row("  startup p90 (ms)", o["p90"], p["p90"], "unshare -Urn", "{:.2f}")
         row("  spawn floor: true (ms)", s["floor"]["p50"], None, "", "{:.2f}")
+        if "isolated" in s:
+            i = s["isolated"]
+            row("  same isolation: unshare -Urnpm (ms)", i["p50"], p["p50"], "unshare -Urn", "{:.2f}")
+            row("  startup vs same isolation", o["p50"], i["p50"], "unshare -Urnpm", "{:.2f}")
     lch = results.get("launch")
     if lch:
         o, p = lch["ours"], lch["peer"]
