@@ -13,7 +13,9 @@
 #[macro_use]
 mod common;
 
-use common::dns::{BIG_COUNT, BIG_NAME, DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER, addresses, run};
+use common::dns::{
+    BIG_COUNT, BIG_NAME, DOMAIN, DnsServer, Etc, Resolv, STUB_ADDR, STUB_ANSWER, addresses, run, run_env,
+};
 use common::{Env, Tier, Topology, describe};
 use std::io::Write;
 use std::net::TcpListener;
@@ -86,6 +88,11 @@ impl Scene {
     /// `pelagos-net ARGS` with the scene's /etc.
     fn run(&self, args: &[&str]) -> std::process::Output {
         run(&self.topo, &self.env, &self.etc, args)
+    }
+
+    /// [`Scene::run`] with `PELAGOS_DNS_CACHE` set to `cache`.
+    fn run_cache(&self, cache: &str, args: &[&str]) -> std::process::Output {
+        run_env(&self.topo, &self.env, &self.etc, args, &[("PELAGOS_DNS_CACHE", cache)])
     }
 
     fn finish(self) {
@@ -260,6 +267,11 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
         assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}: {}", describe(&out));
     }
+    // pelagos-net's forwarder inside the namespace (PELAGOS_DNS_CACHE=inside) carries TCP on every build.
+    for mode in ["pasta", "slirp4netns"] {
+        let out = scene.run_cache("inside", &["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
+        assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}, inside: {}", describe(&out));
+    }
     // pasta: a build that maps TCP answers in full; one that does not
     // (Debian 12's) refuses TCP to the forward address at once, never hangs.
     let probe = "import socket\ntry:\n  socket.create_connection(('169.254.1.1', 53), 20)\n  print('connected')\nexcept OSError as e:\n  print(e.strerror)";
@@ -279,6 +291,45 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         assert!(ms < 4000, "the lookup took {ms} ms: {}", describe(&out));
     } else {
         assert_eq!(lines.get(2), Some(&BIG_COUNT.to_string().as_str()), "{}", describe(&out));
+    }
+    scene.finish();
+}
+
+/// The answer cache: a repeated query is answered by pelagos-net's
+/// forwarder without asking the resolver again: on a bridge network by
+/// default, in pasta and slirp4netns runs with `PELAGOS_DNS_CACHE=inside`
+/// (by default they use the mode's own forwarder, which keeps nothing);
+/// with `PELAGOS_DNS_CACHE=off` every query reaches the resolver.
+fn repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise(env: Env) {
+    if common::dns::dnsmasq().is_none() {
+        return;
+    }
+    let Some(mut scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[]) else { return };
+    scene.servers.push(DnsServer::start_counting(&scene.topo.host, STUB_ADDR, STUB_ANSWER));
+    let asks = |name: &str| {
+        format!(
+            "head -n 2 /etc/resolv.conf | tail -n 1; for i in 1 2 3; do getent ahostsv4 {name} >/dev/null || exit 9; done"
+        )
+    };
+    for mode in modes(&env).into_iter().filter(|m| *m != "auto") {
+        // The bridge's gateway forwarder caches by default; pasta and slirp4netns with `inside`.
+        let cache = if mode == "bridge" { "on" } else { "inside" };
+        let cached = format!("cached-{mode}.{DOMAIN}");
+        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
+        assert!(ok_stdout(&out).contains("caches answers"), "{mode}: {}", describe(&out));
+        assert_eq!(scene.servers[0].queries(&cached), 1, "{mode}: {}", describe(&out));
+
+        // Not kept: pasta and slirp4netns by default (their own forwarders), the bridge with `off`.
+        let (cache, own) = match mode {
+            "pasta" => ("on", "which pasta forwards"),
+            "slirp4netns" => ("on", "slirp4netns's built-in forwarder"),
+            _ => ("off", "a forwarder of pelagos-net on the network's gateway"),
+        };
+        let fresh = format!("uncached-{mode}.{DOMAIN}");
+        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
+        let comment = ok_stdout(&out);
+        assert!(!comment.contains("caches answers") && comment.contains(own), "{mode}: {}", describe(&out));
+        assert_eq!(scene.servers[0].queries(&fresh), 3, "{mode}: {}", describe(&out));
     }
     scene.finish();
 }
@@ -334,6 +385,7 @@ both_tiers!([
     resolver_that_is_the_default_gateway_works,
     symlinked_chained_and_dangling_resolv_conf,
     tcp_only_answers_come_over_tcp_or_fail_at_once,
+    repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise,
     no_resolv_conf_the_run_works_and_says_so,
     bad_dns_input_exits_125_naming_the_value_and_creates_nothing,
 ]);

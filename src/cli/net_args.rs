@@ -137,8 +137,9 @@ impl NetArgs {
             NetworkArg::Mode(mode, opts) => (mode.clone(), opts.clone()),
             NetworkArg::Named(name) => (NetworkMode::Bridge(Some(self.lookup(name, ctx)?)), Vec::new()),
         };
-        let dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
+        let mut dns = DnsOptions::parse(&self.dns, &self.dns_search, &self.dns_option, &self.add_host)
             .map_err(|e| CliError::usage(e.to_string()))?;
+        dns.cache = crate::dns::options::DnsCache::from_env();
         let config = NetworkConfig {
             mode,
             ports: self.publish.clone(),

@@ -103,7 +103,9 @@ pub fn run_cmd(args: Args, ctx: &Context) -> Result<Exit, CliError> {
         tun_path: PathBuf::from("/dev/net/tun"),
         ip: args.ip,
         fallback: args.net.fallback,
-        on_ready: Some(hook),
+        // Without a hook, a loopback run's command starts without waiting
+        // for our word (see `Release`).
+        on_ready: (announce || sink.is_some()).then_some(hook),
     };
     let result = run(&opts);
     if let Some(sink) = &sink {

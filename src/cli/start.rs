@@ -22,7 +22,8 @@
 //!   unwind and print as before.
 //!
 //! [`binary_main!`](crate::binary_main) writes both into a binary crate,
-//! which also says `#![no_main]`; its body returns the exit status, and the
+//! which also says `#![cfg_attr(not(test), no_main)]` (its unit test build
+//! keeps the harness's `main`); its body returns the exit status, and the
 //! process leaves through [`std::process::exit`], which flushes stdout.
 
 /// What std's runtime start does that the binaries rely on (see the module
@@ -59,12 +60,15 @@ macro_rules! binary_main {
         // The unwinder from libgcc_eh.a instead of libgcc_s.so.1 (see
         // `pelagos_net::cli::start`): named by this crate, so it comes
         // before std's `-lgcc_s` on the link line and that one is dropped.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
         #[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
         unsafe extern "C" {}
 
-        /// The process's entry, called by the C runtime (a test build of
-        /// the binary keeps the test harness's).
+        // A unit test build keeps the test harness's `main`.
+        #[cfg(test)]
+        const _: fn() -> i32 = $body;
+
+        /// The process's entry, called by the C runtime.
         #[cfg(not(test))]
         #[unsafe(no_mangle)]
         extern "C" fn main(_argc: ::std::ffi::c_int, _argv: *const *const ::std::ffi::c_char) -> ::std::ffi::c_int {
@@ -73,7 +77,5 @@ macro_rules! binary_main {
             let status: i32 = ::std::panic::catch_unwind($body).unwrap_or(101);
             ::std::process::exit(status)
         }
-        #[cfg(test)]
-        const _: fn() -> i32 = $body;
     };
 }

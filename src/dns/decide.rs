@@ -8,9 +8,21 @@
 //! |---|---|---|
 //! | pasta | `169.254.1.1`, which pasta forwards (`--dns-forward`) to the host's first IPv4 nameserver, loopback stubs included | the command cannot reach the host's `127.0.0.53`; pasta's sockets live on the host |
 //! | slirp4netns | its built-in `10.0.2.3`, forwarded by libslirp to the host's first IPv4 nameserver | the same, built in |
+//! | pasta, slirp4netns with `PELAGOS_DNS_CACHE=inside` | `169.254.1.1`, where a caching forwarder of pelagos-net listens inside the namespace, its upstream sockets on the host | a repeated query is answered inside the namespace; TCP on every pasta build |
 //! | bridge (root) | the network's gateway, where pelagos-net runs a forwarder ([`super::forwarder`]) to the host's resolvers | a container on a bridge cannot reach the host's loopback either |
 //! | host | the host's files, untouched | the command shares the host's namespaces |
 //! | loopback | the host's files, untouched | there is no network to resolve over |
+//!
+//! Why the mode's own forwarder by default, and ours only with
+//! `PELAGOS_DNS_CACHE=inside`: pasta's and libslirp's forwarders cost one
+//! namespace hop per query as ours does (about 2x a query to a loopback
+//! stub, cold, in `bench/dns`) but keep nothing, so every repeated query
+//! pays it again; ours answers a repeated query inside the namespace (about
+//! 1.0x) and carries TCP where Debian 12's pasta cannot, but its socket
+//! factory (a fork that joins the namespace) and thread add several
+//! milliseconds to every run's start-up, which a hop of some 15 µs per
+//! query repays only after hundreds of repeated queries (and a host's
+//! stub resolver usually caches already).
 //!
 //! pasta's forward address is link-local (never routed) on purpose: Debian
 //! 12's pasta forwards only UDP to it. A TCP query (the retry after a
@@ -26,7 +38,7 @@
 //! (UDP and TCP).
 
 use super::hosts::{HostsEntry, HostsParts, render_hosts};
-use super::options::{DnsOptions, HostTarget};
+use super::options::{DnsCache, DnsOptions, HostTarget};
 use super::resolvconf::ResolvConf;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -151,6 +163,8 @@ pub enum Resolver {
         listen: Listen,
         /// Where it forwards, in order.
         upstreams: Vec<IpAddr>,
+        /// Whether it keeps answers for their TTL.
+        cache: bool,
     },
     /// The command asks these servers directly.
     Direct {
@@ -177,7 +191,7 @@ impl fmt::Display for Resolver {
             Self::SlirpBuiltin { addr, upstream } => {
                 write!(f, "{addr}, slirp4netns's built-in forwarder to the host's resolver {upstream}")
             }
-            Self::Forwarder { listen, upstreams } => {
+            Self::Forwarder { listen, upstreams, cache } => {
                 let ups: Vec<String> = upstreams.iter().map(IpAddr::to_string).collect();
                 let place = match listen {
                     Listen::Gateway(_) => "on the network's gateway",
@@ -189,6 +203,9 @@ impl fmt::Display for Resolver {
                     listen.addr(),
                     ups.join(", ")
                 )?;
+                if *cache {
+                    f.write_str("; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache)")?;
+                }
                 if let Listen::Gateway(_) = listen {
                     write!(
                         f,
@@ -215,6 +232,8 @@ pub struct ForwarderPlan {
     pub listen: Listen,
     /// Where it forwards, in order.
     pub upstreams: Vec<IpAddr>,
+    /// Whether it keeps answers for their TTL.
+    pub cache: bool,
 }
 
 /// Everything a run does for name resolution.
@@ -330,8 +349,9 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
                 return bridge_without_forwarder(gateway, &upstreams, plan);
             }
             let listen = Listen::Gateway(gateway);
-            plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone() };
-            plan.forwarder = Some(ForwarderPlan { listen, upstreams });
+            let cache = req.options.cache.keeps_answers();
+            plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone(), cache };
+            plan.forwarder = Some(ForwarderPlan { listen, upstreams, cache });
             return Some(vec![IpAddr::V4(gateway)]);
         }
         ModeDns::Host | ModeDns::Loopback => return None,
@@ -354,20 +374,25 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     // A server neither reachable directly nor through the mode's forwarding
     // (another address on the host's loopback; IPv6 under slirp4netns)
     // sends the whole list through a forwarder inside the namespace.
+    let cache = req.options.cache.keeps_answers();
     if wanted.iter().any(|ip| !direct(ip) && Some(*ip) != upstream) {
-        let listen = Listen::InNamespace(FORWARD_ADDR);
-        plan.resolver = Resolver::Forwarder { listen, upstreams: wanted.clone() };
-        plan.forwarder = Some(ForwarderPlan { listen, upstreams: wanted });
-        return Some(vec![IpAddr::V4(FORWARD_ADDR)]);
+        return Some(in_namespace(plan, wanted, cache));
     }
     let mut servers: Vec<IpAddr> = Vec::new();
-    for ip in wanted {
+    for &ip in &wanted {
         let mapped = if Some(ip) == upstream { IpAddr::V4(own_addr) } else { ip };
         if !servers.contains(&mapped) {
             servers.push(mapped);
         }
     }
     let uses_own = servers.contains(&IpAddr::V4(own_addr));
+    // `PELAGOS_DNS_CACHE=inside`: what the mode's own forwarder would carry
+    // goes through ours instead, which keeps answers (and carries TCP on
+    // every pasta build); servers the command reaches directly (`--dns`
+    // with a routable address) stay direct.
+    if uses_own && req.options.cache == DnsCache::Inside {
+        return Some(in_namespace(plan, wanted, cache));
+    }
     plan.resolver = match (req.mode, upstream) {
         (ModeDns::Pasta { tcp_mapped }, Some(up)) if uses_own => {
             let tcp = if tcp_mapped { TcpDns::Mapped } else { TcpDns::FailsFast };
@@ -379,6 +404,15 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
         _ => Resolver::Direct { servers: servers.clone() },
     };
     Some(servers)
+}
+
+/// Every server through a forwarder of pelagos-net inside the namespace,
+/// on [`FORWARD_ADDR`].
+fn in_namespace(plan: &mut DnsPlan, upstreams: Vec<IpAddr>, cache: bool) -> Vec<IpAddr> {
+    let listen = Listen::InNamespace(FORWARD_ADDR);
+    plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone(), cache };
+    plan.forwarder = Some(ForwarderPlan { listen, upstreams, cache });
+    vec![IpAddr::V4(FORWARD_ADDR)]
 }
 
 /// A bridge run whose forwarder cannot listen: the resolvers the network

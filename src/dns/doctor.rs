@@ -44,7 +44,7 @@ pub fn diagnose(files: &HostFiles, etc: &Path, caps: &HostCaps) -> DnsDoctor {
         ("loopback", ModeDns::Loopback),
         ("host", ModeDns::Host),
     ];
-    let options = DnsOptions::default();
+    let options = DnsOptions { cache: super::options::DnsCache::from_env(), ..DnsOptions::default() };
     let host = HostDns { resolv: files.resolv.conf(), hosts: files.hosts.as_deref(), address: None, alias: None };
     let modes = modes
         .into_iter()

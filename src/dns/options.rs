@@ -120,6 +120,51 @@ pub struct DnsOptions {
     /// `--add-host` entries, in order.
     #[serde(default)]
     pub add_hosts: Vec<AddHost>,
+    /// The answer cache (`PELAGOS_DNS_CACHE`; see [`DnsCache`]).
+    #[serde(default)]
+    pub cache: DnsCache,
+}
+
+/// Where answers are cached (`PELAGOS_DNS_CACHE`: unset or `on`, `off`,
+/// `inside`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsCache {
+    /// pelagos-net's forwarders (a bridge network's gateway, a rootless
+    /// network's name server, the one inside the namespace for a `--dns`
+    /// server on the host's loopback) keep answers; pasta and slirp4netns
+    /// runs use the mode's own forwarder, which keeps none.
+    #[default]
+    On,
+    /// No forwarder keeps answers.
+    Off,
+    /// As `On`, and pasta and slirp4netns runs use pelagos-net's caching
+    /// forwarder inside the namespace instead of the mode's own (a repeated
+    /// query is answered inside the namespace, and TCP works on every pasta
+    /// build), at the cost of a socket factory and a thread at start-up.
+    Inside,
+}
+
+impl DnsCache {
+    /// The policy a `PELAGOS_DNS_CACHE` value names (`0`, `off`, `no`,
+    /// `false`: off; `inside`; anything else, or unset: on).
+    pub fn from_setting(value: Option<&str>) -> Self {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Some("inside") => Self::Inside,
+            Some("0" | "off" | "no" | "false") => Self::Off,
+            _ => Self::On,
+        }
+    }
+
+    /// The policy of this process's `PELAGOS_DNS_CACHE`.
+    pub fn from_env() -> Self {
+        Self::from_setting(std::env::var(crate::dns::forwarder::CACHE_ENV).ok().as_deref())
+    }
+
+    /// Whether pelagos-net's forwarders keep answers.
+    pub fn keeps_answers(self) -> bool {
+        self != Self::Off
+    }
 }
 
 impl DnsOptions {
@@ -148,7 +193,7 @@ impl DnsOptions {
             Some(options.iter().map(|o| parse_option(o)).collect::<Result<_, _>>()?)
         };
         let add_hosts = add_hosts.iter().map(|h| parse_add_host(h)).collect::<Result<_, _>>()?;
-        Ok(Self { servers, search, options, add_hosts })
+        Ok(Self { servers, search, options, add_hosts, cache: DnsCache::On })
     }
 
     /// True when the run asks for nothing DNS-related.

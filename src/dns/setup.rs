@@ -9,7 +9,7 @@
 //! asks for, if any; stopping it is dropping it.
 
 use super::decide::{DecideError, DnsPlan, DnsRequest, HostDns, Listen, ModeDns, decide};
-use super::forwarder::{DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
+use super::forwarder::{CacheConfig, DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
 use super::host::HostFiles;
 use super::hosts::HostsEntry;
 use super::inside::{NsDns, PrepareError};
@@ -220,10 +220,11 @@ impl PreparedDns {
         names: Option<NamesScope>,
     ) -> Result<Option<Forwarder>, DnsSetupError> {
         let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
-        let cfg = match (fwd.listen, names) {
+        let mut cfg = match (fwd.listen, names) {
             (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default()),
             _ => ForwarderConfig::forward_to(&fwd.upstreams),
         };
+        cfg.cache = CacheConfig::keeping(fwd.cache);
         let listeners = match (fwd.listen, self.gateway.take(), target) {
             (Listen::Gateway(_), Some(l), _) => l,
             (Listen::InNamespace(addr), _, Some(target)) => {

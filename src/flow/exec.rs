@@ -47,6 +47,9 @@ pub(crate) struct ChildCommand {
     pub argv: Vec<CString>,
     /// The signal mask it starts with (the caller's own).
     pub sigmask: nix::sys::signal::SigSet,
+    /// When it starts: at once when nothing happens between the child's
+    /// report and the command (see [`crate::ns::child::Release`]).
+    pub release: crate::ns::child::Release,
 }
 
 /// A setup in progress: the plan, the record, and everything live.
@@ -92,6 +95,17 @@ pub(crate) struct Exec {
     pub tcp_listeners: Vec<crate::accel::ingress::Held>,
 }
 
+/// How a setup of `plan` names process `pid` in its record: by pid and
+/// start time when the record is written (`gc` must not mistake a recycled
+/// pid for it), by pid alone when it is never written (a loopback run),
+/// which spares reading `<proc>/PID/stat` on the start-up path.
+pub(crate) fn process_id(plan: &Plan, proc_root: &std::path::Path, pid: u32) -> ProcessId {
+    match plan.steps.contains(&Step::WriteRecord) {
+        true => ProcessId::of(proc_root, pid).unwrap_or(ProcessId::unread(pid)),
+        false => ProcessId::unread(pid),
+    }
+}
+
 impl std::fmt::Debug for Exec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Exec").field("record", &self.record).finish_non_exhaustive()
@@ -101,8 +115,7 @@ impl std::fmt::Debug for Exec {
 impl Exec {
     /// A setup of `plan` under `paths`, recorded as a `kind` under a fresh id.
     pub fn new(plan: Plan, paths: &Paths, kind: RecordKind, timeout: Duration) -> Self {
-        let me = std::process::id();
-        let owner = ProcessId::of(&paths.proc_root, me).unwrap_or(ProcessId::unread(me));
+        let owner = process_id(&plan, &paths.proc_root, std::process::id());
         Self::with_id(plan, paths, kind, timeout, new_run_id(), owner)
     }
 

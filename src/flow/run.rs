@@ -30,6 +30,7 @@ use crate::host::probe::{HostCaps, ProbeRoots};
 use crate::model::config::NetworkConfig;
 use crate::model::mode::NetworkMode;
 use crate::model::port::PortMapping;
+use crate::ns::child::Release;
 use crate::ns::target::OpenTarget;
 use crate::state::paths::Paths;
 use crate::state::record::RecordKind;
@@ -175,6 +176,17 @@ fn host_firewall_warning(planned: &Plan, host: &HostCaps) -> Option<String> {
     crate::bridge::firewall::hostfw::plan_warning(&found, def.name.as_str(), def.bridge.as_str())
 }
 
+/// When the child starts the command: at once when the command is the step
+/// right after the child's and no hook waits for the network to be ready
+/// (the loopback mode), else on our word.
+fn release_of(steps: &[Step], opts: &RunOptions) -> Release {
+    let nothing_between = steps.windows(2).any(|w| matches!(w, [Step::ForkChild { .. }, Step::ExecCommand]));
+    match (nothing_between, &opts.on_ready) {
+        (true, None) => Release::AtOnce,
+        _ => Release::OnWord,
+    }
+}
+
 /// Run the command per `opts`. `Err` means the command never started
 /// (or a setup failure stopped it); `Ok` carries its exit code.
 pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
@@ -191,7 +203,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport, RunError> {
     let signals = SignalGuard::new()?;
     let steps = plan.steps.clone();
     let mut exec = Exec::new(plan, &opts.paths, RecordKind::Run, opts.ready_timeout);
-    exec.command = Some(ChildCommand { program: cstring(program.as_os_str().as_bytes()), argv, sigmask: signals.old });
+    exec.command = Some(ChildCommand {
+        program: cstring(program.as_os_str().as_bytes()),
+        argv,
+        sigmask: signals.old,
+        release: release_of(&steps, opts),
+    });
     exec.given = given;
     let mut cancel = || signals.pending_termination().is_some();
     for step in &steps {

@@ -22,7 +22,7 @@
 
 use super::{HolderDir, HolderError};
 use crate::bridge::network::{NetworkDef, NetworkStore};
-use crate::dns::forwarder::{DNS_PORT, Forwarder, Limits, Listeners};
+use crate::dns::forwarder::{CacheConfig, DNS_PORT, Forwarder, Limits, Listeners};
 use crate::dns::names::NamesScope;
 use crate::model::target::NsTarget;
 use crate::ports::nsfactory::SocketFactory;
@@ -114,7 +114,9 @@ fn sync(
         match listen(factory, def.gateway) {
             Ok(listeners) => {
                 let scope = NamesScope::of_network(def, paths);
-                match crate::dns::names::serve(listeners, scope.clone(), upstreams, Limits::default()) {
+                let mut cfg = crate::dns::names::config(scope.clone(), upstreams, Limits::default());
+                cfg.cache = CacheConfig::keeping(crate::dns::options::DnsCache::from_env().keeps_answers());
+                match Forwarder::start(listeners, cfg) {
                     Ok(f) => {
                         served.insert(def.name.to_string(), Served { gateway: def.gateway, scope, _forwarder: f });
                     }

@@ -172,6 +172,18 @@ pub enum UsernsError {
     Pipe(#[source] io::Error),
 }
 
+/// When the child starts the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// When the parent says so ([`NsChild::release`]), after its own steps.
+    OnWord,
+    /// Right after reporting ready: the parent has nothing to do between
+    /// (a loopback run: no helper, no hook), so the word would only cost
+    /// a round trip through the pipes. [`NsChild::release`] then only
+    /// learns whether the exec worked.
+    AtOnce,
+}
+
 /// What the child runs once released.
 #[derive(Debug)]
 pub struct ChildSpec {
@@ -191,6 +203,8 @@ pub struct ChildSpec {
     /// The accelerator's filter, installed in the command's process right
     /// before `exec` (see [`crate::accel::child`]).
     pub accel: Option<crate::accel::child::ChildHook>,
+    /// When it starts the command.
+    pub release: Release,
 }
 
 /// Signals the parent passes on to the command (through the namespace's
@@ -233,6 +247,7 @@ pub struct NsChild {
     /// The detail byte of the last report.
     detail: u8,
     dns_targets: DnsTargets,
+    release: Release,
 }
 
 /// The mount targets of the DNS step, for error messages.
@@ -305,6 +320,9 @@ impl NsChild {
             proc_dir: cpath(&spec.proc_root),
             signals: init_signals(),
             own_pid_ns: spec.ns.owns_pid_ns(),
+            // Reserved, not written: only the pages the command's process
+            // touches are faulted in.
+            command_stack: Vec::with_capacity(init::COMMAND_STACK),
         };
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
@@ -339,8 +357,15 @@ impl NsChild {
         drop(go_rx);
         drop(pid_tx);
         let dns_targets = DnsTargets::of(spec);
-        let mut child =
-            Self { pid: Pid::from_raw(pid), report_rx, go_tx: Some(go_tx), reaped: false, detail: 0, dns_targets };
+        let mut child = Self {
+            pid: Pid::from_raw(pid),
+            report_rx,
+            go_tx: Some(go_tx),
+            reaped: false,
+            detail: 0,
+            dns_targets,
+            release: spec.release,
+        };
         if let NsKind::InUserNs { .. } = spec.ns {
             child.adopt_grandchild(pid_rx)?;
         }
@@ -399,10 +424,13 @@ impl NsChild {
         }
     }
 
-    /// Let the child start the command, and learn whether the exec worked.
+    /// Let the child start the command (unless it does at once), and learn
+    /// whether the exec worked.
     pub fn release(&mut self) -> Result<ExecOutcome, UsernsError> {
         let go = self.go_tx.take().ok_or(UsernsError::ChildVanished)?;
-        nix::unistd::write(&go, &[GO]).map_err(|e| UsernsError::Pipe(e.into()))?;
+        if self.release == Release::OnWord {
+            nix::unistd::write(&go, &[GO]).map_err(|e| UsernsError::Pipe(e.into()))?;
+        }
         drop(go);
         match self.read_report()? {
             Report::Closed => Ok(ExecOutcome::Running),

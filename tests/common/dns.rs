@@ -37,28 +37,51 @@ pub fn dnsmasq() -> Option<PathBuf> {
 pub struct DnsServer {
     child: Child,
     _hosts: tempfile::TempDir,
+    /// Its query log, when it keeps one.
+    log: Option<PathBuf>,
 }
 
 impl DnsServer {
     /// Serve `DOMAIN` as `answer` (and `BIG_NAME`) on `addr`:53 inside netns `ns`.
     pub fn start(ns: &str, addr: &str, answer: &str) -> Self {
+        Self::start_with(ns, addr, answer, false)
+    }
+
+    /// [`DnsServer::start`], answering with a TTL of 60 s and logging every
+    /// query it gets ([`DnsServer::queries`] counts them).
+    pub fn start_counting(ns: &str, addr: &str, answer: &str) -> Self {
+        Self::start_with(ns, addr, answer, true)
+    }
+
+    /// How many A queries for `name` it got.
+    pub fn queries(&self, name: &str) -> usize {
+        let log = self.log.as_ref().expect("a counting server");
+        let needle = format!("query[A] {name} ");
+        fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    fn start_with(ns: &str, addr: &str, answer: &str, counting: bool) -> Self {
         let hosts = tempfile::tempdir().unwrap();
         let file = hosts.path().join("big");
         let lines: String = (1..=BIG_COUNT).map(|i| format!("198.51.100.{i} {BIG_NAME}\n")).collect();
         fs::write(&file, lines).unwrap();
         fs::set_permissions(hosts.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let log = counting.then(|| hosts.path().join("queries.log"));
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null"])
             .args(["--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces", "--pid-file=", "--user=root"])
             .arg(format!("--listen-address={addr}"))
             .arg(format!("--address=/{DOMAIN}/{answer}"))
             .arg(format!("--addn-hosts={}", file.display()))
+            .args(log.iter().flat_map(|l| {
+                ["--local-ttl=60".into(), "--log-queries".into(), format!("--log-facility={}", l.display())]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start dnsmasq");
-        let server = Self { child, _hosts: hosts };
+        let server = Self { child, _hosts: hosts, log };
         let target: std::net::SocketAddr = format!("{addr}:53").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let up = in_netns(ns, move || {
@@ -183,8 +206,14 @@ pub fn host_files() -> (Vec<u8>, Vec<u8>) {
 
 /// `pelagos-net ARGS` with the test's /etc, run to completion (60 s watchdog).
 pub fn run(topo: &Topology, env: &Env, etc: &Etc, args: &[&str]) -> Output {
+    run_env(topo, env, etc, args, &[])
+}
+
+/// [`run`] with these environment variables set for pelagos-net.
+pub fn run_env(topo: &Topology, env: &Env, etc: &Etc, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let child = topo
         .cli_wrapped(env, &etc.wrapper(), args)
+        .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,6 +3,7 @@
 //! and the deadlines folded into the epoll timeout. UDP handling lives in
 //! `udp.rs`, TCP in `tcp.rs`.
 
+use super::cache::Cache;
 use super::tcp::Conns;
 use super::udp::Pending;
 use super::{ForwarderConfig, ForwarderError, ForwarderStats, Listeners, LocalAnswer, new_socket};
@@ -76,6 +77,10 @@ pub(super) struct Loop {
     pub(super) conns: Conns,
     rng: u64,
     pub(super) stats: ForwarderStats,
+    /// Upstream answers kept for their TTL.
+    pub(super) cache: Cache,
+    /// The UDP receive buffer (taken while in use).
+    pub(super) buf: Vec<u8>,
 }
 
 impl Loop {
@@ -112,6 +117,8 @@ impl Loop {
             conns: Conns::default(),
             rng: seed(),
             stats: ForwarderStats::default(),
+            cache: Cache::new(cfg.cache),
+            buf: Vec::new(),
             cfg,
         })
     }

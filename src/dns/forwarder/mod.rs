@@ -27,12 +27,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod cache;
 mod event_loop;
 mod tcp;
 mod udp;
 
 /// The port DNS uses.
 pub const DNS_PORT: u16 = 53;
+
+pub use cache::{CACHE_ENV, CacheConfig};
 
 /// What the local table says of a name asked by a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,8 @@ pub struct ForwarderConfig {
     pub local_ttl: u32,
     /// Bounds.
     pub limits: Limits,
+    /// The answer cache ([`CacheConfig::OFF`] for none).
+    pub cache: CacheConfig,
 }
 
 impl std::fmt::Debug for ForwarderConfig {
@@ -139,6 +144,7 @@ impl std::fmt::Debug for ForwarderConfig {
             .field("upstreams", &self.upstreams)
             .field("local_ttl", &self.local_ttl)
             .field("limits", &self.limits)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +157,7 @@ impl ForwarderConfig {
             names: Arc::new(NoLocalNames),
             local_ttl: 0,
             limits: Limits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -252,6 +259,8 @@ pub struct ForwarderStats {
     pub servfail: u64,
     /// TCP connections closed at once because [`Limits::max_tcp`] were open.
     pub tcp_refused: u64,
+    /// UDP queries answered from the cache.
+    pub cache_hits: u64,
 }
 
 /// A running forwarder; dropping it stops it.
@@ -300,3 +309,7 @@ impl Drop for Forwarder {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cache_live_tests.rs"]
+mod cache_live_tests;

@@ -63,7 +63,8 @@ fn silent() -> (UdpSocket, SocketAddr) {
 
 fn start(upstreams: Vec<SocketAddr>, names: StaticNames, limits: Limits) -> Forwarder {
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = ForwarderConfig { upstreams, names: Arc::new(names), local_ttl: 5, limits };
+    // The cache has its own tests (cache_live_tests.rs): these count every query upstream.
+    let cfg = ForwarderConfig { upstreams, names: Arc::new(names), local_ttl: 5, limits, cache: CacheConfig::OFF };
     Forwarder::start(listeners, cfg).unwrap()
 }
 
@@ -71,7 +72,7 @@ fn fast() -> Limits {
     Limits { attempt_timeout: Duration::from_millis(150), ..Limits::default() }
 }
 
-fn ask_udp(fwd: &Forwarder, msg: &[u8]) -> Vec<u8> {
+pub(super) fn ask_udp(fwd: &Forwarder, msg: &[u8]) -> Vec<u8> {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.send_to(msg, fwd.local_addr()).unwrap();
@@ -214,7 +215,13 @@ impl LocalNames for PerClient {
 fn a_table_answers_per_client_and_refuses_its_own_domain_at_once_over_udp_and_tcp() {
     let up = upstream(Ipv4Addr::new(198, 51, 100, 1), false);
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let cfg = ForwarderConfig { upstreams: vec![up.addr], names: Arc::new(PerClient), local_ttl: 0, limits: fast() };
+    let cfg = ForwarderConfig {
+        upstreams: vec![up.addr],
+        names: Arc::new(PerClient),
+        local_ttl: 0,
+        limits: fast(),
+        cache: CacheConfig::OFF,
+    };
     let fwd = Forwarder::start(listeners, cfg).unwrap();
     assert_eq!(a_record(&ask_udp(&fwd, &query("db", 1))), Ipv4Addr::new(10, 90, 0, 5));
     let reply = ask_udp(&fwd, &query("x.local.test", 2));

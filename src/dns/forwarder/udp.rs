@@ -3,11 +3,12 @@
 //! sent back under the client's ID; an attempt that times out (or an
 //! upstream that answers SERVFAIL or REFUSED) moves on to the next upstream.
 
+use super::cache::Lookup;
 use super::event_loop::Loop;
 use crate::dns::proto::{self, Question, RCODE_REFUSED, RCODE_SERVFAIL};
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Largest datagram.
@@ -26,6 +27,8 @@ pub(super) struct Query {
     upstream: usize,
     /// Which attempt the current timer belongs to.
     serial: u32,
+    /// What the answer is kept under (`None`: the cache is off).
+    lookup: Option<Lookup>,
 }
 
 /// Queries in flight by upstream ID, with their deadlines in order.
@@ -45,16 +48,32 @@ impl Pending {
 impl Loop {
     /// Read every queued client datagram.
     pub(super) fn udp_queries(&mut self) {
-        let mut buf = vec![0u8; BUF];
+        let mut buf = self.take_buf();
+        let mut drained = false;
         for _ in 0..BATCH {
             match self.udp.recv_from(&mut buf) {
                 Ok((n, from)) => self.udp_query(&buf[..n], from),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(_) => {
+                    drained = true;
+                    break;
+                }
             }
         }
-        // More may be queued: edge-triggered, so come back without a new edge.
-        self.requeue_udp();
+        self.buf = buf;
+        if !drained {
+            // More may be queued: edge-triggered, so come back without a new edge.
+            self.requeue_udp();
+        }
+    }
+
+    /// The receive buffer, allocated once (given back by the caller).
+    fn take_buf(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.len() < BUF {
+            buf.resize(BUF, 0);
+        }
+        buf
     }
 
     fn requeue_udp(&mut self) {
@@ -76,6 +95,14 @@ impl Loop {
             let _ = self.udp.send_to(&reply, from);
             return;
         }
+        let lookup = if self.cache.enabled() { Lookup::of(msg, &question) } else { None };
+        if let Some(look) = &lookup
+            && let Some(reply) = self.cache.get(look, msg, &question, Instant::now())
+        {
+            self.stats.cache_hits += 1;
+            let _ = self.udp.send_to(&reply, from);
+            return;
+        }
         if self.pending.by_id.len() >= self.cfg.limits.max_pending || self.cfg.upstreams.is_empty() {
             self.servfail_to(msg, from);
             return;
@@ -87,7 +114,7 @@ impl Loop {
         let mut out = msg.to_vec();
         proto::set_id(&mut out, id);
         let client_id = proto::id(msg).unwrap_or(0);
-        let q = Query { client: from, client_id, question, msg: out, upstream: 0, serial: 0 };
+        let q = Query { client: from, client_id, question, msg: out, upstream: 0, serial: 0, lookup };
         self.pending.by_id.insert(id, q);
         self.send_attempt(id);
     }
@@ -115,20 +142,17 @@ impl Loop {
 
     /// Read every queued upstream reply of one family.
     pub(super) fn udp_replies(&mut self, v6: bool) {
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let sock: &UdpSocket = match if v6 { &self.up6 } else { &self.up4 } {
-                Some(s) => s,
-                None => return,
-            };
+        let mut buf = self.take_buf();
+        while let Some(sock) = if v6 { self.up6.as_ref() } else { self.up4.as_ref() } {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => self.udp_reply(&buf[..n], from),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // WouldBlock (drained) or anything else: the attempt's timer
                 // handles an upstream that never answers.
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        self.buf = buf;
     }
 
     fn udp_reply(&mut self, reply: &[u8], from: SocketAddr) {
@@ -146,6 +170,9 @@ impl Loop {
         let mut out = reply.to_vec();
         proto::set_id(&mut out, q.client_id);
         let _ = self.udp.send_to(&out, q.client);
+        if let Some(look) = q.lookup {
+            self.cache.put(look, &q.question, reply, Instant::now());
+        }
     }
 
     fn next_upstream(&mut self, id: u16) {

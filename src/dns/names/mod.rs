@@ -68,7 +68,7 @@ mod table;
 pub use source::{NamesScope, NetworkNames};
 pub use table::{NAMES_DOMAIN, NameEntry, NameTable, Resolved};
 
-use crate::dns::forwarder::{DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
+use crate::dns::forwarder::{CacheConfig, DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
 use crate::model::run_name::RunName;
 use crate::state::record::Record;
 use std::net::{IpAddr, SocketAddr};
@@ -92,9 +92,11 @@ pub fn config(scope: NamesScope, upstreams: &[IpAddr], limits: Limits) -> Forwar
     ForwarderConfig {
         upstreams: upstreams.iter().map(|ip| SocketAddr::new(*ip, DNS_PORT)).collect(),
         names: Arc::new(NetworkNames::new(scope)),
-        // Names come and go with runs: nothing may cache them.
+        // Names come and go with runs: nothing may cache them (and the
+        // forwarder's cache keeps upstream answers only).
         local_ttl: 0,
         limits,
+        cache: CacheConfig::default(),
     }
 }
 

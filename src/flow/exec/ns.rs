@@ -5,7 +5,6 @@ use super::Exec;
 use crate::flow::RunError;
 use crate::flow::steps::{ChildNs, NsRef};
 use crate::host::diagnose::UsernsKnobs;
-use crate::host::procfs::ProcessId;
 use crate::model::ifname::generate_ns_name;
 use crate::ns::child::{ChildSpec, ChildStage, NsChild, NsKind, UsernsError};
 use crate::ns::netns::{self, NetNs};
@@ -78,11 +77,12 @@ pub(super) fn fork_child(exec: &mut Exec, ns: ChildNs) -> Result<(), RunError> {
         // Only the command's process keeps its end of the pair (ours goes
         // with `spec`): an early death reads as end-of-file.
         accel: exec.accel_hook.take(),
+        release: cmd.release,
     };
     let proc_root = exec.paths.proc_root.clone();
     let mut child = NsChild::spawn(&spec).map_err(|e| namespace_error(e, &proc_root))?;
     crate::fault::point("run.child-spawned");
-    let id = ProcessId::of(&proc_root, child.pid()).unwrap_or(ProcessId::unread(child.pid()));
+    let id = super::process_id(&exec.plan, &proc_root, child.pid());
     if let Err(e) = child.wait_ready() {
         child.kill_and_reap();
         return Err(namespace_error(e, &proc_root));
