@@ -180,6 +180,10 @@ impl LocalNames for NetworkNames {
 
 impl NetworkNames {
     fn answer_any(&self, name: &str) -> LocalAnswer {
+        if !NameTable::may_answer(name) {
+            // Most queries: no stat of the runs directory, no record read.
+            return LocalAnswer::Forward;
+        }
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh(&mut cache);
         let cache = &*cache;

@@ -102,7 +102,10 @@ impl NameTable {
         let mut keys = vec![entry.id.to_ascii_lowercase()];
         keys.extend(entry.name.as_ref().map(RunName::key));
         keys.dedup();
-        for key in keys {
+        // Keys are single labels (run ids are hex, names one DNS label):
+        // [`NameTable::may_answer`] relies on it to forward every other
+        // dotted name without reading the records.
+        for key in keys.into_iter().filter(|k| !k.contains('.')) {
             self.keys.entry(key).or_default().push(index);
         }
         self.entries.push(entry);
@@ -116,6 +119,15 @@ impl NameTable {
     /// The live entry already going by `name`, if any.
     pub fn holder_of(&self, name: &RunName) -> Option<&NameEntry> {
         self.entries.iter().find(|e| e.name.as_ref().is_some_and(|n| n.same(name)))
+    }
+
+    /// Whether any table could answer `qname` (lowercase, without the
+    /// final dot) itself: a single label (a name or an id) or a name under
+    /// [`NAMES_DOMAIN`]. Any other name is forwarded whatever the records
+    /// say, so a forwarder asks this before it reads them.
+    pub fn may_answer(qname: &str) -> bool {
+        !qname.contains('.')
+            || qname.strip_suffix(NAMES_DOMAIN).is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
     }
 
     /// What `qname` (lowercase, without the final dot) resolves to.
@@ -176,6 +188,21 @@ mod tests {
 
     fn addr(a: [u8; 4]) -> LocalAnswer {
         LocalAnswer::Addresses(vec![IpAddr::V4(Ipv4Addr::from(a))])
+    }
+
+    #[test]
+    fn only_single_labels_and_our_domain_may_be_answered() {
+        for ours in ["web", "0123456789ab", "dns.pelagos", "web.dns.pelagos", "a.b.dns.pelagos"] {
+            assert!(NameTable::may_answer(ours), "{ours}");
+        }
+        for other in ["www.example.org", "web.example", "xdns.pelagos", "web.xdns.pelagos", "dns.pelagos.org"] {
+            assert!(!NameTable::may_answer(other), "{other}");
+        }
+        // Whatever a table holds, a name `may_answer` refuses is never its.
+        let mut table = NameTable::new("web");
+        table.insert(NameEntry::of_record(&record("a.b", Some("srv"), "web", [10, 0, 0, 2]), "web").unwrap());
+        assert!(matches!(table.resolve("a.b"), Resolved::NotOurs));
+        assert!(matches!(table.resolve("srv"), Resolved::Found(_)));
     }
 
     #[test]
