@@ -26,11 +26,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::ffi::CString;
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::init::{self, Prepared};
+
+mod report;
+use report::DnsTargets;
+pub use report::{ChildStage, UsernsError};
 
 /// Which namespaces the child enters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,95 +84,6 @@ impl NsKind {
     pub fn owns_pid_ns(&self) -> bool {
         !matches!(self, Self::Join { userns: Some(_), .. })
     }
-}
-
-/// Step of the child's setup that failed, as reported through the pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ChildStage {
-    /// `prctl(PR_SET_PDEATHSIG)`.
-    DeathSignal = 1,
-    /// `unshare(2)`.
-    Unshare = 2,
-    /// Writing `/proc/self/setgroups`.
-    SetGroups = 3,
-    /// Writing `/proc/self/uid_map`.
-    UidMap = 4,
-    /// Writing `/proc/self/gid_map`.
-    GidMap = 5,
-    /// Bringing `lo` up.
-    Loopback = 6,
-    /// `execve(2)` of the command.
-    Exec = 7,
-    /// Name resolution: the run's resolv.conf and hosts, DNS routing.
-    Dns = 8,
-    /// Forking the command's process from the namespace's init.
-    StartCommand = 9,
-    /// Handing the accelerator's notification listener to the parent.
-    Accelerator = 10,
-}
-
-impl ChildStage {
-    fn from_u8(v: u8) -> Option<Self> {
-        use ChildStage::*;
-        [DeathSignal, Unshare, SetGroups, UidMap, GidMap, Loopback, Exec, Dns, StartCommand, Accelerator]
-            .into_iter()
-            .find(|s| *s as u8 == v)
-    }
-}
-
-impl std::fmt::Display for ChildStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::DeathSignal => "set parent-death signal",
-            Self::Unshare => "create namespaces",
-            Self::SetGroups => "write setgroups",
-            Self::UidMap => "write uid_map",
-            Self::GidMap => "write gid_map",
-            Self::Loopback => "bring up lo",
-            Self::Exec => "execute the command",
-            Self::Dns => "set up name resolution",
-            Self::StartCommand => "start the command's process",
-            Self::Accelerator => "hand over the accelerator's notification listener",
-        })
-    }
-}
-
-/// Errors of the namespace child.
-#[derive(Debug, thiserror::Error)]
-pub enum UsernsError {
-    /// A pipe could not be created.
-    #[error("create sync pipe")]
-    CreatePipe(#[source] Errno),
-    /// `fork` failed.
-    #[error("fork the namespace child")]
-    Fork(#[source] Errno),
-    /// The child reported a failed step.
-    #[error("namespace child failed to {stage}")]
-    ChildFailed {
-        /// The step.
-        stage: ChildStage,
-        /// Its errno.
-        #[source]
-        errno: Errno,
-    },
-    /// The child could not set up name resolution (see [`crate::dns::inside`]).
-    #[error("namespace child failed to {}", describe_dns(*.step, .target.as_deref()))]
-    DnsFailed {
-        /// The step.
-        step: crate::dns::inside::DnsStep,
-        /// The path a mount step is about.
-        target: Option<std::path::PathBuf>,
-        /// Its errno.
-        #[source]
-        errno: Errno,
-    },
-    /// The child died or closed its pipe without reporting.
-    #[error("namespace child exited before reporting")]
-    ChildVanished,
-    /// Reading from or writing to the sync pipe failed.
-    #[error("talk to the namespace child")]
-    Pipe(#[source] io::Error),
 }
 
 /// When the child starts the command.
@@ -248,36 +162,6 @@ pub struct NsChild {
     detail: u8,
     dns_targets: DnsTargets,
     release: Release,
-}
-
-/// The mount targets of the DNS step, for error messages.
-#[derive(Debug, Default)]
-struct DnsTargets(Vec<(crate::dns::inside::DnsStep, std::path::PathBuf)>);
-
-impl DnsTargets {
-    fn of(spec: &ChildSpec) -> Self {
-        use crate::dns::inside::DnsStep;
-        let Some(dns) = &spec.dns else { return Self::default() };
-        let steps = [DnsStep::MountFirst, DnsStep::MountSecond];
-        Self(steps.into_iter().filter_map(|s| dns.target_of(s).map(|t| (s, t.to_owned()))).collect())
-    }
-
-    fn get(&self, step: crate::dns::inside::DnsStep) -> Option<std::path::PathBuf> {
-        self.0.iter().find(|(s, _)| *s == step).map(|(_, t)| t.clone())
-    }
-}
-
-fn describe_dns(step: crate::dns::inside::DnsStep, target: Option<&Path>) -> String {
-    use crate::dns::inside::DnsStep;
-    match (step, target) {
-        (DnsStep::MountFirst | DnsStep::MountSecond, Some(t)) => format!("mount the run's file over {}", t.display()),
-        (DnsStep::Propagation, _) => "make its mounts private".into(),
-        (DnsStep::Scratch, _) => "mount a scratch tmpfs for the run's resolv.conf and hosts".into(),
-        (DnsStep::Write, _) => "write the run's resolv.conf and hosts".into(),
-        (DnsStep::Address, _) => "add the DNS address to lo".into(),
-        (DnsStep::Rule, _) => "add the routing rule for TCP DNS".into(),
-        _ => "mount the run's resolv.conf and hosts".into(),
-    }
 }
 
 /// Outcome of releasing the child.
