@@ -42,6 +42,7 @@ pub mod names;
 pub mod network;
 pub mod orphans;
 pub mod state;
+mod supervisor;
 pub mod usage;
 
 pub use state::{HolderDir, HolderState};
