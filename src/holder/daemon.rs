@@ -134,7 +134,9 @@ fn detach_and_supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
         }
     }
     let adopt = cfg.adopt.as_ref().map(|fd| fd.as_raw_fd());
-    close_other_fds(&[Some(tx.as_raw_fd()), adopt].into_iter().flatten().collect::<Vec<_>>());
+    let mut keep: Vec<RawFd> = [Some(tx.as_raw_fd()), adopt].into_iter().flatten().collect();
+    keep.sort_unstable();
+    crate::host::fds::close_from_except(3, &keep);
     // SAFETY: still single-threaded; the child never returns.
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => super::supervisor::supervise(cfg, tx),
@@ -149,24 +151,6 @@ fn detach_and_supervise(cfg: &StartConfig, tx: OwnedFd) -> ! {
 pub(super) fn exit(code: i32) -> ! {
     // SAFETY: leaves the process at once, running nothing of the caller's.
     unsafe { libc::_exit(code) }
-}
-
-/// Close every descriptor above 2 but `keep`.
-fn close_other_fds(keep: &[RawFd]) {
-    let mut keep = keep.to_vec();
-    keep.sort_unstable();
-    let mut from: u32 = 3;
-    for k in keep.into_iter().filter(|k| *k >= 3) {
-        let k = k as u32;
-        if k > from {
-            // SAFETY: closes descriptor numbers only; nothing in this
-            // process uses them any more (it is a fresh fork).
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
-        }
-        from = k + 1;
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
 pub(super) fn report(tx: &OwnedFd, line: &str) {

@@ -4,6 +4,7 @@
 //! never changes the host.
 
 pub mod diagnose;
+pub mod fds;
 pub mod kernel;
 pub mod nsaddr;
 pub mod path;

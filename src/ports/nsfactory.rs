@@ -341,40 +341,12 @@ fn child_main(ctl: RawFd, userns: RawFd, netns: RawFd) -> ! {
         }
         // Keep nothing of the owner's open: its listeners must close when it
         // closes them, and its end of the control socket must be its alone.
-        close_all_but(ctl);
+        crate::host::fds::close_from_except(3, &[ctl]);
         send_reply(ctl, Reply { errno: err, count: stage }, &[]);
         if err != 0 {
             libc::_exit(1);
         }
         serve(ctl)
-    }
-}
-
-/// Close every descriptor from 3 up except `keep` (async-signal-safe):
-/// `close_range(2)`, or a bounded loop on kernels without it (before 5.9).
-fn close_all_but(keep: RawFd) {
-    let keep = keep as libc::c_uint;
-    let ranges = [(3, keep.saturating_sub(1)), (keep.saturating_add(1).max(3), libc::c_uint::MAX)];
-    for (first, last) in ranges {
-        if first > last {
-            continue;
-        }
-        // SAFETY: closes descriptors this forked child inherited and never uses.
-        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
-        if rc == 0 {
-            continue;
-        }
-        let mut limit: libc::rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit fills a value of this frame.
-        let top = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            limit.rlim_cur.min(1 << 20) as libc::c_uint
-        } else {
-            65536
-        };
-        for fd in first..=last.min(top) {
-            // SAFETY: as above; EBADF for descriptors that are not open.
-            unsafe { libc::close(fd as RawFd) };
-        }
     }
 }
 

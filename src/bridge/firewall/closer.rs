@@ -189,14 +189,7 @@ struct Detached {
 extern "C" fn detached(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the leaked `Detached` of `detach_pending`.
     let job = unsafe { &*arg.cast::<Detached>() };
-    let mut from: u32 = 0;
-    for &fd in &job.keep {
-        if fd as u32 > from {
-            close_range(from, fd as u32 - 1);
-        }
-        from = fd as u32 + 1;
-    }
-    close_range(from, u32::MAX);
+    crate::host::fds::close_from_except(0, &job.keep);
     if !job.links.is_empty() {
         // SAFETY: socket/send/close on memory prepared before the clone.
         unsafe {
@@ -218,14 +211,6 @@ extern "C" fn detached(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: leaves without running destructors; the kernel closes
     // the inherited sockets, by now after the parent is gone.
     unsafe { libc::_exit(0) }
-}
-
-/// `close_range(first, last, 0)` where `first <= last`.
-fn close_range(first: u32, last: u32) {
-    if first <= last {
-        // SAFETY: closes descriptors of this (child) process only.
-        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-    }
 }
 
 #[cfg(test)]
