@@ -41,7 +41,8 @@ pub struct Question {
     pub end: usize,
 }
 
-fn u16_at(msg: &[u8], at: usize) -> Option<u16> {
+/// The big-endian 16-bit field at `at`, if the message is that long.
+pub(crate) fn u16_at(msg: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
 }
 

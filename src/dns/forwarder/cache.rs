@@ -252,14 +252,13 @@ struct Rr {
 /// Visit every record after the question (which ends at `at`); `None`
 /// when the message is cut short or malformed.
 fn walk(msg: &[u8], mut at: usize, mut visit: impl FnMut(&Rr) -> Option<()>) -> Option<()> {
-    let count = |i: usize| u16::from_be_bytes([msg[6 + 2 * i], msg[7 + 2 * i]]);
     if msg.len() < HEADER_LEN {
         return None;
     }
     for section in 0..3u8 {
-        for _ in 0..count(usize::from(section)) {
+        for _ in 0..proto::u16_at(msg, 6 + 2 * usize::from(section))? {
             at = skip_name(msg, at)?;
-            let field = |off: usize| msg.get(at + off..at + off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let field = |off: usize| proto::u16_at(msg, at + off);
             let (rtype, class) = (field(0)?, field(2)?);
             let ttl = u32::from_be_bytes(msg.get(at + 4..at + 8)?.try_into().ok()?);
             let len = usize::from(field(8)?);
@@ -295,8 +294,9 @@ fn cacheable(q: &Question, reply: &[u8], cfg: &CacheConfig) -> Option<(Vec<(usiz
         return None;
     }
     let rcode = proto::rcode(reply)?;
-    // The question parsed the same in the reply: it ends where the query's did.
-    let end = proto::question(reply)?.end;
+    // `answers` parsed the reply's question as the query's (same name, and
+    // no compression in a question): it ends where the query's did.
+    let end = q.end;
     let (mut ttls, mut min_ttl, mut answers, mut soa) = (Vec::new(), u32::MAX, 0u32, None);
     walk(reply, end, |rr| {
         if rr.rtype == TYPE_OPT {
