@@ -236,11 +236,7 @@ fn kill_process(role: &'static str, process: ProcessId, env: &Env<'_>, grace: Du
 
 pub(crate) fn remove_veth(name: &str) -> Result<(), UndoError> {
     let err = |source| UndoError::Veth { name: name.to_owned(), source };
-    let mut host = Netlink::open().map_err(err)?;
-    match host.link_index(name).map_err(err)? {
-        Some(index) => host.delete_link_if_present(index).map_err(err),
-        None => Ok(()),
-    }
+    Netlink::open().and_then(|mut host| host.delete_link_named(name)).map_err(err)
 }
 
 /// Cut veth `name` off its bridge now and queue its deletion for the

@@ -112,11 +112,7 @@ pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
         return Ok(());
     }
     super::join::inside(&state, &paths.proc_root, "remove the attachment's veth", || {
-        let mut host = Netlink::open().map_err(|e| crate::flow::error_chain(&e))?;
-        match host.link_index(name).map_err(|e| crate::flow::error_chain(&e))? {
-            Some(index) => host.delete_link_if_present(index).map_err(|e| crate::flow::error_chain(&e)),
-            None => Ok(()),
-        }
+        Netlink::open().and_then(|mut host| host.delete_link_named(name)).map_err(|e| crate::flow::error_chain(&e))
     })
 }
 

@@ -261,6 +261,15 @@ impl Netlink {
         }
     }
 
+    /// Delete the link called `name`, if there is one (absent, or gone
+    /// meanwhile, is no error: see [`Self::delete_link_if_present`]).
+    pub fn delete_link_named(&mut self, name: &str) -> Result<(), NetlinkError> {
+        match self.link_index(name)? {
+            Some(index) => self.delete_link_if_present(index),
+            None => Ok(()),
+        }
+    }
+
     /// Every link of this namespace: index, name, kind, master, up.
     pub fn links(&mut self) -> Result<Vec<LinkInfo>, NetlinkError> {
         let replies = self
