@@ -277,6 +277,13 @@ pub enum DecideError {
     },
 }
 
+/// Whether [`decide`] reads anything of the host's files for `mode`: not
+/// in host mode, nor in loopback mode without `--add-host` (the two early
+/// returns of `decide`), so callers need not read them.
+pub(crate) fn uses_host_files(mode: ModeDns, options: &DnsOptions) -> bool {
+    !(matches!(mode, ModeDns::Host) || (matches!(mode, ModeDns::Loopback) && options.add_hosts.is_empty()))
+}
+
 /// Decide.
 pub fn decide(req: &DnsRequest<'_>) -> Result<DnsPlan, DecideError> {
     let opts = req.options;

@@ -58,9 +58,8 @@ pub fn files_for(
     own: Option<&hosts::HostsEntry>,
     etc: &Path,
 ) -> Result<DnsPlan, DecideError> {
-    // Host mode, and loopback mode without --add-host, use nothing of the
-    // host's files (see `decide`): not read, on a loopback run's start-up.
-    if matches!(mode, ModeDns::Host) || (matches!(mode, ModeDns::Loopback) && options.add_hosts.is_empty()) {
+    // Not read when unused: a loopback run's start-up.
+    if !decide::uses_host_files(mode, options) {
         let host = HostDns { resolv: None, hosts: None, address: None, alias: None };
         return decide(&DnsRequest { mode, host, options, own });
     }
