@@ -220,11 +220,11 @@ impl PreparedDns {
         names: Option<NamesScope>,
     ) -> Result<Option<Forwarder>, DnsSetupError> {
         let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
-        let mut cfg = match (fwd.listen, names) {
-            (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default()),
-            _ => ForwarderConfig::forward_to(&fwd.upstreams),
+        let cache = CacheConfig::keeping(fwd.cache);
+        let cfg = match (fwd.listen, names) {
+            (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default(), cache),
+            _ => ForwarderConfig { cache, ..ForwarderConfig::forward_to(&fwd.upstreams) },
         };
-        cfg.cache = CacheConfig::keeping(fwd.cache);
         let listeners = match (fwd.listen, self.gateway.take(), target) {
             (Listen::Gateway(_), Some(l), _) => l,
             (Listen::InNamespace(addr), _, Some(target)) => {

@@ -74,6 +74,7 @@ fn serve(paths: &Paths, holder: Pid, supervisor: Pid) -> Result<(), HolderError>
     let inside = |message: String| HolderError::Inside { op: "serve the networks' names", message };
     let mut factory = SocketFactory::spawn(&target, &paths.proc_root).map_err(|e| inside(crate::flow::error_chain(&e)))?;
     let upstreams = host_upstreams(Path::new(crate::dns::setup::ETC));
+    let cache = CacheConfig::keeping(crate::dns::options::DnsCache::from_env().keeps_answers());
     let store = NetworkStore::new(&paths.config_dir);
     let defs_dir = paths.config_dir.join("networks");
     let dir = HolderDir::new(&paths.run_dir);
@@ -87,7 +88,7 @@ fn serve(paths: &Paths, holder: Pid, supervisor: Pid) -> Result<(), HolderError>
             seen = stamp.map(|s| (s, Instant::now()));
             // Definitions that cannot be read (one corrupted) change nothing served.
             match store.list() {
-                Ok(defs) => sync(&mut served, &defs, paths, &upstreams, &mut factory),
+                Ok(defs) => sync(&mut served, &defs, paths, &upstreams, cache, &mut factory),
                 Err(e) => log::warn!("holder name server: {}", crate::flow::error_chain(&e)),
             }
             write_served(&dir, supervisor, &served)?;
@@ -103,6 +104,7 @@ fn sync(
     defs: &[NetworkDef],
     paths: &Paths,
     upstreams: &[IpAddr],
+    cache: CacheConfig,
     factory: &mut SocketFactory,
 ) {
     served.retain(|name, s| {
@@ -114,8 +116,7 @@ fn sync(
         match listen(factory, def.gateway) {
             Ok(listeners) => {
                 let scope = NamesScope::of_network(def, paths);
-                let mut cfg = crate::dns::names::config(scope.clone(), upstreams, Limits::default());
-                cfg.cache = CacheConfig::keeping(crate::dns::options::DnsCache::from_env().keeps_answers());
+                let cfg = crate::dns::names::config(scope.clone(), upstreams, Limits::default(), cache);
                 match Forwarder::start(listeners, cfg) {
                     Ok(f) => {
                         served.insert(def.name.to_string(), Served { gateway: def.gateway, scope, _forwarder: f });

@@ -31,7 +31,7 @@
 //! # Serving a network's names
 //!
 //! ```no_run
-//! use pelagos_net::dns::forwarder::{Limits, Listeners};
+//! use pelagos_net::dns::forwarder::{CacheConfig, Limits, Listeners};
 //! use pelagos_net::dns::names::{NamesScope, serve};
 //! # fn demo(paths: &pelagos_net::Paths) -> Result<(), Box<dyn std::error::Error>> {
 //! let scope = NamesScope {
@@ -47,7 +47,8 @@
 //! // upstream sockets are made in the caller's namespace, so an upstream
 //! // on the caller's loopback (a stub resolver) works.
 //! let listeners = Listeners::bind("10.89.0.1:53".parse()?)?;
-//! let server = serve(listeners, scope, &["127.0.0.53".parse()?], Limits::default())?;
+//! let upstreams = ["127.0.0.53".parse()?];
+//! let server = serve(listeners, scope, &upstreams, Limits::default(), CacheConfig::default())?;
 //! // ... runs come and go: their records are read as they change ...
 //! let stats = server.stop(); // or drop it
 //! # let _ = stats; Ok(()) }
@@ -76,19 +77,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Start a forwarder on `listeners` that answers `scope`'s names and
-/// forwards everything else to `upstreams` (port 53), in order, within `limits`.
+/// forwards everything else to `upstreams` (port 53), in order, within
+/// `limits`, keeping upstream answers as `cache` says.
 pub fn serve(
     listeners: Listeners,
     scope: NamesScope,
     upstreams: &[IpAddr],
     limits: Limits,
+    cache: CacheConfig,
 ) -> Result<Forwarder, ForwarderError> {
-    Forwarder::start(listeners, config(scope, upstreams, limits))
+    Forwarder::start(listeners, config(scope, upstreams, limits, cache))
 }
 
 /// The forwarder configuration [`serve`] uses, for a caller that starts
 /// the forwarder itself.
-pub fn config(scope: NamesScope, upstreams: &[IpAddr], limits: Limits) -> ForwarderConfig {
+pub fn config(scope: NamesScope, upstreams: &[IpAddr], limits: Limits, cache: CacheConfig) -> ForwarderConfig {
     ForwarderConfig {
         upstreams: upstreams.iter().map(|ip| SocketAddr::new(*ip, DNS_PORT)).collect(),
         names: Arc::new(NetworkNames::new(scope)),
@@ -96,7 +99,7 @@ pub fn config(scope: NamesScope, upstreams: &[IpAddr], limits: Limits) -> Forwar
         // forwarder's cache keeps upstream answers only).
         local_ttl: 0,
         limits,
-        cache: CacheConfig::default(),
+        cache,
     }
 }
 
