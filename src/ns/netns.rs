@@ -183,7 +183,7 @@ impl NetNs {
 /// is untouched. The file is created with `O_EXCL`, so an existing name is
 /// an error, never reused.
 pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
-    create(dir, name, false).map(|(ns, _)| ns)
+    create(dir, name, || Ok(())).map(|(ns, ())| ns)
 }
 
 /// [`create_named`], and an rtnetlink socket (`NETLINK_ROUTE`, not yet
@@ -191,32 +191,35 @@ pub fn create_named(dir: &Path, name: &str) -> Result<NetNs, NetnsError> {
 /// a caller that configures links in there needs no second thread to
 /// join it (0.2-2 ms here).
 pub fn create_named_with_rtnl(dir: &Path, name: &str) -> Result<(NetNs, OwnedFd), NetnsError> {
-    let (ns, rtnl) = create(dir, name, true)?;
-    Ok((ns, rtnl.ok_or(NetnsError::Rtnl { source: Errno::EIO })?))
+    create(dir, name, || {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
+        socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
+            .map_err(|source| NetnsError::Rtnl { source })
+    })
 }
 
-fn create(dir: &Path, name: &str, rtnl: bool) -> Result<(NetNs, Option<OwnedFd>), NetnsError> {
+/// Create the namespace (see [`create_named`]); `inside` runs last on the
+/// thread that made it, while that thread is still in it.
+fn create<T: Send + 'static>(
+    dir: &Path,
+    name: &str,
+    inside: impl FnOnce() -> Result<T, NetnsError> + Send + 'static,
+) -> Result<(NetNs, T), NetnsError> {
     let path = create_mount_point(dir, name)?;
     crate::fault::point("netns.mount-point");
     let target = path.clone();
-    let made = std::thread::spawn(move || -> Result<Option<OwnedFd>, NetnsError> {
+    let made = std::thread::spawn(move || -> Result<T, NetnsError> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Unshare { source })?;
         let own = PathBuf::from("/proc/thread-self/ns/net");
         mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|source| NetnsError::Bind { source_path: own, path: target.clone(), source })?;
         crate::ns::loopback::bring_up_loopback().map_err(|e| NetnsError::Loopback { source: e })?;
-        if !rtnl {
-            return Ok(None);
-        }
-        use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
-        socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)
-            .map(Some)
-            .map_err(|source| NetnsError::Rtnl { source })
+        inside()
     })
     .join()
     .unwrap_or(Err(NetnsError::Unshare { source: Errno::EIO }));
-    let rtnl = match made {
-        Ok(fd) => fd,
+    let made = match made {
+        Ok(made) => made,
         Err(e) => {
             let _ = remove_named(&path);
             return Err(e);
@@ -226,5 +229,5 @@ fn create(dir: &Path, name: &str, rtnl: bool) -> Result<(NetNs, Option<OwnedFd>)
     let ns = NetNs::open(&path).inspect_err(|_| {
         let _ = remove_named(&path);
     })?;
-    Ok((ns, rtnl))
+    Ok((ns, made))
 }
