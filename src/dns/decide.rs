@@ -342,6 +342,7 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     let host = req.host.resolv;
     // Where the mode's own forwarding goes: the host's first IPv4 nameserver.
     let upstream = host.and_then(ResolvConf::first_ipv4);
+    let cache = req.options.cache.keeps_answers();
     let (own_addr, reaches_v6) = match req.mode {
         ModeDns::Pasta { .. } => (FORWARD_ADDR, true),
         ModeDns::Slirp4netns => (SLIRP_DNS_ADDR, false),
@@ -355,11 +356,7 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
             if !listening {
                 return bridge_without_forwarder(gateway, &upstreams, plan);
             }
-            let listen = Listen::Gateway(gateway);
-            let cache = req.options.cache.keeps_answers();
-            plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone(), cache };
-            plan.forwarder = Some(ForwarderPlan { listen, upstreams, cache });
-            return Some(vec![IpAddr::V4(gateway)]);
+            return Some(through_forwarder(plan, Listen::Gateway(gateway), upstreams, cache));
         }
         ModeDns::Host | ModeDns::Loopback => return None,
     };
@@ -381,9 +378,8 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     // A server neither reachable directly nor through the mode's forwarding
     // (another address on the host's loopback; IPv6 under slirp4netns)
     // sends the whole list through a forwarder inside the namespace.
-    let cache = req.options.cache.keeps_answers();
     if wanted.iter().any(|ip| !direct(ip) && Some(*ip) != upstream) {
-        return Some(in_namespace(plan, wanted, cache));
+        return Some(through_forwarder(plan, Listen::InNamespace(FORWARD_ADDR), wanted, cache));
     }
     let mut servers: Vec<IpAddr> = Vec::new();
     for &ip in &wanted {
@@ -398,7 +394,7 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     // every pasta build); servers the command reaches directly (`--dns`
     // with a routable address) stay direct.
     if uses_own && req.options.cache == DnsCache::Inside {
-        return Some(in_namespace(plan, wanted, cache));
+        return Some(through_forwarder(plan, Listen::InNamespace(FORWARD_ADDR), wanted, cache));
     }
     plan.resolver = match (req.mode, upstream) {
         (ModeDns::Pasta { tcp_mapped }, Some(up)) if uses_own => {
@@ -413,13 +409,13 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
     Some(servers)
 }
 
-/// Every server through a forwarder of pelagos-net inside the namespace,
-/// on [`FORWARD_ADDR`].
-fn in_namespace(plan: &mut DnsPlan, upstreams: Vec<IpAddr>, cache: bool) -> Vec<IpAddr> {
-    let listen = Listen::InNamespace(FORWARD_ADDR);
+/// Every server through a forwarder of pelagos-net listening on `listen`
+/// (the bridge's gateway, or [`FORWARD_ADDR`] inside the namespace): the
+/// one nameserver the run is given.
+fn through_forwarder(plan: &mut DnsPlan, listen: Listen, upstreams: Vec<IpAddr>, cache: bool) -> Vec<IpAddr> {
     plan.resolver = Resolver::Forwarder { listen, upstreams: upstreams.clone(), cache };
     plan.forwarder = Some(ForwarderPlan { listen, upstreams, cache });
-    vec![IpAddr::V4(FORWARD_ADDR)]
+    vec![IpAddr::V4(listen.addr())]
 }
 
 /// A bridge run whose forwarder cannot listen: the resolvers the network
