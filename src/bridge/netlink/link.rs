@@ -1,6 +1,6 @@
 //! Links: look-up, bridge and veth creation, up, master, deletion, listing.
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::{LinkInfo, Netlink, NetlinkError};
+use super::{LinkInfo, LinkState, Netlink, NetlinkError};
 
 /// A random, locally administered unicast MAC address.
 fn bridge_mac() -> [u8; 6] {
@@ -49,6 +49,26 @@ fn indexed(ifindex: u32) -> LinkMessage {
     msg
 }
 
+fn link_state(msg: &LinkMessage) -> LinkState {
+    let mut state = LinkState { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), ..Default::default() };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Address(a) if a.len() == 6 => state.mac.copy_from_slice(a),
+            LinkAttribute::Mtu(m) => state.mtu = *m,
+            _ => {}
+        }
+    }
+    state
+}
+
+/// The first link message among `replies`.
+fn first_link(replies: &[RouteNetlinkMessage]) -> Option<LinkState> {
+    replies.iter().find_map(|reply| match reply {
+        RouteNetlinkMessage::NewLink(link) => Some(link_state(link)),
+        _ => None,
+    })
+}
+
 fn link_info(msg: LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: msg.header.index,
@@ -79,12 +99,19 @@ impl Netlink {
         self.get_index(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
     }
 
+    /// Index, up, hardware address and MTU of the link called `name`, or
+    /// `None` if there is none (one request, as [`Self::link_index`]).
+    pub fn link_state(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        self.get_state(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+    }
+
     fn get_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.get_state(name)?.map(|s| s.index))
+    }
+
+    fn get_state(&mut self, name: &str) -> io::Result<Option<LinkState>> {
         match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
-                _ => None,
-            })),
+            Ok(replies) => Ok(first_link(&replies)),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -116,8 +143,8 @@ impl Netlink {
     /// created directly inside `peer_netns` (`IFLA_NET_NS_FD` in the peer's
     /// message), so no link is ever moved. With `master`, the host side is
     /// enslaved in the same request (`IFLA_MASTER`): the kernel creates it
-    /// enslaved or not at all. Both ends are created down. Returns the
-    /// host side's index.
+    /// enslaved or not at all. Both ends are created down. Returns the host
+    /// side's index.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -125,10 +152,13 @@ impl Netlink {
         peer_netns: BorrowedFd<'_>,
         master: Option<u32>,
     ) -> Result<u32, NetlinkError> {
-        self.create_veth_mtu(host, peer, peer_netns, master, None)
+        self.create_veth_mtu(host, peer, peer_netns, master, None).map(|s| s.index)
     }
 
-    /// [`Self::create_veth`] with both ends' MTU set in the same request.
+    /// [`Self::create_veth`] with both ends' MTU set in the same request;
+    /// returns the host side's index, hardware address and MTU, from the
+    /// kernel's echo of the creation (`NLM_F_ECHO`, kernel 6.3 and later),
+    /// or a look-up where the kernel does not echo.
     pub fn create_veth_mtu(
         &mut self,
         host: &str,
@@ -136,7 +166,7 @@ impl Netlink {
         peer_netns: BorrowedFd<'_>,
         master: Option<u32>,
         mtu: Option<u32>,
-    ) -> Result<u32, NetlinkError> {
+    ) -> Result<LinkState, NetlinkError> {
         let mut peer_msg = named(peer);
         if let Some(mtu) = mtu {
             peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -156,8 +186,11 @@ impl Netlink {
             Info::Kind(InfoKind::Veth),
             Info::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .and_then(|_| self.created_index(host))
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO)
+            .and_then(|echo| match first_link(&echo) {
+                Some(state) if state.index != 0 => Ok(state),
+                _ => self.get_state(host)?.ok_or_else(|| Errno::ENODEV.into()),
+            })
             .map_err(|source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source })
     }
 
@@ -209,29 +242,6 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
             .map_err(|source| NetlinkError::SetUp { ifindex, source })
-    }
-
-    /// The hardware address and MTU of link `name`, or `None` if there is none.
-    pub fn link_mac_mtu(&mut self, name: &str) -> Result<Option<([u8; 6], u32)>, NetlinkError> {
-        match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => {
-                    let mut mac = [0u8; 6];
-                    let mut mtu = 0;
-                    for attr in link.attributes {
-                        match attr {
-                            LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(&a),
-                            LinkAttribute::Mtu(m) => mtu = m,
-                            _ => {}
-                        }
-                    }
-                    Some((mac, mtu))
-                }
-                _ => None,
-            })),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(NetlinkError::LinkIndex { name: name.to_owned(), source }),
-        }
     }
 
     /// Set the MTU of link `ifindex`.
