@@ -85,8 +85,9 @@ extern "C" fn trampoline<T>(start: *mut libc::c_void) -> libc::c_int {
 pub fn spawn_until_exec<T>(stack: &mut ChildStack, main: ChildMain<T>, arg: &T) -> Result<Pid, Errno> {
     // SAFETY: the calling thread is suspended until the child has exec'd
     // or exited, so `stack` and `arg`, borrowed for this call, outlive the
-    // child's use of them, and no other thread can reach `arg` (borrowed
-    // from this thread) meanwhile; `main` keeps `ChildMain::new`'s promise.
+    // child's use of them, and the child stands in for this thread: it uses
+    // `arg` as this thread could, while other threads reach `arg` only as
+    // its type allows them to; `main` keeps `ChildMain::new`'s promise.
     unsafe { spawn(stack, main, arg, libc::CLONE_VFORK) }
 }
 
