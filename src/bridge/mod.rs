@@ -100,7 +100,7 @@ pub fn ensure_bridge(
     let _lock = leases.lock_setup(def.name.as_str())?;
     let bridge = def.bridge.to_string();
     let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
-    let (index, up) = match host.link_state(&bridge).map_err(br_err)? {
+    let (index, up) = match host.link_brief(&bridge).map_err(br_err)? {
         Some(s) => (s.index, s.up),
         None => {
             let index = host.create_bridge(&bridge).map_err(br_err)?;
@@ -207,7 +207,7 @@ pub fn configure_container_end_with(
 ) -> Result<LinkState, BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
     let mut state = inside
-        .link_state(end.name.as_str())
+        .link_brief(end.name.as_str())
         .map_err(link_err("find the container end"))?
         .ok_or_else(|| BridgeError::MissingPeer { name: end.name.to_string(), id: id.to_owned() })?;
     let index = state.index;

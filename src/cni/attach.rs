@@ -292,7 +292,7 @@ fn result_of(
         return Err(host(RunError::NoNetwork));
     };
     let nl = exec.bridge.host().ok_or_else(|| host(RunError::NoNetwork))?;
-    let bridge = nl.link_state(def.bridge.as_str()).map_err(host)?.unwrap_or_default();
+    let bridge = nl.link_brief(def.bridge.as_str()).map_err(host)?.unwrap_or_default();
     let iface = |name: &str, link: LinkState, sandbox: Option<String>| Interface {
         name: name.to_owned(),
         mac: mac_string(link.mac),

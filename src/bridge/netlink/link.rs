@@ -8,7 +8,7 @@ use netlink_packet_route::link::{
 };
 use nix::errno::Errno;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::{LinkInfo, LinkState, Netlink, NetlinkError};
 
@@ -78,6 +78,30 @@ fn first_link(replies: &[RouteNetlinkMessage]) -> Option<LinkState> {
     })
 }
 
+/// An `ifreq` naming link `name` (refused when too long for one).
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(Errno::EINVAL.into());
+    }
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// One interface ioctl (`SIOCGIF*`) on `fd`, in its socket's namespace
+/// (a netlink socket passes them to the device layer); `ifr` as filled.
+fn if_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<libc::ifreq> {
+    // SAFETY: a read-only interface ioctl: it reads the name and writes
+    // one field of the ifreq we own; the fd is a valid socket.
+    match unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut *ifr) } {
+        0 => Ok(*ifr),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn link_info(msg: LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: msg.header.index,
@@ -105,13 +129,52 @@ fn link_info(msg: LinkMessage) -> LinkInfo {
 impl Netlink {
     /// Index of the link called `name`, or `None` if there is none.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        self.get_index(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+        let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
+        let mut ifr = ifreq(name).map_err(err)?;
+        match if_ioctl(self.as_fd(), libc::SIOCGIFINDEX, &mut ifr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
+            other => Ok(Some(unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex } as u32)),
+        }
     }
 
     /// Index, up, hardware address and MTU of the link called `name`, or
     /// `None` if there is none (one request, as [`Self::link_index`]).
     pub fn link_state(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
         self.get_state(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+    }
+
+    /// [`Self::link_state`] over the interface ioctls on this socket
+    /// (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, in
+    /// its namespace): four small calls instead of an `RTM_GETLINK` whose
+    /// answer, for a bridge about 1.5 KB of attributes (its options, every
+    /// address family's settings), costs more to fill and decode than all
+    /// four. `None` when there is no such link.
+    pub fn link_brief(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
+        let mut ifr = ifreq(name).map_err(err)?;
+        let fd = self.as_fd();
+        let index = match if_ioctl(fd, libc::SIOCGIFINDEX, &mut ifr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
+            other => unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex },
+        };
+        // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+        let flags = unsafe { if_ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr).map_err(err)?.ifr_ifru.ifru_flags };
+        // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+        let hw = unsafe { if_ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr).map_err(err)?.ifr_ifru.ifru_hwaddr };
+        // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
+        let mtu = unsafe { if_ioctl(fd, libc::SIOCGIFMTU, &mut ifr).map_err(err)?.ifr_ifru.ifru_mtu };
+        let mut mac = [0u8; 6];
+        for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+            *dst = *src as u8;
+        }
+        Ok(Some(LinkState {
+            index: index as u32,
+            up: flags & libc::IFF_UP as libc::c_short != 0,
+            mac,
+            mtu: mtu as u32,
+        }))
     }
 
     fn get_index(&mut self, name: &str) -> io::Result<Option<u32>> {
