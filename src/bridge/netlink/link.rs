@@ -1,6 +1,6 @@
 //! Links: look-up, bridge and veth creation, up, master, deletion, listing.
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
@@ -228,9 +228,9 @@ impl Netlink {
     }
 
     /// [`Self::create_veth`] with both ends' MTU set in the same request;
-    /// returns the host side's index, hardware address and MTU, from the
-    /// kernel's echo of the creation (`NLM_F_ECHO`, kernel 6.3 and later),
-    /// or a look-up where the kernel does not echo.
+    /// returns the host side's index, hardware address and MTU (looked up
+    /// with [`Self::link_brief`]: cheaper than decoding the kernel's echo
+    /// of the creation, `NLM_F_ECHO`).
     pub fn create_veth_mtu(
         &mut self,
         host: &str,
@@ -258,12 +258,9 @@ impl Netlink {
             Info::Kind(InfoKind::Veth),
             Info::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO)
-            .and_then(|echo| match first_link(&echo) {
-                Some(state) if state.index != 0 => Ok(state),
-                _ => self.get_state(host)?.ok_or_else(|| Errno::ENODEV.into()),
-            })
-            .map_err(|source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source })
+        let create_err = |source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source };
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL).map_err(create_err)?;
+        self.link_brief(host)?.ok_or_else(|| create_err(Errno::ENODEV.into()))
     }
 
     /// Set link `ifindex` administratively up.
