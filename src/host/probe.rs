@@ -42,6 +42,7 @@
 
 mod helpers;
 mod nft;
+mod uids;
 pub(crate) mod parse;
 #[cfg(test)]
 pub(crate) mod test_hosts;
@@ -358,37 +359,6 @@ impl HostCaps {
     /// leaves out reads as not probed (helpers) or empty.
     pub fn probe_scoped(roots: &ProbeRoots, scope: ProbeScope) -> Self {
         probe_with(roots, roots.cache_dir.as_deref(), scope)
-    }
-
-    /// Who the caller is (`euid`, `uid`), with nothing read: all that
-    /// `flow::plan::plan` reads of the host for an explicit mode without
-    /// a fallback policy and without a helper (host, loopback, `ns:`, a
-    /// root bridge network), for a caller that plans once per short-lived
-    /// process (the CNI plugin: three `/proc` files less per call). The
-    /// rest reads as not probed, empty or none.
-    pub fn uids_only(euid: u32, uid: u32) -> Self {
-        HostCaps {
-            euid,
-            uid,
-            cap_net_admin: false,
-            cap_sys_admin: false,
-            in_userns: false,
-            netns_is_own: None,
-            seccomp_filter: false,
-            userns_knobs: UsernsKnobs::default(),
-            subuid: Vec::new(),
-            subgid: Vec::new(),
-            newuidmap: None,
-            newgidmap: None,
-            tun: TunStatus { path: PathBuf::from("/dev/net/tun"), problem: None },
-            pasta: Helper::NotProbed,
-            slirp4netns: Helper::NotProbed,
-            nftables: NftEvidence::NotFound,
-            default_route: DefaultRoute::default(),
-            container: Vec::new(),
-            kernel_release: None,
-            accel: None,
-        }
     }
 
     /// Probe without reading or writing the cache.
