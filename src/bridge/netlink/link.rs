@@ -288,7 +288,14 @@ impl Netlink {
     /// the port they came in on: a container reaching itself through a
     /// published port of the host).
     pub fn set_hairpin(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
-        self.set_port(ifindex, InfoBridgePort::HairpinMode(true))
+        let mut msg = indexed(ifindex);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            Info::PortKind(InfoPortKind::Bridge),
+            Info::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        ]));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+            .map_err(|source| NetlinkError::SetUp { ifindex, source })
     }
 
     /// Cut bridge port `ifindex` off its bridge at once (port state
@@ -296,20 +303,12 @@ impl Netlink {
     /// to it), without the RCU waits of removing it. Fails with `ENETDOWN`
     /// when the link is down and `EBUSY` when the bridge runs kernel STP.
     pub fn disable_port(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
-        self.set_port(ifindex, InfoBridgePort::State(BridgePortState::Disabled))
-    }
-
-    /// Set one bridge port option of link `ifindex`. A port's options
-    /// (`IFLA_INFO_SLAVE_DATA`) are applied by `RTM_NEWLINK` on the existing
-    /// link (as `ip link set ... type bridge_slave` sends it):
-    /// `RTM_SETLINK` ignores `IFLA_LINKINFO` and answers success.
-    fn set_port(&mut self, ifindex: u32, option: InfoBridgePort) -> Result<(), NetlinkError> {
         let mut msg = indexed(ifindex);
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             Info::PortKind(InfoPortKind::Bridge),
-            Info::PortData(InfoPortData::BridgePort(vec![option])),
+            Info::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::State(BridgePortState::Disabled)])),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), 0)
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
             .map_err(|source| NetlinkError::SetUp { ifindex, source })
     }
