@@ -277,9 +277,17 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         steps.push(Step::WriteRecord);
     }
     steps.extend(mode_steps);
-    // A rootless shared network's names are served by the holder, not the run.
-    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) && !in_holder {
-        steps.push(Step::StartDns);
+    // A rootless shared network's names are served by the holder, not the
+    // run. A forwarder inside the namespace starts as soon as the child has
+    // handed over its sockets, while the helper configures the namespace.
+    match dns.as_ref().and_then(|d| d.forwarder.as_ref()).map(|f| f.listen) {
+        _ if in_holder => {}
+        Some(crate::dns::decide::Listen::InNamespace(_)) => {
+            let at = steps.iter().position(|s| matches!(s, Step::ForkChild { .. })).map_or(steps.len(), |i| i + 1);
+            steps.insert(at, Step::StartDns);
+        }
+        Some(crate::dns::decide::Listen::Gateway(_)) => steps.push(Step::StartDns),
+        None => {}
     }
     if input.builtin {
         let target = driver.relay_target(&input);
