@@ -277,17 +277,10 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         steps.push(Step::WriteRecord);
     }
     steps.extend(mode_steps);
-    // A rootless shared network's names are served by the holder, not the
-    // run. A forwarder inside the namespace starts as soon as the child has
-    // handed over its sockets, while the helper configures the namespace.
-    match dns.as_ref().and_then(|d| d.forwarder.as_ref()).map(|f| f.listen) {
-        _ if in_holder => {}
-        Some(crate::dns::decide::Listen::InNamespace(_)) => {
-            let at = steps.iter().position(|s| matches!(s, Step::ForkChild { .. })).map_or(steps.len(), |i| i + 1);
-            steps.insert(at, Step::StartDns);
-        }
-        Some(crate::dns::decide::Listen::Gateway(_)) => steps.push(Step::StartDns),
-        None => {}
+    // A rootless shared network's names are served by the holder, not the run.
+    let forwarder = dns.as_ref().and_then(|d| d.forwarder.as_ref()).map(|f| f.listen).filter(|_| !in_holder);
+    if let Some(crate::dns::decide::Listen::Gateway(_)) = forwarder {
+        steps.push(Step::StartDns);
     }
     if input.builtin {
         let target = driver.relay_target(&input);
@@ -301,6 +294,14 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         (_, false, _) => {}
     }
     steps.extend(start_accel);
+    // A forwarder inside the namespace serves on sockets the child opened
+    // before the command started: a query sent before its thread runs
+    // waits in the socket's queue, so the thread starts off the launch's
+    // path, last (after the accelerator, whose start the command's first
+    // connect waits for).
+    if let Some(crate::dns::decide::Listen::InNamespace(_)) = forwarder {
+        steps.push(Step::StartDns);
+    }
     let helper = driver.helper(&input, dns.as_ref().and_then(|d| d.pasta_forward));
     let mut warnings: Vec<String> = decision.iter().filter_map(|d| d.warning.clone()).collect();
     warnings.extend(crate::ports::exposure::all_interfaces_warning(&cfg.ports));

@@ -69,11 +69,11 @@ fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() 
             "prepare_dns",
             "write_record",
             "fork_child",
-            "start_dns",
             "spawn_helper",
             "await_ready",
             "start_relay",
-            "exec_command"
+            "exec_command",
+            "start_dns"
         ]
     );
 }
@@ -134,10 +134,10 @@ fn explicit_pasta_plans_its_pinned_argv_and_no_selection() {
             "prepare_dns",
             "write_record",
             "fork_child",
-            "start_dns",
             "spawn_helper",
             "await_ready",
-            "exec_command"
+            "exec_command",
+            "start_dns"
         ]
     );
 }
@@ -149,11 +149,11 @@ fn root_pasta_names_the_child_namespace_and_keeps_root() {
         "prepare_dns",
         "write_record",
         "fork_child",
-        "start_dns",
         "name_netns",
         "spawn_helper",
         "await_ready",
         "exec_command",
+        "start_dns",
     ];
     assert_eq!(ops(&p), steps);
     let argv = p.helper_argv.unwrap().join(" ");
