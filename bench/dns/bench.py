@@ -174,6 +174,14 @@ class Bench:
         self.env.tracker.add(p.pid)
         return p
 
+    def spawn_user(self, argv, env):
+        """argv as the bench user with env, stdout piped."""
+        p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
+                             cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=self.env.log, close_fds=True)
+        self.env.tracker.add(p.pid)
+        return p
+
     def queries(self, path, n):
         """One round of n queries (warm, and cold where the path forwards) on
         one path; microseconds: {"warm": [...], "cold": [...]}."""
@@ -196,13 +204,7 @@ class Bench:
         else:
             argv = self.user_run(["--network", base, "--"] + client)
         env = dict(self.env.env, **extra)
-        if root:
-            p = self.spawn_root(argv, subprocess.PIPE, env)
-        else:
-            p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
-                                 cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=self.env.log, close_fds=True)
-            self.env.tracker.add(p.pid)
+        p = self.spawn_root(argv, subprocess.PIPE, env) if root else self.spawn_user(argv, env)
         out, _ = p.communicate(timeout=120)
         if p.returncode != 0:
             raise BenchError(f"{path}: query client failed (status {p.returncode})")
@@ -250,13 +252,9 @@ class Bench:
         env = dict(self.env.env, PELAGOS_DNS_CACHE=policy or "on")
         argv = self.user_run(["--network", mode, "--", "date", "+%s%N"])
         t0 = time.time()
-        p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
-                             cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=self.env.log, close_fds=True)
-        self.env.tracker.add(p.pid)
-        out, _ = p.communicate(timeout=60)
-        if p.returncode != 0:
-            raise BenchError(f"launch {which}: status {p.returncode}")
+        out, _ = self.spawn_user(argv, env).communicate(timeout=60)
+        if not out.strip():
+            raise BenchError(f"launch {which}: the command printed nothing")
         return (int(out) / 1e9 - t0) * 1e3
 
     def startup(self, which):
