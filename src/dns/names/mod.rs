@@ -63,6 +63,7 @@
 //! holds a name already (setup calls it under the runs directory's lock,
 //! held until its own record, with the name, is written).
 
+mod live;
 mod source;
 mod table;
 

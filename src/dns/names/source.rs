@@ -9,10 +9,12 @@
 //! answered, so a run killed without a chance to remove its record stops
 //! resolving at once, before `gc` removes the record.
 //!
-//! A lookup costs one `stat` of the records directory and one read of the
-//! owner's `/proc/<pid>/stat`; a rebuild reads the records (small files on
-//! a tmpfs). Nothing waits on the network.
+//! A lookup costs one `stat` of the records directory and one `poll` of a
+//! pidfd of the record's owner ([`super::live`]); a rebuild reads the
+//! records (small files on a tmpfs) and opens those pidfds. Nothing waits
+//! on the network.
 
+use super::live::Liveness;
 use super::table::{NameEntry, NameTable};
 use crate::dns::forwarder::{LocalAnswer, LocalNames};
 use crate::model::cidr::Ipv4Net;
@@ -68,8 +70,9 @@ struct Cache {
     /// Read again at the next lookup.
     racy: bool,
     table: NameTable,
-    /// The records behind the table's entries, by id (for liveness).
-    records: HashMap<String, Record>,
+    /// The records behind the table's entries, by id, with how each one's
+    /// liveness is checked.
+    records: HashMap<String, (Record, Liveness)>,
 }
 
 /// A network's names, from the records under a run directory.
@@ -103,15 +106,15 @@ impl NetworkNames {
         self.refresh(&mut cache);
         let mut table = NameTable::new(&self.scope.network);
         for entry in cache.table.entries() {
-            if cache.records.get(&entry.id).is_some_and(|r| self.alive(r)) {
+            if self.alive(&cache, entry) {
                 table.insert(entry.clone());
             }
         }
         table
     }
 
-    fn alive(&self, record: &Record) -> bool {
-        record.alive(&self.scope.proc_root)
+    fn alive(&self, cache: &Cache, entry: &NameEntry) -> bool {
+        cache.records.get(&entry.id).is_some_and(|(r, live)| live.check(r, &self.scope.proc_root))
     }
 
     fn refresh(&self, cache: &mut Cache) {
@@ -136,7 +139,17 @@ impl NetworkNames {
                 cache.table.insert(entry);
             }
         }
-        cache.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        // Only the records behind names: a pidfd each.
+        let proc_root = &self.scope.proc_root;
+        let table = &cache.table;
+        cache.records = records
+            .into_iter()
+            .filter(|r| table.entries().iter().any(|e| e.id == r.id))
+            .map(|r| {
+                let live = Liveness::of(&r, proc_root);
+                (r.id.clone(), (r, live))
+            })
+            .collect();
         cache.racy = stamp.is_none_or(|s| SystemTime::now().duration_since(s).map_or(true, |age| age < RACY));
         cache.stamp = stamp;
     }
@@ -187,8 +200,7 @@ impl NetworkNames {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh(&mut cache);
         let cache = &*cache;
-        let live = |e: &NameEntry| cache.records.get(&e.id).is_some_and(|r| self.alive(r));
-        cache.table.answer(name, live)
+        cache.table.answer(name, |e| self.alive(cache, e))
     }
 }
 
@@ -243,6 +255,27 @@ mod tests {
 
         store.remove_record("aaaaaaaaaaaa").unwrap();
         assert_eq!(names.answer(CLIENT, "db"), LocalAnswer::Forward);
+    }
+
+    #[test]
+    fn a_run_whose_owner_exits_stops_resolving_before_its_record_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), nix::unistd::geteuid().as_raw()).unwrap();
+        let mut owner = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let id = ProcessId::of(std::path::Path::new("/proc"), owner.id()).unwrap();
+        store.write_record(&record("aaaaaaaaaaaa", "db", id, [10, 0, 0, 2])).unwrap();
+        let names = NetworkNames::new(scope(dir.path(), false));
+        assert!(matches!(names.answer(CLIENT, "db"), LocalAnswer::Addresses(_)));
+        // The records directory does not change: the owner's exit alone
+        // (a zombie not yet reaped) takes the name away.
+        owner.kill().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while names.answer(CLIENT, "db") != LocalAnswer::Forward {
+            assert!(std::time::Instant::now() < deadline, "the name outlived its owner");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(names.table().entries().is_empty());
+        owner.wait().unwrap();
     }
 
     #[test]
