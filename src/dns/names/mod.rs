@@ -66,6 +66,7 @@
 mod live;
 mod source;
 mod table;
+mod watch;
 
 pub use source::{NamesScope, NetworkNames};
 pub use table::{NAMES_DOMAIN, NameEntry, NameTable, Resolved};

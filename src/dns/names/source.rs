@@ -3,19 +3,21 @@
 //!
 //! Records are the truth: a run's name exists while its record does and
 //! its owner (or, for an attachment, its namespace) lives. The table is
-//! rebuilt when the records directory changes (its modification time; a
-//! time too recent to trust, as git treats a racy index, makes the next
-//! query look again), and every name found is checked live before it is
-//! answered, so a run killed without a chance to remove its record stops
-//! resolving at once, before `gc` removes the record.
+//! rebuilt when the records directory changes (an inotify watch on it,
+//! [`super::watch`]; without one, its modification time, where a time too
+//! recent to trust, as git treats a racy index, makes the next query look
+//! again), and every name found is checked live before it is answered, so
+//! a run killed without a chance to remove its record stops resolving at
+//! once, before `gc` removes the record.
 //!
-//! A lookup costs one `stat` of the records directory and one `poll` of a
+//! A lookup costs one non-blocking `read` of the watch and one `poll` of a
 //! pidfd of the record's owner ([`super::live`]); a rebuild reads the
-//! records (small files on a tmpfs) and opens those pidfds. Nothing waits
-//! on the network.
+//! records (small files on a tmpfs) and opens pidfds for new owners.
+//! Nothing waits on the network.
 
 use super::live::Liveness;
 use super::table::{NameEntry, NameTable};
+use super::watch::{Seen, Watch};
 use crate::dns::forwarder::{LocalAnswer, LocalNames};
 use crate::model::cidr::Ipv4Net;
 use crate::model::cidr6::Ipv6Net;
@@ -65,9 +67,12 @@ impl NamesScope {
 
 #[derive(Default)]
 struct Cache {
-    /// The records directory's modification time when last read.
+    /// A watch on the records directory (`None`: not available, the
+    /// directory's modification time is looked at instead).
+    watch: Option<Watch>,
+    /// The records directory's modification time when last read (without a watch).
     stamp: Option<SystemTime>,
-    /// Read again at the next lookup.
+    /// Read again at the next lookup (without a watch).
     racy: bool,
     table: NameTable,
     /// The records behind the table's entries, by id, with how each one's
@@ -119,9 +124,22 @@ impl NetworkNames {
 
     fn refresh(&self, cache: &mut Cache) {
         let runs = self.scope.run_dir.join("runs");
-        let stamp = std::fs::metadata(&runs).and_then(|m| m.modified()).ok();
-        if stamp.is_some() && stamp == cache.stamp && !cache.racy {
-            return;
+        // With a watch on the directory: read again only when it saw a change.
+        let mut stamp = None;
+        match cache.watch.as_ref().map(Watch::changed) {
+            Some(Seen::Nothing) => return,
+            Some(Seen::Changed) => {}
+            Some(Seen::Lost) => cache.watch = None,
+            None => {
+                stamp = std::fs::metadata(&runs).and_then(|m| m.modified()).ok();
+                if stamp.is_some() && stamp == cache.stamp && !cache.racy {
+                    return;
+                }
+            }
+        }
+        // Watched before reading: a change made meanwhile is seen next time.
+        if cache.watch.is_none() {
+            cache.watch = Watch::new(&runs);
         }
         let records: Vec<Record> = match Store::open_existing(&self.scope.run_dir, self.euid) {
             Ok(Some(store)) => store.records().map(|all| all.into_iter().flatten().collect()).unwrap_or_default(),
@@ -139,14 +157,16 @@ impl NetworkNames {
                 cache.table.insert(entry);
             }
         }
-        // Only the records behind names: a pidfd each.
+        // Only the records behind names: a pidfd each, kept from the last
+        // reading while it is about the same process.
         let proc_root = &self.scope.proc_root;
         let table = &cache.table;
+        let mut before = std::mem::take(&mut cache.records);
         cache.records = records
             .into_iter()
             .filter(|r| table.entries().iter().any(|e| e.id == r.id))
             .map(|r| {
-                let live = Liveness::of(&r, proc_root);
+                let live = Liveness::of(&r, proc_root, before.remove(&r.id).map(|(_, l)| l));
                 (r.id.clone(), (r, live))
             })
             .collect();
