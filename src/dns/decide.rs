@@ -203,8 +203,15 @@ impl fmt::Display for Resolver {
                     listen.addr(),
                     ups.join(", ")
                 )?;
-                if *cache {
-                    f.write_str("; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache)")?;
+                match (cache, listen) {
+                    (true, Listen::InNamespace(_)) => f.write_str(
+                        "; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache; helper: the mode's own \
+                         forwarder for the servers it reaches)",
+                    )?,
+                    (true, Listen::Gateway(_)) => {
+                        f.write_str("; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache)")?
+                    }
+                    (false, _) => {}
                 }
                 if let Listen::Gateway(_) = listen {
                     write!(
