@@ -89,6 +89,10 @@ pub enum UsernsError {
         #[source]
         errno: Errno,
     },
+    /// The child reported ready without the DNS forwarder's sockets it was
+    /// to open (the report could not carry them).
+    #[error("the namespace child reported ready without the DNS forwarder's sockets")]
+    NoDnsListeners,
     /// The child died or closed its pipe without reporting.
     #[error("namespace child exited before reporting")]
     ChildVanished,
@@ -123,6 +127,8 @@ fn describe_dns(step: crate::dns::inside::DnsStep, target: Option<&Path>) -> Str
         (DnsStep::Write, _) => "write the run's resolv.conf and hosts".into(),
         (DnsStep::Address, _) => "add the DNS address to lo".into(),
         (DnsStep::Rule, _) => "add the routing rule for TCP DNS".into(),
+        (DnsStep::ListenUdp, _) => "open the DNS forwarder's UDP socket inside the namespace".into(),
+        (DnsStep::ListenTcp, _) => "open the DNS forwarder's TCP listener inside the namespace".into(),
         _ => "mount the run's resolv.conf and hosts".into(),
     }
 }
