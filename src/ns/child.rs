@@ -188,11 +188,11 @@ fn cpath(p: &Path) -> CString {
 /// [`crate::dns::inside`]); end-of-file once every copy of the child's end
 /// is closed, as a pipe's.
 fn report_pair() -> Result<(OwnedFd, OwnedFd), UsernsError> {
-    super::fdpass::pair().map_err(UsernsError::CreatePipe)
+    super::fdpass::pair().map_err(UsernsError::CreateChannel)
 }
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), UsernsError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(UsernsError::CreatePipe)
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(UsernsError::CreateChannel)
 }
 
 impl NsChild {

@@ -63,9 +63,9 @@ impl std::fmt::Display for ChildStage {
 /// Errors of the namespace child.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
-    /// A pipe could not be created.
-    #[error("create sync pipe")]
-    CreatePipe(#[source] Errno),
+    /// The report channel or a pipe to the child could not be created.
+    #[error("create a channel to the namespace child")]
+    CreateChannel(#[source] Errno),
     /// `fork` failed.
     #[error("fork the namespace child")]
     Fork(#[source] Errno),
@@ -93,10 +93,10 @@ pub enum UsernsError {
     /// to open (the report could not carry them).
     #[error("the namespace child reported ready without the DNS forwarder's sockets")]
     NoDnsListeners,
-    /// The child died or closed its pipe without reporting.
+    /// The child died or closed its channel without reporting.
     #[error("namespace child exited before reporting")]
     ChildVanished,
-    /// Reading from or writing to the sync pipe failed.
+    /// Reading from or writing to the channel to the child failed.
     #[error("talk to the namespace child")]
     Pipe(#[source] io::Error),
 }
