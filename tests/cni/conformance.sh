@@ -464,6 +464,8 @@ section_del_reuse() {
         bash -c "socat -T2 - TCP:10.66.0.9:80 </dev/null | grep -q new"
     check "the reused host port reaches the new container" \
         bash -c "socat -T2 - TCP:10.66.0.1:18095 </dev/null | grep -q new"
+    check "the container reaches itself through its published host port (hairpin)" \
+        bash -c "ip netns exec r2 socat -T2 - TCP:10.66.0.1:18095 </dev/null | grep -q new"
     kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
     cni DEL rb eth0 /run/netns/r2 pelagos-net <<<"$c"
     cni ADD rc eth0 /run/netns/r3 pelagos-net <<<"$c" >/dev/null
