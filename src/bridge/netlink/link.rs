@@ -280,7 +280,7 @@ impl Netlink {
         ))]));
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
-            .map_err(|source| NetlinkError::SetUp { ifindex, source })
+            .map_err(|source| NetlinkError::SetLinkOptions { ifindex, source })
     }
 
     /// The hardware address and MTU of link `name`, or `None` if there is none.
