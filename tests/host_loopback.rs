@@ -130,9 +130,20 @@ fn pasta_run_cannot_reach_host_loopback_services_without_host_port(env: Env) {
         assert_eq!(result, "ok:upstream", "{target} is the real gateway: {results:?}");
     }
 
+    // `--host-port` opens that port, TCP and UDP, and nothing else.
+    let other = port(27200);
+    host_loopback_services(&topo, other, Duration::from_secs(120));
     let named = p.to_string();
-    let results = probe(&topo, &env, "pasta", &["--host-port", &named], &[format!("tcp,127.0.0.1,{p}")]);
-    assert_eq!(results[0].1, format!("ok:{SECRET}"), "--host-port opens exactly that port: {results:?}");
+    let targets = [
+        format!("tcp,127.0.0.1,{p}"),
+        format!("udp,127.0.0.1,{p}"),
+        format!("tcp,127.0.0.1,{other}"),
+        format!("udp,127.0.0.1,{other}"),
+    ];
+    let results = probe(&topo, &env, "pasta", &["--host-port", &named], &targets);
+    assert_eq!(results[0].1, format!("ok:{SECRET}"), "--host-port opens that port to TCP: {results:?}");
+    assert_eq!(results[1].1, format!("ok:{SECRET}"), "--host-port opens that port to UDP: {results:?}");
+    assert!(leaks(&results[2..]).is_empty(), "--host-port opens no other port: {results:?}");
     topo.assert_clean();
 }
 

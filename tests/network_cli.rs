@@ -112,6 +112,7 @@ fn a_named_network_runs_by_name_with_its_options_and_rm_force_leaves_nothing() {
     let (code, _, err) = run(&["network", "rm", "Web"]);
     assert_eq!(code, Some(2), "in use: {err}");
     assert!(err.contains("network Web is in use by"), "{err}");
+    assert!(err.contains("fix: stop those runs first, or `pelagos-net network rm -f Web`"), "names the way out: {err}");
     let (code, out, err) = run(&["network", "rm", "-f", "-t", "5", "Web"]);
     assert_eq!((code, out.as_str()), (Some(0), "Web\n"), "{err}");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -331,8 +331,7 @@ impl Loop {
             Err(Failed::Keep(why)) => return self.keep(format!("{dst}: {why}")),
             Err(Failed::Refused(e)) => return Answer::Fail(e),
         };
-        let fd = n.data.args[0] as RawFd;
-        let cloexec = self.tasks.get_mut(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true);
+        let (fd, cloexec) = self.callers_fd(n);
         self.trace.mark(Phase::Flags);
         if sys::notif_replace_fd(self.listener.as_fd(), n.id, socket.as_fd(), fd, cloexec).is_err() {
             // The caller is gone or was interrupted; it will ask again.
@@ -396,6 +395,14 @@ impl Loop {
         }
     }
 
+    /// The descriptor the caller passed (its first argument) and whether
+    /// it is close-on-exec (from its fdinfo; yes when that cannot be read),
+    /// for the socket that replaces it.
+    fn callers_fd(&mut self, n: &libc::seccomp_notif) -> (RawFd, bool) {
+        let fd = n.data.args[0] as RawFd;
+        (fd, self.tasks.get_mut(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true))
+    }
+
     fn on_bind(&mut self, n: &libc::seccomp_notif) -> Answer {
         if self.cfg.ingress.is_none() {
             return Answer::Continue;
@@ -417,12 +424,11 @@ impl Loop {
             Ok(None) => return Answer::Continue,
             Err(e) => return Answer::Fail(e),
         };
-        let fd = n.data.args[0] as RawFd;
-        let cloexec = self.tasks.get_mut(&n.pid).and_then(|t| t.close_on_exec(fd)).unwrap_or(true);
         // Recorded either way: a server that did not get it (it was
         // interrupted) asks again and gets a listener bound afresh.
         ingress.handed(&listener);
         self.cfg.reach.own_servers = ingress.own_servers();
+        let (fd, cloexec) = self.callers_fd(n);
         if sys::notif_replace_fd(self.listener.as_fd(), n.id, listener.socket.as_fd(), fd, cloexec).is_err() {
             return Answer::Continue;
         }

@@ -23,9 +23,7 @@ impl Exit {
     pub fn code(code: i32) -> Exit {
         Exit(code)
     }
-}
 
-impl Exit {
     /// The process's exit status (clamped to 0..=255).
     pub fn status(self) -> i32 {
         self.0.clamp(0, 255)

@@ -77,7 +77,7 @@ pub struct NetArgs {
     /// Publish a port: [[HOST_IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp]; ranges as 8000-8010:80-90.
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     pub publish: Vec<PortMapping>,
-    /// Let the command reach a service on the host's loopback at PORT as 127.0.0.1:PORT.
+    /// Let the command reach a service on the host's loopback at PORT (TCP and UDP) as 127.0.0.1:PORT.
     #[arg(long = "host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub host_ports: Vec<u16>,
     /// What to do when the mode cannot be had in full: strict (fail), warn

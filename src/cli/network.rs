@@ -1,7 +1,7 @@
 //! `pelagos-net network ...`: named bridge networks, as podman's
 //! `network` subcommands. Thin over [`crate::bridge::manage`].
 
-use super::error::{CliError, EXIT_USAGE, Exit, error_chain};
+use super::error::{CliError, EXIT_USAGE, Exit, error_chain, with_hint};
 use super::{Context, output};
 use crate::bridge::manage::{self, ManageError};
 use crate::bridge::network::{NetworkDef, NetworkError, NetworkOptions, NetworkRequest};
@@ -197,8 +197,26 @@ fn code_of(e: &ManageError) -> i32 {
     }
 }
 
+/// What to do about a failure, when we can say.
+fn hint_of(e: &ManageError) -> Option<String> {
+    match e {
+        ManageError::InUse { network, .. } => Some(format!(
+            "stop those runs first, or `pelagos-net network rm -f {network}`, which stops them (SIGTERM, SIGKILL after --time)"
+        )),
+        ManageError::StopTimedOut { network, .. } => {
+            Some(format!("give them longer: `pelagos-net network rm -f --time SECONDS {network}`"))
+        }
+        _ => None,
+    }
+}
+
+/// A failure's message: its causes, and what to do about it.
+fn message_of(e: &ManageError) -> String {
+    with_hint(&error_chain(e), hint_of(e))
+}
+
 fn fail(e: ManageError) -> CliError {
-    CliError::new(code_of(&e), error_chain(&e))
+    CliError::new(code_of(&e), message_of(&e))
 }
 
 /// A definition as JSON, with its schema version.
@@ -220,7 +238,7 @@ pub fn run_cmd(cmd: NetworkCmd, ctx: &Context) -> Result<Exit, CliError> {
                     Ok(()) => output::outln(name.as_str())?,
                     Err(e) => {
                         worst = worst.max(code_of(&e));
-                        output::error(&error_chain(&e));
+                        output::error(&message_of(&e));
                     }
                 }
             }
@@ -287,7 +305,7 @@ fn inspect(ctx: &Context, names: &[NetworkName]) -> Result<Exit, CliError> {
             }
             Err(e) => {
                 worst = worst.max(code_of(&e));
-                output::error(&error_chain(&e));
+                output::error(&message_of(&e));
             }
         }
     }
@@ -310,7 +328,7 @@ fn prune(ctx: &Context, force: bool) -> Result<Exit, CliError> {
     let mut worst = 0;
     for (_, e) in &report.failed {
         worst = worst.max(code_of(e));
-        output::error(&error_chain(e));
+        output::error(&message_of(e));
     }
     Ok(Exit::code(worst))
 }

@@ -119,8 +119,7 @@ pub fn remove_veth(paths: &Paths, name: &str) -> Result<(), HolderError> {
 /// Whether the network namespace `netns` is owned by the user namespace
 /// at `userns` (compared by device and inode).
 pub fn owned_by(netns: BorrowedFd<'_>, userns: &std::path::Path) -> std::io::Result<bool> {
-    let owner = std::fs::File::from(owner(netns)?);
-    Ok(crate::state::record::NsId::of_file(&owner)? == crate::state::record::NsId::of(userns)?)
+    Ok(crate::state::record::NsId::of_file(owner(netns)?)? == crate::state::record::NsId::of(userns)?)
 }
 
 /// The user namespace that owns the network namespace `netns` (`NS_GET_USERNS`).

@@ -16,10 +16,11 @@ use crate::state::store::Store;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A live run or attachment of a dead holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Orphan {
     /// Its record's id.
     pub id: String,
@@ -32,18 +33,11 @@ pub struct Orphan {
     /// Its network namespace: `/proc/<command>/ns/net` of a run, the
     /// namespace an attachment was given.
     pub netns: PathBuf,
-    /// The user namespace owning that network namespace.
+    /// The user namespace owning that network namespace: its identity.
     pub userns: NsId,
-}
-
-impl Orphan {
-    /// The user namespace owning its network namespace, open (what a new
-    /// holder adopts).
-    pub fn open_userns(&self) -> Result<OwnedFd, HolderError> {
-        let err = |source| HolderError::OpenNamespace { path: self.netns.clone(), source };
-        let netns = std::fs::File::open(&self.netns).map_err(err)?;
-        super::network::owner(netns.as_fd()).map_err(err)
-    }
+    /// The same user namespace, open (what a new holder adopts; held, it
+    /// cannot go away in between).
+    pub userns_fd: Arc<OwnedFd>,
 }
 
 /// How many orphans were given their network back, and why the others were not.
@@ -95,8 +89,10 @@ fn orphan(paths: &Paths, r: &Record) -> Option<Orphan> {
         }
     };
     let file = std::fs::File::open(&netns).ok()?;
-    let userns = NsId::of_file(&std::fs::File::from(super::network::owner(file.as_fd()).ok()?)).ok()?;
-    Some(Orphan { id: r.id.clone(), kind: r.kind, network: network.to_owned(), address, netns, userns })
+    let userns_fd = super::network::owner(file.as_fd()).ok()?;
+    let userns = NsId::of_file(&userns_fd).ok()?;
+    let userns_fd = Arc::new(userns_fd);
+    Some(Orphan { id: r.id.clone(), kind: r.kind, network: network.to_owned(), address, netns, userns, userns_fd })
 }
 
 /// Give each orphan a veth pair on its network in the holder `state`, with

@@ -43,17 +43,10 @@ pub fn ensure(cfg: &StartConfig) -> Result<Ensured, HolderError> {
         }
         clear(&dir, proc_root)?;
     }
-    let mut orphans = super::orphans::find(&cfg.paths);
+    let orphans = super::orphans::find(&cfg.paths);
     let mut cfg = cfg.clone();
-    // Their user namespace, open (it may have gone since they were found:
-    // then there is nothing to give back).
-    cfg.adopt = match orphans.first().map(super::orphans::Orphan::open_userns) {
-        Some(Ok(fd)) => Some(std::sync::Arc::new(fd)),
-        _ => {
-            orphans.clear();
-            None
-        }
-    };
+    // Their user namespace, opened when they were found.
+    cfg.adopt = orphans.first().map(|o| std::sync::Arc::clone(&o.userns_fd));
     crate::fault::point("holder.start");
     let state = start(&cfg)?;
     crate::fault::point("holder.started");

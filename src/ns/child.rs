@@ -30,6 +30,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::init::{self, Prepared};
+use crate::host::spawn::ChildStack;
 
 mod report;
 use report::DnsTargets;
@@ -204,10 +205,10 @@ impl NsChild {
             proc_dir: cpath(&spec.proc_root),
             signals: init_signals(),
             own_pid_ns: spec.ns.owns_pid_ns(),
-            // Reserved, not written: only the pages the command's process
-            // touches are faulted in.
-            command_stack: Vec::with_capacity(init::COMMAND_STACK),
         };
+        // Reserved, not written: only the pages the command's process
+        // touches are faulted in.
+        let mut command_stack = ChildStack::reserve(init::COMMAND_STACK);
         let (report_rx, report_tx) = pipe_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
         let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD;
@@ -233,8 +234,10 @@ impl NsChild {
             drop(pid_rx);
             let (tx, rx) = (report_tx.as_raw_fd(), go_rx.as_raw_fd());
             match spec.ns {
-                NsKind::InUserNs { userns } => init::join_user_and_clone(spec, &prep, tx, rx, userns, pid_tx.as_raw_fd()),
-                _ => init::child_main(spec, &prep, tx, rx),
+                NsKind::InUserNs { userns } => {
+                    init::join_user_and_clone(spec, &prep, &mut command_stack, tx, rx, userns, pid_tx.as_raw_fd())
+                }
+                _ => init::child_main(spec, &prep, &mut command_stack, tx, rx),
             }
         }
         drop(report_tx);

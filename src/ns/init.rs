@@ -19,6 +19,7 @@
 
 use super::child::{ChildSpec, ChildStage, GO, NsKind, REPORT_LEN, Release};
 
+use crate::host::spawn::{ChildMain, ChildStack, spawn_until_exec};
 use nix::errno::Errno;
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -30,7 +31,7 @@ pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 /// Size of the stack the command's process runs on between its clone and
 /// its `exec` (it shares the init's memory until then, see
-/// [`spawn_command`]).
+/// [`spawn_command`]); reserved by the parent before the clone.
 pub(super) const COMMAND_STACK: usize = 64 * 1024;
 
 /// The command name the init shows in `ps` (at most 15 bytes).
@@ -61,9 +62,6 @@ pub(super) struct Prepared {
     /// what a command left, reaches only a namespace's processes from its
     /// init).
     pub own_pid_ns: bool,
-    /// The stack of the command's process until its `exec` (its capacity;
-    /// nothing is written into it before the clone).
-    pub command_stack: Vec<u8>,
 }
 
 fn report(fd: RawFd, stage: u8, errno: i32) {
@@ -102,7 +100,7 @@ fn write_file(path: &CString, data: &[u8]) -> bool {
 }
 
 /// The child's body. `tx` carries reports to the parent, `rx` its word to go.
-pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd) -> ! {
+pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, stack: &mut ChildStack, tx: RawFd, rx: RawFd) -> ! {
     // SAFETY: prctl and sigprocmask with constant arguments or memory
     // prepared before the clone. A parent that died before the death signal
     // was set is noticed below: its end of `rx` is closed.
@@ -140,10 +138,10 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
         // No PID namespace to be the init of: the child becomes the command.
         exec_command(spec, prep, tx);
     }
-    let command = spawn_command(spec, prep, tx);
-    if command < 0 {
-        fail(tx, ChildStage::StartCommand, Errno::last_raw());
-    }
+    let command = match spawn_command(spec, prep, stack, tx) {
+        Ok(pid) => pid,
+        Err(e) => fail(tx, ChildStage::StartCommand, e as i32),
+    };
     // Nothing of the parent's is ours to hold: not its listeners, not the
     // caller's stdio (the command has its own copies), not the pipes.
     close_all_fds();
@@ -162,6 +160,7 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, tx: RawFd, rx: RawFd
 pub(super) fn join_user_and_clone(
     spec: &ChildSpec,
     prep: &Prepared,
+    stack: &mut ChildStack,
     tx: RawFd,
     rx: RawFd,
     userns: RawFd,
@@ -182,7 +181,7 @@ pub(super) fn join_user_and_clone(
     if pid == 0 {
         // SAFETY: closing the pid pipe, which is the intermediate's alone.
         unsafe { libc::close(pid_tx) };
-        child_main(spec, prep, tx, rx);
+        child_main(spec, prep, stack, tx, rx);
     }
     let bytes = pid.to_ne_bytes();
     // SAFETY: writes our stack buffer to a pipe fd we own, then leaves.
@@ -282,36 +281,18 @@ struct CommandArgs<'a> {
     tx: RawFd,
 }
 
-/// The command's process, started the way `posix_spawn` does: a clone
-/// that shares the init's memory (no copy of the page tables of a process
-/// as large as ours, no copy-on-write faults after) on a stack of its own,
-/// while the init waits (`CLONE_VFORK`) until it has called `exec` or
-/// exited. It only makes async-signal-safe calls, on memory prepared
-/// before the init's clone, and touches nothing of the init's but the
-/// report pipe and `errno`. Returns its pid, or -1 (errno set).
-fn spawn_command(spec: &ChildSpec, prep: &Prepared, tx: RawFd) -> libc::pid_t {
-    extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` points to the `CommandArgs` on the init's stack,
-        // which outlives this process's use of it (the init is suspended
-        // until the exec or the exit).
-        let args = unsafe { &*(arg as *const CommandArgs<'_>) };
+/// The command's process, started the way `posix_spawn` does
+/// ([`spawn_until_exec`]: it shares the init's memory, on a stack of its
+/// own, while the init waits until it has called `exec` or exited).
+fn spawn_command(spec: &ChildSpec, prep: &Prepared, stack: &mut ChildStack, tx: RawFd) -> Result<libc::pid_t, Errno> {
+    fn command_main(args: &CommandArgs<'_>) -> libc::c_int {
         exec_command(args.spec, args.prep, args.tx)
     }
-    let mut args = CommandArgs { spec, prep, tx };
-    let top = prep.command_stack.as_ptr() as usize + prep.command_stack.capacity();
-    let stack = top & !15;
-    // SAFETY: clone(3) with a valid function, the top of a stack the init
-    // does not use meanwhile (16-byte aligned), and an argument that lives
-    // until the child has exec'd or exited (CLONE_VFORK suspends us until
-    // then). The child leaves by `execv` or `_exit` and never returns.
-    unsafe {
-        libc::clone(
-            command_main,
-            stack as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut args as *mut CommandArgs<'_>).cast(),
-        )
-    }
+    // SAFETY: `exec_command` only makes async-signal-safe calls on memory
+    // prepared before the init's clone, touches nothing of the init's but
+    // the report pipe and errno, and leaves by `execv` or `_exit`.
+    let main = unsafe { ChildMain::new(command_main) };
+    spawn_until_exec(stack, main, &CommandArgs { spec, prep, tx }).map(|pid| pid.as_raw())
 }
 
 /// `fork` as the bare syscall: no atfork handlers, no locks.

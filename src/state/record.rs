@@ -135,11 +135,10 @@ impl NsId {
         Ok(Self { dev: meta.dev(), ino: meta.ino() })
     }
 
-    /// The identity of the namespace an open nsfs file is.
-    pub fn of_file(file: &std::fs::File) -> std::io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = file.metadata()?;
-        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+    /// The identity of the namespace an open nsfs descriptor is.
+    pub fn of_file(fd: impl std::os::fd::AsFd) -> std::io::Result<Self> {
+        let st = nix::sys::stat::fstat(fd)?;
+        Ok(Self { dev: st.st_dev as u64, ino: st.st_ino as u64 })
     }
 }
 

@@ -25,6 +25,7 @@
 //! closed first), so whoever reads this process's output sees EOF at once.
 //! The netfilter sockets kept for reuse (`nfsock`) go to that child too.
 
+use crate::host::spawn::{ChildMain, ChildStack, spawn_detached};
 use std::os::fd::RawFd;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -134,35 +135,14 @@ pub fn detach_pending() {
     keep.push(read_end.as_raw_fd());
     keep.sort_unstable();
     // Shared with the child (same memory): never freed.
-    let job: &'static mut Detached = Box::leak(Box::new(Detached { keep, links, read_end: read_end.as_raw_fd() }));
-    // SAFETY: a fresh anonymous mapping, used only as the child's stack and
-    // never unmapped (it goes with the last of the two processes).
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            CHILD_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return;
-    }
-    // SAFETY: the child shares this process's memory (CLONE_VM: no page
-    // tables copied, no copy-on-write faults in the exiting parent) but has
-    // its own descriptor table and stack; it runs `detached` on `job`,
-    // which is leaked, and calls only async-signal-safe system calls.
-    let pid = unsafe {
-        libc::clone(
-            detached,
-            stack.cast::<u8>().add(CHILD_STACK).cast(),
-            libc::CLONE_VM | libc::SIGCHLD,
-            std::ptr::from_mut(job).cast(),
-        )
-    };
-    if pid > 0 {
+    let job: &'static Detached = Box::leak(Box::new(Detached { keep, links, read_end: read_end.as_raw_fd() }));
+    let stack = Box::leak(Box::new(ChildStack::reserve(CHILD_STACK)));
+    // SAFETY: `detached` makes only async-signal-safe system calls on the
+    // leaked `job` (prepared above), touches nothing of ours but errno,
+    // and leaves by `_exit`.
+    let main = unsafe { ChildMain::new(detached) };
+    // No page tables copied, no copy-on-write faults in the exiting parent.
+    if spawn_detached(stack, main, job).is_ok() {
         // Our copy of the write end lives until we exit.
         std::mem::forget(write_end);
     }
@@ -186,9 +166,7 @@ struct Detached {
 /// wait until the parent is gone, exit (the kernel closes the sockets).
 /// It shares the parent's memory, errno included: nothing here depends
 /// on errno but the read's retry.
-extern "C" fn detached(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the leaked `Detached` of `detach_pending`.
-    let job = unsafe { &*arg.cast::<Detached>() };
+fn detached(job: &Detached) -> libc::c_int {
     crate::host::fds::close_from_except(0, &job.keep);
     if !job.links.is_empty() {
         // SAFETY: socket/send/close on memory prepared before the clone.

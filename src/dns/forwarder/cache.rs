@@ -144,7 +144,8 @@ struct Entry {
 /// The cache.
 #[derive(Default)]
 pub(super) struct Cache {
-    cfg: Option<CacheConfig>,
+    /// Its bounds ([`CacheConfig::OFF`]: nothing is kept).
+    cfg: CacheConfig,
     entries: HashMap<Key, Entry>,
     /// Keys in the order they were stored, with the store's serial (an
     /// older pair whose key was stored again since is stale and skipped).
@@ -154,11 +155,11 @@ pub(super) struct Cache {
 
 impl Cache {
     pub(super) fn new(cfg: CacheConfig) -> Self {
-        Self { cfg: cfg.enabled().then_some(cfg), entries: HashMap::new(), order: VecDeque::new(), serial: 0 }
+        Self { cfg, ..Self::default() }
     }
 
     pub(super) fn enabled(&self) -> bool {
-        self.cfg.is_some()
+        self.cfg.enabled()
     }
 
     /// The kept answer to `query` (question `q`, cache lookup `look`), made
@@ -191,7 +192,10 @@ impl Cache {
     /// Keep `reply`, the upstream's answer to the query `look` was made of
     /// (question `q`), if it may be kept.
     pub(super) fn put(&mut self, look: Lookup, q: &Question, reply: &[u8], now: Instant) {
-        let Some(cfg) = self.cfg else { return };
+        let cfg = self.cfg;
+        if !cfg.enabled() {
+            return;
+        }
         let Some((ttls, lifetime)) = cacheable(q, reply, &cfg) else { return };
         if !self.entries.contains_key(&look.key) {
             while self.entries.len() >= cfg.max_entries && self.drop_oldest() {}

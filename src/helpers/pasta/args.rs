@@ -16,7 +16,7 @@
 //! IDE and docker sockets) to whatever runs inside. `--no-map-gw` turns
 //! that off, so the gateway is the real gateway; the only doors onto the
 //! host's loopback are the ports the caller names ([`PastaPlan::host_loopback_ports`],
-//! pasta's `-T`). Every pasta build since 2021 has the option
+//! pasta's `-T` and `-U`). Every pasta build since 2021 has the option
 //! ([`NO_MAP_GW`]); a build whose `--help` lacks it is refused before it runs.
 
 use std::ffi::OsString;
@@ -79,8 +79,8 @@ pub const NO_MAP_GW: &str = "--no-map-gw";
 /// The arguments after the program name for running pasta as `plan` says.
 ///
 /// Order: `--config-net --foreground --stderr --no-map-gw`, then `-t` and `-u` (one per
-/// mapping, or `none`), `-T` (loopback ports joined by commas, or `none`),
-/// `-U none`, `--dns-forward ADDR` when given, `--netns PATH`, `--userns
+/// mapping, or `none`), `-T` and `-U` (the same loopback ports joined by
+/// commas, or `none`), `--dns-forward ADDR` when given, `--netns PATH`, `--userns
 /// PATH` and `--runas UID` when given, then the user's extra options.
 /// Paths are passed through as `OsString`s untouched.
 pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
@@ -95,8 +95,10 @@ pub fn build_argv(plan: &PastaPlan) -> Result<Vec<OsString>, ArgsError> {
             push_pair(&mut argv, flag, spec);
         }
     }
-    push_pair(&mut argv, "-T", loopback_spec(&plan.host_loopback_ports)?);
-    push_pair(&mut argv, "-U", "none");
+    // `--host-port`: TCP and UDP alike, from the namespace's loopback to the host's.
+    let loopback = loopback_spec(&plan.host_loopback_ports)?;
+    push_pair(&mut argv, "-T", &loopback);
+    push_pair(&mut argv, "-U", loopback);
     if let Some(addr) = plan.dns_forward {
         push_pair(&mut argv, "--dns-forward", addr.to_string());
     }
@@ -262,7 +264,7 @@ mod tests {
     fn host_loopback_ports_are_sorted_deduplicated_and_joined() {
         let plan = PastaPlan { host_loopback_ports: vec![6379, 5432, 6379], ..rootless(vec![]) };
 
-        let expect = expected(&["-t", "none", "-u", "none", "-T", "5432,6379", "-U", "none"]);
+        let expect = expected(&["-t", "none", "-u", "none", "-T", "5432,6379", "-U", "5432,6379"]);
         assert_eq!(argv(&plan), expect);
     }
 

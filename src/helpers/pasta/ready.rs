@@ -50,8 +50,9 @@ pub struct Expectation {
     pub ipv6_default_route: bool,
     /// Host-side sockets pasta must hold.
     pub host_ports: Vec<HostPort>,
-    /// Namespace-side TCP listeners pasta must hold (`-T`).
-    pub ns_tcp_ports: Vec<u16>,
+    /// Namespace-side ports pasta must hold (`-T` and `-U`, for
+    /// `--host-port`): a TCP listener and a bound UDP socket on each.
+    pub ns_ports: Vec<u16>,
 }
 
 /// What `/proc` showed at one instant.
@@ -67,6 +68,8 @@ pub struct Observation {
     pub host_ports: HashSet<HostPort>,
     /// Namespace-side TCP ports with a listener.
     pub ns_tcp_ports: HashSet<u16>,
+    /// Namespace-side UDP ports with a bound, unconnected socket.
+    pub ns_udp_ports: HashSet<u16>,
 }
 
 /// One thing still missing.
@@ -80,8 +83,8 @@ pub enum Missing {
     Ipv6Address(std::net::Ipv6Addr),
     /// pasta holds no socket on this host port.
     HostPort(HostPort),
-    /// No listener on this namespace-side port.
-    NsPort(u16),
+    /// No listener (TCP) or bound socket (UDP) on this namespace-side port.
+    NsPort(u16, PortProto),
 }
 
 impl std::fmt::Display for Missing {
@@ -91,7 +94,7 @@ impl std::fmt::Display for Missing {
             Self::Ipv6DefaultRoute => f.write_str("IPv6 default route in the namespace"),
             Self::Ipv6Address(ip) => write!(f, "IPv6 address {ip} usable in the namespace"),
             Self::HostPort(hp) => write!(f, "host port {hp}"),
-            Self::NsPort(port) => write!(f, "namespace-side listener 127.0.0.1:{port}/tcp"),
+            Self::NsPort(port, proto) => write!(f, "namespace-side socket 127.0.0.1:{port}/{proto}"),
         }
     }
 }
@@ -109,7 +112,9 @@ pub fn missing(want: &Expectation, seen: &Observation) -> Vec<Missing> {
         out.extend(seen.ipv6_unusable.iter().map(|ip| Missing::Ipv6Address(*ip)));
     }
     out.extend(want.host_ports.iter().filter(|hp| !seen.host_ports.contains(hp)).map(|hp| Missing::HostPort(*hp)));
-    out.extend(want.ns_tcp_ports.iter().filter(|p| !seen.ns_tcp_ports.contains(p)).map(|p| Missing::NsPort(*p)));
+    for (proto, held) in [(PortProto::Tcp, &seen.ns_tcp_ports), (PortProto::Udp, &seen.ns_udp_ports)] {
+        out.extend(want.ns_ports.iter().filter(|p| !held.contains(p)).map(|p| Missing::NsPort(*p, proto)));
+    }
     out
 }
 
@@ -226,19 +231,15 @@ fn inside(proc_root: &Path, ns: NsView<'_>, want: &Expectation) -> io::Result<Ob
             let v6 = crate::host::procnet6::read_ipv6_state(proc_root, pid).map_err(io::Error::other)?;
             (seen.ipv6_default_route, seen.ipv6_unusable) = (v6.default_route, v6.unusable);
         }
-        let ports = &mut seen.ns_tcp_ports;
-        if !want.ns_tcp_ports.is_empty() {
-            for kind in [SockKind::Tcp, SockKind::Tcp6] {
+        if !want.ns_ports.is_empty() {
+            for kind in [SockKind::Tcp, SockKind::Tcp6, SockKind::Udp, SockKind::Udp6] {
                 let socks = match (thread, pid) {
                     (false, Some(pid)) => procnet::read_sockets(proc_root, Some(pid), kind),
                     _ => procnet::read_sockets_of_thread(proc_root, kind),
                 };
+                let ports = if kind.is_tcp() { &mut seen.ns_tcp_ports } else { &mut seen.ns_udp_ports };
                 ports.extend(
-                    socks
-                        .map_err(io::Error::other)?
-                        .iter()
-                        .filter(|s| procnet::is_listening_tcp(s))
-                        .map(|s| s.local.port()),
+                    socks.map_err(io::Error::other)?.iter().filter(|s| s.is_listener()).map(|s| s.local.port()),
                 );
             }
         }
@@ -285,7 +286,7 @@ mod tests {
             default_route: true,
             ipv6_default_route: true,
             host_ports: vec![hp(PortProto::Tcp, None, 8080), hp(PortProto::Udp, None, 5353)],
-            ns_tcp_ports: vec![9000],
+            ns_ports: vec![9000],
         }
     }
 
@@ -311,7 +312,8 @@ mod tests {
                 Missing::Ipv6DefaultRoute,
                 Missing::HostPort(w.host_ports[0]),
                 Missing::HostPort(w.host_ports[1]),
-                Missing::NsPort(9000)
+                Missing::NsPort(9000, PortProto::Tcp),
+                Missing::NsPort(9000, PortProto::Udp)
             ]
         );
     }
@@ -325,8 +327,11 @@ mod tests {
             ipv6_unusable: vec![],
             host_ports: w.host_ports.iter().copied().collect(),
             ns_tcp_ports: [9000].into(),
+            ns_udp_ports: [9000].into(),
         };
         assert!(missing(&w, &seen).is_empty());
+        let tcp_only = Observation { ns_udp_ports: HashSet::new(), ..seen };
+        assert_eq!(missing(&w, &tcp_only), vec![Missing::NsPort(9000, PortProto::Udp)]);
     }
 
     #[test]
@@ -376,5 +381,6 @@ mod tests {
     fn missing_items_read_as_a_user_would_say_them() {
         assert_eq!(Missing::HostPort(hp(PortProto::Udp, None, 53)).to_string(), "host port 53/udp");
         assert_eq!(Missing::DefaultRoute.to_string(), "default route in the namespace");
+        assert_eq!(Missing::NsPort(5432, PortProto::Udp).to_string(), "namespace-side socket 127.0.0.1:5432/udp");
     }
 }

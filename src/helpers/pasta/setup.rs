@@ -90,7 +90,7 @@ pub fn expectation(plan: &PastaPlan, host_routes: DefaultRoute) -> Expectation {
         default_route: !given(["-6", "--ipv6-only"]),
         ipv6_default_route: host_routes.ipv6 && !given(["-4", "--ipv4-only"]),
         host_ports,
-        ns_tcp_ports: plan.host_loopback_ports.clone(),
+        ns_ports: plan.host_loopback_ports.clone(),
     }
 }
 
@@ -234,7 +234,7 @@ mod tests {
 
         assert!(want.default_route && want.ipv6_default_route, "{want:?}");
         assert_eq!(want.host_ports, vec![HostPort { proto: crate::model::port::PortProto::Tcp, ip: None, port: 8080 }]);
-        assert_eq!(want.ns_tcp_ports, vec![5432]);
+        assert_eq!(want.ns_ports, vec![5432]);
     }
 
     #[test]
