@@ -116,8 +116,8 @@ fn stub_on_loopback_resolves_in_every_mode(env: Env) {
         assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}: {}", describe(&out));
         let ns = stdout.lines().next().unwrap_or_default();
         let expected = match mode {
-            "pasta" => "nameserver 169.254.1.1",
-            "slirp4netns" => "nameserver 10.0.2.3",
+            // pelagos-net's forwarder inside the namespace.
+            "pasta" | "slirp4netns" => "nameserver 169.254.1.1",
             "bridge" => "nameserver 10.90.0.1",
             _ => ns,
         };
@@ -125,6 +125,34 @@ fn stub_on_loopback_resolves_in_every_mode(env: Env) {
         // The search line is kept: a bare name resolves too.
         let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", "www"]);
         assert_eq!(addresses(&ok_stdout(&out)), [STUB_ANSWER], "{mode}");
+    }
+    // The modes' own forwarders, on request.
+    for (mode, expected) in [("pasta", "nameserver 169.254.1.1"), ("slirp4netns", "nameserver 10.0.2.3")] {
+        let cmd = resolve_cmd(&format!("www.{DOMAIN}"));
+        let out = scene.run_cache("helper", &["run", "--network", mode, "--", "sh", "-c", &cmd]);
+        let stdout = ok_stdout(&out);
+        assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}, helper: {}", describe(&out));
+        assert_eq!(stdout.lines().next(), Some(expected), "{mode}, helper: {}", describe(&out));
+    }
+    scene.finish();
+}
+
+/// The forwarder inside the namespace listens before the command starts:
+/// its UDP socket and TCP listener on 169.254.1.1:53 (`0101FEA9:0035` in
+/// the namespace's socket tables) are there at the command's first
+/// instruction, and the first query is answered.
+fn the_forwarder_inside_listens_before_the_command_starts(env: Env) {
+    let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
+    let cmd = format!(
+        "grep -c ' 0101FEA9:0035 ' /proc/net/udp; grep -c ' 0101FEA9:0035 00000000:0000 0A ' /proc/net/tcp; \
+         getent ahostsv4 www.{DOMAIN}"
+    );
+    for mode in ["pasta", "slirp4netns"] {
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &cmd]);
+        let stdout = ok_stdout(&out);
+        let counts: Vec<&str> = stdout.lines().take(2).collect();
+        assert_eq!(counts, ["1", "1"], "{mode}: {}", describe(&out));
+        assert_eq!(addresses(&stdout), [STUB_ANSWER], "{mode}: {}", describe(&out));
     }
     scene.finish();
 }
@@ -263,17 +291,21 @@ fn symlinked_chained_and_dangling_resolv_conf(env: Env) {
 
 fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
     let Some(scene) = Scene::new(&env, Resolv::File(STUB_CONF), &[(At::Host, STUB_ADDR, STUB_ANSWER)]) else { return };
-    for mode in modes(&env).into_iter().filter(|m| !matches!(*m, "auto" | "pasta")) {
+    // pelagos-net's forwarders (inside the namespace by default, on the
+    // bridge's gateway) carry TCP on every pasta build.
+    for mode in modes(&env) {
         let out = scene.run(&["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
         assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}: {}", describe(&out));
     }
-    // pelagos-net's forwarder inside the namespace (PELAGOS_DNS_CACHE=inside) carries TCP on every build.
-    for mode in ["pasta", "slirp4netns"] {
-        let out = scene.run_cache("inside", &["run", "--network", mode, "--", "getent", "ahostsv4", BIG_NAME]);
-        assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "{mode}, inside: {}", describe(&out));
-    }
-    // pasta: a build that maps TCP answers in full; one that does not
-    // (Debian 12's) refuses TCP to the forward address at once, never hangs.
+    // `inside`, the policy's name before it was the default, still means it.
+    let out = scene.run_cache("inside", &["run", "--network", "pasta", "--", "getent", "ahostsv4", BIG_NAME]);
+    assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "pasta, inside: {}", describe(&out));
+    // libslirp's own forwarder carries TCP too.
+    let out = scene.run_cache("helper", &["run", "--network", "slirp4netns", "--", "getent", "ahostsv4", BIG_NAME]);
+    assert_eq!(addresses(&ok_stdout(&out)).len(), BIG_COUNT, "slirp4netns, helper: {}", describe(&out));
+    // pasta's own forwarder (`helper`): a build that maps TCP answers in
+    // full; one that does not (Debian 12's) refuses TCP to the forward
+    // address at once, never hangs.
     let probe = "import socket\ntry:\n  socket.create_connection(('169.254.1.1', 53), 20)\n  print('connected')\nexcept OSError as e:\n  print(e.strerror)";
     // The lookup is timed inside the namespace: the run around it may take
     // seconds on a slow (emulated) machine.
@@ -281,7 +313,7 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
         "grep -c 'does not map TCP' /etc/resolv.conf; python3 -c \"{probe}\"; s=$(date +%s%N); \
          n=$(getent ahostsv4 {BIG_NAME} | grep -c STREAM); echo $n; echo $(( ($(date +%s%N) - s) / 1000000 ))"
     );
-    let out = scene.run(&["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
+    let out = scene.run_cache("helper", &["run", "--network", "pasta", "--", "sh", "-c", &cmd]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = stdout.lines().collect();
     if lines.first() == Some(&"1") {
@@ -296,10 +328,11 @@ fn tcp_only_answers_come_over_tcp_or_fail_at_once(env: Env) {
 }
 
 /// The answer cache: a repeated query is answered by pelagos-net's
-/// forwarder without asking the resolver again: on a bridge network by
-/// default, in pasta and slirp4netns runs with `PELAGOS_DNS_CACHE=inside`
-/// (by default they use the mode's own forwarder, which keeps nothing);
-/// with `PELAGOS_DNS_CACHE=off` every query reaches the resolver.
+/// forwarder without asking the resolver again, by default in every mode
+/// (inside pasta's and slirp4netns's namespaces, on a bridge network's
+/// gateway); with `PELAGOS_DNS_CACHE=helper` pasta and slirp4netns runs use
+/// the mode's own forwarder, which keeps nothing, and with `off` no
+/// forwarder keeps anything: every query reaches the resolver.
 fn repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise(env: Env) {
     if common::dns::dnsmasq().is_none() {
         return;
@@ -312,24 +345,25 @@ fn repeated_queries_are_cached_where_our_forwarder_sits_and_not_otherwise(env: E
         )
     };
     for mode in modes(&env).into_iter().filter(|m| *m != "auto") {
-        // The bridge's gateway forwarder caches by default; pasta and slirp4netns with `inside`.
-        let cache = if mode == "bridge" { "on" } else { "inside" };
         let cached = format!("cached-{mode}.{DOMAIN}");
-        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
+        let out = scene.run(&["run", "--network", mode, "--", "sh", "-c", &asks(&cached)]);
         assert!(ok_stdout(&out).contains("caches answers"), "{mode}: {}", describe(&out));
         assert_eq!(scene.servers[0].queries(&cached), 1, "{mode}: {}", describe(&out));
 
-        // Not kept: pasta and slirp4netns by default (their own forwarders), the bridge with `off`.
-        let (cache, own) = match mode {
-            "pasta" => ("on", "which pasta forwards"),
-            "slirp4netns" => ("on", "slirp4netns's built-in forwarder"),
-            _ => ("off", "a forwarder of pelagos-net on the network's gateway"),
+        // Not kept: pasta's and libslirp's own forwarders, our forwarders with `off`.
+        let own = match mode {
+            "pasta" => "which pasta forwards",
+            "slirp4netns" => "slirp4netns's built-in forwarder",
+            _ => "a forwarder of pelagos-net on the network's gateway",
         };
-        let fresh = format!("uncached-{mode}.{DOMAIN}");
-        let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
-        let comment = ok_stdout(&out);
-        assert!(!comment.contains("caches answers") && comment.contains(own), "{mode}: {}", describe(&out));
-        assert_eq!(scene.servers[0].queries(&fresh), 3, "{mode}: {}", describe(&out));
+        let policies: &[&str] = if mode == "bridge" { &["off"] } else { &["helper", "off"] };
+        for cache in policies {
+            let fresh = format!("uncached-{mode}-{cache}.{DOMAIN}");
+            let out = scene.run_cache(cache, &["run", "--network", mode, "--", "sh", "-c", &asks(&fresh)]);
+            let comment = ok_stdout(&out);
+            assert!(!comment.contains("caches answers") && comment.contains(own), "{mode} {cache}: {}", describe(&out));
+            assert_eq!(scene.servers[0].queries(&fresh), 3, "{mode} {cache}: {}", describe(&out));
+        }
     }
     scene.finish();
 }
@@ -379,6 +413,7 @@ macro_rules! both_tiers {
 
 both_tiers!([
     stub_on_loopback_resolves_in_every_mode,
+    the_forwarder_inside_listens_before_the_command_starts,
     dns_flag_with_a_second_local_server_is_used_over_udp_and_tcp,
     add_host_and_host_gateway_reach_the_hosts_file,
     host_alias_reaches_a_server_on_the_host,

@@ -16,7 +16,11 @@ side by side in one run:
    ratios against direct;
 2. what the private mount namespace (resolv.conf and hosts mounted over
    /etc) adds to `run` start-up: loopback mode without it and with it
-   (`--add-host` forces it), against `unshare -Urn true`.
+   (`--add-host` forces it), against `unshare -Urn true`;
+3. what our forwarder inside the namespace (the default in pasta and
+   slirp4netns runs) adds to launch, spawn to the command's first
+   instruction, against the same run with the mode's own forwarder
+   (`PELAGOS_DNS_CACHE=helper`).
 
 Every query path is measured cold and warm in the same client: a cold
 query asks a name never asked before (a real round trip to the resolver,
@@ -30,8 +34,8 @@ the other (after a warm-up), interleaved with N cold ones when COLD is 1,
 latencies in microseconds as JSON on stdout; ADDR `auto` is the first
 nameserver of /etc/resolv.conf.
 
-BENCH_ONLY (comma-separated path ids, and/or `startup`) measures only those
-(direct is always measured: every ratio needs it).
+BENCH_ONLY (comma-separated path ids, and/or `startup`, `launch`) measures
+only those (direct is always measured: every ratio needs it).
 """
 
 import json
@@ -170,6 +174,14 @@ class Bench:
         self.env.tracker.add(p.pid)
         return p
 
+    def spawn_user(self, argv, env):
+        """argv as the bench user with env, stdout piped."""
+        p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
+                             cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=self.env.log, close_fds=True)
+        self.env.tracker.add(p.pid)
+        return p
+
     def queries(self, path, n):
         """One round of n queries (warm, and cold where the path forwards) on
         one path; microseconds: {"warm": [...], "cold": [...]}."""
@@ -177,10 +189,10 @@ class Bench:
         # A run's name is answered from a table, never from upstream: no cold query.
         cold = "0" if path in ("names", "holder-names") else "1"
         client = ["/usr/bin/python3", self.me, "--query", "auto", str(n), name, cold]
-        # PELAGOS_DNS_CACHE for the "-inside" paths (our caching forwarder
-        # inside pasta's or slirp4netns's namespace) and "-off" (no cache).
+        # PELAGOS_DNS_CACHE for the "-helper" paths (pasta's or libslirp's
+        # own forwarder) and "-off" (no cache).
         base, _, policy = path.partition("-")
-        extra = {"PELAGOS_DNS_CACHE": policy} if policy in ("inside", "off") else {}
+        extra = {"PELAGOS_DNS_CACHE": policy} if policy in ("helper", "off") else {}
         base = path if path.startswith("holder") else base
         root = base in ("bridge", "names")
         if path == "direct":
@@ -192,13 +204,7 @@ class Bench:
         else:
             argv = self.user_run(["--network", base, "--"] + client)
         env = dict(self.env.env, **extra)
-        if root:
-            p = self.spawn_root(argv, subprocess.PIPE, env)
-        else:
-            p = subprocess.Popen(argv, user=self.a.uid, group=self.a.gid, extra_groups=[], env=env,
-                                 cwd=self.a.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=self.env.log, close_fds=True)
-            self.env.tracker.add(p.pid)
+        p = self.spawn_root(argv, subprocess.PIPE, env) if root else self.spawn_user(argv, env)
         out, _ = p.communicate(timeout=120)
         if p.returncode != 0:
             raise BenchError(f"{path}: query client failed (status {p.returncode})")
@@ -239,6 +245,18 @@ class Bench:
             named.terminate()
             wait_exit(named, 30)
 
+    def launch(self, which):
+        """Spawn to the command's first instruction, milliseconds: `which`
+        is MODE or MODE-helper."""
+        mode, _, policy = which.partition("-")
+        env = dict(self.env.env, PELAGOS_DNS_CACHE=policy or "on")
+        argv = self.user_run(["--network", mode, "--", "date", "+%s%N"])
+        t0 = time.time()
+        out, _ = self.spawn_user(argv, env).communicate(timeout=60)
+        if not out.strip():
+            raise BenchError(f"launch {which}: the command printed nothing")
+        return (int(out) / 1e9 - t0) * 1e3
+
     def startup(self, which):
         """Spawn to reaped, milliseconds."""
         if which == "unshare":
@@ -259,11 +277,11 @@ class Bench:
 
 PATHS = [
     ("direct", "direct to the stub 127.0.0.53"),
-    ("pasta", "pasta: 169.254.1.1 (pasta's --dns-forward)"),
-    ("slirp4netns", "slirp4netns: 10.0.2.3 (libslirp)"),
+    ("pasta", "pasta: 169.254.1.1 (our caching forwarder in the netns)"),
+    ("slirp4netns", "slirp4netns: 169.254.1.1 (ditto)"),
     ("bridge", "bridge: 10.90.0.1 (our caching forwarder on the gateway, root)"),
-    ("pasta-inside", "pasta, PELAGOS_DNS_CACHE=inside: 169.254.1.1 (our caching forwarder in the netns)"),
-    ("slirp4netns-inside", "slirp4netns, PELAGOS_DNS_CACHE=inside: 169.254.1.1 (ditto)"),
+    ("pasta-helper", "pasta, PELAGOS_DNS_CACHE=helper: 169.254.1.1 (pasta's --dns-forward)"),
+    ("slirp4netns-helper", "slirp4netns, PELAGOS_DNS_CACHE=helper: 10.0.2.3 (libslirp)"),
     ("bridge-off", "bridge, PELAGOS_DNS_CACHE=off: 10.90.0.1 (our forwarder, no cache)"),
     ("names", "bridge: a run's name (our forwarder's own table)"),
     ("holder", "rootless network: 10.90.1.1 (the holder's name server, caching)"),
@@ -271,21 +289,26 @@ PATHS = [
 ]
 STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
             ("unshare", "unshare -Urn true")]
+LAUNCHES = [("pasta", "run --network pasta (our forwarder inside)"),
+            ("pasta-helper", "... PELAGOS_DNS_CACHE=helper (pasta's own)"),
+            ("slirp4netns", "run --network slirp4netns (our forwarder inside)"),
+            ("slirp4netns-helper", "... PELAGOS_DNS_CACHE=helper (libslirp's own)")]
 
 
 def selected():
-    """BENCH_ONLY: the path ids (and `startup`) to measure; direct always."""
+    """BENCH_ONLY: the path ids (and `startup`, `launch`) to measure; direct always."""
     only = {w.strip() for w in os.environ.get("BENCH_ONLY", "").split(",") if w.strip()}
-    known = {p for p, _ in PATHS} | {"startup"}
+    known = {p for p, _ in PATHS} | {"startup", "launch"}
     if only - known:
         raise SystemExit(f"BENCH_ONLY: unknown {sorted(only - known)}; known: {sorted(known)}")
     paths = [p for p, _ in PATHS if not only or p in only or p == "direct"]
-    return paths, not only or "startup" in only
+    return paths, not only or "startup" in only, not only or "launch" in only
 
 
 def bench(b, n):
-    paths, startups = selected()
-    res = {"queries": {p: {"warm": [], "cold": []} for p in paths}, "startup": {s: [] for s, _ in STARTUPS}}
+    paths, startups, launches = selected()
+    res = {"queries": {p: {"warm": [], "cold": []} for p in paths}, "startup": {s: [] for s, _ in STARTUPS},
+           "launch": {s: [] for s, _ in LAUNCHES}}
     for _ in range(n["rounds"]):
         for path in paths:
             got = b.path_queries(path, n["queries"])
@@ -295,6 +318,10 @@ def bench(b, n):
     for _ in range(n["startups"] if startups else 0):
         for which, _ in STARTUPS:
             res["startup"][which].append(b.startup(which))
+    reap_all()
+    for i in range(n["launches"] if launches else 0):
+        for which, _ in LAUNCHES if i % 2 == 0 else reversed(LAUNCHES):
+            res["launch"][which].append(b.launch(which))
     reap_all()
     return res
 
@@ -325,6 +352,19 @@ def query_rows(q):
     return rows
 
 
+def launch_rows(la):
+    """Launch to the command's first instruction, our forwarder inside against the mode's own."""
+    if not la["pasta"]:
+        return []
+    lines = ["", "launch, milliseconds, spawn to the command's first instruction (date +%s%N), alternating"]
+    rows = [[label, f"{median(la[w]):.2f}", f"{pct(la[w], 90):.2f}"] for w, label in LAUNCHES]
+    lines += table(["command", "median", "p90"], rows, {0})
+    for mode in ("pasta", "slirp4netns"):
+        cost = median(la[mode]) - median(la[f"{mode}-helper"])
+        lines.append(f"{mode}: our forwarder inside adds {cost:+.2f} ms to the median launch")
+    return lines
+
+
 def render(res, meta):
     q = res["queries"]
     lines = [
@@ -344,6 +384,7 @@ def render(res, meta):
     if "holder-names" in q and "names" in q:
         lines.append(f"a run's name on a rootless network against the same on a root bridge: "
                      f"x{median(q['holder-names']['warm']) / median(q['names']['warm']):.2f} (p50)")
+    lines += launch_rows(res["launch"])
     if not res["startup"]["unshare"]:
         return "\n".join(lines)
     lines += ["", "run start-up, milliseconds, spawn to reaped"]
@@ -371,7 +412,8 @@ def main():
     if a.cleanup:
         return cleanup_mode(a)
     become_subreaper()
-    n = {"rounds": 2 if a.quick else 8, "queries": 100 if a.quick else 500, "startups": 20 if a.quick else 200}
+    n = {"rounds": 2 if a.quick else 8, "queries": 100 if a.quick else 500, "startups": 20 if a.quick else 200,
+         "launches": 10 if a.quick else 60}
     env = UserEnv(a)
     u = os.uname()
     meta = (

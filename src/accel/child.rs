@@ -17,8 +17,10 @@
 
 use super::AccelError;
 use super::filter::{Insn, Intercept, seccomp_program};
+// The message: status, step, two bytes of padding, errno.
+use crate::ns::fdpass::{self, MSG_LEN, send};
 use nix::errno::Errno;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// Where the child's install failed.
@@ -40,8 +42,6 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// Size of the message: status, step, two bytes of padding, errno.
-const MSG_LEN: usize = 8;
 const OK: u8 = 0;
 const FAILED: u8 = 1;
 
@@ -70,13 +70,7 @@ pub struct Installed {
 /// A hook for the command and the supervisor's end to receive from.
 pub fn pair(intercept: Intercept) -> Result<(ChildHook, Receiver), AccelError> {
     let program = seccomp_program(intercept).ok_or(AccelError::Architecture)?;
-    let mut fds = [0 as RawFd; 2];
-    let kind = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
-    // SAFETY: socketpair(2) writes two descriptors into our array.
-    Errno::result(unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) })
-        .map_err(AccelError::SocketPair)?;
-    // SAFETY: both are fresh descriptors owned by nobody else.
-    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (a, b) = fdpass::pair().map_err(AccelError::SocketPair)?;
     Ok((ChildHook { program, sock: a }, Receiver { sock: b }))
 }
 
@@ -128,35 +122,6 @@ fn close(fd: RawFd) {
     unsafe { libc::close(fd) };
 }
 
-/// One message on the pair, with up to two descriptors. Async-signal-safe.
-fn send(sock: RawFd, msg: &[u8; MSG_LEN], fds: &[RawFd]) -> bool {
-    // Room for a cmsghdr and two ints, aligned.
-    let mut control = [0u64; 4];
-    let mut iov = libc::iovec { iov_base: msg.as_ptr().cast_mut().cast(), iov_len: MSG_LEN };
-    // SAFETY: a zeroed msghdr is valid; its pointers are set below to
-    // buffers that live for the call.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let data_len = std::mem::size_of_val(fds) as u32;
-        // SAFETY: CMSG_SPACE is arithmetic.
-        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as _;
-        hdr.msg_control = control.as_mut_ptr().cast();
-        // SAFETY: the control buffer is large enough for one header and two
-        // ints (checked by the size of `control`), and aligned for cmsghdr.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
-        }
-    }
-    // SAFETY: sendmsg(2) reads the buffers set up above.
-    unsafe { libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL) == MSG_LEN as isize }
-}
-
 impl Receiver {
     /// What the command's process said, within `timeout`: the listener, or
     /// why the filter is not in place.
@@ -169,19 +134,7 @@ impl Receiver {
             return Err(AccelError::NoAnswer);
         }
         let mut msg = [0u8; MSG_LEN];
-        let mut control = [0u64; 4];
-        let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: MSG_LEN };
-        // SAFETY: a zeroed msghdr is valid; its pointers are set to buffers
-        // that live for the call.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = control.as_mut_ptr().cast();
-        hdr.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: recvmsg(2) writes into the buffers set up above; received
-        // descriptors are close-on-exec.
-        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-        let fds = received_fds(&hdr);
+        let (n, fds) = fdpass::recv(self.sock.as_fd(), &mut msg).map_err(|_| AccelError::NoAnswer)?;
         match (n, msg[0]) {
             (8, OK) if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
@@ -200,23 +153,3 @@ impl Receiver {
     }
 }
 
-/// The descriptors of an `SCM_RIGHTS` message, owned.
-fn received_fds(hdr: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut out = Vec::new();
-    // SAFETY: walking the control buffer recvmsg filled, with the libc macros.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                for i in 0..n {
-                    // Each received descriptor is new and ours.
-                    out.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-        }
-    }
-    out
-}

@@ -6,23 +6,23 @@
 //!
 //! | mode | resolver | why |
 //! |---|---|---|
-//! | pasta | `169.254.1.1`, which pasta forwards (`--dns-forward`) to the host's first IPv4 nameserver, loopback stubs included | the command cannot reach the host's `127.0.0.53`; pasta's sockets live on the host |
-//! | slirp4netns | its built-in `10.0.2.3`, forwarded by libslirp to the host's first IPv4 nameserver | the same, built in |
-//! | pasta, slirp4netns with `PELAGOS_DNS_CACHE=inside` | `169.254.1.1`, where a caching forwarder of pelagos-net listens inside the namespace, its upstream sockets on the host | a repeated query is answered inside the namespace; TCP on every pasta build |
+//! | pasta, slirp4netns | `169.254.1.1`, where a caching forwarder of pelagos-net listens inside the namespace (its sockets opened by the namespace child), its upstream sockets on the host | the command cannot reach the host's `127.0.0.53`; a repeated query is answered inside the namespace; TCP on every pasta build |
+//! | pasta with `PELAGOS_DNS_CACHE=helper` or `off` | `169.254.1.1`, which pasta forwards (`--dns-forward`) to the host's first IPv4 nameserver, loopback stubs included | pasta's own forwarder, which keeps nothing |
+//! | slirp4netns with `PELAGOS_DNS_CACHE=helper` or `off` | its built-in `10.0.2.3`, forwarded by libslirp to the host's first IPv4 nameserver | the same, built in |
 //! | bridge (root) | the network's gateway, where pelagos-net runs a forwarder ([`super::forwarder`]) to the host's resolvers | a container on a bridge cannot reach the host's loopback either |
 //! | host | the host's files, untouched | the command shares the host's namespaces |
 //! | loopback | the host's files, untouched | there is no network to resolve over |
 //!
-//! Why the mode's own forwarder by default, and ours only with
-//! `PELAGOS_DNS_CACHE=inside`: pasta's and libslirp's forwarders cost one
-//! namespace hop per query as ours does (about 2x a query to a loopback
-//! stub, cold, in `bench/dns`) but keep nothing, so every repeated query
-//! pays it again; ours answers a repeated query inside the namespace (about
-//! 1.0x) and carries TCP where Debian 12's pasta cannot, but its socket
-//! factory (a fork that joins the namespace) and thread add several
-//! milliseconds to every run's start-up, which a hop of some 15 µs per
-//! query repays only after hundreds of repeated queries (and a host's
-//! stub resolver usually caches already).
+//! Why ours inside the namespace by default: every forwarder one namespace
+//! hop away costs about 2x a query to a loopback stub, cold, in
+//! `bench/dns` (pasta's, libslirp's and ours alike), but pasta's and
+//! libslirp's keep nothing, so every repeated query pays it again; ours
+//! answers a repeated query inside the namespace (about 1.0x) and carries
+//! TCP where Debian 12's pasta cannot. It costs start-up almost nothing:
+//! the namespace child, which exists anyway, adds the address and opens
+//! the listening sockets before it reports ready and hands them over with
+//! its report; the forwarder's thread starts while the command is not yet
+//! released (about 0.2 ms).
 //!
 //! pasta's forward address is link-local (never routed) on purpose: Debian
 //! 12's pasta forwards only UDP to it. A TCP query (the retry after a
@@ -38,7 +38,7 @@
 //! (UDP and TCP).
 
 use super::hosts::{HostsEntry, HostsParts, render_hosts};
-use super::options::{DnsCache, DnsOptions, HostTarget};
+use super::options::{DnsOptions, HostTarget};
 use super::resolvconf::ResolvConf;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -203,8 +203,15 @@ impl fmt::Display for Resolver {
                     listen.addr(),
                     ups.join(", ")
                 )?;
-                if *cache {
-                    f.write_str("; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache)")?;
+                match (cache, listen) {
+                    (true, Listen::InNamespace(_)) => f.write_str(
+                        "; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache; helper: the mode's own \
+                         forwarder for the servers it reaches)",
+                    )?,
+                    (true, Listen::Gateway(_)) => {
+                        f.write_str("; it caches answers for their TTL (PELAGOS_DNS_CACHE=off: no cache)")?
+                    }
+                    (false, _) => {}
                 }
                 if let Listen::Gateway(_) = listen {
                     write!(
@@ -389,11 +396,11 @@ fn resolvers(req: &DnsRequest<'_>, plan: &mut DnsPlan) -> Option<Vec<IpAddr>> {
         }
     }
     let uses_own = servers.contains(&IpAddr::V4(own_addr));
-    // `PELAGOS_DNS_CACHE=inside`: what the mode's own forwarder would carry
-    // goes through ours instead, which keeps answers (and carries TCP on
-    // every pasta build); servers the command reaches directly (`--dns`
-    // with a routable address) stay direct.
-    if uses_own && req.options.cache == DnsCache::Inside {
+    // By default what the mode's own forwarder would carry goes through
+    // ours instead, which keeps answers (and carries TCP on every pasta
+    // build); servers the command reaches directly (`--dns` with a
+    // routable address) stay direct.
+    if uses_own && req.options.cache.forwards_inside() {
         return Some(through_forwarder(plan, Listen::InNamespace(FORWARD_ADDR), wanted, cache));
     }
     plan.resolver = match (req.mode, upstream) {

@@ -1,7 +1,14 @@
 //! What the namespace child does for name resolution between its clone
 //! and the command's `exec`: mount the run's resolv.conf and hosts over the
-//! host's paths in its private mount namespace, and add the routing pieces
-//! DNS needs.
+//! host's paths in its private mount namespace, add the routing pieces DNS
+//! needs, and open the listening sockets of the forwarder that serves the
+//! namespace from inside it.
+//!
+//! The listeners are made here, by the child that is already in the new
+//! namespaces, and handed to the parent with the child's ready report
+//! (`SCM_RIGHTS`): no process has to be forked to join the namespace for
+//! them, and they exist before the command is started, so its first query
+//! waits in the socket's queue however late the forwarder's thread starts.
 //!
 //! [`NsDns::prepare`] runs in the parent, before the clone: it allocates every
 //! path, buffer and netlink message. [`NsDns::apply`] runs in the child and
@@ -60,13 +67,19 @@ pub enum DnsStep {
     Address = 6,
     /// Adding the TCP rule.
     Rule = 7,
+    /// Opening the forwarder's UDP socket on the DNS address.
+    ListenUdp = 8,
+    /// Opening the forwarder's TCP listener on the DNS address.
+    ListenTcp = 9,
 }
 
 impl DnsStep {
     /// From the byte the child reports.
     pub fn from_u8(v: u8) -> Option<Self> {
         use DnsStep::*;
-        [Propagation, Scratch, Write, MountFirst, MountSecond, Address, Rule].into_iter().find(|s| *s as u8 == v)
+        [Propagation, Scratch, Write, MountFirst, MountSecond, Address, Rule, ListenUdp, ListenTcp]
+            .into_iter()
+            .find(|s| *s as u8 == v)
     }
 }
 
@@ -101,12 +114,28 @@ pub struct NsDns {
     tmpfs_opts: CString,
     files: Vec<File>,
     netlink: Vec<(DnsStep, Vec<u8>)>,
+    /// Where the forwarder listens (UDP and TCP), once its address is on `lo`.
+    listen: Option<libc::sockaddr_in>,
+}
+
+/// The forwarder's sockets the child opened, bound (the TCP one listening),
+/// non-blocking and close-on-exec: the child's to hand over and close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildListeners {
+    /// The UDP socket.
+    pub udp: libc::c_int,
+    /// The TCP listener.
+    pub tcp: libc::c_int,
 }
 
 impl fmt::Debug for NsDns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let targets: Vec<_> = self.files.iter().map(|f| &f.target_text).collect();
-        f.debug_struct("NsDns").field("targets", &targets).field("netlink", &self.netlink.len()).finish()
+        f.debug_struct("NsDns")
+            .field("targets", &targets)
+            .field("netlink", &self.netlink.len())
+            .field("listen", &self.listen.is_some())
+            .finish()
     }
 }
 
@@ -116,11 +145,12 @@ fn cpath(p: &Path) -> Result<CString, PrepareError> {
 
 impl NsDns {
     /// Prepare mounting each `(target, content)` (at most two) and, when
-    /// given, adding `lo_addr/32` to `lo` and making TCP port 53 to
-    /// `tcp_fail_fast` unreachable.
+    /// given, adding `forwarder/32` to `lo` and opening the forwarder's
+    /// sockets on port 53 there, and making TCP port 53 to `tcp_fail_fast`
+    /// unreachable.
     pub fn prepare(
         files: &[(&Path, &str)],
-        lo_addr: Option<Ipv4Addr>,
+        forwarder: Option<Ipv4Addr>,
         tcp_fail_fast: Option<Ipv4Addr>,
     ) -> Result<Self, PrepareError> {
         if files.len() > 2 {
@@ -144,7 +174,7 @@ impl NsDns {
             })
             .collect::<Result<Vec<_>, PrepareError>>()?;
         let mut netlink = Vec::new();
-        if let Some(a) = lo_addr {
+        if let Some(a) = forwarder {
             netlink.push((DnsStep::Address, encode(RouteNetlinkMessage::NewAddress(lo_address(a)), 1)));
         }
         if let Some(a) = tcp_fail_fast {
@@ -157,7 +187,13 @@ impl NsDns {
             tmpfs_opts: c"mode=0755,size=1m".to_owned(),
             files,
             netlink,
+            listen: forwarder.map(|a| sockaddr(a, crate::dns::forwarder::DNS_PORT)),
         })
+    }
+
+    /// Whether the child opens the forwarder's sockets (and hands them over).
+    pub fn listens(&self) -> bool {
+        self.listen.is_some()
     }
 
     /// True when the child needs a mount namespace of its own.
@@ -175,15 +211,25 @@ impl NsDns {
         self.files.get(i).map(|f| f.target_text.as_path())
     }
 
-    /// Do it, in the child: async-signal-safe. `Err((step, errno))` on failure.
-    pub fn apply(&self) -> Result<(), (DnsStep, i32)> {
+    /// Do it, in the child: async-signal-safe. The forwarder's sockets when
+    /// it listens inside; `Err((step, errno))` on failure.
+    pub fn apply(&self) -> Result<Option<ChildListeners>, (DnsStep, i32)> {
         if !self.files.is_empty() {
             self.mount_files()?;
         }
         for (step, msg) in &self.netlink {
             netlink_request(msg).map_err(|e| (*step, e))?;
         }
-        Ok(())
+        let Some(addr) = &self.listen else { return Ok(None) };
+        let udp = bound_socket(addr, libc::SOCK_DGRAM).map_err(|e| (DnsStep::ListenUdp, e))?;
+        match bound_socket(addr, libc::SOCK_STREAM) {
+            Ok(tcp) => Ok(Some(ChildListeners { udp, tcp })),
+            Err(e) => {
+                // SAFETY: closing the socket made above, once.
+                unsafe { libc::close(udp) };
+                Err((DnsStep::ListenTcp, e))
+            }
+        }
     }
 
     fn mount_files(&self) -> Result<(), (DnsStep, i32)> {
@@ -268,6 +314,47 @@ impl NsDns {
             return Ok(None);
         }
         Ok(Some(clones))
+    }
+}
+
+/// `addr:port` as the kernel takes it.
+fn sockaddr(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A non-blocking, close-on-exec socket of type `ty` bound to `addr` (a
+/// stream socket listening). Async-signal-safe. `Err(errno)` on failure.
+fn bound_socket(addr: &libc::sockaddr_in, ty: libc::c_int) -> Result<libc::c_int, i32> {
+    let errno = || nix::errno::Errno::last_raw();
+    // SAFETY: socket/setsockopt/bind/listen/close on a socket owned here,
+    // with a sockaddr and an int that live for the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let ok = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+            && libc::bind(fd, (addr as *const libc::sockaddr_in).cast(), len) == 0
+            && (ty != libc::SOCK_STREAM || libc::listen(fd, 64) == 0);
+        if !ok {
+            let e = errno();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
     }
 }
 

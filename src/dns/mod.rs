@@ -44,6 +44,13 @@ use std::path::Path;
 /// The plan for a run in `mode` on this host: the host's files are read
 /// from `etc` (normally `/etc`).
 ///
+/// With the default policy ([`DnsCache::On`](options::DnsCache::On)) a
+/// pasta or slirp4netns plan names a forwarder of pelagos-net inside the
+/// namespace ([`DnsPlan::forwarder`]), which only a run pelagos-net starts
+/// provides; a runtime that starts pasta or slirp4netns itself asks for
+/// [`DnsCache::Helper`](options::DnsCache::Helper), whose resolver is the
+/// helper's own forwarder ([`DnsPlan::pasta_forward`] for pasta).
+///
 /// ```no_run
 /// use pelagos_net::dns::{DnsOptions, ModeDns, files_for};
 /// let opts = DnsOptions::parse(&["10.0.0.53".into()], &[], &[], &["db:10.88.0.5".into()]).unwrap();
@@ -81,7 +88,9 @@ mod tests {
         let etc = tempfile::tempdir().unwrap();
         std::fs::write(etc.path().join("resolv.conf"), "nameserver 127.0.0.53\nsearch corp.test\n").unwrap();
         std::fs::write(etc.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
-        let opts = DnsOptions::parse(&[], &[], &[], &["db:10.88.0.5".into()]).unwrap();
+        let mut opts = DnsOptions::parse(&[], &[], &[], &["db:10.88.0.5".into()]).unwrap();
+        // The runtime starts pasta itself: pasta's own forwarder.
+        opts.cache = options::DnsCache::Helper;
         let own = hosts::HostsEntry { ip: "10.88.0.7".parse().unwrap(), names: vec!["web".into()] };
 
         let plan = files_for(ModeDns::Pasta { tcp_mapped: false }, &opts, Some(&own), etc.path()).unwrap();

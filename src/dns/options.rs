@@ -125,32 +125,38 @@ pub struct DnsOptions {
     pub cache: DnsCache,
 }
 
-/// Where answers are cached (`PELAGOS_DNS_CACHE`: unset or `on`, `off`,
-/// `inside`).
+/// Where answers are cached, and who forwards a pasta or slirp4netns
+/// run's queries (`PELAGOS_DNS_CACHE`: unset, `on` or `inside`; `helper`;
+/// `off`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsCache {
-    /// pelagos-net's forwarders (a bridge network's gateway, a rootless
-    /// network's name server, the one inside the namespace for a `--dns`
-    /// server on the host's loopback) keep answers; pasta and slirp4netns
-    /// runs use the mode's own forwarder, which keeps none.
+    /// Every forwarder of pelagos-net keeps answers (a bridge network's
+    /// gateway, a rootless network's name server), and pasta and
+    /// slirp4netns runs get pelagos-net's caching forwarder inside the
+    /// namespace instead of the mode's own: a repeated query is answered
+    /// inside the namespace, and TCP works on every pasta build. Its
+    /// sockets are opened by the namespace child, which exists anyway, so
+    /// it adds a thread and no process to start-up.
     #[default]
+    #[serde(alias = "inside")]
     On,
-    /// No forwarder keeps answers.
+    /// As `On` on networks' gateways, but pasta and slirp4netns runs use
+    /// the mode's own forwarder (pasta's `--dns-forward`, libslirp's
+    /// `10.0.2.3`), which keeps nothing: one thread fewer per run.
+    Helper,
+    /// No forwarder keeps answers; pasta and slirp4netns runs use the
+    /// mode's own forwarder.
     Off,
-    /// As `On`, and pasta and slirp4netns runs use pelagos-net's caching
-    /// forwarder inside the namespace instead of the mode's own (a repeated
-    /// query is answered inside the namespace, and TCP works on every pasta
-    /// build), at the cost of a socket factory and a thread at start-up.
-    Inside,
 }
 
 impl DnsCache {
     /// The policy a `PELAGOS_DNS_CACHE` value names (`0`, `off`, `no`,
-    /// `false`: off; `inside`; anything else, or unset: on).
+    /// `false`: off; `helper`; anything else, `inside` included, or
+    /// unset: on).
     pub fn from_setting(value: Option<&str>) -> Self {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            Some("inside") => Self::Inside,
+            Some("helper") => Self::Helper,
             Some("0" | "off" | "no" | "false") => Self::Off,
             _ => Self::On,
         }
@@ -164,6 +170,12 @@ impl DnsCache {
     /// Whether pelagos-net's forwarders keep answers.
     pub fn keeps_answers(self) -> bool {
         self != Self::Off
+    }
+
+    /// Whether a pasta or slirp4netns run's queries go through
+    /// pelagos-net's forwarder inside the namespace rather than the mode's own.
+    pub fn forwards_inside(self) -> bool {
+        self == Self::On
     }
 }
 

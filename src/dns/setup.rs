@@ -6,7 +6,8 @@
 //! forwarder's sockets (whether that works changes the decision), decides,
 //! and prepares the namespace child's part ([`NsDns`]). After the namespace
 //! exists, [`PreparedDns::start_forwarder`] starts the forwarder the plan
-//! asks for, if any; stopping it is dropping it.
+//! asks for, if any (inside the namespace, on the sockets the namespace
+//! child opened there); stopping it is dropping it.
 
 use super::decide::{DecideError, DnsPlan, DnsRequest, HostDns, Listen, ModeDns, decide};
 use super::forwarder::{CacheConfig, DNS_PORT, Forwarder, ForwarderConfig, ForwarderError, Limits, Listeners};
@@ -15,9 +16,8 @@ use super::hosts::HostsEntry;
 use super::inside::{NsDns, PrepareError};
 use super::names::NamesScope;
 use super::options::DnsOptions;
-use crate::model::target::NsTarget;
-use crate::ports::nsfactory::{FactoryError, SocketFactory};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// The directory whose `resolv.conf` and `hosts` a command opens.
@@ -42,9 +42,6 @@ pub enum DnsSetupError {
     /// The forwarder could not start.
     #[error(transparent)]
     Forwarder(#[from] ForwarderError),
-    /// The socket factory for an in-namespace forwarder failed.
-    #[error("open the DNS forwarder's sockets inside the namespace")]
-    Factory(#[source] FactoryError),
 }
 
 /// What to set up.
@@ -209,14 +206,13 @@ impl PreparedDns {
     }
 
     /// Start the forwarder the plan asks for. An in-namespace forwarder
-    /// gets its sockets from a socket factory that joins `target` (the
-    /// namespace child must have added the address to its `lo` by then).
-    /// A forwarder on a network's gateway answers the names of `names`
-    /// (the network's runs, [`super::names`]).
+    /// serves on the sockets the namespace child opened there and handed
+    /// over (`inside`: UDP, TCP; see [`super::inside`]). A forwarder on a
+    /// network's gateway answers the names of `names` (the network's runs,
+    /// [`super::names`]).
     pub fn start_forwarder(
         &mut self,
-        target: Option<&NsTarget>,
-        proc_root: &Path,
+        inside: Option<(OwnedFd, OwnedFd)>,
         names: Option<NamesScope>,
     ) -> Result<Option<Forwarder>, DnsSetupError> {
         let Some(fwd) = &self.plan.forwarder else { return Ok(None) };
@@ -225,16 +221,9 @@ impl PreparedDns {
             (Listen::Gateway(_), Some(scope)) => super::names::config(scope, &fwd.upstreams, Limits::default(), cache),
             _ => ForwarderConfig { cache, ..ForwarderConfig::forward_to(&fwd.upstreams) },
         };
-        let listeners = match (fwd.listen, self.gateway.take(), target) {
+        let listeners = match (fwd.listen, self.gateway.take(), inside) {
             (Listen::Gateway(_), Some(l), _) => l,
-            (Listen::InNamespace(addr), _, Some(target)) => {
-                let mut factory = SocketFactory::spawn(target, proc_root).map_err(DnsSetupError::Factory)?;
-                let mut socket = |ty| {
-                    factory.socket(libc::AF_INET, ty, 0).map_err(|e| DnsSetupError::Factory(FactoryError::Request(e)))
-                };
-                let (udp, tcp) = (socket(libc::SOCK_DGRAM)?, socket(libc::SOCK_STREAM)?);
-                Listeners::from_sockets(udp, tcp, SocketAddr::new(IpAddr::V4(addr), DNS_PORT))?
-            }
+            (Listen::InNamespace(_), _, Some((udp, tcp))) => Listeners::bound(udp, tcp),
             _ => return Ok(None),
         };
         let forwarder = Forwarder::start(listeners, cfg)?;

@@ -277,10 +277,10 @@ impl Exec {
         Ok(())
     }
 
-    /// `start_dns`: the forwarder the plan asks for (its sockets inside the
-    /// namespace come from a socket factory that joins the child's).
+    /// `start_dns`: the forwarder the plan asks for (inside the namespace,
+    /// on the sockets the child opened there and handed over with its report).
     fn start_dns(&mut self) -> Result<(), RunError> {
-        let target = self.child.as_ref().map(|_| self.target(NsRef::Child));
+        let inside = self.child.as_mut().and_then(NsChild::take_dns_listeners);
         let Some(dns) = self.dns.as_mut() else { return Ok(()) };
         // A bridge network's forwarder answers the network's names (unless
         // the network was created with --disable-dns).
@@ -290,7 +290,7 @@ impl Exec {
             .as_ref()
             .filter(|def| !def.options.disable_dns)
             .map(|def| crate::dns::names::NamesScope::of_network(def, &self.paths));
-        self.live.dns = dns.start_forwarder(target.as_ref(), &self.paths.proc_root, names)?;
+        self.live.dns = dns.start_forwarder(inside, names)?;
         self.add(Resource::Dns)
     }
 

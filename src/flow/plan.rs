@@ -278,7 +278,8 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
     }
     steps.extend(mode_steps);
     // A rootless shared network's names are served by the holder, not the run.
-    if dns.as_ref().is_some_and(|d| d.forwarder.is_some()) && !in_holder {
+    let forwarder = dns.as_ref().and_then(|d| d.forwarder.as_ref()).map(|f| f.listen).filter(|_| !in_holder);
+    if let Some(crate::dns::decide::Listen::Gateway(_)) = forwarder {
         steps.push(Step::StartDns);
     }
     if input.builtin {
@@ -293,6 +294,14 @@ pub fn plan(req: &Request, host: &HostCaps, lookups: &dyn Lookups) -> Result<Pla
         (_, false, _) => {}
     }
     steps.extend(start_accel);
+    // A forwarder inside the namespace serves on sockets the child opened
+    // before the command started: a query sent before its thread runs
+    // waits in the socket's queue, so the thread starts off the launch's
+    // path, last (after the accelerator, whose start the command's first
+    // connect waits for).
+    if let Some(crate::dns::decide::Listen::InNamespace(_)) = forwarder {
+        steps.push(Step::StartDns);
+    }
     let helper = driver.helper(&input, dns.as_ref().and_then(|d| d.pasta_forward));
     let mut warnings: Vec<String> = decision.iter().filter_map(|d| d.warning.clone()).collect();
     warnings.extend(crate::ports::exposure::all_interfaces_warning(&cfg.ports));

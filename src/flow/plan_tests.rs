@@ -72,7 +72,8 @@ fn auto_on_a_debian_pasta_host_plans_slirp4netns_with_the_builtin_port_driver() 
             "spawn_helper",
             "await_ready",
             "start_relay",
-            "exec_command"
+            "exec_command",
+            "start_dns"
         ]
     );
 }
@@ -128,15 +129,32 @@ fn explicit_pasta_plans_its_pinned_argv_and_no_selection() {
     assert!(argv.contains("-t 127.0.0.1/8080:80") && argv.contains("-u none") && argv.contains("-T none"), "{argv}");
     assert_eq!(
         ops(&p),
-        ["claim_ports", "prepare_dns", "write_record", "fork_child", "spawn_helper", "await_ready", "exec_command"]
+        [
+            "claim_ports",
+            "prepare_dns",
+            "write_record",
+            "fork_child",
+            "spawn_helper",
+            "await_ready",
+            "exec_command",
+            "start_dns"
+        ]
     );
 }
 
 #[test]
 fn root_pasta_names_the_child_namespace_and_keeps_root() {
     let p = run_plan(cfg("pasta", &[]), &root()).unwrap();
-    let steps =
-        ["prepare_dns", "write_record", "fork_child", "name_netns", "spawn_helper", "await_ready", "exec_command"];
+    let steps = [
+        "prepare_dns",
+        "write_record",
+        "fork_child",
+        "name_netns",
+        "spawn_helper",
+        "await_ready",
+        "exec_command",
+        "start_dns",
+    ];
     assert_eq!(ops(&p), steps);
     let argv = p.helper_argv.unwrap().join(" ");
     assert!(argv.ends_with("--netns /run/netns/pelagos-<id> --runas 0"), "{argv}");

@@ -26,7 +26,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::init::{self, Prepared};
@@ -163,6 +163,10 @@ pub struct NsChild {
     detail: u8,
     dns_targets: DnsTargets,
     release: Release,
+    /// The DNS forwarder's sockets the child opened inside (UDP, TCP).
+    dns_listeners: Option<(OwnedFd, OwnedFd)>,
+    /// Whether the ready report must bring them.
+    dns_listens: bool,
 }
 
 /// Outcome of releasing the child.
@@ -179,8 +183,16 @@ fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
 
+/// The report channel: a `SOCK_SEQPACKET` pair, so that a report can
+/// carry descriptors (the DNS forwarder's sockets, see
+/// [`crate::dns::inside`]); end-of-file once every copy of the child's end
+/// is closed, as a pipe's.
+fn report_pair() -> Result<(OwnedFd, OwnedFd), UsernsError> {
+    super::fdpass::pair().map_err(UsernsError::CreateChannel)
+}
+
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd), UsernsError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(UsernsError::CreatePipe)
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(UsernsError::CreateChannel)
 }
 
 impl NsChild {
@@ -209,7 +221,7 @@ impl NsChild {
         // Reserved, not written: only the pages the command's process
         // touches are faulted in.
         let mut command_stack = ChildStack::reserve(init::COMMAND_STACK);
-        let (report_rx, report_tx) = pipe_pair()?;
+        let (report_rx, report_tx) = report_pair()?;
         let (go_rx, go_tx) = pipe_pair()?;
         let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD;
         let flags = match spec.ns {
@@ -252,6 +264,8 @@ impl NsChild {
             detail: 0,
             dns_targets,
             release: spec.release,
+            dns_listeners: None,
+            dns_listens: spec.dns.as_ref().is_some_and(crate::dns::inside::NsDns::listens),
         };
         if let NsKind::InUserNs { .. } = spec.ns {
             child.adopt_grandchild(pid_rx)?;
@@ -294,6 +308,7 @@ impl NsChild {
     /// Wait until the child's namespaces exist and `lo` is up.
     pub fn wait_ready(&mut self) -> Result<(), UsernsError> {
         match self.read_report()? {
+            Report::Ready(_) if self.dns_listens && self.dns_listeners.is_none() => Err(UsernsError::NoDnsListeners),
             Report::Ready(0) => Ok(()),
             Report::Ready(errno) => {
                 log::warn!(
@@ -327,16 +342,19 @@ impl NsChild {
         }
     }
 
+    /// The DNS forwarder's sockets (UDP, TCP) the child opened inside its
+    /// namespace and handed over with its ready report, once.
+    pub fn take_dns_listeners(&mut self) -> Option<(OwnedFd, OwnedFd)> {
+        self.dns_listeners.take()
+    }
+
     fn read_report(&mut self) -> Result<Report, UsernsError> {
         let mut buf = [0u8; REPORT_LEN];
-        let mut got = 0;
-        while got < REPORT_LEN {
-            match nix::unistd::read(&self.report_rx, &mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(UsernsError::Pipe(e.into())),
-            }
+        // One message per report (a sequenced-packet pair).
+        let (got, fds) = super::fdpass::recv(self.report_rx.as_fd(), &mut buf).map_err(UsernsError::Pipe)?;
+        let mut fds = fds.into_iter();
+        if let (Some(udp), Some(tcp)) = (fds.next(), fds.next()) {
+            self.dns_listeners = Some((udp, tcp));
         }
         if got == 0 {
             return Ok(Report::Closed);

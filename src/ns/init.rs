@@ -18,6 +18,7 @@
 //! by `execv` (in the command's process).
 
 use super::child::{ChildSpec, ChildStage, GO, NsKind, REPORT_LEN, Release};
+use crate::dns::inside::ChildListeners;
 
 use crate::host::spawn::{ChildMain, ChildStack, spawn_until_exec};
 use nix::errno::Errno;
@@ -78,6 +79,27 @@ fn report_detail(fd: RawFd, stage: u8, detail: u8, errno: i32) {
     unsafe { libc::write(fd, buf.as_ptr().cast(), REPORT_LEN) };
 }
 
+/// The ready report (stage 0, `note` as its errno), with the DNS
+/// forwarder's sockets riding along when the child opened them; our copies
+/// are closed then (the parent's are the ones that serve).
+fn report_ready(fd: RawFd, note: i32, listeners: Option<ChildListeners>) {
+    let mut buf = [0u8; REPORT_LEN];
+    buf[4..8].copy_from_slice(&note.to_ne_bytes());
+    match listeners {
+        Some(l) => {
+            // A failed send leaves the parent with a report and no
+            // sockets, which it reports as an error of its own.
+            crate::ns::fdpass::send(fd, &buf, &[l.udp, l.tcp]);
+            // SAFETY: closing the sockets `NsDns::apply` made, once each.
+            unsafe {
+                libc::close(l.udp);
+                libc::close(l.tcp);
+            }
+        }
+        None => report(fd, 0, note),
+    }
+}
+
 fn fail(fd: RawFd, stage: ChildStage, errno: i32) -> ! {
     report(fd, stage as u8, errno);
     // SAFETY: `_exit` is async-signal-safe and never returns.
@@ -119,14 +141,16 @@ pub(super) fn child_main(spec: &ChildSpec, prep: &Prepared, stack: &mut ChildSta
     {
         fail(tx, ChildStage::Loopback, e.errno() as i32);
     }
-    if let Some(dns) = &spec.dns
-        && let Err((step, errno)) = dns.apply()
-    {
-        report_detail(tx, ChildStage::Dns as u8, step as u8, errno);
-        // SAFETY: `_exit` is async-signal-safe.
-        unsafe { libc::_exit(125) };
-    }
-    report(tx, 0, note);
+    let listeners = match spec.dns.as_ref().map(|dns| dns.apply()) {
+        Some(Err((step, errno))) => {
+            report_detail(tx, ChildStage::Dns as u8, step as u8, errno);
+            // SAFETY: `_exit` is async-signal-safe.
+            unsafe { libc::_exit(125) }
+        }
+        Some(Ok(listeners)) => listeners,
+        None => None,
+    };
+    report_ready(tx, note, listeners);
     match spec.release {
         Release::OnWord => wait_for_go(rx),
         // SAFETY: closing our own descriptor once (the parent sends nothing).

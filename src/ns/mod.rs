@@ -3,6 +3,7 @@
 //! (`ip netns`-compatible bind mounts), and loopback bring-up.
 
 pub mod child;
+pub(crate) mod fdpass;
 pub mod init;
 pub mod loopback;
 pub mod netns;

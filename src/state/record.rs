@@ -302,6 +302,17 @@ impl Anchor {
     }
 }
 
+/// What a record's liveness ([`Record::alive`]) comes down to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness<'a> {
+    /// Alive as long as the record exists (a runtime's attachment).
+    Always,
+    /// Alive while this process runs.
+    Process(&'a ProcessId),
+    /// More than a process: a namespace's bind mount.
+    More,
+}
+
 impl Record {
     /// Whether it is alive: being set up or torn down by a live owner, or
     /// ready with its anchor alive (the owner for a run, the namespace for
@@ -310,6 +321,19 @@ impl Record {
         match self.phase {
             Phase::Setup | Phase::Teardown => self.owner.is_alive(proc_root),
             Phase::Ready => self.anchor.alive(proc_root).unwrap_or_else(|| self.owner.is_alive(proc_root)),
+        }
+    }
+
+    /// What [`Record::alive`] comes down to, for a caller that checks the
+    /// same record many times (a name server holding a pidfd of the process).
+    pub fn liveness(&self) -> Liveness<'_> {
+        match (self.phase, &self.anchor) {
+            (Phase::Setup | Phase::Teardown, _) | (Phase::Ready, Anchor::Owner) => Liveness::Process(&self.owner),
+            (Phase::Ready, Anchor::Runtime { .. }) => Liveness::Always,
+            (Phase::Ready, Anchor::Namespace { process, mount: None }) => {
+                process.as_ref().map_or(Liveness::Always, Liveness::Process)
+            }
+            (Phase::Ready, Anchor::Namespace { .. }) => Liveness::More,
         }
     }
 

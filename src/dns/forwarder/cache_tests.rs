@@ -205,11 +205,14 @@ fn the_policy_is_read_from_its_setting() {
         assert_eq!(DnsCache::from_setting(Some(off)), DnsCache::Off, "{off}");
         assert!(!CacheConfig::keeping(DnsCache::from_setting(Some(off)).keeps_answers()).enabled());
     }
-    for on in [None, Some("1"), Some("on"), Some("")] {
+    // The default, and the name it had when it was not the default.
+    for on in [None, Some("1"), Some("on"), Some(""), Some(" Inside")] {
         assert_eq!(DnsCache::from_setting(on), DnsCache::On, "{on:?}");
+        assert!(DnsCache::from_setting(on).forwards_inside());
     }
-    assert_eq!(DnsCache::from_setting(Some(" Inside")), DnsCache::Inside);
-    assert!(CacheConfig::keeping(DnsCache::Inside.keeps_answers()).enabled());
+    assert_eq!(DnsCache::from_setting(Some(" Helper")), DnsCache::Helper);
+    assert!(CacheConfig::keeping(DnsCache::Helper.keeps_answers()).enabled());
+    assert!(!DnsCache::Helper.forwards_inside() && !DnsCache::Off.forwards_inside());
 }
 
 #[test]

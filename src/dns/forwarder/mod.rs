@@ -202,6 +202,12 @@ impl Listeners {
         Self::from_sockets(mk(libc::SOCK_DGRAM)?, mk(libc::SOCK_STREAM)?, addr)
     }
 
+    /// Sockets already bound, non-blocking, the TCP one listening (the
+    /// namespace child's, see [`crate::dns::inside`]).
+    pub fn bound(udp: OwnedFd, tcp: OwnedFd) -> Self {
+        Self { udp: UdpSocket::from(udp), tcp: TcpListener::from(tcp) }
+    }
+
     /// Configure and bind sockets made elsewhere (inside a namespace, by a
     /// socket factory): `udp` a datagram socket, `tcp` a stream socket of
     /// `addr`'s family.

@@ -63,8 +63,10 @@
 //! holds a name already (setup calls it under the runs directory's lock,
 //! held until its own record, with the name, is written).
 
+mod live;
 mod source;
 mod table;
+mod watch;
 
 pub use source::{NamesScope, NetworkNames};
 pub use table::{NAMES_DOMAIN, NameEntry, NameTable, Resolved};

@@ -3,17 +3,21 @@
 //!
 //! Records are the truth: a run's name exists while its record does and
 //! its owner (or, for an attachment, its namespace) lives. The table is
-//! rebuilt when the records directory changes (its modification time; a
-//! time too recent to trust, as git treats a racy index, makes the next
-//! query look again), and every name found is checked live before it is
-//! answered, so a run killed without a chance to remove its record stops
-//! resolving at once, before `gc` removes the record.
+//! rebuilt when the records directory changes (an inotify watch on it,
+//! [`super::watch`]; without one, its modification time, where a time too
+//! recent to trust, as git treats a racy index, makes the next query look
+//! again), and every name found is checked live before it is answered, so
+//! a run killed without a chance to remove its record stops resolving at
+//! once, before `gc` removes the record.
 //!
-//! A lookup costs one `stat` of the records directory and one read of the
-//! owner's `/proc/<pid>/stat`; a rebuild reads the records (small files on
-//! a tmpfs). Nothing waits on the network.
+//! A lookup costs one non-blocking `read` of the watch and one `poll` of a
+//! pidfd of the record's owner ([`super::live`]); a rebuild reads the
+//! records (small files on a tmpfs) and opens pidfds for new owners.
+//! Nothing waits on the network.
 
+use super::live::Liveness;
 use super::table::{NameEntry, NameTable};
+use super::watch::{Seen, Watch};
 use crate::dns::forwarder::{LocalAnswer, LocalNames};
 use crate::model::cidr::Ipv4Net;
 use crate::model::cidr6::Ipv6Net;
@@ -63,13 +67,17 @@ impl NamesScope {
 
 #[derive(Default)]
 struct Cache {
-    /// The records directory's modification time when last read.
+    /// A watch on the records directory (`None`: not available, the
+    /// directory's modification time is looked at instead).
+    watch: Option<Watch>,
+    /// The records directory's modification time when last read (without a watch).
     stamp: Option<SystemTime>,
-    /// Read again at the next lookup.
+    /// Read again at the next lookup (without a watch).
     racy: bool,
     table: NameTable,
-    /// The records behind the table's entries, by id (for liveness).
-    records: HashMap<String, Record>,
+    /// The records behind the table's entries, by id, with how each one's
+    /// liveness is checked.
+    records: HashMap<String, (Record, Liveness)>,
 }
 
 /// A network's names, from the records under a run directory.
@@ -103,22 +111,35 @@ impl NetworkNames {
         self.refresh(&mut cache);
         let mut table = NameTable::new(&self.scope.network);
         for entry in cache.table.entries() {
-            if cache.records.get(&entry.id).is_some_and(|r| self.alive(r)) {
+            if self.alive(&cache, entry) {
                 table.insert(entry.clone());
             }
         }
         table
     }
 
-    fn alive(&self, record: &Record) -> bool {
-        record.alive(&self.scope.proc_root)
+    fn alive(&self, cache: &Cache, entry: &NameEntry) -> bool {
+        cache.records.get(&entry.id).is_some_and(|(r, live)| live.check(r, &self.scope.proc_root))
     }
 
     fn refresh(&self, cache: &mut Cache) {
         let runs = self.scope.run_dir.join("runs");
-        let stamp = std::fs::metadata(&runs).and_then(|m| m.modified()).ok();
-        if stamp.is_some() && stamp == cache.stamp && !cache.racy {
-            return;
+        // With a watch on the directory: read again only when it saw a change.
+        let mut stamp = None;
+        match cache.watch.as_ref().map(Watch::changed) {
+            Some(Seen::Nothing) => return,
+            Some(Seen::Changed) => {}
+            Some(Seen::Lost) => cache.watch = None,
+            None => {
+                stamp = std::fs::metadata(&runs).and_then(|m| m.modified()).ok();
+                if stamp.is_some() && stamp == cache.stamp && !cache.racy {
+                    return;
+                }
+            }
+        }
+        // Watched before reading: a change made meanwhile is seen next time.
+        if cache.watch.is_none() {
+            cache.watch = Watch::new(&runs);
         }
         let records: Vec<Record> = match Store::open_existing(&self.scope.run_dir, self.euid) {
             Ok(Some(store)) => store.records().map(|all| all.into_iter().flatten().collect()).unwrap_or_default(),
@@ -136,7 +157,19 @@ impl NetworkNames {
                 cache.table.insert(entry);
             }
         }
-        cache.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        // Only the records behind names: a pidfd each, kept from the last
+        // reading while it is about the same process.
+        let proc_root = &self.scope.proc_root;
+        let table = &cache.table;
+        let mut before = std::mem::take(&mut cache.records);
+        cache.records = records
+            .into_iter()
+            .filter(|r| table.entries().iter().any(|e| e.id == r.id))
+            .map(|r| {
+                let live = Liveness::of(&r, proc_root, before.remove(&r.id).map(|(_, l)| l));
+                (r.id.clone(), (r, live))
+            })
+            .collect();
         cache.racy = stamp.is_none_or(|s| SystemTime::now().duration_since(s).map_or(true, |age| age < RACY));
         cache.stamp = stamp;
     }
@@ -187,8 +220,7 @@ impl NetworkNames {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh(&mut cache);
         let cache = &*cache;
-        let live = |e: &NameEntry| cache.records.get(&e.id).is_some_and(|r| self.alive(r));
-        cache.table.answer(name, live)
+        cache.table.answer(name, |e| self.alive(cache, e))
     }
 }
 
@@ -243,6 +275,27 @@ mod tests {
 
         store.remove_record("aaaaaaaaaaaa").unwrap();
         assert_eq!(names.answer(CLIENT, "db"), LocalAnswer::Forward);
+    }
+
+    #[test]
+    fn a_run_whose_owner_exits_stops_resolving_before_its_record_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), nix::unistd::geteuid().as_raw()).unwrap();
+        let mut owner = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let id = ProcessId::of(std::path::Path::new("/proc"), owner.id()).unwrap();
+        store.write_record(&record("aaaaaaaaaaaa", "db", id, [10, 0, 0, 2])).unwrap();
+        let names = NetworkNames::new(scope(dir.path(), false));
+        assert!(matches!(names.answer(CLIENT, "db"), LocalAnswer::Addresses(_)));
+        // The records directory does not change: the owner's exit alone
+        // (a zombie not yet reaped) takes the name away.
+        owner.kill().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while names.answer(CLIENT, "db") != LocalAnswer::Forward {
+            assert!(std::time::Instant::now() < deadline, "the name outlived its owner");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(names.table().entries().is_empty());
+        owner.wait().unwrap();
     }
 
     #[test]

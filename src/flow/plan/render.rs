@@ -77,7 +77,11 @@ fn dns_in_child(plan: &Plan) -> String {
         );
     }
     if let Some(crate::dns::decide::Listen::InNamespace(a)) = dns.forwarder.as_ref().map(|f| f.listen) {
-        let _ = write!(text, "; it adds {a}/32 to lo for the DNS forwarder");
+        let _ = write!(
+            text,
+            "; it adds {a}/32 to lo and opens the DNS forwarder's sockets on {a}:53, which it hands to pelagos-net \
+             with its report"
+        );
     }
     if let Some(a) = dns.tcp_fail_fast {
         let _ = write!(text, "; it adds a rule: TCP to {a}:53 is unreachable (fails at once instead of hanging)");

@@ -63,9 +63,9 @@ impl std::fmt::Display for ChildStage {
 /// Errors of the namespace child.
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
-    /// A pipe could not be created.
-    #[error("create sync pipe")]
-    CreatePipe(#[source] Errno),
+    /// The report channel or a pipe to the child could not be created.
+    #[error("create a channel to the namespace child")]
+    CreateChannel(#[source] Errno),
     /// `fork` failed.
     #[error("fork the namespace child")]
     Fork(#[source] Errno),
@@ -89,10 +89,14 @@ pub enum UsernsError {
         #[source]
         errno: Errno,
     },
-    /// The child died or closed its pipe without reporting.
+    /// The child reported ready without the DNS forwarder's sockets it was
+    /// to open (the report could not carry them).
+    #[error("the namespace child reported ready without the DNS forwarder's sockets")]
+    NoDnsListeners,
+    /// The child died or closed its channel without reporting.
     #[error("namespace child exited before reporting")]
     ChildVanished,
-    /// Reading from or writing to the sync pipe failed.
+    /// Reading from or writing to the channel to the child failed.
     #[error("talk to the namespace child")]
     Pipe(#[source] io::Error),
 }
@@ -123,6 +127,8 @@ fn describe_dns(step: crate::dns::inside::DnsStep, target: Option<&Path>) -> Str
         (DnsStep::Write, _) => "write the run's resolv.conf and hosts".into(),
         (DnsStep::Address, _) => "add the DNS address to lo".into(),
         (DnsStep::Rule, _) => "add the routing rule for TCP DNS".into(),
+        (DnsStep::ListenUdp, _) => "open the DNS forwarder's UDP socket inside the namespace".into(),
+        (DnsStep::ListenTcp, _) => "open the DNS forwarder's TCP listener inside the namespace".into(),
         _ => "mount the run's resolv.conf and hosts".into(),
     }
 }
