@@ -333,6 +333,50 @@ fn deleting_the_host_end_removes_both_ends() {
 }
 
 #[test]
+fn bridge_port_options_and_ipv6_address_generation_take_effect() {
+    if !root_tier("bridge_port_options_and_ipv6_address_generation_take_effect") {
+        return;
+    }
+    let host = TestNetns::new();
+    let ctr = TestNetns::new();
+
+    let veth = in_netns(&host, || {
+        let mut nl = Netlink::open().expect("open");
+        let bridge = bridge_with_gateway(&mut nl);
+        let veth = nl.create_veth("pnlv0", "eth0", ctr.open().as_fd(), Some(bridge)).expect("create veth");
+        nl.set_port_up(veth, true).expect("port up");
+        veth
+    });
+    let mut inside = Netlink::open_in(ctr.open().as_fd()).expect("socket in container namespace");
+    let eth0 = inside.link_index("eth0").expect("look up eth0").expect("eth0 exists");
+    inside.set_no_ipv6_autoconf(eth0).expect("no ipv6 address generation");
+    inside.set_up(eth0).expect("eth0 up");
+
+    let port = host.ip(&["-d", "link", "show", "dev", "pnlv0"]);
+    assert!(port.contains("hairpin on"), "hairpin mode not set: {port}");
+    assert!(port.contains("addrgenmode none"), "host end generates IPv6 addresses: {port}");
+    assert!(link_flags(&host, "pnlv0").contains(&"UP".to_owned()));
+    assert!(ctr.ip(&["-d", "link", "show", "dev", "eth0"]).contains("addrgenmode none"));
+    // Both ends have carrier now: no link-local address was made on either.
+    let v6 = format!(
+        "{}{}",
+        host.ip(&["-6", "-o", "addr", "show", "dev", "pnlv0"]),
+        ctr.ip(&["-6", "-o", "addr", "show", "dev", "eth0"])
+    );
+    assert!(v6.is_empty(), "IPv6 addresses on the veth pair: {v6}");
+
+    // The bridge enables a disabled port on a carrier change: wait for
+    // the one the container end's up brings (linkwatch, asynchronous).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !host.ip(&["-o", "link", "show", "dev", "pnlv0"]).contains("state UP") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    in_netns(&host, || Netlink::open().expect("open").disable_port(veth).expect("disable port"));
+    let state = host.ip(&["-d", "link", "show", "dev", "pnlv0"]);
+    assert!(state.contains("bridge_slave state disabled"), "port not disabled: {state}");
+}
+
+#[test]
 fn creating_an_existing_bridge_is_exists() {
     if !root_tier("creating_an_existing_bridge_is_exists") {
         return;

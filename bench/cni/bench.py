@@ -156,18 +156,28 @@ def pair(with_port):
     return rows
 
 
+def spawn_true():
+    """ms to spawn /bin/true and read its stdout as `call` does: the
+    harness's own share of an ADD, measured beside each one (a control: it
+    must not grow with the number of containers)."""
+    t = time.perf_counter()
+    subprocess.run(["/bin/true"], input=b"{}", env=ENV, capture_output=True)
+    return (time.perf_counter() - t) * 1e3
+
+
 def scale():
-    adds = []
+    adds, control = [], []
     for i in range(SCALE):
         n = f"s{i}"
         ns(n)
+        control.append(spawn_true())
         adds.append(call(OURS, "ADD", n, n, ours_conf("scale", "10.71.0.0/16", 30000 + i))[0])
     dels = []
     for i in range(SCALE):
         n = f"s{i}"
         dels.append(call(OURS, "DEL", n, n, ours_conf("scale", "10.71.0.0/16", 30000 + i))[0])
         del_ns(n)
-    return adds, dels
+    return adds, dels, control
 
 
 def main():
@@ -179,7 +189,7 @@ def main():
     want = lambda section: not ONLY or section in ONLY  # noqa: E731
     plain = pair(False) if want("plain") else None
     port = pair(True) if want("port") else None
-    adds, dels = scale() if want("scale") else (None, None)
+    adds, dels, control = scale() if want("scale") else (None, None, None)
     rows = []
 
     def row(what, ours, peer, peer_name, goal, limit):
@@ -216,6 +226,8 @@ def main():
         print(f"  scale: ADD medians per {step}: "
               + " ".join(f"{med(adds[i:i + step]):.2f}" for i in range(0, SCALE, step))
               + f"; DEL with {SCALE} live (median of first 10) {med(dels[:10]):.2f} ms")
+        print(f"  scale: harness control, /bin/true spawned before each ADD: {med(control[:10]):.2f} -> "
+              f"{med(control[-10:]):.2f} ms (medians of first/last 10)")
     print(f"  measuring took {time.time() - t0:.0f} s")
 
 

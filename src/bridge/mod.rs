@@ -217,8 +217,13 @@ pub fn configure_container_end_with(
     }
     inside.add_address(index, end.address, end.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
-    if let Some(v6) = end.v6 {
-        inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?;
+    match end.v6 {
+        Some(v6) => {
+            inside.add_address6(index, v6.address, v6.prefix).map_err(link_err("add the container's ipv6 address"))?
+        }
+        // An IPv4-only attachment: no link-local address either, whose
+        // multicast the bridge would flood to every other container.
+        None => inside.set_no_ipv6_autoconf(index).map_err(link_err("turn off the container end's ipv6 addresses"))?,
     }
     if !state.up {
         inside.set_up(index).map_err(link_err("set the container end up"))?;

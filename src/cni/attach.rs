@@ -96,6 +96,22 @@ fn netlink_inside(ns: BorrowedFd<'_>) -> Result<Netlink, CniError> {
     opened.map_err(host)
 }
 
+/// Whether `ifname` is free in the namespace. A DEL of this very
+/// attachment that just ran leaves the deletion of its veth pair to its
+/// exiting child: until that child has run, the container end still holds
+/// the name, and the host end (named after the attachment, which has no
+/// record any more) is still there. Such a pair is deleted now, so an ADD
+/// right after a DEL of the same container and interface works.
+fn ifname_free(inside: &mut Netlink, ifname: &IfName, id: &str) -> Result<bool, CniError> {
+    if inside.link_index(ifname.as_str()).map_err(host)?.is_none() {
+        return Ok(true);
+    }
+    let mut on_host = Netlink::open().map_err(host)?;
+    let Some(old) = on_host.link_index(veth_name(id).as_str()).map_err(host)? else { return Ok(false) };
+    on_host.delete_link_if_present(old).map_err(host)?;
+    Ok(inside.link_index(ifname.as_str()).map_err(host)?.is_none())
+}
+
 /// `CNI_NETNS`, opened (and identified, for the record).
 pub(super) fn open_target(paths: &Paths, path: &str) -> Result<OpenTarget, CniError> {
     OpenTarget::open(std::path::Path::new(path), None, &paths.proc_root, 0).map_err(|e| {
@@ -208,13 +224,6 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
     let ifname = IfName::new(&params.ifname)
         .map_err(|e| CniError::new(Code::InvalidEnvironment, "CNI_IFNAME is refused", e.to_string()))?;
     let mut inside = netlink_inside(target.netns_fd())?;
-    if inside.link_index(ifname.as_str()).map_err(host)?.is_some() {
-        return Err(CniError::new(
-            Code::InvalidEnvironment,
-            format!("interface {ifname} already exists in {netns_path}"),
-            "CNI_IFNAME must name an interface the container does not have yet",
-        ));
-    }
     let id = attachment_id(conf.name.as_str(), &params.container_id, &params.ifname);
     let store = store(paths)?;
     match store.record(&id) {
@@ -226,6 +235,13 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
                 "DEL it first",
             ));
         }
+    }
+    if !ifname_free(&mut inside, &ifname, &id)? {
+        return Err(CniError::new(
+            Code::InvalidEnvironment,
+            format!("interface {ifname} already exists in {netns_path}"),
+            "CNI_IFNAME must name an interface the container does not have yet",
+        ));
     }
     let addressed = address(params, conf, paths, stdin)?;
     let undo_ipam = |a: &Addressed| {

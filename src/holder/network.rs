@@ -73,7 +73,7 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
         .create_veth_mtu(spec.veth.as_str(), spec.peer.as_str(), netns.as_fd(), Some(bridge), mtu)
         .map_err(link("create veth"))?
         .index;
-    host.set_up(index).map_err(link("set the holder's veth end up"))?;
+    host.set_port_up(index, false).map_err(link("set the holder's veth end up"))?;
     // The helper exits next: its sockets close with it, no janitor thread
     // to hand them to.
     std::mem::forget(fw);

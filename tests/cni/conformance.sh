@@ -133,6 +133,12 @@ section_protocol() {
     same_json "ADD result (1.1.0) has the expected shape" "$(normalize <<<"$add")" "$(cat "$HERE/expected/add-1.1.0.json")"
     check "the container has its address and default route" \
         bash -c "ip -n c1 -4 -o addr show eth0 | grep -q 10.55.0.2/24 && ip -n c1 route | grep -q 'default via 10.55.0.1'"
+    local hostend
+    hostend=$(jq -r '.interfaces[1].name' <<<"$add")
+    check "the host end is an up bridge port in hairpin mode" \
+        bash -c "ip -d link show $hostend | grep -q 'hairpin on' && ip -o link show $hostend | grep -q '[<,]UP[,>]'"
+    check "neither end of an IPv4-only attachment makes IPv6 addresses (no link-local multicast for the bridge to flood)" \
+        bash -c "ip -d link show $hostend | grep -q 'addrgenmode none' && ip -n c1 -d link show eth0 | grep -q 'addrgenmode none' && [[ -z \$(ip -6 -o addr show dev $hostend)\$(ip -n c1 -6 -o addr show dev eth0) ]]"
     local add04
     add04=$(VERSION=0.4.0 conf conf 10.55.0.0/24 | cni ADD ctr2 eth0 /run/netns/c2 pelagos-net)
     same_json "ADD result (0.4.0) has ips[].version" "$(normalize <<<"$add04")" "$(cat "$HERE/expected/add-0.4.0.json")"
@@ -458,6 +464,8 @@ section_del_reuse() {
         bash -c "socat -T2 - TCP:10.66.0.9:80 </dev/null | grep -q new"
     check "the reused host port reaches the new container" \
         bash -c "socat -T2 - TCP:10.66.0.1:18095 </dev/null | grep -q new"
+    check "the container reaches itself through its published host port (hairpin)" \
+        bash -c "ip netns exec r2 socat -T2 - TCP:10.66.0.1:18095 </dev/null | grep -q new"
     kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
     cni DEL rb eth0 /run/netns/r2 pelagos-net <<<"$c"
     cni ADD rc eth0 /run/netns/r3 pelagos-net <<<"$c" >/dev/null

@@ -1,10 +1,11 @@
 //! Links: look-up, bridge and veth creation, up, master, deletion, listing.
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    BridgePortState, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo as Info, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as Info, LinkMessage, LinkProtoInfoBridge,
 };
 use nix::errno::Errno;
 use std::io;
@@ -51,6 +52,38 @@ fn one_queue(msg: &mut LinkMessage) {
     msg.attributes.push(LinkAttribute::NumTxQueues(1));
     msg.attributes.push(LinkAttribute::NumRxQueues(1));
 }
+
+/// `IFLA_AF_SPEC` asking for no IPv6 address of the kernel's making
+/// (`IN6_ADDR_GEN_MODE_NONE`): the link gets no link-local address when it
+/// goes up, so it sends no duplicate address detection, no router
+/// solicitation and no MLD report. Such multicast from a container end
+/// is flooded by the bridge to every other port and received by every
+/// other container's IPv6 stack, partly while the sender holds the RTNL
+/// lock (`addrconf_dad_work`): work that grows with the number of
+/// containers on the bridge and stalls every attach meanwhile. Only
+/// honoured before the link goes up (an address made at up stays).
+fn no_ipv6_autoconf(msg: &mut LinkMessage) {
+    msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])]));
+}
+
+/// The kernel has no IPv6 for this link (IPv6 off at boot, or an MTU
+/// below 1280): it makes no address either.
+fn no_ipv6(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+/// `IFLA_LINKINFO` setting bridge port option `option`.
+fn port_options(msg: &mut LinkMessage, option: InfoBridgePort) {
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        Info::PortKind(InfoPortKind::Bridge),
+        Info::PortData(InfoPortData::BridgePort(vec![option])),
+    ]));
+}
+
+/// `IFLA_BRPORT_STATE` (`linux/if_link.h`), inside `IFLA_PROTINFO`.
+const IFLA_BRPORT_STATE: u16 = 1;
 
 fn indexed(ifindex: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
@@ -273,6 +306,51 @@ impl Netlink {
             .map_err(|source| NetlinkError::SetUp { ifindex, source })
     }
 
+    /// Bring bridge port `ifindex` (the host end of a veth pair, created
+    /// down) up, in one request: with no IPv6 address of its own (a bridge
+    /// port uses none; see [`no_ipv6_autoconf`]) and, with `hairpin`, in
+    /// hairpin mode (frames may leave by the port they came in on: a
+    /// container reaching itself through a published port of the host).
+    ///
+    /// The request is an `RTM_NEWLINK` without `NLM_F_CREATE` on the
+    /// existing link: only that one applies bridge port options
+    /// (`IFLA_INFO_SLAVE_DATA`); an `RTM_SETLINK` carrying them is
+    /// accepted and ignored. The kernel applies the up flag before
+    /// `IFLA_AF_SPEC`, which is in time: a veth whose peer is still down
+    /// has no carrier, and no link-local address is made before it has.
+    pub fn set_port_up(&mut self, ifindex: u32, hairpin: bool) -> Result<(), NetlinkError> {
+        let request = |ipv6: bool| {
+            let mut msg = indexed(ifindex);
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
+            if ipv6 {
+                no_ipv6_autoconf(&mut msg);
+            }
+            if hairpin {
+                port_options(&mut msg, InfoBridgePort::HairpinMode(true));
+            }
+            RouteNetlinkMessage::NewLink(msg)
+        };
+        match self.request(request(true), 0) {
+            Err(e) if no_ipv6(&e) => self.request(request(false), 0),
+            done => done,
+        }
+        .map(drop)
+        .map_err(|source| NetlinkError::SetUp { ifindex, source })
+    }
+
+    /// No IPv6 address of the kernel's making on link `ifindex` (see
+    /// [`no_ipv6_autoconf`]); to be called while the link is down. A link
+    /// without IPv6 already is left as it is.
+    pub fn set_no_ipv6_autoconf(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut msg = indexed(ifindex);
+        no_ipv6_autoconf(&mut msg);
+        match self.request(RouteNetlinkMessage::SetLink(msg), 0) {
+            Err(e) if no_ipv6(&e) => Ok(()),
+            done => done.map(drop).map_err(|source| NetlinkError::SetLinkOptions { ifindex, source }),
+        }
+    }
+
     /// Enslave link `ifindex` to `master` (a bridge).
     pub fn set_master(&mut self, ifindex: u32, master: u32) -> Result<(), NetlinkError> {
         let mut msg = indexed(ifindex);
@@ -284,33 +362,26 @@ impl Netlink {
         })
     }
 
-    /// Turn hairpin mode on for bridge port `ifindex` (frames may leave by
-    /// the port they came in on: a container reaching itself through a
-    /// published port of the host).
-    pub fn set_hairpin(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
-        let mut msg = indexed(ifindex);
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            Info::PortKind(InfoPortKind::Bridge),
-            Info::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
-        ]));
-        self.request(RouteNetlinkMessage::SetLink(msg), 0)
-            .map(drop)
-            .map_err(|source| NetlinkError::SetUp { ifindex, source })
-    }
-
     /// Cut bridge port `ifindex` off its bridge at once (port state
     /// `disabled`: the bridge drops what the port sends and sends nothing
     /// to it), without the RCU waits of removing it. Fails with `ENETDOWN`
     /// when the link is down and `EBUSY` when the bridge runs kernel STP.
+    ///
+    /// Sent as the bridge's own request (`RTM_SETLINK` of family
+    /// `AF_BRIDGE`, `IFLA_PROTINFO`, as `bridge link set state 0`): the
+    /// generic link request applies the state but then announces a link
+    /// change, on which the bridge enables a disabled port with carrier
+    /// again at once.
     pub fn disable_port(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
         let mut msg = indexed(ifindex);
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            Info::PortKind(InfoPortKind::Bridge),
-            Info::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::State(BridgePortState::Disabled)])),
-        ]));
+        msg.header.interface_family = AddressFamily::Bridge;
+        msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(DefaultNla::new(
+            IFLA_BRPORT_STATE,
+            vec![u8::from(BridgePortState::Disabled)],
+        ))]));
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
-            .map_err(|source| NetlinkError::SetUp { ifindex, source })
+            .map_err(|source| NetlinkError::SetLinkOptions { ifindex, source })
     }
 
     /// Set the MTU of link `ifindex`.

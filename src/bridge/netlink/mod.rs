@@ -95,6 +95,16 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
+    /// Setting a link's options (bridge port options, IPv6 address
+    /// generation) failed.
+    #[error("set options of link {ifindex}")]
+    SetLinkOptions {
+        /// Link index.
+        ifindex: u32,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// Enslaving a link to a master (bridge) failed.
     #[error("set master of link {ifindex} to {master}")]
     SetMaster {
@@ -238,6 +248,7 @@ impl NetlinkError {
             | Self::CreateBridge { source, .. }
             | Self::CreateVeth { source, .. }
             | Self::SetUp { source, .. }
+            | Self::SetLinkOptions { source, .. }
             | Self::SetMaster { source, .. }
             | Self::SetMtu { source, .. }
             | Self::AddAddress { source, .. }

@@ -202,10 +202,7 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
     }
     .map_err(err("create veth"))?;
     crate::fault::point("bridge.veth");
-    host.set_up(created.index).map_err(err("set host veth up"))?;
-    if exec.bridge.wants.hairpin {
-        host.set_hairpin(created.index).map_err(err("set hairpin mode"))?;
-    }
+    host.set_port_up(created.index, exec.bridge.wants.hairpin).map_err(err("set host veth up"))?;
     exec.bridge.ends.host = Some(created);
     exec.bridge.peer = Some((peer, routed));
     Ok(())
