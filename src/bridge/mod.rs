@@ -24,7 +24,7 @@ pub mod network;
 pub mod plan;
 
 use crate::bridge::lease::{LeaseError, LeaseStore};
-use crate::bridge::netlink::{Netlink, NetlinkError};
+use crate::bridge::netlink::{LinkState, Netlink, NetlinkError};
 use crate::bridge::network::NetworkDef;
 use crate::model::ifname::IfName;
 use crate::ns::netns::NetnsError;
@@ -100,14 +100,14 @@ pub fn ensure_bridge(
     let _lock = leases.lock_setup(def.name.as_str())?;
     let bridge = def.bridge.to_string();
     let br_err = |source| BridgeError::Bridge { bridge: bridge.clone(), source };
-    let index = match host.link_index(&bridge).map_err(br_err)? {
-        Some(i) => i,
+    let (index, up) = match host.link_brief(&bridge).map_err(br_err)? {
+        Some(s) => (s.index, s.up),
         None => {
             let index = host.create_bridge(&bridge).map_err(br_err)?;
             if let Some(mtu) = def.options.mtu {
                 host.set_mtu(index, mtu).map_err(br_err)?;
             }
-            index
+            (index, false)
         }
     };
     let has_addr =
@@ -115,7 +115,9 @@ pub fn ensure_bridge(
     if !has_addr {
         host.add_address(index, def.gateway, def.subnet.prefix()).map_err(br_err)?;
     }
-    host.set_up(index).map_err(br_err)?;
+    if !up {
+        host.set_up(index).map_err(br_err)?;
+    }
     firewall::enable_ip_forward(&paths.proc_root)?;
     firewall::enable_route_localnet(&paths.proc_root, &bridge)?;
     fw.converge_network(&plan::rules_for(def))?;
@@ -179,10 +181,15 @@ pub struct ContainerEnd<'a> {
     pub v6: Option<&'a plan::Plan6>,
 }
 
-/// Address, up and default route (when `end.gateway` is set) on the
+/// Address and default route (when `end.gateway` is set) on the
 /// container end of a veth pair, inside the namespace `netns`: the step
-/// every attach (CLI run, secondary network, CNI ADD) shares.
-pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
+/// every attach (CLI run, secondary network, CNI ADD) shares. Returns
+/// what the end's look-up told (index, hardware address, MTU), up.
+pub fn configure_container_end(
+    netns: BorrowedFd<'_>,
+    end: &ContainerEnd<'_>,
+    id: &str,
+) -> Result<LinkState, BridgeError> {
     let mut inside = Netlink::open_in(netns).map_err(|source| BridgeError::Link {
         op: "open netlink in the netns",
         id: id.to_owned(),
@@ -193,14 +200,20 @@ pub fn configure_container_end(netns: BorrowedFd<'_>, end: &ContainerEnd<'_>, id
 
 /// [`configure_container_end`] over a netlink socket already open inside
 /// the namespace (opening one there costs a thread that joins it).
-pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>, id: &str) -> Result<(), BridgeError> {
+pub fn configure_container_end_with(
+    inside: &mut Netlink,
+    end: &ContainerEnd<'_>,
+    id: &str,
+) -> Result<LinkState, BridgeError> {
     let link_err = |op: &'static str| move |source| BridgeError::Link { op, id: id.to_owned(), source };
-    let index = inside
-        .link_index(end.name.as_str())
+    let mut state = inside
+        .link_brief(end.name.as_str())
         .map_err(link_err("find the container end"))?
         .ok_or_else(|| BridgeError::MissingPeer { name: end.name.to_string(), id: id.to_owned() })?;
+    let index = state.index;
     if let Some(mtu) = end.mtu {
         inside.set_mtu(index, mtu).map_err(link_err("set the container end's mtu"))?;
+        state.mtu = mtu;
     }
     inside.add_address(index, end.address, end.prefix).map_err(link_err("add the container address"))?;
     crate::fault::point("bridge.address");
@@ -212,7 +225,10 @@ pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>
         // multicast the bridge would flood to every other container.
         None => inside.set_no_ipv6_autoconf(index).map_err(link_err("turn off the container end's ipv6 addresses"))?,
     }
-    inside.set_up(index).map_err(link_err("set the container end up"))?;
+    if !state.up {
+        inside.set_up(index).map_err(link_err("set the container end up"))?;
+        state.up = true;
+    }
     if let Some(gw) = end.gateway {
         inside.add_default_route(gw).map_err(link_err("add the default route"))?;
         crate::fault::point("bridge.route");
@@ -220,5 +236,5 @@ pub fn configure_container_end_with(inside: &mut Netlink, end: &ContainerEnd<'_>
     if let Some(gw6) = end.v6.and_then(|v6| v6.gateway) {
         inside.add_default_route6(gw6).map_err(link_err("add the ipv6 default route"))?;
     }
-    Ok(())
+    Ok(state)
 }

@@ -15,13 +15,13 @@ use super::result::{CniResult, Interface, IpConfig, Route, mac_string};
 use super::spec::{CniError, Code, Params};
 use crate::bridge::BridgeError;
 use crate::bridge::lease::LeaseError;
-use crate::bridge::netlink::Netlink;
+use crate::bridge::netlink::{LinkState, Netlink};
 use crate::bridge::network::NetworkDef;
 use crate::flow::RunError;
 use crate::flow::exec::{BridgeWants, Exec};
 use crate::flow::plan::{Given, Lifetime, OneNetwork, Request, TargetKind, plan};
 use crate::flow::steps::Step;
-use crate::host::probe::{HostCaps, ProbeRoots, ProbeScope};
+use crate::host::probe::HostCaps;
 use crate::host::procfs::ProcessId;
 use crate::model::cidr::Ipv4Net;
 use crate::model::config::NetworkConfig;
@@ -183,7 +183,6 @@ fn address(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
 /// The pipeline's plan of this ADD: the CLI's attach of `bridge:NAME` to
 /// a given namespace, the address step swapped for a delegated one.
 fn plan_add(
-    paths: &Paths,
     params: &Params,
     conf: &NetConf,
     a: &Addressed,
@@ -204,7 +203,8 @@ fn plan_add(
         lifetime: Lifetime::Detached,
         command: false,
     };
-    let host_caps = HostCaps::probe_scoped(&ProbeRoots::read_only(paths), ProbeScope::Identity);
+    // An explicit root bridge mode: the plan reads who we are, nothing else.
+    let host_caps = HostCaps::uids_only(nix::unistd::geteuid().as_raw(), nix::unistd::getuid().as_raw());
     let mut planned = plan(&req, &host_caps, &OneNetwork(&a.def))
         .map_err(|e| CniError::new(Code::InvalidNetworkConfig, e.to_string(), super::error_chain(&e)))?;
     if let Some(plugin) = &a.plugin {
@@ -249,7 +249,7 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
             let _ = ipam::exec(plugin, "DEL", params, stdin);
         }
     };
-    let planned = plan_add(paths, params, conf, &addressed, &target).inspect_err(|_| undo_ipam(&addressed))?;
+    let planned = plan_add(params, conf, &addressed, &target).inspect_err(|_| undo_ipam(&addressed))?;
     let mut exec = Exec::with_id(planned, paths, RecordKind::Attachment, TIMEOUT, id, me());
     exec.gc_first = false;
     exec.defer_links = true;
@@ -289,7 +289,11 @@ pub fn add(params: &Params, conf: &NetConf, paths: &Paths, stdin: &[u8]) -> Resu
 
 /// The spec's result of a finished attach: the bridge, the host end and
 /// the container end with their MACs and MTUs, the address on the
-/// container end, the default route.
+/// container end, the default route. The ends are as the setup made them
+/// (the kernel's answer to the veth's creation, the container end's
+/// look-up to configure it); the bridge is looked up now, after the host
+/// end joined it (a bridge without an address of its own takes its
+/// lowest port's, and its MTU follows its ports').
 fn result_of(
     exec: &mut Exec,
     def: &NetworkDef,
@@ -299,25 +303,24 @@ fn result_of(
 ) -> Result<CniResult, CniError> {
     let address = exec.lease.ok_or_else(|| host(RunError::NoNetwork))?;
     let veth = veth_name(exec.id()).to_string();
-    let link = |nl: Option<&mut Netlink>, name: &str| -> Result<([u8; 6], u32), CniError> {
-        let nl = nl.ok_or_else(|| host(RunError::NoNetwork))?;
-        nl.link_mac_mtu(name).map_err(host).map(|m| m.unwrap_or(([0; 6], 0)))
+    let ends = exec.bridge.ends();
+    let (Some(host_end), Some(container_end)) = (ends.host, ends.container) else {
+        return Err(host(RunError::NoNetwork));
     };
-    let (br_mac, br_mtu) = link(exec.bridge.host(), def.bridge.as_str())?;
-    let (veth_mac, veth_mtu) = link(exec.bridge.host(), &veth)?;
-    let (c_mac, c_mtu) = link(exec.bridge.wants.inside.as_mut(), ifname.as_str())?;
-    let iface = |name: &str, mac, mtu, sandbox: Option<String>| Interface {
+    let nl = exec.bridge.host().ok_or_else(|| host(RunError::NoNetwork))?;
+    let bridge = nl.link_brief(def.bridge.as_str()).map_err(host)?.unwrap_or_default();
+    let iface = |name: &str, link: LinkState, sandbox: Option<String>| Interface {
         name: name.to_owned(),
-        mac: mac_string(mac),
+        mac: mac_string(link.mac),
         sandbox,
-        mtu: Some(mtu),
+        mtu: Some(link.mtu),
     };
     let gateway = def.gateway;
     Ok(CniResult {
         interfaces: vec![
-            iface(def.bridge.as_str(), br_mac, br_mtu, None),
-            iface(&veth, veth_mac, veth_mtu, None),
-            iface(ifname.as_str(), c_mac, c_mtu, Some(netns.to_owned())),
+            iface(def.bridge.as_str(), bridge, None),
+            iface(&veth, host_end, None),
+            iface(ifname.as_str(), container_end, Some(netns.to_owned())),
         ],
         ips: vec![IpConfig { address, prefix: def.subnet.prefix(), gateway: Some(gateway), interface: Some(2) }],
         routes: if conf.is_gateway { vec![Route { dst: "0.0.0.0/0".into(), gw: Some(gateway) }] } else { Vec::new() },

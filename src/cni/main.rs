@@ -9,7 +9,8 @@ pelagos_net::binary_main!(plugin);
 
 /// The plugin's run; returns the exit status.
 fn plugin() -> i32 {
-    let mut stdin = Vec::new();
+    // Room for any usual configuration: one read and the one seeing EOF.
+    let mut stdin = Vec::with_capacity(16 * 1024);
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {
         Ok(_) => pelagos_net::cni::run(|k| std::env::var(k).ok(), &stdin),

@@ -69,6 +69,11 @@ pub fn resolve(
     gateway: Option<Ipv4Addr>,
 ) -> Result<NetworkDef, CniError> {
     let store = NetworkStore::new(config_dir);
+    // A definition is replaced whole (renamed into place): an existing one
+    // is read without the store's lock, which only creation needs.
+    if let Ok(def) = store.load(&conf.name) {
+        return agree(&def, conf, subnet, gateway).map(|()| def);
+    }
     store
         .locked(|s| {
             let existing = match s.load(&conf.name) {

@@ -300,6 +300,21 @@ fn a_root_attachment_names_a_process_namespace_but_not_a_bind_mount() {
 }
 
 #[test]
+fn a_root_bridge_attachment_plans_the_same_from_the_uids_alone() {
+    let full = root();
+    let bare = HostCaps::uids_only(full.euid, full.uid);
+    for ports in [&[][..], &["8080:80"][..]] {
+        for named in [false, true] {
+            let mut c = cfg("bridge", ports);
+            c.port_driver = PortDriver::Nftables;
+            let req = attach(c, false, named);
+            let json = |host: &HostCaps| serde_json::to_value(plan(&req, host, &NETS).unwrap()).unwrap();
+            assert_eq!(json(&bare), json(&full), "{ports:?} {named}");
+        }
+    }
+}
+
+#[test]
 fn what_cannot_network_an_existing_namespace_is_refused() {
     for mode in ["host", "ns:/run/netns/x"] {
         let err = plan(&attach(cfg(mode, &[]), true, false), &rootless(), &NETS).unwrap_err();

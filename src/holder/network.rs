@@ -71,7 +71,8 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
     let mtu = spec.def.options.mtu;
     let index = host
         .create_veth_mtu(spec.veth.as_str(), spec.peer.as_str(), netns.as_fd(), Some(bridge), mtu)
-        .map_err(link("create veth"))?;
+        .map_err(link("create veth"))?
+        .index;
     host.set_port_up(index, false).map_err(link("set the holder's veth end up"))?;
     // The helper exits next: its sockets close with it, no janitor thread
     // to hand them to.
@@ -93,7 +94,7 @@ fn attach_here(paths: &Paths, spec: &AttachSpec<'_>, netns: BorrowedFd<'_>) -> R
         })
     })?;
     let mut inside = Netlink::open().map_err(link("open netlink in the container's namespace"))?;
-    configure_container_end_with(&mut inside, &end, spec.id)
+    configure_container_end_with(&mut inside, &end, spec.id).map(drop)
 }
 
 /// Remove a network's bridge and table from the holder (`network rm`).

@@ -42,6 +42,7 @@
 
 mod helpers;
 mod nft;
+mod uids;
 pub(crate) mod parse;
 #[cfg(test)]
 pub(crate) mod test_hosts;

@@ -184,6 +184,11 @@ fn read_record(path: &Path) -> Result<Record, StoreError> {
 /// Create `dir` (mode 0700) if missing; refuse a symlink, a non-directory,
 /// a directory owned by someone else, or one writable by group or others.
 fn ensure_private_dir(dir: &Path, euid: u32) -> Result<(), StoreError> {
+    // Nearly always there and right: one `lstat`. Otherwise create it and
+    // name what is wrong as before.
+    if crate::state::safefs::check_private_dir(dir, euid).is_ok() {
+        return Ok(());
+    }
     match fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
         Ok(()) => {}
         Err(source) => return Err(StoreError::CreateDir { path: dir.to_owned(), source }),

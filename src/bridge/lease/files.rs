@@ -10,9 +10,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub(super) fn create_private_dir(dir: &Path) -> Result<(), LeaseError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    // Nearly always there and right: one `lstat`.
+    if crate::state::safefs::check_private_dir(dir, euid).is_ok() {
+        return Ok(());
+    }
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("create", dir))?;
-    crate::state::safefs::check_private_dir(dir, nix::unistd::geteuid().as_raw())
-        .map_err(io_err("use lease directory", dir))
+    crate::state::safefs::check_private_dir(dir, euid).map_err(io_err("use lease directory", dir))
 }
 
 /// Write `bytes` to a new file `path` (0600, never through a link; an old

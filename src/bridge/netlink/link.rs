@@ -4,15 +4,14 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkProtoInfoBridge,
-    LinkInfo as Info, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as Info, LinkMessage, LinkProtoInfoBridge,
 };
 use nix::errno::Errno;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use super::{LinkInfo, Netlink, NetlinkError};
+use super::{LinkInfo, LinkState, Netlink, NetlinkError};
 
 /// A random, locally administered unicast MAC address.
 fn bridge_mac() -> [u8; 6] {
@@ -30,6 +29,15 @@ fn bridge_mac() -> [u8; 6] {
 fn named(name: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg
+}
+
+/// A look-up of link `name` without its counters (`RTEXT_FILTER_SKIP_STATS`):
+/// nobody here reads them, and they are a fifth of a link's message to
+/// fill, copy and decode.
+fn lookup(name: &str) -> LinkMessage {
+    let mut msg = named(name);
+    msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     msg
 }
 
@@ -83,6 +91,50 @@ fn indexed(ifindex: u32) -> LinkMessage {
     msg
 }
 
+fn link_state(msg: &LinkMessage) -> LinkState {
+    let mut state = LinkState { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), ..Default::default() };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::Address(a) if a.len() == 6 => state.mac.copy_from_slice(a),
+            LinkAttribute::Mtu(m) => state.mtu = *m,
+            _ => {}
+        }
+    }
+    state
+}
+
+/// The first link message among `replies`.
+fn first_link(replies: &[RouteNetlinkMessage]) -> Option<LinkState> {
+    replies.iter().find_map(|reply| match reply {
+        RouteNetlinkMessage::NewLink(link) => Some(link_state(link)),
+        _ => None,
+    })
+}
+
+/// An `ifreq` naming link `name` (refused when too long for one).
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(Errno::EINVAL.into());
+    }
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// One interface ioctl (`SIOCGIF*`) on `fd`, in its socket's namespace
+/// (a netlink socket passes them to the device layer); `ifr` as filled.
+fn if_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<libc::ifreq> {
+    // SAFETY: a read-only interface ioctl: it reads the name and writes
+    // one field of the ifreq we own; the fd is a valid socket.
+    match unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut *ifr) } {
+        0 => Ok(*ifr),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn link_info(msg: LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: msg.header.index,
@@ -110,15 +162,61 @@ fn link_info(msg: LinkMessage) -> LinkInfo {
 impl Netlink {
     /// Index of the link called `name`, or `None` if there is none.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
-        self.get_index(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+        let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
+        let mut ifr = ifreq(name).map_err(err)?;
+        match if_ioctl(self.as_fd(), libc::SIOCGIFINDEX, &mut ifr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
+            other => Ok(Some(unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex } as u32)),
+        }
+    }
+
+    /// Index, up, hardware address and MTU of the link called `name`, or
+    /// `None` if there is none (one request, as [`Self::link_index`]).
+    pub fn link_state(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        self.get_state(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
+    }
+
+    /// [`Self::link_state`] over the interface ioctls on this socket
+    /// (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, in
+    /// its namespace): four small calls instead of an `RTM_GETLINK` whose
+    /// answer, for a bridge about 1.5 KB of attributes (its options, every
+    /// address family's settings), costs more to fill and decode than all
+    /// four. `None` when there is no such link.
+    pub fn link_brief(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
+        let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
+        let mut ifr = ifreq(name).map_err(err)?;
+        let fd = self.as_fd();
+        let index = match if_ioctl(fd, libc::SIOCGIFINDEX, &mut ifr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
+            other => unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex },
+        };
+        // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+        let flags = unsafe { if_ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr).map_err(err)?.ifr_ifru.ifru_flags };
+        // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+        let hw = unsafe { if_ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr).map_err(err)?.ifr_ifru.ifru_hwaddr };
+        // SAFETY: after SIOCGIFMTU the union holds ifru_mtu.
+        let mtu = unsafe { if_ioctl(fd, libc::SIOCGIFMTU, &mut ifr).map_err(err)?.ifr_ifru.ifru_mtu };
+        let mut mac = [0u8; 6];
+        for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+            *dst = *src as u8;
+        }
+        Ok(Some(LinkState {
+            index: index as u32,
+            up: flags & libc::IFF_UP as libc::c_short != 0,
+            mac,
+            mtu: mtu as u32,
+        }))
     }
 
     fn get_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
-                _ => None,
-            })),
+        Ok(self.get_state(name)?.map(|s| s.index))
+    }
+
+    fn get_state(&mut self, name: &str) -> io::Result<Option<LinkState>> {
+        match self.request(RouteNetlinkMessage::GetLink(lookup(name)), 0) {
+            Ok(replies) => Ok(first_link(&replies)),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -150,8 +248,8 @@ impl Netlink {
     /// created directly inside `peer_netns` (`IFLA_NET_NS_FD` in the peer's
     /// message), so no link is ever moved. With `master`, the host side is
     /// enslaved in the same request (`IFLA_MASTER`): the kernel creates it
-    /// enslaved or not at all. Both ends are created down. Returns the
-    /// host side's index.
+    /// enslaved or not at all. Both ends are created down. Returns the host
+    /// side's index.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -159,10 +257,13 @@ impl Netlink {
         peer_netns: BorrowedFd<'_>,
         master: Option<u32>,
     ) -> Result<u32, NetlinkError> {
-        self.create_veth_mtu(host, peer, peer_netns, master, None)
+        self.create_veth_mtu(host, peer, peer_netns, master, None).map(|s| s.index)
     }
 
-    /// [`Self::create_veth`] with both ends' MTU set in the same request.
+    /// [`Self::create_veth`] with both ends' MTU set in the same request;
+    /// returns the host side's index, hardware address and MTU (looked up
+    /// with [`Self::link_brief`]: cheaper than decoding the kernel's echo
+    /// of the creation, `NLM_F_ECHO`).
     pub fn create_veth_mtu(
         &mut self,
         host: &str,
@@ -170,7 +271,7 @@ impl Netlink {
         peer_netns: BorrowedFd<'_>,
         master: Option<u32>,
         mtu: Option<u32>,
-    ) -> Result<u32, NetlinkError> {
+    ) -> Result<LinkState, NetlinkError> {
         let mut peer_msg = named(peer);
         if let Some(mtu) = mtu {
             peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -190,9 +291,9 @@ impl Netlink {
             Info::Kind(InfoKind::Veth),
             Info::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .and_then(|_| self.created_index(host))
-            .map_err(|source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source })
+        let create_err = |source| NetlinkError::CreateVeth { host: host.to_owned(), peer: peer.to_owned(), source };
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL).map_err(create_err)?;
+        self.link_brief(host)?.ok_or_else(|| create_err(Errno::ENODEV.into()))
     }
 
     /// Set link `ifindex` administratively up.
@@ -281,29 +382,6 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
             .map_err(|source| NetlinkError::SetLinkOptions { ifindex, source })
-    }
-
-    /// The hardware address and MTU of link `name`, or `None` if there is none.
-    pub fn link_mac_mtu(&mut self, name: &str) -> Result<Option<([u8; 6], u32)>, NetlinkError> {
-        match self.request(RouteNetlinkMessage::GetLink(named(name)), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => {
-                    let mut mac = [0u8; 6];
-                    let mut mtu = 0;
-                    for attr in link.attributes {
-                        match attr {
-                            LinkAttribute::Address(a) if a.len() == 6 => mac.copy_from_slice(&a),
-                            LinkAttribute::Mtu(m) => mtu = m,
-                            _ => {}
-                        }
-                    }
-                    Some((mac, mtu))
-                }
-                _ => None,
-            })),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(NetlinkError::LinkIndex { name: name.to_owned(), source }),
-        }
     }
 
     /// Set the MTU of link `ifindex`.

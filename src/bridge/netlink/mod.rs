@@ -278,6 +278,21 @@ impl NetlinkError {
     }
 }
 
+/// What one link's message says of it: index, whether it is up, its
+/// hardware address and MTU (from a look-up, or the kernel's echo of a
+/// creation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkState {
+    /// Interface index.
+    pub index: u32,
+    /// Whether it is administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Hardware address (zero when it has none of six bytes).
+    pub mac: [u8; 6],
+    /// MTU.
+    pub mtu: u32,
+}
+
 /// One IPv4 address of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AddrInfo {

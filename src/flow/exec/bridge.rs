@@ -5,11 +5,11 @@
 use super::Exec;
 use crate::bridge::firewall::Firewall;
 use crate::bridge::lease::LeaseStore;
-use crate::bridge::netlink::Netlink;
+use crate::bridge::netlink::{LinkState, Netlink};
 use crate::bridge::network::NetworkDef;
 use crate::bridge::{BridgeError, ContainerEnd, configure_container_end, configure_container_end_with, ensure_bridge};
 use crate::flow::RunError;
-use crate::flow::steps::NsRef;
+use crate::flow::steps::{NsRef, Step};
 use crate::model::ifname::{IfName, veth_name};
 use crate::ns::netns::NetNs;
 use crate::ns::target::OpenTarget;
@@ -25,6 +25,9 @@ pub(crate) struct BridgeState {
     fw: Option<Firewall>,
     bridge: Option<u32>,
     peer: Option<(IfName, bool)>,
+    /// The veth pair's ends as created and configured (for a caller that
+    /// reports them: the CNI result).
+    ends: VethEnds,
     /// What the caller asks beyond the plan.
     pub wants: BridgeWants,
 }
@@ -53,6 +56,15 @@ pub(crate) struct BridgeWants {
     pub delegated: Option<(Ipv4Addr, Resource)>,
 }
 
+/// The two ends of the veth pair as this setup made them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct VethEnds {
+    /// The host end, as the kernel reported its creation.
+    pub host: Option<LinkState>,
+    /// The container end, as looked up to configure it.
+    pub container: Option<LinkState>,
+}
+
 fn def(exec: &Exec) -> Result<NetworkDef, RunError> {
     exec.plan.network.clone().ok_or(RunError::NoNetwork)
 }
@@ -77,7 +89,7 @@ pub(super) fn lease(exec: &mut Exec, network: &str, requested: Option<Ipv4Addr>)
         leases.allocate(&def, &holder, exec.record.owner, requested).map_err(|e| RunError::Bridge(e.into()))?;
     crate::fault::point("bridge.leased");
     exec.lease = Some(address);
-    exec.add(Resource::Lease { network: network.to_owned(), address, holder })
+    add_with_veth(exec, Resource::Lease { network: network.to_owned(), address, holder })
 }
 
 /// `use_address`: the address a delegated IPAM plugin gave; recorded so
@@ -85,7 +97,20 @@ pub(super) fn lease(exec: &mut Exec, network: &str, requested: Option<Ipv4Addr>)
 pub(super) fn delegated(exec: &mut Exec) -> Result<(), RunError> {
     let (address, resource) = exec.bridge.wants.delegated.take().ok_or(RunError::NoNetwork)?;
     exec.lease = Some(address);
-    exec.add(resource)
+    add_with_veth(exec, resource)
+}
+
+/// Record the address and, in the same write, the veth pair a later
+/// `create_veth` puts into a namespace someone else made (its host end is
+/// named after the record's id): one record write per attach less. Until
+/// the pair exists its undo finds no link and does nothing.
+fn add_with_veth(exec: &mut Exec, address: Resource) -> Result<(), RunError> {
+    exec.record.resources.push(address);
+    let into_given = exec.plan.steps.iter().any(|s| matches!(s, Step::CreateVeth { into: NsRef::Given, .. }));
+    if into_given {
+        exec.record.resources.push(Resource::Veth { name: veth_name(exec.id()).to_string() });
+    }
+    exec.write()
 }
 
 /// `ensure_network`.
@@ -148,8 +173,9 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
     let (peer, routed) =
         peer_name(ns, into != NsRef::Given, &mut exec.bridge.wants).map_err(link_err(exec, "inspect the namespace"))?;
-    if into == NsRef::Given {
-        exec.add(Resource::Veth { name: host_name.to_string() })?;
+    let veth = Resource::Veth { name: host_name.to_string() };
+    if into == NsRef::Given && !exec.record.resources.contains(&veth) {
+        exec.add(veth)?;
     }
     crate::fault::point("bridge.netns");
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
@@ -162,7 +188,7 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
         let id = id.clone();
         move |source| RunError::Bridge(BridgeError::Link { op, id, source })
     };
-    let index = match host.create_veth_mtu(host_name.as_str(), peer.as_str(), ns, Some(bridge), mtu) {
+    let created = match host.create_veth_mtu(host_name.as_str(), peer.as_str(), ns, Some(bridge), mtu) {
         // An old host end of the same name: named after this record's id,
         // which no other record has (a killed setup of the same attachment,
         // or its deletion still under way).
@@ -176,7 +202,8 @@ pub(super) fn veth(exec: &mut Exec, into: NsRef) -> Result<(), RunError> {
     }
     .map_err(err("create veth"))?;
     crate::fault::point("bridge.veth");
-    host.set_port_up(index, exec.bridge.wants.hairpin).map_err(err("set host veth up"))?;
+    host.set_port_up(created.index, exec.bridge.wants.hairpin).map_err(err("set host veth up"))?;
+    exec.bridge.ends.host = Some(created);
     exec.bridge.peer = Some((peer, routed));
     Ok(())
 }
@@ -200,11 +227,12 @@ pub(super) fn address(exec: &mut Exec) -> Result<(), RunError> {
     };
     let into = if exec.given.is_some() { NsRef::Given } else { NsRef::Named };
     let ns = ns_fd(&exec.given, &exec.named, into).ok_or(RunError::NoNetwork)?;
-    match exec.bridge.wants.inside.as_mut() {
+    let configured = match exec.bridge.wants.inside.as_mut() {
         Some(inside) => configure_container_end_with(inside, &end, &exec.record.id),
         None => configure_container_end(ns, &end, exec.id()),
     }
     .map_err(RunError::Bridge)?;
+    exec.bridge.ends.container = Some(configured);
     crate::fault::point("bridge.peer-configured");
     Ok(())
 }
@@ -237,6 +265,11 @@ impl BridgeState {
         self.host = None;
         self.fw = None;
         self.wants.inside = None;
+    }
+
+    /// The veth pair's ends, once created and configured.
+    pub(crate) fn ends(&self) -> VethEnds {
+        self.ends
     }
 
     /// The host-side rtnetlink socket, while the setup holds it.
