@@ -99,7 +99,10 @@ impl ProcessId {
 }
 
 /// Whether pid namespace `ns` may still have processes: provably not only
-/// when `proc_root` is the initial namespace's and no process is in `ns`.
+/// when `proc_root` is the initial namespace's and no live process is in
+/// `ns`. A zombie does not count (as for [`ProcessId::is_alive`]): the
+/// namespace's last process, orphaned to a pid 1 or subreaper that does not
+/// reap it, keeps its `ns/pid` link readable after it died.
 fn namespace_lives(proc_root: &Path, ns: u64) -> bool {
     if pid_namespace(proc_root) != Some(INITIAL_PID_NS) {
         return true;
@@ -107,7 +110,8 @@ fn namespace_lives(proc_root: &Path, ns: u64) -> bool {
     let Ok(dir) = std::fs::read_dir(proc_root) else { return true };
     dir.flatten()
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .any(|e| std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns))
+        .filter(|e| std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns))
+        .any(|e| std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| parse_state(&stat) != Some('Z')))
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name
@@ -195,16 +199,26 @@ mod tests {
             eprintln!("SKIP: needs root in the initial pid namespace to make a pid namespace");
             return;
         }
-        let mut child = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "sleep", "30"])
-            .spawn()
-            .unwrap();
+        /// Kills and reaps `unshare` however the test ends (it may be stopped).
+        struct Reaped(std::process::Child);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Reaped(
+            std::process::Command::new("unshare")
+                .args(["--pid", "--fork", "--kill-child", "sleep", "30"])
+                .spawn()
+                .unwrap(),
+        );
         let proc = Path::new("/proc");
         // `unshare` forks `sleep` as pid 1 of the new namespace.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let ns = loop {
-            let own = std::fs::metadata(format!("/proc/{}/ns/pid", child.id())).unwrap().ino();
-            let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
+            let own = std::fs::metadata(format!("/proc/{}/ns/pid", child.0.id())).unwrap().ino();
+            let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.0.id())).unwrap_or_default();
             let inner =
                 kids.split_whitespace().next().and_then(|k| std::fs::metadata(format!("/proc/{k}/ns/pid")).ok());
             if let Some(m) = inner.filter(|m| m.ino() != own) {
@@ -215,8 +229,21 @@ mod tests {
         };
         let inside = ProcessId { pid: 1, start_time: 0, pid_ns: Some(ns) };
         assert!(inside.is_alive(proc) && !inside.is_here(proc));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // Its only process dead but not reaped (its parent stopped, as
+        // under a pid 1 that never reaps): a zombie keeps nothing alive.
+        let unshare = nix::unistd::Pid::from_raw(child.0.id() as i32);
+        nix::sys::signal::kill(unshare, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.0.id())).unwrap();
+        let inner: i32 = kids.split_whitespace().next().unwrap().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(inner), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{inner}/stat")).ok().and_then(|s| parse_state(&s)) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "the namespace's process never died");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!inside.is_alive(proc), "a zombie kept its pid namespace alive");
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while inside.is_alive(proc) {
             assert!(std::time::Instant::now() < deadline, "the namespace outlived its processes");
