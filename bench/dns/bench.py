@@ -13,7 +13,10 @@ side by side in one run:
    second loopback server uses), and from a run on a rootless shared
    network (the user's holder serves its names: an upstream name
    forwarded, and a run's name answered from its table); p50 and p90,
-   ratios against direct;
+   ratios against direct; and (`upstream`) never-asked names the stub
+   forwards to an authoritative server in the upstream netns, across a
+   veth and across a delayed one (`--delay-relay` is that delay where the
+   kernel has no netem);
 2. what the private mount namespace (resolv.conf and hosts mounted over
    /etc) adds to `run` start-up: loopback mode without it and with it
    (`--add-host` forces it), against `unshare -Urn true`;
@@ -34,7 +37,7 @@ the other (after a warm-up), interleaved with N cold ones when COLD is 1,
 latencies in microseconds as JSON on stdout; ADDR `auto` is the first
 nameserver of /etc/resolv.conf.
 
-BENCH_ONLY (comma-separated path ids, and/or `startup`, `launch`) measures
+BENCH_ONLY (comma-separated path ids, and/or `upstream`, `startup`, `launch`) measures
 only those (direct is always measured: every ratio needs it).
 """
 
