@@ -13,7 +13,10 @@ side by side in one run:
    second loopback server uses), and from a run on a rootless shared
    network (the user's holder serves its names: an upstream name
    forwarded, and a run's name answered from its table); p50 and p90,
-   ratios against direct;
+   ratios against direct; and (`upstream`) never-asked names the stub
+   forwards to an authoritative server in the upstream netns, across a
+   veth and across a delayed one (`--delay-relay` is that delay where the
+   kernel has no netem);
 2. what the private mount namespace (resolv.conf and hosts mounted over
    /etc) adds to `run` start-up: loopback mode without it and with it
    (`--add-host` forces it), against `unshare -Urn true`;
@@ -34,7 +37,7 @@ the other (after a warm-up), interleaved with N cold ones when COLD is 1,
 latencies in microseconds as JSON on stdout; ADDR `auto` is the first
 nameserver of /etc/resolv.conf.
 
-BENCH_ONLY (comma-separated path ids, and/or `startup`, `launch`) measures
+BENCH_ONLY (comma-separated path ids, and/or `upstream`, `startup`, `launch`) measures
 only those (direct is always measured: every ratio needs it).
 """
 
@@ -95,11 +98,13 @@ def query_bytes(qid, name):
     return q + b"\0" + struct.pack(">HH", 1, 1)
 
 
-def query_client(addr, n, name, cold):
+def query_client(addr, n, name, cold, zones=()):
     """n warm queries (`name`, the same query each time, after a warm-up
     of 50) and, with `cold`, n cold ones interleaved (a name never asked
     before, in the zone the resolver answers itself: a real round trip to
-    it through every forwarder and cache on the way)."""
+    it through every forwarder and cache on the way). With `zones` (the
+    upstream section) only a name never asked before in each zone, in
+    turn, n of each after 10 of each to warm up; no warm or cold ones."""
     addr = first_nameserver() if addr == "auto" else addr
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(2.0)
@@ -122,6 +127,13 @@ def query_client(addr, n, name, cold):
 
     for _ in range(50):
         one(name)
+    if zones:
+        for i in range(10):
+            for z in zones:
+                one(f"w{tag}-{i}.{z}")
+        got = [[one(f"c{tag}-{i}.{z}") for z in zones] for i in range(n)]
+        json.dump({"server": addr, "zones": {z: [g[j] for g in got] for j, z in enumerate(zones)}}, sys.stdout)
+        return 0
     warm, cold_us = [], []
     for i in range(n):
         if cold:
@@ -129,6 +141,26 @@ def query_client(addr, n, name, cold):
         warm.append(one(name))
     json.dump({"server": addr, "warm": warm, "cold": cold_us}, sys.stdout)
     return 0
+
+
+def delay_relay(listen, upstream, delay_ms):
+    """The far upstream hop's delay where the kernel has no netem: in the
+    upstream netns, hold each query delay_ms, then pass it on to the
+    authoritative server and its answer back (one query at a time: the
+    stub forwards the client's queries one after the other)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((listen, 53))
+    up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    up.settimeout(2.0)
+    up.connect((upstream, 53))
+    while True:
+        q, peer = s.recvfrom(4096)
+        time.sleep(delay_ms / 1e3)
+        up.send(q)
+        try:
+            s.sendto(up.recv(4096), peer)
+        except socket.timeout:
+            pass
 
 
 # --------------------------------------------------------------------------
@@ -182,13 +214,15 @@ class Bench:
         self.env.tracker.add(p.pid)
         return p
 
-    def queries(self, path, n):
+    def queries(self, path, n, zones=()):
         """One round of n queries (warm, and cold where the path forwards) on
-        one path; microseconds: {"warm": [...], "cold": [...]}."""
+        one path; microseconds: {"warm": [...], "cold": [...]}; with `zones`,
+        n never-asked names in each zone instead: {zone: [...]}."""
         name = {"names": RUN_NAME, "holder-names": HOLDER_RUN_NAME}.get(path, NAME)
         # A run's name is answered from a table, never from upstream: no cold query.
         cold = "0" if path in ("names", "holder-names") else "1"
-        client = ["/usr/bin/python3", self.me, "--query", "auto", str(n), name, cold]
+        client = ["/usr/bin/python3", self.me, "--query", "auto", str(n), name, "0" if zones else cold]
+        client += [",".join(zones)] if zones else []
         # PELAGOS_DNS_CACHE for the "-helper" paths (pasta's or libslirp's
         # own forwarder) and "-off" (no cache).
         base, _, policy = path.partition("-")
@@ -209,7 +243,7 @@ class Bench:
         if p.returncode != 0:
             raise BenchError(f"{path}: query client failed (status {p.returncode})")
         got = json.loads(out)
-        return {"warm": got["warm"], "cold": got["cold"]}
+        return got["zones"] if zones else {"warm": got["warm"], "cold": got["cold"]}
 
     def start_named(self, path):
         """A run named on its network, for the names paths (on the holder
@@ -233,14 +267,14 @@ class Bench:
                 time.sleep(0.1)
         raise BenchError(f"{RUN_NAME} never resolved")
 
-    def path_queries(self, path, n):
+    def path_queries(self, path, n, zones=()):
         """One round on one path; the names path with its named run alive
         for the round only (reap_all between rounds kills what is left)."""
         if path not in ("names", "holder", "holder-names"):
-            return self.queries(path, n)
+            return self.queries(path, n, zones)
         named = self.start_named(path)
         try:
-            return self.queries(path, n)
+            return self.queries(path, n, zones)
         finally:
             named.terminate()
             wait_exit(named, 30)
@@ -287,6 +321,19 @@ PATHS = [
     ("holder", "rootless network: 10.90.1.1 (the holder's name server, caching)"),
     ("holder-names", "rootless network: a run's name (the holder's table)"),
 ]
+# The upstream section: the stub on 127.0.0.53 has no answer of its own for
+# these zones and forwards every name to an authoritative dnsmasq in the
+# throwaway upstream netns, across a veth (NEAR) and across a veth with a
+# delay (FAR; how it is delayed: --upstream-delay).
+NEAR_ZONE = "near.test"
+FAR_ZONE = "far.test"
+UPSTREAM_PATHS = [
+    ("direct", "direct: the client in the host netns to the stub 127.0.0.53"),
+    ("pasta", "pasta (our caching forwarder in the netns)"),
+    ("slirp4netns", "slirp4netns (ditto)"),
+    ("bridge", "bridge (our caching forwarder on the gateway, root)"),
+    ("holder", "rootless network (the holder's name server)"),
+]
 STARTUPS = [("plain", "run --network loopback -- true"), ("mount", "... --add-host (private mount ns)"),
             ("unshare", "unshare -Urn true")]
 LAUNCHES = [("pasta", "run --network pasta (our forwarder inside)"),
@@ -296,25 +343,32 @@ LAUNCHES = [("pasta", "run --network pasta (our forwarder inside)"),
 
 
 def selected():
-    """BENCH_ONLY: the path ids (and `startup`, `launch`) to measure; direct always."""
+    """BENCH_ONLY: the path ids (and `upstream`, `startup`, `launch`) to measure; direct always."""
     only = {w.strip() for w in os.environ.get("BENCH_ONLY", "").split(",") if w.strip()}
-    known = {p for p, _ in PATHS} | {"startup", "launch"}
+    known = {p for p, _ in PATHS} | {"upstream", "startup", "launch"}
     if only - known:
         raise SystemExit(f"BENCH_ONLY: unknown {sorted(only - known)}; known: {sorted(known)}")
     paths = [p for p, _ in PATHS if not only or p in only or p == "direct"]
-    return paths, not only or "startup" in only, not only or "launch" in only
+    return paths, {s for s in ("upstream", "startup", "launch") if not only or s in only}
 
 
 def bench(b, n):
-    paths, startups, launches = selected()
+    paths, sections = selected()
     res = {"queries": {p: {"warm": [], "cold": []} for p in paths}, "startup": {s: [] for s, _ in STARTUPS},
-           "launch": {s: [] for s, _ in LAUNCHES}}
+           "launch": {s: [] for s, _ in LAUNCHES}, "upstream": {}}
     for _ in range(n["rounds"]):
         for path in paths:
             got = b.path_queries(path, n["queries"])
             for k in ("warm", "cold"):
                 res["queries"][path][k].extend(got[k])
         reap_all()
+    for _ in range(n["rounds"] if "upstream" in sections else 0):
+        for path, _ in UPSTREAM_PATHS:
+            got = b.path_queries(path, n["upstream"], (NEAR_ZONE, FAR_ZONE))
+            for zone, xs in got.items():
+                res["upstream"].setdefault(path, {}).setdefault(zone, []).extend(xs)
+        reap_all()
+    startups, launches = "startup" in sections, "launch" in sections
     for _ in range(n["startups"] if startups else 0):
         for which, _ in STARTUPS:
             res["startup"][which].append(b.startup(which))
@@ -352,6 +406,31 @@ def query_rows(q):
     return rows
 
 
+def upstream_rows(up, delay):
+    """Cold names the stub forwards upstream, undelayed and delayed, per path against direct's."""
+    if not up:
+        return []
+    lines = ["", "query latency, microseconds, cold, the stub forwards upstream: a name never asked before in a zone",
+             "  the stub 127.0.0.53 has no answer for, forwarded to an authoritative dnsmasq in the upstream netns,",
+             f"  across a veth (near) and across a veth with a delay (far: {delay}); alternating one for one;",
+             "  direct = the same client in the host netns to the stub (stub + upstream round trip);",
+             f"  goal: p50 ratio <= {GOAL_QUERY}"]
+    d = {z: (median(up["direct"][z]), pct(up["direct"][z], 90)) for z in (NEAR_ZONE, FAR_ZONE)}
+    rows = []
+    for path, label in UPSTREAM_PATHS:
+        row = [label]
+        for z in (NEAR_ZONE, FAR_ZONE):
+            p50, p90 = median(up[path][z]), pct(up[path][z], 90)
+            if path == "direct":
+                row += [f"{p50:.0f}", f"{p90:.0f}", "", "", ""]
+            else:
+                row += [f"{p50:.0f}", f"{p90:.0f}", f"{p50 / d[z][0]:.2f}", f"{p90 / d[z][1]:.2f}",
+                        verdict(p50 / d[z][0] <= GOAL_QUERY)]
+        rows.append(row)
+    head = ["path", "near p50", "p90", "x p50", "x p90", "goal", "far p50", "p90", "x p50", "x p90", "goal"]
+    return lines + table(head, rows, {0})
+
+
 def launch_rows(la):
     """Launch to the command's first instruction, our forwarder inside against the mode's own."""
     if not la["pasta"]:
@@ -384,6 +463,7 @@ def render(res, meta):
     if "holder-names" in q and "names" in q:
         lines.append(f"a run's name on a rootless network against the same on a root bridge: "
                      f"x{median(q['holder-names']['warm']) / median(q['names']['warm']):.2f} (p50)")
+    lines += upstream_rows(res["upstream"], res["upstream_delay"])
     lines += launch_rows(res["launch"])
     if not res["startup"]["unshare"]:
         return "\n".join(lines)
@@ -405,15 +485,19 @@ def render(res, meta):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--query":
-        return query_client(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1")
+        zones = sys.argv[6].split(",") if len(sys.argv) > 6 else ()
+        return query_client(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1", zones)
+    if len(sys.argv) > 1 and sys.argv[1] == "--delay-relay":
+        return delay_relay(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     ap = arg_parser()
     ap.add_argument("--root-dir", help="run, netns and config dirs of the root (bridge) runs")
+    ap.add_argument("--upstream-delay", default="none", help="how the far upstream hop is delayed (for the report)")
     a = ap.parse_args()
     if a.cleanup:
         return cleanup_mode(a)
     become_subreaper()
     n = {"rounds": 2 if a.quick else 8, "queries": 100 if a.quick else 500, "startups": 20 if a.quick else 200,
-         "launches": 10 if a.quick else 60}
+         "launches": 10 if a.quick else 60, "upstream": 50 if a.quick else 300}
     env = UserEnv(a)
     u = os.uname()
     meta = (
@@ -424,7 +508,12 @@ def main():
         f"start-up: {n['startups']} of each, alternating\n"
         f"resolver: dnsmasq on 127.0.0.53 (and 127.0.0.54) in the throwaway host netns, answering {NAME} itself"
     )
-    return measure_and_report(a, env, meta, lambda: bench(Bench(a, env), n), render)
+    meta += f"; {NEAR_ZONE} and {FAR_ZONE} forwarded by it upstream (far: {a.upstream_delay})"
+
+    def measure():
+        return dict(bench(Bench(a, env), n), upstream_delay=a.upstream_delay)
+
+    return measure_and_report(a, env, meta, measure, render)
 
 
 if __name__ == "__main__":
