@@ -29,8 +29,8 @@ pub struct NfSocket {
     /// No transaction was left half-read (a reused socket must hold no
     /// stale reply).
     clean: bool,
-    /// Receive buffer, made at the first exchange and reused by the next
-    /// (zeroing 64 KiB per request cost more than the request).
+    /// Receive buffer, made at the first exchange and reused by the next;
+    /// never zeroed (see [`crate::bridge::netlink::recv_datagram`]).
     buf: Vec<u8>,
 }
 
@@ -100,17 +100,15 @@ impl NfSocket {
         let mut pending: Vec<u32> = req.acked.clone();
         let mut data = Vec::new();
         let mut first_error = None;
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; 1 << 16];
+        if self.buf.capacity() == 0 {
+            self.buf = Vec::with_capacity(1 << 16);
         }
-        let buf = &mut self.buf;
+        let fd = std::os::fd::AsFd::as_fd(self.fd.as_ref().expect("open until dropped"));
         while !pending.is_empty() {
-            let n = match recv(raw, buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e as i32),
-            };
-            let replies = nfnl::parse_replies(&buf[..n]).ok_or(libc::EBADMSG)?;
+            if let Err(e) = crate::bridge::netlink::recv_datagram(fd, &mut self.buf, 0) {
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
+            let replies = nfnl::parse_replies(&self.buf).ok_or(libc::EBADMSG)?;
             for r in replies {
                 match r {
                     Reply::Status { seq, errno } => {
