@@ -15,7 +15,7 @@
 use super::nfnl::{self, ElemOp, Reply, Request};
 use super::{Forward, NftError};
 use crate::state::record::NsId;
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, send, socket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
