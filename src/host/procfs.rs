@@ -128,13 +128,10 @@ pub fn parse_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
-/// A small procfs file, read whole into a buffer sized for it: procfs
-/// reports no size, so `fs::read_to_string` would `fstat`, seek and grow
-/// its buffer from 32 bytes (six reads for a `stat` line instead of two).
+/// A small procfs file, read whole into a buffer sized for it (two reads
+/// for a `stat` line instead of six, see [`crate::state::safefs::read_small`]).
 fn read_small(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(1024);
-    std::fs::File::open(path)?.take(1 << 20).read_to_end(&mut bytes)?;
+    let bytes = crate::state::safefs::read_small(path, 1024)?;
     String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -51,22 +51,45 @@ pub fn is_refusal(err: &io::Error) -> bool {
 /// Open a regular file for reading without following a symlink at its
 /// last component.
 pub fn open_nofollow(path: &Path) -> io::Result<fs::File> {
+    open_sized(path).map(|(file, _)| file)
+}
+
+/// [`open_nofollow`], and the file's size as its check found it.
+fn open_sized(path: &Path) -> io::Result<(fs::File, u64)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) { refused(SafeFsError::Symlink) } else { e })?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(refused(SafeFsError::NotRegular));
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
-/// Read a whole regular file without following a symlink at its last component.
+/// Read a whole regular file without following a symlink at its last
+/// component. The buffer is sized from the check's `fstat`, so the read
+/// takes no second `fstat` and `lseek` of its own (two reads, the second
+/// seeing the end).
 pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = open_nofollow(path)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    let (file, len) = open_sized(path)?;
+    read_into(file, usize::try_from(len).unwrap_or(0).saturating_add(1))
+}
+
+/// A small file read whole into a buffer of `cap` bytes to start with
+/// (it grows if the file is larger): a file in procfs reports no size, and
+/// `fs::read_to_string` would `fstat`, seek and grow its buffer from 32
+/// bytes; a regular file's `fstat` and seek are two calls more than the
+/// read needs when its size is about known.
+pub fn read_small(path: &Path, cap: usize) -> io::Result<Vec<u8>> {
+    read_into(fs::File::open(path)?, cap)
+}
+
+fn read_into(file: fs::File, cap: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(cap);
+    // `Take` reads through the plain `Read::read` (no size probe).
+    file.take(u64::MAX).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

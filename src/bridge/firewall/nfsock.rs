@@ -15,7 +15,7 @@
 use super::nfnl::{self, ElemOp, Reply, Request};
 use super::{Forward, NftError};
 use crate::state::record::NsId;
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, send, socket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
@@ -29,6 +29,9 @@ pub struct NfSocket {
     /// No transaction was left half-read (a reused socket must hold no
     /// stale reply).
     clean: bool,
+    /// Receive buffer, made at the first exchange and reused by the next;
+    /// never zeroed (see [`crate::bridge::netlink::recv_datagram`]).
+    buf: Vec<u8>,
 }
 
 /// A socket kept for reuse.
@@ -65,7 +68,7 @@ impl NfSocket {
             let mut kept = kept();
             if let Some(i) = kept.iter().position(|k| k.ns == ns) {
                 let k = kept.remove(i);
-                return Ok(Self { fd: Some(k.fd), seq: k.seq, ns: Some(ns), clean: true });
+                return Ok(Self { fd: Some(k.fd), seq: k.seq, ns: Some(ns), clean: true, buf: Vec::new() });
             }
         }
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
@@ -74,7 +77,7 @@ impl NfSocket {
         let timeout = nix::sys::time::TimeVal::new(10, 0);
         nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| NftError { message: format!("set a receive timeout on a netfilter socket: {e}") })?;
-        Ok(Self { fd: Some(fd), seq: 1, ns, clean: true })
+        Ok(Self { fd: Some(fd), seq: 1, ns, clean: true, buf: Vec::new() })
     }
 
     fn fd(&self) -> &OwnedFd {
@@ -97,14 +100,15 @@ impl NfSocket {
         let mut pending: Vec<u32> = req.acked.clone();
         let mut data = Vec::new();
         let mut first_error = None;
-        let mut buf = vec![0u8; 1 << 16];
+        if self.buf.capacity() == 0 {
+            self.buf = Vec::with_capacity(1 << 16);
+        }
+        let fd = std::os::fd::AsFd::as_fd(self.fd.as_ref().expect("open until dropped"));
         while !pending.is_empty() {
-            let n = match recv(raw, &mut buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e as i32),
-            };
-            let replies = nfnl::parse_replies(&buf[..n]).ok_or(libc::EBADMSG)?;
+            if let Err(e) = crate::bridge::netlink::recv_datagram(fd, &mut self.buf, 0) {
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
+            }
+            let replies = nfnl::parse_replies(&self.buf).ok_or(libc::EBADMSG)?;
             for r in replies {
                 match r {
                     Reply::Status { seq, errno } => {

@@ -35,10 +35,20 @@ pub fn enable_route_localnet(proc_root: &Path, bridge: &str) -> Result<(), Firew
 fn write_one(path: PathBuf) -> Result<(), FirewallError> {
     // Writing an unchanged value is harmless; skip it anyway so a read-only
     // /proc/sys that is already right is not an error.
-    if fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+    if is_on(&path) {
         return Ok(());
     }
     fs::write(&path, "1\n").map_err(|source| FirewallError::WriteSysctl { path, source })
+}
+
+/// Whether the sysctl at `path` reads `1`: one `read` into a buffer on the
+/// stack (a sysctl answers its whole value at once; `fs::read_to_string`
+/// would add an `fstat` and a read to see the end).
+fn is_on(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 16];
+    let Ok(n) = fs::File::open(path).and_then(|mut f| f.read(&mut buf)) else { return false };
+    buf[..n].trim_ascii() == b"1"
 }
 
 #[cfg(test)]

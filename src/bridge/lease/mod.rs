@@ -204,7 +204,9 @@ impl LeaseStore {
                 }
             }
             None => {
-                let last = fs::read_to_string(dir.join(LAST)).ok().and_then(|s| s.trim().parse().ok());
+                let last = crate::state::safefs::read_small(&dir.join(LAST), 32)
+                    .ok()
+                    .and_then(|b| std::str::from_utf8(b.trim_ascii()).ok()?.parse().ok());
                 let mut found = Err(LeaseError::Exhausted(network.clone()));
                 for addr in ipam::candidates_in(def.subnet, def.options.ip_range, def.gateway, last) {
                     if claim(&tmp, &dir, addr).map_err(io_err("create lease in", &dir))? {

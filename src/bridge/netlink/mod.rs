@@ -34,6 +34,7 @@ mod socket;
 
 pub use policy::{IpFamily, RoutedAddresses};
 pub use socket::Netlink;
+pub(crate) use socket::recv_datagram;
 
 /// Errors of the rtnetlink client, one variant per failed operation.
 ///

@@ -8,7 +8,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, connect, recv, send, socket,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, connect, send, socket,
 };
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -81,7 +81,7 @@ impl Netlink {
         let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(blocking)).map_err(open_err)?;
         connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(open_err)?;
-        Ok(Self { fd, seq: 0, buf: vec![0; RECV_BUF_LEN] })
+        Ok(Self { fd, seq: 0, buf: Vec::with_capacity(RECV_BUF_LEN) })
     }
 
     fn open_socket() -> io::Result<Self> {
@@ -90,7 +90,7 @@ impl Netlink {
         // Connecting to the kernel (port 0) autobinds a port and makes the
         // kernel refuse datagrams from any other sender.
         connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        Ok(Self { fd, seq: 0, buf: vec![0; RECV_BUF_LEN] })
+        Ok(Self { fd, seq: 0, buf: Vec::with_capacity(RECV_BUF_LEN) })
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -134,13 +134,39 @@ impl Netlink {
         loop {
             // MSG_TRUNC makes recv return the datagram's real length, so a
             // truncated one is detected instead of misparsed.
-            let len = recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC)?;
+            let len = recv_datagram(self.fd.as_fd(), &mut self.buf, libc::MSG_TRUNC)?;
             if len > self.buf.len() {
                 return Err(Errno::EMSGSIZE.into());
             }
-            if parse_datagram(&self.buf[..len], seq, &mut reply)? {
+            if parse_datagram(&self.buf, seq, &mut reply)? {
                 return Ok(reply);
             }
+        }
+    }
+}
+
+/// Receive one datagram into `buf`'s capacity, which is never zeroed: a
+/// zeroed 64 KiB buffer costs its 16 pages' faults and a 64 KiB `memset`
+/// per socket (glibc's `calloc` clears even fresh heap), while a reply
+/// touches a page or two. `buf` holds the received bytes after (at most its
+/// capacity); the datagram's length is returned, larger than `buf.len()`
+/// when it was truncated and `flags` has `MSG_TRUNC`. `EINTR` is retried.
+pub(crate) fn recv_datagram(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, flags: libc::c_int) -> io::Result<usize> {
+    buf.clear();
+    loop {
+        // SAFETY: the kernel writes at most `capacity` bytes into the
+        // vector's allocation, which we own for the call; no byte is read
+        // before `set_len` covers exactly what the kernel wrote.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.capacity(), flags) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the first min(n, capacity) bytes were written by recv.
+            unsafe { buf.set_len(n.min(buf.capacity())) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
