@@ -30,13 +30,16 @@
 //! Kernels without the new mount API (before 5.2) get `mount(MS_BIND)` onto
 //! the path instead, which follows symlinks and fails on a dangling one.
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
-use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
+mod listen;
+mod rtnl;
+
+pub use listen::ChildListeners;
+use listen::{bound_socket, sockaddr};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnl::{encode, lo_address, netlink_request, tcp_unreachable};
 use std::ffi::CString;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -44,10 +47,6 @@ const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 /// Directories that can hold the scratch tmpfs for a moment, in order of preference.
 const SCRATCH_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/mnt"];
-/// Priority of the rule that makes TCP to the DNS address fail fast.
-const RULE_PRIORITY: u32 = 90;
-/// The index of `lo` in every network namespace.
-const LO_INDEX: u32 = 1;
 
 /// The step of [`NsDns::apply`] that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,16 +115,6 @@ pub struct NsDns {
     netlink: Vec<(DnsStep, Vec<u8>)>,
     /// Where the forwarder listens (UDP and TCP), once its address is on `lo`.
     listen: Option<libc::sockaddr_in>,
-}
-
-/// The forwarder's sockets the child opened, bound (the TCP one listening),
-/// non-blocking and close-on-exec: the child's to hand over and close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChildListeners {
-    /// The UDP socket.
-    pub udp: libc::c_int,
-    /// The TCP listener.
-    pub tcp: libc::c_int,
 }
 
 impl fmt::Debug for NsDns {
@@ -317,47 +306,6 @@ impl NsDns {
     }
 }
 
-/// `addr:port` as the kernel takes it.
-fn sockaddr(addr: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
-        sin_zero: [0; 8],
-    }
-}
-
-/// A non-blocking, close-on-exec socket of type `ty` bound to `addr` (a
-/// stream socket listening). Async-signal-safe. `Err(errno)` on failure.
-fn bound_socket(addr: &libc::sockaddr_in, ty: libc::c_int) -> Result<libc::c_int, i32> {
-    let errno = || nix::errno::Errno::last_raw();
-    // SAFETY: socket/setsockopt/bind/listen/close on a socket owned here,
-    // with a sockaddr and an int that live for the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(errno());
-        }
-        let one: libc::c_int = 1;
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let ok = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-            && libc::bind(fd, (addr as *const libc::sockaddr_in).cast(), len) == 0
-            && (ty != libc::SOCK_STREAM || libc::listen(fd, 64) == 0);
-        if !ok {
-            let e = errno();
-            libc::close(fd);
-            return Err(e);
-        }
-        Ok(fd)
-    }
-}
-
 fn mount_step(i: usize) -> DnsStep {
     if i == 0 { DnsStep::MountFirst } else { DnsStep::MountSecond }
 }
@@ -391,87 +339,13 @@ fn write_new(path: &CString, data: &[u8]) -> bool {
     ok
 }
 
-/// Send one prepared rtnetlink request and read its acknowledgement.
-/// Async-signal-safe. `Err(errno)` when the kernel refused it.
-fn netlink_request(msg: &[u8]) -> Result<(), i32> {
-    let errno = || nix::errno::Errno::last_raw();
-    // SAFETY: socket/sendto/recv/close on a socket owned here, with a
-    // zeroed sockaddr_nl and stack buffers of the lengths passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
-        if fd < 0 {
-            return Err(errno());
-        }
-        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        let sent = libc::sendto(fd, msg.as_ptr().cast(), msg.len(), 0, (&raw const kernel).cast(), len);
-        if sent != msg.len() as isize {
-            let e = errno();
-            libc::close(fd);
-            return Err(e);
-        }
-        let mut buf = [0u8; 1024];
-        let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-        let e = errno();
-        libc::close(fd);
-        if n < 0 {
-            return Err(e);
-        }
-        ack_errno(&buf[..n as usize])
-    }
-}
-
-/// The error code of an rtnetlink acknowledgement (`NLMSG_ERROR`, code 0 is success).
-fn ack_errno(reply: &[u8]) -> Result<(), i32> {
-    if reply.len() < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != libc::NLMSG_ERROR as u16 {
-        return Err(libc::EPROTO);
-    }
-    match i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]) {
-        0 => Ok(()),
-        code => Err(-code),
-    }
-}
-
-fn encode(msg: RouteNetlinkMessage, seq: u32) -> Vec<u8> {
-    let mut packet = NetlinkMessage::from(msg);
-    packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-    packet.header.sequence_number = seq;
-    packet.finalize();
-    let mut out = vec![0; packet.buffer_len()];
-    packet.serialize(&mut out);
-    out
-}
-
-/// `ip addr add ADDR/32 dev lo scope host`.
-fn lo_address(addr: Ipv4Addr) -> AddressMessage {
-    let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = 32;
-    msg.header.scope = AddressScope::Host;
-    msg.header.index = LO_INDEX;
-    msg.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-    msg.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
-    msg
-}
-
-/// `ip rule add to ADDR/32 ipproto tcp dport 53 unreachable priority 90`.
-fn tcp_unreachable(addr: Ipv4Addr) -> RuleMessage {
-    let mut msg = RuleMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.dst_len = 32;
-    msg.header.action = RuleAction::Unreachable;
-    msg.attributes.push(RuleAttribute::Destination(IpAddr::V4(addr)));
-    msg.attributes.push(RuleAttribute::IpProtocol(IpProtocol::Tcp));
-    msg.attributes.push(RuleAttribute::DestinationPortRange(RulePortRange { start: 53, end: 53 }));
-    msg.attributes.push(RuleAttribute::Priority(RULE_PRIORITY));
-    msg
-}
-
 #[cfg(test)]
 mod tests {
+    use super::rtnl::ack_errno;
     use super::*;
-    use netlink_packet_core::NetlinkPayload;
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::IpProtocol;
+    use netlink_packet_route::rule::{RuleAction, RuleAttribute, RulePortRange};
 
     fn decode(bytes: &[u8]) -> RouteNetlinkMessage {
         match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap().payload {
