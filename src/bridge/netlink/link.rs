@@ -5,7 +5,7 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as Info, LinkMessage, LinkProtoInfoBridge,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as Info, LinkMessage, LinkProtoInfoBridge,
 };
 use nix::errno::Errno;
 use std::io;
@@ -29,15 +29,6 @@ fn bridge_mac() -> [u8; 6] {
 fn named(name: &str) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
-    msg
-}
-
-/// A look-up of link `name` without its counters (`RTEXT_FILTER_SKIP_STATS`):
-/// nobody here reads them, and they are a fifth of a link's message to
-/// fill, copy and decode.
-fn lookup(name: &str) -> LinkMessage {
-    let mut msg = named(name);
-    msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     msg
 }
 
@@ -91,26 +82,6 @@ fn indexed(ifindex: u32) -> LinkMessage {
     msg
 }
 
-fn link_state(msg: &LinkMessage) -> LinkState {
-    let mut state = LinkState { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), ..Default::default() };
-    for attr in &msg.attributes {
-        match attr {
-            LinkAttribute::Address(a) if a.len() == 6 => state.mac.copy_from_slice(a),
-            LinkAttribute::Mtu(m) => state.mtu = *m,
-            _ => {}
-        }
-    }
-    state
-}
-
-/// The first link message among `replies`.
-fn first_link(replies: &[RouteNetlinkMessage]) -> Option<LinkState> {
-    replies.iter().find_map(|reply| match reply {
-        RouteNetlinkMessage::NewLink(link) => Some(link_state(link)),
-        _ => None,
-    })
-}
-
 /// An `ifreq` naming link `name` (refused when too long for one).
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     if name.len() >= libc::IFNAMSIZ || name.contains('\0') {
@@ -132,6 +103,15 @@ fn if_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl, ifr: &mut libc::ifreq) -> 
     match unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut *ifr) } {
         0 => Ok(*ifr),
         _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// `SIOCGIFINDEX` for the link `ifr` names: `None` when there is none.
+fn ioctl_index(fd: BorrowedFd<'_>, ifr: &mut libc::ifreq) -> io::Result<Option<u32>> {
+    match if_ioctl(fd, libc::SIOCGIFINDEX, ifr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
+        other => Ok(Some(unsafe { other?.ifr_ifru.ifru_ifindex } as u32)),
     }
 }
 
@@ -164,34 +144,21 @@ impl Netlink {
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
         let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
         let mut ifr = ifreq(name).map_err(err)?;
-        match if_ioctl(self.as_fd(), libc::SIOCGIFINDEX, &mut ifr) {
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
-            other => Ok(Some(unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex } as u32)),
-        }
+        ioctl_index(self.as_fd(), &mut ifr).map_err(err)
     }
 
     /// Index, up, hardware address and MTU of the link called `name`, or
-    /// `None` if there is none (one request, as [`Self::link_index`]).
-    pub fn link_state(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
-        self.get_state(name).map_err(|source| NetlinkError::LinkIndex { name: name.to_owned(), source })
-    }
-
-    /// [`Self::link_state`] over the interface ioctls on this socket
+    /// `None` if there is none, over the interface ioctls on this socket
     /// (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, in
     /// its namespace): four small calls instead of an `RTM_GETLINK` whose
     /// answer, for a bridge about 1.5 KB of attributes (its options, every
     /// address family's settings), costs more to fill and decode than all
-    /// four. `None` when there is no such link.
+    /// four.
     pub fn link_brief(&mut self, name: &str) -> Result<Option<LinkState>, NetlinkError> {
         let err = |source| NetlinkError::LinkIndex { name: name.to_owned(), source };
         let mut ifr = ifreq(name).map_err(err)?;
         let fd = self.as_fd();
-        let index = match if_ioctl(fd, libc::SIOCGIFINDEX, &mut ifr) {
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
-            // SAFETY: after SIOCGIFINDEX the union holds ifru_ifindex.
-            other => unsafe { other.map_err(err)?.ifr_ifru.ifru_ifindex },
-        };
+        let Some(index) = ioctl_index(fd, &mut ifr).map_err(err)? else { return Ok(None) };
         // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
         let flags = unsafe { if_ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr).map_err(err)?.ifr_ifru.ifru_flags };
         // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
@@ -202,29 +169,12 @@ impl Netlink {
         for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
             *dst = *src as u8;
         }
-        Ok(Some(LinkState {
-            index: index as u32,
-            up: flags & libc::IFF_UP as libc::c_short != 0,
-            mac,
-            mtu: mtu as u32,
-        }))
-    }
-
-    fn get_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        Ok(self.get_state(name)?.map(|s| s.index))
-    }
-
-    fn get_state(&mut self, name: &str) -> io::Result<Option<LinkState>> {
-        match self.request(RouteNetlinkMessage::GetLink(lookup(name)), 0) {
-            Ok(replies) => Ok(first_link(&replies)),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(Some(LinkState { index, up: flags & libc::IFF_UP as libc::c_short != 0, mac, mtu: mtu as u32 }))
     }
 
     /// The index of a link this socket just created: gone again is `ENODEV`.
     fn created_index(&mut self, name: &str) -> io::Result<u32> {
-        self.get_index(name)?.ok_or_else(|| Errno::ENODEV.into())
+        ioctl_index(self.as_fd(), &mut ifreq(name)?)?.ok_or_else(|| Errno::ENODEV.into())
     }
 
     /// Create a bridge called `name` (down) and return its index.
