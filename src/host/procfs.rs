@@ -111,7 +111,7 @@ fn namespace_lives(proc_root: &Path, ns: u64) -> bool {
     dir.flatten()
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
         .filter(|e| std::fs::metadata(e.path().join("ns/pid")).is_ok_and(|m| m.ino() == ns))
-        .any(|e| std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| parse_state(&stat) != Some('Z')))
+        .any(|e| read_small(&e.path().join("stat")).is_ok_and(|stat| parse_state(&stat) != Some('Z')))
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name
