@@ -114,15 +114,7 @@ impl SocketFactory {
         };
         let userns = target.userns.as_deref().map(open).transpose()?;
         let netns = open(&target.netns)?;
-        let mut pair = [0 as RawFd; 2];
-        // SAFETY: socketpair writes two fds into `pair`, which we own at once.
-        let rc =
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(FactoryError::Spawn(last_err()));
-        }
-        // SAFETY: both fds were just created by socketpair and are owned only here.
-        let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let (ours, theirs) = crate::ns::fdpass::pair().map_err(|e| FactoryError::Spawn(e.into()))?;
         // SAFETY: the child runs only async-signal-safe code (`child_main`
         // makes raw syscalls on stack values and never returns).
         let pid = unsafe { libc::fork() };
