@@ -3,6 +3,7 @@
 //! pidfds, another process's memory, socket options as plain integers.
 //! Each wrapper returns owned descriptors at once and checks every result.
 
+use crate::host::procfs::pidfd_open;
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -90,13 +91,6 @@ pub fn pidfd_open_thread(tid: u32, tgid: impl FnOnce() -> Option<u32>) -> Result
         Err(Errno::EINVAL) => pidfd_open(tgid().ok_or(Errno::ESRCH)?, 0),
         other => other,
     }
-}
-
-fn pidfd_open(pid: u32, flags: u32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-    // SAFETY: a non-negative result is a fresh descriptor owned by nobody else.
-    Errno::result(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// `pidfd_getfd`: our own copy of descriptor `fd` of the process.

@@ -178,18 +178,6 @@ pub(crate) fn read_log(path: &Path) -> Option<String> {
     Some(buf.text())
 }
 
-/// `pidfd_open(2)`.
-fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a new descriptor nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Waits up to `grace` for the process behind `pidfd` to exit.
 fn exited_within(pidfd: &std::os::fd::OwnedFd, grace: Duration) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -206,10 +194,10 @@ fn open_verified(process: ProcessId, proc_root: &Path) -> io::Result<Option<std:
     if !process.is_here(proc_root) || !process.is_alive(proc_root) {
         return Ok(None);
     }
-    let pidfd = match pidfd_open(process.pid) {
+    let pidfd = match crate::host::procfs::pidfd_open(process.pid, 0) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
-        Err(e) => return Err(e),
+        Err(nix::errno::Errno::ESRCH) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     // The pidfd names whatever has the pid now: make sure it is still ours.
     Ok(process.is_alive(proc_root).then_some(pidfd))

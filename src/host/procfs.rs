@@ -128,6 +128,16 @@ pub fn parse_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
+/// `pidfd_open(2)`: a descriptor of process `pid` (`flags` 0, or
+/// `PIDFD_THREAD` for one thread) that becomes readable once it has exited.
+pub fn pidfd_open(pid: u32, flags: u32) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+    // SAFETY: a non-negative result is a fresh descriptor owned by nobody else.
+    nix::errno::Errno::result(fd).map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
 /// A small procfs file, read whole into a buffer sized for it (two reads
 /// for a `stat` line instead of six, see [`crate::state::safefs::read_small`]).
 fn read_small(path: &Path) -> io::Result<String> {

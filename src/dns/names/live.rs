@@ -19,7 +19,7 @@
 
 use crate::host::procfs::ProcessId;
 use crate::state::record::{Liveness as Decided, Record};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// How a record's liveness is checked per answer.
@@ -48,16 +48,11 @@ impl Liveness {
         if let Some(kept) = before.filter(|b| b.is_about(&process)) {
             return kept;
         }
-        // SAFETY: pidfd_open(2) with a pid and no flags; the result is owned at once.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return match nix::errno::Errno::last() {
-                nix::errno::Errno::ESRCH => Self::Dead(process),
-                _ => Self::Read,
-            };
-        }
-        // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let fd = match crate::host::procfs::pidfd_open(process.pid, 0) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ESRCH) => return Self::Dead(process),
+            Err(_) => return Self::Read,
+        };
         // Opened first, checked after: alive now with the recorded start
         // time, the pid is that process, and the pidfd pins it.
         if process.is_alive(proc_root) { Self::Process(fd, process) } else { Self::Dead(process) }
