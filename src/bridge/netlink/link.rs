@@ -4,7 +4,7 @@ use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    AfSpecInet6, AfSpecUnspec, BridgePortState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData,
     InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as Info, LinkMessage, LinkProtoInfoBridge,
 };
 use nix::errno::Errno;
@@ -188,7 +188,15 @@ impl Netlink {
         // expires (lookups to the gateway time out). An address set at
         // creation is kept.
         msg.attributes.push(LinkAttribute::Address(bridge_mac().to_vec()));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![Info::Kind(InfoKind::Bridge)]));
+        // No multicast snooping: on every port's join the kernel re-arms
+        // the query timers of every other port, which made the 200th
+        // attach cost 1.17x the first instead of 1.08x (median of 4 runs,
+        // bench/cni). With no querier on a container bridge, snooping only
+        // saved the flooding of groups someone had joined.
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            Info::Kind(InfoKind::Bridge),
+            Info::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
+        ]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .and_then(|_| self.created_index(name))
             .map_err(|source| NetlinkError::CreateBridge { name: name.to_owned(), source })
