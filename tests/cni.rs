@@ -38,16 +38,24 @@ fn section(name: &str) {
         eprintln!("SKIP: cni {name}: {why}");
         return;
     }
+    run_section(Path::new(env!("CARGO_BIN_EXE_pelagos-net-cni")), name);
+}
+
+fn run_section(plugin: &Path, name: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cni/conformance.sh");
     let out = Command::new(&script)
-        .arg(env!("CARGO_BIN_EXE_pelagos-net-cni"))
+        .arg(plugin)
         .arg(name)
         .env("PELAGOS_NET_CLI", env!("CARGO_BIN_EXE_pelagos-net"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains(" passed, 0 failed"), "cni {name} failed:\n{text}");
+    assert!(
+        out.status.success() && text.contains(" passed, 0 failed"),
+        "cni {name} ({}) failed:\n{text}",
+        plugin.display()
+    );
 }
 
 #[test]
@@ -92,4 +100,37 @@ fn add_beside_a_forward_drop_ruleset_still_forwards() {
 #[test]
 fn del_then_an_immediate_add_reuses_address_port_and_id_and_a_lost_deferred_deletion_is_finished() {
     section("del-reuse");
+}
+
+/// The plugin as README.md installs it: statically linked against musl,
+/// release build, scripts run by the `nft` command. scripts/test-all builds
+/// it and names it in `PELAGOS_CNI_STATIC_PLUGIN`.
+#[test]
+fn the_static_plugin_as_installed_passes_every_section() {
+    let plugin = std::env::var_os("PELAGOS_CNI_STATIC_PLUGIN").map(std::path::PathBuf::from);
+    let why = missing().or_else(|| match &plugin {
+        None => Some("PELAGOS_CNI_STATIC_PLUGIN is not set: scripts/test-all builds the static plugin (cargo build --release --target x86_64-unknown-linux-musl --bin pelagos-net-cni) and sets it".into()),
+        Some(p) if !p.is_file() => Some(format!("PELAGOS_CNI_STATIC_PLUGIN names {}, which does not exist", p.display())),
+        Some(_) => None,
+    });
+    if let Some(why) = why {
+        assert!(!strict(), "cni static plugin: {why}, and skipping is not allowed in CI");
+        eprintln!("SKIP: cni static plugin: {why}");
+        return;
+    }
+    let plugin = plugin.expect("checked above");
+    assert!(!has_interpreter(&plugin), "{} is dynamically linked (it names a program interpreter)", plugin.display());
+    for name in ["protocol", "chains", "concurrency", "bad-input", "ports", "forward-drop", "del-reuse"] {
+        run_section(&plugin, name);
+    }
+}
+
+/// Whether an ELF64 little-endian executable has a `PT_INTERP` program
+/// header, i.e. is started by a dynamic loader.
+fn has_interpreter(binary: &Path) -> bool {
+    let elf = std::fs::read(binary).unwrap();
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "{} is not an ELF64 file", binary.display());
+    let word = |at: usize, len: usize| elf[at..at + len].iter().rev().fold(0usize, |n, b| n << 8 | *b as usize);
+    let (phoff, phentsize, phnum) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
+    (0..phnum).any(|i| word(phoff + i * phentsize, 4) == 3)
 }

@@ -29,8 +29,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use pelagos_net::PortProto;
+use pelagos_net::bridge::firewall::engine::Nft;
 use pelagos_net::bridge::firewall::{
-    Firewall, FirewallError, Forward, NetworkRules, TableState, enable_ip_forward, enable_route_localnet,
+    Firewall, FirewallError, Forward, NetworkRules, NftEngine, TableState, enable_ip_forward, enable_route_localnet,
+    table_script,
 };
 
 const NET: &str = "pfw-test.1";
@@ -533,4 +535,45 @@ fn nftables_socket_is_not_inherited_by_exec() {
         leaked = inheritable_netfilter_sockets();
     }
     assert_eq!(leaked, 0, "netfilter netlink sockets without FD_CLOEXEC");
+}
+
+#[test]
+fn the_nft_command_builds_the_same_table_as_libnftables_in_its_own_namespace_and_reports_nft_errors() {
+    let test = "the_nft_command_builds_the_same_table_as_libnftables_in_its_own_namespace_and_reports_nft_errors";
+    if !root_or_skip(test) {
+        return;
+    }
+    let topo = Topo::new();
+    let forward = fwd(Some(HOST_UPLINK), 8080, PortProto::Tcp, "10.77.0.2", 80);
+    let build = move |engine: NftEngine| {
+        let mut fw = Firewall::with_engine(engine).unwrap();
+        fw.ensure_network(&rules(true)).unwrap();
+        fw.add_forwards(NET, std::slice::from_ref(&forward)).unwrap();
+        let listing = fw.list_table(NET).unwrap();
+        fw.delete_network(NET).unwrap();
+        (listing, fw.table_state(NET).unwrap())
+    };
+    let (by_library, _) = in_ns(&topo.host, move || build(NftEngine::Library));
+    let (by_command, after_delete) = in_ns(&topo.host, move || build(NftEngine::Command));
+    assert!(by_command.contains("8080 : 10.77.0.2 . 80"), "forward listed:\n{by_command}");
+    assert_eq!(by_command, by_library);
+    assert_eq!(after_delete, TableState::Missing);
+
+    // The command runs in the namespace its engine was opened in, whichever
+    // thread runs it: opened in the host namespace, run from upstream.
+    let opened = in_ns(&topo.host, || Nft::open(NftEngine::Command).unwrap());
+    let in_up = in_ns(&topo.up, move || {
+        let mut nft = opened;
+        nft.run(&table_script(&rules(false))).unwrap();
+        Firewall::new().unwrap().table_exists(NET).unwrap()
+    });
+    assert!(!in_up, "built in the upstream namespace");
+    assert!(
+        in_ns(&topo.host, || Firewall::new().unwrap().table_exists(NET).unwrap()),
+        "not built in the host namespace"
+    );
+
+    let failed = in_ns(&topo.host, || Nft::open(NftEngine::Command).unwrap().run("add rule ip no-such-table c drop"));
+    let message = failed.expect_err("a rule in a missing table fails").message;
+    assert!(message.contains("No such file or directory"), "nft's own message: {message}");
 }

@@ -197,7 +197,9 @@ fn bridge_is_created_and_set_up() {
     });
 
     assert_eq!(looked_up, Some(index));
-    assert!(host.ip(&["-d", "link", "show", "dev", BRIDGE]).contains("bridge"));
+    let details = host.ip(&["-d", "link", "show", "dev", BRIDGE]);
+    assert!(details.contains("bridge"));
+    assert!(details.contains("mcast_snooping 0"), "created without multicast snooping:\n{details}");
     assert!(link_flags(&host, BRIDGE).contains(&"UP".to_owned()));
     assert!(ip_links(&host).contains(&(index, BRIDGE.to_owned())));
 }

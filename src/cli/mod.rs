@@ -11,6 +11,7 @@
 //! `pelagos-net: error: …`; usage errors (clap's and the ones a subcommand
 //! finds itself with [`CliError::usage`]) exit 125 naming the flag or value.
 
+pub mod arena;
 mod attach;
 mod completions;
 mod doctor;

@@ -7,6 +7,12 @@ use std::io::{Read, Write};
 
 pelagos_net::binary_main!(plugin);
 
+/// One short command per process: allocations come from a static block
+/// (see `pelagos_net::cli::arena`), 4 MiB, of which an `ADD` touches a
+/// few hundred KiB.
+#[global_allocator]
+static ALLOC: pelagos_net::cli::arena::Arena<{ 4 << 20 }> = pelagos_net::cli::arena::Arena::new();
+
 /// The plugin's run; returns the exit status.
 fn plugin() -> i32 {
     // Room for any usual configuration: one read and the one seeing EOF.

@@ -288,7 +288,7 @@ fn reap_descendants(within: Duration) {
 
 /// Wait at most `timeout` for one of `set` (blocked); the signal or `None`.
 fn wait_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> Option<i32> {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
     // SAFETY: sigtimedwait(2) reads the set and the timeout we own; no info is asked for.
     let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)

@@ -250,6 +250,9 @@ pub enum NftEvidence {
     NotFound,
     /// The kernel has it but `libnftables.so.1` is not installed.
     LibraryMissing,
+    /// The kernel has it but the `nft` command, which a statically linked
+    /// build runs instead of loading libnftables, is not installed.
+    CommandMissing,
 }
 
 /// Default routes of our network namespace.

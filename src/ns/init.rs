@@ -442,7 +442,7 @@ fn stop_leftovers(signals: &libc::sigset_t) {
     let mut none = None;
     while reap(0, &mut none).is_ok() {
         let Some(left) = deadline.checked_sub(now()) else { return };
-        let timeout = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos().into() };
+        let timeout = libc::timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
         // SAFETY: zeroed siginfo_t is a valid value to be overwritten.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: sigtimedwait(2) on a set prepared before the clone, into our stack.

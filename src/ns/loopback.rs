@@ -51,7 +51,7 @@ pub fn bring_up_loopback() -> Result<(), LoopbackError> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own; the fd is valid.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as libc::Ioctl, &mut ifr) } < 0 {
         return Err(LoopbackError::GetFlags(Errno::last()));
     }
     // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
@@ -61,7 +61,7 @@ pub fn bring_up_loopback() -> Result<(), LoopbackError> {
     }
     ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own; the fd is valid.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &ifr) } < 0 {
         return Err(LoopbackError::SetFlags(Errno::last()));
     }
     Ok(())

@@ -248,7 +248,7 @@ fn recv_reply(ctl: BorrowedFd<'_>, reply: &mut Reply, fds: &mut [RawFd]) -> io::
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.0.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.0.len();
+    msg.msg_controllen = cbuf.0.len() as _;
     let n = loop {
         // SAFETY: msg points at live buffers sized as declared.
         let n = unsafe { libc::recvmsg(ctl.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
@@ -302,11 +302,11 @@ fn send_reply(ctl: RawFd, reply: Reply, fds: &[RawFd]) -> isize {
         if !fds.is_empty() {
             let bytes = std::mem::size_of_val(fds) as u32;
             msg.msg_control = cbuf.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
+            msg.msg_controllen = libc::CMSG_SPACE(bytes) as _;
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), fds.len());
         }
         libc::sendmsg(ctl, &msg, libc::MSG_NOSIGNAL)

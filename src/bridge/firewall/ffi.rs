@@ -124,7 +124,7 @@ pub struct NftError {
 }
 
 impl NftError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(super) fn new(message: impl Into<String>) -> Self {
         Self { message: message.into() }
     }
 }

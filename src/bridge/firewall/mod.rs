@@ -2,10 +2,11 @@
 //!
 //! Owns one nftables table per bridge network, `table ip pelagos-<network>`,
 //! and nothing else: it never flushes or edits another table, so it
-//! coexists with the host's own firewall, docker's and podman's. It never
-//! spawns `nft`. A network's table is built from script text run through
-//! libnftables ([`ffi::NftContext`]) in the calling process, once per
-//! network; a container's forwards are one raw nfnetlink transaction
+//! coexists with the host's own firewall, docker's and podman's. A
+//! network's table is built from script text, once per network, run
+//! through libnftables ([`ffi::NftContext`]) in the calling process, or by
+//! the `nft` command in a statically linked build ([`engine`]); a
+//! container's forwards are one raw nfnetlink transaction
 //! ([`nfnl`]), with no libnftables load and no ruleset fetch, so an attach
 //! costs the same with 1 or 200 containers.
 //!
@@ -63,6 +64,7 @@
 //! bridges there ([`hostfw`]).
 
 pub mod closer;
+pub mod engine;
 pub mod ffi;
 pub mod hostfw;
 pub mod ipv6;
@@ -77,6 +79,7 @@ use std::path::PathBuf;
 
 use crate::model::cidr::Ipv4Net;
 
+pub use engine::{NftCommand, NftEngine};
 pub use ffi::{NftContext, NftError};
 pub use ipv6::Network6Rules;
 pub use script::{

@@ -1,15 +1,16 @@
 //! [`Firewall`]: the nftables side of bridge networks in one network
 //! namespace. A container's forwards go over raw nfnetlink
 //! ([`NfSocket`], one transaction, no ruleset fetch); a network's table is
-//! built from [`script`](super::script) text through libnftables
-//! ([`NftContext`]), opened only when a table is created, rebuilt or
-//! deleted.
+//! built from [`script`](super::script) text by the build's
+//! [`NftEngine`] (libnftables, or the `nft` command in a static build),
+//! opened only when a table is created, rebuilt or deleted.
 
 use super::ipv6::{Network6Rules, delete_table6_script, table6_script};
 use super::nfnl::{ElemOp, FAMILY_IPV4, FAMILY_IPV6};
 use super::nfsock::NfSocket;
 use super::script::{delete_table_script, rebuild_script, table_comment, table_name, table_script};
-use super::{FirewallError, Forward, NetworkRules, NftContext, NftError};
+use super::engine::{Nft, NftEngine};
+use super::{FirewallError, Forward, NetworkRules, NftError};
 
 /// The state of a network's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,22 +29,29 @@ pub enum TableState {
 #[derive(Debug)]
 pub struct Firewall {
     sock: NfSocket,
-    nft: Option<NftContext>,
+    engine: NftEngine,
+    nft: Option<Nft>,
 }
 
 impl Firewall {
-    /// A firewall for the calling thread's network namespace. Opens one
-    /// netlink socket; libnftables is loaded only when a table must be
-    /// built (the libnftables context is created in the same namespace,
-    /// so build a `Firewall` on the thread that is in it).
+    /// A firewall for the calling thread's network namespace, running
+    /// scripts with this build's engine ([`NftEngine::BUILT_IN`]). Opens one
+    /// netlink socket; the engine is opened only when a table must be built
+    /// (in the namespace of the thread that first needs it, so build a
+    /// `Firewall` on the thread that is in it).
     pub fn new() -> Result<Self, FirewallError> {
-        let sock = NfSocket::open().map_err(|source| FirewallError::Open { source })?;
-        Ok(Self { sock, nft: None })
+        Self::with_engine(NftEngine::BUILT_IN)
     }
 
-    fn nft(&mut self) -> Result<&mut NftContext, FirewallError> {
+    /// [`Self::new`] with scripts run by `engine`.
+    pub fn with_engine(engine: NftEngine) -> Result<Self, FirewallError> {
+        let sock = NfSocket::open().map_err(|source| FirewallError::Open { source })?;
+        Ok(Self { sock, engine, nft: None })
+    }
+
+    fn nft(&mut self) -> Result<&mut Nft, FirewallError> {
         if self.nft.is_none() {
-            self.nft = Some(NftContext::new().map_err(|source| FirewallError::Open { source })?);
+            self.nft = Some(Nft::open(self.engine).map_err(|source| FirewallError::Open { source })?);
         }
         Ok(self.nft.as_mut().expect("set above"))
     }

@@ -1,12 +1,15 @@
 //! Whether nftables can work here: the kernel's `nf_tables` (loaded, or a
-//! module of the running kernel that autoloads) and the userspace library
-//! the bridge's firewall loads (`libnftables.so.1`). Reads files only: no
-//! nft context is created and nothing is loaded.
+//! module of the running kernel that autoloads) and the userspace side the
+//! bridge's firewall uses: the library it loads (`libnftables.so.1`), or in
+//! a statically linked build the `nft` command it runs
+//! ([`NftEngine`]). Reads files only: no nft context is created and nothing
+//! is loaded or run.
 
 use std::fs;
 use std::path::Path;
 
 use super::{NftEvidence, ProbeRoots};
+use crate::bridge::firewall::NftEngine;
 
 /// What is missing for nftables, with its fix; what bridge networks and
 /// `doctor` report.
@@ -36,6 +39,10 @@ impl NftEvidence {
                 reason: "libnftables.so.1 is not installed",
                 fix: "install it: `sudo apt-get install libnftables1` (Debian/Ubuntu) or `sudo dnf install nftables`",
             }),
+            Self::CommandMissing => Some(NftProblem {
+                reason: "the nft command is not installed (this static build runs it to build a network's table)",
+                fix: "install it: `sudo apt-get install nftables` (Debian/Ubuntu) or `sudo dnf install nftables`",
+            }),
         }
     }
 }
@@ -58,7 +65,18 @@ pub(super) fn evidence(roots: &ProbeRoots, release: Option<&str>) -> NftEvidence
             None => NftEvidence::NotFound,
         }
     };
-    if kernel.usable() && !library_present(&roots.fs_root) { NftEvidence::LibraryMissing } else { kernel }
+    match NftEngine::BUILT_IN {
+        _ if !kernel.usable() => kernel,
+        NftEngine::Library if !library_present(&roots.fs_root) => NftEvidence::LibraryMissing,
+        NftEngine::Command if !command_present(&roots.fs_root) => NftEvidence::CommandMissing,
+        _ => kernel,
+    }
+}
+
+/// `nft` in one of the directories [`crate::bridge::firewall::engine::find_nft`]
+/// looks in without a `PATH`, or in `/usr/bin`, `/bin`, under `fs_root`.
+fn command_present(fs_root: &Path) -> bool {
+    ["usr/sbin", "sbin", "usr/local/sbin", "usr/bin", "bin"].iter().any(|d| fs_root.join(d).join("nft").is_file())
 }
 
 /// Whether the kernel's module index lists nf_tables (a module or built in);
@@ -94,6 +112,16 @@ fn library_present(fs_root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nft_command_is_found_in_the_sbin_and_bin_directories() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(!command_present(root.path()));
+        fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+        fs::write(root.path().join("usr/sbin/nft"), "").unwrap();
+        assert!(command_present(root.path()));
+        assert!(NftEvidence::CommandMissing.problem().is_some_and(|p| p.fix.contains("apt-get install nftables")));
+    }
 
     #[test]
     fn module_index_lines_name_nf_tables_only() {

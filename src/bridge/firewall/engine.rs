@@ -1,0 +1,167 @@
+//! How nft script text is run: by libnftables in this process
+//! ([`NftContext`]) or by the `nft` command ([`NftCommand`]).
+//!
+//! # Decisions
+//!
+//! - **A dynamically linked build loads libnftables; a statically linked
+//!   one runs `nft -f -`** ([`NftEngine::BUILT_IN`]). A static binary (the
+//!   CNI plugin as README.md installs it: one file that runs on any node)
+//!   cannot load a shared library safely: musl's static start has no
+//!   dynamic loader at all, and a static glibc one loads libnftables only
+//!   when the node's glibc is the one it was built with. Scripts run only
+//!   when a network's table is created, rebuilt or deleted (a container's
+//!   forwards never need one: [`super::nfnl`]), so spawning `nft` costs a
+//!   few milliseconds once per network.
+//! - **The command runs in the namespace the engine was opened in**, as a
+//!   libnftables context does: [`NftCommand::new`] keeps the calling
+//!   thread's network namespace and the child enters it before `exec`.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{NftContext, NftError};
+
+/// Which way scripts are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NftEngine {
+    /// libnftables, loaded into this process on first use.
+    Library,
+    /// The `nft` command, one process per script.
+    Command,
+}
+
+impl NftEngine {
+    /// This build's engine: [`Command`](Self::Command) for a statically
+    /// linked binary, [`Library`](Self::Library) otherwise.
+    pub const BUILT_IN: Self = if cfg!(target_feature = "crt-static") { Self::Command } else { Self::Library };
+}
+
+/// An open engine, bound to the network namespace it was opened in.
+#[derive(Debug)]
+pub enum Nft {
+    /// A libnftables context.
+    Library(NftContext),
+    /// The `nft` command.
+    Command(NftCommand),
+}
+
+impl Nft {
+    /// Opens `engine` in the calling thread's network namespace.
+    pub fn open(engine: NftEngine) -> Result<Self, NftError> {
+        Ok(match engine {
+            NftEngine::Library => Self::Library(NftContext::new()?),
+            NftEngine::Command => Self::Command(NftCommand::new()?),
+        })
+    }
+
+    /// Runs `script` as one transaction; returns what nft printed.
+    pub fn run(&mut self, script: &str) -> Result<String, NftError> {
+        match self {
+            Self::Library(ctx) => ctx.run(script),
+            Self::Command(cmd) => cmd.run(script),
+        }
+    }
+}
+
+/// The `nft` command, run in one network namespace.
+#[derive(Debug)]
+pub struct NftCommand {
+    program: PathBuf,
+    netns: OwnedFd,
+}
+
+impl NftCommand {
+    /// Finds `nft` (on `PATH`, then in the usual sbin directories) and keeps
+    /// the calling thread's network namespace.
+    pub fn new() -> Result<Self, NftError> {
+        let program = find_nft(std::env::var_os("PATH").as_deref(), |p| p.is_file()).ok_or_else(|| {
+            NftError::new("cannot find the nft command: install nftables (`sudo apt-get install nftables`); bridge networks need it")
+        })?;
+        let netns = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| NftError::new(format!("cannot open this thread's network namespace: {e}")))?;
+        Ok(Self { program, netns: netns.into() })
+    }
+
+    /// Runs `script` with `nft -f -` (one transaction); returns its standard
+    /// output, or its error text when it fails.
+    pub fn run(&mut self, script: &str) -> Result<String, NftError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let netns = self.netns.as_raw_fd();
+        // SAFETY: the hook runs in the forked child before exec and makes
+        // one system call (setns), which is async-signal-safe; `netns` is
+        // owned by `self`, which outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(netns, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            })
+        };
+        let spawn_err = |e: std::io::Error| NftError::new(format!("cannot run {}: {e}", self.program.display()));
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut stdin = child.stdin.take().expect("piped above");
+        let mut stdout = child.stdout.take().expect("piped above");
+        let mut stderr = child.stderr.take().expect("piped above");
+        // nft reads the whole script before it prints anything; the
+        // readers run beside the writer all the same, so a long script and
+        // a long answer can never block each other.
+        let (wrote, out, err) = std::thread::scope(|s| {
+            let out = s.spawn(move || {
+                let mut text = String::new();
+                stdout.read_to_string(&mut text).map(|_| text)
+            });
+            let err = s.spawn(move || {
+                let mut text = Vec::new();
+                stderr.read_to_end(&mut text).map(|_| String::from_utf8_lossy(&text).into_owned())
+            });
+            let wrote = stdin.write_all(script.as_bytes());
+            drop(stdin);
+            (wrote, out.join(), err.join())
+        });
+        let status = child.wait().map_err(spawn_err)?;
+        let errors = err.ok().and_then(Result::ok).unwrap_or_default();
+        if !status.success() {
+            let message = errors.trim();
+            return Err(NftError::new(if message.is_empty() {
+                format!("{} failed ({status}) without a message", self.program.display())
+            } else {
+                message.to_owned()
+            }));
+        }
+        wrote.map_err(spawn_err)?;
+        if !errors.trim().is_empty() {
+            log::warn!("nft: {}", errors.trim());
+        }
+        out.ok().and_then(Result::ok).ok_or_else(|| NftError::new("cannot read nft's output"))
+    }
+}
+
+/// Where `nft` is: the first `PATH` entry holding it, then `/usr/sbin`,
+/// `/sbin` and `/usr/local/sbin` (a runtime's `PATH` often lacks sbin).
+/// Only absolute directories count.
+pub fn find_nft(path: Option<&OsStr>, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let listed = path.map(|p| std::env::split_paths(p).collect::<Vec<_>>()).unwrap_or_default();
+    let fallback = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
+    listed.into_iter().chain(fallback).filter(|d| d.is_absolute()).map(|d| d.join("nft")).find(|p| exists(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_is_looked_up_on_path_first_then_in_sbin() {
+        let has = |set: &'static [&'static str]| move |p: &Path| set.iter().any(|s| Path::new(s) == p);
+        let path = Some(OsStr::new("relative:/opt/bin:/usr/bin"));
+        assert_eq!(find_nft(path, has(&["/usr/bin/nft", "/usr/sbin/nft"])), Some("/usr/bin/nft".into()));
+        assert_eq!(find_nft(path, has(&["/usr/sbin/nft", "/sbin/nft"])), Some("/usr/sbin/nft".into()));
+        assert_eq!(find_nft(None, has(&["/usr/local/sbin/nft"])), Some("/usr/local/sbin/nft".into()));
+        assert_eq!(find_nft(path, has(&["relative/nft"])), None, "a relative PATH entry is never used");
+        assert_eq!(find_nft(path, has(&[])), None);
+    }
+
+}
