@@ -141,7 +141,7 @@ pub const SETUP_GC_ALWAYS_UP_TO: usize = 4;
 /// `pelagos-net gc`). `None` when not due.
 pub(crate) fn gc_if_due(paths: &Paths) -> Option<Result<GcReport, StoreError>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let few = std::fs::read_dir(paths.runs_dir()).map_or(true, |d| d.take(SETUP_GC_ALWAYS_UP_TO + 1).count() <= SETUP_GC_ALWAYS_UP_TO);
+    let few = crate::state::safefs::at_most_entries(&paths.runs_dir(), SETUP_GC_ALWAYS_UP_TO).unwrap_or(true);
     if few {
         return Some(gc(paths, false));
     }

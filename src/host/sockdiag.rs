@@ -45,12 +45,68 @@ pub struct Bound {
 pub fn bound(kind: Kind) -> io::Result<Vec<Bound>> {
     let mut out = Vec::new();
     for family in [AF_INET, AF_INET6] {
-        dump(kind, family, &mut out)?;
+        dump(kind, family, None, &mut out)?;
     }
     Ok(out)
 }
 
-fn dump(kind: Kind, family: u8, out: &mut Vec<Bound>) -> io::Result<()> {
+/// The sockets of `kind` whose local port is in one of `ranges` (inclusive),
+/// IPv4 and IPv6. The kernel filters ([`port_filter`]): it still walks
+/// every socket, but reports only those, so the cost no longer grows with
+/// the sockets others hold (200 published ports' listeners made an
+/// unfiltered dump 55 µs dearer). A kernel refusing the filter gets the
+/// plain dump, filtered here.
+pub fn bound_on(kind: Kind, ranges: &[(u16, u16)]) -> io::Result<Vec<Bound>> {
+    let filter = port_filter(ranges);
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        match dump(kind, family, Some(&filter), &mut out) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => dump(kind, family, None, &mut out)?,
+            other => other?,
+        }
+    }
+    out.retain(|b| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&b.local.port())));
+    Ok(out)
+}
+
+/// `INET_DIAG_REQ_BYTECODE`.
+const REQ_BYTECODE: u16 = 1;
+/// `INET_DIAG_BC_JMP`, `INET_DIAG_BC_S_GE`, `INET_DIAG_BC_S_LE`.
+const BC_JMP: u8 = 1;
+const BC_S_GE: u8 = 2;
+const BC_S_LE: u8 = 3;
+
+/// The inet_diag bytecode "local port in any of `ranges`", as `ss` sends
+/// for `sport` comparisons joined by `or`. Each range is `S_GE start`,
+/// `S_LE end` (a port comparison takes two 4-byte ops, the port in the
+/// second's `no`), a failed comparison jumping to the next range; a
+/// matched range jumps to the end (accept), past the end is reject. Every
+/// op lies on the chain of `yes` jumps, as the kernel's audit requires.
+/// Empty `ranges` match nothing.
+pub fn port_filter(ranges: &[(u16, u16)]) -> Vec<u8> {
+    let op = |code: u8, yes: u8, no: u16| [code, yes, no.to_ne_bytes()[0], no.to_ne_bytes()[1]];
+    if ranges.is_empty() {
+        // One jump past the end: reject.
+        return op(BC_JMP, 4, 8).to_vec();
+    }
+    let mut bc = Vec::new();
+    for (i, &(lo, hi)) in ranges.iter().enumerate() {
+        let last = i + 1 == ranges.len();
+        // A range is 16 bytes, then a 4-byte jump to the end unless last.
+        let size = if last { 16 } else { 20 };
+        bc.extend(op(BC_S_GE, 8, size + if last { 4 } else { 0 }));
+        bc.extend(op(0, 0, lo));
+        bc.extend(op(BC_S_LE, 8, size - 8 + if last { 4 } else { 0 }));
+        bc.extend(op(0, 0, hi));
+        if !last {
+            let after = (ranges.len() - i - 1) * 20 - 4;
+            bc.extend(op(BC_JMP, 4, after as u16 + 4));
+        }
+    }
+    bc
+}
+
+fn dump(kind: Kind, family: u8, filter: Option<&[u8]>, out: &mut Vec<Bound>) -> io::Result<()> {
     let fd = socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)?;
     connect(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
     let (protocol, states) = match kind {
@@ -66,6 +122,15 @@ fn dump(kind: Kind, family: u8, out: &mut Vec<Bound>) -> io::Result<()> {
     msg.finalize();
     let mut buf = vec![0u8; msg.buffer_len()];
     msg.serialize(&mut buf);
+    if let Some(bc) = filter {
+        // The request's attribute, after the fixed part; the header's
+        // length follows.
+        buf.extend_from_slice(&((4 + bc.len()) as u16).to_ne_bytes());
+        buf.extend_from_slice(&REQ_BYTECODE.to_ne_bytes());
+        buf.extend_from_slice(bc);
+        let len = buf.len() as u32;
+        buf[..4].copy_from_slice(&len.to_ne_bytes());
+    }
     send(fd.as_raw_fd(), &buf, MsgFlags::empty())?;
     let mut rx = vec![0u8; 64 * 1024];
     loop {
@@ -121,6 +186,43 @@ mod tests {
         assert_eq!(found.inode, ino(tcp.as_raw_fd()));
         let udps = bound(Kind::UdpBound).unwrap();
         assert!(udps.iter().any(|b| b.local == udp.local_addr().unwrap() && b.inode == ino(udp.as_raw_fd())));
+    }
+
+    #[test]
+    fn a_port_filter_keeps_every_op_on_the_yes_chain_and_rejects_past_the_end() {
+        let one = port_filter(&[(8080, 8080)]);
+        let ne = |a: u16| a.to_ne_bytes();
+        let want: Vec<u8> =
+            [[BC_S_GE, 8, ne(20)[0], ne(20)[1]], [0, 0, ne(8080)[0], ne(8080)[1]], [BC_S_LE, 8, ne(12)[0], ne(12)[1]], [0, 0, ne(8080)[0], ne(8080)[1]]]
+                .concat();
+        assert_eq!(one, want);
+        let two = port_filter(&[(80, 81), (9000, 9100)]);
+        assert_eq!(two.len(), 20 + 16);
+        // First range: a failed comparison lands on the second range (20 bytes on).
+        assert_eq!((two[0], u16::from_ne_bytes([two[2], two[3]])), (BC_S_GE, 20));
+        assert_eq!((two[8], u16::from_ne_bytes([two[10], two[11]])), (BC_S_LE, 12));
+        // A matched first range jumps over the second: to the end exactly.
+        assert_eq!((two[16], two[17], u16::from_ne_bytes([two[18], two[19]])), (BC_JMP, 4, 20));
+        assert_eq!(port_filter(&[]), vec![BC_JMP, 4, ne(8)[0], ne(8)[1]]);
+    }
+
+    #[test]
+    fn the_kernel_reports_only_the_sockets_on_the_ports_asked_for() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+        // The kernel itself filters (no fallback, nothing dropped here).
+        let mut only_a = Vec::new();
+        dump(Kind::TcpListening, AF_INET, Some(&port_filter(&[(pa, pa)])), &mut only_a).unwrap();
+        assert!(only_a.iter().any(|s| s.local == a.local_addr().unwrap()));
+        assert!(only_a.iter().all(|s| s.local.port() == pa), "{only_a:?}");
+        let both = bound_on(Kind::TcpListening, &[(pa, pa), (pb, pb)]).unwrap();
+        assert!(both.iter().any(|s| s.local.port() == pb) && both.iter().any(|s| s.local.port() == pa));
+        assert!(bound_on(Kind::TcpListening, &[]).unwrap().is_empty());
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pu = u.local_addr().unwrap().port();
+        let udp = bound_on(Kind::UdpBound, &[(pu.saturating_sub(1), pu)]).unwrap();
+        assert!(udp.iter().any(|s| s.local == u.local_addr().unwrap()));
     }
 
     #[test]

@@ -221,7 +221,9 @@ fn first_conflict(ports: &[PortMapping]) -> Result<Option<(PortProto, Bound)>, P
         if !ports.iter().any(|m| m.proto == proto) {
             continue;
         }
-        let socks = sockdiag::bound(kind).map_err(PortCheckError::ListSockets)?;
+        let ranges: Vec<(u16, u16)> =
+            ports.iter().filter(|m| m.proto == proto).filter_map(|m| m.host).map(|r| (r.start(), r.end())).collect();
+        let socks = sockdiag::bound_on(kind, &ranges).map_err(PortCheckError::ListSockets)?;
         if let Some(s) = socks.into_iter().find(|s| ports.iter().any(|m| socket_holds(m, proto, s))) {
             return Ok(Some((proto, s)));
         }
