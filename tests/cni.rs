@@ -129,7 +129,7 @@ fn the_static_plugin_as_installed_passes_every_section() {
 /// header, i.e. is started by a dynamic loader.
 fn has_interpreter(binary: &Path) -> bool {
     let elf = std::fs::read(binary).unwrap();
-    assert_eq!(&elf[..5], b"\x7fELF\x02", "{} is not an ELF64 file", binary.display());
+    assert_eq!(&elf[..6], b"\x7fELF\x02\x01", "{} is not a little-endian ELF64 file", binary.display());
     let word = |at: usize, len: usize| elf[at..at + len].iter().rev().fold(0usize, |n, b| n << 8 | *b as usize);
     let (phoff, phentsize, phnum) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
     (0..phnum).any(|i| word(phoff + i * phentsize, 4) == 3)

@@ -25,7 +25,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The block, aligned for anything short of a page.
+/// The block (its start cache-line aligned; each allocation's alignment
+/// comes from rounding its address up).
 #[repr(C, align(64))]
 struct Block<const N: usize>(UnsafeCell<[u8; N]>);
 
@@ -61,11 +62,13 @@ impl<const N: usize> Arena<N> {
     /// Reserves `layout` in the block; `None` when it does not fit.
     fn reserve(&self, layout: Layout) -> Option<*mut u8> {
         let base = self.base();
-        let mut cur = self.next.load(Ordering::Relaxed);
+        // Acquire pairs with the Release of a `dealloc` that gave bytes
+        // back: what its thread wrote there happens before our use.
+        let mut cur = self.next.load(Ordering::Acquire);
         loop {
             let start = (base + cur).checked_next_multiple_of(layout.align())? - base;
             let end = start.checked_add(layout.size()).filter(|&end| end <= N)?;
-            match self.next.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.next.compare_exchange_weak(cur, end, Ordering::Acquire, Ordering::Acquire) {
                 // The block's pointer with its provenance, moved to `start`.
                 Ok(_) => return Some(self.block.0.get().cast::<u8>().wrapping_add(start)),
                 Err(now) => cur = now,
@@ -92,7 +95,7 @@ unsafe impl<const N: usize> GlobalAlloc for Arena<N> {
             // The latest allocation gives its bytes back; any other is
             // left until exit.
             Some(off) => {
-                let _ = self.next.compare_exchange(off + layout.size(), off, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = self.next.compare_exchange(off + layout.size(), off, Ordering::Release, Ordering::Relaxed);
             }
             // SAFETY: not in the block, so `System` allocated it with `layout`.
             None => unsafe { System.dealloc(ptr, layout) },
@@ -107,7 +110,7 @@ unsafe impl<const N: usize> GlobalAlloc for Arena<N> {
         // The latest allocation grows or shrinks where it is.
         let end = off + layout.size();
         if off.checked_add(new_size).is_some_and(|new_end| new_end <= N)
-            && self.next.compare_exchange(end, off + new_size, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.next.compare_exchange(end, off + new_size, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             return ptr;
         }

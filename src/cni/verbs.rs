@@ -98,6 +98,10 @@ pub fn status(params: &Params, conf: &NetConf, paths: &Paths) -> Result<(), CniE
         unavailable(format!("state directory {} is unusable", paths.run_dir.display()), super::error_chain(&e))
     })?;
     Firewall::new().map_err(|e| unavailable("nftables is not usable".into(), super::error_chain(&e)))?;
+    // A static plugin builds tables with the nft command: STATUS says so
+    // now rather than the first ADD of a network later.
+    crate::bridge::firewall::engine::usable(crate::bridge::firewall::NftEngine::BUILT_IN)
+        .map_err(|e| unavailable("nftables is not usable".into(), e.to_string()))?;
     match &conf.addressing {
         Addressing::Delegate { plugin } => {
             super::ipam::find(plugin, &params.path).map_err(|e| unavailable(e.msg, e.details))?;

@@ -57,16 +57,41 @@ pub fn bound(kind: Kind) -> io::Result<Vec<Bound>> {
 /// unfiltered dump 55 µs dearer). A kernel refusing the filter gets the
 /// plain dump, filtered here.
 pub fn bound_on(kind: Kind, ranges: &[(u16, u16)]) -> io::Result<Vec<Bound>> {
-    let filter = port_filter(ranges);
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let merged = merge(ranges);
+    // Past a few dozen ranges the filter costs the kernel more than it
+    // saves (and its jumps would not fit 16 bits): the plain dump.
+    let filter = (merged.len() <= MAX_FILTERED_RANGES).then(|| port_filter(&merged));
     let mut out = Vec::new();
     for family in [AF_INET, AF_INET6] {
-        match dump(kind, family, Some(&filter), &mut out) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => dump(kind, family, None, &mut out)?,
+        match dump(kind, family, filter.as_deref(), &mut out) {
+            Err(e) if filter.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                dump(kind, family, None, &mut out)?
+            }
             other => other?,
         }
     }
-    out.retain(|b| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&b.local.port())));
+    out.retain(|b| merged.iter().any(|&(lo, hi)| (lo..=hi).contains(&b.local.port())));
     Ok(out)
+}
+
+/// The most ranges sent as a kernel filter.
+const MAX_FILTERED_RANGES: usize = 64;
+
+/// `ranges` sorted, overlapping and adjacent ones joined.
+fn merge(ranges: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let mut sorted: Vec<(u16, u16)> = ranges.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+    sorted.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::with_capacity(sorted.len());
+    for (lo, hi) in sorted {
+        match out.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
 }
 
 /// `INET_DIAG_REQ_BYTECODE`.
@@ -82,8 +107,10 @@ const BC_S_LE: u8 = 3;
 /// second's `no`), a failed comparison jumping to the next range; a
 /// matched range jumps to the end (accept), past the end is reject. Every
 /// op lies on the chain of `yes` jumps, as the kernel's audit requires.
-/// Empty `ranges` match nothing.
+/// Empty `ranges` match nothing. At most [`MAX_FILTERED_RANGES`] ranges
+/// (more would overflow the 16-bit jumps: panics).
 pub fn port_filter(ranges: &[(u16, u16)]) -> Vec<u8> {
+    assert!(ranges.len() <= MAX_FILTERED_RANGES, "{} port ranges: too many for one filter", ranges.len());
     let op = |code: u8, yes: u8, no: u16| [code, yes, no.to_ne_bytes()[0], no.to_ne_bytes()[1]];
     if ranges.is_empty() {
         // One jump past the end: reject.
@@ -99,8 +126,9 @@ pub fn port_filter(ranges: &[(u16, u16)]) -> Vec<u8> {
         bc.extend(op(BC_S_LE, 8, size - 8 + if last { 4 } else { 0 }));
         bc.extend(op(0, 0, hi));
         if !last {
-            let after = (ranges.len() - i - 1) * 20 - 4;
-            bc.extend(op(BC_JMP, 4, after as u16 + 4));
+            // To the end: this op and the ranges after it (the last one 16 bytes).
+            let to_end = 4 + (ranges.len() - i - 1) * 20 - 4;
+            bc.extend(op(BC_JMP, 4, u16::try_from(to_end).expect("bounded by MAX_FILTERED_RANGES")));
         }
     }
     bc
@@ -204,6 +232,14 @@ mod tests {
         // A matched first range jumps over the second: to the end exactly.
         assert_eq!((two[16], two[17], u16::from_ne_bytes([two[18], two[19]])), (BC_JMP, 4, 20));
         assert_eq!(port_filter(&[]), vec![BC_JMP, 4, ne(8)[0], ne(8)[1]]);
+    }
+
+    #[test]
+    fn ranges_are_sorted_and_joined_before_filtering() {
+        assert_eq!(merge(&[(90, 90), (80, 81), (82, 85), (84, 88), (7, 7)]), [(7, 7), (80, 88), (90, 90)]);
+        assert_eq!(merge(&[(65535, 65535), (65534, 65534)]), [(65534, 65535)]);
+        let many: Vec<(u16, u16)> = (0..10_000).map(|i| (1000 + 2 * i, 1000 + 2 * i)).collect();
+        assert_eq!(merge(&many).len(), 10_000, "not adjacent: all kept, sent unfiltered");
     }
 
     #[test]

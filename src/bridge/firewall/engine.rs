@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{NftContext, NftError};
+use crate::state::record::NsId;
 
 /// Which way scripts are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +80,17 @@ impl NftCommand {
     /// Finds `nft` (on `PATH`, then in the usual sbin directories) and keeps
     /// the calling thread's network namespace.
     pub fn new() -> Result<Self, NftError> {
-        let program = find_nft(std::env::var_os("PATH").as_deref(), |p| p.is_file()).ok_or_else(|| {
-            NftError::new("cannot find the nft command: install nftables (`sudo apt-get install nftables`); bridge networks need it")
-        })?;
+        let program = find_nft(std::env::var_os("PATH").as_deref(), |p| p.is_file()).ok_or_else(not_found)?;
         let netns = File::open("/proc/thread-self/ns/net")
             .map_err(|e| NftError::new(format!("cannot open this thread's network namespace: {e}")))?;
         Ok(Self { program, netns: netns.into() })
+    }
+
+    /// Whether the calling thread is in the namespace this was opened in.
+    fn is_current(&self) -> bool {
+        let saved = NsId::of_file(&self.netns);
+        let here = NsId::of(Path::new("/proc/thread-self/ns/net"));
+        matches!((saved, here), (Ok(a), Ok(b)) if a == b)
     }
 
     /// Runs `script` with `nft -f -` (one transaction); returns its standard
@@ -92,17 +98,27 @@ impl NftCommand {
     pub fn run(&mut self, script: &str) -> Result<String, NftError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let netns = self.netns.as_raw_fd();
-        // SAFETY: the hook runs in the forked child before exec and makes
-        // one system call (setns), which is async-signal-safe; `netns` is
-        // owned by `self`, which outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(netns, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-            })
-        };
-        let spawn_err = |e: std::io::Error| NftError::new(format!("cannot run {}: {e}", self.program.display()));
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        // Entering a namespace takes CAP_SYS_ADMIN even when it is the
+        // one the thread is in: only a thread elsewhere enters it (and
+        // without a hook, std spawns with posix_spawn).
+        if !self.is_current() {
+            let netns = self.netns.as_raw_fd();
+            // SAFETY: the hook runs in the forked child before exec and
+            // makes one system call (setns), which is async-signal-safe;
+            // `netns` is owned by `self`, which outlives the spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(netns, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                })
+            };
+        }
+        let program = self.program.display();
+        let mut child =
+            cmd.spawn().map_err(|e| NftError::new(format!("cannot run {program}: {e}")))?;
         let mut stdin = child.stdin.take().expect("piped above");
         let mut stdout = child.stdout.take().expect("piped above");
         let mut stderr = child.stderr.take().expect("piped above");
@@ -122,7 +138,7 @@ impl NftCommand {
             drop(stdin);
             (wrote, out.join(), err.join())
         });
-        let status = child.wait().map_err(spawn_err)?;
+        let status = child.wait().map_err(|e| NftError::new(format!("cannot wait for {program}: {e}")))?;
         let errors = err.ok().and_then(Result::ok).unwrap_or_default();
         if !status.success() {
             let message = errors.trim();
@@ -132,7 +148,7 @@ impl NftCommand {
                 message.to_owned()
             }));
         }
-        wrote.map_err(spawn_err)?;
+        wrote.map_err(|e| NftError::new(format!("cannot write the script to {program}: {e}")))?;
         if !errors.trim().is_empty() {
             log::warn!("nft: {}", errors.trim());
         }
@@ -140,13 +156,30 @@ impl NftCommand {
     }
 }
 
-/// Where `nft` is: the first `PATH` entry holding it, then `/usr/sbin`,
-/// `/sbin` and `/usr/local/sbin` (a runtime's `PATH` often lacks sbin).
+/// Where `nft` is looked for after `PATH` (a runtime's `PATH` often lacks
+/// sbin); also where `doctor` looks ([`crate::host::probe`]).
+pub const NFT_DIRS: [&str; 5] = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"];
+
+/// Where `nft` is: the first `PATH` entry holding it, then [`NFT_DIRS`].
 /// Only absolute directories count.
 pub fn find_nft(path: Option<&OsStr>, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let listed = path.map(|p| std::env::split_paths(p).collect::<Vec<_>>()).unwrap_or_default();
-    let fallback = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
-    listed.into_iter().chain(fallback).filter(|d| d.is_absolute()).map(|d| d.join("nft")).find(|p| exists(p))
+    listed.into_iter().chain(NFT_DIRS.map(PathBuf::from)).filter(|d| d.is_absolute()).map(|d| d.join("nft")).find(|p| exists(p))
+}
+
+/// Whether this build can build tables: libnftables is loaded on demand
+/// (its absence is reported then), the `nft` command must be found now.
+pub fn usable(engine: NftEngine) -> Result<(), NftError> {
+    match engine {
+        NftEngine::Library => Ok(()),
+        NftEngine::Command => find_nft(std::env::var_os("PATH").as_deref(), |p| p.is_file())
+            .map(drop)
+            .ok_or_else(not_found),
+    }
+}
+
+fn not_found() -> NftError {
+    NftError::new("cannot find the nft command: install nftables (`sudo apt-get install nftables`); bridge networks need it")
 }
 
 #[cfg(test)]
@@ -160,6 +193,7 @@ mod tests {
         assert_eq!(find_nft(path, has(&["/usr/bin/nft", "/usr/sbin/nft"])), Some("/usr/bin/nft".into()));
         assert_eq!(find_nft(path, has(&["/usr/sbin/nft", "/sbin/nft"])), Some("/usr/sbin/nft".into()));
         assert_eq!(find_nft(None, has(&["/usr/local/sbin/nft"])), Some("/usr/local/sbin/nft".into()));
+        assert_eq!(find_nft(None, has(&["/bin/nft", "/usr/bin/nft"])), Some("/usr/bin/nft".into()));
         assert_eq!(find_nft(path, has(&["relative/nft"])), None, "a relative PATH entry is never used");
         assert_eq!(find_nft(path, has(&[])), None);
     }

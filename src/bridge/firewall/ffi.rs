@@ -114,7 +114,8 @@ fn load() -> Result<Api, String> {
     }
 }
 
-/// A failed libnftables call, with nft's own error text.
+/// A failed nft script (libnftables' or the nft command's own error text),
+/// or why none could be run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("nft: {message}")]
 pub struct NftError {

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::{NftEvidence, ProbeRoots};
 use crate::bridge::firewall::NftEngine;
+use crate::bridge::firewall::engine::NFT_DIRS;
 
 /// What is missing for nftables, with its fix; what bridge networks and
 /// `doctor` report.
@@ -73,10 +74,10 @@ pub(super) fn evidence(roots: &ProbeRoots, release: Option<&str>) -> NftEvidence
     }
 }
 
-/// `nft` in one of the directories [`crate::bridge::firewall::engine::find_nft`]
-/// looks in without a `PATH`, or in `/usr/bin`, `/bin`, under `fs_root`.
+/// `nft` in one of the directories the firewall looks in after `PATH`
+/// ([`NFT_DIRS`]), under `fs_root`.
 fn command_present(fs_root: &Path) -> bool {
-    ["usr/sbin", "sbin", "usr/local/sbin", "usr/bin", "bin"].iter().any(|d| fs_root.join(d).join("nft").is_file())
+    NFT_DIRS.iter().any(|d| fs_root.join(d.trim_start_matches('/')).join("nft").is_file())
 }
 
 /// Whether the kernel's module index lists nf_tables (a module or built in);
