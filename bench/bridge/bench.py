@@ -339,7 +339,7 @@ class Bench:
         self.n = 5 if a.quick else 30
         self.warm = 1 if a.quick else 2
         self.n_scale = 20 if a.quick else 200
-        self.tp_reps = 1 if a.quick else 6
+        self.tp_reps = 1 if a.quick else 12
         self.tp_secs = 1 if a.quick else 2
         self.r = {}
         self.state = a.state
