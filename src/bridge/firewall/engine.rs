@@ -18,7 +18,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -120,30 +120,19 @@ impl NftCommand {
         let mut child =
             cmd.spawn().map_err(|e| NftError::new(format!("cannot run {program}: {e}")))?;
         let mut stdin = child.stdin.take().expect("piped above");
-        let mut stdout = child.stdout.take().expect("piped above");
-        let mut stderr = child.stderr.take().expect("piped above");
-        // nft reads the whole script before it prints anything; the
-        // readers run beside the writer all the same, so a long script and
-        // a long answer can never block each other.
-        let (wrote, out, err) = std::thread::scope(|s| {
-            let out = s.spawn(move || {
-                let mut text = String::new();
-                stdout.read_to_string(&mut text).map(|_| text)
-            });
-            let err = s.spawn(move || {
-                let mut text = Vec::new();
-                stderr.read_to_end(&mut text).map(|_| String::from_utf8_lossy(&text).into_owned())
-            });
-            let wrote = stdin.write_all(script.as_bytes());
-            drop(stdin);
-            (wrote, out.join(), err.join())
+        // The script is written beside `wait_with_output`'s reading of both
+        // pipes, so a long script and a long answer never block each other.
+        let (wrote, output) = std::thread::scope(|s| {
+            let writer = s.spawn(move || stdin.write_all(script.as_bytes()));
+            let output = child.wait_with_output();
+            (writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer panicked"))), output)
         });
-        let status = child.wait().map_err(|e| NftError::new(format!("cannot wait for {program}: {e}")))?;
-        let errors = err.ok().and_then(Result::ok).unwrap_or_default();
-        if !status.success() {
+        let output = output.map_err(|e| NftError::new(format!("cannot wait for {program}: {e}")))?;
+        let errors = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
             let message = errors.trim();
             return Err(NftError::new(if message.is_empty() {
-                format!("{} failed ({status}) without a message", self.program.display())
+                format!("{program} failed ({}) without a message", output.status)
             } else {
                 message.to_owned()
             }));
@@ -152,7 +141,7 @@ impl NftCommand {
         if !errors.trim().is_empty() {
             log::warn!("nft: {}", errors.trim());
         }
-        out.ok().and_then(Result::ok).ok_or_else(|| NftError::new("cannot read nft's output"))
+        String::from_utf8(output.stdout).map_err(|_| NftError::new("nft's output is not UTF-8"))
     }
 }
 

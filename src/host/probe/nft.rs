@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{NftEvidence, ProbeRoots};
 use crate::bridge::firewall::NftEngine;
-use crate::bridge::firewall::engine::NFT_DIRS;
+use crate::bridge::firewall::engine::find_nft;
 
 /// What is missing for nftables, with its fix; what bridge networks and
 /// `doctor` report.
@@ -74,10 +74,10 @@ pub(super) fn evidence(roots: &ProbeRoots, release: Option<&str>) -> NftEvidence
     }
 }
 
-/// `nft` in one of the directories the firewall looks in after `PATH`
-/// ([`NFT_DIRS`]), under `fs_root`.
+/// `nft` where the firewall looks for it without a `PATH` ([`find_nft`]),
+/// under `fs_root`.
 fn command_present(fs_root: &Path) -> bool {
-    NFT_DIRS.iter().any(|d| fs_root.join(d.trim_start_matches('/')).join("nft").is_file())
+    find_nft(None, |p| p.strip_prefix("/").is_ok_and(|rel| fs_root.join(rel).is_file())).is_some()
 }
 
 /// Whether the kernel's module index lists nf_tables (a module or built in);
